@@ -110,11 +110,15 @@ def dashboard_exprs() -> list[str]:
     return exprs
 
 
-def require_tool(name: str, install: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed; install it with: {install}")
-    return path
+def promtool_check(*args: str) -> None:
+    """Run `promtool check ...`; promtool comes with Debian's prometheus package."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed; install it with: apt-get install -y prometheus")
+    result = subprocess.run(
+        [promtool, "check", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------- docker-compose.yml
@@ -340,15 +344,7 @@ def test_dockerfile_copies_only_files_in_the_build_context() -> None:
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
-    promtool = require_tool("promtool", "apt-get install -y prometheus")
-    result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check("config", str(PROMETHEUS_CONFIG))
 
 
 def test_prometheus_finds_workers_by_dns() -> None:
@@ -492,7 +488,6 @@ def test_dashboard_covers_the_fleet() -> None:
 
 
 def test_dashboard_promql_parses(tmp_path: Path) -> None:
-    promtool = require_tool("promtool", "apt-get install -y prometheus")
     substitutions = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
     rules = []
     for i, expr in enumerate(dashboard_exprs()):
@@ -503,14 +498,7 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
         rules.append({"record": f"dashboard:expr_{i}", "expr": concrete})
     rule_file = tmp_path / "dashboard-rules.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(rule_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check("rules", str(rule_file))
 
 
 def test_dashboard_model_is_sound() -> None:
