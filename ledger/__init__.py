@@ -1,0 +1,1 @@
+"""Pure domain of eventfleet: events, rules, shard state. Imports nothing from the runtime."""

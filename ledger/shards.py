@@ -1,0 +1,60 @@
+"""Shard naming and routing: which shard owns which key. Stable across processes and hosts."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+from ledger.events import AddItem, Charge, Event, Order, Reject, Release, Topup
+
+Family = Literal["u", "i"]
+_SHARD_RE = re.compile(r"^([ui])(\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCounts:
+    users: int
+    items: int
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.users <= 4096 and 1 <= self.items <= 4096):
+            raise ValueError("shard counts must be between 1 and 4096")
+
+    def all_shards(self) -> list[str]:
+        return [f"u{n}" for n in range(self.users)] + [f"i{n}" for n in range(self.items)]
+
+
+def shard_index(key: str | int, count: int) -> int:
+    """CRC32 of the id's UTF-8 text modulo the count (never Python's salted ``hash``)."""
+    return zlib.crc32(str(key).encode("utf-8")) % count
+
+
+def user_shard(user_id: int, counts: ShardCounts) -> str:
+    return f"u{shard_index(user_id, counts.users)}"
+
+
+def item_shard(item_id: str, counts: ShardCounts) -> str:
+    return f"i{shard_index(item_id, counts.items)}"
+
+
+def destination(event: Event, counts: ShardCounts) -> str:
+    """The shard whose stream an event belongs on."""
+    if isinstance(event, Topup | Charge | Reject):
+        return user_shard(event.user_id, counts)
+    if isinstance(event, AddItem | Order | Release):
+        return item_shard(event.item_id, counts)
+    raise TypeError(f"not an event: {event!r}")  # pragma: no cover - the union is closed
+
+
+def parse_shard(name: str) -> tuple[Family, int]:
+    m = _SHARD_RE.match(name)
+    if not m:
+        raise ValueError(f"not a shard name: {name!r}")
+    fam: Family = "u" if m.group(1) == "u" else "i"
+    return fam, int(m.group(2))
+
+
+def family(name: str) -> Family:
+    return parse_shard(name)[0]

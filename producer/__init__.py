@@ -1,0 +1,1 @@
+"""eventfleet runtime package."""

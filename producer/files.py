@@ -1,0 +1,34 @@
+"""Reading a JSON-lines file of external events, validated whole before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import ValidationError
+
+from ledger.codec import describe_validation_error
+from ledger.events import EXTERNAL_ADAPTER, AddItem, Order, Topup
+
+External = Topup | AddItem | Order
+
+
+class BadLine(ValueError):
+    def __init__(self, lineno: int, message: str) -> None:
+        super().__init__(f"line {lineno}: {message}")
+        self.lineno = lineno
+
+
+def parse_lines(lines: Iterable[str | bytes]) -> list[External]:
+    """Every non-blank line must be one external event; the first bad line raises."""
+    events: list[External] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(EXTERNAL_ADAPTER.validate_json(line))
+        except ValidationError as err:
+            kinds = {e["type"] for e in err.errors(include_url=False)}
+            if "json_invalid" in kinds:
+                raise BadLine(lineno, "not valid JSON") from None
+            raise BadLine(lineno, describe_validation_error(err)) from None
+    return events

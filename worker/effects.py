@@ -1,0 +1,63 @@
+"""Writing what a batch of applied entries emits, then acking them (ack after applying).
+
+Every write here is safe to repeat: emitted events are deduplicated by their receivers by
+(source, seq), outcomes and dead letters are appended at most once by their own sequence
+number (``APPEND_ONCE``), and XACK is idempotent. So a batch whose reply was lost is simply
+written again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ledger.codec import encode_outcome
+from ledger.rules import DeadLetter, OutcomeRecord, StepResult
+from worker.keys import EVENT_FIELD, GROUP, Keys
+from worker.scripts import Scripts
+
+
+def dead_letter_fields(d: DeadLetter) -> list[str]:
+    return [
+        "shard",
+        d.shard,
+        "entry_id",
+        d.entry_id,
+        "reason",
+        d.reason,
+        "error",
+        d.error,
+        "raw",
+        d.raw,
+    ]
+
+
+def queue_effects(
+    pipe: Any,
+    keys: Keys,
+    scripts: Scripts,
+    shard: str,
+    results: Iterable[StepResult],
+    ack_ids: Sequence[bytes | str],
+) -> None:
+    """Queue, on a pipeline, the writes of one shard's batch, in order, ack last."""
+    outcomes: list[OutcomeRecord] = []
+    dead: list[DeadLetter] = []
+    for res in results:
+        for e in res.emits:
+            pipe.xadd(keys.events(e.dest), {EVENT_FIELD: e.text})
+        outcomes.extend(res.outcomes)
+        if res.dead is not None:
+            dead.append(res.dead)
+    if outcomes:
+        args: list[Any] = [1]
+        for o in outcomes:
+            args += [o.seq, "outcome", encode_outcome(o.outcome)]
+        scripts.append_once(keys=[keys.outcomes(shard)], args=args, client=pipe)
+    if dead:
+        dargs: list[Any] = [5]
+        for d in dead:
+            dargs += [d.seq, *dead_letter_fields(d)]
+        scripts.append_once(keys=[keys.dlq(shard)], args=dargs, client=pipe)
+    if ack_ids:
+        pipe.xack(keys.events(shard), GROUP, *ack_ids)

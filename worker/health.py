@@ -1,0 +1,63 @@
+"""The worker's HTTP endpoints: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+``/healthz`` is 200 while the main loop ticks. ``/readyz`` is 200 when the last Redis call
+succeeded and the worker holds every shard it targets (or targets none).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+@dataclass
+class HealthState:
+    stale_after_s: float
+    last_tick: float = field(default_factory=time.monotonic)
+    redis_ok: bool = False
+    holds_targets: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_tick < self.stale_after_s
+
+    def ready(self) -> bool:
+        return self.healthy() and self.redis_ok and self.holds_targets
+
+
+def serve(health: HealthState, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                ok = health.healthy()
+                self._send(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
+            elif path == "/readyz":
+                ok = health.ready()
+                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server

@@ -1,0 +1,43 @@
+"""Redis key names. Every key of one shard carries the ``{<shard>}`` hash tag (one slot)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUP = "workers"
+EVENT_FIELD = b"event"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    ns: str
+
+    @property
+    def meta(self) -> str:
+        return f"{self.ns}:meta"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.ns}:workers"
+
+    def events(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:events"
+
+    def snapshot(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:snapshot"
+
+    def lease(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:lease"
+
+    def epoch(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:epoch"
+
+    def outcomes(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:outcomes"
+
+    def dlq(self, shard: str) -> str:
+        return f"{self.ns}:{{{shard}}}:dlq"
+
+    def poison(self, shard: str) -> str:
+        """Entry ids dead-lettered for too many deliveries; replay and verify skip them."""
+        return f"{self.ns}:{{{shard}}}:poison"

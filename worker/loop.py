@@ -1,0 +1,428 @@
+"""The worker: one small main loop that reads a batch, applies it, writes effects, acks.
+
+Ownership (heartbeats, leases, rebalancing, snapshots) runs between batches in
+``maintain``; each pass renews every lease and so bounds how long a batch may take.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import redis
+import structlog
+
+from ledger.rules import StepResult, step
+from ledger.shards import ShardCounts
+from worker import ids, metrics, retry
+from worker.assignment import targets
+from worker.connection import TRANSIENT
+from worker.effects import queue_effects
+from worker.health import HealthState
+from worker.keys import EVENT_FIELD, Keys
+from worker.owned import Owned
+from worker.scripts import Scripts
+from worker.settings import Settings
+from worker.takeover import take_over
+
+log = structlog.get_logger("eventfleet.worker")
+LAG_SAMPLE_S = 2.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, r: redis.Redis, counts: ShardCounts) -> None:
+        self.s = settings
+        self.r = r
+        self.keys = Keys(settings.namespace)
+        self.scripts = Scripts.register(r)
+        self.counts = counts
+        self.wid = settings.worker_id
+        self.ttl = settings.lease_ttl_ms / 1000
+        self.all_shards = counts.all_shards()
+        self.owned: dict[str, Owned] = {}
+        self.members: list[str] = []
+        self.target: set[str] = set()
+        self.stopping = False
+        self.health = HealthState(stale_after_s=max(5.0, 3 * self.ttl))
+        self._next_maint = 0.0
+        self._next_lag = 0.0
+        self._last_renew = 0.0
+
+    # ---- signals -------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            log.warning("hard_stop", signal=signal.Signals(signum).name)
+            os._exit(1)
+        self.stopping = True
+        log.info("draining", signal=signal.Signals(signum).name, deadline_s=self.s.drain_timeout_s)
+
+        def overdue() -> None:
+            log.error("drain_deadline_passed", deadline_s=self.s.drain_timeout_s)
+            os._exit(1)
+
+        timer = threading.Timer(self.s.drain_timeout_s, overdue)
+        timer.daemon = True
+        timer.start()
+
+    # ---- main loop -------------------------------------------------------------------
+    def run(self) -> int:
+        log.info("worker_started", shards=len(self.all_shards), lease_ttl_ms=self.s.lease_ttl_ms)
+        while not self.stopping:
+            self.health.tick()
+            try:
+                if time.monotonic() >= self._next_maint:
+                    self.maintain()
+                self._drop_overdue()
+                if self.stopping:
+                    break
+                if self.poll() == 0:
+                    self.idle_wait()
+                self.health.redis_ok = True
+            except TRANSIENT as exc:
+                self.health.redis_ok = False
+                log.warning("redis_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                self._drop_overdue()
+                time.sleep(min(1.0, self.ttl / 4))  # back off; the next pass retries
+        self.drain()
+        return 0
+
+    def _call(self, fn: Callable[[], Any], op: str, deadline: float | None = None) -> Any:
+        return retry.call(fn, op, deadline=deadline if deadline else time.monotonic() + self.ttl)
+
+    def _deadline(self, shards: list[Owned]) -> float:
+        return min(o.deadline for o in shards)
+
+    # ---- reading and applying --------------------------------------------------------
+    def poll(self) -> int:
+        shards = list(self.owned.values())
+        if not shards:
+            return 0
+
+        def read() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for o in shards:
+                self.scripts.fenced_read(
+                    keys=[self.keys.lease(o.name), self.keys.events(o.name)],
+                    args=[o.token, self.wid, self.s.batch_size, o.cursor if o.resync else ">"],
+                    client=pipe,
+                )
+            try:
+                return list(pipe.execute(raise_on_error=False))
+            except BaseException:
+                for o in shards:  # the reply is lost: entries may sit in our pending list
+                    o.resync, o.cursor = True, "0"
+                raise
+
+        replies = self._call(read, "read", self._deadline(shards))
+        t0 = time.monotonic()
+        batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
+        applied = 0
+        for o, rep in zip(shards, replies, strict=True):
+            if isinstance(rep, Exception):
+                if "FENCED" in str(rep):
+                    self._lose(o, "fenced read refused")
+                    continue
+                raise rep
+            if o.resync:
+                if not rep:
+                    o.resync, o.cursor = False, ">"
+                    continue
+                o.cursor = rep[-1][0].decode()
+            results, acks = self._apply(o, rep)
+            applied += len(rep)
+            if acks:
+                batch.append((o, results, acks))
+        if batch:
+            self._write(batch)
+            metrics.BATCH_SIZE.observe(applied)
+            metrics.BATCH_DURATION.observe(time.monotonic() - t0)
+        return applied
+
+    def _apply(self, o: Owned, entries: list[Any]) -> tuple[list[StepResult], list[bytes]]:
+        results: list[StepResult] = []
+        acks: list[bytes] = []
+        types: Counter[str] = Counter()
+        dups = 0
+        now_ms = time.time() * 1000
+        lat = metrics.LATENCY.labels(family=o.family)
+        for eid_b, flat in entries:
+            acks.append(eid_b)
+            eid = eid_b.decode()
+            if o.resync and not ids.after(eid, o.state.last_id):
+                continue  # applied before the lost reply; only its ack is missing
+            raw = _field(flat, EVENT_FIELD)
+            res = step(o.state, eid, raw, self.counts)
+            results.append(res)
+            if res.kind == "applied":
+                types[res.event_type or "?"] += 1
+                lat.observe(max(0.0, (now_ms - ids.millis(eid)) / 1000))
+            elif res.kind == "duplicate":
+                dups += 1
+            elif res.dead is not None:
+                metrics.DEAD_LETTERS.labels(shard=o.name, reason=res.dead.reason).inc()
+                log.warning(
+                    "dead_letter",
+                    shard=o.name,
+                    entry_id=eid,
+                    reason=res.dead.reason,
+                    error=res.dead.error[:300],
+                )
+            for out in res.outcomes:
+                metrics.OUTCOMES.labels(
+                    status=out.outcome.status, reason=out.outcome.reason or "none"
+                ).inc()
+        for t, n in types.items():
+            metrics.EVENTS_APPLIED.labels(family=o.family, shard=o.name, type=t).inc(n)
+        if dups:
+            metrics.DUPLICATES.labels(family=o.family, shard=o.name).inc(dups)
+        return results, acks
+
+    def _write(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
+        def write() -> None:
+            pipe = self.r.pipeline(transaction=False)
+            for o, results, acks in batch:
+                queue_effects(pipe, self.keys, self.scripts, o.name, results, acks)
+            pipe.execute()
+
+        try:
+            self._call(write, "write_effects", self._deadline([b[0] for b in batch]))
+        except TRANSIENT:
+            # The state in memory is ahead of what Redis holds: it must not be used again.
+            for o, _, _ in batch:
+                self._lose(o, "effects could not be written before the lease deadline")
+            raise
+
+    def idle_wait(self) -> None:
+        wait_s = max(0.0, min(self.s.block_ms / 1000, self._next_maint - time.monotonic()))
+        shards = [o for o in self.owned.values() if not o.resync]
+        if not shards or len(shards) != len(self.owned):
+            time.sleep(min(wait_s, 0.05)) if self.owned else time.sleep(wait_s)
+            return
+        streams: dict[Any, Any] = {self.keys.events(o.name): o.state.last_id for o in shards}
+        block = max(1, int(wait_s * 1000))
+        self._call(
+            lambda: self.r.xread(streams, count=1, block=block),
+            "wait",
+            time.monotonic() + self.ttl,
+        )
+
+    # ---- ownership -------------------------------------------------------------------
+    def maintain(self) -> None:
+        t0 = time.monotonic()
+        self._next_maint = t0 + self.ttl / 3
+        members = self._call(
+            lambda: self.scripts.heartbeat(
+                keys=[self.keys.workers],
+                args=["" if self.stopping else self.wid, self.s.lease_ttl_ms],
+            ),
+            "heartbeat",
+        )
+        self.members = [m.decode() for m in members]
+        self.renew()
+        self.target = set() if self.stopping else targets(self.all_shards, self.members, self.wid)
+        for name in [n for n in self.owned if n not in self.target]:
+            self.hand_over(self.owned[name])
+        wanted = [s for s in sorted(self.target) if s not in self.owned]
+        if wanted:
+            self.acquire(wanted)
+        now = time.monotonic()
+        for o in list(self.owned.values()):
+            if now >= o.next_snapshot:
+                self.snapshot(o)
+        if now >= self._next_lag:
+            self._next_lag = now + LAG_SAMPLE_S
+            self.sample_lag()
+        metrics.SHARDS_OWNED.set(len(self.owned))
+        self.health.holds_targets = self.target <= set(self.owned)
+
+    def renew(self) -> None:
+        shards = list(self.owned.values())
+        self._last_renew = time.monotonic()
+        if not shards:
+            return
+        sent = time.monotonic()
+
+        def go() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for o in shards:
+                self.scripts.renew(
+                    keys=[self.keys.lease(o.name)], args=[o.token, self.s.lease_ttl_ms], client=pipe
+                )
+            return list(pipe.execute())
+
+        for o, ok in zip(shards, self._call(go, "renew", self._deadline(shards)), strict=True):
+            if ok == 1:
+                o.deadline = sent + self.ttl
+            else:
+                self._lose(o, "lease renewal refused")
+
+    def acquire(self, wanted: list[str]) -> None:
+        sent = time.monotonic()
+
+        def go() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for s in wanted:
+                self.scripts.acquire(
+                    keys=[self.keys.lease(s), self.keys.epoch(s)],
+                    args=[self.wid, self.s.lease_ttl_ms],
+                    client=pipe,
+                )
+            return list(pipe.execute())
+
+        for shard, epoch in zip(wanted, self._call(go, "acquire"), strict=True):
+            if epoch is None:
+                continue
+            if time.monotonic() - self._last_renew > self.ttl / 3:
+                self.renew()
+            token = f"{self.wid}:{int(epoch)}"
+            metrics.LEASE_ACQUIRED.labels(shard=shard).inc()
+            try:
+                state, stats = take_over(
+                    self.r,
+                    self.keys,
+                    self.scripts,
+                    shard,
+                    self.wid,
+                    self.counts,
+                    self.s.max_deliveries,
+                )
+            except TRANSIENT:
+                self._release_token(shard, token)
+                raise
+            o = Owned(
+                shard,
+                int(epoch),
+                token,
+                state,
+                deadline=sent + self.ttl,
+                next_snapshot=time.monotonic() + self.s.snapshot_interval_s,
+                snapshot_wall=time.time(),
+            )
+            self.owned[shard] = o
+            log.info(
+                "lease_acquired",
+                shard=shard,
+                epoch=int(epoch),
+                replayed=stats.replayed,
+                claimed=stats.claimed,
+                restored=stats.restored,
+                deleted_while_pending=stats.deleted_while_pending,
+                poisoned=stats.poisoned,
+                consumers_removed=stats.consumers_removed,
+                seconds=round(stats.seconds, 4),
+            )
+            self.renew()
+
+    def _release_token(self, shard: str, token: str) -> None:
+        with contextlib.suppress(*TRANSIENT):  # if this fails the lease expires by itself
+            self.scripts.release(keys=[self.keys.lease(shard)], args=[token])
+
+    def hand_over(self, o: Owned) -> None:
+        if not self.snapshot(o):
+            return
+        self._call(
+            lambda: self.scripts.release(keys=[self.keys.lease(o.name)], args=[o.token]), "release"
+        )
+        self.owned.pop(o.name, None)
+        self._forget_gauges(o.name)
+        metrics.LEASE_HANDOVERS.labels(shard=o.name).inc()
+        log.info("handed_over", shard=o.name, epoch=o.epoch, last_id=o.state.last_id)
+
+    def snapshot(self, o: Owned) -> bool:
+        t0 = time.monotonic()
+        wall = time.time()
+        data = o.state.to_snapshot(taken_ms=int(wall * 1000))
+        ok = self._call(
+            lambda: self.scripts.save_snapshot(
+                keys=[self.keys.lease(o.name), self.keys.snapshot(o.name)], args=[o.token, data]
+            ),
+            "snapshot",
+            o.deadline,
+        )
+        if ok != 1:
+            self._lose(o, "snapshot refused: lease no longer ours")
+            return False
+        o.next_snapshot = time.monotonic() + self.s.snapshot_interval_s
+        o.snapshot_wall = wall
+        metrics.SNAPSHOT_DURATION.observe(time.monotonic() - t0)
+        metrics.SNAPSHOT_SIZE.labels(shard=o.name).set(len(data))
+        metrics.SNAPSHOT_AGE.labels(shard=o.name).set(0)
+        log.info(
+            "snapshot_written",
+            shard=o.name,
+            epoch=o.epoch,
+            bytes=len(data),
+            last_id=o.state.last_id,
+        )
+        return True
+
+    def _lose(self, o: Owned, why: str) -> None:
+        if self.owned.pop(o.name, None) is None:
+            return
+        self._forget_gauges(o.name)
+        metrics.LEASE_LOSSES.labels(shard=o.name).inc()
+        log.warning("lease_lost", shard=o.name, epoch=o.epoch, reason=why)
+
+    def _drop_overdue(self) -> None:
+        now = time.monotonic()
+        for o in [o for o in self.owned.values() if now >= o.deadline]:
+            self._lose(o, "lease deadline passed without a renewal")
+
+    def _forget_gauges(self, shard: str) -> None:
+        for g in (
+            metrics.SHARD_LAG,
+            metrics.SHARD_PENDING,
+            metrics.SNAPSHOT_AGE,
+            metrics.SNAPSHOT_SIZE,
+        ):
+            with contextlib.suppress(KeyError):
+                g.remove(shard)
+
+    def sample_lag(self) -> None:
+        shards = list(self.owned.values())
+        if not shards:
+            return
+
+        def go() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for o in shards:
+                pipe.xinfo_groups(self.keys.events(o.name))
+            return list(pipe.execute())
+
+        now = time.time()
+        for o, groups in zip(shards, self._call(go, "sample_lag"), strict=True):
+            for g in groups:
+                metrics.SHARD_LAG.labels(shard=o.name).set(g.get("lag") or 0)
+                metrics.SHARD_PENDING.labels(shard=o.name).set(g.get("pending") or 0)
+            metrics.SNAPSHOT_AGE.labels(shard=o.name).set(now - o.snapshot_wall)
+
+    # ---- shutdown --------------------------------------------------------------------
+    def drain(self) -> None:
+        """Final snapshots, leases released, leave the member set: the next owners start now."""
+        for o in list(self.owned.values()):
+            try:
+                self.hand_over(o)
+            except TRANSIENT as exc:
+                log.warning("handover_failed", shard=o.name, error=str(exc)[:200])
+        with contextlib.suppress(*TRANSIENT):  # our heartbeat expires by itself otherwise
+            self._call(lambda: self.r.zrem(self.keys.workers, self.wid), "leave")
+        metrics.SHARDS_OWNED.set(0)
+        log.info("worker_stopped")
+
+
+def _field(flat: list[Any], name: bytes) -> bytes | None:
+    for i in range(0, len(flat) - 1, 2):
+        if flat[i] == name:
+            return bytes(flat[i + 1])
+    return None

@@ -1,0 +1,68 @@
+"""Starting a worker: settings, logging, connection, namespace check, health server, loop."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from redis import exceptions as rx
+
+from worker import retry
+from worker.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from worker.health import serve
+from worker.keys import Keys
+from worker.logs import configure
+from worker.loop import Worker
+from worker.namespace import NamespaceError, check_counts, read_counts
+from worker.settings import Settings
+
+EXIT_OK = 0
+EXIT_FATAL = 2
+
+
+def run_worker(settings: Settings) -> int:
+    configure(settings.log_level, settings.log_format)
+    structlog.contextvars.bind_contextvars(worker_id=settings.worker_id)
+    log = structlog.get_logger("eventfleet.worker")
+    url = mask_url(settings.redis_url)
+    try:
+        r = connect(
+            settings, timeout=max(2.0, settings.lease_ttl_ms / 1000), name=settings.worker_id
+        )
+        deadline = time.monotonic() + settings.connect_timeout_s
+        retry.call(r.ping, "connect", deadline=deadline)
+        counts = read_counts(r, Keys(settings.namespace))
+        check_counts(counts, settings.user_shards, settings.item_shards)
+    except FatalRedisError as exc:
+        log.error("fatal", error=str(exc), redis=url)
+        return EXIT_FATAL
+    except NamespaceError as exc:
+        log.error("fatal", error=str(exc), redis=url)
+        return EXIT_FATAL
+    except TRANSIENT as exc:
+        log.error(
+            "fatal",
+            error=f"Redis at {url} is unreachable ({type(exc).__name__})",
+            waited_s=settings.connect_timeout_s,
+        )
+        return EXIT_FATAL
+    worker = Worker(settings, r, counts)
+    worker.install_signals()
+    if settings.metrics_port:
+        serve(worker.health, settings.metrics_host, settings.metrics_port)
+    log.info(
+        "connected",
+        redis=url,
+        namespace=settings.namespace,
+        user_shards=counts.users,
+        item_shards=counts.items,
+        metrics_port=settings.metrics_port or None,
+    )
+    try:
+        return worker.run()
+    except (FatalRedisError, rx.ResponseError) as exc:
+        fatal = exc if isinstance(exc, FatalRedisError) else classify(exc)
+        if fatal is None:
+            raise
+        log.error("fatal", error=str(fatal), redis=url)
+        return EXIT_FATAL

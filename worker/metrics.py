@@ -1,0 +1,75 @@
+"""Prometheus metrics of a worker. Labels are bounded sets: family, shard, type, reason."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_APPLIED = Counter(
+    "eventfleet_events_applied", "Events applied to shard state", ["family", "shard", "type"]
+)
+DUPLICATES = Counter(
+    "eventfleet_duplicates_dropped",
+    "Entries dropped as duplicates by (source, seq)",
+    ["family", "shard"],
+)
+DEAD_LETTERS = Counter(
+    "eventfleet_dead_letters", "Entries moved to a dead-letter stream", ["shard", "reason"]
+)
+OUTCOMES = Counter("eventfleet_order_outcomes", "Order outcomes written", ["status", "reason"])
+BATCH_SIZE = Histogram(
+    "eventfleet_batch_size",
+    "Entries per applied batch",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
+)
+BATCH_DURATION = Histogram(
+    "eventfleet_batch_duration_seconds",
+    "Time to apply a batch and write its effects",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LATENCY = Histogram(
+    "eventfleet_end_to_end_latency_seconds",
+    "Apply time minus the stream entry id's timestamp",
+    ["family"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SHARD_LAG = Gauge("eventfleet_shard_lag", "Entries not yet delivered (XINFO GROUPS lag)", ["shard"])
+SHARD_PENDING = Gauge("eventfleet_shard_pending", "Delivered entries not yet acked", ["shard"])
+SHARDS_OWNED = Gauge("eventfleet_shards_owned", "Shards this worker holds a lease on")
+LEASE_ACQUIRED = Counter("eventfleet_lease_acquisitions", "Shard leases acquired", ["shard"])
+LEASE_HANDOVERS = Counter("eventfleet_lease_handovers", "Shards handed over on purpose", ["shard"])
+LEASE_LOSSES = Counter("eventfleet_lease_losses", "Shard leases lost (renewal failed)", ["shard"])
+CLAIMED = Counter(
+    "eventfleet_claimed_entries", "Pending entries claimed with XAUTOCLAIM", ["shard"]
+)
+REPLAYED = Counter("eventfleet_replayed_entries", "Entries replayed on takeover", ["shard"])
+RECOVERY = Histogram(
+    "eventfleet_recovery_duration_seconds",
+    "Takeover time: restore, claim and replay",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SNAPSHOT_DURATION = Histogram(
+    "eventfleet_snapshot_duration_seconds",
+    "Time to encode and write a snapshot",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SNAPSHOT_SIZE = Gauge("eventfleet_snapshot_size_bytes", "Size of the last snapshot", ["shard"])
+SNAPSHOT_AGE = Gauge(
+    "eventfleet_snapshot_age_seconds", "Seconds since the last snapshot", ["shard"]
+)
+REDIS_ERRORS = Counter(
+    "eventfleet_redis_errors", "Redis calls that failed after retries", ["operation"]
+)
+REDIS_RETRIES = Counter("eventfleet_redis_retries", "Redis calls retried", ["operation"])
+BUILD_INFO = Gauge("eventfleet_build_info", "Build information", ["version"])
+
+
+def package_version() -> str:
+    try:
+        return version("eventfleet")
+    except PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "0+unknown"
+
+
+BUILD_INFO.labels(version=package_version()).set(1)

@@ -1,0 +1,152 @@
+"""Taking over a shard: restore its snapshot, claim what earlier owners left pending, replay
+the log from the snapshot up to what the group has delivered, ack, and clean up consumers.
+
+Replay is deterministic and every receiver deduplicates by (source, seq), so re-emitting what
+an earlier owner may already have written changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from ledger.rules import dead_letter, step
+from ledger.shards import ShardCounts
+from ledger.state import ShardState
+from worker import ids, metrics
+from worker.effects import queue_effects
+from worker.keys import EVENT_FIELD, GROUP, Keys
+from worker.scripts import Scripts
+
+log = structlog.get_logger("eventfleet.takeover")
+CHUNK = 1000
+
+
+@dataclass
+class TakeoverStats:
+    replayed: int = 0
+    claimed: int = 0
+    deleted_while_pending: int = 0
+    poisoned: int = 0
+    consumers_removed: int = 0
+    snapshot_id: str = "0-0"
+    seconds: float = 0.0
+    restored: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_snapshot(r: redis.Redis, keys: Keys, shard: str) -> ShardState | None:
+    raw: Any = r.get(keys.snapshot(shard))
+    return None if raw is None else ShardState.from_snapshot(raw, shard)
+
+
+def last_delivered(r: redis.Redis, keys: Keys, shard: str) -> str:
+    groups: Any = r.xinfo_groups(keys.events(shard))
+    for g in groups:
+        if ids.text(g["name"]) == GROUP:
+            return ids.text(g["last-delivered-id"])
+    raise LookupError(f"stream of {shard} has no '{GROUP}' group: run `eventfleet init`")
+
+
+def poison_ids(r: redis.Redis, keys: Keys, shard: str) -> set[str]:
+    members: Any = r.smembers(keys.poison(shard))
+    return {ids.text(m) for m in members}
+
+
+def take_over(
+    r: redis.Redis,
+    keys: Keys,
+    scripts: Scripts,
+    shard: str,
+    consumer: str,
+    counts: ShardCounts,
+    max_deliveries: int,
+) -> tuple[ShardState, TakeoverStats]:
+    t0 = time.monotonic()
+    stats = TakeoverStats()
+    stream = keys.events(shard)
+    state = load_snapshot(r, keys, shard)
+    stats.restored = state is not None
+    if state is None:
+        state = ShardState(shard)
+    stats.snapshot_id = state.last_id
+    end = last_delivered(r, keys, shard)
+
+    # Entries delivered too often (each takeover claims them once more) are poison: they
+    # are dead-lettered instead of applied, and remembered so every later fold skips them.
+    poison = poison_ids(r, keys, shard)
+    new_poison = []
+    pend: Any = r.xpending_range(stream, GROUP, min="-", max="+", count=100_000)
+    for p in pend:
+        eid = ids.text(p["message_id"])
+        if p["times_delivered"] + 1 > max_deliveries and ids.after(eid, state.last_id):
+            new_poison.append(eid)
+    if new_poison:
+        r.sadd(keys.poison(shard), *new_poison)
+        poison.update(new_poison)
+        stats.poisoned = len(new_poison)
+
+    claimed: list[bytes] = []
+    cursor: bytes | str = "0-0"
+    while True:
+        reply: Any = r.xautoclaim(
+            stream, GROUP, consumer, min_idle_time=0, start_id=cursor, count=CHUNK
+        )
+        cursor = reply[0]
+        claimed.extend(eid for eid, _fields in reply[1])
+        if len(reply) > 2:
+            stats.deleted_while_pending += len(reply[2])
+        if cursor in (b"0-0", "0-0"):
+            break
+    stats.claimed = len(claimed)
+
+    # Replay (snapshot id, last delivered id]
+    start = state.last_id
+    while ids.after(end, start):
+        batch: Any = r.xrange(stream, min=f"({start}", max=end, count=CHUNK)
+        if not batch:
+            break
+        results = []
+        for eid_b, fields in batch:
+            eid = ids.text(eid_b)
+            raw = fields.get(EVENT_FIELD)
+            if eid in poison:
+                text = raw.decode("utf-8", "replace") if raw is not None else ""
+                results.append(
+                    dead_letter(
+                        state,
+                        eid,
+                        text,
+                        "max_deliveries",
+                        f"delivered more than {max_deliveries} times",
+                    )
+                )
+            else:
+                results.append(step(state, eid, raw, counts))
+        pipe = r.pipeline(transaction=False)
+        queue_effects(pipe, keys, scripts, shard, results, [])
+        pipe.execute()
+        stats.replayed += len(batch)
+        start = ids.text(batch[-1][0])
+    if ids.after(end, state.last_id):
+        # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
+        state.last_id = end
+
+    for i in range(0, len(claimed), CHUNK):
+        r.xack(stream, GROUP, *claimed[i : i + CHUNK])
+    consumers: Any = r.xinfo_consumers(stream, GROUP)
+    for c in consumers:
+        name = ids.text(c["name"])
+        if name != consumer and int(c["pending"]) == 0:
+            r.xgroup_delconsumer(stream, GROUP, name)
+            stats.consumers_removed += 1
+
+    stats.seconds = time.monotonic() - t0
+    metrics.REPLAYED.labels(shard=shard).inc(stats.replayed)
+    metrics.CLAIMED.labels(shard=shard).inc(stats.claimed)
+    metrics.RECOVERY.observe(stats.seconds)
+    return state, stats
