@@ -287,8 +287,20 @@ def dlq_redrive(
     click.echo(f"re-drove {sent} dead letters; {len(problems)} still invalid")
 
 
+def load_commands() -> None:
+    """Every module ``eventfleet/cli_*.py`` adds its commands to ``cli`` when imported."""
+    import importlib
+    import pkgutil
+
+    import eventfleet
+
+    for mod in sorted(m.name for m in pkgutil.iter_modules(eventfleet.__path__)):
+        if mod.startswith("cli_"):
+            importlib.import_module(f"eventfleet.{mod}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    from eventfleet import cli_produce  # noqa: F401  (registers `produce`)
+    load_commands()
 
     try:
         cli.main(args=argv, prog_name="eventfleet", standalone_mode=True)
