@@ -50,7 +50,7 @@ def call(
     )
     retrying = Retrying(
         retry=retry_if_exception(_is_transient),
-        wait=wait_exponential_jitter(initial=0.05, max=max_wait, jitter=0.1),
+        wait=wait_exponential_jitter(multiplier=0.05, max=max_wait, jitter=0.1),
         stop=stop,
         before_sleep=before_sleep,
         reraise=True,

@@ -1,0 +1,299 @@
+"""The fleet under faults, with real processes: SIGKILL, SIGSTOP, SIGTERM, joins, restarts.
+
+Each test ends by recomputing every shard from its log and comparing record by record.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import redis
+
+from eventfleet.fleet import LocalFleet
+from eventfleet.localredis import LocalRedis
+from eventfleet.status import is_idle
+from ledger.codec import encode
+from ledger.events import Topup
+from ledger.shards import destination
+from ledger.state import ShardState
+from producer.client import Producer
+from producer.workload import mixed
+from tests.fleet_utils import (
+    PacedProducer,
+    delivered_total,
+    log_lines,
+    make_fleet,
+    owners,
+    setup_namespace,
+)
+from tests.helpers import wait_for
+from tests.recompute import check_against_logs
+from worker.keys import EVENT_FIELD, Keys
+
+
+def wait_idle(r: redis.Redis, ns: str, counts: object, timeout: float = 90) -> None:
+    wait_for(lambda: is_idle(r, Keys(ns), counts), timeout, "the fleet to become idle")  # type: ignore[arg-type]
+
+
+def test_mixed_workload_survives_a_sigkill_every_second(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace, 8, 8)
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    for _ in range(3):
+        fleet.start()
+    events = list(mixed(20_000, seed=7, users=300, items=40))
+    producer = PacedProducer(r, namespace, counts, events, rate=2000)
+    producer.start()
+    rng = random.Random(7)
+    kills = 0
+    kills_in_flight = 0
+    while not producer.done or not is_idle(r, Keys(namespace), counts):
+        before = delivered_total(r, namespace, counts)
+        # a second of progress (or a second of nothing to do) between kills
+        deadline = time.monotonic() + 1.0
+        wait_for(lambda b=before: time.monotonic() >= deadline or False, 2.0, "one second")
+        live = fleet.live()
+        victim = rng.choice(live)
+        held = sum(1 for o in owners(r, namespace, counts).values() if o == victim.worker_id)
+        fleet.kill(victim)
+        kills += 1
+        if held and not producer.done:
+            kills_in_flight += 1
+        fleet.start()
+        assert delivered_total(r, namespace, counts) >= before
+        if kills > 60:
+            break
+    assert producer.error is None
+    assert producer.sent == len(events)
+    wait_idle(r, namespace, counts)
+    assert kills >= 5 and kills_in_flight >= 3, (kills, kills_in_flight)
+    check_against_logs(r, namespace, events)
+
+
+def test_paused_worker_writes_nothing_after_its_lease_expired(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace)
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    a, b = fleet.start(), fleet.start()
+    wait_for(
+        lambda: set(owners(r, namespace, counts).values()) == {a.worker_id, b.worker_id},
+        30,
+        "both workers to own shards",
+    )
+    events = list(mixed(6000, seed=3))
+    producer = PacedProducer(r, namespace, counts, events, rate=3000)
+    producer.start()
+    wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+    held = {s for s, o in owners(r, namespace, counts).items() if o == a.worker_id}
+    assert held
+    a.proc.send_signal(signal.SIGSTOP)
+    wait_for(
+        lambda: all(owners(r, namespace, counts)[s] == b.worker_id for s in held),
+        30,
+        "the other worker to take over the paused worker's shards",
+    )
+    resumed_at = len(log_lines(a))
+    a.proc.send_signal(signal.SIGCONT)
+    producer.join(60)
+    wait_idle(r, namespace, counts)
+    after = log_lines(a)[resumed_at:]
+    old = {
+        (e["shard"], e["epoch"])
+        for e in log_lines(a)[:resumed_at]
+        if e["event"] == "lease_acquired"
+    }
+    stale_snaps = [
+        e for e in after if e["event"] == "snapshot_written" and (e["shard"], e["epoch"]) in old
+    ]
+    assert stale_snaps == [], "a superseded worker wrote a snapshot"
+    assert any(e["event"] == "lease_lost" for e in after), "the resumed worker never noticed"
+    check_against_logs(r, namespace, events)
+
+
+def test_join_and_graceful_leave_move_shards_without_waiting_for_the_ttl(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace)
+    fleet = make_fleet(
+        redis_server.url, namespace, tmp_path, fleet_factory, EVENTFLEET_LEASE_TTL_MS="5000"
+    )
+    ws = [fleet.start() for _ in range(3)]
+    wait_for(
+        lambda: set(owners(r, namespace, counts).values()) == {w.worker_id for w in ws},
+        30,
+        "three workers to share the shards",
+    )
+    events = list(mixed(8000, seed=5))
+    producer = PacedProducer(r, namespace, counts, events, rate=2000)
+    producer.start()
+    wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+    fourth = fleet.start()
+    wait_for(
+        lambda: fourth.worker_id in owners(r, namespace, counts).values(),
+        30,
+        "the fourth worker to be handed shards",
+    )
+    leaving = ws[0]
+    keys = Keys(namespace)
+    held = {s for s, o in owners(r, namespace, counts).items() if o == leaving.worker_id}
+    assert held
+    t0 = time.monotonic()
+    code = fleet.terminate(leaving, timeout=15)
+    assert code == 0
+    assert time.monotonic() - t0 < 10 + 1  # the drain deadline
+    # released on the way out, not left to expire (the TTL here is 5 s)
+    for s in held:
+        v = r.get(keys.lease(s))
+        assert v is None or not v.decode().startswith(leaving.worker_id + ":")
+    wait_for(
+        lambda: all(owners(r, namespace, counts)[s] not in (None, leaving.worker_id) for s in held),
+        4.5,
+        "the leaver's shards to be picked up within the TTL",
+    )
+    producer.join(60)
+    wait_idle(r, namespace, counts)
+    handed = [e for e in log_lines(leaving) if e["event"] == "handed_over"]
+    assert {e["shard"] for e in handed} >= held
+    check_against_logs(r, namespace, events)
+
+
+def test_fleet_restart_restores_snapshots_and_replays_only_the_tail(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace)
+    fleet = make_fleet(
+        redis_server.url, namespace, tmp_path, fleet_factory, EVENTFLEET_SNAPSHOT_INTERVAL_S="3600"
+    )
+    keys = Keys(namespace)
+    first = list(mixed(3000, seed=11, prefix="a"))
+    ws = [fleet.start() for _ in range(2)]
+    Producer(r, keys, counts).publish(first)
+    wait_idle(r, namespace, counts)
+    for w in ws:
+        assert fleet.terminate(w) == 0  # final snapshots on SIGTERM
+    second = list(mixed(2000, seed=12, prefix="b"))
+    ws = [fleet.start() for _ in range(2)]
+    Producer(r, keys, counts).publish(second)
+    wait_idle(r, namespace, counts)
+    for w in ws:
+        fleet.kill(w)  # no snapshots: the next owners must replay what came after
+    tail = 0
+    for s in counts.all_shards():
+        snap = r.get(keys.snapshot(s))
+        assert snap is not None
+        last = ShardState.from_snapshot(snap, s).last_id
+        tail += len(r.xrange(keys.events(s), min=f"({last}", max="+"))
+    total = sum(r.xlen(keys.events(s)) for s in counts.all_shards())
+    assert 0 < tail < total
+    ws = [fleet.start() for _ in range(2)]
+
+    def acquisitions() -> list[dict[str, object]]:
+        return [e for w in ws for e in log_lines(w) if e["event"] == "lease_acquired"]
+
+    wait_for(
+        lambda: len(acquisitions()) >= len(counts.all_shards()),
+        30,
+        "every shard taken over by the new fleet",
+    )
+    replayed = sum(int(e["replayed"]) for e in acquisitions())  # type: ignore[call-overload]
+    restored = [e["restored"] for e in acquisitions()]
+    assert replayed == tail
+    assert all(restored)
+    wait_idle(r, namespace, counts)
+    check_against_logs(r, namespace, first + second)
+
+
+def test_same_source_and_seq_published_twice_takes_effect_once(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace)
+    keys = Keys(namespace)
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    fleet.start()
+    ev = Topup(user_id=5, amount=700)
+    stream = keys.events(destination(ev, counts))
+    text = encode(ev, "p:retry-test", 1)
+    r.xadd(stream, {EVENT_FIELD: text})
+    r.xadd(stream, {EVENT_FIELD: text})  # a retried publish
+    p = Producer(r, keys, counts)
+    batch = [p.stamp(Topup(user_id=5, amount=1))]
+    p.send(batch)
+    p.send(batch)  # the whole chunk again, as after a lost reply
+    wait_idle(r, namespace, counts)
+    got = check_against_logs(r, namespace)
+    assert got["users"]["5"] == {"balance": 701}
+
+
+def test_malformed_entries_are_dead_lettered_and_the_shard_goes_on(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    from tests.helpers import cli_json
+
+    counts = setup_namespace(r, namespace)
+    keys = Keys(namespace)
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    fleet.start()
+    good = Topup(user_id=9, amount=300)
+    shard = destination(good, counts)
+    other = next(
+        u for u in range(1, 100) if destination(Topup(user_id=u, amount=1), counts) != shard
+    )
+    bad = {
+        "bad_json": b"{oops",
+        "unknown_type": b'{"type":"refund","user_id":9,"source":"p:x","seq":1}',
+        "invalid_event": b'{"type":"topup","user_id":9,"amount":-5,"source":"p:x","seq":2}',
+        "missing": b'{"type":"topup","user_id":9,"source":"p:x","seq":3}',
+        "wrong_shard": encode(Topup(user_id=other, amount=10), "p:x", 4).encode(),
+    }
+    stream = keys.events(shard)
+    ids = {name: r.xadd(stream, {EVENT_FIELD: raw}).decode() for name, raw in bad.items()}
+    r.xadd(stream, {b"other": b"no event field"})
+    Producer(r, keys, counts).publish([good])
+    wait_idle(r, namespace, counts)
+    dead = cli_json(
+        "dlq",
+        "list",
+        "--json",
+        env={"REDIS_URL": redis_server.url, "EVENTFLEET_NAMESPACE": namespace},
+    )
+    by_entry = {d["entry_id"]: d for d in dead}
+    assert by_entry[ids["bad_json"]]["reason"] == "bad_json"
+    assert by_entry[ids["unknown_type"]]["reason"] == "unknown_type"
+    assert by_entry[ids["invalid_event"]]["reason"] == "invalid_event"
+    assert "amount" in by_entry[ids["invalid_event"]]["error"]
+    assert by_entry[ids["missing"]]["reason"] == "invalid_event"
+    assert "amount" in by_entry[ids["missing"]]["error"]
+    assert by_entry[ids["wrong_shard"]]["reason"] == "wrong_shard"
+    assert by_entry[ids["bad_json"]]["raw"] == "{oops"
+    assert len(dead) == 6 and all(d["shard"] == shard for d in dead)
+    got = check_against_logs(r, namespace, [good])
+    assert got["users"] == {"9": {"balance": 300}}
