@@ -60,9 +60,10 @@ def run_worker(settings: Settings) -> int:
     )
     try:
         return worker.run()
-    except (FatalRedisError, rx.ResponseError) as exc:
-        fatal = exc if isinstance(exc, FatalRedisError) else classify(exc)
-        if fatal is None:
-            raise
-        log.error("fatal", error=str(fatal), redis=url)
+    except FatalRedisError as exc:
+        log.error("fatal", error=str(exc), redis=url)
+        return EXIT_FATAL
+    except rx.ResponseError as exc:  # e.g. a stream or group deleted under the fleet
+        fatal = classify(exc)
+        log.error("fatal", error=str(fatal or exc)[:300], redis=url)
         return EXIT_FATAL
