@@ -25,12 +25,22 @@ def wait_for(cond: Callable[[], T], timeout: float, what: str, interval: float =
     return last
 
 
-def cli(*args: str, env: dict[str, str] | None = None, input: bytes | None = None,
-        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "eventfleet", *args], env=full_env, capture_output=True,
-        input=input.decode() if input is not None else None, text=True, timeout=timeout,
+        [sys.executable, "-m", "eventfleet", *args],
+        check=False,
+        env=full_env,
+        capture_output=True,
+        input=input.decode() if input is not None else None,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
