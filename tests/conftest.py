@@ -52,8 +52,11 @@ def namespace() -> str:
 @pytest.fixture
 def env(redis_server: LocalRedis, namespace: str) -> dict[str, str]:
     """Environment for CLI calls and workers against the session Redis."""
-    return {"REDIS_URL": redis_server.url, "EVENTFLEET_NAMESPACE": namespace,
-            "EVENTFLEET_LOG_FORMAT": "json"}
+    return {
+        "REDIS_URL": redis_server.url,
+        "EVENTFLEET_NAMESPACE": namespace,
+        "EVENTFLEET_LOG_FORMAT": "json",
+    }
 
 
 @pytest.fixture
