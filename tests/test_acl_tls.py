@@ -633,3 +633,26 @@ def test_wrong_password_fails_with_one_clear_line(
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got:\n{output}"
     assert re.search(r"credential|password|auth", lines[0], re.I), lines[0]
+
+
+@pytest.mark.xfail(
+    reason="eventfleet/context.py user_errors() does not map NoPermissionError (a ResponseError)"
+    " through worker.connection.classify(): `init` as the wrong user prints a traceback",
+)
+def test_init_as_a_user_without_permission_fails_with_one_clear_line(port: int) -> None:
+    result = run_cli(cli_env(f"redis://127.0.0.1:{port}/0", "producer"), "init")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{output}"
+    assert "permission" in lines[0], lines[0]
+
+
+def test_worker_as_a_user_without_permission_stops_with_a_clear_error(port: int) -> None:
+    ok(run_cli(cli_env(f"redis://127.0.0.1:{port}/0", "admin"), "init"))
+    result = run_cli(cli_env(f"redis://127.0.0.1:{port}/0", "producer"), "worker")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    assert "lacks a permission" in output, output
