@@ -156,11 +156,15 @@ class Worker:
         dups = 0
         now_ms = time.time() * 1000
         lat = metrics.LATENCY.labels(family=o.family)
+        # Entries come in id order, so only a batch that starts at or below the last applied
+        # id needs a per-entry check: after a lost reply (resync), or if the group's position
+        # ever fell behind a snapshot (a Redis that lost writes).
+        check = bool(entries) and not ids.after(entries[0][0], o.state.last_id)
         for eid_b, flat in entries:
             acks.append(eid_b)
             eid = eid_b.decode()
-            if o.resync and not ids.after(eid, o.state.last_id):
-                continue  # applied before the lost reply; only its ack is missing
+            if check and not ids.after(eid, o.state.last_id):
+                continue  # applied already; only its ack is missing
             raw = _field(flat, EVENT_FIELD)
             res = step(o.state, eid, raw, self.counts)
             results.append(res)
