@@ -315,3 +315,39 @@ def test_workers_ride_out_a_redis_restart(
     ]
     assert retries, "the restart was never noticed"
     check_against_logs(r, namespace, events)
+
+
+def _draining(w: object) -> bool:
+    return any(e["event"] == "draining" for e in log_lines(w))  # type: ignore[arg-type]
+
+
+def test_second_sigterm_stops_hard_and_the_drain_deadline_holds(
+    own_redis: LocalRedis, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    r = redis.Redis.from_url(own_redis.url)
+    counts = setup_namespace(r, namespace)
+    fleet = make_fleet(
+        own_redis.url,
+        namespace,
+        tmp_path,
+        fleet_factory,
+        EVENTFLEET_LEASE_TTL_MS="5000",
+        EVENTFLEET_DRAIN_TIMEOUT_S="2",
+    )
+    a, b = fleet.start(), fleet.start()
+    wait_for(
+        lambda: set(owners(r, namespace, counts).values()) == {a.worker_id, b.worker_id},
+        30,
+        "both workers to own shards",
+    )
+    own_redis.stop()  # the drain now cannot finish: its Redis calls retry until their deadline
+    a.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: _draining(a), 10, "the first SIGTERM to start a drain")
+    assert a.alive
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=5) == 1
+    assert any(e["event"] == "hard_stop" for e in log_lines(a))
+    assert not any(e["event"] == "worker_stopped" for e in log_lines(a))
+    b.proc.send_signal(signal.SIGTERM)  # one signal: the drain deadline (2 s) ends it
+    assert b.proc.wait(timeout=10) == 1
+    assert any(e["event"] == "drain_deadline_passed" for e in log_lines(b))

@@ -94,8 +94,7 @@ class Worker:
                 log.warning("redis_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                 self._drop_overdue()
                 time.sleep(min(1.0, self.ttl / 4))  # back off; the next pass retries
-        self.drain()
-        return 0
+        return 0 if self.drain() else 1
 
     def _call(self, fn: Callable[[], Any], op: str, deadline: float | None = None) -> Any:
         return retry.call(fn, op, deadline=deadline if deadline else time.monotonic() + self.ttl)
@@ -412,17 +411,26 @@ class Worker:
             metrics.SNAPSHOT_AGE.labels(shard=o.name).set(now - o.snapshot_wall)
 
     # ---- shutdown --------------------------------------------------------------------
-    def drain(self) -> None:
-        """Final snapshots, leases released, leave the member set: the next owners start now."""
+    def drain(self) -> bool:
+        """Final snapshots, leases released, leave the member set: the next owners start now.
+
+        Returns False when a shard could not be handed over (Redis unreachable): its lease
+        then expires by itself and the next owner replays from the last snapshot.
+        """
+        clean = True
         for o in list(self.owned.values()):
             try:
                 self.hand_over(o)
             except TRANSIENT as exc:
+                clean = False
                 log.warning("handover_failed", shard=o.name, error=str(exc)[:200])
-        with contextlib.suppress(*TRANSIENT):  # our heartbeat expires by itself otherwise
+        try:
             self._call(lambda: self.r.zrem(self.keys.workers, self.wid), "leave")
+        except TRANSIENT:
+            clean = False  # our heartbeat expires by itself
         metrics.SHARDS_OWNED.set(0)
-        log.info("worker_stopped")
+        log.info("worker_stopped", clean=clean)
+        return clean
 
 
 def _field(flat: list[Any], name: bytes) -> bytes | None:
