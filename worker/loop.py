@@ -30,7 +30,7 @@ from worker.keys import EVENT_FIELD, Keys
 from worker.owned import Owned
 from worker.scripts import Scripts
 from worker.settings import Settings
-from worker.takeover import take_over
+from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
 LAG_SAMPLE_S = 2.0
@@ -290,6 +290,26 @@ class Worker:
                 self.renew()
             token = f"{self.wid}:{int(epoch)}"
             metrics.LEASE_ACQUIRED.labels(shard=shard).inc()
+            renewed = [time.monotonic()]
+
+            def keepalive(
+                shard: str = shard, token: str = token, renewed: list[float] = renewed
+            ) -> None:
+                now = time.monotonic()
+                if now - renewed[0] < self.ttl / 3:
+                    return
+                ok = self._call(
+                    lambda: self.scripts.renew(
+                        keys=[self.keys.lease(shard)], args=[token, self.s.lease_ttl_ms]
+                    ),
+                    "renew",
+                )
+                if ok != 1:
+                    raise LeaseLost(shard)
+                renewed[0] = now
+                if now - self._last_renew > self.ttl / 3:
+                    self.renew()
+
             try:
                 state, stats = take_over(
                     self.r,
@@ -299,10 +319,16 @@ class Worker:
                     self.wid,
                     self.counts,
                     self.s.max_deliveries,
+                    keepalive,
                 )
             except TRANSIENT:
                 self._release_token(shard, token)
                 raise
+            except LeaseLost:
+                metrics.LEASE_LOSSES.labels(shard=shard).inc()
+                log.warning("lease_lost", shard=shard, epoch=int(epoch), reason="during takeover")
+                continue
+            sent = renewed[0] if renewed[0] > sent else sent
             o = Owned(
                 shard,
                 int(epoch),
@@ -326,6 +352,10 @@ class Worker:
                 seconds=round(stats.seconds, 4),
             )
             self.renew()
+            if stats.replayed and shard in self.owned:
+                # bound the next owner's replay: shards that change hands often would
+                # otherwise replay ever longer tails
+                self.snapshot(o)
 
     def _release_token(self, shard: str, token: str) -> None:
         with contextlib.suppress(*TRANSIENT):  # if this fails the lease expires by itself

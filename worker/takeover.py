@@ -8,6 +8,7 @@ an earlier owner may already have written changes nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,12 @@ from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.scripts import Scripts
 
 log = structlog.get_logger("eventfleet.takeover")
+
+
+class LeaseLost(Exception):
+    """The shard's lease was lost while taking it over."""
+
+
 CHUNK = 1000
 
 
@@ -65,7 +72,10 @@ def take_over(
     consumer: str,
     counts: ShardCounts,
     max_deliveries: int,
+    keepalive: Callable[[], None] = lambda: None,
 ) -> tuple[ShardState, TakeoverStats]:
+    """``keepalive`` is called between replay chunks: it renews leases and raises
+    ``LeaseLost`` when this shard's lease is gone, which abandons the takeover."""
     t0 = time.monotonic()
     stats = TakeoverStats()
     stream = keys.events(shard)
@@ -132,6 +142,7 @@ def take_over(
         pipe.execute()
         stats.replayed += len(batch)
         start = ids.text(batch[-1][0])
+        keepalive()
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
         state.last_id = end
