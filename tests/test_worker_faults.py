@@ -351,3 +351,29 @@ def test_second_sigterm_stops_hard_and_the_drain_deadline_holds(
     b.proc.send_signal(signal.SIGTERM)  # one signal: the drain deadline (2 s) ends it
     assert b.proc.wait(timeout=10) == 1
     assert any(e["event"] == "drain_deadline_passed" for e in log_lines(b))
+
+
+def test_an_entry_delivered_too_often_is_dead_lettered_not_applied(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(r, namespace)
+    keys = Keys(namespace)
+    poison = Topup(user_id=12, amount=50)
+    stream = keys.events(destination(poison, counts))
+    eid = r.xadd(stream, {EVENT_FIELD: encode(poison, "p:poison", 1)})
+    # an earlier owner that crashed on it again and again: delivered, never acked
+    r.xreadgroup("workers", "crashed-owner", {stream: ">"}, count=1)
+    r.xclaim(stream, "workers", "crashed-owner", 0, [eid], retrycount=40)
+    after = Topup(user_id=12, amount=7)
+    Producer(r, keys, counts).publish([after])
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    fleet.start()
+    wait_idle(r, namespace, counts)
+    letters = r.xrange(keys.dlq(destination(poison, counts)))
+    assert [(f[b"entry_id"], f[b"reason"]) for _, f in letters] == [(eid, b"max_deliveries")]
+    got = check_against_logs(r, namespace)
+    assert got["users"]["12"] == {"balance": 7}
