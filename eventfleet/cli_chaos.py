@@ -14,8 +14,10 @@ from eventfleet.context import EXIT_FAILED, EXIT_USAGE, UserError
 
 FIELDS = (
     "events",
+    "published",
     "faults",
     "faults_in_flight",
+    "faults_with_backlog",
     "mismatches",
     "invariant_violations",
     "duplicates_applied",

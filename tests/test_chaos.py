@@ -1,0 +1,196 @@
+"""Chaos: faults injected while events flow, then every shard recomputed by ``verify``.
+
+- a CI-sized ``eventfleet chaos`` run (every fault kind, twice) in the default test run;
+- Redis-side faults under a steady stream of events: every client connection killed with
+  ``CLIENT KILL TYPE normal``, and redis-server restarted (SIGTERM, then SIGKILL) while a
+  worker holds delivered but unacked entries, that is in the middle of a batch;
+- the long run behind ``-m chaos`` (``make chaos``), which writes docs/chaos-report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eventfleet.cli_verify import render
+from eventfleet.fleet import LocalFleet
+from eventfleet.localredis import LocalRedis
+from eventfleet.status import is_idle
+from eventfleet.verify import verify
+from ledger.shards import ShardCounts
+from producer.client import Producer
+from producer.workload import mixed
+from tests.helpers import cli, wait_for
+from worker.keys import GROUP, Keys
+from worker.namespace import init_namespace
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG_REPORT = ROOT / "docs" / "chaos-report.json"
+KINDS = ("kill", "pause", "scale", "redis_restart")
+
+
+def test_ci_sized_chaos_run_holds_exactly_once() -> None:
+    proc = cli(
+        "chaos", "--workers", "3", "--events", "4000", "--seed", "11", "--rounds", "2",
+        "--faults", "kill,pause,scale,redis_restart,client_kill", "--json",
+        check=False, timeout=170,
+    )  # fmt: skip
+    assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], json.dumps(doc, indent=1)[:4000]
+    assert all(doc["faults"][k] == 2 for k in (*KINDS, "client_kill")), doc["faults"]
+    # every fault hit a worker holding shards while the producer was publishing, and
+    # events were waiting on the shards it hit
+    assert doc["faults_in_flight"] == doc["faults_total"] == 10
+    assert doc["faults_with_backlog"] >= 5
+    assert (doc["mismatches"], doc["lost"], doc["duplicates_applied"]) == (0, 0, 0)
+    assert doc["invariant_violations"] == 0
+    assert doc["published"] == doc["events"] == 4000
+    assert set(doc["outcomes"]) == {"confirmed", "insufficient_funds", "out_of_stock",
+                                    "unknown_item"}  # fmt: skip
+    assert doc["recovery_seconds"]["samples"] > 0 and doc["recovery_seconds"]["max"] < 30
+    assert doc["replayed_entries"] > 0 and not doc["unexpected_exits"]
+
+
+# ---------------------------------------------------------------- Redis-side faults
+
+COUNTS = ShardCounts(4, 4)
+
+
+class SteadyProducer(threading.Thread):
+    """Publishes about 3000 events/s until told to stop; must survive every fault."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        super().__init__(daemon=True)
+        self.client = redis.Redis.from_url(url, client_name="steady-producer")
+        self.producer = Producer(self.client, keys, COUNTS)
+        self.stop = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            events = mixed(1_000_000, seed=3, users=100, items=20)
+            while not self.stop.is_set():
+                batch = [self.producer.stamp(next(events)) for _ in range(300)]
+                self.producer.send(batch)
+                self.sent += len(batch)
+                self.stop.wait(0.1)  # pacing of the load, not a wait for a result
+        except BaseException as exc:
+            self.error = exc
+
+
+def groups(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    pipe = r.pipeline(transaction=False)
+    for s in COUNTS.all_shards():
+        pipe.xinfo_groups(keys.events(s))
+    replies: Any = pipe.execute()
+    return [next(g for g in gs if g["name"] == GROUP.encode()) for gs in replies]
+
+
+def mid_batch(r: redis.Redis, keys: Keys) -> int:
+    """Entries delivered to a worker and not yet acked, over all shards (0 when none)."""
+    return sum(int(g["pending"]) for g in groups(r, keys))
+
+
+def delivered(r: redis.Redis, keys: Keys) -> list[tuple[int, ...]]:
+    return [tuple(map(int, g["last-delivered-id"].split(b"-"))) for g in groups(r, keys)]
+
+
+def holders(r: redis.Redis, keys: Keys) -> set[str]:
+    leases: Any = r.mget([keys.lease(s) for s in COUNTS.all_shards()])
+    return {v.decode().rpartition(":")[0] for v in leases if v is not None}
+
+
+def read_again(r: redis.Redis, keys: Keys, before: list[tuple[int, ...]]) -> bool:
+    return all(a > b for a, b in zip(delivered(r, keys), before, strict=True))
+
+
+def run_under(
+    server: LocalRedis, tmp_path: Path, fleets: list[LocalFleet], fault: Callable[[int], None]
+) -> None:
+    """Three workers, a steady producer, ``fault(i)`` three times mid-batch, then verify."""
+    r = redis.Redis.from_url(server.url)
+    keys = Keys("rf")
+    init_namespace(r, keys, COUNTS)
+    fleet = LocalFleet(server.url, keys.ns, tmp_path / "logs",
+                       env={"EVENTFLEET_LEASE_TTL_MS": "1500"})  # fmt: skip
+    fleets.append(fleet)
+    for _ in range(3):
+        fleet.start()
+    wait_for(lambda: holders(r, keys) == {w.worker_id for w in fleet.workers}, 60,
+             "every worker to hold shards")  # fmt: skip
+    producer = SteadyProducer(server.url, keys)
+    producer.start()
+    try:
+        for i in range(3):
+            in_batch = wait_for(lambda: mid_batch(r, keys), 30, "a batch delivered, not acked")
+            before = delivered(r, keys)
+            fault(i)
+            assert in_batch > 0
+            wait_for(partial(read_again, r, keys, before), 60, "every shard to read again")
+    finally:
+        producer.stop.set()
+        producer.join(timeout=90)
+    assert producer.error is None, repr(producer.error)
+    wait_for(lambda: is_idle(r, keys, COUNTS), 120, "the fleet to become idle")
+    assert all(w.alive for w in fleet.workers), "a worker died of a Redis-side fault"
+    fleet.stop_all(timeout=30)
+    assert [w.proc.returncode for w in fleet.workers] == [0, 0, 0]
+    report = verify(r, keys, COUNTS)
+    assert report.ok, "\n".join(render(report))
+    src = producer.producer.source
+    assert sum(f.applied_by(src) for f in report.folds.values()) == producer.sent
+    for w in fleet.workers:
+        assert "Traceback" not in w.log_path.read_text()
+    producer.client.close()
+    r.close()
+
+
+def test_client_kill_of_every_connection_mid_batch(
+    own_redis: LocalRedis, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    admin = redis.Redis.from_url(own_redis.url)
+
+    def kill_all(_i: int) -> None:
+        clients: Any = admin.client_list()
+        names = {c["name"] for c in clients}
+        assert "steady-producer" in names and sum(n.startswith("w") for n in names) == 3
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 4
+
+    run_under(own_redis, tmp_path, fleet_factory, kill_all)
+    admin.close()
+
+
+def test_redis_restarted_mid_batch(
+    own_redis: LocalRedis, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    def restart(i: int) -> None:
+        own_redis.restart(kill=i % 2 == 1)
+
+    run_under(own_redis, tmp_path, fleet_factory, restart)
+
+
+# ---------------------------------------------------------------- the long run
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(4 * 3600)
+def test_long_chaos_run_writes_the_report() -> None:
+    """>= 200,000 events and >= 50 faults of every kind; the report goes to docs/."""
+    proc = cli(
+        "chaos", "--workers", "3", "--events", "200000", "--seed", "2026", "--rounds", "50",
+        "--json", "--report", str(LONG_REPORT), check=False, timeout=4 * 3600,
+    )  # fmt: skip
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], json.dumps(doc, indent=1)[:4000]
+    assert doc["events"] >= 200_000
+    assert all(doc["faults"][k] >= 50 for k in KINDS), doc["faults"]
+    assert doc["faults_in_flight"] == doc["faults_total"]
