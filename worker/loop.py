@@ -26,7 +26,7 @@ from worker.assignment import targets
 from worker.connection import TRANSIENT
 from worker.effects import queue_effects
 from worker.health import HealthState
-from worker.keys import EVENT_FIELD, Keys
+from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.owned import Owned
 from worker.scripts import Scripts
 from worker.settings import Settings
@@ -436,6 +436,9 @@ class Worker:
         now = time.time()
         for o, groups in zip(shards, self._call(go, "sample_lag"), strict=True):
             for g in groups:
+                if ids.text(g["name"]) != GROUP:
+                    continue  # another reader's group on the same stream
+                # Redis reports no lag when it cannot tell (entries deleted): shown as 0
                 metrics.SHARD_LAG.labels(shard=o.name).set(g.get("lag") or 0)
                 metrics.SHARD_PENDING.labels(shard=o.name).set(g.get("pending") or 0)
             metrics.SNAPSHOT_AGE.labels(shard=o.name).set(now - o.snapshot_wall)
