@@ -136,27 +136,28 @@ def entries_read(r: redis.Redis, keys: Keys, shards: Iterable[str]) -> int:
     return total
 
 
+def check_alive(workers: list[WorkerProc]) -> None:
+    for w in workers:
+        if not w.alive:
+            tail = w.log_path.read_text(errors="replace")[-1500:] if w.log_path.exists() else ""
+            raise BenchError(f"worker {w.worker_id} exited ({w.proc.returncode}):\n{tail}")
+
+
 def first_read_and_idle(
-    r: redis.Redis,
-    keys: Keys,
-    counts: ShardCounts,
-    timeout: float,
-    alive: Callable[[], bool],
+    r: redis.Redis, keys: Keys, counts: ShardCounts, timeout: float, workers: list[WorkerProc]
 ) -> tuple[float, float]:
     """Wait for the group's first delivery, then for idle; the two ``perf_counter`` times."""
     shards = counts.all_shards()
     base = entries_read(r, keys, shards)
 
     def started() -> bool:
-        if not alive():
-            raise BenchError("a worker exited")
+        check_alive(workers)
         return entries_read(r, keys, shards) > base
 
     t0 = deadline_wait(started, timeout, "the first read", poll=0.002)
 
     def idle() -> bool:
-        if not alive():
-            raise BenchError("a worker exited")
+        check_alive(workers)
         return is_idle(r, keys, counts)
 
     t1 = deadline_wait(idle, timeout, "idle", poll=0.01)

@@ -100,7 +100,7 @@ def one_worker(env: BenchEnv, n: int, naive_n: int, batch: int) -> dict[str, Any
     publish(env.client, keys, COUNTS, topup_batch(n, seed=1))
     fleet = env.fleet(keys.ns)
     w = fleet.start()
-    t0, t1 = first_read_and_idle(env.client, keys, COUNTS, 300, lambda: w.alive)
+    t0, t1 = first_read_and_idle(env.client, keys, COUNTS, 300, [w])
     cpu = cpu_seconds(w.proc.pid)
     fleet.stop_all()
     b = {"events": n, "seconds": round(t1 - t0, 4), "events_per_s": _rate(n, t1 - t0)}
@@ -132,9 +132,7 @@ def fleet_backlog(env: BenchEnv, name: str, kind: str, n: int) -> dict[str, Any]
         t_load = time.perf_counter()
         publish(env.client, keys, COUNTS, events)
         t_load = time.perf_counter() - t_load
-    t0, t1 = first_read_and_idle(
-        env.client, keys, COUNTS, 300, lambda: all(w.alive for w in workers)
-    )
+    t0, t1 = first_read_and_idle(env.client, keys, COUNTS, 300, workers)
     applied = entries_read(env.client, keys, COUNTS.all_shards()) - base
     lost = _lost_leases(workers)
     fleet.stop_all()

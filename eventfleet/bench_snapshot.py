@@ -79,7 +79,7 @@ def snapshot(env: BenchEnv, n: int) -> dict[str, Any]:
     Producer(r, keys, COUNTS).publish(users(n))
     fleet = env.fleet(keys.ns)
     builder = fleet.start()
-    t0, t1 = first_read_and_idle(r, keys, COUNTS, 600, lambda: builder.alive)
+    t0, t1 = first_read_and_idle(r, keys, COUNTS, 600, [builder])
     rss_builder = stop_and_peak_rss_mb(builder)
     written = log_events(builder, "snapshot_written")
     if not written:
