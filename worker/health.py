@@ -1,11 +1,14 @@
 """The worker's HTTP endpoints: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 ``/healthz`` is 200 while the main loop ticks. ``/readyz`` is 200 when the last Redis call
-succeeded and the worker holds every shard it targets (or targets none).
+succeeded and the worker holds every shard it targets (or targets none), with leases not yet
+past their deadline: a worker resumed after a pause longer than the lease TTL reports not
+ready from its first answer on, before its loop has noticed the loss.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ class HealthState:
     last_tick: float = field(default_factory=time.monotonic)
     redis_ok: bool = False
     holds_targets: bool = False
+    held_until: float = math.inf
+    """Monotonic time when the first of the held leases runs out unless renewed."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def tick(self) -> None:
@@ -29,7 +34,12 @@ class HealthState:
         return time.monotonic() - self.last_tick < self.stale_after_s
 
     def ready(self) -> bool:
-        return self.healthy() and self.redis_ok and self.holds_targets
+        return (
+            self.healthy()
+            and self.redis_ok
+            and self.holds_targets
+            and time.monotonic() < self.held_until
+        )
 
 
 def serve(health: HealthState, host: str, port: int) -> ThreadingHTTPServer:

@@ -7,6 +7,7 @@ Ownership (heartbeats, leases, rebalancing, snapshots) runs between batches in
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -248,6 +249,7 @@ class Worker:
             self.sample_lag()
         metrics.SHARDS_OWNED.set(len(self.owned))
         self.health.holds_targets = self.target <= set(self.owned)
+        self.health.held_until = min((o.deadline for o in self.owned.values()), default=math.inf)
 
     def renew(self) -> None:
         shards = list(self.owned.values())
@@ -404,6 +406,8 @@ class Worker:
         if self.owned.pop(o.name, None) is None:
             return
         self._forget_gauges(o.name)
+        if o.name in self.target:
+            self.health.holds_targets = False
         metrics.LEASE_LOSSES.labels(shard=o.name).inc()
         log.warning("lease_lost", shard=o.name, epoch=o.epoch, reason=why)
 
