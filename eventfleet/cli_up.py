@@ -15,7 +15,7 @@ from eventfleet.stack import DEFAULT_RATE, UpConfig, UpError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM: finish like q (stop, verify, clean up)
+    raise KeyboardInterrupt  # SIGTERM, SIGHUP: finish like q (stop, verify, clean up)
 
 
 @cli.command()
@@ -83,6 +83,7 @@ def up(
         else PlainView(sys.stderr if as_json else sys.stdout, cfg.expected_orders)
     )
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)  # the terminal closed
     try:
         with view:
             summary = run(cfg, view, exit_when_idle=exit_when_idle)

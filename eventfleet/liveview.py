@@ -3,6 +3,7 @@ progress lines (or a progress bar) when there is no terminal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -70,9 +71,10 @@ class LiveView:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.live.__exit__(kind, exc, tb)
-        if self._saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+        with contextlib.suppress(OSError, termios.error):  # the terminal may be gone (SIGHUP)
+            self.live.__exit__(kind, exc, tb)
+            if self._saved is not None:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
 
     def keys(self, timeout: float) -> str:
         ready, _, _ = select.select([self.fd], [], [], timeout)
@@ -82,6 +84,9 @@ class LiveView:
 
     def show(self, session: Session) -> None:
         self.session = session
+        # The terminal's size now: rich would prefer COLUMNS/LINES, which may be stale.
+        with contextlib.suppress(OSError):
+            self.console.size = os.get_terminal_size(sys.stdout.fileno())
         self.live.update(render(session, self.console.size.height, self.step), refresh=True)
 
     @contextmanager
@@ -121,10 +126,15 @@ def render(s: Session, height: int, step: str = "") -> RenderableType:
     for ratio in (3, 2, 2, 1):
         middle.add_column(ratio=ratio)
     middle.add_row(
-        Panel(workers_table(s), title="workers", border_style="blue"),
-        Panel(totals_table(s), title="fleet", border_style="blue"),
-        Panel(outcomes_table(s), title="order outcomes", border_style="blue"),
-        Panel(faults_table(s), title="faults", border_style="blue"),
+        *(
+            Panel(body, title=title, border_style="blue", height=middle_h)
+            for title, body in (
+                ("workers", workers_table(s)),
+                ("fleet", totals_table(s)),
+                ("order outcomes", outcomes_table(s)),
+                ("faults", faults_table(s)),
+            )
+        )
     )
 
     layout = Layout()

@@ -130,10 +130,12 @@ class Stack:
             check=False,
         )
 
-    def init(self) -> None:
+    def init(self) -> str:
+        """``eventfleet init``; returns what it said."""
         done = self.command("init")
         if done.returncode != 0:
             raise UpError(f"eventfleet init failed: {(done.stderr or done.stdout).strip()}")
+        return done.stdout.strip()
 
     def start_fleet(self, n: int) -> LocalFleet:
         env = {

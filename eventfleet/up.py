@@ -27,6 +27,7 @@ from worker.connection import TRANSIENT
 SAMPLE_S = 0.5
 DRAIN_S = 30.0
 FAULT_KINDS = ("kill", "add", "stop", "pause")
+FLEET_EVENTS = ("handover", "takeover", "lease_lost", "snapshot")
 KEYS_HELP = "k kill a worker (SIGKILL) · a add one · s stop one (SIGTERM) · p pause one · q quit"
 
 
@@ -41,6 +42,8 @@ class Summary:
     duration_seconds: float
     outcomes: dict[str, int]
     dead_letters: int
+    fleet_events: dict[str, int]
+    """Hand-overs, take-overs, leases lost and snapshots, from the workers' logs."""
     idle: bool
     producer_exit: int | None
     producer_said: str
@@ -61,6 +64,7 @@ class Summary:
             "duration_seconds": round(self.duration_seconds, 3),
             "outcomes": self.outcomes,
             "dead_letters": self.dead_letters,
+            "fleet_events": self.fleet_events,
             "idle": self.idle,
             "producer_exit": self.producer_exit,
         }
@@ -346,6 +350,7 @@ class Session:
             duration_seconds=self.elapsed,
             outcomes={k: outcomes[k] for k in sorted(outcomes)},
             dead_letters=self.sample.dead_letters if self.sample else 0,
+            fleet_events={k: self.tail.counts[k] for k in FLEET_EVENTS},
             idle=idle,
             producer_exit=None if p is None else p.returncode,
             producer_said=self.producer_said(),
@@ -407,6 +412,8 @@ def summary_lines(s: Summary) -> list[str]:
         f"  orders settled: {settled} ({kinds})",
         f"  dead letters:   {s.dead_letters}",
         f"  faults:         {faults}",
+        "  fleet:          "
+        + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in s.fleet_events.items()),
         f"  verify:         {'ok' if s.verified else 'FAILED'}: {s.verify_detail}",
     ]
     if s.producer_exit not in (0, None) and not s.producer_stopped:

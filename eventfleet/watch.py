@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,41 +139,54 @@ class LogEvent:
     text: str
 
 
-def interpret(rec: dict[str, Any]) -> tuple[str, str] | None:
-    """(kind, text) for a worker's log record worth a line or a count; None for the rest.
-
-    ``acquired`` (a shard's first owner) and ``snapshot`` are counted, not shown.
-    """
+def kind_of(rec: dict[str, Any]) -> str | None:
+    """The bounded kind of a worker's log record worth a count or a line; None for the rest."""
     ev = rec.get("event")
-    shard = rec.get("shard", "?")
     if ev == "lease_acquired":
-        if int(rec.get("epoch", 1)) <= 1:
-            return "acquired", f"acquired {shard}"
-        return "takeover", (
-            f"took over {shard} (epoch {rec.get('epoch')}, "
-            f"{'from snapshot, ' if rec.get('restored') else ''}"
-            f"replayed {rec.get('replayed', 0)}, claimed {rec.get('claimed', 0)}, "
-            f"{float(rec.get('seconds', 0.0)) * 1000:.0f} ms)"
-        )
-    if ev == "handed_over":
-        return "handover", f"handed over {shard} (epoch {rec.get('epoch')})"
-    if ev == "lease_lost":
-        return "lease_lost", f"lost {shard}: {rec.get('reason', '')}"
-    if ev == "dead_letter":
-        return "dead_letter", (
-            f"dead letter on {shard} {rec.get('entry_id')}: {rec.get('reason')} "
-            f"({str(rec.get('error', ''))[:60]})"
-        )
-    if ev == "snapshot_written":
-        return "snapshot", f"snapshot {shard}"
-    if ev in ("fatal", "drain_deadline_passed", "hard_stop"):
-        return "fatal", f"{ev}: {rec.get('error', rec.get('signal', ''))}"
-    if ev == "draining":
-        return "draining", f"draining ({rec.get('signal')})"
-    return None
+        return "acquired" if int(rec.get("epoch", 1)) <= 1 else "takeover"
+    return KINDS.get(str(ev))
 
 
-SILENT_KINDS = frozenset({"acquired", "snapshot"})
+KINDS = {
+    "handed_over": "handover",
+    "lease_lost": "lease_lost",
+    "dead_letter": "dead_letter",
+    "snapshot_written": "snapshot",
+    "fatal": "fatal",
+    "drain_deadline_passed": "fatal",
+    "hard_stop": "fatal",
+    "draining": "draining",
+}
+SILENT = frozenset({"acquired", "snapshot"})
+"""Counted, not shown: a shard's first owner, and every snapshot."""
+PER_SHARD = {"takeover": "took over", "handover": "handed over", "lease_lost": "lost"}
+"""Kinds that come in bursts, one record a shard: one line a burst."""
+
+
+def describe(kind: str, recs: list[dict[str, Any]]) -> str:
+    """One line for records of one kind from one worker (several only for ``PER_SHARD``)."""
+    first = recs[0]
+    if kind in PER_SHARD:
+        shards = ", ".join(str(r.get("shard", "?")) for r in recs)
+        text = f"{PER_SHARD[kind]} {shards}"
+        if kind == "takeover":
+            restored = sum(1 for r in recs if r.get("restored"))
+            ms = max(float(r.get("seconds", 0.0)) for r in recs) * 1000
+            text += (
+                f" ({restored} from a snapshot, replayed {sum(r.get('replayed', 0) for r in recs)}"
+                f", claimed {sum(r.get('claimed', 0) for r in recs)}, slowest {ms:.0f} ms)"
+            )
+        elif kind == "lease_lost":
+            text += ": " + "; ".join(sorted({str(r.get("reason", "")) for r in recs}))
+        return text
+    if kind == "dead_letter":
+        return (
+            f"dead letter on {first.get('shard')} {first.get('entry_id')}: "
+            f"{first.get('reason')} ({str(first.get('error', ''))[:60]})"
+        )
+    if kind == "draining":
+        return f"draining ({first.get('signal')})"
+    return f"{first.get('event')}: {first.get('error', first.get('signal', ''))}"
 
 
 @dataclass
@@ -212,29 +224,32 @@ class LogTail:
                 continue
             f.offset += len(data)
             *complete, f.partial = (f.partial + data).split(b"\n")
-            for line in complete:
-                self._line(f.who, line)
+            self._lines(f.who, complete)
 
-    def _line(self, who: str, line: bytes) -> None:
-        raw = line.decode("utf-8", "replace").rstrip()
-        if not raw.strip():
-            return
-        try:
-            rec = json.loads(raw)
-        except ValueError:
-            rec = None
-        if not isinstance(rec, dict):
-            if not raw[0].isspace():  # a traceback's headline, not every frame
-                self.note(who, "output", raw[:120])
-            return
-        found = interpret(rec)
-        if found is None:
-            return
-        kind, msg = found
-        self.counts[kind] += 1
-        if kind not in SILENT_KINDS:
-            self.note(who, kind, msg)
+    def _lines(self, who: str, lines: list[bytes]) -> None:
+        burst: dict[str, list[dict[str, Any]]] = {}
+        for line in lines:
+            raw = line.decode("utf-8", "replace").rstrip()
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                rec = None
+            if not isinstance(rec, dict):
+                if not raw[0].isspace():  # a traceback's headline, not every frame
+                    self.note(who, "output", raw[:120])
+                continue
+            kind = kind_of(rec)
+            if kind is None:
+                continue
+            self.counts[kind] += 1
+            if kind in PER_SHARD:
+                burst.setdefault(kind, []).append(rec)
+            elif kind not in SILENT:
+                self.note(who, kind, describe(kind, [rec]))
+        for kind, recs in burst.items():
+            self.note(who, kind, describe(kind, recs))
 
-    def recent(self, n: int, keep: Callable[[LogEvent], bool] | None = None) -> list[LogEvent]:
-        chosen = [e for e in self.lines if keep is None or keep(e)]
-        return chosen[-n:]
+    def recent(self, n: int) -> list[LogEvent]:
+        return list(self.lines)[-n:] if n > 0 else []
