@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from ledger.rules import StepResult, step
 from ledger.shards import ShardCounts
@@ -178,6 +179,7 @@ class Worker:
                 log.warning(
                     "dead_letter",
                     shard=o.name,
+                    epoch=o.epoch,
                     entry_id=eid,
                     reason=res.dead.reason,
                     error=res.dead.error[:300],
@@ -313,16 +315,17 @@ class Worker:
                     self.renew()
 
             try:
-                state, stats = take_over(
-                    self.r,
-                    self.keys,
-                    self.scripts,
-                    shard,
-                    self.wid,
-                    self.counts,
-                    self.s.max_deliveries,
-                    keepalive,
-                )
+                with bound_contextvars(shard=shard, epoch=int(epoch)):
+                    state, stats = take_over(
+                        self.r,
+                        self.keys,
+                        self.scripts,
+                        shard,
+                        self.wid,
+                        self.counts,
+                        self.s.max_deliveries,
+                        keepalive,
+                    )
             except TRANSIENT:
                 self._release_token(shard, token)
                 raise
@@ -366,9 +369,11 @@ class Worker:
     def hand_over(self, o: Owned) -> None:
         if not self.snapshot(o):
             return
-        self._call(
-            lambda: self.scripts.release(keys=[self.keys.lease(o.name)], args=[o.token]), "release"
-        )
+        with bound_contextvars(shard=o.name, epoch=o.epoch):
+            self._call(
+                lambda: self.scripts.release(keys=[self.keys.lease(o.name)], args=[o.token]),
+                "release",
+            )
         self.owned.pop(o.name, None)
         self._forget_gauges(o.name)
         metrics.LEASE_HANDOVERS.labels(shard=o.name).inc()
@@ -378,13 +383,14 @@ class Worker:
         t0 = time.monotonic()
         wall = time.time()
         data = o.state.to_snapshot(taken_ms=int(wall * 1000))
-        ok = self._call(
-            lambda: self.scripts.save_snapshot(
-                keys=[self.keys.lease(o.name), self.keys.snapshot(o.name)], args=[o.token, data]
-            ),
-            "snapshot",
-            o.deadline,
-        )
+        with bound_contextvars(shard=o.name, epoch=o.epoch):
+            ok = self._call(
+                lambda: self.scripts.save_snapshot(
+                    keys=[self.keys.lease(o.name), self.keys.snapshot(o.name)], args=[o.token, data]
+                ),
+                "snapshot",
+                o.deadline,
+            )
         if ok != 1:
             self._lose(o, "snapshot refused: lease no longer ours")
             return False
@@ -460,7 +466,7 @@ class Worker:
                 self.hand_over(o)
             except TRANSIENT as exc:
                 clean = False
-                log.warning("handover_failed", shard=o.name, error=str(exc)[:200])
+                log.warning("handover_failed", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
         try:
             self._call(lambda: self.r.zrem(self.keys.workers, self.wid), "leave")
         except TRANSIENT:
