@@ -1,5 +1,10 @@
 """Connecting to Redis: URL, ACL user, password file, TLS; and telling transient from fatal.
 
+The same URL may name a single Redis or any node of a Redis Cluster: ``connect`` asks the
+server once (``HELLO`` reports ``mode: cluster``) and returns redis-py's cluster client
+for a cluster, with the same options. Callers keep one code path; the few places that must
+differ on a cluster (scripts, the idle wait, WAIT) ask ``is_cluster``.
+
 Credentials never reach a log line or an error message: every URL we show goes through
 ``mask_url``, and fatal errors are rephrased without the text Redis or the driver gave.
 """
@@ -7,11 +12,15 @@ Credentials never reach a log line or an error message: every URL we show goes t
 from __future__ import annotations
 
 import ssl
-from typing import Any
+import time
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis import exceptions as rx
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from worker.settings import Settings
 
@@ -26,6 +35,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     rx.BusyLoadingError,
     rx.TryAgainError,
     rx.ClusterDownError,
+    rx.SlotNotCoveredError,
     ConnectionResetError,
     BrokenPipeError,
 )
@@ -71,8 +81,57 @@ def classify(exc: BaseException) -> FatalRedisError | None:
     return None
 
 
-def connect(settings: Settings, *, timeout: float = 10.0, name: str | None = None) -> redis.Redis:
-    """A client for ``settings.redis_url`` with the ACL user, password file and TLS applied."""
+CLUSTER_CLIENT_RETRIES = 3
+"""Attempts redis-py's cluster client makes on its own (refreshing the slot map between them)
+before a connection error reaches ``worker.retry``, which backs off until its deadline."""
+
+
+def is_cluster(r: object) -> bool:
+    """True for the client ``connect`` returns for a Redis Cluster."""
+    return isinstance(r, RedisCluster)
+
+
+def _cluster_mode(r: redis.Redis) -> bool:
+    """Ask the server whether it runs in cluster mode (``HELLO``'s ``mode``, Redis 6+)."""
+    try:
+        reply: Any = r.execute_command("HELLO", "2")  # type: ignore[no-untyped-call]
+    except rx.NoPermissionError:
+        return False  # an ACL without HELLO: a standalone setup from before cluster support
+    except rx.ResponseError as exc:
+        if classify(exc) is not None:
+            raise
+        return False  # Redis < 6 has no HELLO, and no cluster mode we support
+    if isinstance(reply, dict):
+        mode = reply.get(b"mode", reply.get("mode"))
+    else:
+        fields = list(reply)
+        mode = dict(zip(fields[::2], fields[1::2], strict=False)).get(b"mode")
+    return mode in (b"cluster", "cluster")
+
+
+def _open_cluster(url: str, kwargs: dict[str, Any]) -> redis.Redis:
+    try:
+        rc = RedisCluster.from_url(url, retry=Retry(NoBackoff(), CLUSTER_CLIENT_RETRIES), **kwargs)
+    except rx.RedisClusterException as exc:  # no node answered the slot map: try again later
+        raise rx.ConnectionError(f"Redis Cluster not reachable: {str(exc)[:200]}") from None
+    # RedisCluster offers the same command methods; typing it as redis.Redis keeps one code
+    # path in every caller (see is_cluster for the few differences).
+    return cast(redis.Redis, rc)
+
+
+def connect(
+    settings: Settings,
+    *,
+    timeout: float = 10.0,
+    name: str | None = None,
+    wait_s: float = 3.0,
+) -> redis.Redis:
+    """A client for ``settings.redis_url`` with the ACL user, password file and TLS applied.
+
+    Asks the server whether it is a cluster node, retrying transient errors for ``wait_s``
+    seconds; a server still unreachable then raises the transient error, bad credentials raise
+    ``FatalRedisError``.
+    """
     url = settings.redis_url
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss", "unix"):
@@ -102,6 +161,25 @@ def connect(settings: Settings, *, timeout: float = 10.0, name: str | None = Non
         if settings.tls_key_file:
             kwargs["ssl_keyfile"] = str(settings.tls_key_file)
     try:
-        return redis.Redis.from_url(url, **kwargs)
+        plain = redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
         raise FatalRedisError(f"REDIS_URL {mask_url(url)} is not valid: {exc}") from None
+    if scheme == "unix":
+        return plain
+    from worker import retry  # worker.retry imports this module
+
+    deadline = time.monotonic() + wait_s
+    # A client of its own for the question: redis-py changes how a client parses replies
+    # once HELLO went through it.
+    probe = redis.Redis.from_url(url, **{**kwargs, "client_name": None})
+    try:
+        cluster = retry.call(lambda: _cluster_mode(probe), "connect", deadline=deadline)
+    except BaseException:
+        plain.close()
+        raise
+    finally:
+        probe.close()
+    if not cluster:
+        return plain
+    plain.close()
+    return retry.call(lambda: _open_cluster(url, kwargs), "connect", deadline=deadline)

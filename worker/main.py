@@ -27,7 +27,10 @@ def run_worker(settings: Settings) -> int:
     url = mask_url(settings.redis_url)
     try:
         r = connect(
-            settings, timeout=max(2.0, settings.lease_ttl_ms / 1000), name=settings.worker_id
+            settings,
+            timeout=max(2.0, settings.lease_ttl_ms / 1000),
+            name=settings.worker_id,
+            wait_s=settings.connect_timeout_s,
         )
         deadline = time.monotonic() + settings.connect_timeout_s
         retry.call(r.ping, "connect", deadline=deadline)
