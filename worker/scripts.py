@@ -7,10 +7,13 @@ consumer group are fenced too, so a zombie cannot pull entries away from the new
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import redis
-from redis.commands.core import Script
+
+from worker.connection import is_cluster
 
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
@@ -83,24 +86,61 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
 
+class LuaScript(Protocol):
+    """How the code calls a script: ``script(keys=..., args=..., client=pipe_or_client)``."""
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any: ...
+
+
+class EvalScript:
+    """A script sent with its text (EVAL), for Redis Cluster.
+
+    redis-py's cluster pipeline refuses EVALSHA, and a node that restarted or a replica just
+    promoted may not have the script cached: EVAL needs neither. Redis still compiles each
+    script once (it caches EVAL'd scripts by their SHA); only the text travels each time.
+    """
+
+    def __init__(self, client: redis.Redis, text: str) -> None:
+        self.client = client
+        self.script = text
+
+    def __call__(
+        self,
+        keys: Sequence[Any] | None = None,
+        args: Iterable[Any] | None = None,
+        client: Any = None,
+    ) -> Any:
+        keys = list(keys or [])
+        target = self.client if client is None else client
+        return target.execute_command("EVAL", self.script, len(keys), *keys, *(args or []))
+
+
 @dataclass(frozen=True)
 class Scripts:
-    acquire: Script
-    renew: Script
-    release: Script
-    save_snapshot: Script
-    fenced_read: Script
-    append_once: Script
-    heartbeat: Script
+    acquire: LuaScript
+    renew: LuaScript
+    release: LuaScript
+    save_snapshot: LuaScript
+    fenced_read: LuaScript
+    append_once: LuaScript
+    heartbeat: LuaScript
 
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
+        def load(text: str) -> LuaScript:
+            return EvalScript(r, text) if is_cluster(r) else r.register_script(text)
+
         return cls(
-            acquire=r.register_script(ACQUIRE),
-            renew=r.register_script(RENEW),
-            release=r.register_script(RELEASE),
-            save_snapshot=r.register_script(SAVE_SNAPSHOT),
-            fenced_read=r.register_script(FENCED_READ),
-            append_once=r.register_script(APPEND_ONCE),
-            heartbeat=r.register_script(HEARTBEAT),
+            acquire=load(ACQUIRE),
+            renew=load(RENEW),
+            release=load(RELEASE),
+            save_snapshot=load(SAVE_SNAPSHOT),
+            fenced_read=load(FENCED_READ),
+            append_once=load(APPEND_ONCE),
+            heartbeat=load(HEARTBEAT),
         )
