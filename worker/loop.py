@@ -25,7 +25,7 @@ from ledger.rules import StepResult, step
 from ledger.shards import ShardCounts
 from worker import ids, metrics, retry
 from worker.assignment import targets
-from worker.connection import TRANSIENT
+from worker.connection import TRANSIENT, is_cluster
 from worker.effects import queue_effects
 from worker.health import HealthState
 from worker.keys import EVENT_FIELD, GROUP, Keys
@@ -36,6 +36,8 @@ from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
 LAG_SAMPLE_S = 2.0
+CLUSTER_IDLE_POLL_S = 0.01
+"""On Redis Cluster an idle worker polls again after this long (see ``idle_wait``)."""
 
 
 class Worker:
@@ -44,6 +46,7 @@ class Worker:
         self.r = r
         self.keys = Keys(settings.namespace)
         self.scripts = Scripts.register(r)
+        self.cluster = is_cluster(r)
         self.counts = counts
         self.wid = settings.worker_id
         self.ttl = settings.lease_ttl_ms / 1000
@@ -126,6 +129,14 @@ class Worker:
                 raise
 
         replies = self._call(read, "read", self._deadline(shards))
+        for rep in replies:
+            if isinstance(rep, TRANSIENT):
+                # A cluster pipeline hands a node's connection error back as that command's
+                # reply. Nothing of this read is applied yet: re-read every shard's pending
+                # entries first, as after a lost reply.
+                for o in shards:
+                    o.resync, o.cursor = True, "0"
+                raise rep
         t0 = time.monotonic()
         batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
         applied = 0
@@ -214,6 +225,11 @@ class Worker:
         shards = [o for o in self.owned.values() if not o.resync]
         if not shards or len(shards) != len(self.owned):
             time.sleep(min(wait_s, 0.05)) if self.owned else time.sleep(wait_s)
+            return
+        if self.cluster:
+            # XREAD over several streams needs them in one slot, and every shard has a slot
+            # of its own: poll again shortly instead of blocking on the streams.
+            time.sleep(min(wait_s, CLUSTER_IDLE_POLL_S))
             return
         streams: dict[Any, Any] = {self.keys.events(o.name): o.state.last_id for o in shards}
         block = max(1, int(wait_s * 1000))
