@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO
 
 import click
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.layout import Layout
 from rich.live import Live
@@ -164,20 +165,26 @@ def fmt_duration(seconds: float) -> str:
 
 
 def shard_table(title: str, rows: list[ShardStatus], s: Session) -> Table:
-    t = Table(title=title, title_style="bold", expand=True, pad_edge=False, border_style="dim")
-    for name, justify in (
-        ("shard", "left"),
-        ("owner", "left"),
-        ("lag", "right"),
-        ("pending", "right"),
-        ("applied/s", "right"),
-        ("snapshot", "right"),
-    ):
-        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    t = Table(
+        title=title,
+        title_style="bold",
+        expand=True,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        border_style="blue",
+    )
+    t.add_column("shard")
+    t.add_column("owner")
+    for name in ("lag", "pending", "applied/s", "snapshot"):
+        t.add_column(name, justify="right")
     rates = s.sample.rates if s.sample else {}
     stale = 2 * s.cfg.snapshot_interval_s
     for r in rows:
-        owner = Text(s.short(r.owner), style="cyan") if r.owner else Text("none", style="bold red")
+        owner = (
+            Text(s.short(r.owner), style=owner_style(s.short(r.owner)))
+            if r.owner
+            else Text("none", style="bold red")
+        )
         lag = "?" if r.lag is None else str(r.lag)
         age = Text("-" if r.snapshot_age_s is None else f"{r.snapshot_age_s:.0f}s ago")
         if r.snapshot_age_s is not None and r.snapshot_age_s > stale:
@@ -193,6 +200,15 @@ def shard_table(title: str, rows: list[ShardStatus], s: Session) -> Table:
     return t
 
 
+OWNER_STYLES = ("cyan", "magenta", "green", "blue", "bright_yellow", "bright_cyan", "red")
+
+
+def owner_style(name: str) -> str:
+    """A colour per worker, so a shard changing hands shows at a glance."""
+    digits = "".join(c for c in name if c.isdigit())
+    return OWNER_STYLES[int(digits or 0) % len(OWNER_STYLES)]
+
+
 def workers_table(s: Session) -> Table:
     t = Table(box=None, expand=True, pad_edge=False, show_edge=False)
     for name in ("worker", "pid", "state", "shards"):
@@ -202,7 +218,13 @@ def workers_table(s: Session) -> Table:
         state = s.worker_state(w)
         style = "green" if state == "running" else "yellow" if w.alive else "red"
         held = owners[w.worker_id] if owners else 0
-        t.add_row(s.short(w.worker_id), str(w.proc.pid), Text(state, style=style), str(held))
+        name = s.short(w.worker_id)
+        t.add_row(
+            Text(name, style=owner_style(name)),
+            str(w.proc.pid),
+            Text(state, style=style),
+            str(held),
+        )
     return t
 
 

@@ -148,7 +148,7 @@ def test_live_view_keys_under_tmux(tmux: Tmux, tmpdir_env: tuple[Path, dict[str,
 
     def running() -> str:
         s = tmux.screen()  # running, with every shard owned by one of the workers
-        return s if "running" in s and re.search(r"u15 +│ w\d", s) else ""
+        return s if "running" in s and re.search(r"\bu15 +w\d", s) else ""
 
     try:
         screen = wait_for(running, 60, "the live view to show the fleet running")
