@@ -1,0 +1,225 @@
+"""The same fleet on Redis Cluster: real cluster nodes on loopback ports, real worker processes.
+
+Three masters (``redis-cli --cluster create``) for the workload under SIGKILLed workers and the
+malformed entries; three masters and three replicas for a master killed mid-run, after which
+the replica is promoted and the fleet carries on. Each test ends with the record-by-record
+check against a recomputation from the logs, through the cluster client.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from eventfleet.fleet import LocalFleet
+from eventfleet.localcluster import LocalCluster
+from eventfleet.localredis import LocalRedis, RedisNotInstalled
+from eventfleet.status import is_idle
+from ledger.shards import ShardCounts, destination
+from producer.client import NotReplicated, Producer
+from producer.workload import mixed
+from tests import test_worker_faults as faults
+from tests.fleet_utils import PacedProducer, log_lines, make_fleet, setup_namespace
+from tests.helpers import cli, cli_json, wait_for
+from tests.recompute import check_against_logs
+from worker.connection import connect, is_cluster
+from worker.keys import Keys
+from worker.namespace import read_counts
+from worker.settings import Settings
+
+
+def _start(replicas: int) -> LocalCluster:
+    try:
+        return LocalCluster(masters=3, replicas=replicas, node_timeout_ms=1000).start()
+    except RedisNotInstalled as exc:  # fail loudly, never skip
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """Three masters, no replicas, shared by the tests of this module (one namespace each)."""
+    c = _start(replicas=0)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def replicated() -> Iterator[LocalCluster]:
+    """Three masters with one replica each, for this test alone (it kills a master)."""
+    c = _start(replicas=1)
+    yield c
+    c.close()
+
+
+def client(url: str) -> redis.Redis:
+    return connect(Settings(redis_url=url), timeout=10.0)
+
+
+@pytest.fixture
+def rc(cluster: LocalCluster) -> Iterator[redis.Redis]:
+    r = client(cluster.urls[1])  # any node will do
+    yield r
+    r.close()
+
+
+def owners(r: redis.Redis, ns: str, counts: ShardCounts) -> dict[str, str | None]:
+    """Lease holders, one GET per shard in a pipeline (MGET cannot span slots)."""
+    keys = Keys(ns)
+    pipe = r.pipeline(transaction=False)
+    for s in counts.all_shards():
+        pipe.get(keys.lease(s))
+    vals: list[Any] = list(pipe.execute())
+    return {
+        s: (v.decode().rpartition(":")[0] if v else None)
+        for s, v in zip(counts.all_shards(), vals, strict=True)
+    }
+
+
+def wait_idle(r: redis.Redis, ns: str, counts: ShardCounts, timeout: float = 90) -> None:
+    wait_for(lambda: is_idle(r, Keys(ns), counts), timeout, "the fleet to become idle")
+
+
+def test_connect_detects_a_cluster_from_any_node(
+    cluster: LocalCluster, redis_server: LocalRedis
+) -> None:
+    for url in cluster.urls:
+        r = client(url)
+        assert is_cluster(r)
+        r.close()
+    single = client(redis_server.url)
+    assert not is_cluster(single)
+    single.close()
+
+
+def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(
+    cluster: LocalCluster,
+    rc: redis.Redis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    counts = setup_namespace(rc, namespace, 8, 8)
+    keys = Keys(namespace)
+    masters = {cluster.master_of(keys.events(s)).port for s in counts.all_shards()}
+    assert len(masters) == 3, "the shards should spread over the three masters"
+    fleet = make_fleet(cluster.urls[0], namespace, tmp_path, fleet_factory)
+    for _ in range(3):
+        fleet.start()
+    wait_for(lambda: None not in owners(rc, namespace, counts).values(), 30, "every shard owned")
+    events = list(mixed(8000, seed=17, users=300, items=40))
+    producer = PacedProducer(rc, namespace, counts, events, rate=1500)
+    producer.start()
+    rng = random.Random(17)
+    kills = kills_in_flight = 0
+    while not producer.done or not is_idle(rc, keys, counts):
+        time.sleep(1.0)  # the fault schedule: one SIGKILL a second (not a wait for a result)
+        victim = rng.choice(fleet.live())
+        held = sum(1 for o in owners(rc, namespace, counts).values() if o == victim.worker_id)
+        fleet.kill(victim)
+        kills += 1
+        if held and not producer.done:
+            kills_in_flight += 1
+        fleet.start()
+        if kills > 40:
+            break
+    assert producer.error is None
+    assert producer.sent == len(events)
+    wait_idle(rc, namespace, counts)
+    assert kills >= 3 and kills_in_flight >= 2, (kills, kills_in_flight)
+    check_against_logs(rc, namespace, events)
+    env = {"REDIS_URL": cluster.urls[2], "EVENTFLEET_NAMESPACE": namespace}
+    report = cli_json("verify", "--json", env=env)
+    assert report["ok"] and report["quiescent"], report["findings"]
+
+
+def test_malformed_entries_are_dead_lettered_on_a_cluster(
+    cluster: LocalCluster,
+    rc: redis.Redis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    # the single-node test as it is, with the cluster client and a cluster node's URL
+    faults.test_malformed_entries_are_dead_lettered_and_the_shard_goes_on(
+        rc,
+        cluster,  # type: ignore[arg-type]  (it only reads .url)
+        namespace,
+        tmp_path,
+        fleet_factory,
+    )
+    # re-drive sends the wrong-shard letter home: another slot, perhaps another master
+    counts = read_counts(rc, Keys(namespace))
+    env = {"REDIS_URL": cluster.urls[1], "EVENTFLEET_NAMESPACE": namespace}
+    out = cli("dlq", "redrive", "--reason", "wrong_shard", env=env).stdout
+    assert "re-drove 1 dead letters" in out
+    wait_idle(rc, namespace, counts)
+    got = check_against_logs(rc, namespace)
+    assert len(got["users"]) == 2 and got["users"]["9"] == {"balance": 300}
+    (other,) = set(got["users"]) - {"9"}
+    state = cli_json("state", "user", other, "--json", env=env)
+    assert state == {"user_id": int(other), "balance": 10}
+
+
+def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
+    replicated: LocalCluster, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    r = client(replicated.urls[0])
+    counts = setup_namespace(r, namespace, 8, 8)
+    keys = Keys(namespace)
+    fleet = make_fleet(replicated.urls[1], namespace, tmp_path, fleet_factory)
+    ws = [fleet.start() for _ in range(3)]
+    events = list(mixed(6000, seed=23, users=300, items=40))
+    producer = PacedProducer(r, namespace, counts, events, rate=1500)
+    producer.producer.wait_replicas = 1  # each chunk on a replica before it counts as sent
+    producer.start()
+    wait_for(lambda: producer.sent >= 1500, 30, "events in flight")
+    victim = replicated.master_of(keys.events("u0"))
+    before = {i.port: i for i in replicated.topology()}
+    replica = next(i for i in before.values() if i.master_id == before[victim.port].node_id)
+    replicated.kill(victim)  # SIGKILL a master mid-run
+    replicated.wait_ok(60)  # its replica was promoted: every slot served again
+    after = {i.port: i for i in replicated.topology()}
+    assert after[replica.port].role == "master" and after[replica.port].slots > 0
+    # the killed node comes back as a replica of its successor, so WAIT 1 is answered again
+    replicated.restart(victim)
+    replicated.wait_ok(60)
+    producer.join(120)
+    assert producer.error is None, repr(producer.error)
+    assert producer.sent == len(events)
+    wait_idle(r, namespace, counts)
+    assert all(w.alive for w in ws), "a worker died during the failover"
+    noticed = [
+        e
+        for w in ws
+        for e in log_lines(w)
+        if e["event"] in ("redis_retry", "redis_unavailable", "lease_lost")
+    ]
+    assert noticed, "the failover was never noticed"
+    check_against_logs(r, namespace, events)
+    r.close()
+
+
+def test_wait_replicas_waits_on_every_master_the_chunk_went_to(
+    replicated: LocalCluster, namespace: str
+) -> None:
+    r = client(replicated.urls[2])
+    counts = setup_namespace(r, namespace, 8, 8)
+    keys = Keys(namespace)
+    events = list(mixed(600, seed=5))
+    masters = {replicated.master_of(keys.events(destination(e, counts))).port for e in events}
+    assert len(masters) == 3
+    assert Producer(r, keys, counts, wait_replicas=1).publish(events, chunk=200) == 600
+    # each master has one replica: asking for two is refused once the retry time is up
+    p = Producer(r, keys, counts, wait_replicas=2, wait_timeout_ms=50, retry_for_s=0.5)
+    with pytest.raises(NotReplicated, match="of 2 replicas"):
+        p.publish(events[:10])
+    env = {"REDIS_URL": replicated.urls[3], "EVENTFLEET_NAMESPACE": namespace}
+    out = cli("produce", "--wait-replicas", "1", "topup", "--user", "4", "--amount", "7", env=env)
+    assert "published topup" in out.stdout
+    r.close()
