@@ -158,6 +158,12 @@ class Stack:
                 start_new_session=True,  # a Ctrl-C on the terminal is ours to handle
             )
 
+    def redis_lost(self) -> bool:
+        """True when the redis-server we started has exited (we never stop it before close)."""
+        return self.redis is not None and (
+            self.redis.proc is None or self.redis.proc.poll() is not None
+        )
+
     def stop_producer(self, timeout: float = 10.0) -> None:
         p = self.producer
         if p is None or p.poll() is not None:

@@ -27,7 +27,13 @@ from worker.connection import TRANSIENT
 SAMPLE_S = 0.5
 DRAIN_S = 30.0
 FAULT_KINDS = ("kill", "add", "stop", "pause")
-FLEET_EVENTS = ("handover", "takeover", "lease_lost", "snapshot")
+FLEET_EVENT_NAMES = {
+    "handover": "hand-overs",
+    "takeover": "take-overs",
+    "lease_lost": "leases lost",
+    "snapshot": "snapshots",
+}
+FLEET_EVENTS = tuple(FLEET_EVENT_NAMES)
 KEYS_HELP = "k kill a worker (SIGKILL) · a add one · s stop one (SIGTERM) · p pause one · q quit"
 
 
@@ -307,6 +313,8 @@ class Session:
         """Producer stopped, backlog drained (bounded), workers SIGTERMed, then verify."""
         if self.sampler is None or self._ctx is None or self.stack.fleet is None:
             return self._summary(False, Verdict(False, "stopped before the fleet started", 0))
+        if self.stack.redis_lost():
+            return self._without_redis()
         for w in self.live_workers():
             if self.notes[w.worker_id].paused_until is not None:
                 self.fleet.resume(w)
@@ -320,6 +328,8 @@ class Session:
         deadline = time.monotonic() + DRAIN_S
         while not self.finished and self.live_workers() and time.monotonic() < deadline:
             time.sleep(SAMPLE_S / 2)
+            if self.stack.redis_lost():
+                return self._without_redis()
             self.tick()
             self.view.show(self)
         self.tick()
@@ -336,6 +346,18 @@ class Session:
             verdict = Verdict(False, f"Redis is gone: {type(exc).__name__}", 0)
         self._enter("done")
         return self._summary(idle, verdict)
+
+    def _without_redis(self) -> Summary:
+        """Our redis-server exited under us: nothing can drain or be verified."""
+        self._enter("redis-server is gone: stopping everything")
+        self.stack.stop_producer()
+        for w in self.live_workers():
+            self.fleet.kill(w)  # a drain could write nothing anyway
+        why = (
+            "redis-server exited before the end, so nothing could be verified "
+            "(a Ctrl-C on the terminal stops it too: quit with q)"
+        )
+        return self._summary(False, Verdict(False, why, 0))
 
     def _summary(self, idle: bool, verdict: Verdict) -> Summary:
         p = self.stack.producer
@@ -390,7 +412,7 @@ def run(cfg: UpConfig, view: View, *, exit_when_idle: bool) -> Summary:
                         session.tick()
                         next_sample = time.monotonic() + SAMPLE_S
                     view.show(session)
-                if exit_when_idle and session.finished:
+                if (exit_when_idle and session.finished) or stack.redis_lost():
                     break
         except KeyboardInterrupt:
             session.tail.note("up", "quit", "interrupted")
@@ -413,7 +435,7 @@ def summary_lines(s: Summary) -> list[str]:
         f"  dead letters:   {s.dead_letters}",
         f"  faults:         {faults}",
         "  fleet:          "
-        + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in s.fleet_events.items()),
+        + ", ".join(f"{FLEET_EVENT_NAMES[k]} {n}" for k, n in s.fleet_events.items()),
         f"  verify:         {'ok' if s.verified else 'FAILED'}: {s.verify_detail}",
     ]
     if s.producer_exit not in (0, None) and not s.producer_stopped:
