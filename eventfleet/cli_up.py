@@ -8,7 +8,7 @@ from types import FrameType
 
 import click
 
-from eventfleet.cli import cli, emit_json, ns_option, redis_option
+from eventfleet.cli import cli, emit_json, ns_option
 from eventfleet.context import EXIT_FAILED, EXIT_USAGE, UserError
 from eventfleet.localredis import RedisNotInstalled
 from eventfleet.stack import DEFAULT_RATE, UpConfig, UpError
@@ -19,7 +19,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @cli.command()
-@redis_option
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="use this Redis instead of a throwaway redis-server (REDIS_URL is not read here)",
+)
 @ns_option
 @click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option(
