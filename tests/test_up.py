@@ -38,6 +38,8 @@ def tmpdir_env(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_up_exit_when_idle_json(tmpdir_env: tuple[Path, dict[str, str]]) -> None:
     tmp, env = tmpdir_env
+    # Without --redis, up runs its own redis-server even when REDIS_URL names another.
+    env = {**env, "REDIS_URL": "redis://127.0.0.1:1/0"}
     done = cli("up", "--workers", "3", "--events", "5000", "--exit-when-idle", "--json", env=env)
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, f"--json prints exactly one line: {done.stdout!r}"
