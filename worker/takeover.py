@@ -99,6 +99,16 @@ def take_over(
         r.sadd(keys.poison(shard), *new_poison)
         poison.update(new_poison)
         stats.poisoned = len(new_poison)
+        # counted once, when first found: later takeovers skip them again without counting
+        metrics.DEAD_LETTERS.labels(shard=shard, reason="max_deliveries").inc(len(new_poison))
+        for eid in new_poison:
+            log.warning(
+                "dead_letter",
+                shard=shard,
+                entry_id=eid,
+                reason="max_deliveries",
+                error=f"delivered more than {max_deliveries} times",
+            )
 
     claimed: list[bytes] = []
     cursor: bytes | str = "0-0"
