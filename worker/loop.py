@@ -315,6 +315,7 @@ class Worker:
             def keepalive(
                 shard: str = shard, token: str = token, renewed: list[float] = renewed
             ) -> None:
+                self.health.tick()  # a long replay is progress: /healthz stays 200
                 now = time.monotonic()
                 if now - renewed[0] < self.ttl / 3:
                     return
