@@ -30,7 +30,7 @@ BATCH_DURATION = Histogram(
 )
 LATENCY = Histogram(
     "eventfleet_end_to_end_latency_seconds",
-    "Apply time minus the stream entry id's timestamp",
+    "Apply time minus the stream entry id's timestamp, of each shard batch's oldest entry",
     ["family"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
