@@ -68,6 +68,9 @@ def up(
     """
     from eventfleet.liveview import LiveView, PlainView
     from eventfleet.up import run, summary_lines
+    from worker.logs import configure
+
+    configure("error", "json")  # stderr, and quiet: the view and the summary say what matters
 
     if exit_when_idle and events is None:
         raise UserError(
