@@ -29,8 +29,9 @@ from tests.fleet_utils import PacedProducer, log_lines, make_fleet, setup_namesp
 from tests.helpers import cli, cli_json, wait_for
 from tests.recompute import check_against_logs
 from worker.connection import connect, is_cluster
-from worker.keys import Keys
+from worker.keys import EVENT_FIELD, Keys
 from worker.namespace import read_counts
+from worker.scripts import Scripts
 from worker.settings import Settings
 
 
@@ -223,3 +224,29 @@ def test_wait_replicas_waits_on_every_master_the_chunk_went_to(
     out = cli("produce", "--wait-replicas", "1", "topup", "--user", "4", "--amount", "7", env=env)
     assert "published topup" in out.stdout
     r.close()
+
+
+@pytest.mark.parametrize("backend", ["single", "cluster"])
+def test_fenced_read_hands_over_what_a_lost_reply_delivered(
+    backend: str, r: redis.Redis, rc: redis.Redis, namespace: str
+) -> None:
+    """A read whose reply was lost, then sent again by the client on its own, must not step
+    over the entries the first one delivered."""
+    client_ = rc if backend == "cluster" else r
+    setup_namespace(client_, namespace, 1, 1)
+    keys = Keys(namespace)
+    scripts = Scripts.register(client_)
+    stream, lease = keys.events("u0"), keys.lease("u0")
+    client_.set(lease, "w1:1")
+    first = [client_.xadd(stream, {EVENT_FIELD: f"e{i}"}) for i in range(3)]
+    # the lost reply: these three are now pending for w1, unseen
+    client_.xreadgroup("workers", "w1", {stream: ">"}, count=3)
+    later = [client_.xadd(stream, {EVENT_FIELD: f"f{i}"}) for i in range(2)]
+
+    def read(last_applied: str) -> list[bytes]:
+        got = scripts.fenced_read(keys=[lease, stream], args=["w1:1", "w1", 10, ">", last_applied])
+        return [eid for eid, _fields in got]
+
+    assert read("0-0") == first
+    assert read(first[1].decode()) == first[2:]  # the first two were applied already
+    assert read(first[2].decode()) == later  # nothing of ours left unapplied: new entries

@@ -118,7 +118,13 @@ class Worker:
             for o in shards:
                 self.scripts.fenced_read(
                     keys=[self.keys.lease(o.name), self.keys.events(o.name)],
-                    args=[o.token, self.wid, self.s.batch_size, o.cursor if o.resync else ">"],
+                    args=[
+                        o.token,
+                        self.wid,
+                        self.s.batch_size,
+                        o.cursor if o.resync else ">",
+                        o.state.last_id,
+                    ],
                     client=pipe,
                 )
             try:

@@ -40,9 +40,18 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: lease, events stream. ARGV: token, consumer, count, start id ('>' or a pending id)
+# KEYS: lease, events stream. ARGV: token, consumer, count, start id ('>' or a pending id),
+# last applied id. Before reading new entries ('>'), entries of ours still pending after the
+# last applied id are handed over first: a read whose reply was lost delivered them, and a
+# client that re-sent that read on its own (redis-py does after a connection error, the
+# cluster pipeline one command at a time) would otherwise step over them.
 FENCED_READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED lease lost') end
+if ARGV[4] == '>' and ARGV[5] then
+  local p = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
+                       'STREAMS', KEYS[2], ARGV[5])
+  if p and #p[1][2] > 0 then return p[1][2] end
+end
 local r = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
                      'STREAMS', KEYS[2], ARGV[4])
 if not r then return {} end
