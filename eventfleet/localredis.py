@@ -75,6 +75,7 @@ class LocalRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C is for us, not for our Redis
         )
         self.wait_ready(timeout)
         return self

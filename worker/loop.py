@@ -59,6 +59,7 @@ class Worker:
         self._next_maint = 0.0
         self._next_lag = 0.0
         self._last_renew = 0.0
+        self._joined = False
 
     # ---- signals -------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -264,6 +265,12 @@ class Worker:
         self.members = [m.decode() for m in members]
         self.renew()
         self.target = set() if self.stopping else targets(self.all_shards, self.members, self.wid)
+        if not self._joined:
+            # Our first heartbeat is now visible; workers started with us see it at their next
+            # pass. Acquiring only from the second pass keeps a fleet that starts together
+            # from piling every shard on the first worker and then handing most over again.
+            self._joined = True
+            self.target = set()
         for name in [n for n in self.owned if n not in self.target]:
             self.hand_over(self.owned[name])
         wanted = [s for s in sorted(self.target) if s not in self.owned]

@@ -68,5 +68,12 @@ def run_worker(settings: Settings) -> int:
         return EXIT_FATAL
     except rx.ResponseError as exc:  # e.g. a stream or group deleted under the fleet
         fatal = classify(exc)
-        log.error("fatal", error=str(fatal or exc)[:300], redis=url)
+        text = str(fatal or exc)
+        if "no such key" in text or "NOGROUP" in text:
+            text = (
+                f"a shard stream or its consumer group is missing ({text[:120]}): the namespace "
+                "was deleted or Redis lost its data; restore Redis from its backup, or run "
+                "`eventfleet init` to start an empty ledger"
+            )
+        log.error("fatal", error=text[:400], redis=url)
         return EXIT_FATAL
