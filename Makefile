@@ -1,9 +1,13 @@
 # The README's commands. Each target sets itself up (venv, install, redis-server check).
-.PHONY: demo test lint chaos bench clean
+.PHONY: demo up test lint chaos bench screenshot clean
 
 demo:
 	@scripts/bootstrap.sh
 	@.venv/bin/python -m eventfleet.demo
+
+up:
+	@scripts/bootstrap.sh
+	@.venv/bin/eventfleet up
 
 test:
 	@scripts/bootstrap.sh
@@ -24,6 +28,9 @@ chaos:
 bench:
 	@scripts/bootstrap.sh
 	.venv/bin/eventfleet bench
+
+screenshot:
+	docs/img/capture.sh
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
