@@ -302,9 +302,10 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     assert 1 <= batches <= entries
     assert m.total("eventfleet_batch_duration_seconds_count") == batches
     assert m.total("eventfleet_batch_duration_seconds_sum") > 0
-    # one latency observation per applied event, per family
-    assert m.total("eventfleet_end_to_end_latency_seconds_count") == 20
-    assert m.total("eventfleet_end_to_end_latency_seconds_count", family="u") == applied_u
+    # one latency observation per shard batch that applied something (its oldest entry)
+    assert 2 <= m.total("eventfleet_end_to_end_latency_seconds_count") <= 20
+    for family in ("u", "i"):
+        assert m.total("eventfleet_end_to_end_latency_seconds_count", family=family) >= 1
     assert m.total("eventfleet_end_to_end_latency_seconds_sum") > 0
 
     # Sampled gauges: every owned shard has lag, pending, snapshot size and age.
