@@ -10,7 +10,7 @@ up:
 	@.venv/bin/eventfleet up
 
 test:
-	@scripts/bootstrap.sh
+	@scripts/bootstrap.sh test
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy

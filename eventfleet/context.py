@@ -12,10 +12,11 @@ from typing import Any
 import click
 import redis
 from pydantic import ValidationError
+from redis import exceptions as rx
 
 from ledger.shards import ShardCounts
 from worker import retry
-from worker.connection import TRANSIENT, FatalRedisError, connect, mask_url
+from worker.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
 from worker.keys import Keys
 from worker.namespace import NamespaceError, read_counts
 from worker.settings import Settings
@@ -81,6 +82,11 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
         yield
     except (FatalRedisError, NamespaceError) as exc:
         raise UserError(str(exc)) from None
+    except rx.ResponseError as exc:  # a permission, credential or missing-key reply
+        fatal = classify(exc)
+        if fatal is None:
+            raise
+        raise UserError(str(fatal)) from None
     except TRANSIENT as exc:
         raise UserError(f"cannot reach Redis at {url} ({type(exc).__name__})") from None
     except BrokenPipeError:  # output piped into `head`

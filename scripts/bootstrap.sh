@@ -8,14 +8,21 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>
   echo "error: eventfleet needs Python 3.11 or newer ($PY is $("$PY" --version 2>&1))" >&2
   exit 1
 fi
-if ! command -v redis-server >/dev/null 2>&1; then
+# redis-server for the tests and the demo; promtool (Debian's prometheus package) for the
+# static check of the Prometheus config and the dashboard's queries.
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ "${1:-}" = "test" ] && ! command -v promtool >/dev/null 2>&1; then
+  missing="$missing prometheus"
+fi
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "redis-server not found: installing it with apt-get" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    echo "installing with apt-get:$missing" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
   else
-    echo "error: redis-server (Redis 7) is not installed. Install it with" >&2
-    echo "  sudo apt-get install -y redis-server      # Debian/Ubuntu" >&2
-    echo "  brew install redis                        # macOS" >&2
+    echo "error: missing:$missing. Install with" >&2
+    echo "  sudo apt-get install -y$missing      # Debian/Ubuntu" >&2
+    echo "  (macOS: brew install redis prometheus)" >&2
     exit 1
   fi
 fi
