@@ -115,12 +115,12 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
         step(
             "c",
             "two workers",
-            lambda: bench_runs.fleet_backlog(env, "bench-c", "topups", sizes.apply_events),
+            lambda: bench_runs.two_workers(env, "topups", sizes.apply_events),
         )
         step(
             "d",
             "mixed workload",
-            lambda: bench_runs.fleet_backlog(env, "bench-d", "mixed", sizes.mixed_events),
+            lambda: bench_runs.two_workers(env, "mixed", sizes.mixed_events),
         )
         step(
             "g",

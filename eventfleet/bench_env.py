@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -143,25 +143,53 @@ def check_alive(workers: list[WorkerProc]) -> None:
             raise BenchError(f"worker {w.worker_id} exited ({w.proc.returncode}):\n{tail}")
 
 
+@dataclass(frozen=True)
+class Window:
+    """From the first read to idle, with the CPU the workers and Redis used meanwhile."""
+
+    t0: float
+    t1: float
+    worker_cpu_s: float
+    redis_cpu_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.t1 - self.t0
+
+    def report(self, workers: int) -> dict[str, float]:
+        s = self.seconds or 1e-9
+        return {
+            "seconds": round(self.seconds, 4),
+            "worker_cpu_util": round(self.worker_cpu_s / s / workers, 2),
+            "redis_cpu_util": round(self.redis_cpu_s / s, 2),
+        }
+
+
 def first_read_and_idle(
-    r: redis.Redis, keys: Keys, counts: ShardCounts, timeout: float, workers: list[WorkerProc]
-) -> tuple[float, float]:
-    """Wait for the group's first delivery, then for idle; the two ``perf_counter`` times."""
-    shards = counts.all_shards()
+    env: BenchEnv, keys: Keys, counts: ShardCounts, timeout: float, workers: list[WorkerProc]
+) -> Window:
+    """Wait for the group's first delivery, then for idle (``perf_counter`` times)."""
+    r, shards = env.client, counts.all_shards()
     base = entries_read(r, keys, shards)
+    redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
+
+    def cpu() -> tuple[float, float]:
+        return sum(cpu_seconds(w.proc.pid) for w in workers), cpu_seconds(redis_pid)
 
     def started() -> bool:
         check_alive(workers)
         return entries_read(r, keys, shards) > base
 
     t0 = deadline_wait(started, timeout, "the first read", poll=0.002)
+    cpu0 = cpu()
 
     def idle() -> bool:
         check_alive(workers)
         return is_idle(r, keys, counts)
 
     t1 = deadline_wait(idle, timeout, "idle", poll=0.01)
-    return t0, t1
+    cpu1 = cpu()
+    return Window(t0, t1, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
 
 
 def owners(r: redis.Redis, keys: Keys, shards: list[str]) -> dict[str, str | None]:
@@ -215,16 +243,25 @@ def log_events(w: WorkerProc, name: str) -> list[dict[str, Any]]:
     return out
 
 
-@contextlib.contextmanager
-def paused(workers: list[WorkerProc]) -> Iterator[None]:
-    """SIGSTOP the workers for the block (pre-loading a backlog), SIGCONT after."""
-    for w in workers:
-        w.proc.send_signal(19)  # SIGSTOP
-    try:
-        yield
-    finally:
-        for w in workers:
-            w.proc.send_signal(18)  # SIGCONT
+def stage(env: BenchEnv, keys: Keys, counts: ShardCounts, events: Iterable[External]) -> Keys:
+    """Publish ``events`` into a staging namespace beside ``keys`` (same hash tags)."""
+    staged = env.namespace(f"{keys.ns}-staged", counts)
+    publish(env.client, staged, counts, events)
+    return staged
+
+
+def swap_in(env: BenchEnv, staged: Keys, keys: Keys, counts: ShardCounts) -> None:
+    """Make a staged backlog every shard's stream at once (RENAME in one MULTI).
+
+    The staged streams carry their own ``workers`` group at 0, so running workers see the
+    whole backlog appear between two reads: the figure is their steady-state apply rate,
+    with no start-up, rebalancing or producer in it.
+    """
+    pipe = env.client.pipeline(transaction=True)
+    for s in counts.all_shards():
+        pipe.rename(staged.events(s), keys.events(s))
+    pipe.execute()
+    env.client.delete(staged.meta)
 
 
 # ---- the machine -----------------------------------------------------------------------

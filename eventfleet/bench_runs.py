@@ -15,14 +15,13 @@ from eventfleet import bench_baselines
 from eventfleet.bench_env import (
     BenchEnv,
     BenchError,
-    cpu_seconds,
     deadline_wait,
     entries_read,
     first_read_and_idle,
     log_events,
-    paused,
-    publish,
+    stage,
     start_settled,
+    swap_in,
 )
 from eventfleet.fleet import WorkerProc
 from eventfleet.status import is_idle
@@ -93,18 +92,35 @@ def producer_file(env: BenchEnv, n: int) -> dict[str, Any]:
     }
 
 
-# ---- b, e, f ----------------------------------------------------------------------------
-def one_worker(env: BenchEnv, n: int, naive_n: int, batch: int) -> dict[str, Any]:
-    """b on pre-loaded top-ups, then e and f on the same entries."""
-    keys = env.namespace("bench-b", COUNTS)
-    publish(env.client, keys, COUNTS, topup_batch(n, seed=1))
-    fleet = env.fleet(keys.ns)
-    w = fleet.start()
-    t0, t1 = first_read_and_idle(env.client, keys, COUNTS, 300, [w])
-    cpu = cpu_seconds(w.proc.pid)
+# ---- b, c, d, e, f ----------------------------------------------------------------------
+def backlog(
+    env: BenchEnv, name: str, workers: int, events: list[Any], *, keep: bool = False
+) -> dict[str, Any]:
+    """Settled workers, then a pre-loaded backlog swapped in at once: first read to idle."""
+    keys = env.namespace(name, COUNTS)
+    fleet, procs = start_settled(env, keys.ns, keys, COUNTS, workers, {})
+    staged = stage(env, keys, COUNTS, events)
+    swap_in(env, staged, keys, COUNTS)
+    win = first_read_and_idle(env, keys, COUNTS, 300, procs)
+    applied = entries_read(env.client, keys, COUNTS.all_shards())
+    lost = _lost_leases(procs)
     fleet.stop_all()
-    b = {"events": n, "seconds": round(t1 - t0, 4), "events_per_s": _rate(n, t1 - t0)}
-    b["worker_cpu_s_total"] = round(cpu, 2)
+    if not keep:
+        env.drop(keys)
+    return {
+        "events": len(events),
+        "entries_applied": applied,
+        "events_per_s": _rate(len(events), win.seconds),
+        "entries_per_s": _rate(applied, win.seconds),
+        **win.report(workers),
+        "lease_losses": lost,
+    }
+
+
+def one_worker(env: BenchEnv, n: int, naive_n: int, batch: int) -> dict[str, Any]:
+    """b on a backlog of top-ups, then e and f on the same entries."""
+    b = backlog(env, "bench-b", 1, topup_batch(n, seed=1), keep=True)
+    keys = Keys("bench-b")
     shards = [f"u{i}" for i in range(COUNTS.users)]
     e = bench_baselines.run_in_child("naive", env.url, keys.ns, shards, naive_n, batch)
     f = bench_baselines.run_in_child("bare", env.url, keys.ns, shards, n, batch)
@@ -114,38 +130,10 @@ def one_worker(env: BenchEnv, n: int, naive_n: int, batch: int) -> dict[str, Any
     return {"b": b, "e": e, "f": f}
 
 
-# ---- c, d -------------------------------------------------------------------------------
-def fleet_backlog(env: BenchEnv, name: str, kind: str, n: int) -> dict[str, Any]:
-    """Two settled workers, paused while ``n`` events are pre-loaded, resumed: read to idle.
-
-    Pausing (SIGSTOP) keeps start-up and rebalancing out of the figure; the leases outlive
-    the pause when pre-loading takes less than about two thirds of the lease TTL.
-    """
-    keys = env.namespace(name, COUNTS)
-    fleet, workers = start_settled(env, keys.ns, keys, COUNTS, 2, {})
+def two_workers(env: BenchEnv, kind: str, n: int) -> dict[str, Any]:
     if kind == "topups":
-        events: list[Any] = topup_batch(n, seed=2)
-    else:
-        events = list(mixed(n, seed=3, users=MIXED_USERS, items=MIXED_ITEMS))
-    base = entries_read(env.client, keys, COUNTS.all_shards())
-    with paused(workers):
-        t_load = time.perf_counter()
-        publish(env.client, keys, COUNTS, events)
-        t_load = time.perf_counter() - t_load
-    t0, t1 = first_read_and_idle(env.client, keys, COUNTS, 300, workers)
-    applied = entries_read(env.client, keys, COUNTS.all_shards()) - base
-    lost = _lost_leases(workers)
-    fleet.stop_all()
-    env.drop(keys)
-    return {
-        "events": n,
-        "entries_applied": applied,
-        "seconds": round(t1 - t0, 4),
-        "events_per_s": _rate(n, t1 - t0),
-        "entries_per_s": _rate(applied, t1 - t0),
-        "preload_s": round(t_load, 3),
-        "lease_losses": lost,
-    }
+        return backlog(env, "bench-c", 2, topup_batch(n, seed=2))
+    return backlog(env, "bench-d", 2, list(mixed(n, seed=3, users=MIXED_USERS, items=MIXED_ITEMS)))
 
 
 # ---- g ----------------------------------------------------------------------------------

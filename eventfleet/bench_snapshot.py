@@ -79,7 +79,7 @@ def snapshot(env: BenchEnv, n: int) -> dict[str, Any]:
     Producer(r, keys, COUNTS).publish(users(n))
     fleet = env.fleet(keys.ns)
     builder = fleet.start()
-    t0, t1 = first_read_and_idle(r, keys, COUNTS, 600, [builder])
+    win = first_read_and_idle(env, keys, COUNTS, 600, [builder])
     rss_builder = stop_and_peak_rss_mb(builder)
     written = log_events(builder, "snapshot_written")
     if not written:
@@ -106,7 +106,7 @@ def snapshot(env: BenchEnv, n: int) -> dict[str, Any]:
     env.drop(keys)
     return {
         "users": n,
-        "apply_events_per_s": round(n / (t1 - t0), 1),
+        "apply_events_per_s": round(n / win.seconds, 1),
         "snapshot_bytes": size,
         "snapshot_mb": round(size / 1e6, 2),
         "write_s": round(statistics.median(writes), 4),
