@@ -265,6 +265,7 @@ class Worker:
         self.members = [m.decode() for m in members]
         self.renew()
         self.target = set() if self.stopping else targets(self.all_shards, self.members, self.wid)
+        targeted = self.target  # what readiness waits for, even on the first pass
         if not self._joined:
             # Our first heartbeat is now visible; workers started with us see it at their next
             # pass. Acquiring only from the second pass keeps a fleet that starts together
@@ -284,7 +285,7 @@ class Worker:
             self._next_lag = now + LAG_SAMPLE_S
             self.sample_lag()
         metrics.SHARDS_OWNED.set(len(self.owned))
-        self.health.holds_targets = self.target <= set(self.owned)
+        self.health.holds_targets = targeted <= set(self.owned)
         self.health.held_until = min((o.deadline for o in self.owned.values()), default=math.inf)
 
     def renew(self) -> None:
