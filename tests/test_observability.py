@@ -57,8 +57,8 @@ from worker.metrics import package_version
 # ---------------------------------------------------------------- scraping a worker
 
 KIND_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_sum", "_count"),
     "gauge": ("",),
 }
 # Every label a worker may put on an eventfleet_ series, and the values it may take: bounded
@@ -212,6 +212,7 @@ def check_labels_bounded(m: Scrape, ids: set[str]) -> None:
         if not f.name.startswith("eventfleet_"):
             continue
         for s in f.samples:
+            assert not s.name.endswith("_created"), f"{s.name}: a series per child for nothing"
             for label, value in s.labels.items():
                 assert label in LABEL_VALUES, f"{s.name} has an unexpected label {label!r}"
                 assert re.fullmatch(LABEL_VALUES[label], value), (s.name, label, value)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# prometheus_client would add a `<name>_created` timestamp series beside every counter and
+# histogram child: one more series per shard and type, which no query or alert here reads.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 EVENTS_APPLIED = Counter(
     "eventfleet_events_applied", "Events applied to shard state", ["family", "shard", "type"]
