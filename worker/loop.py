@@ -37,7 +37,8 @@ from worker.takeover import LeaseLost, take_over
 log = structlog.get_logger("eventfleet.worker")
 LAG_SAMPLE_S = 2.0
 CLUSTER_IDLE_POLL_S = 0.01
-"""On Redis Cluster an idle worker polls again after this long (see ``idle_wait``)."""
+"""On Redis Cluster an idle worker polls again after this long, doubled after each empty poll
+up to ``EVENTFLEET_BLOCK_MS`` (see ``idle_wait``)."""
 
 
 class Worker:
@@ -47,6 +48,7 @@ class Worker:
         self.keys = Keys(settings.namespace)
         self.scripts = Scripts.register(r)
         self.cluster = is_cluster(r)
+        self._empty_polls = 0
         self.counts = counts
         self.wid = settings.worker_id
         self.ttl = settings.lease_ttl_ms / 1000
@@ -162,6 +164,8 @@ class Worker:
             applied += len(rep)
             if acks:
                 batch.append((o, results, acks))
+        if applied:
+            self._empty_polls = 0
         if batch:
             self._write(batch)
             metrics.BATCH_SIZE.observe(applied)
@@ -240,8 +244,11 @@ class Worker:
             return
         if self.cluster:
             # XREAD over several streams needs them in one slot, and every shard has a slot
-            # of its own: poll again shortly instead of blocking on the streams.
-            time.sleep(min(wait_s, CLUSTER_IDLE_POLL_S))
+            # of its own: poll again shortly instead of blocking on the streams, backing off
+            # while nothing comes (an idle fleet of many shards would otherwise keep Redis busy).
+            self._empty_polls += 1
+            backoff = CLUSTER_IDLE_POLL_S * 2 ** min(self._empty_polls - 1, 8)
+            time.sleep(min(wait_s, backoff))
             return
         streams: dict[Any, Any] = {self.keys.events(o.name): o.state.last_id for o in shards}
         block = max(1, int(wait_s * 1000))
