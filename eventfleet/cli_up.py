@@ -25,6 +25,11 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     default=None,
     help="use this Redis instead of a throwaway redis-server (REDIS_URL is not read here)",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="start a throwaway 3-master Redis Cluster instead of one redis-server",
+)
 @ns_option
 @click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True)
 @click.option(
@@ -48,6 +53,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object at the end")
 def up(
     redis_url: str | None,
+    cluster: bool,
     namespace: str | None,
     workers: int,
     events: int | None,
@@ -61,7 +67,8 @@ def up(
     \b
     Keys: k kill a random worker (SIGKILL), a add one, s stop one (SIGTERM),
     p pause one past its lease (SIGSTOP, SIGCONT after TTL+1s), q quit.
-    Without --redis a throwaway redis-server runs in a temp dir, removed on exit.
+    Without --redis a throwaway redis-server runs in a temp dir, removed on exit
+    (with --cluster: three of them as a Redis Cluster).
     On exit `verify` runs and a summary is printed; the exit code is 0 when it passed.
     Workers run with a 2 s lease TTL and 5 s snapshots so faults show within seconds.
     Without a terminal (or with --json) it prints progress lines instead of the live view.
@@ -72,6 +79,11 @@ def up(
 
     configure("error", "json")  # stderr, and quiet: the view and the summary say what matters
 
+    if cluster and redis_url is not None:
+        raise UserError(
+            "--cluster starts its own cluster; to use yours, give any node with --redis",
+            EXIT_USAGE,
+        )
     if exit_when_idle and events is None:
         raise UserError(
             "--exit-when-idle needs --events: an endless workload is never idle", EXIT_USAGE
@@ -81,6 +93,7 @@ def up(
         events=events,
         rate=rate,
         redis_url=redis_url,
+        cluster=cluster,
         namespace=namespace,
         seed=seed,
     )

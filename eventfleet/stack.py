@@ -4,7 +4,9 @@ The processes mirror compose's services one to one:
 
 ==========  ==============================================================================
 redis       a throwaway ``redis-server`` in a temp dir (``LocalRedis``: appendonly, fsync
-            always, noeviction), or the server given with ``--redis``
+            always, noeviction), a throwaway 3-master Redis Cluster (``--cluster``:
+            ``LocalCluster``, the same options on each node), or the server given with
+            ``--redis``
 init        ``eventfleet init``, run to completion before anything else starts
 worker xN   ``python -m worker`` (the same as ``eventfleet worker``), through ``LocalFleet``
 producer    ``eventfleet produce load --events E [--rate R] --seed S``
@@ -28,6 +30,7 @@ from functools import cached_property
 from pathlib import Path
 
 from eventfleet.fleet import LocalFleet
+from eventfleet.localcluster import LocalCluster
 from eventfleet.localredis import LocalRedis
 from ledger.events import Order
 from producer.workload import mixed
@@ -51,6 +54,8 @@ class UpConfig:
     events: int | None = None
     rate: float | None = None
     redis_url: str | None = None
+    cluster: bool = False
+    """Start a throwaway 3-master Redis Cluster instead of one redis-server."""
     namespace: str | None = None
     seed: int = 1
     users: int = 200
@@ -90,7 +95,7 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix="eventfleet-up-"))
         self.logs = self.dir / "logs"
         self.logs.mkdir()
-        self.redis: LocalRedis | None = None
+        self.redis: LocalRedis | LocalCluster | None = None
         self.url = cfg.redis_url or ""
         # A shared Redis gets a fresh namespace: a second run's order ids would collide.
         self.namespace = cfg.namespace or (
@@ -105,9 +110,11 @@ class Stack:
             return
         workdir = self.dir / "redis"
         workdir.mkdir()
-        self.redis = LocalRedis(
-            workdir=workdir, extra_args=["--maxmemory-policy", "noeviction"]
-        ).start()
+        args = ["--maxmemory-policy", "noeviction"]
+        if self.cfg.cluster:
+            self.redis = LocalCluster(workdir=workdir, extra_args=args).start()
+        else:
+            self.redis = LocalRedis(workdir=workdir, extra_args=args).start()
         self.url = self.redis.url
 
     def env(self) -> dict[str, str]:
@@ -159,7 +166,9 @@ class Stack:
             )
 
     def redis_lost(self) -> bool:
-        """True when the redis-server we started has exited (we never stop it before close)."""
+        """True when a redis-server we started has exited (we never stop one before close)."""
+        if isinstance(self.redis, LocalCluster):
+            return len(self.redis.live()) < len(self.redis.nodes)
         return self.redis is not None and (
             self.redis.proc is None or self.redis.proc.poll() is not None
         )

@@ -162,7 +162,8 @@ class Session:
 
     def start(self) -> None:
         st = self.stack
-        self._enter("starting redis-server")
+        cluster = self.cfg.cluster
+        self._enter("starting a 3-master Redis Cluster" if cluster else "starting redis-server")
         st.start_redis()
         self._enter("eventfleet init")
         st.init()

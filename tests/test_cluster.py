@@ -8,6 +8,7 @@ check against a recomputation from the logs, through the cluster client.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -295,3 +296,12 @@ def test_resharding_plan_moves_a_live_ledger_to_more_shards(
     got = check_against_logs(rc, new)
     orders = {e.order_id for e in second if isinstance(e, Order)}
     assert set(got["orders"]) == orders
+
+
+def test_up_cluster_runs_the_system_on_a_throwaway_cluster() -> None:
+    done = cli("up", "--cluster", "--events", "2000", "--exit-when-idle", "--json", timeout=180)
+    summary = json.loads(done.stdout)
+    assert summary["verified"] and summary["idle"], summary
+    assert summary["events"] == 2000 and sum(summary["outcomes"].values()) > 0
+    refused = cli("up", "--cluster", "--redis", "redis://127.0.0.1:1/0", check=False)
+    assert refused.returncode == 2 and "--cluster starts its own cluster" in refused.stderr
