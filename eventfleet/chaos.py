@@ -543,7 +543,10 @@ class Chaos:
 
 def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     if cfg.redis_url and {"redis_restart"} & set(cfg.faults):
-        raise ChaosError("redis_restart needs the throwaway redis-server: drop --redis")
+        raise ChaosError(
+            "redis_restart needs the throwaway redis-server: with --redis, pass --faults "
+            "without it (for example kill,pause,scale)"
+        )
     if cfg.workers < 1 or cfg.events < 1 or cfg.rounds < 1:
         raise ChaosError("--workers, --events and --rounds must be at least 1")
     return Chaos(cfg, log).run()
