@@ -11,7 +11,9 @@ e. the naive consumer (COUNT 1, XACK per entry) on b's entries;
 f. the bare batched loop (COUNT n, json.loads, one XACK per shard batch) on b's entries;
 g. order latency (entry to outcome, both saga hops) at a fixed offered load;
 h. failover: SIGKILL one of four workers, time until each of its shards applies again;
-i. snapshot write and restore of one shard with a million users, and the worker's peak RSS.
+i. snapshot write and restore of one shard with a million users, and the worker's peak RSS;
+j. the mixed workload with 1 and 2 workers on a single Redis and on a throwaway 3-master
+   Redis Cluster, entries per second (``eventfleet.bench_cluster``, docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from eventfleet import bench_failover, bench_runs, bench_snapshot
+from eventfleet import bench_cluster, bench_failover, bench_runs, bench_snapshot
 from eventfleet.bench_env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "g", "h", "i")
+SCENARIOS = ("a", "b", "c", "d", "g", "h", "i", "j")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -75,6 +77,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("i.restore", "snapshot restore", "s", "i", "restore_s", "<=", 2),
     Figure("i.size", "snapshot size", "MB", "i", "snapshot_mb"),
     Figure("i.rss", "worker peak RSS", "MB", "i", "peak_rss_mb", "<=", 300),
+    Figure("j.s1", "mixed, 1 worker, single Redis", "entries/s", "j", "single_1w"),
+    Figure("j.s2", "mixed, 2 workers, single Redis", "entries/s", "j", "single_2w"),
+    Figure("j.c1", "mixed, 1 worker, 3-master cluster", "entries/s", "j", "cluster_1w"),
+    Figure("j.c2", "mixed, 2 workers, 3-master cluster", "entries/s", "j", "cluster_2w"),
 )
 
 
@@ -129,6 +135,13 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
         )
         step("h", "failover", lambda: bench_failover.failover(env, sizes.failover_ttl_ms))
         step("i", "snapshot", lambda: bench_snapshot.snapshot(env, sizes.snapshot_users))
+        step(
+            "j",
+            "single Redis and 3-master cluster",
+            lambda: bench_cluster.scaling(
+                5_000 if quick else 40_000, (1, 2), redis_args=redis_args
+            ),
+        )
     scen["ratios"] = ratios(scen)
     figures: dict[str, float] = {}
     targets: dict[str, dict[str, Any]] = {}

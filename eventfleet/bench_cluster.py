@@ -47,14 +47,14 @@ WORKER_ENV = {"EVENTFLEET_LOG_LEVEL": "warning", "EVENTFLEET_LEASE_TTL_MS": "500
 class Backend:
     """A throwaway single redis-server or a 3-master cluster, and a client for it."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, redis_args: list[str] | None = None) -> None:
         self.kind = kind
         self.server: LocalRedis | LocalCluster
         if kind == "single":
             (workdir / "redis").mkdir(parents=True)
-            self.server = LocalRedis(workdir=workdir / "redis").start()
+            self.server = LocalRedis(workdir=workdir / "redis", extra_args=redis_args).start()
         else:
-            self.server = LocalCluster(workdir=workdir / "cluster").start()
+            self.server = LocalCluster(workdir=workdir / "cluster", extra_args=redis_args).start()
         self.url = self.server.url
         self.r = connect(Settings(redis_url=self.url), timeout=30)
 
@@ -149,13 +149,18 @@ def scaling(
     events: int = 40_000,
     workers: tuple[int, ...] = (1, 2, 3),
     say: Callable[[str], None] = lambda s: None,
+    redis_args: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The mixed workload on a single Redis and on a 3-master cluster, for each fleet size."""
+    """The mixed workload on a single Redis and on a 3-master cluster, for each fleet size.
+
+    Besides ``runs``, the result has one flat field per run for ``eventfleet bench``'s
+    figures: ``<backend>_<n>w`` (entries per second).
+    """
     work = list(mixed(events, seed=3, users=10_000, items=1_000))
     runs = []
     for kind in ("single", "cluster"):
         workdir = Path(tempfile.mkdtemp(prefix=f"ef-scale-{kind}-"))
-        b = Backend(kind, workdir)
+        b = Backend(kind, workdir, redis_args)
         try:
             for n in workers:
                 run = backlog(b, workdir, f"scale{n}", n, work)
@@ -169,7 +174,8 @@ def scaling(
         finally:
             b.close()
             shutil.rmtree(workdir, ignore_errors=True)
-    return {"cpus": os.cpu_count(), "events": events, "runs": runs}
+    flat = {f"{r['backend']}_{r['workers']}w": r["entries_per_s"] for r in runs}
+    return {"cpus": os.cpu_count(), "events": events, "runs": runs, **flat}
 
 
 def main(argv: list[str]) -> int:
