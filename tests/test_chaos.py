@@ -24,11 +24,14 @@ from eventfleet.fleet import LocalFleet
 from eventfleet.localredis import LocalRedis
 from eventfleet.status import is_idle
 from eventfleet.verify import verify
+from ledger.events import AddItem, Order, Topup
+from ledger.rules import step
 from ledger.shards import ShardCounts
+from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
 from tests.helpers import cli, wait_for
-from worker.keys import GROUP, Keys
+from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.namespace import init_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +197,54 @@ def test_long_chaos_run_writes_the_report() -> None:
     assert doc["events"] >= 200_000
     assert all(doc["faults"][k] >= 50 for k in KINDS), doc["faults"]
     assert doc["faults_in_flight"] == doc["faults_total"]
+
+
+# ---------------------------------------------------------------- core bugs found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: takeover dead-letters a pending entry delivered too often even when an "
+    "earlier owner already applied it and wrote its effects; the shard then reuses that "
+    "entry's out_seq for the next emitted event, which the receiver drops as a duplicate",
+)
+def test_poisoned_entry_whose_effects_were_written_loses_nothing(
+    r: redis.Redis, redis_server: LocalRedis, namespace: str, tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:  # fmt: skip
+    """An owner of i0 applied order o-1 and wrote its charge to u0, then died before its
+    XACK; the order stayed pending while takeover after takeover died (a crash loop), so its
+    delivery count passed max_deliveries. The next owner must not lose anything."""
+    counts = ShardCounts(1, 1)
+    keys = Keys(namespace)
+    init_namespace(r, keys, counts)
+    Producer(r, keys, counts).publish([
+        Topup(user_id=1, amount=10_000),
+        AddItem(item_id="sku", count=10, price=100),
+        Order(order_id="o-1", user_id=1, item_id="sku", qty=1),
+    ])  # fmt: skip
+    # the earlier owner of i0: read both entries, applied them, wrote the order's charge,
+    # acked the add_item and died before acking the order
+    stream = keys.events("i0")
+    read: Any = r.xreadgroup(GROUP, "ghost", {stream: ">"}, count=10)
+    (add_id, add_fields), (order_id, order_fields) = read[0][1]
+    state = ShardState("i0")
+    step(state, add_id.decode(), add_fields[EVENT_FIELD], counts)
+    res = step(state, order_id.decode(), order_fields[EVENT_FIELD], counts)
+    (charge,) = res.emits
+    r.xadd(keys.events(charge.dest), {EVENT_FIELD: charge.text})
+    r.xack(stream, GROUP, add_id)
+    r.xclaim(stream, GROUP, "ghost", 0, [order_id], retrycount=20)  # the crash loop's count
+
+    fleet = LocalFleet(redis_server.url, namespace, tmp_path / "logs")
+    fleet_factory.append(fleet)
+    fleet.start()
+    wait_for(lambda: is_idle(r, keys, counts), 60, "the takeover and the charge applied")
+    Producer(r, keys, counts).publish([Order(order_id="o-2", user_id=1, item_id="sku", qty=1)])
+    wait_for(lambda: is_idle(r, keys, counts), 60, "o-2 applied")
+    fleet.stop_all(timeout=30)
+    outcomes: Any = r.xrange(keys.outcomes("u0"))
+    stored = {json.loads(f[b"outcome"])["order_id"] for _id, f in outcomes}
+    report = verify(r, keys, counts)
+    assert stored == {"o-1", "o-2"}, "\n".join(render(report))
+    assert report.ok, "\n".join(render(report))
