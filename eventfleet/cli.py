@@ -44,6 +44,11 @@ def emit_json(doc: Any) -> None:
 @click.version_option(package_name="eventfleet")
 def cli() -> None:
     """eventfleet: an exactly-once event-sourced ledger on sharded Redis streams."""
+    from worker.logs import configure
+
+    # Errors only, on stderr: a command reports failure in one line of its own, and a retry
+    # warning must not land in its output (`--json`). `worker` configures from its settings.
+    configure("error")
 
 
 @cli.command()

@@ -45,7 +45,7 @@ from tests.fleet_utils import (
     owners,
     setup_namespace,
 )
-from tests.helpers import cli_json, wait_for
+from tests.helpers import cli, cli_json, wait_for
 from tests.test_deploy_static import contract_metrics, dashboard_exprs, promql_metric_names
 from worker.assignment import assign
 from worker.health import HealthState, serve
@@ -748,6 +748,14 @@ def test_healthz_turns_503_when_the_loop_stops_ticking() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_cli_commands_keep_retry_warnings_out_of_their_output(env: dict[str, str]) -> None:
+    down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    res = cli("status", "--json", env=down, check=False)
+    assert res.returncode == 1
+    assert res.stdout == ""
+    assert res.stderr.startswith("error: cannot reach Redis") and res.stderr.count("\n") == 1
 
 
 LOG_SNIPPET = (
