@@ -4,7 +4,8 @@
 - Redis-side faults under a steady stream of events: every client connection killed with
   ``CLIENT KILL TYPE normal``, and redis-server restarted (SIGTERM, then SIGKILL) while a
   worker holds delivered but unacked entries, that is in the middle of a batch;
-- the long run behind ``-m chaos`` (``make chaos``), which writes docs/chaos-report.json.
+- the long run behind ``-m chaos`` (``make chaos``), which writes docs/chaos-report.json;
+- reproductions of core bugs found on the way, marked xfail(strict=True) until fixed.
 """
 
 from __future__ import annotations
