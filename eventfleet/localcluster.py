@@ -9,6 +9,7 @@ replica has been promoted).
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import socket
@@ -71,7 +72,11 @@ class LocalCluster:
         workdir: Path | None = None,
         node_timeout_ms: int = NODE_TIMEOUT_MS,
         extra_args: list[str] | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
+        """``username``/``password``: what this helper logs in with (nodes started with an
+        ``--aclfile`` in ``extra_args`` whose default user is off)."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.cli = shutil.which("redis-cli")
@@ -87,6 +92,8 @@ class LocalCluster:
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="eventfleet-cluster-"))
         self.node_timeout_ms = node_timeout_ms
         self.extra_args = extra_args or []
+        self.username = username
+        self.password = password
         self.nodes: list[LocalRedis] = []
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -141,9 +148,12 @@ class LocalCluster:
 
     def _create(self, timeout: float) -> None:
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        auth = ["--user", self.username] if self.username else []
+        env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password else None
         proc = subprocess.run(
             [
                 self.cli or "redis-cli",
+                *auth,
                 "--cluster",
                 "create",
                 *addrs,
@@ -155,6 +165,7 @@ class LocalCluster:
             text=True,
             timeout=timeout,
             check=False,
+            env=env,
         )
         if proc.returncode != 0:
             raise RuntimeError(
@@ -177,7 +188,12 @@ class LocalCluster:
     # ---- looking at it -----------------------------------------------------------------
     def _client(self, node: LocalRedis) -> redis.Redis:
         return redis.Redis(
-            host="127.0.0.1", port=node.port, socket_timeout=2, socket_connect_timeout=1
+            host="127.0.0.1",
+            port=node.port,
+            username=self.username,
+            password=self.password,
+            socket_timeout=2,
+            socket_connect_timeout=1,
         )
 
     def topology(self) -> list[NodeInfo]:

@@ -92,6 +92,8 @@ class LocalRedis:
                 try:
                     if client.ping():
                         return
+                except redis.AuthenticationError:
+                    return  # up, and asking for credentials (started with an ACL file)
                 except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
                     pass
                 if time.monotonic() > deadline:

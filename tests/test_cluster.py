@@ -27,7 +27,7 @@ from ledger.shards import ShardCounts, destination
 from producer.client import NotReplicated, Producer
 from producer.workload import mixed
 from tests import test_worker_faults as faults
-from tests.fleet_utils import PacedProducer, log_lines, make_fleet, setup_namespace
+from tests.fleet_utils import FAST, PacedProducer, log_lines, make_fleet, setup_namespace
 from tests.helpers import cli, cli_json, wait_for
 from tests.recompute import check_against_logs
 from worker.connection import connect, is_cluster
@@ -305,3 +305,51 @@ def test_up_cluster_runs_the_system_on_a_throwaway_cluster() -> None:
     assert summary["events"] == 2000 and sum(summary["outcomes"].values()) > 0
     refused = cli("up", "--cluster", "--redis", "redis://127.0.0.1:1/0", check=False)
     assert refused.returncode == 2 and "--cluster starts its own cluster" in refused.stderr
+
+
+CLUSTER_ACL = "+cluster|slots +cluster|shards +command +command|getkeys +asking"
+"""What docs/SECURITY.md says each user needs on top of the shipped ACL file on a cluster."""
+
+
+def test_shipped_acl_users_run_the_fleet_on_a_cluster(
+    tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    from tests.test_acl_tls import ACL_FILE, ROOT_PASSWORD, ROOT_USER, password
+
+    lines = ACL_FILE.read_text(encoding="utf-8").splitlines()
+    acl = tmp_path / "users.acl"
+    acl.write_text(
+        "\n".join(
+            f"{ln} {CLUSTER_ACL}" if ln.startswith("user eventfleet-") else ln for ln in lines
+        )
+        + f"\nuser {ROOT_USER} on >{ROOT_PASSWORD} ~* &* +@all\n"
+    )
+    c = LocalCluster(
+        workdir=tmp_path / "cluster",
+        extra_args=["--aclfile", str(acl)],
+        username=ROOT_USER,
+        password=ROOT_PASSWORD,
+    )
+    try:
+        c.start()
+        port = c.live()[1].port
+
+        def url(role: str) -> str:
+            return f"redis://eventfleet-{role}:{password(role)}@127.0.0.1:{port}/0"
+
+        cli("init", "--user-shards", "8", "--item-shards", "8", env={"REDIS_URL": url("admin")})
+        fleet = LocalFleet(url("worker"), "eventfleet", tmp_path / "logs", env=dict(FAST))
+        fleet_factory.append(fleet)
+        ws = [fleet.start(), fleet.start()]
+        producer = client(url("producer"))
+        counts = read_counts(client(url("admin")), Keys("eventfleet"))
+        events = list(mixed(3000, seed=41))
+        Producer(producer, Keys("eventfleet"), counts).publish(events)
+        root = client(f"redis://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{port}/0")
+        wait_idle(root, "eventfleet", counts)
+        assert all(w.alive for w in ws)
+        refused = [e for w in ws for e in log_lines(w) if "permission" in str(e.get("error"))]
+        assert refused == []
+        check_against_logs(root, "eventfleet", events)
+    finally:
+        c.close()
