@@ -43,8 +43,10 @@ from ledger.shards import ShardCounts
 from producer.client import Producer
 from producer.workload import mixed
 from worker import ids, retry
+from worker.connection import connect
 from worker.keys import GROUP, Keys
 from worker.namespace import init_namespace
+from worker.settings import Settings
 
 KINDS = ("kill", "pause", "scale", "redis_restart", "client_kill")
 DEFAULT_KINDS = ("kill", "pause", "scale", "redis_restart")
@@ -376,7 +378,7 @@ class Chaos:
             (logdir / "redis").mkdir(parents=True, exist_ok=True)
             self.local.start()
             self.url = self.local.url
-        self.r = redis.Redis.from_url(self.url, socket_timeout=10, socket_connect_timeout=5)
+        self.r = connect(Settings(redis_url=self.url), timeout=10)  # a cluster node works too
         self.fleet = LocalFleet(self.url, self.keys.ns, logdir / "workers", env={
             "EVENTFLEET_LEASE_TTL_MS": str(cfg.lease_ttl_ms),
             "EVENTFLEET_SNAPSHOT_INTERVAL_S": str(cfg.snapshot_interval_s),
@@ -407,7 +409,7 @@ class Chaos:
         for _ in range(cfg.workers):
             self.fleet.start()
         self._wait_all_owned()
-        prod_r = redis.Redis.from_url(self.url, socket_timeout=10, client_name=PRODUCER_NAME)
+        prod_r = connect(Settings(redis_url=self.url), timeout=10, name=PRODUCER_NAME)
         self.t_faults = time.monotonic()
         self.producer = PacedProducer(prod_r, self.keys, self.counts, cfg, self.remaining_s)
         self.producer.start()
