@@ -310,10 +310,9 @@ def test_workers_ride_out_a_redis_restart(
     assert producer.error is None and producer.sent == len(events)
     wait_idle(r, namespace, counts)
     assert all(w.alive for w in ws), "a worker died on a transient Redis error"
-    retries = [
-        e for w in ws for e in log_lines(w) if e["event"] in ("redis_retry", "redis_unavailable")
-    ]
-    assert retries, "the restart was never noticed"
+    # every connection died with the old process: the workers are back on new ones
+    names = {c["name"] for c in r.client_list()}
+    assert {w.worker_id for w in ws} <= names, "a worker did not reconnect"
     check_against_logs(r, namespace, events)
 
 
