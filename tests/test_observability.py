@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+import yaml
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -46,13 +47,21 @@ from tests.fleet_utils import (
     setup_namespace,
 )
 from tests.helpers import cli, cli_json, wait_for
-from tests.test_deploy_static import contract_metrics, dashboard_exprs, promql_metric_names
+from tests.test_deploy_static import (
+    contract_metrics,
+    dashboard_exprs,
+    promql_metric_names,
+    promtool_check,
+)
 from worker.assignment import assign
 from worker.health import HealthState, serve
 from worker.ids import text as id_text
 from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.loop import LAG_SAMPLE_S
 from worker.metrics import package_version
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "OBSERVABILITY.md"
+PROMETHEUS_OWN = {"up"}  # series Prometheus writes itself, not a worker
 
 # ---------------------------------------------------------------- scraping a worker
 
@@ -368,7 +377,7 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     ids = {a.id, b.id, "o-1", "o-2", "apple", "pear", "ghost", "p:resent"}
     for scrape in (ma, mb):
         check_labels_bounded(scrape, ids)
-        check_dashboard_against(scrape)
+        check_queries_against(scrape)
 
     # `status --json` agrees with Redis: owners, epochs, lag, pending, snapshot age, replay.
     def status_settled() -> dict[str, Any] | None:
@@ -401,13 +410,61 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     check_worker_logs(a, shards, bad_shard)
 
 
-def check_dashboard_against(m: Scrape) -> None:
-    exposed = m.exposed_names()
-    for expr in dashboard_exprs():
+def check_queries_against(m: Scrape) -> None:
+    """The dashboard's queries, and the examples and alerts of docs/OBSERVABILITY.md, use
+    only series a live worker exposes."""
+    exposed = m.exposed_names() | PROMETHEUS_OWN
+    for expr in dashboard_exprs() + doc_queries():
         names = promql_metric_names(expr)
         assert names, f"no metric name found in {expr!r}"
         missing = names - exposed
-        assert not missing, f"dashboard query {expr!r} uses {sorted(missing)}, not exposed"
+        assert not missing, f"query {expr!r} uses {sorted(missing)}, not exposed"
+
+
+def doc_block(lang: str, after: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    found = re.search(rf"```{lang}\n(.*?)```", text[text.index(after) :], re.S)
+    assert found, f"no {lang} block after {after!r} in {DOC.name}"
+    return found.group(1)
+
+
+def doc_rules() -> dict[str, Any]:
+    rules: dict[str, Any] = yaml.safe_load(doc_block("yaml", "## Alert rules"))
+    return rules
+
+
+def doc_queries() -> list[str]:
+    """The PromQL examples and the alert expressions of docs/OBSERVABILITY.md."""
+    lines = doc_block("promql", "## PromQL").splitlines()
+    examples = [line for line in lines if line.strip() and not line.startswith("#")]
+    alerts = [rule["expr"] for group in doc_rules()["groups"] for rule in group["rules"]]
+    return examples + alerts
+
+
+def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
+    tmp_path: Path,
+) -> None:
+    metrics = contract_metrics()
+    text = DOC.read_text(encoding="utf-8")
+    assert set(re.findall(r"`(eventfleet_[a-z][a-z_]*)`", text)) == set(metrics)
+    for name in metrics:
+        assert re.search(rf"^\| `{name}` \|", text, re.M), f"{name} has no row in {DOC.name}"
+    series = set(PROMETHEUS_OWN)
+    for name, kind in metrics.items():
+        suffixes = KIND_SUFFIXES["histogram"] if kind == "histogram" else ("",)
+        series.update(name + suffix for suffix in suffixes)
+    for expr in doc_queries():
+        unknown = promql_metric_names(expr) - series - {"process_cpu_seconds_total"}
+        assert not unknown, f"{expr!r} uses {sorted(unknown)}"
+    alerts = tmp_path / "alerts.yml"
+    alerts.write_text(yaml.safe_dump(doc_rules()))
+    promtool_check("rules", str(alerts))
+    examples = [
+        {"record": f"doc:example_{i}", "expr": expr} for i, expr in enumerate(doc_queries())
+    ]
+    recorded = tmp_path / "examples.yml"
+    recorded.write_text(yaml.safe_dump({"groups": [{"name": "doc", "rules": examples}]}))
+    promtool_check("rules", str(recorded))
 
 
 def check_worker_logs(a: Live, shards: set[str], bad_shard: str) -> None:
