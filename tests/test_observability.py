@@ -8,6 +8,7 @@ Every worker here serves its endpoints on a free loopback port; the tests scrape
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pty
@@ -40,7 +41,6 @@ from producer.client import Producer
 from producer.workload import mixed
 from tests.fleet_utils import (
     FAST,
-    PacedProducer,
     log_lines,
     make_fleet,
     owners,
@@ -517,12 +517,13 @@ def test_takeover_after_a_sigkill_counts_claimed_and_replayed_entries(
     fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
     a = start(fleet)
     wait_ready(a)
-    producer = PacedProducer(r, namespace, counts, mixed(12_000, seed=41), rate=4000)
-    producer.start()
-    wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+    producer = Producer(r, keys, counts)
+    events = mixed(1_000_000, seed=41)
 
     def stopped_mid_batch() -> int:
-        """Pause the worker; kill it if it holds entries read but not acked, else resume it."""
+        """Publish a chunk and pause the worker: kill it if it holds entries read but not
+        acked, else resume it for another round."""
+        producer.publish(itertools.islice(events, 500))
         fleet.pause(a.proc)
         held = pending_by_consumer(r, keys, counts, a.id)
         if held:
@@ -531,9 +532,7 @@ def test_takeover_after_a_sigkill_counts_claimed_and_replayed_entries(
             fleet.resume(a.proc)
         return held
 
-    claimed = wait_for(stopped_mid_batch, 30, "the worker to be caught between read and ack")
-    producer.join(60)
-    assert producer.error is None
+    claimed = wait_for(stopped_mid_batch, 60, "the worker to be caught between read and ack")
     # What a new owner must do, from Redis alone: replay (snapshot, last delivered], claim
     # the dead worker's pending entries.
     to_replay: dict[str, int] = {}
