@@ -139,6 +139,19 @@ def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(
     env = {"REDIS_URL": cluster.urls[2], "EVENTFLEET_NAMESPACE": namespace}
     report = cli_json("verify", "--json", env=env)
     assert report["ok"] and report["quiescent"], report["findings"]
+    status = cli_json("status", "--json", env=env)
+    assert status["totals"]["idle"] and status["totals"]["shards"] == 16
+    state = cli_json("state", "all", "--json", env=env)
+    assert len(state["orders"]) == sum(1 for e in events if isinstance(e, Order))
+
+
+def test_chaos_runs_against_a_cluster_node(cluster: LocalCluster) -> None:
+    done = cli(
+        "chaos", "--redis", cluster.urls[2], "--faults", "kill,pause,scale", "--rounds", "1",
+        "--events", "2000", "--json", timeout=240,
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert report["ok"], report["verify"]
 
 
 def test_malformed_entries_are_dead_lettered_on_a_cluster(
