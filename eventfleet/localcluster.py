@@ -148,19 +148,17 @@ class LocalCluster:
 
     def _create(self, timeout: float) -> None:
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        self._redis_cli(
+            ["create", *addrs, "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            timeout,
+        )
+
+    def _redis_cli(self, args: list[str], timeout: float) -> str:
+        """``redis-cli --cluster <args>``, logged in as this helper's user if it has one."""
         auth = ["--user", self.username] if self.username else []
         env = {**os.environ, "REDISCLI_AUTH": self.password} if self.password else None
         proc = subprocess.run(
-            [
-                self.cli or "redis-cli",
-                *auth,
-                "--cluster",
-                "create",
-                *addrs,
-                "--cluster-replicas",
-                str(self.replicas),
-                "--cluster-yes",
-            ],
+            [self.cli or "redis-cli", *auth, "--cluster", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -169,9 +167,10 @@ class LocalCluster:
         )
         if proc.returncode != 0:
             raise RuntimeError(
-                f"redis-cli --cluster create failed ({proc.returncode}): "
+                f"redis-cli --cluster {args[0]} failed ({proc.returncode}): "
                 f"{(proc.stdout + proc.stderr)[-800:]}"
             )
+        return proc.stdout
 
     def close(self) -> None:
         for n in self.nodes:
@@ -283,7 +282,28 @@ class LocalCluster:
                 raise TimeoutError(f"the cluster did not reach cluster_state:ok in {timeout}s")
             time.sleep(0.05)
 
-    # ---- faults ------------------------------------------------------------------------
+    # ---- faults and changes ------------------------------------------------------------
+    def move_slots(
+        self, source: LocalRedis, target: LocalRedis, count: int, timeout: float = 120.0
+    ) -> None:
+        """Move ``count`` slots, with their keys, from one master to another while clients
+        run (``redis-cli --cluster reshard``: clients see ASK and MOVED redirections)."""
+        ids = {i.port: i.node_id for i in self.topology()}
+        self._redis_cli(
+            [
+                "reshard",
+                f"127.0.0.1:{source.port}",
+                "--cluster-from",
+                ids[source.port],
+                "--cluster-to",
+                ids[target.port],
+                "--cluster-slots",
+                str(count),
+                "--cluster-yes",
+            ],
+            timeout,
+        )
+
     def kill(self, node: LocalRedis) -> None:
         """SIGKILL one node (its data stays in its directory)."""
         node.stop(kill=True)

@@ -366,3 +366,37 @@ def test_shipped_acl_users_run_the_fleet_on_a_cluster(
         check_against_logs(root, "eventfleet", events)
     finally:
         c.close()
+
+
+def test_slots_moved_between_masters_mid_run(
+    namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """Every slot of one master moves to another while the fleet applies a workload: the
+    clients follow ASK and MOVED, nothing is lost or applied twice."""
+    c = _start(replicas=0)
+    try:
+        r = client(c.urls[0])
+        counts = setup_namespace(r, namespace, 8, 8)
+        keys = Keys(namespace)
+        fleet = make_fleet(c.urls[1], namespace, tmp_path, fleet_factory)
+        ws = [fleet.start() for _ in range(3)]
+        events = list(mixed(6000, seed=43, users=300, items=40))
+        producer = PacedProducer(r, namespace, counts, events, rate=1500)
+        producer.start()
+        wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+        where = {s: c.master_of(keys.events(s)).port for s in counts.all_shards()}
+        busiest = max(set(where.values()), key=list(where.values()).count)
+        source, target = c.node(busiest), next(n for n in c.live() if n.port != busiest)
+        c.move_slots(source, target, count=next(
+            i.slots for i in c.topology() if i.port == busiest
+        ))  # fmt: skip
+        moved = [s for s in counts.all_shards() if c.master_of(keys.events(s)) is target]
+        assert len(moved) > sum(1 for p in where.values() if p == target.port)
+        producer.join(120)
+        assert producer.error is None and producer.sent == len(events)
+        wait_idle(r, namespace, counts)
+        assert all(w.alive for w in ws)
+        check_against_logs(r, namespace, events)
+        r.close()
+    finally:
+        c.close()
