@@ -6,7 +6,8 @@ Faults, one at a time, each chosen while a worker holds shards and the producer 
 - ``kill``: SIGKILL a worker that holds shards, start a replacement;
 - ``pause``: SIGSTOP a worker that holds shards until others have taken them over (so past
   its lease TTL), then SIGCONT it: it wakes up as a zombie and must write nothing stale;
-- ``scale``: start one or two workers, wait until they hold shards, then SIGTERM as many;
+- ``scale``: start one or two workers, wait until the shards have moved to them, then
+  SIGTERM as many workers that hold shards;
 - ``redis_restart``: stop redis-server (SIGTERM and SIGKILL alternately) and start it on the
   same data (appendonly yes, appendfsync always);
 - ``client_kill`` (not in the default set): CLIENT KILL every worker and producer connection.
@@ -43,6 +44,7 @@ from ledger.shards import ShardCounts
 from producer.client import Producer
 from producer.workload import mixed
 from worker import ids, retry
+from worker.assignment import assign
 from worker.connection import connect
 from worker.keys import GROUP, Keys
 from worker.namespace import init_namespace
@@ -256,9 +258,10 @@ class Chaos:
         self._check_exits()
         k = 1 if kind != "scale" else self.rng.choice((1, 2))
         added: list[WorkerProc] = []
+        settled = True
         if kind == "scale":
             added = [self.fleet.start() for _ in range(k)]
-            self._wait_holding(added)
+            settled = self._wait_settled(added)
         # Strike right after a burst is published, while the workers are applying it.
         self.producer.sent.clear()
         self.producer.sent.wait(timeout=2.0)
@@ -280,6 +283,7 @@ class Chaos:
         )
         if added:
             rec.note = f"added {', '.join(w.worker_id for w in added)}"
+            rec.note += "" if settled else " (shards not moved to them within 60 s)"
         before = {s: view[s] for s in shards}
         t0 = time.monotonic()
         by_worker = kind in ("kill", "pause", "scale")
@@ -310,13 +314,21 @@ class Chaos:
                 rec.note += f"; {w.worker_id} exited {code} on SIGTERM"
         return rec
 
-    def _wait_holding(self, workers: list[WorkerProc]) -> None:
+    def _wait_settled(self, workers: list[WorkerProc]) -> bool:
+        """Until ``workers`` have joined and every shard is held by its rendezvous target
+        (a new worker may win no shard at all: that is settled too)."""
         deadline = time.monotonic() + RECOVERY_DEADLINE_S
         want = {w.worker_id for w in workers}
         while time.monotonic() < deadline:
-            if want <= set(self._holders(self.view())):
-                return
+            raw: Any = self._call(lambda: self.r.zrange(self.keys.workers, 0, -1), "members")
+            members = {ids.text(m) for m in raw}
+            if want <= members:
+                target = assign(self.counts.all_shards(), members)
+                view = self.view()
+                if all(view[s].owner == owner for s, owner in target.items()):
+                    return True
             time.sleep(POLL_S)
+        return False
 
     def _restart_redis(self, rec: FaultRecord) -> None:
         if self.local is None:
