@@ -32,8 +32,10 @@ from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
 from tests.helpers import cli, wait_for
+from worker.effects import queue_effects
 from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.namespace import init_namespace
+from worker.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_REPORT = ROOT / "docs" / "chaos-report.json"
@@ -216,12 +218,6 @@ def test_long_chaos_run_writes_the_report() -> None:
 # ---------------------------------------------------------------- core bugs found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: takeover dead-letters a pending entry delivered too often even when an "
-    "earlier owner already applied it and wrote its effects; the shard then reuses that "
-    "entry's out_seq for the next emitted event, which the receiver drops as a duplicate",
-)
 def test_poisoned_entry_whose_effects_were_written_loses_nothing(
     r: redis.Redis, redis_server: LocalRedis, namespace: str, tmp_path: Path,
     fleet_factory: list[LocalFleet],
@@ -245,8 +241,12 @@ def test_poisoned_entry_whose_effects_were_written_loses_nothing(
     state = ShardState("i0")
     step(state, add_id.decode(), add_fields[EVENT_FIELD], counts)
     res = step(state, order_id.decode(), order_fields[EVENT_FIELD], counts)
-    (charge,) = res.emits
-    r.xadd(keys.events(charge.dest), {EVENT_FIELD: charge.text})
+    assert len(res.emits) == 1  # the charge
+    # its effects pipeline, as the worker queues it (written-mark first, then the charge);
+    # then it acked the add_item and died before acking the order
+    pipe = r.pipeline(transaction=False)
+    queue_effects(pipe, keys, Scripts.register(r), "i0", [res], [], order_id.decode())
+    pipe.execute()
     r.xack(stream, GROUP, add_id)
     r.xclaim(stream, GROUP, "ghost", 0, [order_id], retrycount=20)  # the crash loop's count
 

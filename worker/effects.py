@@ -8,7 +8,7 @@ written again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ledger.codec import encode_outcome
@@ -37,12 +37,20 @@ def queue_effects(
     keys: Keys,
     scripts: Scripts,
     shard: str,
-    results: Iterable[StepResult],
+    results: Sequence[StepResult],
     ack_ids: Sequence[bytes | str],
+    upto: str,
 ) -> None:
-    """Queue, on a pipeline, the writes of one shard's batch, in order, ack last."""
+    """Queue, on a pipeline, the writes of one shard's batch, in order, ack last.
+
+    ``upto`` is the last entry id the results cover. When the batch has any effect, the
+    shard's written-mark is raised to it first, so a later takeover knows that entries at or
+    below it may have effects out in Redis (and must never be skipped as poison).
+    """
     outcomes: list[OutcomeRecord] = []
     dead: list[DeadLetter] = []
+    if any(res.emits or res.outcomes or res.dead for res in results):
+        scripts.mark_written(keys=[keys.written(shard)], args=[upto], client=pipe)
     for res in results:
         for e in res.emits:
             pipe.xadd(keys.events(e.dest), {EVENT_FIELD: e.text})

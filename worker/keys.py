@@ -38,6 +38,10 @@ class Keys:
     def dlq(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:dlq"
 
+    def written(self, shard: str) -> str:
+        """Highest entry id whose effects some owner started writing (see MARK_WRITTEN)."""
+        return f"{self.ns}:{{{shard}}}:written"
+
     def poison(self, shard: str) -> str:
         """Entry ids dead-lettered for too many deliveries; replay and verify skip them."""
         return f"{self.ns}:{{{shard}}}:poison"

@@ -225,7 +225,7 @@ class Worker:
         def write() -> None:
             pipe = self.r.pipeline(transaction=False)
             for o, results, acks in batch:
-                queue_effects(pipe, self.keys, self.scripts, o.name, results, acks)
+                queue_effects(pipe, self.keys, self.scripts, o.name, results, acks, o.state.last_id)
             pipe.execute()
 
         try:

@@ -85,6 +85,21 @@ end
 return added
 """
 
+# Raise the shard's "effects written up to" mark to ARGV[1] (an entry id); never lower it.
+# Queued before a batch's effects on the same connection, so Redis runs it first: an entry
+# above the mark has had none of its effects written by anyone.
+MARK_WRITTEN = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local a, b = string.match(cur, '^(%d+)-(%d+)$')
+  local c, d = string.match(ARGV[1], '^(%d+)-(%d+)$')
+  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+  if a > c or (a == c and b >= d) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
 # Heartbeat with Redis' clock (no skew between hosts) and prune the dead; return the live.
 HEARTBEAT = """
 local t = redis.call('TIME')
@@ -137,6 +152,7 @@ class Scripts:
     save_snapshot: LuaScript
     fenced_read: LuaScript
     append_once: LuaScript
+    mark_written: LuaScript
     heartbeat: LuaScript
 
     @classmethod
@@ -151,5 +167,6 @@ class Scripts:
             save_snapshot=load(SAVE_SNAPSHOT),
             fenced_read=load(FENCED_READ),
             append_once=load(APPEND_ONCE),
+            mark_written=load(MARK_WRITTEN),
             heartbeat=load(HEARTBEAT),
         )

@@ -88,12 +88,19 @@ def take_over(
 
     # Entries delivered too often (each takeover claims them once more) are poison: they
     # are dead-lettered instead of applied, and remembered so every later fold skips them.
+    # Only an entry above the written-mark qualifies: no owner ever got as far as writing
+    # its effects, so skipping it cannot leave an effect in Redis that the state lacks (nor
+    # hand its emitted seq numbers to other events). An entry at or below the mark was
+    # applied by someone; if it is still pending, its owners died for other reasons.
     poison = poison_ids(r, keys, shard)
     new_poison = []
+    mark: Any = r.get(keys.written(shard))
+    written = ids.text(mark) if mark is not None else "0-0"
+    floor = written if ids.after(written, state.last_id) else state.last_id
     pend: Any = r.xpending_range(stream, GROUP, min="-", max="+", count=100_000)
     for p in pend:
         eid = ids.text(p["message_id"])
-        if p["times_delivered"] + 1 > max_deliveries and ids.after(eid, state.last_id):
+        if p["times_delivered"] + 1 > max_deliveries and ids.after(eid, floor):
             new_poison.append(eid)
     if new_poison:
         r.sadd(keys.poison(shard), *new_poison)
@@ -148,7 +155,7 @@ def take_over(
             else:
                 results.append(step(state, eid, raw, counts))
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, scripts, shard, results, [])
+        queue_effects(pipe, keys, scripts, shard, results, [], state.last_id)
         pipe.execute()
         stats.replayed += len(batch)
         start = ids.text(batch[-1][0])
