@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import re
+import socket
 import string
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import redis
 import yaml
 from prometheus_client.metrics_core import Metric
@@ -153,6 +155,11 @@ class Live:
 
     def logs(self) -> list[dict[str, Any]]:
         return log_lines(self.proc)
+
+    def assert_json_lines(self) -> None:
+        """Every line the worker wrote is one JSON object: no stray traceback or print."""
+        for line in self.proc.log_path.read_text().splitlines():
+            assert line.startswith("{") and json.loads(line), f"not a JSON line: {line!r}"
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.logs() if e["event"] == name]
@@ -468,6 +475,7 @@ def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
 
 
 def check_worker_logs(a: Live, shards: set[str], bad_shard: str) -> None:
+    a.assert_json_lines()
     lines = a.logs()
     assert lines and all({"event", "level", "timestamp"} <= e.keys() for e in lines)
     assert all(e["worker_id"] == a.id for e in lines), "worker_id is not bound on every line"
@@ -624,15 +632,16 @@ def test_a_paused_worker_does_not_answer_then_loses_its_leases_and_is_not_ready(
         EVENTFLEET_LEASE_TTL_MS="3000",
     )
     a, b = start(fleet), start(fleet)
-    assert len(set(assign(counts.all_shards(), [a.id, b.id]).values())) == 2
+    settled = assign(counts.all_shards(), [a.id, b.id])
+    assert set(settled.values()) == {a.id, b.id}
     for w in (a, b):
         wait_ready(w)
     wait_for(
-        lambda: set(owners(r, namespace, counts).values()) == {a.id, b.id},
+        lambda: owners(r, namespace, counts) == settled,
         30,
-        "both workers to own shards",
+        "the shards to settle on their rendezvous owners",
     )
-    held = {s for s, o in owners(r, namespace, counts).items() if o == a.id}
+    held = {s for s, o in settled.items() if o == a.id}
     fleet.pause(a.proc)
     # A stopped process cannot answer: a probe times out (the kernel still accepts the TCP
     # connection), which an orchestrator counts as a failure.
@@ -653,6 +662,9 @@ def test_a_paused_worker_does_not_answer_then_loses_its_leases_and_is_not_ready(
     assert m.nonzero("eventfleet_lease_losses_total", "shard") == dict.fromkeys(held, 1.0)
     assert m.total("eventfleet_shards_owned") > 0
     assert set(owners(r, namespace, counts).values()) == {a.id, b.id}
+    # The probes that timed out while it was stopped are answered into closed sockets on
+    # resuming: that must not print tracebacks between the JSON lines.
+    a.assert_json_lines()
     lost = a.events("lease_lost")
     assert {e["shard"] for e in lost} == held
     assert all(e["reason"] and e["epoch"] >= 1 and e["worker_id"] == a.id for e in lost)
@@ -785,7 +797,9 @@ def test_lag_and_pending_gauges_follow_the_workers_group(
 # ---------------------------------------------------------------- health server, log format
 
 
-def test_healthz_turns_503_when_the_loop_stops_ticking() -> None:
+def test_healthz_turns_503_when_the_loop_stops_ticking(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A loop stuck in one call cannot be made on demand in a real worker; the server's
     rule is checked here: /healthz reports the age of the last tick, /readyz needs it too."""
     health = HealthState(stale_after_s=0.3)
@@ -801,6 +815,13 @@ def test_healthz_turns_503_when_the_loop_stops_ticking() -> None:
         assert http_status(port, "/healthz") == 200
         assert http_status(port, "/nope") == 404
         assert "eventfleet_build_info" in scrape(port).families
+        # a prober that hung up before the answer is no error: nothing on stderr
+        with socket.socket() as gone:
+            try:
+                raise BrokenPipeError(32, "Broken pipe")
+            except BrokenPipeError:
+                server.handle_error(gone, ("127.0.0.1", 1))
+        assert "Traceback" not in capsys.readouterr().err
     finally:
         server.shutdown()
         server.server_close()

@@ -9,12 +9,17 @@ ready from its first answer on, before its loop has noticed the loss.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+log = structlog.get_logger("eventfleet.health")
 
 
 @dataclass
@@ -67,7 +72,19 @@ def serve(health: HealthState, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = _Server((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A prober that gave up before the answer (a timed-out probe of a worker that was
+        paused) is no error. Anything else is one log line, never a traceback on stderr in
+        the middle of the JSON lines (socketserver's default)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            return
+        log.warning("health_request_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
