@@ -250,36 +250,41 @@ class LocalCluster:
         """Every live node says ``cluster_state:ok`` and agrees that every slot is served by a
         live master; every other live node is a replica in sync with its master (so a WAIT
         can be answered)."""
+        return not self.not_ok()
+
+    def not_ok(self) -> str:
+        """Why the cluster is not ok yet ('' when it is)."""
         live_ports = {n.port for n in self.live()}
         for n in self.live():
             c = self._client(n)
             try:
                 info = c.cluster("INFO")  # parsed by redis-py into a dict
                 if info.get("cluster_state") != "ok":
-                    return False
+                    return f"{n.port}: cluster_state {info.get('cluster_state')}"
                 served = 0
                 masters = set()
                 for lo, hi, master, *_ in c.cluster("SLOTS"):
                     masters.add(int(master[1]))
                     served += int(hi) - int(lo) + 1
                 if served != SLOTS or not masters <= live_ports:
-                    return False
+                    return f"{n.port}: {served} slots served, masters {sorted(masters)}"
                 repl = c.info("replication")
-                if n.port not in masters and (
-                    repl.get("role") != "slave" or repl.get("master_link_status") != "up"
-                ):
-                    return False
-            except redis.RedisError:
-                return False
+                role, link = repl.get("role"), repl.get("master_link_status")
+                if n.port not in masters and (role != "slave" or link != "up"):
+                    return f"{n.port}: role {role}, replication link {link}"
+            except redis.RedisError as exc:
+                return f"{n.port}: {type(exc).__name__}: {exc}"
             finally:
                 c.close()
-        return True
+        return ""
 
     def wait_ok(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while not self.is_ok():
+        while why := self.not_ok():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the cluster did not reach cluster_state:ok in {timeout}s")
+                raise TimeoutError(
+                    f"the cluster did not reach cluster_state:ok in {timeout}s ({why})"
+                )
             time.sleep(0.05)
 
     # ---- faults and changes ------------------------------------------------------------

@@ -190,6 +190,7 @@ def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
     keys = Keys(namespace)
     fleet = make_fleet(replicated.urls[1], namespace, tmp_path, fleet_factory)
     ws = [fleet.start() for _ in range(3)]
+    wait_for(lambda: None not in owners(r, namespace, counts).values(), 30, "every shard owned")
     events = list(mixed(6000, seed=23, users=300, items=40))
     producer = PacedProducer(r, namespace, counts, events, rate=1500)
     producer.producer.wait_replicas = 1  # each chunk on a replica before it counts as sent
