@@ -794,6 +794,27 @@ def test_lag_and_pending_gauges_follow_the_workers_group(
     )
 
 
+def test_a_metrics_port_in_use_is_one_fatal_line(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    setup_namespace(r, namespace)
+    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        w = fleet.start({"EVENTFLEET_METRICS_PORT": str(port)})
+        assert w.proc.wait(timeout=30) == 2
+    worker = Live(w, port)
+    worker.assert_json_lines()
+    [fatal] = worker.events("fatal")
+    assert str(port) in fatal["error"] and fatal["level"] == "error"
+
+
 # ---------------------------------------------------------------- health server, log format
 
 

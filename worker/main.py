@@ -52,7 +52,12 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(settings, r, counts)
     worker.install_signals()
     if settings.metrics_port:
-        serve(worker.health, settings.metrics_host, settings.metrics_port)
+        try:
+            serve(worker.health, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # the port is taken (another worker on this host?) or refused
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            log.error("fatal", error=f"cannot serve /metrics on {where}: {exc.strerror or exc}")
+            return EXIT_FATAL
     log.info(
         "connected",
         redis=url,
