@@ -23,7 +23,7 @@ from eventfleet.context import EXIT_FAILED, UserError
 )
 @click.option(
     "--only",
-    default="a,b,c,d,g,h,i",
+    default="a,b,c,d,g,h,i,j",
     show_default=True,
     help="scenarios to run, comma-separated (b also runs e and f)",
 )
