@@ -80,7 +80,7 @@ def test_paused_worker_writes_nothing_after_its_lease_expired(
     tmp_path: Path,
     fleet_factory: list[LocalFleet],
 ) -> None:
-    counts = setup_namespace(r, namespace)
+    counts = setup_namespace(r, namespace, 16, 16)  # 32 shards: every worker wins some
     fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
     a, b = fleet.start(), fleet.start()
     wait_for(
@@ -125,7 +125,7 @@ def test_join_and_graceful_leave_move_shards_without_waiting_for_the_ttl(
     tmp_path: Path,
     fleet_factory: list[LocalFleet],
 ) -> None:
-    counts = setup_namespace(r, namespace)
+    counts = setup_namespace(r, namespace, 16, 16)  # 32 shards: every worker wins some
     fleet = make_fleet(
         redis_server.url, namespace, tmp_path, fleet_factory, EVENTFLEET_LEASE_TTL_MS="5000"
     )
