@@ -57,6 +57,7 @@ PRODUCER_NAME = "chaos-producer"
 GUESS_S = {"kill": 3.0, "pause": 3.0, "scale": 6.0, "redis_restart": 3.0, "client_kill": 1.5}
 RECOVERY_DEADLINE_S = 60.0
 POLL_S = 0.02
+BACKLOG_CAP = 1000
 
 
 class ChaosError(RuntimeError):
@@ -91,7 +92,6 @@ class View:
     delivered: str
     last: str
     pending: int
-    lag: int
     expires: float
     """Monotonic time the lease runs out (0: no lease); a renewal moves it later."""
 
@@ -108,7 +108,9 @@ class FaultRecord:
     shards: list[str]
     producer_active: bool
     backlog: int
-    """Entries undelivered or unacked on the affected shards at the fault (lag + pending)."""
+    """Entries unacked or not yet delivered on the affected shards at the fault (counted with
+    XRANGE, at most BACKLOG_CAP undelivered per shard: XINFO's lag is unknown after a Redis
+    restart)."""
     recovery_s: list[float] = field(default_factory=list)
     unrecovered: list[str] = field(default_factory=list)
     note: str = ""
@@ -215,9 +217,8 @@ class Chaos:
                 owner, epoch = name, int(ep)
             g = next(g for g in groups if ids.text(g["name"]) == GROUP)
             delivered, last = ids.text(g["last-delivered-id"]), ids.text(info["last-generated-id"])
-            lag = int(g.get("lag") or 0) if delivered != last else 0
             expires = now + int(pttl) / 1000 if int(pttl) > 0 else 0.0
-            out[s] = View(owner, epoch, delivered, last, int(g["pending"]), lag, expires)
+            out[s] = View(owner, epoch, delivered, last, int(g["pending"]), expires)
         return out
 
     def _holders(self, view: dict[str, View]) -> dict[str, list[str]]:
@@ -279,7 +280,7 @@ class Chaos:
             names,
             shards,
             self.producer.active(),
-            sum(view[s].pending + view[s].lag for s in shards),
+            self._backlog(view, shards),
         )
         if added:
             rec.note = f"added {', '.join(w.worker_id for w in added)}"
@@ -313,6 +314,17 @@ class Chaos:
                 code = w.proc.wait(timeout=60)
                 rec.note += f"; {w.worker_id} exited {code} on SIGTERM"
         return rec
+
+    def _backlog(self, view: dict[str, View], shards: list[str]) -> int:
+        def go() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            for s in shards:
+                lo = f"({view[s].delivered}"
+                pipe.xrange(self.keys.events(s), min=lo, max=view[s].last, count=BACKLOG_CAP)
+            return list(pipe.execute())
+
+        undelivered = self._call(go, "chaos_backlog")
+        return sum(view[s].pending + len(u) for s, u in zip(shards, undelivered, strict=True))
 
     def _wait_settled(self, workers: list[WorkerProc]) -> bool:
         """Until ``workers`` have joined and every shard is held by its rendezvous target
