@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
@@ -60,6 +61,8 @@ class Worker:
         self.health = HealthState(stale_after_s=max(5.0, 3 * self.ttl))
         self._next_maint = 0.0
         self._next_lag = 0.0
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
         self._last_renew = 0.0
         self._joined = False
 
@@ -115,29 +118,19 @@ class Worker:
         shards = list(self.owned.values())
         if not shards:
             return 0
+        replies = self._take_ahead(shards)
+        if replies is None:
 
-        def read() -> list[Any]:
-            pipe = self.r.pipeline(transaction=False)
-            for o in shards:
-                self.scripts.fenced_read(
-                    keys=[self.keys.lease(o.name), self.keys.events(o.name)],
-                    args=[
-                        o.token,
-                        self.wid,
-                        self.s.batch_size,
-                        o.cursor if o.resync else ">",
-                        o.state.last_id,
-                    ],
-                    client=pipe,
-                )
-            try:
-                return list(pipe.execute(raise_on_error=False))
-            except BaseException:
-                for o in shards:  # the reply is lost: entries may sit in our pending list
-                    o.resync, o.cursor = True, "0"
-                raise
+            def read() -> list[Any]:
+                args = [self._read_args(o, o.state.last_id) for o in shards]
+                try:
+                    return self._read(shards, args)
+                except BaseException:
+                    for o in shards:  # the reply is lost: entries may sit in our pending list
+                        o.resync, o.cursor = True, "0"
+                    raise
 
-        replies = self._call(read, "read", self._deadline(shards))
+            replies = self._call(read, "read", self._deadline(shards))
         for rep in replies:
             if isinstance(rep, TRANSIENT):
                 # A cluster pipeline hands a node's connection error back as that command's
@@ -146,6 +139,7 @@ class Worker:
                 for o in shards:
                     o.resync, o.cursor = True, "0"
                 raise rep
+        self._read_ahead(shards, replies)
         t0 = time.monotonic()
         batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
         applied = 0
@@ -171,6 +165,54 @@ class Worker:
             metrics.BATCH_SIZE.observe(applied)
             metrics.BATCH_DURATION.observe(time.monotonic() - t0)
         return applied
+
+    def _read_args(self, o: Owned, applied_to: str) -> list[Any]:
+        return [o.token, self.wid, self.s.batch_size, o.cursor if o.resync else ">", applied_to]
+
+    def _read(self, shards: list[Owned], args: list[list[Any]]) -> list[Any]:
+        pipe = self.r.pipeline(transaction=False)
+        for o, a in zip(shards, args, strict=True):
+            self.scripts.fenced_read(
+                keys=[self.keys.lease(o.name), self.keys.events(o.name)], args=a, client=pipe
+            )
+        return list(pipe.execute(raise_on_error=False))
+
+    def _read_ahead(self, shards: list[Owned], replies: list[Any]) -> None:
+        """With a backlog (a full batch came back), send the next read before applying this
+        one: Redis prepares batch n+1 while this process applies batch n.
+
+        Its fenced read starts after the entries in hand (they will be applied by the time it
+        is used), and it is used only if the same shards are still owned then. A read-ahead
+        that is dropped leaves its entries pending for us, and the next fenced read hands
+        them back first (it starts with our own pending entries after the last applied id).
+        Not on Redis Cluster: its client refreshes a shared slot map when a node fails, and
+        this would run that from two threads at once.
+        """
+        full = any(isinstance(r, list) and len(r) >= self.s.batch_size for r in replies)
+        if self.cluster or not full or any(o.resync for o in shards):
+            return
+        args = [
+            self._read_args(o, ids.text(r[-1][0]) if isinstance(r, list) and r else o.state.last_id)
+            for o, r in zip(shards, replies, strict=True)
+        ]
+        deadline = self._deadline(shards)
+        fut = self._reader.submit(self._call, lambda: self._read(shards, args), "read", deadline)
+        self._ahead = (shards, fut)
+
+    def _take_ahead(self, shards: list[Owned]) -> list[Any] | None:
+        """The read-ahead's replies if it covers exactly ``shards``, else None."""
+        if self._ahead is None:
+            return None
+        ahead, fut = self._ahead
+        self._ahead = None
+        try:
+            replies: list[Any] = fut.result()
+        except BaseException:
+            for o in ahead:  # the reply is lost: entries may sit in our pending list
+                o.resync, o.cursor = True, "0"
+            raise
+        same = len(ahead) == len(shards) and all(a is b for a, b in zip(ahead, shards, strict=True))
+        return replies if same else None
 
     def _apply(self, o: Owned, entries: list[Any]) -> tuple[list[StepResult], list[bytes]]:
         results: list[StepResult] = []
