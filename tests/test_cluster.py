@@ -98,6 +98,9 @@ def test_connect_detects_a_cluster_from_any_node(
     single = client(redis_server.url)
     assert not is_cluster(single)
     single.close()
+    other_db = cluster.urls[0].rsplit("/", 1)[0] + "/3"
+    bad = cli("status", env={"REDIS_URL": other_db}, check=False)
+    assert bad.returncode == 1 and "Redis Cluster has only database 0" in bad.stderr
 
 
 def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(

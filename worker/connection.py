@@ -86,6 +86,9 @@ CLUSTER_CLIENT_RETRIES = 3
 before a connection error reaches ``worker.retry``, which backs off until its deadline."""
 
 
+_NOT_DB0 = "REDIS_URL names a database other than 0, and Redis Cluster has only database 0"
+
+
 def is_cluster(r: object) -> bool:
     """True for the client ``connect`` returns for a Redis Cluster."""
     return isinstance(r, RedisCluster)
@@ -100,6 +103,8 @@ def _cluster_mode(r: redis.Redis) -> bool:
     except rx.ResponseError as exc:
         if classify(exc) is not None:
             raise
+        if "not allowed in cluster mode" in str(exc):  # SELECT of the URL's database
+            raise FatalRedisError(_NOT_DB0) from None
         return False  # Redis < 6 has no HELLO, and no cluster mode we support
     if isinstance(reply, dict):
         mode = reply.get(b"mode", reply.get("mode"))
@@ -112,7 +117,10 @@ def _cluster_mode(r: redis.Redis) -> bool:
 def _open_cluster(url: str, kwargs: dict[str, Any]) -> redis.Redis:
     try:
         rc = RedisCluster.from_url(url, retry=Retry(NoBackoff(), CLUSTER_CLIENT_RETRIES), **kwargs)
-    except rx.RedisClusterException as exc:  # no node answered the slot map: try again later
+    except rx.RedisClusterException as exc:
+        if "db`` querystring" in str(exc):
+            raise FatalRedisError(_NOT_DB0) from None
+        # no node answered the slot map: try again later
         raise rx.ConnectionError(f"Redis Cluster not reachable: {str(exc)[:200]}") from None
     # RedisCluster offers the same command methods; typing it as redis.Redis keeps one code
     # path in every caller (see is_cluster for the few differences).
