@@ -100,13 +100,14 @@ redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
 
-# Heartbeat with Redis' clock (no skew between hosts) and prune the dead; return the live.
+# Heartbeat with Redis' clock (no skew between hosts) and prune the dead; return Redis' time
+# (ms) and the live members with their expiry times (ms): {now, {member, expiry, ...}}.
 HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
 
 
