@@ -185,13 +185,26 @@ def test_malformed_entries_are_dead_lettered_on_a_cluster(
     assert state == {"user_id": int(other), "balance": 10}
 
 
+@pytest.mark.parametrize("worker_wait", [0, 1], ids=["async", "workers-wait"])
 def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
-    replicated: LocalCluster, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
+    worker_wait: int,
+    replicated: LocalCluster,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
 ) -> None:
+    """With ``workers-wait`` the workers WAIT for a replica after each batch's effects too
+    (EVENTFLEET_WAIT_REPLICAS=1), so their writes stall while the new master has no replica."""
     r = client(replicated.urls[0])
     counts = setup_namespace(r, namespace, 8, 8)
     keys = Keys(namespace)
-    fleet = make_fleet(replicated.urls[1], namespace, tmp_path, fleet_factory)
+    fleet = make_fleet(
+        replicated.urls[1],
+        namespace,
+        tmp_path,
+        fleet_factory,
+        EVENTFLEET_WAIT_REPLICAS=str(worker_wait),
+    )
     ws = [fleet.start() for _ in range(3)]
     wait_for(lambda: None not in owners(r, namespace, counts).values(), 30, "every shard owned")
     events = list(mixed(6000, seed=23, users=300, items=40))
@@ -226,7 +239,7 @@ def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
 
 
 def test_wait_replicas_waits_on_every_master_the_chunk_went_to(
-    replicated: LocalCluster, namespace: str
+    replicated: LocalCluster, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
     r = client(replicated.urls[2])
     counts = setup_namespace(r, namespace, 8, 8)
@@ -242,6 +255,22 @@ def test_wait_replicas_waits_on_every_master_the_chunk_went_to(
     env = {"REDIS_URL": replicated.urls[3], "EVENTFLEET_NAMESPACE": namespace}
     out = cli("produce", "--wait-replicas", "1", "topup", "--user", "4", "--amount", "7", env=env)
     assert "published topup" in out.stdout
+    # a worker asked for two replicas never counts a batch's effects as written
+    fleet = make_fleet(
+        replicated.urls[0], namespace, tmp_path, fleet_factory, EVENTFLEET_WAIT_REPLICAS="2"
+    )
+    w = fleet.start()
+    wait_for(
+        lambda: any(
+            e["event"] == "redis_retry"
+            and e["operation"] == "write_effects"
+            and "ShortOfReplicas" in e["error"]
+            for e in log_lines(w)
+        ),
+        30,
+        "the worker to wait in vain for a second replica",
+    )
+    assert not is_idle(r, keys, counts)
     r.close()
 
 

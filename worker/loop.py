@@ -31,6 +31,7 @@ from worker.effects import queue_effects
 from worker.health import HealthState
 from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.owned import Owned
+from worker.replication import write_replicated
 from worker.scripts import Scripts
 from worker.settings import Settings
 from worker.takeover import LeaseLost, take_over
@@ -267,10 +268,17 @@ class Worker:
         return results, acks
 
     def _write(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
-        def write() -> None:
-            pipe = self.r.pipeline(transaction=False)
+        def queue(pipe: Any) -> None:
             for o, results, acks in batch:
                 queue_effects(pipe, self.keys, self.scripts, o.name, results, acks, o.state.last_id)
+
+        def write() -> None:
+            if self.s.wait_replicas:  # effects count as written once replicas have them
+                timeout_ms = max(1, self.s.lease_ttl_ms // 4)
+                write_replicated(self.r, queue, self.s.wait_replicas, timeout_ms)
+                return
+            pipe = self.r.pipeline(transaction=False)
+            queue(pipe)
             pipe.execute()
 
         try:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     block_ms: int = Field(100, ge=1, le=10_000)
     drain_timeout_s: float = Field(10.0, gt=0)
     max_deliveries: int = Field(10, ge=2)
+    wait_replicas: int = Field(0, ge=0, le=16)
+    """After each batch's effects, WAIT until this many replicas of every master written to
+    have them (0: don't wait). See docs/SCALING.md, section 6."""
     user_shards: int | None = Field(None, ge=1, le=4096)
     item_shards: int | None = Field(None, ge=1, le=4096)
 
