@@ -39,11 +39,15 @@ def item_shard(item_id: str, counts: ShardCounts) -> str:
     return f"i{shard_index(item_id, counts.items)}"
 
 
+_USER_EVENTS = (Topup, Charge, Reject)
+_ITEM_EVENTS = (AddItem, Order, Release)
+
+
 def destination(event: Event, counts: ShardCounts) -> str:
     """The shard whose stream an event belongs on."""
-    if isinstance(event, Topup | Charge | Reject):
+    if isinstance(event, _USER_EVENTS):
         return user_shard(event.user_id, counts)
-    if isinstance(event, AddItem | Order | Release):
+    if isinstance(event, _ITEM_EVENTS):
         return item_shard(event.item_id, counts)
     raise TypeError(f"not an event: {event!r}")  # pragma: no cover - the union is closed
 
