@@ -1,12 +1,17 @@
 """The hot paths made faster for throughput keep their meaning: entry text byte for byte as
-before."""
+before, and the producer's packed XADDs behave as a pipeline on errors."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+import redis
+from redis import exceptions as rx
+
 from ledger.codec import encode
 from ledger.events import Charge, Event, Reject, Release
+from producer.client import xadd_all
 from producer.workload import mixed
 
 
@@ -29,3 +34,14 @@ def test_encode_is_byte_for_byte_the_reference_text() -> None:
     for n, ev in enumerate(events, start=1):
         for source in ("p:0f1e2d3c", "u12", "i0"):
             assert encode(ev, source, n) == reference_encode(ev, source, n)
+
+
+def test_packed_xadds_read_every_reply_and_raise_the_first_error(r: redis.Redis) -> None:
+    r.set("not-a-stream", "x")
+    with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
+        xadd_all(r, [("s1", "a"), ("not-a-stream", "b"), ("s2", "c")])
+    assert r.xlen("s1") == 1 and r.xlen("s2") == 1  # the others went in, as in a pipeline
+    ids = xadd_all(r, [("s1", "d"), ("s2", "e")])  # the pool's connection is still in step
+    assert [
+        r.xrange(s, min=i, max=i)[0][1][b"event"] for s, i in zip(("s1", "s2"), ids, strict=True)
+    ] == [b"d", b"e"]
