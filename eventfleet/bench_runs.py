@@ -15,6 +15,7 @@ from eventfleet import bench_baselines
 from eventfleet.bench_env import (
     BenchEnv,
     BenchError,
+    cpu_seconds,
     deadline_wait,
     entries_read,
     first_read_and_idle,
@@ -146,6 +147,8 @@ def latency(env: BenchEnv, rate: float, seconds: float) -> dict[str, Any]:
     events = list(mixed(total, seed=5, users=MIXED_USERS, items=MIXED_ITEMS))
     producer = Producer(env.client, keys, COUNTS)
     sent = 0
+    redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
+    cpu0 = [cpu_seconds(w.proc.pid) for w in workers], cpu_seconds(redis_pid)
     start = time.perf_counter()
     while sent < total:
         due = min(total, int((time.perf_counter() - start) * rate) + 1)
@@ -156,6 +159,8 @@ def latency(env: BenchEnv, rate: float, seconds: float) -> dict[str, Any]:
             time.sleep(0.001)
     offered_s = time.perf_counter() - start
     deadline_wait(lambda: is_idle(env.client, keys, COUNTS), 120, "idle after the load")
+    busy_s = time.perf_counter() - start
+    cpu1 = [cpu_seconds(w.proc.pid) for w in workers], cpu_seconds(redis_pid)
     lost = _lost_leases(workers)
     fleet.stop_all()
     lat = order_latencies_ms(env, keys)
@@ -170,6 +175,8 @@ def latency(env: BenchEnv, rate: float, seconds: float) -> dict[str, Any]:
         "p50_ms": _pct(lat, 50),
         "p99_ms": _pct(lat, 99),
         "max_ms": float(lat[-1]),
+        "worker_cpu_util": round((sum(cpu1[0]) - sum(cpu0[0])) / busy_s / len(workers), 2),
+        "redis_cpu_util": round((cpu1[1] - cpu0[1]) / busy_s, 2),
         "lease_losses": lost,
     }
 
