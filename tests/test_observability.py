@@ -59,8 +59,8 @@ from worker.assignment import assign
 from worker.health import HealthState, serve
 from worker.ids import text as id_text
 from worker.keys import EVENT_FIELD, GROUP, Keys
-from worker.loop import LAG_SAMPLE_S
 from worker.metrics import package_version
+from worker.ownership import LAG_SAMPLE_S
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "OBSERVABILITY.md"
 PROMETHEUS_OWN = {"up"}  # series Prometheus writes itself, not a worker
