@@ -104,3 +104,20 @@ class PacedProducer(threading.Thread):
     @property
     def done(self) -> bool:
         return not self.is_alive()
+
+
+def plant_crash_looping_entry(r: redis.Redis, keys: Keys, counts: ShardCounts) -> tuple[str, str]:
+    """A top-up whose earlier owners crashed on it again and again: delivered to a consumer
+    that is gone, never acked, its delivery count far past max_deliveries. Returns
+    (shard, entry id)."""
+    from ledger.codec import encode
+    from ledger.shards import destination
+    from worker.keys import EVENT_FIELD, GROUP
+
+    poison = Topup(user_id=12, amount=50)
+    shard = destination(poison, counts)
+    stream = keys.events(shard)
+    eid = r.xadd(stream, {EVENT_FIELD: encode(poison, "p:poison", 1)}).decode()
+    r.xreadgroup(GROUP, "crashed-owner", {stream: ">"}, count=1)
+    r.xclaim(stream, GROUP, "crashed-owner", 0, [eid], retrycount=40)
+    return shard, eid

@@ -46,6 +46,7 @@ from tests.fleet_utils import (
     log_lines,
     make_fleet,
     owners,
+    plant_crash_looping_entry,
     setup_namespace,
 )
 from tests.helpers import cli, cli_json, wait_for
@@ -57,7 +58,6 @@ from tests.test_deploy_static import (
 )
 from worker.assignment import assign
 from worker.health import HealthState, serve
-from worker.ids import text as id_text
 from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.metrics import package_version
 from worker.ownership import LAG_SAMPLE_S
@@ -590,13 +590,7 @@ def test_an_entry_delivered_too_often_counts_as_a_dead_letter_on_takeover(
 ) -> None:
     counts = setup_namespace(r, namespace)
     keys = Keys(namespace)
-    poison = Topup(user_id=12, amount=50)
-    shard = destination(poison, counts)
-    stream = keys.events(shard)
-    eid = id_text(r.xadd(stream, {EVENT_FIELD: encode(poison, "p:poison", 1)}))
-    # an earlier owner that crashed on it again and again: delivered, never acked
-    r.xreadgroup(GROUP, "crashed-owner", {stream: ">"}, count=1)
-    r.xclaim(stream, GROUP, "crashed-owner", 0, [eid], retrycount=40)
+    shard, eid = plant_crash_looping_entry(r, keys, counts)
     fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
     a = start(fleet)
     wait_ready(a)

@@ -26,6 +26,7 @@ from tests.fleet_utils import (
     log_lines,
     make_fleet,
     owners,
+    plant_crash_looping_entry,
     setup_namespace,
 )
 from tests.helpers import wait_for
@@ -367,18 +368,15 @@ def test_an_entry_delivered_too_often_is_dead_lettered_not_applied(
 ) -> None:
     counts = setup_namespace(r, namespace)
     keys = Keys(namespace)
-    poison = Topup(user_id=12, amount=50)
-    stream = keys.events(destination(poison, counts))
-    eid = r.xadd(stream, {EVENT_FIELD: encode(poison, "p:poison", 1)})
-    # an earlier owner that crashed on it again and again: delivered, never acked
-    r.xreadgroup("workers", "crashed-owner", {stream: ">"}, count=1)
-    r.xclaim(stream, "workers", "crashed-owner", 0, [eid], retrycount=40)
+    shard, eid = plant_crash_looping_entry(r, keys, counts)
     after = Topup(user_id=12, amount=7)
     Producer(r, keys, counts).publish([after])
     fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
     fleet.start()
     wait_idle(r, namespace, counts)
-    letters = r.xrange(keys.dlq(destination(poison, counts)))
-    assert [(f[b"entry_id"], f[b"reason"]) for _, f in letters] == [(eid, b"max_deliveries")]
+    letters = r.xrange(keys.dlq(shard))
+    assert [(f[b"entry_id"].decode(), f[b"reason"]) for _, f in letters] == [
+        (eid, b"max_deliveries")
+    ]
     got = check_against_logs(r, namespace)
     assert got["users"]["12"] == {"balance": 7}
