@@ -62,7 +62,7 @@ def stop_and_peak_rss_mb(w: WorkerProc, timeout: float = 60.0) -> float:
 def _write_once(env: BenchEnv, keys: Keys, scripts: Scripts, state: Any) -> float:
     lease, shard = keys.lease("u0"), "u0"
     epoch = scripts.acquire(keys=[lease, keys.epoch(shard)], args=["bench", 30_000])
-    if epoch is None:
+    if not isinstance(epoch, int):
         raise BenchError("the snapshot lease is still held by a worker")
     token = f"bench:{int(epoch)}"
     t0 = time.perf_counter()

@@ -137,7 +137,12 @@ class Ownership:
             return list(pipe.execute())
 
         for shard, epoch in zip(wanted, self._call(go, "acquire"), strict=True):
-            if epoch is None:
+            if not isinstance(epoch, int):
+                # Held. A holder gone from the members renewed its leases just after its last
+                # heartbeat, so they lapse a moment after it did: look again then, not a whole
+                # period later.
+                if ids.text(epoch).rpartition(":")[0] not in self.members:
+                    self._next_maint = min(self._next_maint, sent + LAPSE_MARGIN_S)
                 continue
             if time.monotonic() - self._last_renew > self.ttl / 3:
                 self.renew()

@@ -15,8 +15,11 @@ import redis
 
 from worker.connection import is_cluster
 
+# KEYS: lease, epoch. ARGV: worker id, ttl ms. Returns the new epoch (an integer), or the
+# holder's token (a string) when the lease is held.
 ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local holder = redis.call('GET', KEYS[1])
+if holder then return holder end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
 return epoch
