@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable
 
 from pydantic import ValidationError
@@ -20,6 +21,19 @@ class BadLine(ValueError):
 
 def parse_lines(lines: Iterable[str | bytes]) -> list[External]:
     """Every non-blank line must be one external event; the first bad line raises."""
+    # A big file becomes as many new objects, all kept in one growing list: the cyclic
+    # garbage collector would walk them over and over (it took 40% of the time), and they
+    # hold no reference cycles. It is off while the file is read, back on after.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(lines)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse(lines: Iterable[str | bytes]) -> list[External]:
     events: list[External] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
