@@ -183,11 +183,14 @@ def state_order(redis_url: str | None, namespace: str | None, order_id: str, as_
 @common
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+    from eventfleet.progress import bar
     from eventfleet.reader import state_all
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
-        doc = state_all(c.redis, c.keys, c.counts())
+        counts = c.counts()
+        with bar("reading shards (snapshot + tail replay)", len(counts.all_shards())) as advance:
+            doc = state_all(c.redis, c.keys, counts, on_shard=advance)
     if as_json:
         emit_json(doc)
         return

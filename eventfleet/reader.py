@@ -96,12 +96,20 @@ def outcome_json(o: OrderOutcome) -> dict[str, Any]:
     }
 
 
-def state_all(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[str, Any]:
+def state_all(
+    r: redis.Redis,
+    keys: Keys,
+    counts: ShardCounts,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """``on_shard(1)`` is called as each shard is read (a progress bar's advance)."""
     users: dict[str, Any] = {}
     items: dict[str, Any] = {}
     orders: dict[str, Any] = {}
     for shard in counts.all_shards():
         st = current(r, keys, shard, counts).state
+        if on_shard is not None:
+            on_shard(1)
         for uid in sorted(st.balances):
             users[str(uid)] = {"balance": st.balances[uid]}
         for iid in sorted(st.items):
