@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -19,7 +19,7 @@ from ledger.codec import encode
 from ledger.events import AddItem, Order, Topup
 from ledger.shards import ShardCounts, destination
 from worker import retry
-from worker.connection import FatalRedisError, is_cluster
+from worker.connection import TRANSIENT, FatalRedisError, is_cluster
 from worker.keys import EVENT_FIELD, Keys
 from worker.replication import ShortOfReplicas, write_replicated
 
@@ -139,9 +139,17 @@ class Producer:
         chunk: int = CHUNK,
         on_chunk: Callable[[int], None] | None = None,
     ) -> int:
+        it = iter(events)
+        if _PACK is not None and not self.wait_replicas and not is_cluster(self.r):
+            return self._publish_overlapped(it, chunk, on_chunk)
+        return self._publish_sequential(it, chunk, on_chunk)
+
+    def _publish_sequential(
+        self, it: Iterator[External], chunk: int, on_chunk: Callable[[int], None] | None
+    ) -> int:
         sent = 0
         buf: list[tuple[str, str]] = []
-        for ev in events:
+        for ev in it:
             buf.append(self.stamp(ev))
             if len(buf) >= chunk:
                 self.send(buf)
@@ -154,4 +162,69 @@ class Producer:
             sent += len(buf)
             if on_chunk:
                 on_chunk(len(buf))
+        return sent
+
+    def _publish_overlapped(
+        self, it: Iterator[External], chunk: int, on_chunk: Callable[[int], None] | None
+    ) -> int:
+        """Two chunks in flight on one connection: chunk n+1 is stamped and sent while Redis
+        still works on chunk n, whose replies are read afterwards (Redis answers in order).
+
+        On any failure the connection is dropped and every chunk not yet confirmed is sent
+        again through ``send`` (with its retries), oldest first: its events keep their seq
+        numbers, so what already landed is dropped by the shards as duplicates.
+        """
+        pool = self.r.connection_pool
+        conn: Any = pool.get_connection()
+        unread: list[list[tuple[str, str]]] = []
+        sent = 0
+
+        def confirm(stamped: list[tuple[str, str]]) -> None:
+            nonlocal sent
+            error: rx.ResponseError | None = None
+            for _ in stamped:
+                try:
+                    conn.read_response()
+                except rx.ResponseError as exc:
+                    error = error or exc
+            if error is not None:
+                raise error
+            sent += len(stamped)
+            if on_chunk:
+                on_chunk(len(stamped))
+
+        def flush(stamped: list[tuple[str, str]]) -> None:
+            unread.append(stamped)  # from here on it is re-sent if anything fails
+            conn.send_packed_command(
+                [b"".join([_PACK(("XADD", s, "*", EVENT_FIELD, t)) for s, t in stamped])]
+            )
+            if len(unread) > 1:
+                confirm(unread[0])
+                unread.pop(0)
+
+        try:
+            buf: list[tuple[str, str]] = []
+            for ev in it:
+                buf.append(self.stamp(ev))
+                if len(buf) >= chunk:
+                    flush(buf)
+                    buf = []
+            if buf:
+                flush(buf)
+            while unread:
+                confirm(unread[0])
+                unread.pop(0)
+        except BaseException as exc:
+            conn.disconnect()
+            pool.release(conn)
+            if not isinstance(exc, (*TRANSIENT, rx.ResponseError)):
+                raise
+            for stamped in unread:  # not confirmed: send again, oldest first
+                self.send(stamped)
+                sent += len(stamped)
+                if on_chunk:
+                    on_chunk(len(stamped))
+            # the events not read from the iterator yet go the sequential way
+            return sent + self._publish_sequential(it, chunk, on_chunk)
+        pool.release(conn)
         return sent
