@@ -4,6 +4,7 @@ turning user-caused errors into one clear line and a non-zero exit."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,17 +50,11 @@ class Ctx:
     def redis(self) -> redis.Redis:
         if self._r is None:
             self._r = connect(self.settings, timeout=10.0)
-            retry.call(self._r.ping, "connect", deadline=_soon(3.0))
+            retry.call(self._r.ping, "connect", deadline=time.monotonic() + 3.0)
         return self._r
 
     def counts(self) -> ShardCounts:
         return read_counts(self.redis, self.keys)
-
-
-def _soon(seconds: float) -> float:
-    import time
-
-    return time.monotonic() + seconds
 
 
 def make_settings(**overrides: Any) -> Settings:

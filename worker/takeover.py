@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -43,7 +43,6 @@ class TakeoverStats:
     snapshot_id: str = "0-0"
     seconds: float = 0.0
     restored: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def load_snapshot(r: redis.Redis, keys: Keys, shard: str) -> ShardState | None:
