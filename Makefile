@@ -3,7 +3,7 @@
 
 demo:
 	@scripts/bootstrap.sh
-	@.venv/bin/python -m eventfleet.demo
+	@.venv/bin/python -m eventfleet.local.demo
 
 up:
 	@scripts/bootstrap.sh

@@ -1,1 +1,2 @@
-"""Pure domain of eventfleet: events, rules, shard state. Imports nothing from the runtime."""
+"""ledger: the pure domain. Events, the rules that fold them into shard state, the codec
+and the shard routing. Imports nothing of ours and does no I/O."""

@@ -18,10 +18,10 @@ from redis import exceptions as rx
 from ledger.codec import encode
 from ledger.events import AddItem, Order, Topup
 from ledger.shards import ShardCounts, destination
-from worker import retry
-from worker.connection import TRANSIENT, FatalRedisError, is_cluster
-from worker.keys import EVENT_FIELD, Keys
-from worker.replication import ShortOfReplicas, write_replicated
+from store import retry
+from store.connection import TRANSIENT, FatalRedisError, is_cluster
+from store.keys import EVENT_FIELD, Keys
+from store.replication import ShortOfReplicas, write_replicated
 
 External = Topup | AddItem | Order
 CHUNK = 1000

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis, RedisNotInstalled
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
 
 
 def _start() -> LocalRedis:

@@ -12,12 +12,12 @@ from typing import Any
 
 import redis
 
-from eventfleet.fleet import LocalFleet, WorkerProc
+from eventfleet.local.fleet import LocalFleet, WorkerProc
 from ledger.events import AddItem, Order, Topup
 from ledger.shards import ShardCounts
 from producer.client import Producer
-from worker.keys import Keys
-from worker.namespace import init_namespace
+from store.keys import Keys
+from store.namespace import init_namespace
 
 FAST = {
     "EVENTFLEET_LEASE_TTL_MS": "1500",
@@ -112,7 +112,7 @@ def plant_crash_looping_entry(r: redis.Redis, keys: Keys, counts: ShardCounts) -
     (shard, entry id)."""
     from ledger.codec import encode
     from ledger.shards import destination
-    from worker.keys import EVENT_FIELD, GROUP
+    from store.keys import EVENT_FIELD, GROUP
 
     poison = Topup(user_id=12, amount=50)
     shard = destination(poison, counts)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eventfleet.bench import FIGURES
+from eventfleet.bench.suite import FIGURES
 from tests.helpers import cli
 
 

@@ -20,21 +20,21 @@ from typing import Any
 import pytest
 import redis
 
-from eventfleet.cli_verify import render
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis
-from eventfleet.status import is_idle
-from eventfleet.verify import verify
+from eventfleet.cli.verify import render
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.status import is_idle
+from eventfleet.ops.verify import verify
 from ledger.events import AddItem, Order, Topup
 from ledger.rules import step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
+from store.keys import EVENT_FIELD, GROUP, Keys
+from store.namespace import init_namespace
 from tests.helpers import cli, wait_for
 from worker.effects import queue_effects
-from worker.keys import EVENT_FIELD, GROUP, Keys
-from worker.namespace import init_namespace
 from worker.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parents[1]

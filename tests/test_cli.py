@@ -7,11 +7,11 @@ from pathlib import Path
 
 import redis
 
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis, free_port
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis, free_port
+from store.keys import Keys
 from tests.fleet_utils import make_fleet
 from tests.helpers import cli, cli_json
-from worker.keys import Keys
 
 
 def test_init_is_idempotent_and_refuses_other_counts(r: redis.Redis, env: dict[str, str]) -> None:
@@ -210,7 +210,7 @@ def test_dlq_redrive_republishes_fixed_letters(
     fleet_factory: list[LocalFleet],
 ) -> None:
     from ledger.shards import ShardCounts, user_shard
-    from worker.keys import EVENT_FIELD
+    from store.keys import EVENT_FIELD
 
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
     keys = Keys(env["EVENTFLEET_NAMESPACE"])

@@ -18,23 +18,23 @@ from typing import Any
 import pytest
 import redis
 
-from eventfleet.fleet import LocalFleet
-from eventfleet.localcluster import LocalCluster
-from eventfleet.localredis import LocalRedis, RedisNotInstalled
-from eventfleet.status import is_idle
+from eventfleet.local.cluster import LocalCluster
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
+from eventfleet.ops.status import is_idle
 from ledger.events import Order
 from ledger.shards import ShardCounts, destination
 from producer.client import NotReplicated, Producer
 from producer.workload import mixed
+from store.connection import connect, is_cluster
+from store.keys import EVENT_FIELD, Keys
+from store.namespace import read_counts
+from store.settings import Settings
 from tests import test_worker_faults as faults
 from tests.fleet_utils import FAST, PacedProducer, log_lines, make_fleet, setup_namespace
 from tests.helpers import cli, cli_json, wait_for
 from tests.recompute import check_against_logs
-from worker.connection import connect, is_cluster
-from worker.keys import EVENT_FIELD, Keys
-from worker.namespace import read_counts
 from worker.scripts import Scripts
-from worker.settings import Settings
 
 
 def _start(replicas: int) -> LocalCluster:

@@ -32,15 +32,16 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from eventfleet.fleet import LocalFleet, WorkerProc
-from eventfleet.localredis import LocalRedis, free_port
-from eventfleet.status import is_idle
+from eventfleet.local.fleet import LocalFleet, WorkerProc
+from eventfleet.local.redisserver import LocalRedis, free_port
+from eventfleet.ops.status import is_idle
 from ledger.codec import encode
 from ledger.events import EVENT_TYPES, AddItem, Order, Topup
 from ledger.shards import ShardCounts, destination, user_shard
 from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
+from store.keys import EVENT_FIELD, GROUP, Keys
 from tests.fleet_utils import (
     FAST,
     log_lines,
@@ -58,7 +59,6 @@ from tests.test_deploy_static import (
 )
 from worker.assignment import assign
 from worker.health import HealthState, serve
-from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.metrics import package_version
 from worker.ownership import LAG_SAMPLE_S
 
@@ -851,7 +851,7 @@ def test_cli_commands_keep_retry_warnings_out_of_their_output(env: dict[str, str
 
 
 LOG_SNIPPET = (
-    "from worker.logs import configure; import structlog; configure('info', 'auto'); "
+    "from store.logs import configure; import structlog; configure('info', 'auto'); "
     "structlog.get_logger('t').info('hello', shard='u1'); "
     "structlog.get_logger('t').debug('hidden')"
 )

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import redis
 
-from eventfleet.localredis import LocalRedis
+from eventfleet.local.redisserver import LocalRedis
 from ledger.events import Topup
 from producer.client import Producer
+from store.keys import Keys
 from tests.fleet_utils import setup_namespace
-from worker.keys import Keys
 
 
 def test_a_killed_connection_mid_publish_loses_nothing(own_redis: LocalRedis) -> None:

@@ -12,16 +12,16 @@ from typing import Any
 
 import redis
 
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis
-from eventfleet.status import is_idle
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.status import is_idle
 from producer.client import Producer
 from producer.workload import mixed
+from store import ids
+from store.keys import GROUP, Keys
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
-from worker import ids
-from worker.keys import GROUP, Keys
 
 
 def delivered(r: redis.Redis, keys: Keys, shards: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""``eventfleet up`` and ``python -m eventfleet.demo``: the first five minutes, end to end.
+"""``eventfleet up`` and ``python -m eventfleet.local.demo``: the first five minutes, end to end.
 
 Each test runs the real command as a user would, with its own TMPDIR so that we can check
 that nothing is left behind: no temp dir, no redis-server, no worker.
@@ -63,7 +63,7 @@ def test_up_refuses_exit_when_idle_without_events() -> None:
 def test_demo_prints_state_and_cleans_up(tmpdir_env: tuple[Path, dict[str, str]]) -> None:
     tmp, env = tmpdir_env
     done = subprocess.run(
-        [sys.executable, "-m", "eventfleet.demo"],
+        [sys.executable, "-m", "eventfleet.local.demo"],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

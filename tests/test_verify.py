@@ -17,20 +17,20 @@ from typing import Any
 import pytest
 import redis
 
-from eventfleet.cli_verify import render
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis
-from eventfleet.status import is_idle
-from eventfleet.verify import verify
+from eventfleet.cli.verify import render
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.status import is_idle
+from eventfleet.ops.verify import verify
 from ledger.codec import encode
 from ledger.events import Release, Topup
 from ledger.shards import ShardCounts, item_shard, user_shard
 from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
+from store.keys import EVENT_FIELD, Keys
+from store.namespace import init_namespace
 from tests.helpers import cli, wait_for
-from worker.keys import EVENT_FIELD, Keys
-from worker.namespace import init_namespace
 
 BASE = "vbase"
 COUNTS = ShardCounts(4, 4)

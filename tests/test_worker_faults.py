@@ -12,15 +12,16 @@ from pathlib import Path
 
 import redis
 
-from eventfleet.fleet import LocalFleet
-from eventfleet.localredis import LocalRedis
-from eventfleet.status import is_idle
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.status import is_idle
 from ledger.codec import encode
 from ledger.events import Topup
 from ledger.shards import destination
 from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
+from store.keys import EVENT_FIELD, Keys
 from tests.fleet_utils import (
     PacedProducer,
     log_lines,
@@ -31,7 +32,6 @@ from tests.fleet_utils import (
 )
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
-from worker.keys import EVENT_FIELD, Keys
 
 
 def wait_idle(r: redis.Redis, ns: str, counts: object, timeout: float = 90) -> None:

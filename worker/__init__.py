@@ -1,1 +1,4 @@
-"""eventfleet runtime package."""
+"""worker: the process that owns shards and applies their streams exactly once.
+
+``main`` starts it, ``loop`` reads, applies and writes, ``ownership`` holds heartbeats, leases,
+takeovers and snapshots. Imports ``ledger`` and ``store`` only."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.codec import encode_outcome
 from ledger.rules import DeadLetter, OutcomeRecord, StepResult
-from worker.keys import EVENT_FIELD, GROUP, Keys
+from store.keys import EVENT_FIELD, GROUP, Keys
 from worker.scripts import Scripts
 
 

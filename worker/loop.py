@@ -20,14 +20,15 @@ import structlog
 
 from ledger.rules import StepResult, step
 from ledger.shards import ShardCounts
-from worker import ids, metrics
-from worker.connection import TRANSIENT
+from store import ids
+from store.connection import TRANSIENT
+from store.keys import EVENT_FIELD
+from store.replication import write_replicated
+from store.settings import Settings
+from worker import metrics
 from worker.effects import queue_effects
-from worker.keys import EVENT_FIELD
 from worker.owned import Owned
 from worker.ownership import Ownership
-from worker.replication import write_replicated
-from worker.settings import Settings
 
 log = structlog.get_logger("eventfleet.worker")
 CLUSTER_IDLE_POLL_S = 0.01

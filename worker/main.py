@@ -7,14 +7,14 @@ import time
 import structlog
 from redis import exceptions as rx
 
-from worker import retry
-from worker.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from store import retry
+from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from store.keys import Keys
+from store.logs import configure
+from store.namespace import NamespaceError, check_counts, read_counts
+from store.settings import Settings
 from worker.health import serve
-from worker.keys import Keys
-from worker.logs import configure
 from worker.loop import Worker
-from worker.namespace import NamespaceError, check_counts, read_counts
-from worker.settings import Settings
 
 EXIT_OK = 0
 EXIT_FATAL = 2

@@ -6,6 +6,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
+from store import retry
+
 # prometheus_client would add a `<name>_created` timestamp series beside every counter and
 # histogram child: one more series per shard and type, which no query or alert here reads.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
@@ -77,3 +79,15 @@ def package_version() -> str:
 
 
 BUILD_INFO.labels(version=package_version()).set(1)
+
+
+def _count_retry(operation: str) -> None:
+    REDIS_RETRIES.labels(operation=operation).inc()
+
+
+def _count_failure(operation: str) -> None:
+    REDIS_ERRORS.labels(operation=operation).inc()
+
+
+retry.hooks.retried = _count_retry
+retry.hooks.failed = _count_failure

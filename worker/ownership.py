@@ -14,14 +14,15 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from ledger.shards import ShardCounts
-from worker import ids, metrics, retry
+from store import ids, retry
+from store.connection import TRANSIENT, is_cluster
+from store.keys import GROUP, Keys
+from store.settings import Settings
+from worker import metrics
 from worker.assignment import targets
-from worker.connection import TRANSIENT, is_cluster
 from worker.health import HealthState
-from worker.keys import GROUP, Keys
 from worker.owned import Owned
 from worker.scripts import Scripts
-from worker.settings import Settings
 from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")

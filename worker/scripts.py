@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import redis
 
-from worker.connection import is_cluster
+from store.connection import is_cluster
 
 # KEYS: lease, epoch. ARGV: worker id, ttl ms. Returns the new epoch (an integer), or the
 # holder's token (a string) when the lease is held.

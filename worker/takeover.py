@@ -18,9 +18,10 @@ import structlog
 from ledger.rules import dead_letter, step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
-from worker import ids, metrics
+from store import ids
+from store.keys import EVENT_FIELD, GROUP, Keys
+from worker import metrics
 from worker.effects import queue_effects
-from worker.keys import EVENT_FIELD, GROUP, Keys
 from worker.scripts import Scripts
 
 log = structlog.get_logger("eventfleet.takeover")

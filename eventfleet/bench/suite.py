@@ -1,0 +1,198 @@
+"""``eventfleet bench``: every performance figure of the fleet, measured in one run on one
+throwaway redis-server so the figures are comparable.
+
+Scenarios (docs/PERFORMANCE.md explains each and what limits it):
+
+a. producer: ``produce file``'s code path (validate the whole file, publish pipelined);
+b. one worker applying pre-loaded top-ups over 16 user shards, first read to idle;
+c. the same with two workers;
+d. a mixed workload with orders, two workers, until every saga step has settled;
+e. the naive consumer (COUNT 1, XACK per entry) on b's entries;
+f. the bare batched loop (COUNT n, json.loads, one XACK per shard batch) on b's entries;
+g. order latency (entry to outcome, both saga hops) at a fixed offered load;
+h. failover: SIGKILL one of four workers, time until each of its shards applies again;
+i. snapshot write and restore of one shard with a million users, and the worker's peak RSS;
+j. the mixed workload with 1 and 2 workers on a single Redis and on a throwaway 3-master
+   Redis Cluster, entries per second (``eventfleet.bench.cluster``, docs/SCALING.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventfleet.bench import cluster as bench_cluster
+from eventfleet.bench import failover as bench_failover
+from eventfleet.bench import runs as bench_runs
+from eventfleet.bench import snapshot as bench_snapshot
+from eventfleet.bench.env import BenchEnv, Say, load, machine_info
+
+SCENARIOS = ("a", "b", "c", "d", "g", "h", "i", "j")
+"""Runnable groups; ``b`` also runs e and f on its data."""
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    label: str
+    unit: str
+    scenario: str
+    field: str
+    op: str = ""
+    limit: float | str | None = None
+    """A number, or the name of a field of the same scenario that holds it."""
+
+    def value(self, scen: dict[str, Any]) -> float | None:
+        v = scen.get(self.scenario, {}).get(self.field)
+        return None if v is None else float(v)
+
+    def target(self, scen: dict[str, Any]) -> float | None:
+        if isinstance(self.limit, str):
+            return float(scen[self.scenario][self.limit])
+        return self.limit
+
+    def met(self, v: float, scen: dict[str, Any]) -> bool | None:
+        limit = self.target(scen)
+        if limit is None:
+            return None
+        return v >= limit if self.op == ">=" else v <= limit
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("a", "produce file (validate + send)", "events/s", "a", "events_per_s", ">=", 150_000),
+    Figure("a.send", "produce file: sending alone", "events/s", "a", "publish_per_s"),
+    Figure("b", "apply, 1 worker", "events/s", "b", "events_per_s", ">=", 100_000),
+    Figure("c", "apply, 2 workers", "events/s", "c", "events_per_s"),
+    Figure("d", "mixed + sagas settled, 2 workers", "events/s", "d", "events_per_s"),
+    Figure("e", "naive consumer (COUNT 1)", "events/s", "e", "events_per_s"),
+    Figure("f", "bare batched loop", "events/s", "f", "events_per_s"),
+    Figure("b/f", "worker / bare loop", "ratio", "ratios", "b/f", ">=", 0.6),
+    Figure("b/e", "worker / naive", "ratio", "ratios", "b/e", ">=", 15),
+    Figure("g.p50", "order latency p50", "ms", "g", "p50_ms"),
+    Figure("g.p99", "order latency p99", "ms", "g", "p99_ms", "<=", 25),
+    Figure("g.max", "order latency max", "ms", "g", "max_ms"),
+    Figure("h.p50", "failover p50", "s", "h", "p50_s"),
+    Figure("h.max", "failover max", "s", "h", "max_s", "<=", "target_max_s"),
+    Figure("i.write", "snapshot write (1 shard)", "s", "i", "write_s", "<=", 2),
+    Figure("i.restore", "snapshot restore", "s", "i", "restore_s", "<=", 2),
+    Figure("i.size", "snapshot size", "MB", "i", "snapshot_mb"),
+    Figure("i.rss", "worker peak RSS", "MB", "i", "peak_rss_mb", "<=", 300),
+    Figure("j.s1", "mixed, 1 worker, single Redis", "entries/s", "j", "single_1w"),
+    Figure("j.s2", "mixed, 2 workers, single Redis", "entries/s", "j", "single_2w"),
+    Figure("j.c1", "mixed, 1 worker, 3-master cluster", "entries/s", "j", "cluster_1w"),
+    Figure("j.c2", "mixed, 2 workers, 3-master cluster", "entries/s", "j", "cluster_2w"),
+)
+
+
+def ratios(scen: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for num, den in (("b", "f"), ("b", "e")):
+        a = scen.get(num, {}).get("events_per_s")
+        b = scen.get(den, {}).get("events_per_s")
+        if a and b:
+            out[f"{num}/{den}"] = round(a / b, 2)
+    return out
+
+
+def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> dict[str, Any]:
+    sizes = bench_runs.QUICK if quick else bench_runs.FULL
+    redis_args = ["--appendfsync", appendfsync]
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    load_before = load()
+    t_start = time.perf_counter()
+    scen: dict[str, Any] = {}
+    with BenchEnv(redis_args, say) as env:
+        machine = machine_info(env.client, redis_args)
+        batch = 1000
+
+        def step(key: str, what: str, fn: Callable[[], dict[str, Any]]) -> None:
+            if key not in only:
+                return
+            say(f"[{key}] {what} ...")
+            t = time.perf_counter()
+            scen[key] = fn() | {"load_after": load()}
+            say(f"[{key}] done in {time.perf_counter() - t:.1f}s")
+
+        step("a", "producer", lambda: bench_runs.producer_file(env, sizes.producer_events))
+        if "b" in only:
+            say("[b] one worker, then [e] naive and [f] bare loops on its data ...")
+            res = bench_runs.one_worker(env, sizes.apply_events, sizes.naive_events, batch)
+            scen.update(res)
+        step(
+            "c",
+            "two workers",
+            lambda: bench_runs.two_workers(env, "topups", sizes.apply_events),
+        )
+        step(
+            "d",
+            "mixed workload",
+            lambda: bench_runs.two_workers(env, "mixed", sizes.mixed_events),
+        )
+        step(
+            "g",
+            "latency",
+            lambda: bench_runs.latency(env, sizes.latency_rate, sizes.latency_seconds),
+        )
+        step("h", "failover", lambda: bench_failover.failover(env, sizes.failover_ttl_ms))
+        step("i", "snapshot", lambda: bench_snapshot.snapshot(env, sizes.snapshot_users))
+        step(
+            "j",
+            "single Redis and 3-master cluster",
+            lambda: bench_cluster.scaling(
+                5_000 if quick else 40_000, (1, 2), redis_args=redis_args
+            ),
+        )
+    scen["ratios"] = ratios(scen)
+    figures: dict[str, float] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    for f in FIGURES:
+        v = f.value(scen)
+        if v is None:
+            continue
+        figures[f.key] = v
+        met = f.met(v, scen)
+        if met is not None:
+            targets[f.key] = {"op": f.op, "target": f.target(scen), "met": met}
+    return {
+        "format": FORMAT,
+        "quick": quick,
+        "started": started,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "machine": machine,
+        "load_before": load_before,
+        "load_after": load(),
+        "sizes": sizes.__dict__,
+        "scenarios": scen,
+        "figures": figures,
+        "targets": targets,
+    }
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The results as a fixed-width table (also the one in docs/PERFORMANCE.md)."""
+    m = doc["machine"]
+    lines = [
+        f"eventfleet bench{' --quick' if doc['quick'] else ''}  {doc['started']}  "
+        f"{doc['seconds']}s",
+        f"machine: {m['cpus']} cpus ({m['cpu_model']}), Python {m['python']}, "
+        f"Redis {m['redis_server']} ({' '.join(m['redis_args'])}), redis-py {m['redis_py']}, "
+        f"hiredis {m['hiredis']}; load {doc['load_before']} -> {doc['load_after']}",
+        "",
+        f"{'':<10} {'figure':<34} {'measured':>12}  {'unit':<9} {'target':<13} met",
+    ]
+    labels = {f.key: f for f in FIGURES}
+    for key, v in doc["figures"].items():
+        f = labels[key]
+        t = doc["targets"].get(key)
+        target = "" if t is None else f"{t['op']} {_num(t['target'])}"
+        met = "" if t is None else ("yes" if t["met"] else "NO")
+        lines.append(f"{key:<10} {f.label:<34} {_num(v):>12}  {f.unit:<9} {target:<13} {met}")
+    return "\n".join(lines)
+
+
+def _num(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:g}"

@@ -1,0 +1,65 @@
+"""``init``, ``worker`` and ``health``: set up a namespace, run a worker, probe it."""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+
+import click
+
+from eventfleet.cli.context import EXIT_FAILED, user_errors
+from eventfleet.cli.options import common, ctx_of
+from ledger.shards import ShardCounts
+
+
+@click.command()
+@common
+@click.option("--user-shards", default=16, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--item-shards", default=16, show_default=True, type=click.IntRange(1, 4096))
+def init(redis_url: str | None, namespace: str | None, user_shards: int, item_shards: int) -> None:
+    """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
+    from store.namespace import init_namespace
+
+    c = ctx_of(redis_url, namespace)
+    with user_errors(c.settings):
+        created = init_namespace(c.redis, c.keys, ShardCounts(user_shards, item_shards))
+    word = "created" if created else "already initialised"
+    click.echo(
+        f"namespace {c.settings.namespace}: {word} "
+        f"({user_shards} user shards, {item_shards} item shards)"
+    )
+
+
+@click.command()
+@common
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="port for /metrics /healthz /readyz [env EVENTFLEET_METRICS_PORT; 9108; 0 off]",
+)
+@click.option("--worker-id", default=None, help="consumer name [env EVENTFLEET_WORKER_ID]")
+def worker(
+    redis_url: str | None, namespace: str | None, metrics_port: int | None, worker_id: str | None
+) -> None:
+    """Run one worker process until SIGTERM (drain) or a second signal (hard stop)."""
+    from worker.main import run_worker
+
+    c = ctx_of(redis_url, namespace, metrics_port=metrics_port, worker_id=worker_id)
+    sys.exit(run_worker(c.settings))
+
+
+@click.command()
+@click.option("--port", type=int, envvar="EVENTFLEET_METRICS_PORT", default=9108, show_default=True)
+@click.option("--ready", is_flag=True, help="check /readyz instead of /healthz")
+def health(port: int, ready: bool) -> None:
+    """Exit 0 when the local worker answers 200 on /healthz (or /readyz); for probes."""
+    url = f"http://127.0.0.1:{port}/{'readyz' if ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError):
+        ok = False
+    click.echo("ok" if ok else "unhealthy")
+    sys.exit(0 if ok else EXIT_FAILED)

@@ -1,0 +1,157 @@
+"""``eventfleet chaos``: inject faults into a local fleet while events flow, then verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError
+
+FIELDS = (
+    "events",
+    "published",
+    "faults",
+    "faults_in_flight",
+    "faults_with_backlog",
+    "mismatches",
+    "invariant_violations",
+    "duplicates_applied",
+    "lost",
+    "dead_letters",
+    "replayed_entries",
+    "recovery_seconds",
+    "duration_seconds",
+    "ok",
+)
+
+
+def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from eventfleet.chaos.run import KINDS
+
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise click.BadParameter(f"choose among {', '.join(KINDS)} (got {value!r})")
+    return tuple(dict.fromkeys(kinds))
+
+
+@click.command("chaos")
+@click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True)
+@click.option("--events", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object on stdout")
+@click.option(
+    "--faults",
+    default="kill,pause,scale,redis_restart",
+    show_default=True,
+    callback=_kinds,
+    help="fault kinds, comma separated (also: client_kill)",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="each round injects every chosen kind once, in a seeded order",
+)
+@click.option(
+    "--fault-interval",
+    type=click.FloatRange(0),
+    default=1.0,
+    show_default=True,
+    help="seconds between one fault's recovery and the next fault",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="use this Redis (a fresh namespace) instead of a throwaway redis-server; "
+    "REDIS_URL is deliberately not read",
+)
+@click.option("--namespace", default=None, help="default: a fresh chaos-<random>")
+@click.option("--user-shards", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--item-shards", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--lease-ttl-ms", type=click.IntRange(200, 5000), default=1500, show_default=True)
+@click.option(
+    "--max-rate", type=click.FloatRange(1), default=3000, show_default=True, help="events/s cap"
+)
+@click.option(
+    "--logdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="keep worker and Redis logs here (default: a temp dir, removed when ok)",
+)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also write the JSON report to this file")  # fmt: skip
+def chaos_cmd(
+    workers: int,
+    events: int,
+    seed: int,
+    as_json: bool,
+    faults: tuple[str, ...],
+    rounds: int,
+    fault_interval: float,
+    redis_url: str | None,
+    namespace: str | None,
+    user_shards: int,
+    item_shards: int,
+    lease_ttl_ms: int,
+    max_rate: float,
+    logdir: Path | None,
+    report: Path | None,
+) -> None:
+    """Run workers, publish a seeded workload, inject faults while it flows, then verify.
+
+    Exit 0 only when nothing was lost, applied twice or mismatched and every invariant holds.
+    """
+    from eventfleet.chaos.run import ChaosConfig, ChaosError, run_chaos
+    from store.logs import configure
+
+    configure("error", "auto")  # retries during a Redis restart are expected: keep quiet
+    cfg = ChaosConfig(
+        workers=workers,
+        events=events,
+        seed=seed,
+        faults=faults,
+        rounds=rounds,
+        fault_interval=fault_interval,
+        redis_url=redis_url,
+        namespace=namespace,
+        user_shards=user_shards,
+        item_shards=item_shards,
+        lease_ttl_ms=lease_ttl_ms,
+        max_rate=max_rate,
+        logdir=logdir,
+    )
+    try:
+        doc = run_chaos(cfg, log=lambda s: click.echo(s, err=True))
+    except ChaosError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    if report is not None:
+        report.write_text(json.dumps(doc, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(doc, separators=(",", ":")))
+    else:
+        for line in table(doc):
+            click.echo(line)
+    sys.exit(0 if doc["ok"] else EXIT_FAILED)
+
+
+def table(doc: dict[str, Any]) -> list[str]:
+    lines = []
+    for name in FIELDS:
+        value = doc[name]
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"{name:<22} {value}")
+    lines += [f"problem: {p}" for p in doc["problems"]]
+    lines += [
+        f"  {f['kind']} {f['shard']} {f['what']}: {f['detail']}" for f in doc["verify"]["findings"]
+    ]
+    if "logdir" in doc:
+        lines.append(f"logs kept in {doc['logdir']}")
+    return lines

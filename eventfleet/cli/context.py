@@ -1,0 +1,89 @@
+"""What every command shares: settings from env and options, the client, the counts, and
+turning user-caused errors into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import redis
+from pydantic import ValidationError
+from redis import exceptions as rx
+
+from ledger.shards import ShardCounts
+from store import retry
+from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from store.keys import Keys
+from store.namespace import NamespaceError, read_counts
+from store.settings import Settings
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UserError(click.ClickException):
+    """One line on stderr, exit ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        setattr(self, "exit_code", code)  # noqa: B010  (click declares it a class variable)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+    _r: redis.Redis | None = None
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.settings.namespace)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._r is None:
+            self._r = connect(self.settings, timeout=10.0)
+            retry.call(self._r.ping, "connect", deadline=time.monotonic() + 3.0)
+        return self._r
+
+    def counts(self) -> ShardCounts:
+        return read_counts(self.redis, self.keys)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: {e['msg']}"
+            for e in err.errors(include_url=False)
+        )
+        raise UserError(f"invalid setting: {problems}", EXIT_USAGE) from None
+
+
+@contextmanager
+def user_errors(settings: Settings | None = None) -> Iterator[None]:
+    """Map what a user can cause to one line; anything else is a bug and keeps its trace."""
+    url = mask_url(settings.redis_url) if settings else "Redis"
+    try:
+        yield
+    except (FatalRedisError, NamespaceError) as exc:
+        raise UserError(str(exc)) from None
+    except rx.ResponseError as exc:  # a permission, credential or missing-key reply
+        fatal = classify(exc)
+        if fatal is None:
+            raise
+        raise UserError(str(fatal)) from None
+    except TRANSIENT as exc:
+        raise UserError(f"cannot reach Redis at {url} ({type(exc).__name__})") from None
+    except BrokenPipeError:  # output piped into `head`
+        sys.stderr.close()
+        raise SystemExit(EXIT_FAILED) from None

@@ -1,0 +1,124 @@
+"""Reading state without asking any worker: snapshot + read-only fold of the stream tail.
+
+Uses the same ``ledger.rules.step`` as the workers; nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ledger.codec import decode_outcome
+from ledger.events import OrderOutcome
+from ledger.rules import StepResult, dead_letter, step
+from ledger.shards import ShardCounts
+from ledger.state import ShardState
+from store import ids
+from store.keys import EVENT_FIELD, Keys
+from worker.takeover import load_snapshot, poison_ids
+
+CHUNK = 5000
+
+
+@dataclass
+class Folded:
+    state: ShardState
+    tail: int
+    from_snapshot: bool
+
+
+def fold_stream(
+    r: redis.Redis,
+    keys: Keys,
+    shard: str,
+    counts: ShardCounts,
+    state: ShardState,
+    *,
+    until: str = "+",
+    on_entry: Callable[[str, StepResult], None] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
+    """Fold entries after ``state.last_id`` (up to ``until``) into ``state``; return how many."""
+    poison = poison_ids(r, keys, shard)
+    stream = keys.events(shard)
+    n = 0
+    start = state.last_id
+    while True:
+        batch: Any = r.xrange(stream, min=f"({start}", max=until, count=CHUNK)
+        if not batch:
+            return n
+        for eid_b, fields in batch:
+            eid = ids.text(eid_b)
+            raw = fields.get(EVENT_FIELD)
+            if eid in poison:
+                text = raw.decode("utf-8", "replace") if raw is not None else ""
+                res = dead_letter(state, eid, text, "max_deliveries", "delivered too often")
+            else:
+                res = step(state, eid, raw, counts)
+            if on_entry is not None:
+                on_entry(eid, res)
+        n += len(batch)
+        start = ids.text(batch[-1][0])
+        if on_chunk is not None:
+            on_chunk(len(batch))
+
+
+def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Folded:
+    snap = load_snapshot(r, keys, shard)
+    state = snap if snap is not None else ShardState(shard)
+    tail = fold_stream(r, keys, shard, counts, state)
+    return Folded(state, tail, snap is not None)
+
+
+def read_outcomes(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[int, OrderOutcome]]:
+    out: list[tuple[int, OrderOutcome]] = []
+    start = "-"
+    while True:
+        batch: Any = r.xrange(keys.outcomes(shard), min=start, max="+", count=CHUNK)
+        if not batch:
+            return out
+        for _eid, fields in batch:
+            out.append((int(fields[b"seq"]), decode_outcome(fields[b"outcome"])))
+        start = "(" + ids.text(batch[-1][0])
+
+
+def outcome_json(o: OrderOutcome) -> dict[str, Any]:
+    return {
+        "status": o.status,
+        "reason": o.reason,
+        "user_id": o.user_id,
+        "item_id": o.item_id,
+        "qty": o.qty,
+        "amount": o.amount,
+    }
+
+
+def state_all(
+    r: redis.Redis,
+    keys: Keys,
+    counts: ShardCounts,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """``on_shard(1)`` is called as each shard is read (a progress bar's advance)."""
+    users: dict[str, Any] = {}
+    items: dict[str, Any] = {}
+    orders: dict[str, Any] = {}
+    for shard in counts.all_shards():
+        st = current(r, keys, shard, counts).state
+        if on_shard is not None:
+            on_shard(1)
+        for uid in sorted(st.balances):
+            users[str(uid)] = {"balance": st.balances[uid]}
+        for iid in sorted(st.items):
+            items[iid] = {"price": st.items[iid].price, "remain": st.items[iid].remain}
+        if shard.startswith("u"):
+            for _seq, o in read_outcomes(r, keys, shard):
+                orders.setdefault(o.order_id, outcome_json(o))
+    return {
+        "users": dict(sorted(users.items(), key=lambda kv: int(kv[0]))),
+        "items": dict(sorted(items.items())),
+        "orders": dict(sorted(orders.items())),
+    }

@@ -1,0 +1,141 @@
+"""Fleet status from Redis alone: owners, epochs, lag, pending, snapshot age, replay estimate."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from ledger.shards import ShardCounts
+from store import ids
+from store.keys import GROUP, Keys
+
+REPLAY_CAP = 100_000
+
+
+@dataclass
+class ShardStatus:
+    shard: str
+    owner: str | None
+    epoch: int | None
+    length: int
+    last_id: str
+    delivered_id: str
+    lag: int | None
+    pending: int
+    snapshot_age_s: float | None
+    snapshot_id: str | None
+    to_replay: int
+    """Entries a new owner would replay now: those after the snapshot (capped)."""
+
+    @property
+    def idle(self) -> bool:
+        return self.pending == 0 and self.delivered_id == self.last_id
+
+
+def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardStatus]:
+    shards = counts.all_shards()
+    pipe = r.pipeline(transaction=False)
+    for s in shards:
+        pipe.xinfo_stream(keys.events(s))
+        pipe.xinfo_groups(keys.events(s))
+        pipe.get(keys.lease(s))
+        pipe.get(keys.snapshot(s))
+    replies: list[Any] = list(pipe.execute())
+    now_ms = time.time() * 1000
+    rows = []
+    for i, s in enumerate(shards):
+        info, groups, lease, snap = replies[4 * i : 4 * i + 4]
+        group = next(g for g in groups if ids.text(g["name"]) == GROUP)
+        owner = epoch = None
+        if lease is not None:
+            owner, _, ep = ids.text(lease).rpartition(":")
+            epoch = int(ep)
+        age = snap_id = None
+        if snap is not None:
+            doc = json.loads(snap)
+            snap_id = str(doc["last_id"])
+            if doc.get("taken_ms"):
+                age = max(0.0, (now_ms - doc["taken_ms"]) / 1000)
+        rows.append(
+            ShardStatus(
+                shard=s,
+                owner=owner,
+                epoch=epoch,
+                length=int(info["length"]),
+                last_id=ids.text(info["last-generated-id"]),
+                delivered_id=ids.text(group["last-delivered-id"]),
+                lag=group.get("lag"),
+                pending=int(group["pending"]),
+                snapshot_age_s=age,
+                snapshot_id=snap_id,
+                to_replay=0,
+            )
+        )
+    pipe = r.pipeline(transaction=False)
+    for row in rows:
+        pipe.xrange(
+            keys.events(row.shard), min=f"({row.snapshot_id or '0-0'}", max="+", count=REPLAY_CAP
+        )
+    for row, tail in zip(rows, pipe.execute(), strict=True):
+        row.to_replay = len(tail)
+    return rows
+
+
+def as_json(rows: list[ShardStatus]) -> dict[str, Any]:
+    return {
+        "shards": [asdict(r) | {"idle": r.idle} for r in rows],
+        "totals": {
+            "lag": sum(r.lag or 0 for r in rows),
+            "pending": sum(r.pending for r in rows),
+            "owned": sum(1 for r in rows if r.owner),
+            "shards": len(rows),
+            "idle": all(r.idle for r in rows),
+        },
+    }
+
+
+def _idle_round(r: redis.Redis, keys: Keys, shards: list[str]) -> list[str] | None:
+    """The last-generated id of every shard stream if all are delivered and acked, else None."""
+    pipe = r.pipeline(transaction=False)
+    for s in shards:
+        pipe.xinfo_stream(keys.events(s))
+        pipe.xinfo_groups(keys.events(s))
+    replies: list[Any] = list(pipe.execute())
+    tails = []
+    for i in range(len(shards)):
+        info, groups = replies[2 * i], replies[2 * i + 1]
+        group = next(g for g in groups if ids.text(g["name"]) == GROUP)
+        tail = ids.text(info["last-generated-id"])
+        if int(group["pending"]) or ids.text(group["last-delivered-id"]) != tail:
+            return None
+        tails.append(tail)
+    return tails
+
+
+def is_idle(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
+    """Every shard stream fully delivered and acked: no entry and no saga step in flight.
+
+    Effects are written before the ack, so an acked order's charge is already in the user's
+    stream, where it shows as undelivered until applied. The shards are read one after the
+    other, so a charge written to a shard already read would be missed by one round: two
+    idle rounds with no stream having grown in between rule that out.
+    """
+    shards = counts.all_shards()
+    first = _idle_round(r, keys, shards)
+    return first is not None and _idle_round(r, keys, shards) == first
+
+
+def wait_idle(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, timeout_s: float, poll_s: float = 0.1
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if is_idle(r, keys, counts):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)

@@ -1,0 +1,67 @@
+"""Creating a namespace (``eventfleet init``) and reading its shard counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis import exceptions as rx
+
+from ledger.shards import ShardCounts
+from store.keys import GROUP, Keys
+
+FORMAT_VERSION = "1"
+
+
+class NamespaceError(Exception):
+    """The namespace is missing or does not match what was asked for."""
+
+
+def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
+    """Create meta, every shard stream and its group. Returns True when it created meta.
+
+    Idempotent; refuses to change the counts of an existing namespace.
+    """
+    created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
+    if created:
+        r.hset(keys.meta, mapping={"item_shards": counts.items, "version": FORMAT_VERSION})
+    existing = read_counts(r, keys)
+    if existing != counts:
+        raise NamespaceError(
+            f"namespace {keys.ns!r} already has {existing.users} user and {existing.items} item "
+            f"shards; it cannot be changed to {counts.users} and {counts.items} "
+            "(shard counts are fixed at init; use a new namespace)"
+        )
+    for shard in counts.all_shards():
+        try:
+            r.xgroup_create(keys.events(shard), GROUP, id="0", mkstream=True)
+        except rx.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+    return created
+
+
+def read_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
+    meta: Any = r.hgetall(keys.meta)
+    if not meta:
+        raise NamespaceError(
+            f"namespace {keys.ns!r} is not initialised on this Redis: run `eventfleet init` first"
+        )
+    try:
+        version = meta.get(b"version", b"1").decode()
+        if version != FORMAT_VERSION:
+            raise NamespaceError(f"namespace {keys.ns!r} has format {version}; this build reads 1")
+        return ShardCounts(int(meta[b"user_shards"]), int(meta[b"item_shards"]))
+    except (KeyError, ValueError) as exc:
+        raise NamespaceError(f"namespace {keys.ns!r} has a damaged meta hash: {exc}") from None
+
+
+def check_counts(actual: ShardCounts, users: int | None, items: int | None) -> None:
+    """A worker configured for other counts refuses to start."""
+    if (users is not None and users != actual.users) or (
+        items is not None and items != actual.items
+    ):
+        raise NamespaceError(
+            f"configured for {users} user / {items} item shards but the namespace has "
+            f"{actual.users} / {actual.items}"
+        )

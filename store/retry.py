@@ -1,0 +1,88 @@
+"""Retrying infrastructure calls (never business logic) with capped, jittered backoff."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_never,
+    wait_exponential_jitter,
+)
+
+from store.errors import TRANSIENT, FatalRedisError, classify
+
+T = TypeVar("T")
+log = structlog.get_logger("eventfleet.retry")
+
+
+def _ignore(operation: str) -> None:
+    return None
+
+
+class Hooks:
+    """Where retries and give-ups are counted: the worker points these at its metrics
+    (``worker.metrics``); other processes count nothing."""
+
+    retried: Callable[[str], None] = _ignore
+    failed: Callable[[str], None] = _ignore
+
+
+hooks = Hooks()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT) and classify(exc) is None
+
+
+def call(
+    fn: Callable[[], T],
+    op: str,
+    *,
+    deadline: float | None = None,
+    max_wait: float = 2.0,
+) -> T:
+    """Run ``fn``, retrying transient Redis errors until ``deadline`` (monotonic) if given.
+
+    A fatal error (credentials, permissions, TLS) raises ``FatalRedisError`` at once. When the
+    deadline passes the last transient error propagates to the caller.
+    """
+
+    def before_sleep(rs: RetryCallState) -> None:
+        hooks.retried(op)
+        exc = rs.outcome.exception() if rs.outcome else None
+        log.warning("redis_retry", operation=op, attempt=rs.attempt_number, error=_short(exc))
+
+    stop = (
+        stop_never if deadline is None else stop_after_delay(max(0.0, deadline - time.monotonic()))
+    )
+    retrying = Retrying(
+        retry=retry_if_exception(_is_transient),
+        wait=wait_exponential_jitter(multiplier=0.05, max=max_wait, jitter=0.1),
+        stop=stop,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(fn)
+    except Exception as exc:
+        hooks.failed(op)
+        fatal = classify(exc)
+        if fatal is not None:
+            raise fatal from None
+        raise
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+__all__ = ["FatalRedisError", "call"]
