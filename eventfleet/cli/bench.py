@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, UserError
+from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
 
 
 @click.command()
@@ -39,7 +39,7 @@ def bench(quick: bool, as_json: bool, out: Path, only: str, appendfsync: str) ->
     Starts its own redis-server (a free loopback port, a temp dir) and worker processes,
     never touching REDIS_URL. Prints a table (or JSON with --json) and writes the JSON.
     """
-    from eventfleet.bench import suite as b
+    b = dev_tool("eventfleet.bench.suite", "bench")
     from eventfleet.bench.env import BenchError
     from eventfleet.local.redisserver import RedisNotInstalled
 

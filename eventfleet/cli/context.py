@@ -3,11 +3,13 @@ turning user-caused errors into one clear line and a non-zero exit."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import click
@@ -87,3 +89,19 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         raise SystemExit(EXIT_FAILED) from None
+
+
+def dev_tool(module: str, command: str) -> ModuleType:
+    """Import one of the development tools (``eventfleet.local``, ``.bench``, ``.chaos``), which
+    the production image leaves out, with one clear line when they are missing."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("eventfleet."):
+            raise
+        raise UserError(
+            f"`eventfleet {command}` is a development tool that this installation leaves out "
+            "(the container image ships only what production runs); run it from a checkout "
+            "with `pip install -e .`",
+            EXIT_USAGE,
+        ) from None

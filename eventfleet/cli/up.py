@@ -8,10 +8,8 @@ from types import FrameType
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError
+from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError, dev_tool
 from eventfleet.cli.options import emit_json, ns_option
-from eventfleet.local.redisserver import RedisNotInstalled
-from eventfleet.local.stack import DEFAULT_RATE, UpConfig, UpError
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -42,7 +40,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     "--rate",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help=f"events per second [default: {DEFAULT_RATE:g} without --events, else unlimited]",
+    help="events per second [default: 500 without --events, else unlimited]",
 )
 @click.option("--seed", type=int, default=1, show_default=True, help="seed of the workload")
 @click.option(
@@ -73,6 +71,7 @@ def up(
     Workers run with a 2 s lease TTL and 5 s snapshots so faults show within seconds.
     Without a terminal (or with --json) it prints progress lines instead of the live view.
     """
+    dev_tool("eventfleet.local.up", "up")  # one clear line where the image left it out
     from eventfleet.local.liveview import LiveView, PlainView
     from eventfleet.local.up import run, summary_lines
     from store.logs import configure
@@ -88,7 +87,9 @@ def up(
         raise UserError(
             "--exit-when-idle needs --events: an endless workload is never idle", EXIT_USAGE
         )
-    cfg = UpConfig(
+    stack = dev_tool("eventfleet.local.stack", "up")
+    redisserver = dev_tool("eventfleet.local.redisserver", "up")
+    cfg = stack.UpConfig(
         workers=workers,
         events=events,
         rate=rate,
@@ -108,7 +109,7 @@ def up(
     try:
         with view:
             summary = run(cfg, view, exit_when_idle=exit_when_idle)
-    except (UpError, RedisNotInstalled) as exc:
+    except (stack.UpError, redisserver.RedisNotInstalled) as exc:
         raise UserError(str(exc)) from None
     if as_json:
         emit_json(summary.as_json())
