@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ledger.state import ShardState
@@ -25,3 +26,27 @@ class Owned:
     @property
     def family(self) -> str:
         return self.name[0]
+
+    @property
+    def read_from(self) -> str:
+        """Where the next group read starts: ``>`` (new entries), or while resyncing, the
+        next of our own pending entries."""
+        return self.cursor if self.resync else ">"
+
+    def resync_from_start(self) -> None:
+        """A read's reply was lost: entries may sit in our pending list unseen. The next reads
+        walk our pending entries from the first before reading new ones."""
+        self.resync, self.cursor = True, "0"
+
+    def resync_past(self, entry_id: str) -> None:
+        """While resyncing, the pending entries up to ``entry_id`` are in hand."""
+        self.cursor = entry_id
+
+    def resync_done(self) -> None:
+        """No pending entries of ours are left: read new entries (``>``) again."""
+        self.resync, self.cursor = False, ">"
+
+
+def earliest_deadline(shards: Iterable[Owned]) -> float:
+    """When the first of these leases may run out: the bound for a call that covers them."""
+    return min(o.deadline for o in shards)

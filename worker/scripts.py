@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+from redis.exceptions import ResponseError
 
 from store.connection import is_cluster
+
+FENCED = "FENCED"
+"""The error code ``FENCED_READ`` replies with when the shard's lease is no longer ours."""
 
 # KEYS: lease, epoch. ARGV: worker id, ttl ms. Returns the new epoch (an integer), or the
 # holder's token (a string) when the lease is held.
@@ -112,6 +116,12 @@ if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
+
+
+def is_fenced(reply: object) -> bool:
+    """Whether a ``FENCED_READ`` reply (taken from a pipeline with ``raise_on_error=False``)
+    is its refusal: an error reply whose code is ``FENCED``."""
+    return isinstance(reply, ResponseError) and str(reply).partition(" ")[0] == FENCED
 
 
 class LuaScript(Protocol):

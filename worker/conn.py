@@ -1,0 +1,30 @@
+"""The worker's side of Redis: the client, its keys and scripts, and calls retried until a
+deadline (by default one lease TTL from now), shared by the loop and ``Ownership``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from store import retry
+from store.connection import is_cluster
+from store.keys import Keys
+from store.settings import Settings
+from worker.scripts import Scripts
+
+
+class Conn:
+    def __init__(self, settings: Settings, r: redis.Redis) -> None:
+        self.r = r
+        self.keys = Keys(settings.namespace)
+        self.scripts = Scripts.register(r)
+        self.cluster = is_cluster(r)
+        self.ttl = settings.lease_ttl_ms / 1000
+        """The lease TTL in seconds."""
+
+    def call(self, fn: Callable[[], Any], op: str, deadline: float | None = None) -> Any:
+        """``fn()``, retried on transient errors until ``deadline`` (monotonic time)."""
+        return retry.call(fn, op, deadline=deadline if deadline else time.monotonic() + self.ttl)
