@@ -30,8 +30,9 @@ class Hooks:
     """Where retries and give-ups are counted: the worker points these at its metrics
     (``worker.metrics``); other processes count nothing."""
 
-    retried: Callable[[str], None] = _ignore
-    failed: Callable[[str], None] = _ignore
+    def __init__(self) -> None:
+        self.retried: Callable[[str], None] = _ignore
+        self.failed: Callable[[str], None] = _ignore
 
 
 hooks = Hooks()
