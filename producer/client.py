@@ -16,14 +16,13 @@ import redis
 from redis import exceptions as rx
 
 from ledger.codec import encode
-from ledger.events import AddItem, Order, Topup
+from ledger.events import ExternalEvent
 from ledger.shards import ShardCounts, destination
 from store import retry
 from store.connection import TRANSIENT, FatalRedisError, is_cluster
 from store.keys import EVENT_FIELD, Keys
 from store.replication import ShortOfReplicas, write_replicated
 
-External = Topup | AddItem | Order
 CHUNK = 1000
 
 
@@ -43,10 +42,41 @@ class NotReplicated(FatalRedisError):
     """Fewer replicas than asked acknowledged a chunk, retried for ``retry_for_s``."""
 
 
+def pack_xadds(conn: Any, stamped: Sequence[tuple[str, str]]) -> list[bytes]:
+    """``XADD <stream> * event <text>`` per stamped entry, packed as one write for ``conn``.
+
+    The one place the producer's XADD is spelled for a raw connection; hiredis packs it
+    directly, skipping redis-py's per-argument checks (which cost more than Redis' XADD).
+    """
+    if _PACK is None:
+        return list(conn.pack_commands([("XADD", s, "*", EVENT_FIELD, t) for s, t in stamped]))
+    return [b"".join([_PACK(("XADD", s, "*", EVENT_FIELD, t)) for s, t in stamped])]
+
+
+def queue_xadds(pipe: Any, stamped: Sequence[tuple[str, str]]) -> None:
+    """The same XADDs queued on a pipeline (a cluster's, or one that ends with ``WAIT``)."""
+    for stream, text in stamped:
+        pipe.xadd(stream, {EVENT_FIELD: text})
+
+
+def read_replies(conn: Any, n: int) -> list[Any]:
+    """Read ``n`` replies in order; then raise the first error reply, as a pipeline does."""
+    replies: list[Any] = []
+    error: rx.ResponseError | None = None
+    for _ in range(n):
+        try:
+            replies.append(conn.read_response())
+        except rx.ResponseError as exc:
+            replies.append(exc)
+            error = error or exc
+    if error is not None:
+        raise error
+    return replies
+
+
 def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
-    """One ``XADD <stream> * event <text>`` per entry, sent as one packed write on one
-    connection and read back in order: a pipeline without redis-py's per-command bookkeeping,
-    which cost more than Redis' XADD itself.
+    """The XADDs of ``stamped`` sent as one packed write on one connection and read back in
+    order: a pipeline without redis-py's per-command bookkeeping.
 
     As ``pipeline(transaction=False).execute()``: every reply is read, then the first error
     reply is raised; a connection that failed midway is dropped, never reused.
@@ -54,22 +84,8 @@ def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
     pool = r.connection_pool
     conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
     try:
-        commands = [("XADD", stream, "*", EVENT_FIELD, text) for stream, text in stamped]
-        if _PACK is None:
-            conn.send_packed_command(conn.pack_commands(commands))
-        else:
-            conn.send_packed_command([b"".join([_PACK(c) for c in commands])])
-        replies: list[Any] = []
-        error: rx.ResponseError | None = None
-        for _ in stamped:
-            try:
-                replies.append(conn.read_response())
-            except rx.ResponseError as exc:
-                replies.append(exc)
-                error = error or exc
-        if error is not None:
-            raise error
-        return replies
+        conn.send_packed_command(pack_xadds(conn, stamped))
+        return read_replies(conn, len(stamped))
     except BaseException:
         conn.disconnect()
         raise
@@ -98,7 +114,7 @@ class Producer:
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
 
-    def stamp(self, event: External) -> tuple[str, str]:
+    def stamp(self, event: ExternalEvent) -> tuple[str, str]:
         """The stream key and entry text for the next event; advances the shard's seq."""
         shard = destination(event, self.counts)
         seq = self.seq.get(shard, 0) + 1
@@ -114,8 +130,7 @@ class Producer:
         """
 
         def queue(pipe: Any) -> None:
-            for stream, text in stamped:
-                pipe.xadd(stream, {EVENT_FIELD: text})
+            queue_xadds(pipe, stamped)
 
         def go() -> list[Any]:
             if self.wait_replicas:
@@ -134,7 +149,7 @@ class Producer:
 
     def publish(
         self,
-        events: Iterable[External],
+        events: Iterable[ExternalEvent],
         *,
         chunk: int = CHUNK,
         on_chunk: Callable[[int], None] | None = None,
@@ -145,7 +160,7 @@ class Producer:
         return self._publish_sequential(it, chunk, on_chunk)
 
     def _publish_sequential(
-        self, it: Iterator[External], chunk: int, on_chunk: Callable[[int], None] | None
+        self, it: Iterator[ExternalEvent], chunk: int, on_chunk: Callable[[int], None] | None
     ) -> int:
         sent = 0
         buf: list[tuple[str, str]] = []
@@ -165,7 +180,7 @@ class Producer:
         return sent
 
     def _publish_overlapped(
-        self, it: Iterator[External], chunk: int, on_chunk: Callable[[int], None] | None
+        self, it: Iterator[ExternalEvent], chunk: int, on_chunk: Callable[[int], None] | None
     ) -> int:
         """Two chunks in flight on one connection: chunk n+1 is stamped and sent while Redis
         still works on chunk n, whose replies are read afterwards (Redis answers in order).
@@ -181,23 +196,14 @@ class Producer:
 
         def confirm(stamped: list[tuple[str, str]]) -> None:
             nonlocal sent
-            error: rx.ResponseError | None = None
-            for _ in stamped:
-                try:
-                    conn.read_response()
-                except rx.ResponseError as exc:
-                    error = error or exc
-            if error is not None:
-                raise error
+            read_replies(conn, len(stamped))
             sent += len(stamped)
             if on_chunk:
                 on_chunk(len(stamped))
 
         def flush(stamped: list[tuple[str, str]]) -> None:
             unread.append(stamped)  # from here on it is re-sent if anything fails
-            conn.send_packed_command(
-                [b"".join([_PACK(("XADD", s, "*", EVENT_FIELD, t)) for s, t in stamped])]
-            )
+            conn.send_packed_command(pack_xadds(conn, stamped))
             if len(unread) > 1:
                 confirm(unread[0])
                 unread.pop(0)

@@ -8,9 +8,7 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from ledger.codec import describe_validation_error
-from ledger.events import EXTERNAL_ADAPTER, AddItem, Order, Topup
-
-External = Topup | AddItem | Order
+from ledger.events import EXTERNAL_ADAPTER, ExternalEvent
 
 
 class BadLine(ValueError):
@@ -19,7 +17,7 @@ class BadLine(ValueError):
         self.lineno = lineno
 
 
-def parse_lines(lines: Iterable[str | bytes]) -> list[External]:
+def parse_lines(lines: Iterable[str | bytes]) -> list[ExternalEvent]:
     """Every non-blank line must be one external event; the first bad line raises."""
     # A big file becomes as many new objects, all kept in one growing list: the cyclic
     # garbage collector would walk them over and over (it took 40% of the time), and they
@@ -33,8 +31,8 @@ def parse_lines(lines: Iterable[str | bytes]) -> list[External]:
             gc.enable()
 
 
-def _parse(lines: Iterable[str | bytes]) -> list[External]:
-    events: list[External] = []
+def _parse(lines: Iterable[str | bytes]) -> list[ExternalEvent]:
+    events: list[ExternalEvent] = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -6,14 +6,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from ledger.events import AddItem, Order, Topup
-
-External = Topup | AddItem | Order
+from ledger.events import AddItem, ExternalEvent, Order, Topup
 
 
 def mixed(
     n: int, seed: int = 1, users: int = 200, items: int = 50, prefix: str | None = None
-) -> Iterator[External]:
+) -> Iterator[ExternalEvent]:
     rng = random.Random(seed)
     tag = prefix if prefix is not None else f"s{seed}"
     known: list[str] = []

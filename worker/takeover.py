@@ -15,11 +15,13 @@ from typing import Any
 import redis
 import structlog
 
-from ledger.rules import dead_letter, step
+from ledger.rules import StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
-from store.keys import EVENT_FIELD, GROUP, Keys
+from store.fold import POISON_REASON, fold
+from store.keys import GROUP, Keys
+from store.shardreads import last_delivered, load_snapshot, poison_ids, written_mark
 from worker import metrics
 from worker.effects import queue_effects
 from worker.scripts import Scripts
@@ -44,24 +46,6 @@ class TakeoverStats:
     snapshot_id: str = "0-0"
     seconds: float = 0.0
     restored: bool = False
-
-
-def load_snapshot(r: redis.Redis, keys: Keys, shard: str) -> ShardState | None:
-    raw: Any = r.get(keys.snapshot(shard))
-    return None if raw is None else ShardState.from_snapshot(raw, shard)
-
-
-def last_delivered(r: redis.Redis, keys: Keys, shard: str) -> str:
-    groups: Any = r.xinfo_groups(keys.events(shard))
-    for g in groups:
-        if ids.text(g["name"]) == GROUP:
-            return ids.text(g["last-delivered-id"])
-    raise LookupError(f"stream of {shard} has no '{GROUP}' group: run `eventfleet init`")
-
-
-def poison_ids(r: redis.Redis, keys: Keys, shard: str) -> set[str]:
-    members: Any = r.smembers(keys.poison(shard))
-    return {ids.text(m) for m in members}
 
 
 def take_over(
@@ -94,8 +78,7 @@ def take_over(
     # applied by someone; if it is still pending, its owners died for other reasons.
     poison = poison_ids(r, keys, shard)
     new_poison = []
-    mark: Any = r.get(keys.written(shard))
-    written = ids.text(mark) if mark is not None else "0-0"
+    written = written_mark(r, keys, shard)
     floor = written if ids.after(written, state.last_id) else state.last_id
     pend: Any = r.xpending_range(stream, GROUP, min="-", max="+", count=100_000)
     for p in pend:
@@ -107,13 +90,13 @@ def take_over(
         poison.update(new_poison)
         stats.poisoned = len(new_poison)
         # counted once, when first found: later takeovers skip them again without counting
-        metrics.DEAD_LETTERS.labels(shard=shard, reason="max_deliveries").inc(len(new_poison))
+        metrics.DEAD_LETTERS.labels(shard=shard, reason=POISON_REASON).inc(len(new_poison))
         for eid in new_poison:
             log.warning(
                 "dead_letter",
                 shard=shard,
                 entry_id=eid,
-                reason="max_deliveries",
+                reason=POISON_REASON,
                 error=f"delivered more than {max_deliveries} times",
             )
 
@@ -131,35 +114,21 @@ def take_over(
             break
     stats.claimed = len(claimed)
 
-    # Replay (snapshot id, last delivered id]
-    start = state.last_id
-    while ids.after(end, start):
-        batch: Any = r.xrange(stream, min=f"({start}", max=end, count=CHUNK)
-        if not batch:
-            break
-        results = []
-        for eid_b, fields in batch:
-            eid = ids.text(eid_b)
-            raw = fields.get(EVENT_FIELD)
-            if eid in poison:
-                text = raw.decode("utf-8", "replace") if raw is not None else ""
-                results.append(
-                    dead_letter(
-                        state,
-                        eid,
-                        text,
-                        "max_deliveries",
-                        f"delivered more than {max_deliveries} times",
-                    )
-                )
-            else:
-                results.append(step(state, eid, raw, counts))
+    # Replay (snapshot id, last delivered id], writing each batch's effects before the next
+    results: list[StepResult] = []
+
+    def on_step(_eid: str, _raw: bytes | None, res: StepResult) -> None:
+        results.append(res)
+
+    def on_batch(n: int) -> None:
         pipe = r.pipeline(transaction=False)
         queue_effects(pipe, keys, scripts, shard, results, [], state.last_id)
         pipe.execute()
-        stats.replayed += len(batch)
-        start = ids.text(batch[-1][0])
+        results.clear()
+        stats.replayed += n
         keepalive()
+
+    fold(r, stream, state, counts, poison, until=end, on_step=on_step, on_batch=on_batch)
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
         state.last_id = end

@@ -28,8 +28,8 @@ from ledger.events import Topup
 from ledger.shards import ShardCounts
 from producer.client import Producer
 from store.keys import Keys
+from store.shardreads import load_snapshot
 from worker.scripts import Scripts
-from worker.takeover import load_snapshot
 
 COUNTS = ShardCounts(1, 1)
 REPEATS = 3

@@ -13,12 +13,10 @@ import click
 from eventfleet.cli.context import EXIT_USAGE, Ctx, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of
 from eventfleet.cli.progress import bar
-from ledger.events import AddItem, Order, Topup
+from ledger.events import AddItem, ExternalEvent, Order, Topup
 from producer.client import Producer
 from producer.files import BadLine, parse_lines
 from producer.workload import mixed
-
-External = Topup | AddItem | Order
 
 
 @click.group()
@@ -38,7 +36,7 @@ def _producer(c: Ctx, wait_replicas: int = 0) -> Producer:
     return Producer(c.redis, c.keys, c.counts(), wait_replicas=wait_replicas)
 
 
-def _one(c: Ctx, event: External, wait_replicas: int) -> None:
+def _one(c: Ctx, event: ExternalEvent, wait_replicas: int) -> None:
     with user_errors(c.settings):
         p = _producer(c, wait_replicas)
         stream, text = p.stamp(event)
@@ -46,7 +44,7 @@ def _one(c: Ctx, event: External, wait_replicas: int) -> None:
     click.echo(f"published {event.type} to {stream.split(':')[1]} as {entry}")
 
 
-def _build(factory: type[External], **fields: object) -> External:
+def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
     from pydantic import ValidationError
 
     from ledger.codec import describe_validation_error
@@ -160,7 +158,7 @@ def p_load(
     click.echo(f"published {n_sent} events", err=not sys.stdout.isatty() and False)
 
 
-def _paced(events: Iterator[External], rate: float) -> Iterator[External]:
+def _paced(events: Iterator[ExternalEvent], rate: float) -> Iterator[ExternalEvent]:
     if not rate:
         yield from events
         return

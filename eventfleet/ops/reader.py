@@ -13,14 +13,13 @@ import redis
 
 from ledger.codec import decode_outcome
 from ledger.events import OrderOutcome
-from ledger.rules import StepResult, dead_letter, step
+from ledger.rules import StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
-from store.keys import EVENT_FIELD, Keys
-from worker.takeover import load_snapshot, poison_ids
-
-CHUNK = 5000
+from store.fold import BATCH, fold
+from store.keys import Keys
+from store.shardreads import load_snapshot, poison_ids
 
 
 @dataclass
@@ -42,28 +41,18 @@ def fold_stream(
     on_chunk: Callable[[int], None] | None = None,
 ) -> int:
     """Fold entries after ``state.last_id`` (up to ``until``) into ``state``; return how many."""
+    step_cb = None if on_entry is None else lambda eid, _raw, res: on_entry(eid, res)
     poison = poison_ids(r, keys, shard)
-    stream = keys.events(shard)
-    n = 0
-    start = state.last_id
-    while True:
-        batch: Any = r.xrange(stream, min=f"({start}", max=until, count=CHUNK)
-        if not batch:
-            return n
-        for eid_b, fields in batch:
-            eid = ids.text(eid_b)
-            raw = fields.get(EVENT_FIELD)
-            if eid in poison:
-                text = raw.decode("utf-8", "replace") if raw is not None else ""
-                res = dead_letter(state, eid, text, "max_deliveries", "delivered too often")
-            else:
-                res = step(state, eid, raw, counts)
-            if on_entry is not None:
-                on_entry(eid, res)
-        n += len(batch)
-        start = ids.text(batch[-1][0])
-        if on_chunk is not None:
-            on_chunk(len(batch))
+    return fold(
+        r,
+        keys.events(shard),
+        state,
+        counts,
+        poison,
+        until=until,
+        on_step=step_cb,
+        on_batch=on_chunk,
+    )
 
 
 def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Folded:
@@ -77,7 +66,7 @@ def read_outcomes(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[int, Ord
     out: list[tuple[int, OrderOutcome]] = []
     start = "-"
     while True:
-        batch: Any = r.xrange(keys.outcomes(shard), min=start, max="+", count=CHUNK)
+        batch: Any = r.xrange(keys.outcomes(shard), min=start, max="+", count=BATCH)
         if not batch:
             return out
         for _eid, fields in batch:

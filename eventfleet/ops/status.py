@@ -11,7 +11,8 @@ import redis
 
 from ledger.shards import ShardCounts
 from store import ids
-from store.keys import GROUP, Keys
+from store.keys import Keys
+from store.shardreads import group_info, parse_lease
 
 REPLAY_CAP = 100_000
 
@@ -49,11 +50,8 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
     rows = []
     for i, s in enumerate(shards):
         info, groups, lease, snap = replies[4 * i : 4 * i + 4]
-        group = next(g for g in groups if ids.text(g["name"]) == GROUP)
-        owner = epoch = None
-        if lease is not None:
-            owner, _, ep = ids.text(lease).rpartition(":")
-            epoch = int(ep)
+        group = group_info(groups, s)
+        held = parse_lease(lease)
         age = snap_id = None
         if snap is not None:
             doc = json.loads(snap)
@@ -63,8 +61,8 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
         rows.append(
             ShardStatus(
                 shard=s,
-                owner=owner,
-                epoch=epoch,
+                owner=held.owner if held else None,
+                epoch=held.epoch if held else None,
                 length=int(info["length"]),
                 last_id=ids.text(info["last-generated-id"]),
                 delivered_id=ids.text(group["last-delivered-id"]),
@@ -108,7 +106,7 @@ def _idle_round(r: redis.Redis, keys: Keys, shards: list[str]) -> list[str] | No
     tails = []
     for i in range(len(shards)):
         info, groups = replies[2 * i], replies[2 * i + 1]
-        group = next(g for g in groups if ids.text(g["name"]) == GROUP)
+        group = group_info(groups, shards[i])
         tail = ids.text(info["last-generated-id"])
         if int(group["pending"]) or ids.text(group["last-delivered-id"]) != tail:
             return None

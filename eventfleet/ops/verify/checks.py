@@ -1,0 +1,182 @@
+"""The checks of ``verify`` on folded shards: stored records against the fold, emitted events
+against their destinations, gap-free sequences, and the invariants over all shards."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from eventfleet.ops.verify.report import SHOWN, Report, ShardFold, is_shard
+from ledger.codec import decode_outcome
+from ledger.events import OrderOutcome
+from ledger.rules import DLQ, OUTCOMES
+from ledger.shards import family
+from ledger.state import ShardState
+from store import ids
+
+
+def check_state(st: ShardState, shard: str, where: str, report: Report) -> None:
+    for uid, bal in st.balances.items():
+        if bal < 0:
+            report.findings.add("invariant", shard, "balance", f"{where}: user {uid} has {bal}")
+    for iid, it in st.items.items():
+        if it.remain < 0:
+            report.findings.add(
+                "invariant", shard, "remain", f"{where}: item {iid} has {it.remain}"
+            )
+
+
+def _compare_records(
+    shard: str,
+    what: str,
+    expected: dict[int, Any],
+    stored: list[tuple[int, Any]],
+    floor: int,
+    quiescent: bool,
+    report: Report,
+) -> None:
+    """Record by record, by seq: one stored record per expected one, equal to it."""
+    by_seq: dict[int, Any] = {}
+    for seq, rec in stored:
+        if seq <= floor:
+            continue
+        if seq in by_seq:
+            report.findings.add("duplicate", shard, what, f"seq {seq} stored twice: {rec}")
+            continue
+        by_seq[seq] = rec
+        if seq not in expected:
+            report.findings.add("duplicate", shard, what, f"seq {seq} not given by the log: {rec}")
+        elif expected[seq] != rec:
+            report.findings.add(
+                "mismatch", shard, what, f"seq {seq}: stored {rec}, log {expected[seq]}"
+            )
+    if quiescent:
+        for seq in sorted(expected.keys() - by_seq.keys()):
+            report.findings.add(
+                "lost", shard, what, f"seq {seq} missing: log gives {expected[seq]}"
+            )
+
+
+def _outcome_text(o: OrderOutcome) -> str:
+    reason = f"/{o.reason}" if o.reason else ""
+    return f"{o.order_id} {o.status}{reason} user {o.user_id} amount {o.amount}"
+
+
+def check_stored(
+    fold: ShardFold, stored_outcomes: list[Any], stored_dead: list[Any], report: Report
+) -> None:
+    shard = fold.shard
+    if family(shard) == "u":
+        want = {o.seq: _outcome_text(o.outcome) for o in fold.outcomes}
+        have = [(int(f[b"seq"]), _outcome_text(decode_outcome(f[b"outcome"])))
+                for f in stored_outcomes]  # fmt: skip
+        _compare_records(shard, "outcomes", want, have, fold.floor.get(OUTCOMES, 0),
+                         report.quiescent, report)  # fmt: skip
+    want_d = {d.seq: f"{d.entry_id} {d.reason}" for d in fold.dead}
+    have_d = [(int(f[b"seq"]), f"{ids.text(f[b'entry_id'])} {ids.text(f[b'reason'])}")
+              for f in stored_dead]  # fmt: skip
+    _compare_records(shard, "dead letters", want_d, have_d, fold.floor.get(DLQ, 0),
+                     report.quiescent, report)  # fmt: skip
+
+
+def check_flows(report: Report) -> None:
+    """Every event a fold emits sits in its destination stream, and nothing else claims to."""
+    folds = report.folds
+    for src, fold in folds.items():
+        for dest, texts in fold.emits.items():
+            floor = fold.floor.get(dest, 0)
+            target = folds.get(dest)
+            if target is None:
+                continue  # destination not checked (trimmed); said in `unchecked`
+            got = target.received.get(src, {})
+            for i, text in enumerate(texts):
+                seq = floor + 1 + i
+                if seq not in got:
+                    if report.quiescent and seq > target.base.get(src, 0):
+                        report.findings.add(
+                            "lost", src, f"emitted to {dest}", f"seq {seq} not in {dest}: {text}"
+                        )
+                elif got[seq] != text:
+                    report.findings.add(
+                        "mismatch", src, f"emitted to {dest}",
+                        f"seq {seq}: {dest} holds {str(got[seq])[:200]}, log gives {text[:200]}",
+                    )  # fmt: skip
+    for dest, target in folds.items():
+        for src, got in target.received.items():
+            origin = folds.get(src)
+            if origin is None or not is_shard(src):
+                continue
+            emitted = origin.state.out_seq.get(dest, 0)
+            for seq in sorted(s for s in got if s > emitted):
+                if report.quiescent:
+                    report.findings.add(
+                        "duplicate", dest, f"received from {src}",
+                        f"({src}, {seq}) is not an event {src}'s log emits: {str(got[seq])[:200]}",
+                    )  # fmt: skip
+
+
+def check_sequences(report: Report) -> None:
+    """Per source, the applied seqs of a shard run 1..n with no gap (after the start)."""
+    for fold in report.folds.values():
+        for source, seqs in fold.received.items():
+            applied = fold.applied_seqs.get(source, set()) | fold.dead_seqs.get(source, set())
+            base = fold.base.get(source, 0)
+            top = max(seqs)
+            missing = [s for s in range(base + 1, top + 1) if s not in applied]
+            for s in missing[:SHOWN]:
+                why = "dropped as a duplicate" if s in seqs else "not in the log"
+                report.findings.add(
+                    "lost", fold.shard, f"from {source}", f"seq {s} never applied ({why})"
+                )
+            if len(missing) > SHOWN:
+                report.findings.counts["lost"] += len(missing) - SHOWN
+
+
+def check_totals(report: Report, stored_orders: Counter[str]) -> None:
+    folds = report.folds.values()
+    ok_scope = report.quiescent and all(f.complete for f in folds)
+    ok_scope = ok_scope and len(report.folds) == len(report.counts.all_shards())
+    confirmed = [o.outcome for f in folds for o in f.outcomes if o.outcome.status == "confirmed"]
+    kinds = Counter(o.outcome.reason or o.outcome.status for f in folds for o in f.outcomes)
+    t: dict[str, Any] = {
+        "entries": sum(f.entries for f in folds),
+        "applied": sum(f.state.applied for f in folds),
+        "duplicates_dropped": sum(f.duplicates for f in folds),
+        "dead_letters": sum(len(f.dead) for f in folds),
+        "topups": sum(f.topups for f in folds),
+        "balances": sum(sum(f.state.balances.values()) for f in folds),
+        "confirmed_amount": sum(o.amount or 0 for o in confirmed),
+        "added": sum(f.added for f in folds),
+        "remain": sum(it.remain for f in folds for it in f.state.items.values()),
+        "confirmed_qty": sum(o.qty for o in confirmed),
+        "orders": sum(sum(f.orders.values()) for f in folds),
+        "outcomes": dict(sorted(kinds.items())),
+    }
+    report.totals = t
+    for f in folds:
+        check_state(f.state, f.shard, "after the log", report)
+    if not ok_scope:
+        report.unchecked.append(
+            "conservation and one outcome per order: not checked "
+            + ("(the fleet was not idle)" if not report.quiescent else "(trimmed shards)")
+        )
+        return
+    if t["topups"] != t["balances"] + t["confirmed_amount"]:
+        report.findings.add(
+            "invariant", "all", "money",
+            f"topups {t['topups']} != balances {t['balances']} + confirmed {t['confirmed_amount']}",
+        )  # fmt: skip
+    if t["added"] != t["remain"] + t["confirmed_qty"]:
+        report.findings.add(
+            "invariant", "all", "stock",
+            f"added {t['added']} != remain {t['remain']} + confirmed qty {t['confirmed_qty']}",
+        )  # fmt: skip
+    orders: Counter[str] = Counter()
+    for f in folds:
+        orders.update(f.orders)
+    for oid in sorted(orders.keys() | stored_orders.keys()):
+        if stored_orders[oid] != orders[oid]:
+            report.findings.add(
+                "invariant", "all", "one outcome per order",
+                f"order {oid}: {stored_orders[oid]} outcome(s) stored for {orders[oid]} order(s)",
+            )  # fmt: skip

@@ -1,0 +1,75 @@
+"""The one read-only fold of a shard's log: XRANGE entries after ``state.last_id`` in batches
+and apply each with ``ledger.rules.step``, dead-lettering the poison entries instead.
+
+The worker's takeover replay, ``eventfleet state`` and ``eventfleet verify`` all fold here.
+Nothing is written: each step's result goes to ``on_step`` as soon as it is folded (so the
+state it sees is the state right after that entry), and ``on_batch`` is called once a batch is
+folded (where the takeover writes the batch's effects and renews its leases).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from typing import Any
+
+import redis
+
+from ledger.rules import StepResult, dead_letter, step
+from ledger.shards import ShardCounts
+from ledger.state import ShardState
+from store import ids
+from store.keys import EVENT_FIELD
+
+BATCH = 2000
+"""Entries read per XRANGE."""
+
+POISON_REASON = "max_deliveries"
+POISON_ERROR = "delivered more than EVENTFLEET_MAX_DELIVERIES times"
+"""The dead letter of a poison entry: one its owners never got past (see worker/takeover.py)."""
+
+OnStep = Callable[[str, bytes | None, StepResult], None]
+"""``(entry id, entry text or None, step result)``, called right after the entry is folded."""
+
+
+def poison_letter(state: ShardState, entry_id: str, raw: bytes | None) -> StepResult:
+    """Fold a poison entry: dead-letter it (advancing ``state.last_id``), never apply it."""
+    text = raw.decode("utf-8", "replace") if raw is not None else ""
+    return dead_letter(state, entry_id, text, POISON_REASON, POISON_ERROR)
+
+
+def fold(
+    r: redis.Redis,
+    stream: str,
+    state: ShardState,
+    counts: ShardCounts,
+    poison: Collection[str],
+    *,
+    until: str = "+",
+    on_step: OnStep | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
+    ``state``; return how many were folded. Entries in ``poison`` are dead-lettered.
+
+    A batch shorter than ``BATCH`` ends the fold: the range held no more entries when read.
+    """
+    n = 0
+    start = state.last_id
+    while until == "+" or ids.after(until, start):
+        lo = "-" if start == "0-0" else f"({start}"
+        batch: Any = r.xrange(stream, min=lo, max=until, count=BATCH)
+        for eid_b, fields in batch:
+            eid = ids.text(eid_b)
+            raw = fields.get(EVENT_FIELD)
+            res = poison_letter(state, eid, raw) if eid in poison else step(state, eid, raw, counts)
+            if on_step is not None:
+                on_step(eid, raw, res)
+        if not batch:
+            break
+        n += len(batch)
+        start = ids.text(batch[-1][0])
+        if on_batch is not None:
+            on_batch(len(batch))
+        if len(batch) < BATCH:
+            break
+    return n
