@@ -30,7 +30,7 @@ from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.events import AddItem, Order, Topup
+from ledger.events import ExternalEvent
 from ledger.shards import ShardCounts
 from producer.client import Producer
 from producer.workload import mixed
@@ -39,6 +39,7 @@ from store.connection import connect
 from store.keys import GROUP, Keys
 from store.namespace import init_namespace
 from store.settings import Settings
+from store.shardreads import parse_lease
 
 COUNTS = ShardCounts(16, 16)
 WORKER_ENV = {"EVENTFLEET_LOG_LEVEL": "warning", "EVENTFLEET_LEASE_TTL_MS": "5000"}
@@ -87,7 +88,8 @@ def _owners(r: redis.Redis, keys: Keys) -> set[str | None]:
     pipe = r.pipeline(transaction=False)
     for s in COUNTS.all_shards():
         pipe.get(keys.lease(s))
-    return {None if v is None else ids.text(v).rpartition(":")[0] for v in pipe.execute()}
+    leases = (parse_lease(v) for v in pipe.execute())
+    return {None if lease is None else lease.owner for lease in leases}
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.005) -> float:
@@ -111,7 +113,7 @@ def _paused(workers: list[WorkerProc]) -> Iterator[None]:
 
 
 def backlog(
-    b: Backend, workdir: Path, name: str, workers: int, events: list[Topup | AddItem | Order]
+    b: Backend, workdir: Path, name: str, workers: int, events: list[ExternalEvent]
 ) -> dict[str, Any]:
     """``workers`` settled workers apply ``events`` pre-loaded while they were paused."""
     keys = Keys(name)

@@ -23,15 +23,15 @@ import redis
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.events import AddItem, Order, Topup
+from ledger.events import ExternalEvent
 from ledger.shards import ShardCounts
 from producer.client import Producer
 from store import ids
 from store.keys import GROUP, Keys
 from store.namespace import init_namespace
+from store.shardreads import parse_lease
 from worker.assignment import assign
 
-External = Topup | AddItem | Order
 Say = Callable[[str], None]
 
 
@@ -195,9 +195,9 @@ def first_read_and_idle(
 def owners(r: redis.Redis, keys: Keys, shards: list[str]) -> dict[str, str | None]:
     """The worker id holding each shard's lease (None: no lease)."""
     vals = r.mget([keys.lease(s) for s in shards])
+    leases = (parse_lease(v) for v in vals)
     return {
-        s: (None if v is None else ids.text(v).rpartition(":")[0])
-        for s, v in zip(shards, vals, strict=True)
+        s: (None if lease is None else lease.owner) for s, lease in zip(shards, leases, strict=True)
     }
 
 
@@ -225,7 +225,9 @@ def start_settled(
 
 
 # ---- producing -------------------------------------------------------------------------
-def publish(r: redis.Redis, keys: Keys, counts: ShardCounts, events: Iterable[External]) -> int:
+def publish(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, events: Iterable[ExternalEvent]
+) -> int:
     return Producer(r, keys, counts).publish(events)
 
 
@@ -243,7 +245,7 @@ def log_events(w: WorkerProc, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def stage(env: BenchEnv, keys: Keys, counts: ShardCounts, events: Iterable[External]) -> Keys:
+def stage(env: BenchEnv, keys: Keys, counts: ShardCounts, events: Iterable[ExternalEvent]) -> Keys:
     """Publish ``events`` into a staging namespace beside ``keys`` (same hash tags)."""
     staged = env.namespace(f"{keys.ns}-staged", counts)
     publish(env.client, staged, counts, events)
