@@ -1,5 +1,6 @@
 """Fixtures: a real redis-server per test session on a free port in a temp dir (never the
-machine's 6379), flushed per test; a private one for tests that stop or kill Redis."""
+machine's 6379), flushed per test; a private one for tests that stop or kill Redis; a
+redis-server per module with the shipped ACL file (tests/secure_redis.py) for the ACL tests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ import redis
 
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
+from tests.secure_redis import (
+    EVENTS,
+    GROUP,
+    META,
+    SCRIPT,
+    SCRIPT_SHA,
+    SNAPSHOT,
+    Server,
+    acl_copy,
+    connect,
+    start_redis,
+)
 
 
 def _start() -> LocalRedis:
@@ -66,3 +79,39 @@ def fleet_factory(tmp_path: Path) -> Iterator[list[LocalFleet]]:
     yield fleets
     for f in fleets:
         f.stop_all(timeout=15)
+
+
+# ---------------------------------------------------------------- the shipped ACL file
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("redis-acl")
+    aclfile = acl_copy(workdir)
+    server = start_redis(workdir, lambda port: ["--port", str(port), "--aclfile", str(aclfile)])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def port(acl_server: Server) -> Iterator[int]:
+    root = connect(acl_server.port, "root")
+    root.flushall()
+    root.script_flush()
+    yield acl_server.port
+    root.close()
+
+
+@pytest.fixture
+def seeded(port: int) -> dict[str, str]:
+    """Namespace data as `init` and a producer would leave it; returns placeholders' values."""
+    root = connect(port, "root")
+    root.hset(META, mapping={"user_shards": 1, "item_shards": 8, "version": 1})
+    root.xgroup_create(EVENTS, GROUP, id="0", mkstream=True)
+    entry = root.xadd(EVENTS, {"event": "{}"})
+    root.xadd(EVENTS, {"event": "{}"})
+    root.xreadgroup(GROUP, "w-old", {EVENTS: ">"}, count=1)  # one pending entry
+    root.set(SNAPSHOT, "{}")
+    root.script_load(SCRIPT)
+    root.close()
+    return {"$ID": str(entry), "$SHA": SCRIPT_SHA}

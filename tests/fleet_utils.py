@@ -1,21 +1,17 @@
-"""Shared pieces of the worker tests: a namespace with a fleet, a paced producer thread,
-reading worker logs, lease owners."""
+"""Shared pieces of the worker tests: a namespace with a fleet, reading worker logs, lease
+owners (the paced producer thread is eventfleet.chaos.paced.PacedProducer)."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from eventfleet.local.fleet import LocalFleet, WorkerProc
-from ledger.events import AddItem, Order, Topup
+from ledger.events import Topup
 from ledger.shards import ShardCounts
-from producer.client import Producer
 from store.keys import Keys
 from store.namespace import init_namespace
 
@@ -67,43 +63,6 @@ def delivered_total(r: redis.Redis, ns: str, counts: ShardCounts) -> int:
         for g in r.xinfo_groups(keys.events(s)):
             total += int(g.get("entries-read") or 0)
     return total
-
-
-class PacedProducer(threading.Thread):
-    """Publishes events in chunks at a steady rate, in the background (load generation)."""
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        ns: str,
-        counts: ShardCounts,
-        events: Iterable[Topup | AddItem | Order],
-        rate: float,
-        chunk: int = 200,
-    ) -> None:
-        super().__init__(daemon=True)
-        self.producer = Producer(client, Keys(ns), counts)
-        self.events = list(events)
-        self.rate = rate
-        self.chunk = chunk
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        start = time.monotonic()
-        try:
-            for i in range(0, len(self.events), self.chunk):
-                due = start + i / self.rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # pacing the load, not waiting for a result
-                self.sent += self.producer.publish(self.events[i : i + self.chunk])
-        except BaseException as exc:
-            self.error = exc
-
-    @property
-    def done(self) -> bool:
-        return not self.is_alive()
 
 
 def plant_crash_looping_entry(r: redis.Redis, keys: Keys, counts: ShardCounts) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import redis
 
+from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
@@ -31,7 +32,7 @@ from store.keys import EVENT_FIELD, Keys
 from store.namespace import read_counts
 from store.settings import Settings
 from tests import test_worker_faults as faults
-from tests.fleet_utils import FAST, PacedProducer, log_lines, make_fleet, setup_namespace
+from tests.fleet_utils import FAST, log_lines, make_fleet, setup_namespace
 from tests.helpers import cli, cli_json, wait_for
 from tests.recompute import check_against_logs
 from worker.scripts import Scripts
@@ -119,7 +120,7 @@ def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(
         fleet.start()
     wait_for(lambda: None not in owners(rc, namespace, counts).values(), 30, "every shard owned")
     events = list(mixed(8000, seed=17, users=300, items=40))
-    producer = PacedProducer(rc, namespace, counts, events, rate=1500)
+    producer = PacedProducer(rc, Keys(namespace), counts, events, rate=1500, chunk=200)
     producer.start()
     rng = random.Random(17)
     kills = kills_in_flight = 0
@@ -135,7 +136,7 @@ def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(
         if kills > 40:
             break
     assert producer.error is None
-    assert producer.sent == len(events)
+    assert producer.published == len(events)
     wait_idle(rc, namespace, counts)
     assert kills >= 3 and kills_in_flight >= 2, (kills, kills_in_flight)
     check_against_logs(rc, namespace, events)
@@ -208,10 +209,10 @@ def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
     ws = [fleet.start() for _ in range(3)]
     wait_for(lambda: None not in owners(r, namespace, counts).values(), 30, "every shard owned")
     events = list(mixed(6000, seed=23, users=300, items=40))
-    producer = PacedProducer(r, namespace, counts, events, rate=1500)
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=1500, chunk=200)
     producer.producer.wait_replicas = 1  # each chunk on a replica before it counts as sent
     producer.start()
-    wait_for(lambda: producer.sent >= 1500, 30, "events in flight")
+    wait_for(lambda: producer.published >= 1500, 30, "events in flight")
     victim = replicated.master_of(keys.events("u0"))
     before = {i.port: i for i in replicated.topology()}
     replica = next(i for i in before.values() if i.master_id == before[victim.port].node_id)
@@ -224,7 +225,7 @@ def test_fleet_carries_on_after_a_master_fails_over_to_its_replica(
     replicated.wait_ok(60)
     producer.join(120)
     assert producer.error is None, repr(producer.error)
-    assert producer.sent == len(events)
+    assert producer.published == len(events)
     wait_idle(r, namespace, counts)
     assert all(w.alive for w in ws), "a worker died during the failover"
     noticed = [
@@ -360,7 +361,7 @@ CLUSTER_ACL = "+cluster|slots +cluster|shards +command +command|getkeys +asking"
 def test_shipped_acl_users_run_the_fleet_on_a_cluster(
     tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
-    from tests.test_acl_tls import ACL_FILE, ROOT_PASSWORD, ROOT_USER, password
+    from tests.secure_redis import ACL_FILE, ROOT_PASSWORD, ROOT_USER, password
 
     lines = ACL_FILE.read_text(encoding="utf-8").splitlines()
     acl = tmp_path / "users.acl"
@@ -414,9 +415,9 @@ def test_slots_moved_between_masters_mid_run(
         fleet = make_fleet(c.urls[1], namespace, tmp_path, fleet_factory)
         ws = [fleet.start() for _ in range(3)]
         events = list(mixed(6000, seed=43, users=300, items=40))
-        producer = PacedProducer(r, namespace, counts, events, rate=1500)
+        producer = PacedProducer(r, Keys(namespace), counts, events, rate=1500, chunk=200)
         producer.start()
-        wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+        wait_for(lambda: producer.published >= 1000, 30, "events in flight")
         where = {s: c.master_of(keys.events(s)).port for s in counts.all_shards()}
         busiest = max(set(where.values()), key=list(where.values()).count)
         source, target = c.node(busiest), next(n for n in c.live() if n.port != busiest)
@@ -426,7 +427,7 @@ def test_slots_moved_between_masters_mid_run(
         moved = [s for s in counts.all_shards() if c.master_of(keys.events(s)) is target]
         assert len(moved) > sum(1 for p in where.values() if p == target.port)
         producer.join(120)
-        assert producer.error is None and producer.sent == len(events)
+        assert producer.error is None and producer.published == len(events)
         wait_idle(r, namespace, counts)
         assert all(w.alive for w in ws)
         check_against_logs(r, namespace, events)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
@@ -23,7 +24,6 @@ from producer.client import Producer
 from producer.workload import mixed
 from store.keys import EVENT_FIELD, Keys
 from tests.fleet_utils import (
-    PacedProducer,
     log_lines,
     make_fleet,
     owners,
@@ -50,7 +50,7 @@ def test_mixed_workload_survives_a_sigkill_every_second(
     for _ in range(3):
         fleet.start()
     events = list(mixed(20_000, seed=7, users=300, items=40))
-    producer = PacedProducer(r, namespace, counts, events, rate=2000)
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=2000, chunk=200)
     producer.start()
     rng = random.Random(7)
     kills = 0
@@ -68,7 +68,7 @@ def test_mixed_workload_survives_a_sigkill_every_second(
         if kills > 60:
             break
     assert producer.error is None
-    assert producer.sent == len(events)
+    assert producer.published == len(events)
     wait_idle(r, namespace, counts)
     assert kills >= 5 and kills_in_flight >= 3, (kills, kills_in_flight)
     check_against_logs(r, namespace, events)
@@ -90,9 +90,9 @@ def test_paused_worker_writes_nothing_after_its_lease_expired(
         "both workers to own shards",
     )
     events = list(mixed(6000, seed=3))
-    producer = PacedProducer(r, namespace, counts, events, rate=3000)
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=3000, chunk=200)
     producer.start()
-    wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+    wait_for(lambda: producer.published >= 1000, 30, "events in flight")
     held = {s for s, o in owners(r, namespace, counts).items() if o == a.worker_id}
     assert held
     a.proc.send_signal(signal.SIGSTOP)
@@ -137,9 +137,9 @@ def test_join_and_graceful_leave_move_shards_without_waiting_for_the_ttl(
         "three workers to share the shards",
     )
     events = list(mixed(8000, seed=5))
-    producer = PacedProducer(r, namespace, counts, events, rate=2000)
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=2000, chunk=200)
     producer.start()
-    wait_for(lambda: producer.sent >= 1000, 30, "events in flight")
+    wait_for(lambda: producer.published >= 1000, 30, "events in flight")
     fourth = fleet.start()
     wait_for(
         lambda: fourth.worker_id in owners(r, namespace, counts).values(),
@@ -306,12 +306,12 @@ def test_workers_ride_out_a_redis_restart(
     fleet = make_fleet(own_redis.url, namespace, tmp_path, fleet_factory)
     ws = [fleet.start() for _ in range(2)]
     events = list(mixed(6000, seed=21))
-    producer = PacedProducer(r, namespace, counts, events, rate=3000)
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=3000, chunk=200)
     producer.start()
-    wait_for(lambda: producer.sent >= 1500, 30, "events in flight")
+    wait_for(lambda: producer.published >= 1500, 30, "events in flight")
     own_redis.restart(kill=True)  # SIGKILL: appendfsync always keeps every acknowledged write
     producer.join(90)
-    assert producer.error is None and producer.sent == len(events)
+    assert producer.error is None and producer.published == len(events)
     wait_idle(r, namespace, counts)
     assert all(w.alive for w in ws), "a worker died on a transient Redis error"
     # every connection died with the old process: the workers come back on new ones

@@ -30,7 +30,7 @@ FIELDS = (
 
 
 def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from eventfleet.chaos.run import KINDS
+    from eventfleet.chaos.config import KINDS
 
     kinds = tuple(k.strip() for k in value.split(",") if k.strip())
     bad = [k for k in kinds if k not in KINDS]
@@ -108,7 +108,8 @@ def chaos_cmd(
 
     Exit 0 only when nothing was lost, applied twice or mismatched and every invariant holds.
     """
-    from eventfleet.chaos.run import ChaosConfig, ChaosError, run_chaos
+    from eventfleet.chaos.config import ChaosConfig, ChaosError
+    from eventfleet.chaos.run import run_chaos
     from store.logs import configure
 
     configure("error", "auto")  # retries during a Redis restart are expected: keep quiet

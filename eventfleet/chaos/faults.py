@@ -1,0 +1,184 @@
+"""Injecting one fault into a running fleet and timing how long its shards take to recover.
+
+- ``kill``: SIGKILL a worker that holds shards, start a replacement;
+- ``pause``: SIGSTOP a worker that holds shards until others have taken them over (so past
+  its lease TTL), then SIGCONT it: it wakes up as a zombie and must write nothing stale;
+- ``scale``: start one or two workers, wait until the shards have moved to them, then
+  SIGTERM as many workers that hold shards;
+- ``redis_restart``: stop redis-server (SIGTERM and SIGKILL alternately) and start it on the
+  same data (appendonly yes, appendfsync always);
+- ``client_kill``: CLIENT KILL every worker and producer connection.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventfleet.chaos.config import POLL_S, PRODUCER_NAME, RECOVERY_DEADLINE_S, ChaosError
+from eventfleet.chaos.observe import Observer, View, holders
+from eventfleet.chaos.paced import PacedProducer
+from eventfleet.local.fleet import LocalFleet, WorkerProc
+from eventfleet.local.redisserver import LocalRedis
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    at_s: float
+    victims: list[str]
+    shards: list[str]
+    producer_active: bool
+    backlog: int
+    """Entries unacked or not yet delivered on the affected shards at the fault (counted with
+    XRANGE, at most BACKLOG_CAP undelivered per shard: XINFO's lag is unknown after a Redis
+    restart)."""
+    recovery_s: list[float] = field(default_factory=list)
+    unrecovered: list[str] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def in_flight(self) -> bool:
+        return bool(self.shards) and self.producer_active
+
+
+class FaultInjector:
+    """Strikes the fleet one fault at a time and keeps track of the workers it stopped (and of
+    those that exited by themselves, which are replaced)."""
+
+    def __init__(
+        self,
+        observer: Observer,
+        fleet: LocalFleet,
+        producer: PacedProducer,
+        local: LocalRedis | None,
+        rng: random.Random,
+        t_start: float,
+        say: Callable[[str], None],
+    ) -> None:
+        self.observer = observer
+        self.fleet = fleet
+        self.producer = producer
+        self.local = local
+        self.rng = rng
+        self.t_start = t_start
+        self.say = say
+        self.stopped_on_purpose: set[str] = set()
+        self.unexpected: list[dict[str, Any]] = []
+        self.restarts = 0
+
+    def live(self) -> list[WorkerProc]:
+        return [w for w in self.fleet.live() if w.worker_id not in self.stopped_on_purpose]
+
+    def check_exits(self) -> None:
+        for w in self.fleet.workers:
+            code = w.proc.poll()
+            if code is None or w.worker_id in self.stopped_on_purpose:
+                continue
+            self.stopped_on_purpose.add(w.worker_id)
+            tail = w.log_path.read_text(errors="replace")[-1500:]
+            self.unexpected.append({"worker": w.worker_id, "exit": code, "log_tail": tail})
+            self.say(f"worker {w.worker_id} exited by itself ({code}); starting a replacement")
+            self.fleet.start()
+
+    def _pick_holders(self, k: int) -> tuple[list[WorkerProc], dict[str, View]]:
+        """Up to ``k`` live workers that hold shards now (waits until one does)."""
+        deadline = time.monotonic() + RECOVERY_DEADLINE_S
+        while True:
+            view = self.observer.view()
+            held = holders(view)
+            cands = [w for w in self.live() if held.get(w.worker_id)]
+            if cands or time.monotonic() > deadline:
+                self.rng.shuffle(cands)
+                return cands[:k], view
+            time.sleep(POLL_S)
+
+    def inject(self, kind: str) -> FaultRecord:
+        self.check_exits()
+        k = 1 if kind != "scale" else self.rng.choice((1, 2))
+        added: list[WorkerProc] = []
+        settled = True
+        if kind == "scale":
+            added = [self.fleet.start() for _ in range(k)]
+            settled = self.observer.wait_settled(w.worker_id for w in added)
+        # Strike right after a burst is published, while the workers are applying it.
+        self.producer.chunk_sent.clear()
+        self.producer.chunk_sent.wait(timeout=2.0)
+        victims, view = self._pick_holders(k)
+        rec = self._record(kind, victims, view)
+        if added:
+            rec.note = f"added {', '.join(w.worker_id for w in added)}"
+            rec.note += "" if settled else " (shards not moved to them within 60 s)"
+        before = {s: view[s] for s in rec.shards}
+        t0 = time.monotonic()
+        self._strike(kind, victims, rec)
+        by_worker = kind in ("kill", "pause", "scale")
+        rec.recovery_s, rec.unrecovered = self.observer.await_recovery(t0, before, by_worker)
+        if kind == "pause":
+            rec.note = f"paused {time.monotonic() - t0:.2f}s"
+            for w in victims:
+                self.fleet.resume(w)
+        if kind == "scale":
+            for w in victims:
+                code = w.proc.wait(timeout=60)
+                rec.note += f"; {w.worker_id} exited {code} on SIGTERM"
+        return rec
+
+    def _record(self, kind: str, victims: list[WorkerProc], view: dict[str, View]) -> FaultRecord:
+        """The fault about to strike: its victims, the shards it hits and their backlog."""
+        held = holders(view)
+        if kind in ("redis_restart", "client_kill"):
+            shards = sorted(s for s, v in view.items() if v.owner)
+            names = sorted(held)
+        else:
+            shards = sorted(s for w in victims for s in held.get(w.worker_id, []))
+            names = [w.worker_id for w in victims]
+        return FaultRecord(
+            kind,
+            round(time.monotonic() - self.t_start, 3),
+            names,
+            shards,
+            self.producer.active(),
+            self.observer.backlog(view, shards),
+        )
+
+    def _strike(self, kind: str, victims: list[WorkerProc], rec: FaultRecord) -> None:
+        if kind == "kill":
+            for w in victims:
+                self.stopped_on_purpose.add(w.worker_id)
+                self.fleet.kill(w)
+            self.fleet.start()
+        elif kind == "pause":
+            for w in victims:
+                self.fleet.pause(w)
+        elif kind == "scale":
+            for w in victims:
+                self.stopped_on_purpose.add(w.worker_id)
+                w.proc.send_signal(15)
+        elif kind == "redis_restart":
+            self._restart_redis(rec)
+        elif kind == "client_kill":
+            rec.note = f"killed {self._client_kill()} connections"
+
+    def _restart_redis(self, rec: FaultRecord) -> None:
+        if self.local is None:
+            raise ChaosError("redis_restart needs the throwaway redis-server")
+        hard = self.restarts % 2 == 1
+        self.restarts += 1
+        self.local.stop(kill=hard)
+        self.local.start(timeout=120.0)
+        rec.note = f"redis-server stopped with {'SIGKILL' if hard else 'SIGTERM'} and restarted"
+
+    def _client_kill(self) -> int:
+        r = self.observer.r
+        ours = {w.worker_id for w in self.fleet.workers} | {PRODUCER_NAME}
+        clients: Any = self.observer.call(r.client_list, "client_list")
+        targets = [str(c["id"]) for c in clients if c.get("name") in ours]
+
+        def kill() -> int:
+            return sum(int(r.client_kill_filter(_id=cid)) for cid in targets)
+
+        return int(self.observer.call(kill, "client_kill"))

@@ -1,0 +1,132 @@
+"""The chaos run's JSON report: the verdict of ``verify``, what the producer published, the
+fault log with recovery times, and what the worker logs show."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections import Counter
+from dataclasses import asdict
+from typing import Any
+
+from eventfleet.chaos.config import DEFAULT_KINDS, KINDS, ChaosConfig
+from eventfleet.chaos.faults import FaultRecord
+from eventfleet.local.fleet import WorkerProc
+from eventfleet.ops.verify import Report
+from ledger.shards import ShardCounts
+from producer.client import Producer
+
+VERDICT = ("mismatches", "invariant_violations", "duplicates_applied", "lost")
+
+
+def build_report(
+    cfg: ChaosConfig,
+    counts: ShardCounts,
+    result: Report,
+    *,
+    idle: bool,
+    stop_codes: dict[str, int],
+    records: list[FaultRecord],
+    producer: Producer,
+    published: int,
+    producer_error: str | None,
+    unexpected: list[dict[str, Any]],
+    workers: list[WorkerProc],
+    duration_s: float,
+) -> dict[str, Any]:
+    lost = result.count("lost")
+    missing = producer_shortfall(result, producer)
+    samples = [s for r in records for s in r.recovery_s]
+    replayed, errors = scan_logs(workers)
+    problems = []
+    if not idle:
+        problems.append(f"the fleet was not idle {cfg.idle_timeout_s:g}s after the run")
+    if producer_error:
+        problems.append(f"the producer failed: {producer_error}")
+    if missing:
+        problems.append(f"{missing} published events never applied")
+    if unexpected:
+        problems.append(f"{len(unexpected)} workers exited by themselves")
+    unrecovered = sum(len(r.unrecovered) for r in records)
+    if unrecovered:
+        problems.append(f"{unrecovered} shards did not apply again within 60 s of a fault")
+    if any(stop_codes.values()):
+        problems.append(f"workers exited non-zero on the final SIGTERM: {stop_codes}")
+    faults = Counter(r.kind for r in records)
+    doc: dict[str, Any] = {
+        "events": cfg.events,
+        "published": published,
+        "faults": {k: faults.get(k, 0) for k in KINDS if k in DEFAULT_KINDS or faults[k]},
+        "faults_total": len(records),
+        "faults_in_flight": sum(1 for r in records if r.in_flight),
+        "faults_with_backlog": sum(1 for r in records if r.backlog > 0),
+        "mismatches": result.count("mismatch"),
+        "invariant_violations": result.count("invariant"),
+        "duplicates_applied": result.count("duplicate"),
+        "lost": lost + missing,
+        "dead_letters": result.totals.get("dead_letters", 0),
+        "replayed_entries": replayed,
+        "recovery_seconds": {
+            "p50": round(statistics.median(samples), 3) if samples else None,
+            "max": round(max(samples), 3) if samples else None,
+            "samples": len(samples),
+        },
+        "duration_seconds": round(duration_s, 1),
+        "ok": False,
+        "problems": problems,
+        "outcomes": result.totals.get("outcomes", {}),
+        "entries_folded": result.totals.get("entries", 0),
+        "worker_errors": errors,
+        "unexpected_exits": unexpected,
+        "verify": {
+            "quiescent": result.quiescent,
+            "findings": [vars(f) for f in result.findings.shown[:50]],
+            "unchecked": result.unchecked,
+        },
+        "settings": {
+            "workers": cfg.workers,
+            "seed": cfg.seed,
+            "rounds": cfg.rounds,
+            "fault_interval_s": cfg.fault_interval,
+            "lease_ttl_ms": cfg.lease_ttl_ms,
+            "snapshot_interval_s": cfg.snapshot_interval_s,
+            "user_shards": counts.users,
+            "item_shards": counts.items,
+            "cpus": os.cpu_count(),
+        },
+        "fault_log": [asdict(r) | {"in_flight": r.in_flight} for r in records],
+    }
+    doc["ok"] = not problems and not any(doc[k] for k in VERDICT)
+    return doc
+
+
+def producer_shortfall(result: Report, producer: Producer) -> int:
+    """Events the producer published (per shard, by its seq) that no fold applied."""
+    src = producer.source
+    short = 0
+    for shard, sent in producer.seq.items():
+        fold = result.folds.get(shard)
+        if fold is None:
+            continue
+        took = fold.applied_by(src) + len(fold.dead_seqs.get(src, ()))
+        short += max(0, sent - took)
+    return short
+
+
+def scan_logs(workers: list[WorkerProc]) -> tuple[int, int]:
+    """Entries replayed on takeovers (``lease_acquired`` lines) and error lines."""
+    replayed = errors = 0
+    for w in workers:
+        for line in w.log_path.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                errors += line.startswith("Traceback")
+                continue
+            if not isinstance(doc, dict):
+                continue
+            if doc.get("event") == "lease_acquired":
+                replayed += int(doc.get("replayed", 0))
+            errors += doc.get("level") == "error"
+    return replayed, errors

@@ -1,0 +1,235 @@
+"""The shipped Redis ACL file, against a real redis-server (see tests/secure_redis.py): who
+may log in, and what the admin, producer and worker users may and may not send."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+import redis
+from redis import exceptions as rx
+
+from tests.secure_redis import (
+    ACL_FILE,
+    CONTRACTS,
+    DLQ,
+    EPOCH,
+    EVENTS,
+    GROUP,
+    ITEM_EVENTS,
+    LEASE,
+    META,
+    NO_RETRY,
+    OUTCOMES,
+    POISON,
+    SCRIPT,
+    SNAPSHOT,
+    WORKERS,
+    connect,
+    password,
+    refused,
+    send,
+)
+
+
+def test_default_user_is_off(port: int) -> None:
+    anonymous = redis.Redis(host="127.0.0.1", port=port, retry=NO_RETRY)
+    with pytest.raises(rx.AuthenticationError):
+        anonymous.ping()
+    with pytest.raises(rx.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="anything", retry=NO_RETRY).ping()
+
+
+@pytest.mark.parametrize("role", ["admin", "worker", "producer"])
+def test_each_user_logs_in_with_its_demo_password_only(port: int, role: str) -> None:
+    assert connect(port, role).ping() is True
+    with pytest.raises(rx.AuthenticationError):
+        connect(port, role, secret=password(role) + "x").ping()
+
+
+def test_demo_passwords_match_the_acl_hashes() -> None:
+    text = ACL_FILE.read_text(encoding="utf-8")
+    for role in ("admin", "worker", "producer"):
+        digest = hashlib.sha256(password(role).encode()).hexdigest()
+        assert re.search(rf"^user eventfleet-{role} on #{digest} ", text, re.M), role
+    assert ">" not in text, "no clear-text password belongs in the shipped ACL file"
+
+
+def test_admin_can_initialise_the_namespace(port: int) -> None:
+    admin = connect(port, "admin")
+    assert admin.hsetnx(META, "user_shards", 4) == 1
+    admin.hset(META, mapping={"item_shards": 4, "version": 1})
+    for stream in (EVENTS, ITEM_EVENTS):
+        assert admin.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        assert admin.xinfo_groups(stream)[0]["name"] == GROUP
+    assert admin.hgetall(META) == {"user_shards": "4", "item_shards": "4", "version": "1"}
+    admin.xadd(DLQ, {"event": "{}"})
+    assert admin.xlen(DLQ) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("FLUSHALL",), ("FLUSHDB",), ("KEYS", "*"), ("CONFIG", "GET", "maxmemory"),
+     ("ACL", "LIST"), ("SET", "other:key", "1"), ("GET", "other:key")],
+    ids=lambda c: " ".join(c[:2]),
+)  # fmt: skip
+def test_admin_is_refused_dangerous_commands_and_foreign_keys(
+    port: int, command: tuple[str, ...]
+) -> None:
+    assert refused(connect(port, "admin"), *command)
+
+
+def test_producer_can_publish_and_read_the_shard_counts(port: int, seeded: dict[str, str]) -> None:
+    producer = connect(port, "producer")
+    for stream in (EVENTS, ITEM_EVENTS, "eventfleet:{u123}:events"):
+        assert producer.xadd(stream, {"event": '{"type":"topup"}'})
+    assert producer.hgetall(META)["item_shards"] == "8"
+    producer.client_setname("producer-test")
+    assert send(producer, "WAIT", "0", "0") == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("GET", SNAPSHOT),
+        ("DEL", SNAPSHOT),
+        ("SET", SNAPSHOT, "{}"),
+        ("XRANGE", EVENTS, "-", "+"),
+        ("XREAD", "STREAMS", EVENTS, "0"),
+        ("XREADGROUP", "GROUP", GROUP, "p", "STREAMS", EVENTS, ">"),
+        ("XLEN", EVENTS),
+        ("XADD", OUTCOMES, "*", "event", "{}"),
+        ("XADD", DLQ, "*", "event", "{}"),
+        ("XADD", "eventfleet:{u0}:snapshot}:events", "*", "event", "{}"),
+        ("XADD", "eventfleet:{x1}:events", "*", "event", "{}"),
+        ("XADD", "other:{u0}:events", "*", "event", "{}"),
+        ("HSET", META, "user_shards", "1"),
+        ("EVAL", "return 1", "0"),
+    ],
+    ids=lambda c: f"{c[0]} {c[1]}",
+)
+def test_producer_is_refused_everything_else(
+    port: int, seeded: dict[str, str], command: tuple[str, ...]
+) -> None:
+    assert refused(connect(port, "producer"), *command)
+
+
+# One call per command the worker sends: docs/CONTRACTS.md's list (WORKER_EXTRA_CALLS holds
+# any the code sends before the contract lists them).
+WORKER_CALLS: dict[str, tuple[str, ...]] = {
+    "PING": ("PING",),
+    "HELLO": ("HELLO", "2"),
+    "CLIENT SETNAME": ("CLIENT", "SETNAME", "acl-test"),
+    "TIME": ("TIME",),
+    "HGETALL": ("HGETALL", META),
+    "GET": ("GET", SNAPSHOT),
+    "SET": ("SET", LEASE, "w:1", "PX", "5000", "NX"),
+    "DEL": ("DEL", LEASE),
+    "INCR": ("INCR", EPOCH),
+    "EVAL": ("EVAL", SCRIPT, "1", EVENTS),
+    "EVALSHA": ("EVALSHA", "$SHA", "1", EVENTS),
+    "SCRIPT LOAD": ("SCRIPT", "LOAD", SCRIPT),
+    "XREADGROUP": ("XREADGROUP", "GROUP", GROUP, "w1", "COUNT", "10", "STREAMS", EVENTS, ">"),
+    "XREAD": ("XREAD", "COUNT", "10", "STREAMS", EVENTS, "0"),
+    "XADD": ("XADD", OUTCOMES, "*", "event", "{}"),
+    "XACK": ("XACK", EVENTS, GROUP, "$ID"),
+    "XAUTOCLAIM": ("XAUTOCLAIM", EVENTS, GROUP, "w2", "0", "0-0", "COUNT", "10"),
+    "XRANGE": ("XRANGE", EVENTS, "-", "+"),
+    "XREVRANGE": ("XREVRANGE", EVENTS, "+", "-", "COUNT", "1"),
+    "XLEN": ("XLEN", EVENTS),
+    "XINFO GROUPS": ("XINFO", "GROUPS", EVENTS),
+    "XINFO CONSUMERS": ("XINFO", "CONSUMERS", EVENTS, GROUP),
+    "XINFO STREAM": ("XINFO", "STREAM", EVENTS),
+    "XPENDING": ("XPENDING", EVENTS, GROUP),
+    "XGROUP DELCONSUMER": ("XGROUP", "DELCONSUMER", EVENTS, GROUP, "w-old"),
+    "ZADD": ("ZADD", WORKERS, "1", "w1"),
+    "ZREM": ("ZREM", WORKERS, "w1"),
+    "ZRANGEBYSCORE": ("ZRANGEBYSCORE", WORKERS, "-inf", "+inf"),
+    "ZREMRANGEBYSCORE": ("ZREMRANGEBYSCORE", WORKERS, "-inf", "0"),
+    "EXISTS": ("EXISTS", LEASE),
+    "PEXPIRE": ("PEXPIRE", LEASE, "5000"),
+    "ZRANGE": ("ZRANGE", WORKERS, "0", "-1"),
+    "SADD": ("SADD", POISON, "1-0"),
+    "SMEMBERS": ("SMEMBERS", POISON),
+    "SCRIPT EXISTS": ("SCRIPT", "EXISTS", "$SHA"),
+}
+
+
+WORKER_EXTRA_CALLS: dict[str, tuple[str, ...]] = {}
+
+
+def contract_command_list(who: str) -> list[str]:
+    """Commands of one role from CONTRACTS.md's 'Commands the worker sends' paragraph."""
+    text = " ".join(CONTRACTS.read_text(encoding="utf-8").split())
+    patterns = {
+        "worker": r"Commands the worker sends \(for ACLs\): (.*?)\. The producer:",
+        "producer": r"The producer: (.*?)\. `init` additionally:",
+        "init": r"`init` additionally: (.*?)\.",
+    }
+    match = re.search(patterns[who], text)
+    assert match, f"CONTRACTS.md no longer lists the {who}'s commands the way this test reads"
+    return [re.sub(r"\s*\(.*?\)", "", name).strip() for name in match.group(1).split(",")]
+
+
+def test_every_contract_worker_command_is_exercised() -> None:
+    listed = contract_command_list("worker")
+    assert len(listed) > 20
+    assert set(listed) == set(WORKER_CALLS), "keep WORKER_CALLS in step with CONTRACTS.md"
+
+
+def resolve(call: tuple[str, ...], values: dict[str, str]) -> list[str]:
+    return [values.get(part, part) for part in call]
+
+
+@pytest.mark.parametrize("name", [*WORKER_CALLS, *WORKER_EXTRA_CALLS])
+def test_worker_may_send_its_commands_on_namespace_keys(
+    port: int, seeded: dict[str, str], name: str
+) -> None:
+    call = {**WORKER_CALLS, **WORKER_EXTRA_CALLS}[name]
+    send(connect(port, "worker"), *resolve(call, seeded))
+
+
+def test_worker_may_read_its_group_inside_a_script(port: int, seeded: dict[str, str]) -> None:
+    script = (
+        "return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 10,"
+        " 'STREAMS', KEYS[1], '>')"
+    )
+    worker = connect(port, "worker")
+    read = worker.eval(script, 1, EVENTS, GROUP, "w-script")
+    assert read[0][0] == EVENTS
+
+
+def test_worker_may_run_registered_scripts_in_a_pipeline(port: int, seeded: dict[str, str]) -> None:
+    worker = connect(port, "worker")
+    count = worker.register_script(SCRIPT)
+    pipe = worker.pipeline(transaction=False)
+    count(keys=[EVENTS], client=pipe)
+    pipe.xadd(OUTCOMES, {"event": "{}"})
+    assert pipe.execute()[0] == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n, c in {**WORKER_CALLS, **WORKER_EXTRA_CALLS}.items() if any(":" in p for p in c)],
+)
+def test_worker_is_refused_keys_outside_the_namespace(
+    port: int, seeded: dict[str, str], name: str
+) -> None:
+    call = {**WORKER_CALLS, **WORKER_EXTRA_CALLS}[name]
+    foreign = [part.replace("eventfleet:", "other:") for part in resolve(call, seeded)]
+    assert refused(connect(port, "worker"), *foreign), f"{name} reached a foreign key"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("HSET", META, "x", "1"),
+     ("HSETNX", META, "x", "1"), ("XGROUP", "CREATE", DLQ, GROUP, "0", "MKSTREAM"),
+     ("XDEL", EVENTS, "0-1"), ("XTRIM", EVENTS, "MAXLEN", "0"), ("SCRIPT", "FLUSH"),
+     ("SUBSCRIBE", "eventfleet:x"), ("ACL", "WHOAMI")],
+    ids=lambda c: " ".join(c[:2]),
+)  # fmt: skip
+def test_worker_is_refused_commands_it_does_not_need(
+    port: int, seeded: dict[str, str], command: tuple[str, ...]
+) -> None:
+    assert refused(connect(port, "worker"), *command)

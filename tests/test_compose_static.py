@@ -1,0 +1,117 @@
+"""Static checks of docker-compose.yml: the Compose JSON schema, the contract's services,
+scaling, start order, ACL users, a durable and locked-down Redis.
+
+No Docker engine or cluster runs where the tests run, so each file is checked against the
+schema or tool that its consumer uses, and against the names fixed by docs/CONTRACTS.md."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.deploy_files import (
+    ROOT,
+    SHARED_COMPOSE_SCHEMA,
+    VENDORED_COMPOSE_SCHEMA,
+    compose,
+    contract_settings,
+)
+
+SERVICES = {"redis", "init", "worker", "producer", "prometheus", "grafana"}
+
+
+def test_compose_validates_against_the_compose_spec() -> None:
+    schema = json.loads(VENDORED_COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose())
+
+
+def test_vendored_compose_schema_matches_the_shared_copy() -> None:
+    if not SHARED_COMPOSE_SCHEMA.exists():
+        pytest.skip(f"no shared copy at {SHARED_COMPOSE_SCHEMA} to compare the vendored one with")
+    assert VENDORED_COMPOSE_SCHEMA.read_bytes() == SHARED_COMPOSE_SCHEMA.read_bytes()
+
+
+def test_compose_services_are_exactly_the_contract_set() -> None:
+    assert set(compose()["services"]) == SERVICES
+
+
+def test_worker_service_is_scalable() -> None:
+    worker = compose()["services"]["worker"]
+    assert "container_name" not in worker, "a fixed container name forbids --scale worker=N"
+    for port in worker.get("ports", []):
+        published = port.get("published") if isinstance(port, dict) else None
+        if isinstance(port, str | int):
+            published = str(port).rpartition(":")[0] or None
+        assert published is None, f"worker publishes a fixed host port: {port!r}"
+
+
+def test_workers_and_producer_wait_for_init() -> None:
+    services = compose()["services"]
+    assert services["init"]["command"] == ["init"]
+    for name in ("worker", "producer"):
+        assert services[name]["depends_on"]["init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+    assert services["init"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["producer"]["command"] == [
+        "produce",
+        "load",
+        "--events",
+        "100000",
+        "--rate",
+        "2000",
+        "--seed",
+        "1",
+    ]
+
+
+def test_every_role_logs_in_as_its_own_acl_user() -> None:
+    services = compose()["services"]
+    expected = {"init": "admin", "worker": "worker", "producer": "producer"}
+    for service, role in expected.items():
+        env = services[service]["environment"]
+        assert env["EVENTFLEET_REDIS_USERNAME"] == f"eventfleet-{role}", service
+        secret = f"redis_{role}_password"
+        assert services[service]["secrets"] == [secret], service
+        assert env["REDIS_PASSWORD_FILE"] == f"/run/secrets/{secret}", service
+        assert set(env) <= contract_settings(), f"{service} sets a variable not in CONTRACTS"
+
+
+def test_redis_service_is_durable_and_locked_down() -> None:
+    data = compose()
+    redis = data["services"]["redis"]
+    command = redis["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert command[0] == "redis-server"
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "always"
+    assert options["--maxmemory-policy"] == "noeviction"
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in redis["volumes"]}
+    assert mounts[options["--aclfile"]] == "./deploy/redis/users.acl"
+    assert mounts[options["--dir"]] in data["volumes"], "Redis data must be a named volume"
+    assert "test" in redis["healthcheck"]
+
+
+def test_compose_host_files_exist() -> None:
+    data = compose()
+    for name, service in data["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    for name, secret in data["secrets"].items():
+        assert (ROOT / secret["file"]).is_file(), f"secret {name}: no file {secret['file']}"
+    build = data["services"]["worker"]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_ui_ports_bind_to_localhost_only() -> None:
+    services = compose()["services"]
+    for name in ("prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), f"{name} exposes {port} beyond localhost"
+    for name in ("redis", "init", "worker", "producer"):
+        assert "ports" not in services[name], f"{name} should not publish a host port"

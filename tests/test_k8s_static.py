@@ -1,0 +1,198 @@
+"""Static checks of the Kubernetes manifests in k8s/: kubernetes-validate --strict, the
+kustomization, the restricted pod security standard, probes, credentials, persistence, the
+metrics Service, the PodDisruptionBudget and the KEDA ScaledObject.
+
+No Docker engine or cluster runs where the tests run, so each file is checked against the
+schema or tool that its consumer uses, and against the names fixed by docs/CONTRACTS.md."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from tests.deploy_files import (
+    K8S,
+    contract_settings,
+    k8s_docs,
+    k8s_resource,
+    k8s_resource_files,
+    load_yaml,
+)
+
+
+def test_kubernetes_manifests_validate_strictly() -> None:
+    files = [str(p) for p in k8s_resource_files()]
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "ERROR" not in output, output
+    # kubernetes-validate ships no schema for custom resources and only warns about them:
+    # the ScaledObject must be the only thing it skipped (test_scaledobject checks it).
+    warned = re.findall(r"^WARN .*?kind (\w+) ", output, re.M)
+    assert warned == ["ScaledObject"], output
+    assert output.count("passed for resource") == len(list(k8s_docs())) - 1, output
+
+
+def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    listed = kustomization["resources"]
+    expected = sorted(p.name for p in k8s_resource_files() if ".example." not in p.name)
+    assert sorted(listed) == expected
+    assert len(listed) == len(set(listed))
+    for path, doc in k8s_docs():
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == kustomization["namespace"], path.name
+
+
+def pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
+    for _, doc in k8s_docs():
+        if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
+    templates = dict(pod_templates())
+    assert set(templates) == {
+        "Deployment/eventfleet-worker",
+        "StatefulSet/redis",
+        "Job/eventfleet-init",
+    }
+    for name, spec in templates.items():
+        pod_security = spec.get("securityContext", {})
+        assert pod_security.get("runAsNonRoot") is True, name
+        assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for volume in spec.get("volumes", []):
+            assert "hostPath" not in volume, name
+        for container in spec["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["runAsNonRoot"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+            assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+
+
+def test_worker_deployment_probes_and_grace_period() -> None:
+    deployment = k8s_resource("Deployment", "eventfleet-worker")
+    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    def probe_target(probe: str) -> tuple[str, int]:
+        get = container[probe]["httpGet"]
+        port = get["port"]
+        return get["path"], ports[port] if isinstance(port, str) else port
+
+    assert probe_target("livenessProbe") == ("/healthz", 9108)
+    assert probe_target("readinessProbe") == ("/readyz", 9108)
+    assert config["EVENTFLEET_METRICS_PORT"] == "9108"
+    assert spec["terminationGracePeriodSeconds"] > float(config["EVENTFLEET_DRAIN_TIMEOUT_S"])
+    assert container["args"] == ["worker"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "eventfleet-config"}}]
+
+
+def test_configmap_holds_only_contract_settings() -> None:
+    data = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    assert set(data) <= contract_settings(), set(data) - contract_settings()
+    assert all(isinstance(value, str) for value in data.values())
+
+
+def test_pods_get_only_their_own_credentials() -> None:
+    expected = {
+        "Deployment/eventfleet-worker": ("eventfleet-worker", "worker-password"),
+        "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
+    }
+    templates = dict(pod_templates())
+    for name, (user, key) in expected.items():
+        spec = templates[name]
+        (volume,) = [v for v in spec["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "eventfleet-redis", name
+        assert [item["key"] for item in volume["secret"]["items"]] == [key], name
+        (container,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["EVENTFLEET_REDIS_USERNAME"] == user, name
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert env["REDIS_PASSWORD_FILE"] == f"{mount['mountPath']}/{key}", name
+
+
+def test_redis_statefulset_persists_with_aof() -> None:
+    statefulset = k8s_resource("StatefulSet", "redis")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "always"
+    assert options["--maxmemory-policy"] == "noeviction"
+    claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
+    data_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == options["--dir"])
+    assert data_mount["name"] in claims
+    assert statefulset["spec"]["serviceName"] == "redis"
+    k8s_resource("Service", "redis")
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_metrics_service_and_pdb_select_the_workers() -> None:
+    labels = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    service = k8s_resource("Service", "eventfleet-worker-metrics")
+    annotations = service["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9108"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert selects(service["spec"]["selector"], labels)
+    pdb = k8s_resource("PodDisruptionBudget", "eventfleet-worker")
+    assert selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    redis_labels = k8s_resource("StatefulSet", "redis")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(service["spec"]["selector"], redis_labels)
+
+
+def test_scaledobject_scales_the_workers_on_total_lag() -> None:
+    scaled = k8s_resource("ScaledObject", "eventfleet-worker")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    known = {
+        "scaleTargetRef",
+        "pollingInterval",
+        "cooldownPeriod",
+        "initialCooldownPeriod",
+        "idleReplicaCount",
+        "minReplicaCount",
+        "maxReplicaCount",
+        "fallback",
+        "advanced",
+        "triggers",
+    }
+    assert set(spec) <= known, set(spec) - known
+    target = spec["scaleTargetRef"]
+    assert target.get("kind", "Deployment") == "Deployment"
+    k8s_resource("Deployment", target["name"])
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == "sum(eventfleet_shard_lag)"
+    assert float(trigger["metadata"]["threshold"]) > 0
+    assert trigger["metadata"]["serverAddress"].startswith("http")
+    # Scaling to zero would remove the only exporters of the lag gauge.
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    init_args = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    shards = int(init_args[init_args.index("--user-shards") + 1]) + int(
+        init_args[init_args.index("--item-shards") + 1]
+    )
+    assert spec["maxReplicaCount"] <= shards, "workers beyond the shard count sit idle"

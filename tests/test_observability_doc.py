@@ -1,0 +1,45 @@
+"""docs/OBSERVABILITY.md: a row per contract metric, and PromQL examples and alert rules
+that promtool accepts and that use only series a worker exposes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.deploy_files import contract_metrics, promtool_check
+from tests.promql import (
+    DOC,
+    KIND_SUFFIXES,
+    PROMETHEUS_OWN,
+    doc_queries,
+    doc_rules,
+    promql_metric_names,
+)
+
+
+def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
+    tmp_path: Path,
+) -> None:
+    metrics = contract_metrics()
+    text = DOC.read_text(encoding="utf-8")
+    assert set(re.findall(r"`(eventfleet_[a-z][a-z_]*)`", text)) == set(metrics)
+    for name in metrics:
+        assert re.search(rf"^\| `{name}` \|", text, re.M), f"{name} has no row in {DOC.name}"
+    series = set(PROMETHEUS_OWN)
+    for name, kind in metrics.items():
+        suffixes = KIND_SUFFIXES["histogram"] if kind == "histogram" else ("",)
+        series.update(name + suffix for suffix in suffixes)
+    for expr in doc_queries():
+        unknown = promql_metric_names(expr) - series - {"process_cpu_seconds_total"}
+        assert not unknown, f"{expr!r} uses {sorted(unknown)}"
+    alerts = tmp_path / "alerts.yml"
+    alerts.write_text(yaml.safe_dump(doc_rules()))
+    promtool_check("rules", str(alerts))
+    examples = [
+        {"record": f"doc:example_{i}", "expr": expr} for i, expr in enumerate(doc_queries())
+    ]
+    recorded = tmp_path / "examples.yml"
+    recorded.write_text(yaml.safe_dump({"groups": [{"name": "doc", "rules": examples}]}))
+    promtool_check("rules", str(recorded))
