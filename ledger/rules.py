@@ -61,6 +61,8 @@ class StepResult:
     emits: list[Emit] = field(default_factory=list)
     outcomes: list[OutcomeRecord] = field(default_factory=list)
     dead: DeadLetter | None = None
+    wire: Wire | None = None
+    """The decoded entry, when it decoded (read tools use it instead of parsing again)."""
 
 
 def step(
@@ -76,17 +78,22 @@ def step(
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
     home = destination(wire, counts)
     if home != state.shard:
-        return dead_letter(
+        misrouted = dead_letter(
             state, entry_id, raw, "wrong_shard", f"{wire.type} belongs to shard {home}"
         )
+        misrouted.wire = wire
+        return misrouted
     if wire.seq <= state.watermarks.get(wire.source, 0):
-        return StepResult("duplicate", wire.type)
+        return StepResult("duplicate", wire.type, wire=wire)
     try:
         result = _apply(state, wire, counts)
     except Exception as exc:  # a bug in a rule must not stall the shard
-        return dead_letter(state, entry_id, raw, "handler_error", f"{type(exc).__name__}: {exc}")
+        failed = dead_letter(state, entry_id, raw, "handler_error", f"{type(exc).__name__}: {exc}")
+        failed.wire = wire
+        return failed
     state.watermarks[wire.source] = wire.seq
     state.applied += 1
+    result.wire = wire
     return result
 
 

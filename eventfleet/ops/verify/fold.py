@@ -13,6 +13,8 @@ import redis
 
 from eventfleet.ops.verify.checks import check_state
 from eventfleet.ops.verify.report import Report, ShardFold, is_shard
+from ledger.codec import Wire
+from ledger.events import AddItem, Charge, Order, Release, Topup
 from ledger.rules import StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState, SnapshotError
@@ -102,7 +104,7 @@ def fold_shard(
 
     def on_step(_eid: str, raw: bytes | None, res: StepResult) -> None:
         fold.entries += 1
-        _record(fold, res, _envelope(raw), raw, report)
+        _record(fold, res, raw, report)
 
     if snap is not None and snap is not state:
         # the log up to the snapshot's own offset, the snapshot against that, then the rest
@@ -120,17 +122,27 @@ def fold_shard(
     return fold
 
 
-def _record(
-    fold: ShardFold, res: StepResult, doc: dict[str, Any] | None, raw: bytes | None, rep: Report
-) -> None:
+def _identity(res: StepResult, raw: bytes | None) -> tuple[str, int] | None:
+    """(source, seq) of an entry: from the decoded entry, or, for one that did not decode, from
+    its JSON envelope when that much is readable."""
+    if res.wire is not None:
+        return res.wire.source, res.wire.seq
+    doc = _envelope(raw)
+    if doc is None or not isinstance(doc.get("source"), str) or not isinstance(doc.get("seq"), int):
+        return None
+    return doc["source"], doc["seq"]
+
+
+def _record(fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report) -> None:
     for e in res.emits:
         fold.emits.setdefault(e.dest, []).append(e.text)
     fold.outcomes.extend(res.outcomes)
     if res.dead is not None:
         fold.dead.append(res.dead)
-    if doc is None or not isinstance(doc.get("source"), str) or not isinstance(doc.get("seq"), int):
+    ident = _identity(res, raw)
+    if ident is None:
         return
-    source, seq = doc["source"], doc["seq"]
+    source, seq = ident
     text = raw.decode("utf-8", "replace") if raw is not None else ""
     token: str | int = text if is_shard(source) else hash(text)
     seen = fold.received.setdefault(source, {})
@@ -145,28 +157,31 @@ def _record(
     if res.kind == "duplicate":
         fold.duplicates += 1
         return
-    if res.kind == "dead":
+    if res.kind == "dead" or res.wire is None:
         fold.dead_seqs.setdefault(source, set()).add(seq)
         return
     applied = fold.applied_seqs.setdefault(source, set())
     if seq in applied:
         rep.findings.add("duplicate", fold.shard, "applied", f"({source}, {seq}) applied twice")
     applied.add(seq)
-    state, kind = fold.state, doc.get("type")
-    if kind == "topup":
-        fold.topups += int(doc["amount"])
-    elif kind == "add_item":
-        fold.added += int(doc["count"])
-    elif kind == "order":
-        fold.orders[str(doc["order_id"])] += 1
-    if kind in ("topup", "charge"):
-        uid = int(doc["user_id"])
-        if state.balances.get(uid, 0) < 0:
-            rep.findings.add("invariant", fold.shard, "balance", f"user {uid} went negative")
-    elif kind in ("add_item", "order", "release"):
-        item = state.items.get(str(doc["item_id"]))
+    _totals_and_invariants(fold, res.wire, rep)
+
+
+def _totals_and_invariants(fold: ShardFold, ev: Wire, rep: Report) -> None:
+    state = fold.state
+    if isinstance(ev, Topup):
+        fold.topups += ev.amount
+    elif isinstance(ev, AddItem):
+        fold.added += ev.count
+    elif isinstance(ev, Order):
+        fold.orders[ev.order_id] += 1
+    if isinstance(ev, Topup | Charge):
+        if state.balances.get(ev.user_id, 0) < 0:
+            rep.findings.add("invariant", fold.shard, "balance", f"user {ev.user_id} went negative")
+    elif isinstance(ev, AddItem | Order | Release):
+        item = state.items.get(ev.item_id)
         if item is not None and item.remain < 0:
-            rep.findings.add("invariant", fold.shard, "remain", f"item {doc['item_id']} < 0")
+            rep.findings.add("invariant", fold.shard, "remain", f"item {ev.item_id} < 0")
 
 
 def _compare_snapshot(snap: ShardState, fold: ShardState, report: Report) -> str:
