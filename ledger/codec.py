@@ -65,6 +65,13 @@ Wire = TopupWire | AddItemWire | OrderWire | ChargeWire | ReleaseWire | RejectWi
 _WIRE_ADAPTER: Final[TypeAdapter[Wire]] = TypeAdapter(Annotated[Wire, Field(discriminator="type")])
 
 
+MAX_ENTRY_BYTES = 64 * 1024
+"""Longest entry text decoded (an event is a few hundred bytes); a longer one is dead-lettered
+unread, and a dead letter keeps at most this much of any entry (``bounded_text``)."""
+MAX_ERROR_CHARS = 500
+"""Longest error text of a dead letter: a validation message can quote the whole input."""
+
+
 class DecodeError(Exception):
     """An entry that cannot become an event. ``reason`` is a short, bounded label."""
 
@@ -108,22 +115,58 @@ def _quoted(source: str) -> str:
 
 
 def decode(raw: bytes | str) -> Wire:
-    """Parse and validate one entry; raise ``DecodeError`` with a bounded reason."""
+    """Parse and validate one entry; raise ``DecodeError`` with a bounded reason.
+
+    Nothing else escapes, whatever ``raw`` holds: over-long text is refused unread, and the
+    parser's own limits (nesting depth, number size, UTF-8) come back as ``bad_json``. No
+    second parse with ``json`` (whose recursion limit is Python's) is ever made.
+    """
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise DecodeError("too_large", f"entry of {len(raw)} bytes (limit {MAX_ENTRY_BYTES})")
     try:
         return _WIRE_ADAPTER.validate_json(raw)
     except ValidationError as err:
-        try:
-            value = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DecodeError("bad_json", f"not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise DecodeError(
-                "bad_json", f"expected a JSON object, got {type(value).__name__}"
-            ) from None
-        kinds = {e["type"] for e in err.errors(include_url=False)}
-        if kinds & {"union_tag_invalid", "union_tag_not_found"}:
-            raise DecodeError("unknown_type", describe_validation_error(err)) from None
-        raise DecodeError("invalid_event", describe_validation_error(err)) from None
+        raise _classify(err) from None
+    except Exception as exc:
+        raise DecodeError("bad_json", bounded(f"{type(exc).__name__}: {exc}")) from None
+
+
+def _classify(err: ValidationError) -> DecodeError:
+    """The dead-letter reason for a validation error, from pydantic's error types alone."""
+    errors = err.errors(include_url=False)
+    kinds = {e["type"] for e in errors}
+    if "json_invalid" in kinds or "json_type" in kinds:
+        return DecodeError("bad_json", bounded(f"not valid JSON: {errors[0]['msg']}"))
+    if kinds & {"dict_type", "model_type", "model_attributes_type"} and len(errors) == 1:
+        return DecodeError("bad_json", "expected a JSON object")
+    if kinds & {"union_tag_invalid", "union_tag_not_found"}:
+        return DecodeError("unknown_type", bounded(describe_validation_error(err)))
+    return DecodeError("invalid_event", bounded(describe_validation_error(err)))
+
+
+def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying so."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def bounded_text(raw: bytes | str) -> str:
+    """An entry as text for a dead letter: invalid UTF-8 replaced, at most
+    ``MAX_ENTRY_BYTES`` of it kept."""
+    cut = raw[:MAX_ENTRY_BYTES]
+    text = cut.decode("utf-8", "replace") if isinstance(cut, bytes) else cut
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def loads_object(raw: bytes | str | None) -> dict[str, object] | None:
+    """A JSON object from an entry or a dead letter's text, or None: for tools that read
+    what any writer may have put there. Never raises (too long, too deep, not JSON: None)."""
+    if raw is None or len(raw) > MAX_ENTRY_BYTES:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def encode_outcome(outcome: OrderOutcome) -> str:

@@ -18,8 +18,9 @@ UserId = Annotated[StrictInt, Field(gt=0, le=MAX_INT)]
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Positive = Annotated[StrictInt, Field(gt=0, le=MAX_INT)]
 NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
-RejectReason = Literal["out_of_stock", "unknown_item"]
-OutcomeReason = Literal["out_of_stock", "unknown_item", "insufficient_funds"]
+RejectReason = Literal["out_of_stock", "unknown_item", "amount_too_large"]
+"""``amount_too_large``: price times quantity exceeds ``MAX_INT`` (the order cannot be paid)."""
+OutcomeReason = Literal["out_of_stock", "unknown_item", "amount_too_large", "insufficient_funds"]
 
 
 class _Event(BaseModel):
@@ -82,6 +83,8 @@ class Reject(_Event):
 ExternalEvent = Annotated[Topup | AddItem | Order, Field(discriminator="type")]
 Event = Topup | AddItem | Order | Charge | Release | Reject
 EVENT_TYPES: tuple[str, ...] = ("topup", "add_item", "order", "charge", "release", "reject")
+EXTERNAL_TYPES: frozenset[str] = frozenset({"topup", "add_item", "order"})
+"""What producers publish; the other types only shards emit to each other."""
 
 EXTERNAL_ADAPTER: TypeAdapter[Topup | AddItem | Order] = TypeAdapter(ExternalEvent)
 

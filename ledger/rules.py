@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ledger.codec import DecodeError, Wire, decode, encode
+from ledger.codec import DecodeError, Wire, bounded, bounded_text, decode, encode
 from ledger.events import (
+    EXTERNAL_TYPES,
+    MAX_INT,
     AddItem,
     Charge,
     Event,
@@ -65,10 +67,37 @@ class StepResult:
     """The decoded entry, when it decoded (read tools use it instead of parsing again)."""
 
 
+FORGED = frozenset({"forged_internal", "forged_source"})
+"""Reasons of entries from a shard's inbox (what producers write) that claim to come from a
+shard: an internal event type, or a shard's source name. Neither takes effect."""
+
+
+class Refused(Exception):
+    """An event the rules cannot apply (the state would leave the representable range).
+
+    Raised before any change to the state; ``step`` dead-letters the entry with ``reason``.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def step(
-    state: ShardState, entry_id: str, raw: bytes | str | None, counts: ShardCounts
+    state: ShardState,
+    entry_id: str,
+    raw: bytes | str | None,
+    counts: ShardCounts,
+    *,
+    from_inbox: bool = False,
 ) -> StepResult:
-    """Apply one entry of this shard's stream. Never raises for bad input."""
+    """Apply one entry of this shard's stream. Never raises, whatever ``raw`` holds.
+
+    ``from_inbox`` says the entry came through the shard's inbox (the worker's move marks it
+    so in the log): it is a producer's, so it may only be an external event from a producer
+    source. A step applies whole or not at all: when a rule fails midway, what it changed is
+    put back before the entry is dead-lettered.
+    """
     state.last_id = entry_id
     if raw is None:
         return dead_letter(state, entry_id, "", "bad_entry", "entry has no 'event' field")
@@ -76,6 +105,12 @@ def step(
         wire = decode(raw)
     except DecodeError as exc:
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
+    if from_inbox and wire.type not in EXTERNAL_TYPES:
+        msg = f"a {wire.type} arrived through the inbox: only shards emit it"
+        return dead_letter(state, entry_id, raw, "forged_internal", msg)
+    if from_inbox and not wire.source.startswith("p:"):
+        msg = f"source {wire.source!r} arrived through the inbox: only that shard may use it"
+        return dead_letter(state, entry_id, raw, "forged_source", msg)
     home = destination(wire, counts)
     if home != state.shard:
         misrouted = dead_letter(
@@ -85,10 +120,18 @@ def step(
         return misrouted
     if wire.seq <= state.watermarks.get(wire.source, 0):
         return StepResult("duplicate", wire.type, wire=wire)
+    undo = _Undo(state, wire)
     try:
         result = _apply(state, wire, counts)
-    except Exception as exc:  # a bug in a rule must not stall the shard
-        failed = dead_letter(state, entry_id, raw, "handler_error", f"{type(exc).__name__}: {exc}")
+    except Refused as exc:
+        undo.restore(state)
+        refused = dead_letter(state, entry_id, raw, exc.reason, bounded(str(exc)))
+        refused.wire = wire
+        return refused
+    except Exception as exc:
+        undo.restore(state)
+        msg = bounded(f"{type(exc).__name__}: {exc}")
+        failed = dead_letter(state, entry_id, raw, "handler_error", msg)
         failed.wire = wire
         return failed
     state.watermarks[wire.source] = wire.seq
@@ -97,13 +140,51 @@ def step(
     return result
 
 
+class _Undo:
+    """What one event's rule may change, saved before it runs: the balance or item it names
+    and, for events that emit or record, the outgoing sequence numbers."""
+
+    __slots__ = ("balance", "item", "item_id", "out_seq", "user_id")
+
+    def __init__(self, state: ShardState, ev: Wire) -> None:
+        self.user_id: int | None = getattr(ev, "user_id", None)
+        self.item_id: str | None = getattr(ev, "item_id", None)
+        self.balance = state.balances.get(self.user_id) if self.user_id is not None else None
+        item = state.items.get(self.item_id) if self.item_id is not None else None
+        self.item = None if item is None else Item(item.price, item.remain)
+        self.out_seq = dict(state.out_seq) if isinstance(ev, Order | Charge | Reject) else None
+
+    def restore(self, state: ShardState) -> None:
+        if self.user_id is not None:
+            if self.balance is None:
+                state.balances.pop(self.user_id, None)
+            else:
+                state.balances[self.user_id] = self.balance
+        if self.item_id is not None:
+            if self.item is None:
+                state.items.pop(self.item_id, None)
+            else:
+                state.items[self.item_id] = self.item
+        if self.out_seq is not None:
+            state.out_seq.clear()
+            state.out_seq.update(self.out_seq)
+
+
 def dead_letter(
     state: ShardState, entry_id: str, raw: bytes | str, reason: str, error: str
 ) -> StepResult:
     state.last_id = entry_id
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    letter = DeadLetter(state.next_seq(DLQ), state.shard, entry_id, reason, error, text)
+    letter = DeadLetter(
+        state.next_seq(DLQ), state.shard, entry_id, reason, bounded(error), bounded_text(raw)
+    )
     return StepResult("dead", None, dead=letter)
+
+
+def _checked(value: int, what: str) -> int:
+    """``value`` if a JSON reader can hold it exactly, else ``Refused``."""
+    if value > MAX_INT:
+        raise Refused(f"{what}_overflow", f"{what} would reach {value} (limit {MAX_INT})")
+    return value
 
 
 def _emit(state: ShardState, event: Event, dest: str) -> Emit:
@@ -118,13 +199,14 @@ def _outcome(state: ShardState, outcome: OrderOutcome) -> OutcomeRecord:
 def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
     res = StepResult("applied", ev.type)
     if isinstance(ev, Topup):
-        state.balances[ev.user_id] = state.balances.get(ev.user_id, 0) + ev.amount
+        balance = _checked(state.balances.get(ev.user_id, 0) + ev.amount, "balance")
+        state.balances[ev.user_id] = balance
     elif isinstance(ev, AddItem):
         item = state.items.get(ev.item_id)
         if item is None:
             state.items[ev.item_id] = Item(ev.price, ev.count)
         else:
-            item.remain += ev.count
+            item.remain = _checked(item.remain + ev.count, "stock")
             item.price = ev.price
     elif isinstance(ev, Order):
         res.emits.append(_order(state, ev, counts))
@@ -132,21 +214,21 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
         balance = state.balances.get(ev.user_id, 0)
         fields = dict(order_id=ev.order_id, user_id=ev.user_id, item_id=ev.item_id, qty=ev.qty)
         if balance >= ev.amount:
-            state.balances[ev.user_id] = balance - ev.amount
             confirmed = OrderOutcome(**fields, amount=ev.amount, status="confirmed", reason=None)
+            state.balances[ev.user_id] = balance - ev.amount
             res.outcomes.append(_outcome(state, confirmed))
         else:
             refused = OrderOutcome(
                 **fields, amount=ev.amount, status="rejected", reason="insufficient_funds"
             )
-            res.outcomes.append(_outcome(state, refused))
             release = Release(order_id=ev.order_id, item_id=ev.item_id, qty=ev.qty)
+            res.outcomes.append(_outcome(state, refused))
             res.emits.append(_emit(state, release, item_shard(ev.item_id, counts)))
     elif isinstance(ev, Release):
         item = state.items.get(ev.item_id)
         if item is None:  # cannot happen for releases we emit: items are never removed
-            raise LookupError(f"release for unknown item {ev.item_id}")
-        item.remain += ev.qty
+            raise Refused("unknown_item", f"release for unknown item {ev.item_id}")
+        item.remain = _checked(item.remain + ev.qty, "stock")
     elif isinstance(ev, Reject):
         rejected = OrderOutcome(
             order_id=ev.order_id,
@@ -162,13 +244,18 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
 
 
 def _order(state: ShardState, ev: Order, counts: ShardCounts) -> Emit:
+    """Reserve the stock and charge the user, or reject; nothing changes unless it can be paid
+    (an amount over ``MAX_INT`` is rejected as ``amount_too_large``, stock untouched)."""
     to_user = user_shard(ev.user_id, counts)
     item = state.items.get(ev.item_id)
     common = dict(order_id=ev.order_id, user_id=ev.user_id, item_id=ev.item_id, qty=ev.qty)
     if item is None:
         return _emit(state, Reject(**common, reason="unknown_item"), to_user)
     amount = item.price * ev.qty
+    if amount > MAX_INT:
+        return _emit(state, Reject(**common, reason="amount_too_large"), to_user)
     if item.remain < ev.qty:
         return _emit(state, Reject(**common, reason="out_of_stock", amount=amount), to_user)
+    charge = Charge(**common, amount=amount)
     item.remain -= ev.qty
-    return _emit(state, Charge(**common, amount=amount), to_user)
+    return _emit(state, charge, to_user)

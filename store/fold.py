@@ -45,31 +45,32 @@ def fold(
     poison: Collection[str],
     *,
     until: str = "+",
+    batch: int = BATCH,
     on_step: OnStep | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
     ``state``; return how many were folded. Entries in ``poison`` are dead-lettered.
 
-    A batch shorter than ``BATCH`` ends the fold: the range held no more entries when read.
+    A batch shorter than ``batch`` ends the fold: the range held no more entries when read.
     """
     n = 0
     start = state.last_id
     while until == "+" or ids.after(until, start):
         lo = "-" if start == "0-0" else f"({start}"
-        batch: Any = r.xrange(stream, min=lo, max=until, count=BATCH)
-        for eid_b, fields in batch:
+        entries: Any = r.xrange(stream, min=lo, max=until, count=batch)
+        for eid_b, fields in entries:
             eid = ids.text(eid_b)
             raw = fields.get(EVENT_FIELD)
             res = poison_letter(state, eid, raw) if eid in poison else step(state, eid, raw, counts)
             if on_step is not None:
                 on_step(eid, raw, res)
-        if not batch:
+        if not entries:
             break
-        n += len(batch)
-        start = ids.text(batch[-1][0])
+        n += len(entries)
+        start = ids.text(entries[-1][0])
         if on_batch is not None:
-            on_batch(len(batch))
-        if len(batch) < BATCH:
+            on_batch(len(entries))
+        if len(entries) < batch:
             break
     return n

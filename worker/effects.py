@@ -40,16 +40,19 @@ def queue_effects(
     results: Sequence[StepResult],
     ack_ids: Sequence[bytes | str],
     upto: str,
+    *,
+    mark: bool = False,
 ) -> None:
     """Queue, on a pipeline, the writes of one shard's batch, in order, ack last.
 
     ``upto`` is the last entry id the results cover. When the batch has any effect, the
     shard's written-mark is raised to it first, so a later takeover knows that entries at or
-    below it may have effects out in Redis (and must never be skipped as poison).
+    below it may have effects out in Redis (and must never be skipped as poison). ``mark``
+    raises it even when the batch has no effect (the takeover's entry-by-entry replay).
     """
     outcomes: list[OutcomeRecord] = []
     dead: list[DeadLetter] = []
-    if any(res.emits or res.outcomes or res.dead for res in results):
+    if mark or any(res.emits or res.outcomes or res.dead for res in results):
         scripts.mark_written(keys=[keys.written(shard)], args=[upto], client=pipe)
     for res in results:
         for e in res.emits:

@@ -70,35 +70,35 @@ def take_over(
     stats.snapshot_id = state.last_id
     end = last_delivered(r, keys, shard)
 
-    # Entries delivered too often (each takeover claims them once more) are poison: they
-    # are dead-lettered instead of applied, and remembered so every later fold skips them.
-    # Only an entry above the written-mark qualifies: no owner ever got as far as writing
-    # its effects, so skipping it cannot leave an effect in Redis that the state lacks (nor
-    # hand its emitted seq numbers to other events). An entry at or below the mark was
-    # applied by someone; if it is still pending, its owners died for other reasons.
+    # An entry delivered too often (each takeover claims it once more) is poison: it is
+    # dead-lettered instead of applied, and remembered so every later fold skips it. Only the
+    # oldest pending entry above the written-mark qualifies: no owner ever got as far as
+    # writing its effects, so skipping it cannot leave an effect in Redis that the state lacks
+    # (nor hand its emitted seq numbers to other events), and an owner that died in a batch
+    # died at or after it. Its batch neighbours are not poisoned with it: the replay below
+    # walks the re-delivered entries one at a time, raising the mark past each, so the next
+    # takeover finds the one that kills its owners at the bottom.
     poison = poison_ids(r, keys, shard)
-    new_poison = []
     written = written_mark(r, keys, shard)
     floor = written if ids.after(written, state.last_id) else state.last_id
     pend: Any = r.xpending_range(stream, GROUP, min="-", max="+", count=100_000)
-    for p in pend:
-        eid = ids.text(p["message_id"])
-        if p["times_delivered"] + 1 > max_deliveries and ids.after(eid, floor):
-            new_poison.append(eid)
-    if new_poison:
-        r.sadd(keys.poison(shard), *new_poison)
-        poison.update(new_poison)
-        stats.poisoned = len(new_poison)
-        # counted once, when first found: later takeovers skip them again without counting
-        metrics.DEAD_LETTERS.labels(shard=shard, reason=POISON_REASON).inc(len(new_poison))
-        for eid in new_poison:
-            log.warning(
-                "dead_letter",
-                shard=shard,
-                entry_id=eid,
-                reason=POISON_REASON,
-                error=f"delivered more than {max_deliveries} times",
-            )
+    above = [p for p in pend if ids.after(ids.text(p["message_id"]), floor)]
+    above = [p for p in above if ids.text(p["message_id"]) not in poison]
+    redelivered = [ids.text(p["message_id"]) for p in above if p["times_delivered"] > 1]
+    if above and above[0]["times_delivered"] + 1 > max_deliveries:
+        eid = ids.text(above[0]["message_id"])
+        r.sadd(keys.poison(shard), eid)
+        poison.add(eid)
+        stats.poisoned = 1
+        # counted once, when first found: later takeovers skip it again without counting
+        metrics.DEAD_LETTERS.labels(shard=shard, reason=POISON_REASON).inc()
+        log.warning(
+            "dead_letter",
+            shard=shard,
+            entry_id=eid,
+            reason=POISON_REASON,
+            error=f"delivered more than {max_deliveries} times",
+        )
 
     claimed: list[bytes] = []
     cursor: bytes | str = "0-0"
@@ -120,14 +120,27 @@ def take_over(
     def on_step(_eid: str, _raw: bytes | None, res: StepResult) -> None:
         results.append(res)
 
-    def on_batch(n: int) -> None:
+    def on_batch(n: int, *, mark: bool = False) -> None:
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, scripts, shard, results, [], state.last_id)
+        queue_effects(pipe, keys, scripts, shard, results, [], state.last_id, mark=mark)
         pipe.execute()
         results.clear()
         stats.replayed += n
         keepalive()
 
+    if redelivered:  # up to the floor as usual, then the suspects one by one
+        fold(r, stream, state, counts, poison, until=floor, on_step=on_step, on_batch=on_batch)
+        fold(
+            r,
+            stream,
+            state,
+            counts,
+            poison,
+            until=redelivered[-1],
+            batch=1,
+            on_step=on_step,
+            on_batch=lambda n: on_batch(n, mark=True),
+        )
     fold(r, stream, state, counts, poison, until=end, on_step=on_step, on_batch=on_batch)
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them

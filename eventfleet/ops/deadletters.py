@@ -8,7 +8,8 @@ from typing import Any
 
 import redis
 
-from ledger.codec import DecodeError, decode, encode
+from ledger.codec import DecodeError, decode, encode, loads_object
+from ledger.events import EXTERNAL_TYPES
 from ledger.shards import ShardCounts, destination
 from store import ids
 from store.keys import EVENT_FIELD, Keys
@@ -65,13 +66,16 @@ def redrive(
         if (shard and d["shard"] != shard) or (reason and d["reason"] != reason):
             continue
         try:
-            doc = json.loads(d["raw"])
-            if not isinstance(doc, dict):
-                raise DecodeError("bad_json", "not an object")
+            doc = loads_object(d["raw"])
+            if doc is None:
+                raise DecodeError("bad_json", "not a readable JSON object")
             doc["source"], doc["seq"] = source, 1
             event = decode(json.dumps(doc))
         except (ValueError, DecodeError) as exc:
             problems.append(f"{d['shard']} {d['entry_id']}: still invalid ({exc})")
+            continue
+        if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
+            problems.append(f"{d['shard']} {d['entry_id']}: a {event.type} is not redriven")
             continue
         dest = destination(event, counts)
         seqs[dest] = seqs.get(dest, 0) + 1

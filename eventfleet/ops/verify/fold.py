@@ -5,7 +5,6 @@ outcomes, dead letters, every (source, seq) received, and the snapshot compared 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -13,25 +12,15 @@ import redis
 
 from eventfleet.ops.verify.checks import check_state
 from eventfleet.ops.verify.report import Report, ShardFold, is_shard
-from ledger.codec import Wire
+from ledger.codec import Wire, loads_object
 from ledger.events import AddItem, Charge, Order, Release, Topup
-from ledger.rules import StepResult
+from ledger.rules import FORGED, StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState, SnapshotError
 from store import ids
 from store.fold import fold as fold_log
 from store.keys import Keys
 from store.shardreads import poison_ids
-
-
-def _envelope(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def _start(
@@ -124,13 +113,16 @@ def fold_shard(
 
 def _identity(res: StepResult, raw: bytes | None) -> tuple[str, int] | None:
     """(source, seq) of an entry: from the decoded entry, or, for one that did not decode, from
-    its JSON envelope when that much is readable."""
+    its JSON envelope when that much is readable and names a producer."""
+    if res.dead is not None and res.dead.reason in FORGED:
+        return None  # claims a shard's identity it does not have: no part of that flow
     if res.wire is not None:
         return res.wire.source, res.wire.seq
-    doc = _envelope(raw)
-    if doc is None or not isinstance(doc.get("source"), str) or not isinstance(doc.get("seq"), int):
-        return None
-    return doc["source"], doc["seq"]
+    doc = loads_object(raw)
+    source, seq = (doc.get("source"), doc.get("seq")) if doc is not None else (None, None)
+    if not isinstance(source, str) or is_shard(source) or not isinstance(seq, int):
+        return None  # shards never write what does not decode: only a producer's counts
+    return source, seq
 
 
 def _record(fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report) -> None:
