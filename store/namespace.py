@@ -17,34 +17,46 @@ class NamespaceError(Exception):
     """The namespace is missing or does not match what was asked for."""
 
 
+class NamespaceMissing(NamespaceError):
+    """No meta hash: ``eventfleet init`` has not run (yet) for this namespace."""
+
+
 def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
     """Create meta, every shard stream and its group. Returns True when it created meta.
 
-    Idempotent; refuses to change the counts of an existing namespace.
+    Idempotent; refuses to change the counts of an existing namespace. The streams and
+    groups come first and the meta hash last (``item_shards`` last of all), so a worker that
+    finds a complete meta hash finds every group too.
     """
-    created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
-    if created:
-        r.hset(keys.meta, mapping={"item_shards": counts.items, "version": FORMAT_VERSION})
-    existing = read_counts(r, keys)
-    if existing != counts:
-        raise NamespaceError(
-            f"namespace {keys.ns!r} already has {existing.users} user and {existing.items} item "
-            f"shards; it cannot be changed to {counts.users} and {counts.items} "
-            "(shard counts are fixed at init; use a new namespace)"
-        )
+    if r.exists(keys.meta):
+        _same_counts(read_counts(r, keys), counts, keys)
     for shard in counts.all_shards():
         try:
             r.xgroup_create(keys.events(shard), GROUP, id="0", mkstream=True)
         except rx.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+    created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
+    if created:
+        r.hset(keys.meta, "version", FORMAT_VERSION)
+        r.hset(keys.meta, "item_shards", counts.items)
+    _same_counts(read_counts(r, keys), counts, keys)  # another init may have won the race
     return created
+
+
+def _same_counts(existing: ShardCounts, counts: ShardCounts, keys: Keys) -> None:
+    if existing != counts:
+        raise NamespaceError(
+            f"namespace {keys.ns!r} already has {existing.users} user and {existing.items} item "
+            f"shards; it cannot be changed to {counts.users} and {counts.items} "
+            "(shard counts are fixed at init; use a new namespace)"
+        )
 
 
 def read_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
     meta: Any = r.hgetall(keys.meta)
-    if not meta:
-        raise NamespaceError(
+    if b"item_shards" not in meta:  # none yet, or an init between its two writes
+        raise NamespaceMissing(
             f"namespace {keys.ns!r} is not initialised on this Redis: run `eventfleet init` first"
         )
     try:

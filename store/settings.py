@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     connect_timeout_s: float = Field(30.0, gt=0)
+    namespace_wait_s: float = Field(600.0, ge=0)
+    """How long a starting worker waits for ``eventfleet init`` to create its namespace
+    (logging every few seconds) before it exits 2. 0: exit at once."""
 
     namespace: str = Field("eventfleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
@@ -49,6 +52,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(1000, ge=1, le=100_000)
     block_ms: int = Field(100, ge=1, le=10_000)
     drain_timeout_s: float = Field(10.0, gt=0)
+    rejoin_grace_ms: int = Field(0, ge=0, le=600_000)
+    """Static membership: on SIGTERM keep this worker's membership and leases this long (after
+    final snapshots), so a process restarted with the same EVENTFLEET_WORKER_ID takes its
+    shards back with no replay and nothing else moves. 0: hand the shards over at once."""
     max_deliveries: int = Field(10, ge=2)
     wait_replicas: int = Field(0, ge=0, le=16)
     """After each batch's effects, WAIT until this many replicas of every master written to

@@ -188,7 +188,8 @@ def test_user_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
 def test_worker_refuses_a_namespace_that_is_not_initialised_or_mismatched(
     r: redis.Redis, env: dict[str, str]
 ) -> None:
-    res = cli("worker", env={**env, "EVENTFLEET_METRICS_PORT": "0"}, check=False, timeout=30)
+    no_wait = {**env, "EVENTFLEET_METRICS_PORT": "0", "EVENTFLEET_NAMESPACE_WAIT_S": "0"}
+    res = cli("worker", env=no_wait, check=False, timeout=30)
     assert res.returncode == 2 and "eventfleet init" in res.stderr
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
     res = cli(

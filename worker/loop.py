@@ -29,6 +29,7 @@ from store.replication import write_replicated
 from store.settings import Settings
 from worker.conn import Conn
 from worker.effects import queue_effects
+from worker.health import HealthState
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
@@ -43,12 +44,20 @@ up to ``EVENTFLEET_BLOCK_MS`` (see ``idle_wait``)."""
 class Worker:
     """Reads, applies and writes; its ``Ownership`` decides which shards it holds."""
 
-    def __init__(self, settings: Settings, r: redis.Redis, counts: ShardCounts) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        r: redis.Redis,
+        counts: ShardCounts,
+        health: HealthState | None = None,
+    ) -> None:
+        """``health``: the state ``/healthz`` already serves (the server starts before the
+        namespace wait); a new one when None."""
         self.s = settings
         self.counts = counts
         self.conn = Conn(settings, r)
         self.observe = Observer()
-        self.ownership = Ownership(settings, self.conn, counts, self.observe)
+        self.ownership = Ownership(settings, self.conn, counts, self.observe, health)
         self.health = self.ownership.health
         self._empty_polls = 0
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")

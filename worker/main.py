@@ -3,21 +3,57 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import structlog
 from redis import exceptions as rx
 
+from ledger.shards import ShardCounts
 from store import retry
 from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
 from store.keys import Keys
 from store.logs import configure
-from store.namespace import NamespaceError, check_counts, read_counts
+from store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
 from store.settings import Settings
-from worker.health import serve
+from worker.health import HealthState, serve
 from worker.loop import Worker
 
 EXIT_OK = 0
 EXIT_FATAL = 2
+WAIT_LOG_EVERY_S = 5.0
+WAIT_POLL_S = 0.5
+
+
+def wait_for_namespace(
+    r: Any, keys: Keys, settings: Settings, health: HealthState, log: Any
+) -> ShardCounts:
+    """The namespace's shard counts, waiting up to ``EVENTFLEET_NAMESPACE_WAIT_S`` for
+    ``eventfleet init`` to create it (one log line every few seconds; ``/healthz`` stays 200
+    meanwhile), so that workers started before init do not crash-loop."""
+    t0 = time.monotonic()
+    next_log = t0
+    while True:
+        try:
+            return read_counts(r, keys)
+        except NamespaceMissing as exc:
+            now = time.monotonic()
+            waited = now - t0
+            if waited >= settings.namespace_wait_s:
+                raise NamespaceError(
+                    f"{exc} (waited {round(waited)} s; EVENTFLEET_NAMESPACE_WAIT_S="
+                    f"{settings.namespace_wait_s:g})"
+                ) from None
+            if now >= next_log:
+                next_log = now + WAIT_LOG_EVERY_S
+                log.warning(
+                    "waiting_for_namespace",
+                    namespace=keys.ns,
+                    waited_s=round(waited, 1),
+                    gives_up_in_s=round(settings.namespace_wait_s - waited, 1),
+                    hint="run `eventfleet init`",
+                )
+            health.tick()
+            time.sleep(min(WAIT_POLL_S, settings.namespace_wait_s - waited))
 
 
 def run_worker(settings: Settings) -> int:
@@ -25,6 +61,14 @@ def run_worker(settings: Settings) -> int:
     structlog.contextvars.bind_contextvars(worker_id=settings.worker_id)
     log = structlog.get_logger("eventfleet.worker")
     url = mask_url(settings.redis_url)
+    health = HealthState(stale_after_s=max(5.0, 3 * settings.lease_ttl_ms / 1000))
+    if settings.metrics_port:
+        try:
+            serve(health, settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # the port is taken (another worker on this host?) or refused
+            where = f"{settings.metrics_host}:{settings.metrics_port}"
+            log.error("fatal", error=f"cannot serve /metrics on {where}: {exc.strerror or exc}")
+            return EXIT_FATAL
     try:
         r = connect(
             settings,
@@ -34,7 +78,7 @@ def run_worker(settings: Settings) -> int:
         )
         deadline = time.monotonic() + settings.connect_timeout_s
         retry.call(r.ping, "connect", deadline=deadline)
-        counts = read_counts(r, Keys(settings.namespace))
+        counts = wait_for_namespace(r, Keys(settings.namespace), settings, health, log)
         check_counts(counts, settings.user_shards, settings.item_shards)
     except FatalRedisError as exc:
         log.error("fatal", error=str(exc), redis=url)
@@ -49,15 +93,8 @@ def run_worker(settings: Settings) -> int:
             waited_s=settings.connect_timeout_s,
         )
         return EXIT_FATAL
-    worker = Worker(settings, r, counts)
+    worker = Worker(settings, r, counts, health)
     worker.install_signals()
-    if settings.metrics_port:
-        try:
-            serve(worker.health, settings.metrics_host, settings.metrics_port)
-        except OSError as exc:  # the port is taken (another worker on this host?) or refused
-            where = f"{settings.metrics_host}:{settings.metrics_port}"
-            log.error("fatal", error=f"cannot serve /metrics on {where}: {exc.strerror or exc}")
-            return EXIT_FATAL
     log.info(
         "connected",
         redis=url,

@@ -63,9 +63,14 @@ class Ownership:
     """
 
     def __init__(
-        self, settings: Settings, conn: Conn, counts: ShardCounts, observe: Observer
+        self,
+        settings: Settings,
+        conn: Conn,
+        counts: ShardCounts,
+        observe: Observer,
+        health: HealthState | None = None,
     ) -> None:
-        self.health = HealthState(stale_after_s=max(5.0, 3 * conn.ttl))
+        self.health = health or HealthState(stale_after_s=max(5.0, 3 * conn.ttl))
         self._s = settings
         self._conn = conn
         self._observe = observe
@@ -81,6 +86,12 @@ class Ownership:
         self._next_lag = 0.0
         self._last_renew = 0.0
         self._joined = False
+        self._static = settings.rejoin_grace_ms > 0
+        self._reclaim = True
+        """Until our first acquiring pass: leases still held under our id belong to an
+        earlier process of this member and are taken back (static membership). After it, a
+        lease under our id but not our token means another process uses the same id: left
+        alone, so two such processes do not take shards from each other on every pass."""
 
     # ---- public ------------------------------------------------------------------------
     def held(self) -> list[Owned]:
@@ -102,9 +113,11 @@ class Ownership:
         self._next_pass = t0 + self._ttl / 3
         self._heartbeat(t0)
         self._renew()
-        self._target = (
-            set() if self._stopping else targets(self._all_shards, self._members, self._wid)
-        )
+        if self._stopping:
+            # a static member keeps its shards until its drain suspends them
+            self._target = set(self._owned) if self._static else set()
+        else:
+            self._target = targets(self._all_shards, self._members, self._wid)
         targeted = self._target  # what readiness waits for, even on the first pass
         if not self._joined:
             # Our first heartbeat is now visible; workers started with us see it at their next
@@ -117,6 +130,8 @@ class Ownership:
         wanted = [s for s in sorted(self._target) if s not in self._owned]
         if wanted:
             self._acquire(wanted)
+        if self._joined and targeted is self._target:
+            self._reclaim = False
         now = time.monotonic()
         for o in list(self._owned.values()):
             if now >= o.next_snapshot:
@@ -145,9 +160,14 @@ class Ownership:
     def drain(self) -> bool:
         """Final snapshots, leases released, leave the member set: the next owners start now.
 
+        A static member (``EVENTFLEET_REJOIN_GRACE_MS`` > 0) instead keeps its membership
+        and its leases for the grace period (``_suspend``).
+
         Returns False when a shard could not be handed over (Redis unreachable): its lease
         then expires by itself and the next owner replays from the last snapshot.
         """
+        if self._static:
+            return self._suspend()
         clean = True
         for o in list(self._owned.values()):
             try:
@@ -164,13 +184,50 @@ class Ownership:
         log.info("worker_stopped", clean=clean)
         return clean
 
+    def _suspend(self) -> bool:
+        """Static membership's leave: write final snapshots, then extend this member's
+        heartbeat and each lease to the rejoin grace. Nobody else is targeted these shards
+        meanwhile (the member is still in the set), so a process restarted with the same id
+        takes them back (``ACQUIRE`` with reclaim) from a snapshot at the end of the log:
+        no replay, and no other shard moves. If none comes back, heartbeat and leases lapse
+        after the grace and the shards move once, to their next targets."""
+        clean = True
+        conn = self._conn
+        grace = self._s.rejoin_grace_ms
+        for o in list(self._owned.values()):
+            try:
+                if self._snapshot(o):
+                    lease, token = conn.keys.lease(o.name), o.token
+                    conn.call(
+                        functools.partial(conn.scripts.renew, keys=[lease], args=[token, grace]),
+                        "suspend",
+                    )
+            except TRANSIENT as exc:
+                clean = False
+                log.warning("suspend_failed", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
+        try:
+            conn.call(
+                lambda: conn.scripts.heartbeat(keys=[conn.keys.workers], args=[self._wid, grace]),
+                "suspend",
+            )
+        except TRANSIENT:
+            clean = False  # our heartbeat expires by itself
+        held = sorted(self._owned)
+        self._owned.clear()
+        self._observe.shards_owned(0)
+        log.info("worker_suspended", clean=clean, rejoin_grace_ms=grace, shards=held)
+        return clean
+
     # ---- membership --------------------------------------------------------------------
     def _heartbeat(self, t0: float) -> None:
         conn = self._conn
         now_ms, live = conn.call(
             lambda: conn.scripts.heartbeat(
                 keys=[conn.keys.workers],
-                args=["" if self._stopping else self._wid, self._s.lease_ttl_ms],
+                args=[
+                    "" if self._stopping and not self._static else self._wid,
+                    self._s.lease_ttl_ms,
+                ],
             ),
             "heartbeat",
         )
@@ -257,7 +314,7 @@ class Ownership:
             for s in wanted:
                 conn.scripts.acquire(
                     keys=[conn.keys.lease(s), conn.keys.epoch(s)],
-                    args=[self._wid, self._s.lease_ttl_ms],
+                    args=[self._wid, self._s.lease_ttl_ms, "1" if self._reclaim else "0"],
                     client=pipe,
                 )
             return list(pipe.execute())

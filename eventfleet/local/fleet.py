@@ -43,9 +43,13 @@ class LocalFleet:
         self._n = 0
         logdir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, extra_env: dict[str, str] | None = None) -> WorkerProc:
+    def start(
+        self, extra_env: dict[str, str] | None = None, worker_id: str | None = None
+    ) -> WorkerProc:
+        """Start one worker; ``worker_id`` restarts a member under the id it had (static
+        membership), otherwise each process gets a new one."""
         self._n += 1
-        wid = f"{self.name}{self._n}-{os.getpid()}"
+        wid = worker_id or f"{self.name}{self._n}-{os.getpid()}"
         env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
@@ -56,7 +60,8 @@ class LocalFleet:
             **self.env,
             **(extra_env or {}),
         }
-        log_path = self.logdir / f"{wid}.log"
+        # a restarted member writes a log of its own, beside the earlier process's
+        log_path = self.logdir / (f"{wid}.{self._n}.log" if worker_id else f"{wid}.log")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "worker"],
