@@ -49,10 +49,12 @@ class Sizes:
     latency_seconds: float
     failover_ttl_ms: int
     snapshot_users: int
+    order_setup: int = 20_000
+    orders: int = 100_000
 
 
 FULL = Sizes(200_000, 200_000, 200_000, 20_000, 5_000.0, 10.0, 5_000, 1_000_000)
-QUICK = Sizes(20_000, 20_000, 20_000, 2_000, 5_000.0, 2.0, 1_000, 100_000)
+QUICK = Sizes(20_000, 20_000, 20_000, 2_000, 5_000.0, 2.0, 1_000, 100_000, 2_000, 10_000)
 
 
 def topup_batch(n: int, seed: int) -> list[Topup]:

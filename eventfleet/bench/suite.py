@@ -12,6 +12,9 @@ f. the bare batched loop (COUNT n, json.loads, one XACK per shard batch) on b's 
 g. order latency (entry to outcome, both saga hops) at a fixed offered load;
 h. failover: SIGKILL one of four workers, time until each of its shards applies again;
 i. snapshot write and restore of one shard with a million users, and the worker's peak RSS;
+k. a settled order workload (set-up events, then orders) with 1 and 2 workers, against the
+   at-least-once loop a team would write by hand with 1 and 2 processes
+   (``eventfleet.bench.orders``, ``eventfleet.bench.loop_mixed``);
 j. the mixed workload with 1 and 2 workers on a single Redis and on a throwaway 3-master
    Redis Cluster, entries per second (``eventfleet.bench.cluster``, docs/SCALING.md).
 """
@@ -26,11 +29,12 @@ from typing import Any
 
 from eventfleet.bench import cluster as bench_cluster
 from eventfleet.bench import failover as bench_failover
+from eventfleet.bench import orders as bench_orders
 from eventfleet.bench import runs as bench_runs
 from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "g", "h", "i", "j")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "i", "j")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -68,6 +72,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("b", "apply, 1 worker", "events/s", "b", "events_per_s", ">=", 100_000),
     Figure("c", "apply, 2 workers", "events/s", "c", "events_per_s"),
     Figure("d", "mixed + sagas settled, 2 workers", "events/s", "d", "events_per_s"),
+    Figure("k.ef1", "orders settled, 1 worker", "events/s", "k", "eventfleet_1w"),
+    Figure("k.ef2", "orders settled, 2 workers", "events/s", "k", "eventfleet_2w"),
+    Figure("k.loop1", "at-least-once loop, 1 process", "events/s", "k", "loop_1w"),
+    Figure("k.loop2", "at-least-once loop, 2 processes", "events/s", "k", "loop_2w"),
+    Figure("k.r1", "orders: worker / loop, 1 each", "ratio", "k", "ratio_1w", ">=", 1.0),
+    Figure("k.r2", "orders: worker / loop, 2 each", "ratio", "k", "ratio_2w", ">=", 1.0),
     Figure("e", "naive consumer (COUNT 1)", "events/s", "e", "events_per_s"),
     Figure("f", "bare batched loop", "events/s", "f", "events_per_s"),
     Figure("b/f", "worker / bare loop", "ratio", "ratios", "b/f", ">=", 0.6),
@@ -131,6 +141,11 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             "d",
             "mixed workload",
             lambda: bench_runs.two_workers(env, "mixed", sizes.mixed_events),
+        )
+        step(
+            "k",
+            "orders, eventfleet and the at-least-once loop",
+            lambda: bench_orders.orders_vs_loop(env, sizes.order_setup, sizes.orders),
         )
         step(
             "g",
