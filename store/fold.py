@@ -2,6 +2,8 @@
 and apply each with ``ledger.rules.step``, dead-lettering the poison entries instead.
 
 The worker's takeover replay, ``eventfleet state`` and ``eventfleet verify`` all fold here.
+``history`` puts entries that are no longer in Redis (``eventfleet archive``'s segments) in
+front of the live log: ``verify --archive`` folds a shard from its first event ever.
 Nothing is written: each step's result goes to ``on_step`` as soon as it is folded (so the
 state it sees is the state right after that entry), and ``on_batch`` is called once a batch is
 folded (where the takeover writes the batch's effects and renews its leases).
@@ -9,7 +11,7 @@ folded (where the takeover writes the batch's effects and renews its leases).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import redis
@@ -26,6 +28,10 @@ BATCH = 2000
 POISON_REASON = "max_deliveries"
 POISON_ERROR = "delivered more than EVENTFLEET_MAX_DELIVERIES times"
 """The dead letter of a poison entry: one its owners never got past (see worker/takeover.py)."""
+
+History = Callable[[str, str], Iterable[tuple[str, bytes | None]]]
+"""``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
+``+``), in id order, as ``(entry id, entry text or None)``."""
 
 OnStep = Callable[[str, bytes | None, StepResult], None]
 """``(entry id, entry text or None, step result)``, called right after the entry is folded."""
@@ -48,13 +54,30 @@ def fold(
     batch: int = BATCH,
     on_step: OnStep | None = None,
     on_batch: Callable[[int], None] | None = None,
+    history: History | None = None,
 ) -> int:
     """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
     ``state``; return how many were folded. Entries in ``poison`` are dead-lettered.
 
+    With ``history``, its entries in that range come first, then the stream's entries after
+    the last of them (the stream may still hold some of the same entries: each is folded once).
     A batch shorter than ``batch`` ends the fold: the range held no more entries when read.
     """
     n = 0
+    if history is not None:
+        pending = 0
+        for eid, raw in history(state.last_id, until):
+            res = poison_letter(state, eid, raw) if eid in poison else step(state, eid, raw, counts)
+            if on_step is not None:
+                on_step(eid, raw, res)
+            n += 1
+            pending += 1
+            if pending == batch:
+                if on_batch is not None:
+                    on_batch(pending)
+                pending = 0
+        if pending and on_batch is not None:
+            on_batch(pending)
     start = state.last_id
     while until == "+" or ids.after(until, start):
         lo = "-" if start == "0-0" else f"({start}"

@@ -45,3 +45,13 @@ class Keys:
     def poison(self, shard: str) -> str:
         """Entry ids dead-lettered for too many deliveries; replay and verify skip them."""
         return f"{self.ns}:{{{shard}}}:poison"
+
+    def trim_base(self, shard: str) -> str:
+        """A copy of the snapshot that covered the last trim of the shard's stream: ``verify``
+        without an archive folds from it (the oldest state that covers what is gone)."""
+        return f"{self.ns}:{{{shard}}}:trimbase"
+
+    def archived(self, shard: str) -> str:
+        """Hash: per stream of the shard (``events``, ``outcomes``, ``dlq``), the last entry id
+        ``eventfleet archive`` has safely on disk. Trimming never passes it."""
+        return f"{self.ns}:{{{shard}}}:archived"

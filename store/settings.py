@@ -60,8 +60,19 @@ class Settings(BaseSettings):
     wait_replicas: int = Field(0, ge=0, le=16)
     """After each batch's effects, WAIT until this many replicas of every master written to
     have them (0: don't wait). See docs/SCALING.md, section 6."""
+    retain_s: float | None = Field(3600.0, ge=0)
+    """Retention window: stream entries younger than this stay in Redis even when a snapshot
+    covers them; ``off`` never trims (docs/OPERATIONS.md, "Retention and archive")."""
+    archive_required: bool = False
+    """Trim only what ``eventfleet archive`` has archived, even on a shard never archived yet
+    (a shard the archive has seen is held to its archived-up-to mark in any case)."""
     user_shards: int | None = Field(None, ge=1, le=4096)
     item_shards: int | None = Field(None, ge=1, le=4096)
+
+    @field_validator("retain_s", mode="before")
+    @classmethod
+    def _off(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip().lower() in ("off", "none", "") else v
 
     @field_validator("log_level", mode="before")
     @classmethod

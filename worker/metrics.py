@@ -64,6 +64,11 @@ SNAPSHOT_SIZE = Gauge("eventfleet_snapshot_size_bytes", "Size of the last snapsh
 SNAPSHOT_AGE = Gauge(
     "eventfleet_snapshot_age_seconds", "Seconds since the last snapshot", ["shard"]
 )
+TRIMMED = Counter(
+    "eventfleet_trimmed_entries",
+    "Stream entries removed by retention (stream: events, outcomes, dlq)",
+    ["shard", "stream"],
+)
 REDIS_ERRORS = Counter(
     "eventfleet_redis_errors", "Redis calls that failed after retries", ["operation"]
 )

@@ -24,6 +24,7 @@ from worker.conn import Conn
 from worker.health import HealthState
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
+from worker.retention import retain
 from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
@@ -134,8 +135,8 @@ class Ownership:
             self._reclaim = False
         now = time.monotonic()
         for o in list(self._owned.values()):
-            if now >= o.next_snapshot:
-                self._snapshot(o)
+            if now >= o.next_snapshot and self._snapshot(o):
+                retain(self._conn, self._s, o, int(o.snapshot_wall * 1000))
         if now >= self._next_lag:
             self._next_lag = now + LAG_SAMPLE_S
             self._sample_lag()

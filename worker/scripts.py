@@ -123,6 +123,59 @@ return {now, redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')}
 """
 
 
+# Retention: trim the shard's streams, fenced by the lease. KEYS: lease, events, outcomes, dlq,
+# snapshot, trim base, archived-marks hash. ARGV: token, the last entry id of the snapshot this
+# owner just saved, that snapshot's wall time (ms), the retention window (ms), '1' when trimming
+# must wait for the archive. Returns -1 when the lease is not ours, else {events, outcomes,
+# dlq} entries removed.
+#
+# Events go only below the snapshot (MINID keeps the snapshot's own entry and all after it),
+# below the window and at or below the archived mark: takeover replays from the snapshot,
+# dedup lives in the snapshot's watermarks, so no reader of the stream needs what goes. Before
+# the first removal the snapshot is copied to the trim base, the state `verify` folds from.
+# Outcomes and dead letters go below the window and the snapshot's time, and the last record
+# always stays: APPEND_ONCE reads its seq. allow-oom: trimming is what frees memory, so it must
+# run when Redis is full (the COPY of the base is the only write that can grow it).
+RETAIN = """#!lua flags=allow-oom
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local function less(x, y)
+  local a, b = string.match(x, '^(%d+)-(%d+)$')
+  local c, d = string.match(y, '^(%d+)-(%d+)$')
+  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+  return a < c or (a == c and b < d)
+end
+local function lower(x, y) if less(x, y) then return x end return y end
+local function bound(field, limit)
+  local mark = redis.call('HGET', KEYS[7], field)
+  if mark then return lower(limit, mark) end
+  if ARGV[5] == '1' then return '0-0' end
+  return limit
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = math.max(0, now - tonumber(ARGV[4])) .. '-0'
+local removed = {0, 0, 0}
+local ev = bound('events', lower(ARGV[2], cutoff))
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 and less(first[1][1], ev) then
+  redis.call('COPY', KEYS[5], KEYS[6], 'REPLACE')
+  removed[1] = redis.call('XTRIM', KEYS[2], 'MINID', ev)
+end
+local rec = lower(cutoff, ARGV[3] .. '-0')
+local records = {{KEYS[3], 'outcomes'}, {KEYS[4], 'dlq'}}
+for i = 1, 2 do
+  local key, field = records[i][1], records[i][2]
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local b = lower(bound(field, rec), last[1][1])
+    local f = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+    if less(f[1][1], b) then removed[i + 1] = redis.call('XTRIM', key, 'MINID', b) end
+  end
+end
+return removed
+"""
+
+
 def is_fenced(reply: object) -> bool:
     """Whether a ``FENCED_READ`` reply (taken from a pipeline with ``raise_on_error=False``)
     is its refusal: an error reply whose code is ``FENCED``."""
@@ -173,6 +226,7 @@ class Scripts:
     append_once: LuaScript
     mark_written: LuaScript
     heartbeat: LuaScript
+    retain: LuaScript
 
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
@@ -188,4 +242,5 @@ class Scripts:
             append_once=load(APPEND_ONCE),
             mark_written=load(MARK_WRITTEN),
             heartbeat=load(HEARTBEAT),
+            retain=load(RETAIN),
         )

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import click
 
-from eventfleet.cli import basic, bench, chaos, dlq, produce, reshard, state, status, up, verify
+from eventfleet.cli import (
+    archive,
+    basic,
+    bench,
+    chaos,
+    dlq,
+    produce,
+    reshard,
+    state,
+    status,
+    up,
+    verify,
+)
 from eventfleet.cli.context import EXIT_USAGE
 
 
@@ -28,6 +40,7 @@ for _command in (
     status.status,
     dlq.dlq,
     verify.verify_cmd,
+    archive.archive_cmd,
     reshard.reshard,
     chaos.chaos_cmd,
     bench.bench,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 from itertools import groupby
+from pathlib import Path
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, user_errors
+from eventfleet.cli.context import EXIT_FAILED, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json
 from eventfleet.cli.progress import bar
 from eventfleet.ops.verify import Report, stream_lengths, verify
@@ -16,14 +17,29 @@ from eventfleet.ops.verify import Report, stream_lengths, verify
 @click.command("verify")
 @common
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def verify_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="an `eventfleet archive` directory: fold each shard from its first event ever",
+)
+def verify_cmd(
+    redis_url: str | None, namespace: str | None, as_json: bool, archive_dir: Path | None
+) -> None:
     """Recompute every shard from its log; exit 1 with a diff when Redis disagrees."""
+    from eventfleet.ops.archive import Archive, ArchiveError
+
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         counts = c.counts()
         total = stream_lengths(c.redis, c.keys, counts)
-        with bar("verifying", total) as advance:
-            report = verify(c.redis, c.keys, counts, on_chunk=advance)
+        try:
+            archive = None if archive_dir is None else Archive(archive_dir, c.keys.ns, counts)
+            with bar("verifying", total) as advance:
+                report = verify(c.redis, c.keys, counts, on_chunk=advance, archive=archive)
+        except ArchiveError as exc:
+            raise UserError(f"archive: {exc}") from None
     if as_json:
         emit_json(report.as_json())
     else:

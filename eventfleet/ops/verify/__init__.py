@@ -15,11 +15,12 @@ than the log gives), ``lost`` (the log gives something Redis does not hold), ``d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
+from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import (
     check_flows,
     check_sequences,
@@ -53,9 +54,15 @@ __all__ = [
 ]
 
 
-def _stored_records(r: redis.Redis, stream: str) -> list[dict[bytes, bytes]]:
+def _stored_records(
+    r: redis.Redis, stream: str, archived: Iterable[tuple[str, dict[bytes, bytes]]] = ()
+) -> list[dict[bytes, bytes]]:
+    """A record stream's records: the archived ones, then those in Redis after them."""
     out: list[dict[bytes, bytes]] = []
     lo = "-"
+    for eid, fields in archived:
+        out.append(fields)
+        lo = f"({eid}"
     while True:
         batch: Any = r.xrange(stream, min=lo, max="+", count=BATCH)
         out.extend(fields for _eid, fields in batch)
@@ -76,7 +83,10 @@ def verify(
     keys: Keys,
     counts: ShardCounts,
     on_chunk: Callable[[int], None] = lambda n: None,
+    archive: Archive | None = None,
 ) -> Report:
+    """Check the namespace; with ``archive``, every shard from its first event: its archived
+    segments, then what Redis still holds."""
     from eventfleet.ops.status import is_idle
 
     report = Report(counts)
@@ -84,10 +94,14 @@ def verify(
     report.quiescent = is_idle(r, keys, counts)
     stored_orders: Counter[str] = Counter()
     for shard in counts.all_shards():
-        stored_out = _stored_records(r, keys.outcomes(shard)) if family(shard) == "u" else []
-        stored_dead = _stored_records(r, keys.dlq(shard))
+        stored_out = (
+            _stored_records(r, keys.outcomes(shard), _archived(archive, shard, "outcomes"))
+            if family(shard) == "u"
+            else []
+        )
+        stored_dead = _stored_records(r, keys.dlq(shard), _archived(archive, shard, "dlq"))
         stored_orders.update(decode_outcome(f[b"outcome"]).order_id for f in stored_out)
-        fold = fold_shard(r, keys, counts, shard, report, on_chunk)
+        fold = fold_shard(r, keys, counts, shard, report, on_chunk, archive)
         if fold is None:
             continue
         report.folds[shard] = fold
@@ -102,6 +116,12 @@ def verify(
     check_sequences(report)
     check_totals(report, stored_orders)
     return report
+
+
+def _archived(
+    archive: Archive | None, shard: str, stream: str
+) -> Iterable[tuple[str, dict[bytes, bytes]]]:
+    return () if archive is None else archive.entries(shard, stream)
 
 
 def stream_lengths(r: redis.Redis, keys: Keys, counts: ShardCounts) -> int:

@@ -1,5 +1,6 @@
-"""Folding one shard's log for ``verify`` (with ``store.fold``), from its first entry or from
-its snapshot when the log was trimmed, recording what the fold saw on the way: emitted events,
+"""Folding one shard's log for ``verify`` (with ``store.fold``), from its first entry (with
+``--archive``: its archived segments, then the live log) or, when the log was trimmed, from the
+oldest snapshot that covers what is gone, recording what the fold saw on the way: emitted events,
 outcomes, dead letters, every (source, seq) received, and the snapshot compared at its offset.
 """
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import redis
 
+from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import check_state
 from eventfleet.ops.verify.report import Report, ShardFold, is_shard
 from ledger.codec import Wire, loads_object
@@ -18,15 +20,21 @@ from ledger.rules import FORGED, StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState, SnapshotError
 from store import ids
+from store.fold import History
 from store.fold import fold as fold_log
 from store.keys import Keys
 from store.shardreads import poison_ids
 
 
 def _start(
-    shard: str, info: dict[str, Any], snap: ShardState | None, report: Report
+    shard: str,
+    info: dict[str, Any],
+    snaps: list[tuple[str, ShardState]],
+    report: Report,
 ) -> ShardState | None:
-    """Where the fold starts: the first entry, or the snapshot when the log was trimmed.
+    """Where the fold starts: the first entry, or, when the log was trimmed, the oldest of
+    ``snaps`` (``(name, state)``, oldest first: the trim base, then the snapshot) that covers
+    every removed entry.
 
     Trimming (XTRIM) removes entries before the first one left; XDEL removes entries up to
     ``max-deleted-entry-id``. A snapshot can stand in for what is gone only when every removed
@@ -42,7 +50,9 @@ def _start(
     first_id = ids.text(first[0]) if first else None
     last_id = ids.text(info["last-generated-id"])
     deleted_upto = ids.text(info.get("max-deleted-entry-id") or "0-0")
-    if snap is not None and not ids.after(deleted_upto, snap.last_id):
+    for name, snap in snaps:
+        if ids.after(deleted_upto, snap.last_id):
+            continue
         covered = (
             not ids.after(first_id, snap.last_id)
             if first_id
@@ -50,17 +60,39 @@ def _start(
         )
         if covered:
             report.unchecked.append(
-                f"{shard}: {int(added) - length} entries deleted from the log; folded from its "
-                f"snapshot at {snap.last_id}: that snapshot, the records it covers and the "
-                "totals (conservation, one outcome per order) were not checked"
+                f"{shard}: {int(added) - length} entries trimmed from the log; folded from the "
+                f"{name} at {snap.last_id}, the oldest state that covers them: the records "
+                "before it and the totals (conservation, one outcome per order) were not checked"
+                " (`verify --archive DIR` checks them from the first event)"
             )
             return snap
+    have = ", ".join(f"{name} at {snap.last_id}" for name, snap in snaps) or "no snapshot"
     report.unchecked.append(
         f"{shard}: {int(added) - length} entries deleted from the log (first left: "
-        f"{first_id or 'none'}) and no snapshot at or after them "
-        f"({'snapshot at ' + snap.last_id if snap else 'no snapshot'}): shard not checked"
+        f"{first_id or 'none'}) and no snapshot at or after them ({have}): shard not checked"
     )
     return None
+
+
+def _from_archive(
+    shard: str, info: dict[str, Any], archive: Archive, report: Report
+) -> History | None:
+    """The shard's archived events when, with the live log, they hold every event it ever had."""
+    m = archive.manifest(shard, "events")
+    why = ""
+    if m is None:
+        why = "not in the archive"
+    elif not m.complete:
+        g = m.gaps[0]
+        why = f"the archive misses entries deleted before they were archived ({g.after}..{g.upto}]"
+    else:
+        deleted_upto = ids.text(info.get("max-deleted-entry-id") or "0-0")
+        if ids.after(deleted_upto, m.last):
+            why = f"entries up to {deleted_upto} left Redis but the archive ends at {m.last}"
+    if why:
+        report.unchecked.append(f"{shard}: not folded from its first event: {why}")
+        return None
+    return archive.history(shard)
 
 
 def fold_shard(
@@ -70,16 +102,19 @@ def fold_shard(
     shard: str,
     report: Report,
     on_chunk: Callable[[int], None],
+    archive: Archive | None = None,
 ) -> ShardFold | None:
-    raw_snap: Any = r.get(keys.snapshot(shard))
     info: Any = r.xinfo_stream(keys.events(shard))
-    snap: ShardState | None = None
-    if raw_snap is not None:
-        try:
-            snap = ShardState.from_snapshot(raw_snap, shard)
-        except SnapshotError as exc:
-            report.findings.add("mismatch", shard, "snapshot", str(exc))
-    state = _start(shard, info, snap, report)
+    snap = _load(r, keys.snapshot(shard), shard, "snapshot", report)
+    history = _from_archive(shard, info, archive, report) if archive is not None else None
+    if history is not None:
+        state: ShardState | None = ShardState(shard)
+    else:
+        base = _load(r, keys.trim_base(shard), shard, "trim base", report)
+        snaps = [("snapshot kept at the last trim", base)] if base is not None else []
+        if snap is not None:
+            snaps.append(("snapshot", snap))
+        state = _start(shard, info, snaps, report)
     if state is None:
         return None
     fold = ShardFold(shard, state, state.last_id, dict(state.out_seq), dict(state.watermarks))
@@ -98,7 +133,10 @@ def fold_shard(
     if snap is not None and snap is not state:
         # the log up to the snapshot's own offset, the snapshot against that, then the rest
         upto = snap.last_id if ids.after(until, snap.last_id) else until
-        fold_log(r, stream, state, counts, poison, until=upto, on_step=on_step, on_batch=on_chunk)
+        fold_log(
+            r, stream, state, counts, poison, until=upto, on_step=on_step, on_batch=on_chunk,
+            history=history,
+        )  # fmt: skip
         if ids.after(snap.last_id, until):
             report.findings.add(
                 "mismatch",
@@ -107,8 +145,22 @@ def fold_shard(
                 f"snapshot at {snap.last_id} is ahead of the log (last entry {until})",
             )
         fold.snapshot = _compare_snapshot(snap, state, report)
-    fold_log(r, stream, state, counts, poison, until=until, on_step=on_step, on_batch=on_chunk)
+    fold_log(
+        r, stream, state, counts, poison, until=until, on_step=on_step, on_batch=on_chunk,
+        history=history,
+    )  # fmt: skip
     return fold
+
+
+def _load(r: redis.Redis, key: str, shard: str, name: str, report: Report) -> ShardState | None:
+    raw: Any = r.get(key)
+    if raw is None:
+        return None
+    try:
+        return ShardState.from_snapshot(raw, shard)
+    except SnapshotError as exc:
+        report.findings.add("mismatch", shard, name, str(exc))
+        return None
 
 
 def _identity(res: StepResult, raw: bytes | None) -> tuple[str, int] | None:

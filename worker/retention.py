@@ -1,0 +1,61 @@
+"""Retention: after each periodic snapshot, the shard's owner trims what that snapshot covers.
+
+One fenced script (``worker.scripts.RETAIN``) removes event entries below the snapshot just
+saved, older than ``EVENTFLEET_RETAIN_S`` and at or below what ``eventfleet archive`` has on
+disk (when the shard has been archived, or always with ``EVENTFLEET_ARCHIVE_REQUIRED``), and
+outcome and dead-letter records older than the window (never a stream's last record). A failed
+trim is only logged: the next snapshot tries again, and nothing waits for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from store.connection import TRANSIENT
+from store.settings import Settings
+from worker.conn import Conn
+from worker.metrics import TRIMMED
+from worker.owned import Owned
+
+log = structlog.get_logger("eventfleet.worker")
+STREAMS = ("events", "outcomes", "dlq")
+
+
+def retain(conn: Conn, settings: Settings, o: Owned, snapshot_ms: int) -> None:
+    """Trim shard ``o`` up to the snapshot of its current state, saved at ``snapshot_ms``."""
+    if settings.retain_s is None:
+        return
+    k = conn.keys
+    keys = [
+        k.lease(o.name),
+        k.events(o.name),
+        k.outcomes(o.name),
+        k.dlq(o.name),
+        k.snapshot(o.name),
+        k.trim_base(o.name),
+        k.archived(o.name),
+    ]
+    args = [
+        o.token,
+        o.state.last_id,
+        snapshot_ms,
+        int(settings.retain_s * 1000),
+        1 if settings.archive_required else 0,
+    ]
+    try:
+        removed: Any = conn.call(
+            lambda: conn.scripts.retain(keys=keys, args=args), "trim", o.deadline
+        )
+    except TRANSIENT as exc:
+        log.warning("trim_skipped", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
+        return
+    if removed == -1:
+        return  # the lease moved on; the next fenced call drops the shard
+    counts = dict(zip(STREAMS, (int(n) for n in removed), strict=True))
+    for stream, n in counts.items():
+        if n:
+            TRIMMED.labels(shard=o.name, stream=stream).inc(n)
+    if any(counts.values()):
+        log.info("trimmed", shard=o.name, epoch=o.epoch, upto=o.state.last_id, **counts)
