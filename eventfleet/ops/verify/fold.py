@@ -60,7 +60,7 @@ def _start(
         )
         if covered:
             report.unchecked.append(
-                f"{shard}: {int(added) - length} entries trimmed from the log; folded from the "
+                f"{shard}: {int(added) - length} entries trimmed from the log; folded from its "
                 f"{name} at {snap.last_id}, the oldest state that covers them: the records "
                 "before it and the totals (conservation, one outcome per order) were not checked"
                 " (`verify --archive DIR` checks them from the first event)"

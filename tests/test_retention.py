@@ -1,0 +1,184 @@
+"""Retention: the owner trims only what its snapshot covers, past the window and the archive;
+takeover, replay and dedup never need a trimmed entry (SIGKILLs while trimming and archiving)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from eventfleet.chaos.paced import PacedProducer
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.archive import Archive, archive
+from eventfleet.ops.status import is_idle
+from eventfleet.ops.verify import verify
+from ledger.events import AddItem, Order, Topup
+from ledger.state import ShardState
+from producer.workload import mixed
+from store.keys import EVENT_FIELD, Keys
+from tests.fleet_utils import make_fleet, setup_namespace
+from tests.helpers import wait_for
+from worker.scripts import Scripts
+
+TOKEN = "w1:1"
+
+
+def _retain(
+    r: redis.Redis, keys: Keys, shard: str, snap_id: str, taken_ms: int, window_ms: int, need: int
+) -> Any:
+    k = keys
+    return Scripts.register(r).retain(
+        keys=[
+            k.lease(shard),
+            k.events(shard),
+            k.outcomes(shard),
+            k.dlq(shard),
+            k.snapshot(shard),
+            k.trim_base(shard),
+            k.archived(shard),
+        ],
+        args=[TOKEN, snap_id, taken_ms, window_ms, need],
+    )
+
+
+def test_trim_rules_snapshot_window_archive_fence_and_last_record(r: redis.Redis) -> None:
+    keys, shard = Keys("rt"), "u0"
+    ev = [r.xadd(keys.events(shard), {EVENT_FIELD: f"e{i}"}).decode() for i in range(10)]
+    outs = [r.xadd(keys.outcomes(shard), {"seq": i + 1, "outcome": "x"}).decode() for i in range(3)]
+    snap = ShardState(shard, last_id=ev[5]).to_snapshot()
+    r.set(keys.snapshot(shard), snap)
+    now_ms = int(time.time() * 1000) + 10_000
+    r.set(keys.lease(shard), TOKEN)
+
+    r.set(keys.lease(shard), "w2:2")  # not our lease: nothing moves
+    assert _retain(r, keys, shard, ev[5], now_ms, 0, 0) == -1
+    r.set(keys.lease(shard), TOKEN)
+    assert _retain(r, keys, shard, ev[5], now_ms, 3_600_000, 0) == [0, 0, 0]  # inside the window
+    assert _retain(r, keys, shard, ev[5], now_ms, 0, 1) == [0, 0, 0]  # archive required, none
+    r.hset(keys.archived(shard), mapping={"events": ev[2], "outcomes": outs[0]})
+    assert _retain(r, keys, shard, ev[5], now_ms, 0, 1) == [2, 0, 0]  # up to the archive mark
+    assert r.xrange(keys.events(shard))[0][0].decode() == ev[2]
+    assert r.get(keys.trim_base(shard)) == snap  # the state that covers what went
+    r.hdel(keys.archived(shard), "events", "outcomes")
+    assert _retain(r, keys, shard, ev[5], now_ms, 0, 0) == [3, 2, 0]  # up to the snapshot
+    assert r.xrange(keys.events(shard))[0][0].decode() == ev[5]
+    # the last outcome stays: APPEND_ONCE reads its seq
+    assert [e.decode() for e, _ in r.xrange(keys.outcomes(shard))] == [outs[-1]]
+    assert _retain(r, keys, shard, ev[5], now_ms, 0, 0) == [0, 0, 0]
+
+
+def _trimmed(r: redis.Redis, keys: Keys, shards: list[str]) -> int:
+    total = 0
+    for s in shards:
+        info: Any = r.xinfo_stream(keys.events(s))
+        total += int(info["entries-added"]) - int(info["length"])
+    return total
+
+
+def test_trimming_and_archiving_during_sigkills_lose_nothing(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    keys = Keys(namespace)
+    counts = setup_namespace(r, namespace, 4, 4)
+    fleet = make_fleet(
+        redis_server.url,
+        namespace,
+        tmp_path,
+        fleet_factory,
+        EVENTFLEET_RETAIN_S="0",
+        EVENTFLEET_SNAPSHOT_INTERVAL_S="0.3",
+        EVENTFLEET_ARCHIVE_REQUIRED="1",
+    )
+    for _ in range(3):
+        fleet.start()
+    events = list(mixed(8000, seed=11, users=200, items=30))
+    producer = PacedProducer(r, keys, counts, events, rate=1500, chunk=100)
+    root = tmp_path / "archive"
+    stop = threading.Event()
+    errors: list[str] = []
+    runs = [0]
+
+    def archiver() -> None:
+        client = redis.Redis.from_url(redis_server.url)
+        while not stop.is_set():
+            try:
+                archive(client, keys, counts, root, segment_entries=400)
+                runs[0] += 1
+            except Exception as exc:  # reported below
+                errors.append(repr(exc))
+                return
+
+    thread = threading.Thread(target=archiver, daemon=True)
+    producer.start()
+    thread.start()
+    rng = random.Random(11)
+    kills = 0
+    while not producer.done or not is_idle(r, keys, counts):
+        time.sleep(1.0)  # the fault schedule: one SIGKILL a second
+        fleet.kill(rng.choice(fleet.live()))
+        kills += 1
+        fleet.start()
+        if kills > 40:
+            break
+    stop.set()
+    thread.join(timeout=60)
+    assert not errors, errors
+    assert producer.error is None and producer.published == len(events)
+    wait_for(lambda: is_idle(r, keys, counts), 90, "the fleet to become idle")
+    shards = counts.all_shards()
+    wait_for(lambda: _trimmed(r, keys, shards) > len(events) // 2, 60, "trimming to catch up")
+    archive(r, keys, counts, root, segment_entries=400)
+    assert kills >= 5 and runs[0] >= 3, (kills, runs)
+
+    report = verify(r, keys, counts, archive=Archive(root, namespace, counts))
+    assert report.ok, report.as_json()["findings"]
+    assert (report.count("lost"), report.count("duplicate"), report.count("mismatch")) == (0, 0, 0)
+    assert report.unchecked == []
+    assert all(f.complete for f in report.folds.values())
+    t = report.totals
+    assert t["topups"] == sum(e.amount for e in events if isinstance(e, Topup))
+    assert t["added"] == sum(e.count for e in events if isinstance(e, AddItem))
+    assert t["orders"] == sum(1 for e in events if isinstance(e, Order))
+    assert sum(t["outcomes"].values()) == t["orders"]
+
+
+def test_without_an_archive_verify_starts_from_the_trim_base_and_says_so(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    keys = Keys(namespace)
+    counts = setup_namespace(r, namespace, 2, 2)
+    fleet = make_fleet(
+        redis_server.url,
+        namespace,
+        tmp_path,
+        fleet_factory,
+        EVENTFLEET_RETAIN_S="0",
+        EVENTFLEET_SNAPSHOT_INTERVAL_S="0.3",
+    )
+    fleet.start()
+    events = list(mixed(3000, seed=5, users=50, items=10))
+    producer = PacedProducer(r, keys, counts, events, rate=3000, chunk=100)
+    producer.start()
+    producer.join(timeout=120)
+    assert producer.error is None
+    wait_for(lambda: is_idle(r, keys, counts), 90, "the fleet to become idle")
+    shards = counts.all_shards()
+    wait_for(lambda: _trimmed(r, keys, shards) > len(events) // 2, 60, "trimming")
+    wait_for(lambda: all(r.exists(keys.trim_base(s)) for s in shards), 60, "trim bases")
+    report = verify(r, keys, counts)
+    assert report.ok, report.as_json()["findings"]
+    assert any("snapshot kept at the last trim" in u for u in report.unchecked), report.unchecked
+    assert not any(f.complete for f in report.folds.values())
