@@ -126,3 +126,11 @@ def promtool_check(*args: str) -> None:
         [promtool, "check", *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def redis_bytes(size: str) -> int:
+    """A memory size as Redis (``600mb``), Compose (``1g``) or Kubernetes (``1Gi``) write it."""
+    m = re.fullmatch(r"(\d+)\s*([kmg]?)(i?)b?", size.strip().lower())
+    assert m, f"not a memory size: {size!r}"
+    unit = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2)]
+    return int(m.group(1)) * unit

@@ -123,6 +123,9 @@ WORKER_CALLS: dict[str, tuple[str, ...]] = {
     "CLIENT SETNAME": ("CLIENT", "SETNAME", "acl-test"),
     "TIME": ("TIME",),
     "HGETALL": ("HGETALL", META),
+    "HGET": ("HGET", SNAPSHOT.replace("snapshot", "archived"), "events"),
+    "COPY": ("COPY", SNAPSHOT, SNAPSHOT.replace("snapshot", "trimbase"), "REPLACE"),
+    "XTRIM": ("XTRIM", EVENTS, "MINID", "0-0"),
     "GET": ("GET", SNAPSHOT),
     "SET": ("SET", LEASE, "w:1", "PX", "5000", "NX"),
     "DEL": ("DEL", LEASE),
@@ -225,7 +228,7 @@ def test_worker_is_refused_keys_outside_the_namespace(
     "command",
     [("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("HSET", META, "x", "1"),
      ("HSETNX", META, "x", "1"), ("XGROUP", "CREATE", DLQ, GROUP, "0", "MKSTREAM"),
-     ("XDEL", EVENTS, "0-1"), ("XTRIM", EVENTS, "MAXLEN", "0"), ("SCRIPT", "FLUSH"),
+     ("XDEL", EVENTS, "0-1"), ("XSETID", EVENTS, "9-9"), ("SCRIPT", "FLUSH"),
      ("SUBSCRIBE", "eventfleet:x"), ("ACL", "WHOAMI")],
     ids=lambda c: " ".join(c[:2]),
 )  # fmt: skip

@@ -17,9 +17,10 @@ from tests.deploy_files import (
     VENDORED_COMPOSE_SCHEMA,
     compose,
     contract_settings,
+    redis_bytes,
 )
 
-SERVICES = {"redis", "init", "worker", "producer", "prometheus", "grafana"}
+SERVICES = {"redis", "init", "worker", "producer", "archive", "prometheus", "grafana"}
 
 
 def test_compose_validates_against_the_compose_spec() -> None:
@@ -89,10 +90,23 @@ def test_redis_service_is_durable_and_locked_down() -> None:
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "always"
     assert options["--maxmemory-policy"] == "noeviction"
+    assert redis_bytes(options["--maxmemory"]) <= 0.65 * redis_bytes(redis["mem_limit"]), (
+        "maxmemory must leave headroom below the container limit for the AOF rewrite fork"
+    )
     mounts = {m.split(":")[1]: m.split(":")[0] for m in redis["volumes"]}
     assert mounts[options["--aclfile"]] == "./deploy/redis/users.acl"
     assert mounts[options["--dir"]] in data["volumes"], "Redis data must be a named volume"
     assert "test" in redis["healthcheck"]
+
+
+def test_archive_is_an_opt_in_profile_that_archives_as_admin() -> None:
+    services = compose()["services"]
+    archive = services["archive"]
+    assert archive["profiles"] == ["archive"]
+    assert "eventfleet archive /archive" in " ".join(archive["command"])
+    assert archive["environment"]["EVENTFLEET_REDIS_USERNAME"] == "eventfleet-admin"
+    assert archive["volumes"] == ["archive-data:/archive"]
+    assert all("profiles" not in s for n, s in services.items() if n != "archive")
 
 
 def test_compose_host_files_exist() -> None:

@@ -20,6 +20,7 @@ from tests.deploy_files import (
     k8s_resource,
     k8s_resource_files,
     load_yaml,
+    redis_bytes,
 )
 
 
@@ -57,6 +58,9 @@ def pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
     for _, doc in k8s_docs():
         if doc["kind"] in {"Deployment", "StatefulSet", "Job"}:
             yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            job = doc["spec"]["jobTemplate"]["spec"]
+            yield f"CronJob/{doc['metadata']['name']}", job["template"]["spec"]
 
 
 def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
@@ -65,6 +69,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
         "Deployment/eventfleet-worker",
         "StatefulSet/redis",
         "Job/eventfleet-init",
+        "CronJob/eventfleet-archive",
     }
     for name, spec in templates.items():
         pod_security = spec.get("securityContext", {})
@@ -113,6 +118,7 @@ def test_pods_get_only_their_own_credentials() -> None:
     expected = {
         "Deployment/eventfleet-worker": ("eventfleet-worker", "worker-password"),
         "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
+        "CronJob/eventfleet-archive": ("eventfleet-admin", "admin-password"),
     }
     templates = dict(pod_templates())
     for name, (user, key) in expected.items():
@@ -135,11 +141,27 @@ def test_redis_statefulset_persists_with_aof() -> None:
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] == "always"
     assert options["--maxmemory-policy"] == "noeviction"
+    limit = container["resources"]["limits"]["memory"]
+    assert redis_bytes(options["--maxmemory"]) <= 0.65 * redis_bytes(limit), (
+        "maxmemory must leave headroom below the memory limit for the AOF rewrite fork"
+    )
     claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
     data_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == options["--dir"])
     assert data_mount["name"] in claims
     assert statefulset["spec"]["serviceName"] == "redis"
     k8s_resource("Service", "redis")
+
+
+def test_archive_cronjob_runs_one_archive_at_a_time_onto_a_volume() -> None:
+    cron = k8s_resource("CronJob", "eventfleet-archive")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["archive", "/archive"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/archive"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert k8s_resource("PersistentVolumeClaim", claim)["spec"]["resources"]["requests"]
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
