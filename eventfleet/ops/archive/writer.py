@@ -95,7 +95,12 @@ def locked(root: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ArchiveError(f"another `eventfleet archive` is writing to {root}") from None
-        yield
+        try:
+            yield
+        finally:
+            # released on the description itself: a child forked meanwhile (and not yet
+            # exec'd) holds a copy of the descriptor, which would otherwise keep the lock
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 

@@ -104,13 +104,16 @@ def fold_shard(
     on_chunk: Callable[[int], None],
     archive: Archive | None = None,
 ) -> ShardFold | None:
-    info: Any = r.xinfo_stream(keys.events(shard))
+    # Read in the order they are written: the trim base is a copy of an earlier snapshot, and
+    # the log loses entries only after the base covering them was copied. Read the other way
+    # round, a trim in between could pair a newer base with an older snapshot.
+    base = _load(r, keys.trim_base(shard), shard, "trim base", report)
     snap = _load(r, keys.snapshot(shard), shard, "snapshot", report)
+    info: Any = r.xinfo_stream(keys.events(shard))
     history = _from_archive(shard, info, archive, report) if archive is not None else None
     if history is not None:
         state: ShardState | None = ShardState(shard)
     else:
-        base = _load(r, keys.trim_base(shard), shard, "trim base", report)
         snaps = [("snapshot kept at the last trim", base)] if base is not None else []
         if snap is not None:
             snaps.append(("snapshot", snap))
