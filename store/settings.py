@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,3 +81,72 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        problem = url_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+PREFIX = "EVENTFLEET_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is no Redis URL (without echoing a password), or None when it is one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is no number in range
+    except ValueError as exc:
+        return f"REDIS_URL is not a valid URL ({exc})"
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        shown = f"{parts.scheme}://" if parts.scheme else "no scheme"
+        return f"REDIS_URL must start with redis://, rediss:// or unix://, got {shown}"
+    if parts.scheme == "unix":
+        return None if parts.path else "REDIS_URL unix:// needs a socket path"
+    if not parts.hostname:
+        return "REDIS_URL names no host (redis://HOST:PORT/DB)"
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        return f"REDIS_URL's database must be a number, got {db[:20]!r}"
+    del port
+    return None
+
+
+def known_env_names() -> set[str]:
+    """Every ``EVENTFLEET_*`` variable the settings read."""
+    names = {PREFIX + name.upper() for name in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(c) for c in alias.choices if str(c).startswith(PREFIX))
+    return names
+
+
+def unknown_env_names(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``EVENTFLEET_*`` variables that no setting reads (mistyped ones), each with a
+    suggestion when one is close: ``"EVENTFLEET_LEASE_TTL (did you mean ...?)"``."""
+    env = os.environ if environ is None else environ
+    known = known_env_names()
+    out = []
+    for name in sorted(n for n in env if n.startswith(PREFIX) and n not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        out.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return out
+
+
+def env_log_level(environ: Mapping[str, str] | None = None) -> str | None:
+    """``EVENTFLEET_LOG_LEVEL`` for the commands' own logging, read leniently (a wrong value
+    is reported by the command that builds the full settings); None when unset."""
+    env = os.environ if environ is None else environ
+    value = env.get(PREFIX + "LOG_LEVEL", "").strip().lower()
+    return value if value in LOG_LEVELS else None
+
+
+def env_log_format(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    value = env.get(PREFIX + "LOG_FORMAT", "").strip().lower()
+    return value if value in ("auto", "json", "console") else "auto"

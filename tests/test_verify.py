@@ -139,7 +139,7 @@ def test_verify_catches_a_snapshot_edited_by_hand(
     st.balances[uid] += 100
     r.set(keys.snapshot(shard), st.to_snapshot())
     code, doc, text = run_verify(env)
-    assert code == 1
+    assert code == 3  # EXIT_DIFFERENCES
     assert doc["mismatches"] == 1 and not doc["ok"]
     (finding,) = doc["findings"]
     assert finding["shard"] == shard and finding["what"].startswith("snapshot @")
@@ -155,7 +155,7 @@ def test_verify_reports_a_negative_balance_in_a_snapshot(
     st.balances[999_999] = -5
     r.set(keys.snapshot("u1"), st.to_snapshot())
     code, doc, text = run_verify(env)
-    assert code == 1
+    assert code == 3  # EXIT_DIFFERENCES
     assert doc["invariant_violations"] == 1 and doc["mismatches"] == 1
     assert "u1 balance:" in text and "user 999999 has -5" in text
 
@@ -171,7 +171,7 @@ def test_verify_catches_a_deleted_outcome(copy: tuple[redis.Redis, Keys, dict[st
     order_id = json.loads(fields[b"outcome"])["order_id"]
     r.xdel(keys.outcomes("u2"), eid)
     code, doc, text = run_verify(env)
-    assert code == 1
+    assert code == 3  # EXIT_DIFFERENCES
     assert doc["lost"] == 1 and doc["invariant_violations"] == 1
     assert f"seq {int(fields[b'seq'])} missing: log gives {order_id}" in text
     assert "u2 outcomes:" in text
@@ -185,7 +185,7 @@ def test_verify_catches_a_duplicated_outcome(
     _eid, fields = _outcomes(r, keys, "u3")[-1]
     r.xadd(keys.outcomes("u3"), fields)  # the same record appended twice
     code, doc, text = run_verify(env)
-    assert code == 1
+    assert code == 3  # EXIT_DIFFERENCES
     assert doc["duplicates_applied"] == 1 and doc["invariant_violations"] == 1
     assert f"u3 outcomes:\n  duplicate: seq {int(fields[b'seq'])} stored twice" in text
 
@@ -205,7 +205,7 @@ def test_verify_catches_an_event_no_log_emitted(
     # a worker would have applied and acked it: move the group past it so the fleet is idle
     r.xgroup_setid(keys.events(dest), "workers", "$")
     code, doc, text = run_verify(env)
-    assert code == 1, text
+    assert code == 3, text  # EXIT_DIFFERENCES
     assert doc["duplicates_applied"] == 1
     assert doc["invariant_violations"] == 1
     assert "not an event u0's log emits" in text

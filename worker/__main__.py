@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(**given)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: "
+            + e["msg"].removeprefix("Value error, ")
             for e in err.errors(include_url=False)
         )
         print(f"error: invalid setting: {problems}", file=sys.stderr)  # noqa: T201

@@ -14,7 +14,7 @@ from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask
 from store.keys import Keys
 from store.logs import configure
 from store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
-from store.settings import Settings
+from store.settings import Settings, unknown_env_names
 from worker.health import HealthState, serve
 from worker.loop import Worker
 
@@ -61,6 +61,8 @@ def run_worker(settings: Settings) -> int:
     structlog.contextvars.bind_contextvars(worker_id=settings.worker_id)
     log = structlog.get_logger("eventfleet.worker")
     url = mask_url(settings.redis_url)
+    for name in unknown_env_names():
+        log.warning("unknown_setting", name=name, hint="ignored; see docs/CONTRACTS.md")
     health = HealthState(stale_after_s=max(5.0, 3 * settings.lease_ttl_ms / 1000))
     if settings.metrics_port:
         try:

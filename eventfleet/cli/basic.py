@@ -9,21 +9,46 @@ import urllib.request
 import click
 
 from eventfleet.cli.context import EXIT_FAILED, user_errors
-from eventfleet.cli.options import common, ctx_of
+from eventfleet.cli.options import common, ctx_of, emit_json, group_option, json_option
 from ledger.shards import ShardCounts
 
 
 @click.command()
 @common
-@click.option("--user-shards", default=16, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--item-shards", default=16, show_default=True, type=click.IntRange(1, 4096))
-def init(redis_url: str | None, namespace: str | None, user_shards: int, item_shards: int) -> None:
+@click.option(
+    "--user-shards",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="user (balance) shards; fixed for the namespace's life",
+)
+@click.option(
+    "--item-shards",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="item (stock) shards; fixed for the namespace's life",
+)
+@json_option
+def init(
+    redis_url: str | None, namespace: str | None, user_shards: int, item_shards: int, as_json: bool
+) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
     from store.namespace import init_namespace
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         created = init_namespace(c.redis, c.keys, ShardCounts(user_shards, item_shards))
+    if as_json:
+        emit_json(
+            {
+                "namespace": c.settings.namespace,
+                "created": created,
+                "user_shards": user_shards,
+                "item_shards": item_shards,
+            }
+        )
+        return
     word = "created" if created else "already initialised"
     click.echo(
         f"namespace {c.settings.namespace}: {word} "
@@ -39,19 +64,33 @@ def init(redis_url: str | None, namespace: str | None, user_shards: int, item_sh
     default=None,
     help="port for /metrics /healthz /readyz [env EVENTFLEET_METRICS_PORT; 9108; 0 off]",
 )
-@click.option("--worker-id", default=None, help="consumer name [env EVENTFLEET_WORKER_ID]")
+@click.option(
+    "--worker-id",
+    default=None,
+    help="member id, consumer name and lease holder [env EVENTFLEET_WORKER_ID]",
+)
 def worker(
     redis_url: str | None, namespace: str | None, metrics_port: int | None, worker_id: str | None
 ) -> None:
     """Run one worker process until SIGTERM (drain) or a second signal (hard stop)."""
     from worker.main import run_worker
 
-    c = ctx_of(redis_url, namespace, metrics_port=metrics_port, worker_id=worker_id)
+    level = group_option("log_level")  # -v on the group beats EVENTFLEET_LOG_LEVEL
+    c = ctx_of(
+        redis_url, namespace, metrics_port=metrics_port, worker_id=worker_id, log_level=level
+    )
     sys.exit(run_worker(c.settings))
 
 
 @click.command()
-@click.option("--port", type=int, envvar="EVENTFLEET_METRICS_PORT", default=9108, show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    envvar="EVENTFLEET_METRICS_PORT",
+    default=9108,
+    show_default=True,
+    help="the worker's metrics port [env EVENTFLEET_METRICS_PORT]",
+)
 @click.option("--ready", is_flag=True, help="check /readyz instead of /healthz")
 def health(port: int, ready: bool) -> None:
     """Exit 0 when the local worker answers 200 on /healthz (or /readyz); for probes."""

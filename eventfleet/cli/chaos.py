@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError
+from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError
+from eventfleet.cli.options import group_option
 
 FIELDS = (
     "events",
@@ -40,9 +41,21 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 
 
 @click.command("chaos")
-@click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True)
-@click.option("--events", type=click.IntRange(1), default=10_000, show_default=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=3,
+    show_default=True,
+    help="worker processes",
+)
+@click.option(
+    "--events",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="events of the seeded workload",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="seed of the workload")
 @click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object on stdout")
 @click.option(
     "--faults",
@@ -73,9 +86,27 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     "REDIS_URL is deliberately not read",
 )
 @click.option("--namespace", default=None, help="default: a fresh chaos-<random>")
-@click.option("--user-shards", type=click.IntRange(1, 4096), default=8, show_default=True)
-@click.option("--item-shards", type=click.IntRange(1, 4096), default=8, show_default=True)
-@click.option("--lease-ttl-ms", type=click.IntRange(200, 5000), default=1500, show_default=True)
+@click.option(
+    "--user-shards",
+    type=click.IntRange(1, 4096),
+    default=8,
+    show_default=True,
+    help="user shards of the namespace it creates",
+)
+@click.option(
+    "--item-shards",
+    type=click.IntRange(1, 4096),
+    default=8,
+    show_default=True,
+    help="item shards of the namespace it creates",
+)
+@click.option(
+    "--lease-ttl-ms",
+    type=click.IntRange(200, 5000),
+    default=1500,
+    show_default=True,
+    help="the workers' lease TTL",
+)
 @click.option(
     "--max-rate", type=click.FloatRange(1), default=3000, show_default=True, help="events/s cap"
 )
@@ -111,8 +142,14 @@ def chaos_cmd(
     from eventfleet.chaos.config import ChaosConfig, ChaosError
     from eventfleet.chaos.run import run_chaos
     from store.logs import configure
+    from store.settings import url_problem
 
-    configure("error", "auto")  # retries during a Redis restart are expected: keep quiet
+    # retries during a Redis restart are expected: quiet unless asked (-v, EVENTFLEET_LOG_LEVEL)
+    configure(group_option("log_level") or "error", "auto")
+    redis_url = redis_url or group_option("redis_url")
+    namespace = namespace or group_option("namespace")
+    if redis_url is not None and (problem := url_problem(redis_url)):
+        raise UserError(problem, EXIT_USAGE)
     cfg = ChaosConfig(
         workers=workers,
         events=events,
@@ -139,7 +176,7 @@ def chaos_cmd(
     else:
         for line in table(doc):
             click.echo(line)
-    sys.exit(0 if doc["ok"] else EXIT_FAILED)
+    sys.exit(0 if doc["ok"] else EXIT_DIFFERENCES)
 
 
 def table(doc: dict[str, Any]) -> list[str]:

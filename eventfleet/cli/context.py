@@ -25,7 +25,12 @@ from store.namespace import NamespaceError, read_counts
 from store.settings import Settings
 
 EXIT_FAILED = 1
+"""Failed: Redis unreachable, a refused command, a timeout."""
 EXIT_USAGE = 2
+"""Bad input: options, settings (a malformed REDIS_URL too), files."""
+EXIT_DIFFERENCES = 3
+"""The check ran and found differences (verify, chaos, reshard compare, up): a cron job tells
+corruption from an outage by this code."""
 
 
 class UserError(click.ClickException):
@@ -65,7 +70,8 @@ def make_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'setting'}: "
+            + e["msg"].removeprefix("Value error, ")
             for e in err.errors(include_url=False)
         )
         raise UserError(f"invalid setting: {problems}", EXIT_USAGE) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from typing import IO
 import click
 
 from eventfleet.cli.context import EXIT_USAGE, Ctx, UserError, user_errors
-from eventfleet.cli.options import common, ctx_of
+from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
 from ledger.events import AddItem, ExternalEvent, Order, Topup
 from producer.client import Producer
@@ -36,12 +35,21 @@ def _producer(c: Ctx, wait_replicas: int = 0) -> Producer:
     return Producer(c.redis, c.keys, c.counts(), wait_replicas=wait_replicas)
 
 
-def _one(c: Ctx, event: ExternalEvent, wait_replicas: int) -> None:
+def _one(c: Ctx, event: ExternalEvent, wait_replicas: int, as_json: bool) -> None:
     with user_errors(c.settings):
         p = _producer(c, wait_replicas)
         stream, text = p.stamp(event)
         entry = p.send([(stream, text)])[0]
+    shard = stream.split(":")[1].strip("{}")
+    if as_json:
+        doc = {"type": event.type, "shard": shard, "entry_id": entry}
+        if isinstance(event, Order):
+            doc["order_id"] = event.order_id
+        emit_json(doc)
+        return
     click.echo(f"published {event.type} to {stream.split(':')[1]} as {entry}")
+    if isinstance(event, Order):
+        click.echo(f"order id: {event.order_id}")
 
 
 def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
@@ -57,21 +65,29 @@ def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
 
 @produce.command("topup")
 @common
-@click.option("--user", "user_id", type=int, required=True)
+@click.option("--user", "user_id", type=int, required=True, help="user id (an integer >= 1)")
 @click.option("--amount", type=int, required=True, help="minor units (cents), > 0")
+@json_option
 @click.pass_obj
 def p_topup(
-    obj: dict[str, int], redis_url: str | None, namespace: str | None, user_id: int, amount: int
+    obj: dict[str, int],
+    redis_url: str | None,
+    namespace: str | None,
+    user_id: int,
+    amount: int,
+    as_json: bool,
 ) -> None:
+    """Publish one top-up: credit a user's balance."""
     ev = _build(Topup, user_id=user_id, amount=amount)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"])
+    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
 
 
 @produce.command("add-item")
 @common
-@click.option("--item", "item_id", required=True)
-@click.option("--count", type=int, required=True)
+@click.option("--item", "item_id", required=True, help="item id (a short name)")
+@click.option("--count", type=int, required=True, help="units added to the stock, > 0")
 @click.option("--price", type=int, required=True, help="minor units (cents), >= 0")
+@json_option
 @click.pass_obj
 def p_add_item(
     obj: dict[str, int],
@@ -80,17 +96,20 @@ def p_add_item(
     item_id: str,
     count: int,
     price: int,
+    as_json: bool,
 ) -> None:
+    """Publish one add_item: add stock to an item and set its price."""
     ev = _build(AddItem, item_id=item_id, count=count, price=price)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"])
+    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
 
 
 @produce.command("order")
 @common
-@click.option("--user", "user_id", type=int, required=True)
-@click.option("--item", "item_id", required=True)
-@click.option("--qty", type=int, required=True)
+@click.option("--user", "user_id", type=int, required=True, help="the buyer's user id")
+@click.option("--item", "item_id", required=True, help="the item bought")
+@click.option("--qty", type=int, required=True, help="units, > 0")
 @click.option("--order-id", default=None, help="default: a fresh unique id, printed")
+@json_option
 @click.pass_obj
 def p_order(
     obj: dict[str, int],
@@ -100,20 +119,25 @@ def p_order(
     item_id: str,
     qty: int,
     order_id: str | None,
+    as_json: bool,
 ) -> None:
+    """Publish one order: reserve stock, then charge the user (or release and reject)."""
     oid = order_id or f"o-{uuid.uuid4().hex[:16]}"
     ev = _build(Order, order_id=oid, user_id=user_id, item_id=item_id, qty=qty)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"])
-    if order_id is None:
-        click.echo(f"order id: {oid}")
+    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
 
 
 @produce.command("file")
 @common
 @click.argument("path", type=click.File("rb"))
+@json_option
 @click.pass_obj
 def p_file(
-    obj: dict[str, int], redis_url: str | None, namespace: str | None, path: IO[bytes]
+    obj: dict[str, int],
+    redis_url: str | None,
+    namespace: str | None,
+    path: IO[bytes],
+    as_json: bool,
 ) -> None:
     """Publish a JSON-lines file (- for stdin); the whole file is validated first."""
     try:
@@ -125,18 +149,26 @@ def p_file(
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings), bar("publishing", len(events)) as advance:
         n = _producer(c, obj["wait_replicas"]).publish(events, on_chunk=advance)
-    click.echo(f"published {n} events")
+    if as_json:
+        emit_json({"published": n})
+    else:
+        click.echo(f"published {n} events")
 
 
 @produce.command("load")
 @common
-@click.option("--events", "n", type=click.IntRange(1), required=True)
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--events", "n", type=click.IntRange(1), required=True, help="how many events")
+@click.option("--seed", type=int, default=1, show_default=True, help="seed of the workload")
 @click.option(
     "--rate", type=click.FloatRange(min=0), default=0, help="events/s; 0 = as fast as possible"
 )
-@click.option("--users", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--items", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--users", type=click.IntRange(1), default=200, show_default=True, help="distinct users"
+)
+@click.option(
+    "--items", type=click.IntRange(1), default=50, show_default=True, help="distinct items"
+)
+@json_option
 @click.pass_obj
 def p_load(
     obj: dict[str, int],
@@ -147,6 +179,7 @@ def p_load(
     rate: float,
     users: int,
     items: int,
+    as_json: bool,
 ) -> None:
     """A seeded mixed workload reaching every order outcome."""
     c = ctx_of(redis_url, namespace)
@@ -155,7 +188,10 @@ def p_load(
     with user_errors(c.settings), bar("publishing", n) as advance:
         p = _producer(c, obj["wait_replicas"])
         n_sent = p.publish(_paced(events, rate), chunk=chunk, on_chunk=advance)
-    click.echo(f"published {n_sent} events", err=not sys.stdout.isatty() and False)
+    if as_json:
+        emit_json({"published": n_sent})
+    else:
+        click.echo(f"published {n_sent} events")
 
 
 def _paced(events: Iterator[ExternalEvent], rate: float) -> Iterator[ExternalEvent]:

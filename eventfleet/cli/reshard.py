@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, UserError, user_errors
-from eventfleet.cli.options import common, ctx_of
+from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError, user_errors
+from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 
 
 @click.group()
@@ -67,20 +67,43 @@ def export(redis_url: str | None, namespace: str | None, cut_path: Path) -> None
     required=True,
     help="the file `reshard export --cut` wrote from the old namespace",
 )
-def compare_cmd(redis_url: str | None, namespace: str | None, cut_path: Path) -> None:
-    """Check that the new namespace (--namespace), seeded and idle, holds the state at the cut."""
+@json_option
+def compare_cmd(
+    redis_url: str | None, namespace: str | None, cut_path: Path, as_json: bool
+) -> None:
+    """Check that the new namespace (--namespace), seeded and idle, holds the state at the cut.
+
+    Exit 0 when it does, 3 when they differ, 1 when Redis cannot be read."""
     from eventfleet.ops.reader import state_all
     from eventfleet.ops.reshard import compare, sold_out
 
+    try:
+        cut = json.loads(cut_path.read_text(encoding="utf-8"))
+        if not isinstance(cut, dict) or not {"users", "items"} <= cut.keys():
+            raise ValueError("no users and items")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{cut_path}: not a cut written by `reshard export --cut` ({exc})", EXIT_USAGE
+        ) from None
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         new = state_all(c.redis, c.keys, c.counts())
-    cut = json.loads(cut_path.read_text(encoding="utf-8"))
     diffs = compare(cut, new)
+    if as_json:
+        emit_json(
+            {
+                "users": len(cut["users"]),
+                "items": len(cut["items"]),
+                "sold_out": len(sold_out(cut)),
+                "differences": len(diffs),
+                "first_differences": diffs[:20],
+            }
+        )
+        sys.exit(0 if not diffs else EXIT_DIFFERENCES)
     for line in diffs[:20]:
         click.echo(line)
     click.echo(
         f"{len(cut['users'])} users and {len(cut['items'])} items at the cut "
         f"({len(sold_out(cut))} sold out, not carried over): {len(diffs)} differences"
     )
-    sys.exit(0 if not diffs else EXIT_FAILED)
+    sys.exit(0 if not diffs else EXIT_DIFFERENCES)

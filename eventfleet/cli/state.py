@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from eventfleet.cli.context import user_errors
-from eventfleet.cli.options import common, ctx_of, emit_json
+from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from ledger.shards import item_shard, user_shard
 
 
@@ -17,8 +17,9 @@ def state() -> None:
 @state.command("user")
 @common
 @click.argument("user_id", type=click.IntRange(1))
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def state_user(redis_url: str | None, namespace: str | None, user_id: int, as_json: bool) -> None:
+    """A user's balance (snapshot plus the log's tail, read from Redis alone)."""
     from eventfleet.ops.reader import current
 
     c = ctx_of(redis_url, namespace)
@@ -37,8 +38,9 @@ def state_user(redis_url: str | None, namespace: str | None, user_id: int, as_js
 @state.command("item")
 @common
 @click.argument("item_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_json: bool) -> None:
+    """An item's stock and price (snapshot plus the log's tail, read from Redis alone)."""
     from eventfleet.ops.reader import current
 
     c = ctx_of(redis_url, namespace)
@@ -58,8 +60,9 @@ def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_js
 @state.command("order")
 @common
 @click.argument("order_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def state_order(redis_url: str | None, namespace: str | None, order_id: str, as_json: bool) -> None:
+    """An order's outcome (confirmed or rejected, with the reason), if it has one yet."""
     from eventfleet.ops.reader import outcome_json, read_outcomes
 
     c = ctx_of(redis_url, namespace)
@@ -87,8 +90,9 @@ def state_order(redis_url: str | None, namespace: str | None, order_id: str, as_
 
 @state.command("all")
 @common
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+    """Every user's balance, every item's stock and every order's outcome."""
     from eventfleet.cli.progress import bar
     from eventfleet.ops.reader import state_all
 

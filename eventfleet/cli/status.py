@@ -12,8 +12,12 @@ from eventfleet.cli.options import common, ctx_of, emit_json
 
 @click.command()
 @common
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--wait-idle", is_flag=True, help="wait until every shard is read and acked")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object on stdout")
+@click.option(
+    "--wait-idle",
+    is_flag=True,
+    help="wait until every shard is read and acked; exit 1 if not within --timeout",
+)
 @click.option(
     "--timeout",
     type=float,
@@ -32,7 +36,10 @@ def status(
         counts = c.counts()
         if wait_idle:
             ok = st.wait_idle(c.redis, c.keys, counts, timeout)
-            click.echo("idle" if ok else f"not idle after {timeout:g}s", err=not ok)
+            if as_json:
+                emit_json({"idle": ok, "timeout_s": timeout})
+            else:
+                click.echo("idle" if ok else f"not idle after {timeout:g}s", err=not ok)
             sys.exit(0 if ok else EXIT_FAILED)
         rows = st.shard_status(c.redis, c.keys, counts)
     if as_json:

@@ -8,8 +8,8 @@ from types import FrameType
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError, dev_tool
-from eventfleet.cli.options import emit_json, ns_option
+from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError, dev_tool
+from eventfleet.cli.options import emit_json, group_option, ns_option
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -29,7 +29,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     help="start a throwaway 3-master Redis Cluster instead of one redis-server",
 )
 @ns_option
-@click.option("--workers", type=click.IntRange(1, 64), default=3, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=3,
+    show_default=True,
+    help="worker processes to start",
+)
 @click.option(
     "--events",
     type=click.IntRange(1),
@@ -75,9 +81,14 @@ def up(
     from eventfleet.local.liveview import LiveView, PlainView
     from eventfleet.local.up import run, summary_lines
     from store.logs import configure
+    from store.settings import url_problem
 
-    configure("error", "json")  # stderr, and quiet: the view and the summary say what matters
-
+    # stderr, and quiet unless asked (-v, EVENTFLEET_LOG_LEVEL): the view and summary say it
+    configure(group_option("log_level") or "error", "json")
+    redis_url = redis_url or group_option("redis_url")
+    namespace = namespace or group_option("namespace")
+    if redis_url is not None and (problem := url_problem(redis_url)):
+        raise UserError(problem, EXIT_USAGE)
     if cluster and redis_url is not None:
         raise UserError(
             "--cluster starts its own cluster; to use yours, give any node with --redis",
@@ -116,4 +127,4 @@ def up(
     else:
         for line in summary_lines(summary):
             click.echo(line)
-    sys.exit(0 if summary.ok else EXIT_FAILED)
+    sys.exit(0 if summary.ok else EXIT_DIFFERENCES)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, UserError, user_errors
-from eventfleet.cli.options import common, ctx_of, emit_json
+from eventfleet.cli.context import EXIT_DIFFERENCES, UserError, user_errors
+from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
 from eventfleet.ops.verify import Report, stream_lengths, verify
 
 
 @click.command("verify")
 @common
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 @click.option(
     "--archive",
     "archive_dir",
@@ -27,7 +27,8 @@ from eventfleet.ops.verify import Report, stream_lengths, verify
 def verify_cmd(
     redis_url: str | None, namespace: str | None, as_json: bool, archive_dir: Path | None
 ) -> None:
-    """Recompute every shard from its log; exit 1 with a diff when Redis disagrees."""
+    """Recompute every shard from its log; exit 3 with a diff when Redis disagrees
+    (1 when Redis cannot be read)."""
     from eventfleet.ops.archive import Archive, ArchiveError
 
     c = ctx_of(redis_url, namespace)
@@ -45,7 +46,7 @@ def verify_cmd(
     else:
         for line in render(report):
             click.echo(line)
-    sys.exit(0 if report.ok else EXIT_FAILED)
+    sys.exit(0 if report.ok else EXIT_DIFFERENCES)
 
 
 def render(report: Report) -> list[str]:
