@@ -12,31 +12,39 @@ from eventfleet.cli.context import EXIT_FAILED, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, group_option, json_option
 from ledger.shards import ShardCounts
 
+DEFAULT_SHARDS = 16
+
 
 @click.command()
 @common
 @click.option(
     "--user-shards",
-    default=16,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 4096),
-    help="user (balance) shards; fixed for the namespace's life",
+    help="user (balance) shards, fixed for the namespace's life "
+    "[env EVENTFLEET_USER_SHARDS; default 16]",
 )
 @click.option(
     "--item-shards",
-    default=16,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 4096),
-    help="item (stock) shards; fixed for the namespace's life",
+    help="item (stock) shards, fixed for the namespace's life "
+    "[env EVENTFLEET_ITEM_SHARDS; default 16]",
 )
 @json_option
 def init(
-    redis_url: str | None, namespace: str | None, user_shards: int, item_shards: int, as_json: bool
+    redis_url: str | None,
+    namespace: str | None,
+    user_shards: int | None,
+    item_shards: int | None,
+    as_json: bool,
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
     from store.namespace import init_namespace
 
     c = ctx_of(redis_url, namespace)
+    user_shards = user_shards or c.settings.user_shards or DEFAULT_SHARDS
+    item_shards = item_shards or c.settings.item_shards or DEFAULT_SHARDS
     with user_errors(c.settings):
         created = init_namespace(c.redis, c.keys, ShardCounts(user_shards, item_shards))
     if as_json:

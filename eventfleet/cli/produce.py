@@ -48,8 +48,6 @@ def _one(c: Ctx, event: ExternalEvent, wait_replicas: int, as_json: bool) -> Non
         emit_json(doc)
         return
     click.echo(f"published {event.type} to {stream.split(':')[1]} as {entry}")
-    if isinstance(event, Order):
-        click.echo(f"order id: {event.order_id}")
 
 
 def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
@@ -125,6 +123,8 @@ def p_order(
     oid = order_id or f"o-{uuid.uuid4().hex[:16]}"
     ev = _build(Order, order_id=oid, user_id=user_id, item_id=item_id, qty=qty)
     _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
+    if order_id is None and not as_json:
+        click.echo(f"order id: {oid}")
 
 
 @produce.command("file")
