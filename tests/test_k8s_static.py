@@ -211,10 +211,10 @@ def test_scaledobject_scales_the_workers_on_total_lag() -> None:
     assert trigger["metadata"]["serverAddress"].startswith("http")
     # Scaling to zero would remove the only exporters of the lag gauge.
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-    init_args = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]["containers"][0][
-        "args"
-    ]
-    shards = int(init_args[init_args.index("--user-shards") + 1]) + int(
-        init_args[init_args.index("--item-shards") + 1]
-    )
+    # the shard counts live in the ConfigMap alone: init reads them from there
+    init = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]["containers"][0]
+    assert init["args"] == ["init"]
+    assert init["envFrom"] == [{"configMapRef": {"name": "eventfleet-config"}}]
+    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    shards = int(config["EVENTFLEET_USER_SHARDS"]) + int(config["EVENTFLEET_ITEM_SHARDS"])
     assert spec["maxReplicaCount"] <= shards, "workers beyond the shard count sit idle"
