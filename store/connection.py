@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis import exceptions as rx
@@ -71,21 +71,9 @@ def _open_cluster(url: str, kwargs: dict[str, Any]) -> redis.Redis:
     return cast(redis.Redis, rc)
 
 
-def connect(
-    settings: Settings,
-    *,
-    timeout: float = 10.0,
-    name: str | None = None,
-    wait_s: float = 3.0,
-) -> redis.Redis:
-    """A client for ``settings.redis_url`` with the ACL user, password file and TLS applied.
-
-    Asks the server whether it is a cluster node, retrying transient errors for ``wait_s``
-    seconds; a server still unreachable then raises the transient error, bad credentials raise
-    ``FatalRedisError``.
-    """
-    url = settings.redis_url
-    scheme = urlsplit(url).scheme
+def _client_kwargs(settings: Settings, timeout: float, name: str | None) -> dict[str, Any]:
+    """The options every client of ours gets: timeouts, name, credentials, TLS."""
+    scheme = urlsplit(settings.redis_url).scheme
     if scheme not in ("redis", "rediss", "unix"):
         raise FatalRedisError(f"REDIS_URL must start with redis:// or rediss://, got {scheme!r}://")
     kwargs: dict[str, Any] = {
@@ -112,6 +100,25 @@ def connect(
             kwargs["ssl_certfile"] = str(settings.tls_cert_file)
         if settings.tls_key_file:
             kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+    return kwargs
+
+
+def connect(
+    settings: Settings,
+    *,
+    timeout: float = 10.0,
+    name: str | None = None,
+    wait_s: float = 3.0,
+) -> redis.Redis:
+    """A client for ``settings.redis_url`` with the ACL user, password file and TLS applied.
+
+    Asks the server whether it is a cluster node, retrying transient errors for ``wait_s``
+    seconds; a server still unreachable then raises the transient error, bad credentials raise
+    ``FatalRedisError``.
+    """
+    url = settings.redis_url
+    scheme = urlsplit(url).scheme
+    kwargs = _client_kwargs(settings, timeout, name)
     try:
         plain = redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
@@ -135,6 +142,28 @@ def connect(
     return retry.call(lambda: _open_cluster(url, kwargs), "connect", deadline=deadline)
 
 
+def node_client(
+    settings: Settings, r: redis.Redis, key: str, *, timeout: float, name: str
+) -> redis.Redis:
+    """A plain client with one connection of its own to the node that serves ``key``: on a
+    single Redis that Redis, on a cluster the master of ``key``'s slot (as ``r`` maps it now).
+
+    For what must be asked of one node: its view of its connections (``CLIENT LIST``).
+    """
+    kwargs = {**_client_kwargs(settings, timeout, name), "single_connection_client": True}
+    if not is_cluster(r):
+        return redis.Redis.from_url(settings.redis_url, **kwargs)
+    node: Any = cast(Any, r).get_node_from_key(key)
+    url = urlsplit(settings.redis_url)
+    if url.scheme == "rediss":
+        kwargs["ssl"] = True
+    if url.username and "username" not in kwargs:
+        kwargs["username"] = unquote(url.username)
+    if url.password and "password" not in kwargs:
+        kwargs["password"] = unquote(url.password)
+    return redis.Redis(host=node.host, port=int(node.port), **kwargs)
+
+
 __all__ = [
     "TRANSIENT",
     "FatalRedisError",
@@ -142,4 +171,5 @@ __all__ = [
     "connect",
     "is_cluster",
     "mask_url",
+    "node_client",
 ]

@@ -20,6 +20,18 @@ class Keys:
     def workers(self) -> str:
         return f"{self.ns}:workers"
 
+    @property
+    def live(self) -> str:
+        """Zset of liveness connections: ``<worker id> <client id> <node>`` -> registered (ms).
+        The ``{NS:workers}`` tag puts it in the slot (and on the node) of ``workers``."""
+        return f"{self.ns}:live{{{self.workers}}}"
+
+    @property
+    def gone(self) -> str:
+        """Zset: workers whose liveness connection closed -> when their leases lapse anyway
+        (ms); a new owner may break their leases before that. Same slot as ``workers``."""
+        return f"{self.ns}:gone{{{self.workers}}}"
+
     def events(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:events"
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     archive_required: bool = False
     """Trim only what ``eventfleet archive`` has archived, even on a shard never archived yet
     (a shard the archive has seen is held to its archived-up-to mark in any case)."""
+    liveness_check_ms: int = Field(100, ge=0, le=10_000)
+    """How often a worker asks Redis whether its peers' connections are still open (a crashed
+    worker's shards are taken over at once); 0 turns the fast path off (leases only)."""
     user_shards: int | None = Field(None, ge=1, le=4096)
     item_shards: int | None = Field(None, ge=1, le=4096)
 

@@ -8,11 +8,56 @@ from pathlib import Path
 
 import pytest
 
-from tests.secure_redis import Server, cli_env, fleet_round_trip, ok, run_cli
+from eventfleet.local.fleet import LocalFleet
+from ledger.shards import ShardCounts
+from store.keys import Keys
+from store.shardreads import parse_lease
+from tests.fleet_utils import log_lines
+from tests.helpers import wait_for
+from tests.secure_redis import Server, cli_env, connect, fleet_round_trip, ok, run_cli
 
 
 def test_fleet_runs_under_the_acl_users(acl_server: Server, port: int, tmp_path: Path) -> None:
     fleet_round_trip(f"redis://127.0.0.1:{port}/0", tmp_path)
+
+
+def test_a_killed_worker_is_seen_dead_under_the_worker_acl_user(
+    acl_server: Server, port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """The liveness check (CLIENT ID, CLIENT LIST ID, its scripts) works as eventfleet-worker."""
+    url = f"redis://127.0.0.1:{port}/0"
+    ok(run_cli(cli_env(url, "admin"), "init", "--user-shards", "4", "--item-shards", "4"))
+    env = cli_env(url, "worker", extra={"EVENTFLEET_LEASE_TTL_MS": "5000"})
+    fleet = LocalFleet(url, "eventfleet", tmp_path / "logs", env=env)
+    fleet_factory.append(fleet)
+    a, b = fleet.start(), fleet.start()
+
+    root = connect(port, "root")
+    keys = Keys("eventfleet")
+
+    def owners() -> set[str]:
+        return {
+            lease.owner
+            for s in ShardCounts(4, 4).all_shards()
+            if (lease := parse_lease(root.get(keys.lease(s)))) is not None
+        }
+
+    wait_for(
+        lambda: owners() == {a.worker_id, b.worker_id},
+        60,
+        "both workers to hold shards",
+    )
+    fleet.kill(a)
+    wait_for(
+        lambda: any(
+            e["event"] == "lease_acquired" and str(e.get("broke")).startswith(a.worker_id + ":")
+            for e in log_lines(b)
+        ),
+        60,
+        "the survivor to break the dead worker's leases",
+    )
+    refused = [e for e in log_lines(b) if "permission" in str(e.get("error")).lower()]
+    assert refused == []
 
 
 WRONG = "wrong-pass-Zq9x7"

@@ -395,9 +395,23 @@ def test_shipped_acl_users_run_the_fleet_on_a_cluster(
         root = client(f"redis://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{port}/0")
         wait_idle(root, "eventfleet", counts)
         assert all(w.alive for w in ws)
+        # a SIGKILL is seen through the liveness connection on the node of NS:workers
+        fleet.kill(ws[0])
+        more = list(mixed(1000, seed=42, prefix="k"))
+        Producer(producer, Keys("eventfleet"), counts).publish(more)
+        wait_for(
+            lambda: any(
+                e["event"] == "lease_acquired"
+                and str(e.get("broke")).startswith(ws[0].worker_id + ":")
+                for e in log_lines(ws[1])
+            ),
+            60,
+            "the survivor to break the dead worker's leases",
+        )
+        wait_idle(root, "eventfleet", counts)
         refused = [e for w in ws for e in log_lines(w) if "permission" in str(e.get("error"))]
         assert refused == []
-        check_against_logs(root, "eventfleet", events)
+        check_against_logs(root, "eventfleet", events + more)
     finally:
         c.close()
 

@@ -102,6 +102,10 @@ def test_paused_worker_writes_nothing_after_its_lease_expired(
         "the other worker to take over the paused worker's shards",
     )
     resumed_at = len(log_lines(a))
+    # a paused worker keeps its connection: it is not taken for dead (worker/liveness.py),
+    # its leases lapse with the TTL
+    taken = [e for e in log_lines(b) if e["event"] in ("peer_dead", "lease_acquired")]
+    assert not any(e.get("peer") or e.get("broke") for e in taken), taken
     a.proc.send_signal(signal.SIGCONT)
     producer.join(60)
     wait_idle(r, namespace, counts)

@@ -30,6 +30,7 @@ from store.settings import Settings
 from worker.conn import Conn
 from worker.effects import queue_effects
 from worker.health import HealthState
+from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
@@ -62,6 +63,7 @@ class Worker:
         self._empty_polls = 0
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
+        self.liveness = open_liveness(settings, self.conn)
 
     # ---- signals -------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -91,6 +93,8 @@ class Worker:
         while not own.stopping:
             self.health.tick()
             try:
+                if time.monotonic() >= self.liveness.next_check:
+                    check_peers(self.liveness, own)
                 if time.monotonic() >= own.next_pass:
                     own.maintain()
                 own.drop_overdue()
@@ -104,7 +108,9 @@ class Worker:
                 log.warning("redis_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
                 own.drop_overdue()
                 time.sleep(min(1.0, self.conn.ttl / 4))  # back off; the next pass retries
-        return 0 if own.drain() else 1
+        clean = own.drain()
+        leave(self.liveness)
+        return 0 if clean else 1
 
     # ---- reading and applying --------------------------------------------------------
     def poll(self) -> int:
@@ -273,7 +279,8 @@ class Worker:
             raise
 
     def idle_wait(self) -> None:
-        wait_s = max(0.0, min(self.s.block_ms / 1000, self.ownership.next_pass - time.monotonic()))
+        due = min(self.ownership.next_pass, self.liveness.next_check)
+        wait_s = max(0.0, min(self.s.block_ms / 1000, due - time.monotonic()))
         held = self.ownership.held()
         shards = [o for o in held if not o.resync]
         if not shards or len(shards) != len(held):

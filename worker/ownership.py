@@ -43,6 +43,8 @@ class _Claim:
     token: str
     renewed: float
     """Monotonic time of the takeover's last renewal of this lease (its start until then)."""
+    broke: str = ""
+    """The token of the lease this acquisition broke (its holder's connection closed)."""
 
 
 class Ownership:
@@ -61,6 +63,9 @@ class Ownership:
     - ``stop()`` / ``stopping``: leave the fleet; the next pass targets no shard.
     - ``drain()``: final snapshots, leases released, membership left; False if unclean.
     - ``health``: the ``HealthState`` behind ``/healthz`` and ``/readyz``.
+    - ``gone``: workers found dead through their connection (``worker.liveness``), whose
+      leases the next owners may break before they lapse; ``expedite()``: pass again now.
+    - ``members``: the live members seen at the last pass.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class Ownership:
         earlier process of this member and are taken back (static membership). After it, a
         lease under our id but not our token means another process uses the same id: left
         alone, so two such processes do not take shards from each other on every pass."""
+        self.gone: frozenset[str] = frozenset()
 
     # ---- public ------------------------------------------------------------------------
     def held(self) -> list[Owned]:
@@ -108,6 +114,14 @@ class Ownership:
 
     def stop(self) -> None:
         self._stopping = True
+
+    @property
+    def members(self) -> list[str]:
+        return list(self._members)
+
+    def expedite(self) -> None:
+        """Run the next pass now (a peer died or left: its shards move)."""
+        self._next_pass = time.monotonic()
 
     def maintain(self) -> None:
         t0 = time.monotonic()
@@ -275,13 +289,17 @@ class Ownership:
     def _acquire(self, wanted: list[str]) -> None:
         sent = time.monotonic()
         for shard, reply in zip(wanted, self._send_acquire(wanted), strict=True):
-            if not isinstance(reply, int):
-                self._held_elsewhere(reply, sent)
+            broke = ""
+            got = reply
+            if isinstance(got, list):  # we broke the lease of a worker found dead
+                got, broke = got[0], ids.text(got[1])
+            if not isinstance(got, int):
+                self._held_elsewhere(got, sent)
                 continue
             self._renew_if_due()
-            epoch = int(reply)
+            epoch = int(got)
             self._observe.lease_acquired(shard)
-            claim = _Claim(shard, epoch, f"{self._wid}:{epoch}", renewed=time.monotonic())
+            claim = _Claim(shard, epoch, f"{self._wid}:{epoch}", time.monotonic(), broke)
             taken = self._take_over(claim)
             if taken is None:
                 continue
@@ -309,13 +327,19 @@ class Ownership:
         """One round trip: per shard, the new epoch (an int) if the lease is now ours, else
         its holder's token."""
         conn = self._conn
+        breakable = sorted(self.gone - {self._wid})
 
         def go() -> list[Any]:
             pipe = conn.r.pipeline(transaction=False)
             for s in wanted:
                 conn.scripts.acquire(
                     keys=[conn.keys.lease(s), conn.keys.epoch(s)],
-                    args=[self._wid, self._s.lease_ttl_ms, "1" if self._reclaim else "0"],
+                    args=[
+                        self._wid,
+                        self._s.lease_ttl_ms,
+                        "1" if self._reclaim else "0",
+                        *breakable,
+                    ],
                     client=pipe,
                 )
             return list(pipe.execute())
@@ -358,6 +382,7 @@ class Ownership:
             "lease_acquired",
             shard=claim.shard,
             epoch=claim.epoch,
+            broke=claim.broke or None,
             replayed=stats.replayed,
             claimed=stats.claimed,
             restored=stats.restored,

@@ -19,18 +19,26 @@ from store.connection import is_cluster
 FENCED = "FENCED"
 """The error code ``FENCED_READ`` replies with when the shard's lease is no longer ours."""
 
-# KEYS: lease, epoch. ARGV: worker id, ttl ms, reclaim ('1' or '0'). Returns the new epoch (an
-# integer), or the holder's token (a string) when the lease is held. With reclaim, a lease
-# still held under this worker id (an earlier process of the same member: static membership)
-# is taken back with a new epoch, which fences that earlier process if it still runs.
+# KEYS: lease, epoch. ARGV: worker id, ttl ms, reclaim ('1' or '0'), then the workers whose
+# leases may be broken (their liveness connection closed: worker/liveness.py). Returns the new
+# epoch (an integer); {new epoch, broken token} when it broke a gone worker's lease; or the
+# holder's token (a string) when the lease is held. With reclaim, a lease still held under
+# this worker id (an earlier process of the same member: static membership) is taken back
+# with a new epoch, which fences that earlier process if it still runs.
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
+local broken = false
 if holder then
-  local mine = ARGV[3] == '1' and string.match(holder, '^(.*):%d+$') == ARGV[1]
-  if not mine then return holder end
+  local owner = string.match(holder, '^(.*):%d+$')
+  local mine = ARGV[3] == '1' and owner == ARGV[1]
+  for i = 4, #ARGV do
+    if ARGV[i] == owner then broken = true end
+  end
+  if not mine and not broken then return holder end
 end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
+if broken then return {epoch, holder} end
 return epoch
 """
 
