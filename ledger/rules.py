@@ -46,6 +46,19 @@ class OutcomeRecord:
     outcome: OrderOutcome
 
 
+DEAD_LETTER_REASONS = (
+    "bad_json",
+    "bad_entry",
+    "unknown_type",
+    "invalid_event",
+    "wrong_shard",
+    "handler_error",
+    "max_deliveries",
+)
+"""Every reason a dead letter can give (ledger.codec, ``step`` below, and the poison skip of
+entries delivered too often): the bounded label set of the dead-letter metrics."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     seq: int

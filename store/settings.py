@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_METRICS_PORT = 9108
+DEFAULT_EXPORTER_PORT = 9109
 
 
 def default_worker_id() -> str:
@@ -47,6 +48,10 @@ class Settings(BaseSettings):
     worker_id: str = Field(default_factory=default_worker_id, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     metrics_port: int = Field(DEFAULT_METRICS_PORT, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
+    exporter_port: int = Field(DEFAULT_EXPORTER_PORT, ge=1, le=65535)
+    """Port of ``eventfleet exporter``'s ``/metrics`` (it listens on ``metrics_host``)."""
+    exporter_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    """The exporter reads Redis at most once per this many seconds, whatever the scrapers."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 

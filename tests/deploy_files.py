@@ -68,13 +68,24 @@ def contract_table(heading: str) -> list[list[str]]:
 
 
 def contract_metrics() -> dict[str, str]:
-    """Metric name -> kind, from the CONTRACTS.md metrics table."""
+    """Metric name -> kind, from the CONTRACTS.md table of the workers' metrics."""
     metrics = {}
     for row in contract_table("Metrics"):
         name = re.fullmatch(r"`(eventfleet_[a-z0-9_]+)`", row[0])
         if name:
             metrics[name.group(1)] = row[1]
     assert len(metrics) > 10, "could not read the metrics table of CONTRACTS.md"
+    return metrics
+
+
+def contract_exporter_metrics() -> dict[str, str]:
+    """Metric name -> kind, from the CONTRACTS.md table of `eventfleet exporter`'s metrics."""
+    metrics = {}
+    for row in contract_table("Exporter metrics"):
+        name = re.fullmatch(r"`(eventfleet_[a-z0-9_]+)`", row[0])
+        if name:
+            metrics[name.group(1)] = row[1]
+    assert "eventfleet_shard_lag" in metrics, "could not read the exporter's metrics table"
     return metrics
 
 
@@ -115,6 +126,25 @@ def dashboard_exprs() -> list[str]:
     ]
     assert exprs, "the dashboard has no queries"
     return exprs
+
+
+DASHBOARD_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__range": "1h",
+    "$__interval": "15s",
+    "$namespace": "eventfleet",
+    "$job": ".*",
+    "$instance": ".*",
+}
+"""Values for the dashboard's variables (Grafana's and its own) where a test runs its queries."""
+
+
+def fill_variables(expr: str, values: dict[str, str]) -> str:
+    """``expr`` with each ``$variable`` replaced (longest names first)."""
+    for variable in sorted(values, key=len, reverse=True):
+        expr = expr.replace(variable, values[variable])
+    assert "$" not in expr, f"unhandled Grafana variable in {expr!r}"
+    return expr
 
 
 def promtool_check(*args: str) -> None:

@@ -41,7 +41,7 @@ def test_default_user_is_off(port: int) -> None:
         redis.Redis(host="127.0.0.1", port=port, password="anything", retry=NO_RETRY).ping()
 
 
-@pytest.mark.parametrize("role", ["admin", "worker", "producer"])
+@pytest.mark.parametrize("role", ["admin", "worker", "producer", "exporter"])
 def test_each_user_logs_in_with_its_demo_password_only(port: int, role: str) -> None:
     assert connect(port, role).ping() is True
     with pytest.raises(rx.AuthenticationError):
@@ -50,7 +50,7 @@ def test_each_user_logs_in_with_its_demo_password_only(port: int, role: str) -> 
 
 def test_demo_passwords_match_the_acl_hashes() -> None:
     text = ACL_FILE.read_text(encoding="utf-8")
-    for role in ("admin", "worker", "producer"):
+    for role in ("admin", "worker", "producer", "exporter"):
         digest = hashlib.sha256(password(role).encode()).hexdigest()
         assert re.search(rf"^user eventfleet-{role} on #{digest} ", text, re.M), role
     assert ">" not in text, "no clear-text password belongs in the shipped ACL file"

@@ -20,7 +20,16 @@ from tests.deploy_files import (
     redis_bytes,
 )
 
-SERVICES = {"redis", "init", "worker", "producer", "archive", "prometheus", "grafana"}
+SERVICES = {
+    "redis",
+    "init",
+    "worker",
+    "exporter",
+    "producer",
+    "archive",
+    "prometheus",
+    "grafana",
+}
 
 
 def test_compose_validates_against_the_compose_spec() -> None:
@@ -71,7 +80,12 @@ def test_workers_and_producer_wait_for_init() -> None:
 
 def test_every_role_logs_in_as_its_own_acl_user() -> None:
     services = compose()["services"]
-    expected = {"init": "admin", "worker": "worker", "producer": "producer"}
+    expected = {
+        "init": "admin",
+        "worker": "worker",
+        "producer": "producer",
+        "exporter": "exporter",
+    }
     for service, role in expected.items():
         env = services[service]["environment"]
         assert env["EVENTFLEET_REDIS_USERNAME"] == f"eventfleet-{role}", service

@@ -12,11 +12,15 @@ from pathlib import Path
 import yaml
 
 from tests.deploy_files import (
+    DASHBOARD,
+    DASHBOARD_VARIABLES,
     DEPLOY,
     compose,
+    contract_exporter_metrics,
     contract_metrics,
     dashboard,
     dashboard_exprs,
+    fill_variables,
     load_yaml,
     promtool_check,
 )
@@ -31,8 +35,12 @@ def test_promql_name_extraction() -> None:
     assert names == {"a_bucket", "up"}
 
 
+WORKER_SELECTOR = '{namespace="$namespace", job=~"$job", instance=~"$instance"}'
+EXPORTER_SELECTOR = '{namespace="$namespace"}'
+
+
 def test_dashboard_uses_only_contract_metrics() -> None:
-    metrics = contract_metrics()
+    metrics = contract_metrics() | contract_exporter_metrics()
     for expr in dashboard_exprs():
         names = promql_metric_names(expr)
         assert names, f"no metric in {expr!r}"
@@ -48,27 +56,59 @@ def test_dashboard_covers_the_fleet() -> None:
         return any(re.search(pattern, e) for e in exprs)
 
     assert has(r"by \(type\) \(rate\(eventfleet_events_applied_total"), "throughput by type"
-    assert has(r"by \(shard\) \(eventfleet_shard_lag\)"), "lag per shard"
-    assert has(r"by \(shard\) \(eventfleet_shard_pending\)"), "pending per shard"
+    assert has(r"by \(shard\) \(eventfleet_shard_lag\{"), "lag per shard"
+    assert has(r"by \(shard\) \(eventfleet_shard_lag_seconds\{"), "lag in seconds per shard"
+    assert has(r"by \(shard\) \(eventfleet_shard_pending\{"), "pending per shard"
+    assert has(r"eventfleet_shard_owned\{"), "shards without an owner"
+    assert has(r"eventfleet_shards\{"), "the shard count"
     for q in ("0.5", "0.99"):
         assert has(rf"histogram_quantile\({q}, .*eventfleet_end_to_end_latency_seconds_bucket")
-    assert has(r"by \(instance\) \(eventfleet_shards_owned\)"), "shards per worker"
+    assert has(r"by \(instance\) \(eventfleet_shards_owned\{"), "shards per worker"
     for name in ("acquisitions", "handovers", "losses"):
         assert f"eventfleet_lease_{name}_total" in joined
     for name in ("snapshot_age_seconds", "dead_letters_total", "redis_errors_total"):
         assert f"eventfleet_{name}" in joined
     assert has(r"histogram_quantile\(.*eventfleet_recovery_duration_seconds_bucket")
-    assert "sum(eventfleet_shard_lag)" in exprs, "the autoscaling signal should be on show"
+    autoscaling = f"sum(eventfleet_shard_lag{EXPORTER_SELECTOR})"
+    assert autoscaling in exprs, "the autoscaling signal should be on show"
+
+
+def test_every_series_is_selected_by_the_dashboard_variables() -> None:
+    """Worker series by namespace, job and instance; the exporter's by namespace: two fleets
+    in one Prometheus are never summed together."""
+    exporter = set(contract_exporter_metrics())
+    for expr in dashboard_exprs():
+        for name, selector in re.findall(r"\b(eventfleet_[a-z_]+)(\{[^}]*\})?", expr):
+            expected = EXPORTER_SELECTOR if name in exporter else WORKER_SELECTOR
+            assert selector == expected, f"{name} in {expr!r} is not selected by {expected}"
+
+
+def test_the_dashboard_imports_into_any_grafana() -> None:
+    """No data source uid of ours: every panel and target uses the data source variable, and
+    the variables are data source, namespace, job and instance."""
+    data = dashboard()
+    assert "eventfleet-prometheus" not in DASHBOARD.read_text(encoding="utf-8")
+    variables = {v["name"]: v for v in data["templating"]["list"]}
+    assert list(variables) == ["datasource", "namespace", "job", "instance"]
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("namespace", "job", "instance"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"]["uid"] == "${datasource}", name
+        assert "eventfleet_" in v["definition"], name
+    assert variables["job"]["allValue"] == variables["instance"]["allValue"] == ".*"
+    for panel in data["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        for target in panel["targets"]:
+            assert target["datasource"] == panel["datasource"], panel["title"]
 
 
 def test_dashboard_promql_parses(tmp_path: Path) -> None:
-    substitutions = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s"}
     rules = []
     for i, expr in enumerate(dashboard_exprs()):
-        concrete = expr
-        for variable, value in substitutions.items():
-            concrete = concrete.replace(variable, value)
-        assert "$" not in concrete, f"unhandled Grafana variable in {expr!r}"
+        concrete = fill_variables(expr, DASHBOARD_VARIABLES)
         rules.append({"record": f"dashboard:expr_{i}", "expr": concrete})
     rule_file = tmp_path / "dashboard-rules.yml"
     rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
@@ -79,8 +119,6 @@ def test_dashboard_model_is_sound() -> None:
     data = dashboard()
     assert data["schemaVersion"] >= 39
     assert data["uid"] and data["title"]
-    datasources = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
-    uid = datasources["datasources"][0]["uid"]
     ids = [panel["id"] for panel in data["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     cells: set[tuple[int, int]] = set()
@@ -96,10 +134,7 @@ def test_dashboard_model_is_sound() -> None:
         assert not area & cells, f"panel {panel['title']!r} overlaps another"
         cells |= area
         if panel["type"] != "row":
-            assert panel["datasource"]["uid"] == uid, panel["title"]
             assert panel["targets"], panel["title"]
-            for target in panel["targets"]:
-                assert target["datasource"]["uid"] == uid, panel["title"]
 
 
 def test_grafana_provisioning_points_at_the_mounted_dashboards() -> None:
@@ -110,5 +145,8 @@ def test_grafana_provisioning_points_at_the_mounted_dashboards() -> None:
     assert mounts[path] == "./deploy/grafana/dashboards"
     assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
     datasources = load_yaml(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")
-    assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
+    (source,) = datasources["datasources"]
+    assert source["url"] == "http://prometheus:9090"
+    # the dashboard's data source variable picks the default one: the provisioned copy works
+    assert source["isDefault"] is True and source["type"] == "prometheus"
     assert grafana["ports"] == ["127.0.0.1:3000:3000"]

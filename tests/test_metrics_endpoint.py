@@ -14,11 +14,12 @@ from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from ledger.codec import encode
 from ledger.events import EVENT_TYPES, AddItem, Order, Topup
+from ledger.rules import DEAD_LETTER_REASONS
 from ledger.shards import ShardCounts, destination
 from ledger.state import ShardState
 from producer.client import Producer
 from store.keys import EVENT_FIELD, Keys
-from tests.deploy_files import contract_metrics, dashboard_exprs
+from tests.deploy_files import contract_exporter_metrics, contract_metrics, dashboard_exprs
 from tests.fleet_utils import owners, setup_namespace
 from tests.helpers import cli_json
 from tests.live_worker import (
@@ -33,7 +34,11 @@ from tests.live_worker import (
 )
 from tests.promql import PROMETHEUS_OWN, doc_queries, promql_metric_names
 from worker.assignment import assign
-from worker.metrics import package_version
+from worker.metrics import OPERATIONS, OUTCOME_LABELS, package_version
+
+OUTCOMES = "eventfleet_order_outcomes_total"
+APPLIED = "eventfleet_events_applied_total"
+DEAD = "eventfleet_dead_letters_total"
 
 # Every label a worker may put on an eventfleet_ series, and the values it may take: bounded
 # sets, never an id (worker, order, user, item).
@@ -46,6 +51,7 @@ LABEL_VALUES = {
     "operation": r"[a-z]+(_[a-z]+)*",
     "version": r"[0-9]+(\.[0-9]+)*([.+-][0-9A-Za-z.+-]+)?",
     "le": r"[0-9.e+-]+|\+Inf",
+    "namespace": r"t[0-9a-f]{8}",  # the test's namespace, on every series
 }
 
 
@@ -100,8 +106,12 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     m = a.scrape()
     check_contract_families(m)
     assert [(s.labels, s.value) for s in m.samples("eventfleet_build_info")] == [
-        ({"version": package_version()}, 1.0)
+        ({"version": package_version(), "namespace": namespace}, 1.0)
     ]
+    for f in m.families.values():
+        for sample in f.samples if f.name.startswith("eventfleet_") else ():
+            assert sample.labels["namespace"] == namespace, sample
+    check_counters_start_at_zero(m, shards)
     assert m.total("eventfleet_shards_owned") == len(shards)
     assert m.by("eventfleet_lease_acquisitions_total", "shard") == dict.fromkeys(shards, 1.0)
     assert m.total("eventfleet_recovery_duration_seconds_count") == len(shards)
@@ -135,7 +145,7 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     assert m.nonzero("eventfleet_duplicates_dropped_total", "shard") == {dup_shard: 1}
     assert m.total("eventfleet_duplicates_dropped_total", family="u") == 1
     dead = [(s.labels, s.value) for s in m.samples("eventfleet_dead_letters_total") if s.value]
-    assert dead == [({"shard": bad_shard, "reason": "bad_json"}, 1.0)]
+    assert dead == [({"shard": bad_shard, "reason": "bad_json", "namespace": namespace}, 1.0)]
     outcomes = {
         (s.labels["status"], s.labels["reason"]): s.value
         for s in m.samples("eventfleet_order_outcomes_total")
@@ -156,16 +166,14 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
         assert m.total("eventfleet_end_to_end_latency_seconds_count", family=family) >= 1
     assert m.total("eventfleet_end_to_end_latency_seconds_sum") > 0
 
-    # Sampled gauges: every owned shard has lag, pending, snapshot size and age.
+    # Snapshot gauges: every owned shard has its snapshot size and age.
     def sampled() -> Scrape | None:
         m = a.scrape()
-        lag = m.by("eventfleet_shard_lag", "shard")
         size = m.by("eventfleet_snapshot_size_bytes", "shard")
-        ok = lag == dict.fromkeys(shards, 0.0) and set(size) == shards and all(size.values())
-        return m if ok else None
+        return m if set(size) == shards and all(size.values()) else None
 
-    m = until(sampled, 15, "lag, pending and snapshot gauges of every shard")
-    assert m.by("eventfleet_shard_pending", "shard") == dict.fromkeys(shards, 0.0)
+    m = until(sampled, 15, "snapshot gauges of every shard")
+    assert "eventfleet_shard_lag" not in m.families, "per-shard backlog is the exporter's"
     assert set(m.by("eventfleet_snapshot_age_seconds", "shard")) == shards
     assert all(v >= 0 for v in m.by("eventfleet_snapshot_age_seconds", "shard").values())
     assert m.total("eventfleet_snapshot_duration_seconds_count") >= len(shards)
@@ -198,12 +206,11 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     held_b = {s for s, o in held.items() if o == b.id}
     assert held_a | held_b == shards
 
-    # Each shard's lag is reported by its owner only: sum(eventfleet_shard_lag) is the total.
+    # Each shard's snapshot gauges are reported by its owner only.
     def reported_by_owners() -> tuple[Scrape, Scrape] | None:
         ma, mb = a.scrape(), b.scrape()
         ok = (
-            set(ma.by("eventfleet_shard_lag", "shard")) == held_a
-            and set(mb.by("eventfleet_shard_lag", "shard")) == held_b
+            set(ma.by("eventfleet_snapshot_age_seconds", "shard")) == held_a
             and set(mb.by("eventfleet_snapshot_age_seconds", "shard")) == held_b
         )
         return (ma, mb) if ok else None
@@ -248,10 +255,33 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     check_worker_logs(a, shards, bad_shard)
 
 
+def check_counters_start_at_zero(m: Scrape, held: set[str]) -> None:
+    """Every counter with a bounded label set is exposed for each of its label values from
+    the start: the label sets without a shard, and the per-shard ones of the held shards."""
+    outcomes = {(s.labels["status"], s.labels["reason"]) for s in m.samples(OUTCOMES)}
+    assert outcomes == set(OUTCOME_LABELS)
+    for name in ("eventfleet_redis_errors_total", "eventfleet_redis_retries_total"):
+        assert set(m.by(name, "operation")) == set(OPERATIONS), name
+    per_shard = [
+        "eventfleet_lease_handovers_total",
+        "eventfleet_lease_losses_total",
+        "eventfleet_claimed_entries_total",
+        "eventfleet_replayed_entries_total",
+        "eventfleet_duplicates_dropped_total",
+    ]
+    for name in per_shard:
+        assert set(m.by(name, "shard")) == held, name
+    applied = {(s.labels["shard"], s.labels["type"]) for s in m.samples(APPLIED)}
+    assert applied == {(s, t) for s in held for t in EVENT_TYPES}
+    dead = {(s.labels["shard"], s.labels["reason"]) for s in m.samples(DEAD)}
+    assert dead == {(s, reason) for s in held for reason in DEAD_LETTER_REASONS}
+    assert m.total("eventfleet_lease_losses_total") == 0
+
+
 def check_queries_against(m: Scrape) -> None:
     """The dashboard's queries, and the examples and alerts of docs/OBSERVABILITY.md, use
-    only series a live worker exposes."""
-    exposed = m.exposed_names() | PROMETHEUS_OWN
+    only series a live worker or the exporter exposes."""
+    exposed = m.exposed_names() | PROMETHEUS_OWN | set(contract_exporter_metrics())
     for expr in dashboard_exprs() + doc_queries():
         names = promql_metric_names(expr)
         assert names, f"no metric name found in {expr!r}"

@@ -6,11 +6,27 @@ schema or tool that its consumer uses, and against the names fixed by docs/CONTR
 
 from __future__ import annotations
 
-from tests.deploy_files import PROMETHEUS_CONFIG, ROOT, compose, load_yaml, promtool_check
+from pathlib import Path
+
+import yaml
+
+from tests.deploy_files import (
+    DEPLOY,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    compose,
+    load_yaml,
+    promtool_check,
+)
 
 
-def test_promtool_accepts_the_prometheus_config() -> None:
-    promtool_check("config", str(PROMETHEUS_CONFIG))
+def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
+    """As compose mounts it: the rule file where prometheus.yml expects it (a copy here)."""
+    config = load_yaml(PROMETHEUS_CONFIG)
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "rules.yml")]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+    promtool_check("config", str(copy))
 
 
 def test_prometheus_finds_workers_by_dns() -> None:
@@ -20,3 +36,16 @@ def test_prometheus_finds_workers_by_dns() -> None:
     assert sd == [{"names": ["worker"], "type": "A", "port": 9108, "refresh_interval": "5s"}]
     mounts = compose()["services"]["prometheus"]["volumes"]
     assert f"./{PROMETHEUS_CONFIG.relative_to(ROOT)}:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def test_prometheus_loads_the_alert_rules_and_scrapes_the_exporter() -> None:
+    config = load_yaml(PROMETHEUS_CONFIG)
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    mounts = compose()["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus/rules.yml:/etc/prometheus/rules.yml:ro" in mounts
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    exporter = compose()["services"]["exporter"]
+    port = exporter["environment"]["EVENTFLEET_EXPORTER_PORT"]
+    assert jobs["eventfleet-exporter"]["static_configs"] == [{"targets": [f"exporter:{port}"]}]
+    assert exporter["command"] == ["exporter"]
+    assert exporter.get("deploy", {}).get("replicas", 1) == 1

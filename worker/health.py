@@ -12,6 +12,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -47,12 +48,19 @@ class HealthState:
         )
 
 
-def serve(health: HealthState, host: str, port: int) -> ThreadingHTTPServer:
+def serve(
+    health: HealthState,
+    host: str,
+    port: int,
+    metrics: Callable[[], bytes] = generate_latest,
+) -> ThreadingHTTPServer:
+    """Serve the three paths from a daemon thread; ``metrics`` renders ``/metrics``."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+                self._send(200, metrics(), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 ok = health.healthy()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"stalled\n")

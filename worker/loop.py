@@ -57,7 +57,7 @@ class Worker:
         self.s = settings
         self.counts = counts
         self.conn = Conn(settings, r)
-        self.observe = Observer()
+        self.observe = Observer(settings.snapshot_interval_s)
         self.ownership = Ownership(settings, self.conn, counts, self.observe, health)
         self.health = self.ownership.health
         self._empty_polls = 0

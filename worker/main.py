@@ -17,6 +17,7 @@ from store.namespace import NamespaceError, NamespaceMissing, check_counts, read
 from store.settings import Settings, unknown_env_names
 from worker.health import HealthState, serve
 from worker.loop import Worker
+from worker.metrics import exposition
 
 EXIT_OK = 0
 EXIT_FATAL = 2
@@ -66,7 +67,12 @@ def run_worker(settings: Settings) -> int:
     health = HealthState(stale_after_s=max(5.0, 3 * settings.lease_ttl_ms / 1000))
     if settings.metrics_port:
         try:
-            serve(health, settings.metrics_host, settings.metrics_port)
+            serve(
+                health,
+                settings.metrics_host,
+                settings.metrics_port,
+                exposition(settings.namespace),
+            )
         except OSError as exc:  # the port is taken (another worker on this host?) or refused
             where = f"{settings.metrics_host}:{settings.metrics_port}"
             log.error("fatal", error=f"cannot serve /metrics on {where}: {exc.strerror or exc}")

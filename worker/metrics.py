@@ -1,11 +1,33 @@
-"""Prometheus metrics of a worker. Labels are bounded sets: family, shard, type, reason."""
+"""Prometheus metrics of a worker. Labels are bounded sets: family, shard, type, reason.
+
+Every counter whose label values are known in advance starts at 0 for each of them (a
+``rate()`` or ``increase()`` over a series that appears only at its first increment misses
+that increment, and a panel or alert over it is empty instead of 0): the label sets without
+a shard at import (``initialise``), the per-shard ones when the worker first holds the shard
+(``initialise_shard``). Per-shard backlog (lag, pending, owners) is the exporter's
+(``eventfleet.ops.exporter``), read from Redis for every shard, owned or not.
+"""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
+from ledger.events import EVENT_TYPES
+from ledger.rules import DEAD_LETTER_REASONS
 from store import retry
 
 # prometheus_client would add a `<name>_created` timestamp series beside every counter and
@@ -40,8 +62,6 @@ LATENCY = Histogram(
     ["family"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-SHARD_LAG = Gauge("eventfleet_shard_lag", "Entries not yet delivered (XINFO GROUPS lag)", ["shard"])
-SHARD_PENDING = Gauge("eventfleet_shard_pending", "Delivered entries not yet acked", ["shard"])
 SHARDS_OWNED = Gauge("eventfleet_shards_owned", "Shards this worker holds a lease on")
 LEASE_ACQUIRED = Counter("eventfleet_lease_acquisitions", "Shard leases acquired", ["shard"])
 LEASE_HANDOVERS = Counter("eventfleet_lease_handovers", "Shards handed over on purpose", ["shard"])
@@ -74,6 +94,30 @@ REDIS_ERRORS = Counter(
 )
 REDIS_RETRIES = Counter("eventfleet_redis_retries", "Redis calls retried", ["operation"])
 BUILD_INFO = Gauge("eventfleet_build_info", "Build information", ["version"])
+SNAPSHOT_INTERVAL = Gauge(
+    "eventfleet_snapshot_interval_seconds", "The worker's EVENTFLEET_SNAPSHOT_INTERVAL_S"
+)
+
+OUTCOME_LABELS = (
+    ("confirmed", "none"),
+    ("rejected", "insufficient_funds"),
+    ("rejected", "out_of_stock"),
+    ("rejected", "unknown_item"),
+)
+"""Every (status, reason) of ``eventfleet_order_outcomes_total``."""
+OPERATIONS = (
+    "connect",
+    "heartbeat",
+    "renew",
+    "acquire",
+    "read",
+    "write_effects",
+    "wait",
+    "release",
+    "snapshot",
+    "leave",
+)
+"""Every ``operation`` the worker passes to ``store.retry.call``."""
 
 
 def package_version() -> str:
@@ -86,6 +130,29 @@ def package_version() -> str:
 BUILD_INFO.labels(version=package_version()).set(1)
 
 
+def initialise(snapshot_interval_s: float) -> None:
+    """Start every counter without a shard label at 0 for all its label values."""
+    SNAPSHOT_INTERVAL.set(snapshot_interval_s)
+    for status, reason in OUTCOME_LABELS:
+        OUTCOMES.labels(status=status, reason=reason)
+    for operation in OPERATIONS:
+        REDIS_ERRORS.labels(operation=operation)
+        REDIS_RETRIES.labels(operation=operation)
+
+
+def initialise_shard(shard: str) -> None:
+    """Start every per-shard counter of ``shard`` at 0 (idempotent: ``labels`` keeps a child
+    that exists)."""
+    family = shard[0]
+    for t in EVENT_TYPES:
+        EVENTS_APPLIED.labels(family=family, shard=shard, type=t)
+    DUPLICATES.labels(family=family, shard=shard)
+    for reason in DEAD_LETTER_REASONS:
+        DEAD_LETTERS.labels(shard=shard, reason=reason)
+    for counter in (LEASE_ACQUIRED, LEASE_HANDOVERS, LEASE_LOSSES, CLAIMED, REPLAYED):
+        counter.labels(shard=shard)
+
+
 def _count_retry(operation: str) -> None:
     REDIS_RETRIES.labels(operation=operation).inc()
 
@@ -96,3 +163,30 @@ def _count_failure(operation: str) -> None:
 
 retry.hooks.retried = _count_retry
 retry.hooks.failed = _count_failure
+
+
+class _WithNamespace(Collector):
+    """The process's metrics, each ``eventfleet_*`` sample with a constant ``namespace`` label:
+    two fleets (namespaces) scraped by one Prometheus stay apart."""
+
+    def __init__(self, namespace: str) -> None:
+        self._namespace = namespace
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            if not family.name.startswith("eventfleet_"):
+                yield family
+                continue
+            labelled = copy.copy(family)
+            labelled.samples = [
+                s._replace(labels={**s.labels, "namespace": self._namespace})
+                for s in family.samples
+            ]
+            yield labelled
+
+
+def exposition(namespace: str) -> Callable[[], bytes]:
+    """What ``/metrics`` serves: the text exposition with the ``namespace`` label added."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_WithNamespace(namespace))
+    return lambda: generate_latest(registry)

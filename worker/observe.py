@@ -19,6 +19,9 @@ from worker import metrics
 
 
 class Observer:
+    def __init__(self, snapshot_interval_s: float) -> None:
+        metrics.initialise(snapshot_interval_s)
+
     # ---- the loop ---------------------------------------------------------------------
     def batch_applied(self, entries: int, seconds: float) -> None:
         """A batch over all owned shards was applied and its effects written."""
@@ -59,6 +62,7 @@ class Observer:
         metrics.SHARDS_OWNED.set(n)
 
     def lease_acquired(self, shard: str) -> None:
+        metrics.initialise_shard(shard)
         metrics.LEASE_ACQUIRED.labels(shard=shard).inc()
 
     def lease_lost(self, shard: str) -> None:
@@ -72,21 +76,11 @@ class Observer:
         metrics.SNAPSHOT_SIZE.labels(shard=shard).set(size)
         metrics.SNAPSHOT_AGE.labels(shard=shard).set(0)
 
-    def group_sampled(self, shard: str, lag: int, pending: int) -> None:
-        """The shard's consumer group as XINFO GROUPS reports it."""
-        metrics.SHARD_LAG.labels(shard=shard).set(lag)
-        metrics.SHARD_PENDING.labels(shard=shard).set(pending)
-
     def snapshot_age(self, shard: str, seconds: float) -> None:
         metrics.SNAPSHOT_AGE.labels(shard=shard).set(seconds)
 
     def shard_dropped(self, shard: str) -> None:
         """No longer held: its per-shard gauges go, so they do not report a stale value."""
-        for g in (
-            metrics.SHARD_LAG,
-            metrics.SHARD_PENDING,
-            metrics.SNAPSHOT_AGE,
-            metrics.SNAPSHOT_SIZE,
-        ):
+        for g in (metrics.SNAPSHOT_AGE, metrics.SNAPSHOT_SIZE):
             with contextlib.suppress(KeyError):
                 g.remove(shard)

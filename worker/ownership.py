@@ -17,7 +17,6 @@ from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
 from store.connection import TRANSIENT
-from store.keys import GROUP
 from store.settings import Settings
 from worker.assignment import targets
 from worker.conn import Conn
@@ -28,7 +27,6 @@ from worker.retention import retain
 from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
-LAG_SAMPLE_S = 2.0
 LAPSE_MARGIN_S = 0.05
 """How long after another member's heartbeat lapses a worker looks again (its leases lapse
 a renewal's round trip later)."""
@@ -55,7 +53,7 @@ class Ownership:
     - ``held()``: the shards held now, in acquisition order (``Owned``, whose state and
       read position the loop advances).
     - ``maintain()``: one pass: heartbeat, renew every lease, hand over shards no longer
-      targeted, acquire and take over the targeted ones, snapshots due, lag sample.
+      targeted, acquire and take over the targeted ones, snapshots due, snapshot ages.
     - ``next_pass``: monotonic time when the next ``maintain`` pass is due.
     - ``lose(o, why)``: drop a shard whose lease is gone or whose state must not be used
       again (a fenced read, effects not written before the lease deadline).
@@ -89,7 +87,6 @@ class Ownership:
         self._target: set[str] = set()
         self._stopping = False
         self._next_pass = 0.0
-        self._next_lag = 0.0
         self._last_renew = 0.0
         self._joined = False
         self._static = settings.rejoin_grace_ms > 0
@@ -151,9 +148,9 @@ class Ownership:
         for o in list(self._owned.values()):
             if now >= o.next_snapshot and self._snapshot(o):
                 retain(self._conn, self._s, o, int(o.snapshot_wall * 1000))
-        if now >= self._next_lag:
-            self._next_lag = now + LAG_SAMPLE_S
-            self._sample_lag()
+        wall = time.time()
+        for o in self._owned.values():
+            self._observe.snapshot_age(o.name, wall - o.snapshot_wall)
         self._observe.shards_owned(len(self._owned))
         self.health.holds_targets = targeted <= set(self._owned)
         self.health.held_until = min((o.deadline for o in self._owned.values()), default=math.inf)
@@ -432,7 +429,7 @@ class Ownership:
         self._observe.handed_over(o.name)
         log.info("handed_over", shard=o.name, epoch=o.epoch, last_id=o.state.last_id)
 
-    # ---- snapshots and sampling --------------------------------------------------------
+    # ---- snapshots --------------------------------------------------------------------
     def _snapshot(self, o: Owned) -> bool:
         t0 = time.monotonic()
         wall = time.time()
@@ -460,24 +457,3 @@ class Ownership:
             last_id=o.state.last_id,
         )
         return True
-
-    def _sample_lag(self) -> None:
-        shards = list(self._owned.values())
-        if not shards:
-            return
-        conn = self._conn
-
-        def go() -> list[Any]:
-            pipe = conn.r.pipeline(transaction=False)
-            for o in shards:
-                pipe.xinfo_groups(conn.keys.events(o.name))
-            return list(pipe.execute())
-
-        now = time.time()
-        for o, groups in zip(shards, conn.call(go, "sample_lag"), strict=True):
-            for g in groups:
-                if ids.text(g["name"]) != GROUP:
-                    continue  # another reader's group on the same stream
-                # Redis reports no lag when it cannot tell (entries deleted): shown as 0
-                self._observe.group_sampled(o.name, g.get("lag") or 0, g.get("pending") or 0)
-            self._observe.snapshot_age(o.name, now - o.snapshot_wall)

@@ -1,0 +1,217 @@
+"""One pass over a namespace in Redis: every shard's backlog, owner and dead letters.
+
+A pass costs a fixed number of pipelined round trips, whatever the shard count: one for
+the meta hash, the clock and the live workers, then per chunk of ``CHUNK`` shards one
+pipeline of five cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
+epoch, XLEN of the dead-letter stream), and one more only for the shards that need it (the
+oldest undelivered entry of a shard with nothing pending, new dead letters). Dead letters
+are counted incrementally: a pass reads only the dead-letter entries added since the last.
+
+Nothing here trusts what it reads: a key of the wrong type, a lease or epoch that does not
+parse, a dead letter without a known reason make that shard ``unreadable`` (or the reason
+``other``), never a failed pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from ledger.rules import DEAD_LETTER_REASONS
+from store import ids
+from store.keys import GROUP, Keys
+from store.namespace import read_counts
+
+CHUNK = 256
+"""Shards per pipeline: bounds one round trip's reply size and Redis's time on it."""
+DEAD_LETTER_BATCH = 1000
+"""New dead letters read per shard per pass; more are counted by the following passes."""
+UNDELIVERED_CAP = 10_000
+"""When Redis cannot tell a group's lag (entries deleted from the stream), the undelivered
+entries are counted by reading them, up to this many."""
+OTHER_REASON = "other"
+
+
+@dataclass(frozen=True)
+class ShardReading:
+    shard: str
+    lag: int
+    """Entries not yet applied: not yet delivered to the group, or delivered and not acked."""
+    lag_seconds: float
+    """Age of the oldest entry not yet applied (by Redis's clock); 0 when caught up."""
+    pending: int
+    owned: bool
+    epoch: int
+    """The lease epoch last issued for the shard (the owner's while it is owned)."""
+    dead_letters: int
+    dead_letters_by_reason: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reading:
+    shards: list[ShardReading]
+    unreadable: list[str]
+    """Shards whose keys could not be read or parsed this pass (logged, no gauges)."""
+    shard_count: int
+    live_workers: int
+
+
+@dataclass
+class _Tally:
+    """The dead letters of one shard counted so far."""
+
+    length: int = 0
+    last_id: str = "0-0"
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Raw:
+    """One shard's replies from the first pipeline, checked."""
+
+    shard: str
+    undelivered: int | None
+    delivered_id: str
+    pending: int
+    oldest_pending: str | None
+    owned: bool
+    epoch: int
+    dlq_length: int
+
+
+class NamespaceReader:
+    """Reads a namespace pass after pass; keeps the dead-letter tallies between passes."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self._r = r
+        self._keys = keys
+        self._tallies: dict[str, _Tally] = {}
+
+    def read(self) -> Reading:
+        """One pass. Raises on Redis errors and on a namespace that is missing or damaged."""
+        counts = read_counts(self._r, self._keys)
+        now_s, now_us = self._r.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        live: Any = self._r.zcount(self._keys.workers, f"({now_ms}", "+inf")
+        shards = counts.all_shards()
+        raws: list[_Raw] = []
+        unreadable: list[str] = []
+        for start in range(0, len(shards), CHUNK):
+            chunk = shards[start : start + CHUNK]
+            for shard, raw in zip(chunk, self._first(chunk), strict=True):
+                if raw is None:
+                    unreadable.append(shard)
+                else:
+                    raws.append(raw)
+        oldest = self._oldest_undelivered(raws)
+        self._count_dead_letters(raws)
+        readings = []
+        for raw in raws:
+            undelivered, first_undelivered = oldest.get(raw.shard, (raw.undelivered or 0, None))
+            oldest_id = raw.oldest_pending or first_undelivered
+            age = 0.0 if oldest_id is None else max(0.0, (now_ms - ids.millis(oldest_id)) / 1000)
+            tally = self._tallies[raw.shard]
+            readings.append(
+                ShardReading(
+                    shard=raw.shard,
+                    lag=undelivered + raw.pending,
+                    lag_seconds=age,
+                    pending=raw.pending,
+                    owned=raw.owned,
+                    epoch=raw.epoch,
+                    dead_letters=tally.length,
+                    dead_letters_by_reason=dict(tally.by_reason),
+                )
+            )
+        return Reading(readings, unreadable, len(shards), int(live))
+
+    # ---- round trips ---------------------------------------------------------------------
+    def _first(self, chunk: list[str]) -> list[_Raw | None]:
+        keys = self._keys
+        pipe = self._r.pipeline(transaction=False)
+        for s in chunk:
+            pipe.xinfo_groups(keys.events(s))
+            pipe.xpending(keys.events(s), GROUP)
+            pipe.get(keys.lease(s))
+            pipe.get(keys.epoch(s))
+            pipe.xlen(keys.dlq(s))
+        replies: list[Any] = list(pipe.execute(raise_on_error=False))
+        return [_check(s, replies[5 * i : 5 * i + 5]) for i, s in enumerate(chunk)]
+
+    def _oldest_undelivered(self, raws: list[_Raw]) -> dict[str, tuple[int, str | None]]:
+        """(undelivered count, oldest undelivered id) of the shards whose lag Redis could not
+        tell, or whose oldest unapplied entry is an undelivered one (nothing pending)."""
+        wanted = [
+            raw
+            for raw in raws
+            if raw.undelivered is None or (raw.undelivered and raw.oldest_pending is None)
+        ]
+        out: dict[str, tuple[int, str | None]] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            pipe = self._r.pipeline(transaction=False)
+            for raw in chunk:
+                cap = UNDELIVERED_CAP if raw.undelivered is None else 1
+                pipe.xrange(self._keys.events(raw.shard), f"({raw.delivered_id}", "+", count=cap)
+            for raw, reply in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                entries = [] if isinstance(reply, Exception) else reply
+                first = ids.text(entries[0][0]) if entries else None
+                n = len(entries) if raw.undelivered is None else raw.undelivered
+                out[raw.shard] = (n, first)
+        return out
+
+    def _count_dead_letters(self, raws: list[_Raw]) -> None:
+        grown = []
+        for raw in raws:
+            tally = self._tallies.setdefault(raw.shard, _Tally())
+            if raw.dlq_length < tally.length:  # the stream was deleted or trimmed: recount
+                tally = self._tallies[raw.shard] = _Tally()
+            if raw.dlq_length > tally.length:
+                grown.append((raw.shard, tally))
+        for start in range(0, len(grown), CHUNK):
+            chunk = grown[start : start + CHUNK]
+            pipe = self._r.pipeline(transaction=False)
+            for shard, tally in chunk:
+                pipe.xrange(
+                    self._keys.dlq(shard), f"({tally.last_id}", "+", count=DEAD_LETTER_BATCH
+                )
+            for (_, tally), entries in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(entries, Exception):
+                    continue
+                for entry_id, fields in entries:
+                    reason = _reason(fields)
+                    tally.by_reason[reason] = tally.by_reason.get(reason, 0) + 1
+                    tally.length += 1
+                    tally.last_id = ids.text(entry_id)
+
+
+def _check(shard: str, replies: list[Any]) -> _Raw | None:
+    """One shard's five replies, or None when any is an error or does not parse."""
+    if any(isinstance(x, Exception) for x in replies):
+        return None
+    groups, pending, lease, epoch, dlq_length = replies
+    try:
+        group = next(g for g in groups if ids.text(g["name"]) == GROUP)
+        lag = group.get("lag")
+        return _Raw(
+            shard=shard,
+            undelivered=None if lag is None else int(lag),
+            delivered_id=ids.text(group["last-delivered-id"]),
+            pending=int(pending["pending"]),
+            oldest_pending=ids.text(pending["min"]) if pending["pending"] else None,
+            owned=lease is not None,
+            epoch=int(epoch) if epoch is not None else 0,
+            dlq_length=int(dlq_length),
+        )
+    except (StopIteration, KeyError, TypeError, ValueError):
+        return None
+
+
+def _reason(fields: Any) -> str:
+    try:
+        reason = ids.text(fields[b"reason"])
+    except (KeyError, TypeError, UnicodeDecodeError):
+        return OTHER_REASON
+    return reason if reason in DEAD_LETTER_REASONS else OTHER_REASON

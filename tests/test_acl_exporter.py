@@ -1,0 +1,37 @@
+"""The shipped ACL's `eventfleet-exporter` user: enough for a whole exporter pass, and
+nothing that writes."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventfleet.exporter.read import NamespaceReader
+from store.keys import Keys
+from tests.secure_redis import EVENTS, connect, refused
+
+
+def test_the_exporter_user_can_read_a_whole_pass(port: int, seeded: dict[str, str]) -> None:
+    exporter = connect(port, "exporter", decode_responses=False)
+    root = connect(port, "root")
+    root.xadd("eventfleet:{u0}:dlq", {"reason": "bad_json"})
+    reading = NamespaceReader(exporter, Keys("eventfleet")).read()
+    assert reading.unreadable == [f"i{n}" for n in range(8)], "only u0 has a stream here"
+    (u0,) = reading.shards
+    assert (u0.lag, u0.pending, u0.dead_letters) == (2, 1, 1)
+    assert u0.lag_seconds >= 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("SET", "eventfleet:x", "1"),
+        ("XADD", EVENTS, "*", "event", "{}"),
+        ("DEL", "eventfleet:meta"),
+        ("XACK", EVENTS, "workers", "0-1"),
+        ("EVAL", "return 1", "0"),
+        ("GET", "other:key"),
+        ("FLUSHALL",),
+    ],
+)
+def test_the_exporter_user_writes_nothing(port: int, command: tuple[str, ...]) -> None:
+    assert refused(connect(port, "exporter"), *command)
