@@ -67,6 +67,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
     templates = dict(pod_templates())
     assert set(templates) == {
         "Deployment/eventfleet-worker",
+        "Deployment/eventfleet-exporter",
         "StatefulSet/redis",
         "Job/eventfleet-init",
         "CronJob/eventfleet-archive",
@@ -119,6 +120,7 @@ def test_pods_get_only_their_own_credentials() -> None:
         "Deployment/eventfleet-worker": ("eventfleet-worker", "worker-password"),
         "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
         "CronJob/eventfleet-archive": ("eventfleet-admin", "admin-password"),
+        "Deployment/eventfleet-exporter": ("eventfleet-exporter", "exporter-password"),
     }
     templates = dict(pod_templates())
     for name, (user, key) in expected.items():
@@ -206,15 +208,39 @@ def test_scaledobject_scales_the_workers_on_total_lag() -> None:
     k8s_resource("Deployment", target["name"])
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus"
-    assert trigger["metadata"]["query"] == "sum(eventfleet_shard_lag)"
+    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    namespace = config["EVENTFLEET_NAMESPACE"]
+    assert trigger["metadata"]["query"] == f'sum(eventfleet_shard_lag{{namespace="{namespace}"}})'
+    # a query that returns nothing (exporter down) is an error, so `fallback` applies
+    assert trigger["metadata"]["ignoreNullValues"] == "false"
+    assert spec["fallback"]["replicas"] >= 1
     assert float(trigger["metadata"]["threshold"]) > 0
     assert trigger["metadata"]["serverAddress"].startswith("http")
-    # Scaling to zero would remove the only exporters of the lag gauge.
-    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     # the shard counts live in the ConfigMap alone: init reads them from there
     init = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]["containers"][0]
     assert init["args"] == ["init"]
     assert init["envFrom"] == [{"configMapRef": {"name": "eventfleet-config"}}]
-    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
     shards = int(config["EVENTFLEET_USER_SHARDS"]) + int(config["EVENTFLEET_ITEM_SHARDS"])
     assert spec["maxReplicaCount"] <= shards, "workers beyond the shard count sit idle"
+
+
+def test_one_exporter_serves_the_lag_that_keda_reads() -> None:
+    deployment = k8s_resource("Deployment", "eventfleet-exporter")
+    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    assert deployment["spec"]["replicas"] == 1, "one pass over Redis per interval, not two"
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["args"] == ["exporter"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == int(config["EVENTFLEET_EXPORTER_PORT"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = k8s_resource("Service", "eventfleet-exporter")
+    assert selects(service["spec"]["selector"], labels)
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    workers = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]["metadata"]
+    assert not selects(service["spec"]["selector"], workers["labels"])
+    worker_service = k8s_resource("Service", "eventfleet-worker-metrics")
+    assert not selects(worker_service["spec"]["selector"], labels)

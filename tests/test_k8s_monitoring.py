@@ -1,0 +1,134 @@
+"""k8s/monitoring/, the kustomize Component for the Prometheus Operator: kubernetes-validate on
+what has a schema, a structural check of the custom resources (PodMonitor, ServiceMonitor,
+PrometheusRule), and both generated files in step with their sources."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.deploy_files import K8S, ROOT, dashboard, k8s_resource, load_yaml
+
+MONITORING = K8S / "monitoring"
+RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
+OPERATOR_API = "monitoring.coreos.com/v1"
+
+
+def monitoring_files() -> list[Path]:
+    return sorted(p for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def monitoring_docs() -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in monitoring_files():
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            docs[doc["kind"]] = doc
+    return docs
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_it_is_a_component_listing_every_file() -> None:
+    component = load_yaml(MONITORING / "kustomization.yaml")
+    assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    assert component["kind"] == "Component"
+    assert sorted(component["resources"]) == [p.name for p in monitoring_files()]
+    base = load_yaml(K8S / "kustomization.yaml")
+    assert "monitoring" not in str(base.get("components", [])), "opt-in: the base leaves it out"
+    for doc in monitoring_docs().values():
+        assert doc["metadata"]["namespace"] == base["namespace"]
+
+
+def test_kubernetes_validate_passes_and_skips_only_the_operator_resources() -> None:
+    files = [str(p) for p in monitoring_files()]
+    result = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "ERROR" not in output, output
+    warned = sorted(re.findall(r"^WARN .*?kind (\w+) ", output, re.M))
+    assert warned == ["PodMonitor", "PrometheusRule", "ServiceMonitor"], output
+    assert output.count("passed for resource") == 1, output  # the dashboard ConfigMap
+
+
+def endpoint_check(endpoint: dict[str, Any]) -> None:
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True, "keep our `namespace` label, not the pod's"
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
+    for key in ("interval", "scrapeTimeout"):
+        assert re.fullmatch(r"[0-9]+s", endpoint[key]), key
+
+
+def test_the_podmonitor_scrapes_every_worker_pod() -> None:
+    monitor = monitoring_docs()["PodMonitor"]
+    assert monitor["apiVersion"] == OPERATOR_API
+    assert set(monitor["spec"]) == {"jobLabel", "selector", "podMetricsEndpoints"}
+    template = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]
+    assert selects(monitor["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
+    redis_pods = k8s_resource("StatefulSet", "redis")["spec"]["template"]["metadata"]
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], redis_pods["labels"])
+    exporter = k8s_resource("Deployment", "eventfleet-exporter")["spec"]["template"]
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], exporter["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    endpoint_check(endpoint)
+    (container,) = template["spec"]["containers"]
+    assert endpoint["port"] in {p["name"] for p in container["ports"]}
+    assert monitor["spec"]["jobLabel"] in template["metadata"]["labels"]
+
+
+def test_the_servicemonitor_scrapes_the_exporter() -> None:
+    monitor = monitoring_docs()["ServiceMonitor"]
+    assert monitor["apiVersion"] == OPERATOR_API
+    assert set(monitor["spec"]) == {"jobLabel", "selector", "endpoints"}
+    service = k8s_resource("Service", "eventfleet-exporter")
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    workers = k8s_resource("Service", "eventfleet-worker-metrics")
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], workers["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["endpoints"]
+    endpoint_check(endpoint)
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert monitor["spec"]["jobLabel"] in service["metadata"]["labels"]
+
+
+def test_the_prometheusrule_holds_exactly_the_rules_file() -> None:
+    rule = monitoring_docs()["PrometheusRule"]
+    assert rule["apiVersion"] == OPERATOR_API
+    assert set(rule["spec"]) == {"groups"}
+    assert rule["spec"]["groups"] == load_yaml(RULES)["groups"]
+    for group in rule["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"}
+        for r in group["rules"]:
+            assert set(r) <= {"alert", "expr", "for", "labels", "annotations"}, r["alert"]
+            assert all(isinstance(v, str) for v in r["annotations"].values()), r["alert"]
+
+
+def test_the_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard() -> None:
+    configmap = monitoring_docs()["ConfigMap"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (name,) = configmap["data"]
+    assert name.endswith(".json")
+    assert json.loads(configmap["data"][name]) == dashboard()
+
+
+def test_the_generated_files_are_in_step_with_their_sources() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "sync-k8s-monitoring.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
