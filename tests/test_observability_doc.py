@@ -1,5 +1,5 @@
-"""docs/OBSERVABILITY.md: a row per contract metric, and PromQL examples and alert rules
-that promtool accepts and that use only series a worker exposes."""
+"""docs/OBSERVABILITY.md: a row per contract metric (workers' and exporter's), a row per
+shipped alert, and PromQL examples that promtool accepts and that use only series we expose."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy_files import contract_metrics, promtool_check
+from tests.deploy_files import contract_exporter_metrics, contract_metrics, promtool_check
 from tests.promql import (
     DOC,
     KIND_SUFFIXES,
@@ -22,7 +22,7 @@ from tests.promql import (
 def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
     tmp_path: Path,
 ) -> None:
-    metrics = contract_metrics()
+    metrics = contract_metrics() | contract_exporter_metrics()
     text = DOC.read_text(encoding="utf-8")
     assert set(re.findall(r"`(eventfleet_[a-z][a-z_]*)`", text)) == set(metrics)
     for name in metrics:
@@ -43,3 +43,13 @@ def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
     recorded = tmp_path / "examples.yml"
     recorded.write_text(yaml.safe_dump({"groups": [{"name": "doc", "rules": examples}]}))
     promtool_check("rules", str(recorded))
+
+
+def test_the_observability_doc_lists_every_shipped_alert_with_its_runbook() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for group in doc_rules()["groups"]:
+        for rule in group["rules"]:
+            name = rule["alert"]
+            row = re.search(rf"^\| `{name}` \|.*$", text, re.M)
+            assert row, f"{name} has no row in the alerts table of {DOC.name}"
+            assert f"(OPERATIONS.md#{name.lower()})" in row.group(0), f"{name}: runbook link"

@@ -16,7 +16,9 @@ k. a settled order workload (set-up events, then orders) with 1 and 2 workers, a
    at-least-once loop a team would write by hand with 1 and 2 processes
    (``eventfleet.bench.orders``, ``eventfleet.bench.loop_mixed``);
 j. the mixed workload with 1 and 2 workers on a single Redis and on a throwaway 3-master
-   Redis Cluster, entries per second (``eventfleet.bench.cluster``, docs/SCALING.md).
+   Redis Cluster, entries per second (``eventfleet.bench.cluster``, docs/SCALING.md);
+x. one pass of ``eventfleet exporter`` over 1,024 shards with a backlog on each: wall time,
+   Redis CPU, commands, size of the answer (``eventfleet.bench.exporter``).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventfleet.bench import cluster as bench_cluster
+from eventfleet.bench import exporter as bench_exporter
 from eventfleet.bench import failover as bench_failover
 from eventfleet.bench import orders as bench_orders
 from eventfleet.bench import runs as bench_runs
 from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "i", "j")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "i", "j", "x")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -95,6 +98,11 @@ FIGURES: tuple[Figure, ...] = (
     Figure("j.s2", "mixed, 2 workers, single Redis", "entries/s", "j", "single_2w"),
     Figure("j.c1", "mixed, 1 worker, 3-master cluster", "entries/s", "j", "cluster_1w"),
     Figure("j.c2", "mixed, 2 workers, 3-master cluster", "entries/s", "j", "cluster_2w"),
+    Figure("x.p50", "exporter pass, 1,024 shards, p50", "ms", "x", "pass_p50_ms"),
+    Figure("x.max", "exporter pass, 1,024 shards, max", "ms", "x", "pass_max_ms"),
+    Figure("x.cpu", "exporter pass: Redis CPU", "ms", "x", "redis_cpu_ms_per_pass"),
+    Figure("x.cmds", "exporter pass: Redis commands", "commands", "x", "commands_per_pass"),
+    Figure("x.kb", "exporter /metrics answer", "KiB", "x", "exposition_kb"),
 )
 
 
@@ -161,6 +169,7 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
                 5_000 if quick else 40_000, (1, 2), redis_args=redis_args
             ),
         )
+        step("x", "exporter pass", lambda: bench_exporter.exporter_pass(env, 5 if quick else 20))
     scen["ratios"] = ratios(scen)
     figures: dict[str, float] = {}
     targets: dict[str, dict[str, Any]] = {}
