@@ -47,11 +47,17 @@ class OutcomeRecord:
 
 
 DEAD_LETTER_REASONS = (
-    "bad_json",
     "bad_entry",
+    "too_large",
+    "bad_json",
     "unknown_type",
     "invalid_event",
+    "forged_internal",
+    "forged_source",
     "wrong_shard",
+    "balance_overflow",
+    "stock_overflow",
+    "unknown_item",
     "handler_error",
     "max_deliveries",
 )

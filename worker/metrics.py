@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
+from typing import get_args
 
 from prometheus_client import (
     REGISTRY,
@@ -26,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ledger.events import EVENT_TYPES
+from ledger.events import EVENT_TYPES, OutcomeReason
 from ledger.rules import DEAD_LETTER_REASONS
 from store import retry
 
@@ -98,12 +99,7 @@ SNAPSHOT_INTERVAL = Gauge(
     "eventfleet_snapshot_interval_seconds", "The worker's EVENTFLEET_SNAPSHOT_INTERVAL_S"
 )
 
-OUTCOME_LABELS = (
-    ("confirmed", "none"),
-    ("rejected", "insufficient_funds"),
-    ("rejected", "out_of_stock"),
-    ("rejected", "unknown_item"),
-)
+OUTCOME_LABELS = (("confirmed", "none"), *(("rejected", r) for r in get_args(OutcomeReason)))
 """Every (status, reason) of ``eventfleet_order_outcomes_total``."""
 OPERATIONS = (
     "connect",
