@@ -8,11 +8,12 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>
   echo "error: eventfleet needs Python 3.11 or newer ($PY is $("$PY" --version 2>&1))" >&2
   exit 1
 fi
-# redis-server for the tests and the demo; promtool (Debian's prometheus package) for the
-# static check of the Prometheus config and the dashboard's queries.
+# redis-server for the tests and the demo; Debian's prometheus package for the tests: promtool
+# (the config, the dashboard's queries, `promtool test rules` on the alerts) and the server
+# itself (tests/test_prometheus_live.py scrapes live workers and the exporter with it).
 missing=""
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
-if [ "${1:-}" = "test" ] && ! command -v promtool >/dev/null 2>&1; then
+if [ "${1:-}" = "test" ] && ! { command -v promtool && command -v prometheus; } >/dev/null 2>&1; then
   missing="$missing prometheus"
 fi
 if [ -n "$missing" ]; then
