@@ -196,17 +196,25 @@ def test_hostile_keys_cost_one_shard_never_the_exporter(
         }
         assert reasons == {"bad_json": 1.0, OTHER_REASON: 2.0}
 
-        # Dead letters are counted incrementally, and recounted when the stream goes away.
+        # Dead letters are counted incrementally, by id: trimming the stream (retention)
+        # or deleting it lowers nothing, new ones add up.
         r.xadd(dlq, {"reason": "wrong_shard"})
-        settled(ex, lambda m: m.total("eventfleet_shard_dead_letters", shard="i1") == 4, "the 4th")
-        r.delete(dlq)
+        settled(
+            ex, lambda m: m.total("eventfleet_shard_dead_letters", shard="i1") == 4, "the 4th"
+        )
+        r.xtrim(dlq, maxlen=1)
         r.xadd(dlq, {"reason": "handler_error"})
         m = settled(
             ex,
-            lambda m: m.total("eventfleet_shard_dead_letters_by_reason", shard="i1") == 1,
-            "the recount",
+            lambda m: m.total("eventfleet_shard_dead_letters", shard="i1") == 5,
+            "the 5th, after a trim",
         )
-        assert m.by("eventfleet_shard_dead_letters_by_reason", "reason") == {"handler_error": 1}
+        assert m.by("eventfleet_shard_dead_letters_by_reason", "reason") == {
+            "bad_json": 1,
+            OTHER_REASON: 2,
+            "wrong_shard": 1,
+            "handler_error": 1,
+        }
         assert ex.proc.poll() is None
         assert "Traceback" not in ex.log()
 

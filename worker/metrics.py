@@ -99,6 +99,8 @@ SNAPSHOT_INTERVAL = Gauge(
     "eventfleet_snapshot_interval_seconds", "The worker's EVENTFLEET_SNAPSHOT_INTERVAL_S"
 )
 
+TRIMMED_STREAMS = ("events", "outcomes", "dlq")
+"""The ``stream`` label of ``eventfleet_trimmed_entries_total`` (outcomes: user shards only)."""
 OUTCOME_LABELS = (("confirmed", "none"), *(("rejected", r) for r in get_args(OutcomeReason)))
 """Every (status, reason) of ``eventfleet_order_outcomes_total``."""
 OPERATIONS = (
@@ -111,6 +113,8 @@ OPERATIONS = (
     "wait",
     "release",
     "snapshot",
+    "trim",
+    "suspend",
     "leave",
 )
 """Every ``operation`` the worker passes to ``store.retry.call``."""
@@ -147,6 +151,8 @@ def initialise_shard(shard: str) -> None:
         DEAD_LETTERS.labels(shard=shard, reason=reason)
     for counter in (LEASE_ACQUIRED, LEASE_HANDOVERS, LEASE_LOSSES, CLAIMED, REPLAYED):
         counter.labels(shard=shard)
+    for stream in TRIMMED_STREAMS if family == "u" else ("events", "dlq"):
+        TRIMMED.labels(shard=shard, stream=stream)
 
 
 def _count_retry(operation: str) -> None:

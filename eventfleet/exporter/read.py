@@ -3,9 +3,11 @@
 A pass costs a fixed number of pipelined round trips, whatever the shard count: one for
 the meta hash, the clock and the live workers, then per chunk of ``CHUNK`` shards one
 pipeline of five cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
-epoch, XLEN of the dead-letter stream), and one more only for the shards that need it (the
-oldest undelivered entry of a shard with nothing pending, new dead letters). Dead letters
-are counted incrementally: a pass reads only the dead-letter entries added since the last.
+epoch, and an XRANGE of the dead-letter stream after the last one counted, empty unless
+new ones came), and one more only for the shards that need it (the oldest undelivered
+entry of a shard with nothing pending). Dead letters are counted incrementally, by id: a
+pass reads only the dead letters added since the last, so retention trimming the stream
+(``worker.retention``) lowers nothing.
 
 Nothing here trusts what it reads: a key of the wrong type, a lease or epoch that does not
 parse, a dead letter without a known reason make that shard ``unreadable`` (or the reason
@@ -26,8 +28,9 @@ from store.namespace import read_counts
 
 CHUNK = 256
 """Shards per pipeline: bounds one round trip's reply size and Redis's time on it."""
-DEAD_LETTER_BATCH = 1000
-"""New dead letters read per shard per pass; more are counted by the following passes."""
+DEAD_LETTER_BATCH = 100
+"""New dead letters read per shard per pass (each may carry up to 64 KiB of the raw entry);
+more are counted by the following passes."""
 UNDELIVERED_CAP = 10_000
 """When Redis cannot tell a group's lag (entries deleted from the stream), the undelivered
 entries are counted by reading them, up to this many."""
@@ -46,6 +49,8 @@ class ShardReading:
     epoch: int
     """The lease epoch last issued for the shard (the owner's while it is owned)."""
     dead_letters: int
+    """Dead letters of the shard seen by this reader: those in the stream at its first pass,
+    and every one added since."""
     dead_letters_by_reason: dict[str, int]
 
 
@@ -60,11 +65,18 @@ class Reading:
 
 @dataclass
 class _Tally:
-    """The dead letters of one shard counted so far."""
+    """The dead letters of one shard counted so far, up to ``last_id``."""
 
-    length: int = 0
+    count: int = 0
     last_id: str = "0-0"
     by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, entries: list[Any]) -> None:
+        for entry_id, fields in entries:
+            reason = _reason(fields)
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+            self.count += 1
+            self.last_id = ids.text(entry_id)
 
 
 @dataclass
@@ -78,7 +90,7 @@ class _Raw:
     oldest_pending: str | None
     owned: bool
     epoch: int
-    dlq_length: int
+    new_dead_letters: list[Any]
 
 
 class NamespaceReader:
@@ -106,13 +118,13 @@ class NamespaceReader:
                 else:
                     raws.append(raw)
         oldest = self._oldest_undelivered(raws)
-        self._count_dead_letters(raws)
         readings = []
         for raw in raws:
             undelivered, first_undelivered = oldest.get(raw.shard, (raw.undelivered or 0, None))
             oldest_id = raw.oldest_pending or first_undelivered
             age = 0.0 if oldest_id is None else max(0.0, (now_ms - ids.millis(oldest_id)) / 1000)
-            tally = self._tallies[raw.shard]
+            tally = self._tally(raw.shard)
+            tally.add(raw.new_dead_letters)
             readings.append(
                 ShardReading(
                     shard=raw.shard,
@@ -121,7 +133,7 @@ class NamespaceReader:
                     pending=raw.pending,
                     owned=raw.owned,
                     epoch=raw.epoch,
-                    dead_letters=tally.length,
+                    dead_letters=tally.count,
                     dead_letters_by_reason=dict(tally.by_reason),
                 )
             )
@@ -136,7 +148,8 @@ class NamespaceReader:
             pipe.xpending(keys.events(s), GROUP)
             pipe.get(keys.lease(s))
             pipe.get(keys.epoch(s))
-            pipe.xlen(keys.dlq(s))
+            after = f"({self._tally(s).last_id}"
+            pipe.xrange(keys.dlq(s), after, "+", count=DEAD_LETTER_BATCH)
         replies: list[Any] = list(pipe.execute(raise_on_error=False))
         return [_check(s, replies[5 * i : 5 * i + 5]) for i, s in enumerate(chunk)]
 
@@ -162,36 +175,15 @@ class NamespaceReader:
                 out[raw.shard] = (n, first)
         return out
 
-    def _count_dead_letters(self, raws: list[_Raw]) -> None:
-        grown = []
-        for raw in raws:
-            tally = self._tallies.setdefault(raw.shard, _Tally())
-            if raw.dlq_length < tally.length:  # the stream was deleted or trimmed: recount
-                tally = self._tallies[raw.shard] = _Tally()
-            if raw.dlq_length > tally.length:
-                grown.append((raw.shard, tally))
-        for start in range(0, len(grown), CHUNK):
-            chunk = grown[start : start + CHUNK]
-            pipe = self._r.pipeline(transaction=False)
-            for shard, tally in chunk:
-                pipe.xrange(
-                    self._keys.dlq(shard), f"({tally.last_id}", "+", count=DEAD_LETTER_BATCH
-                )
-            for (_, tally), entries in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
-                if isinstance(entries, Exception):
-                    continue
-                for entry_id, fields in entries:
-                    reason = _reason(fields)
-                    tally.by_reason[reason] = tally.by_reason.get(reason, 0) + 1
-                    tally.length += 1
-                    tally.last_id = ids.text(entry_id)
+    def _tally(self, shard: str) -> _Tally:
+        return self._tallies.setdefault(shard, _Tally())
 
 
 def _check(shard: str, replies: list[Any]) -> _Raw | None:
     """One shard's five replies, or None when any is an error or does not parse."""
     if any(isinstance(x, Exception) for x in replies):
         return None
-    groups, pending, lease, epoch, dlq_length = replies
+    groups, pending, lease, epoch, dead = replies
     try:
         group = next(g for g in groups if ids.text(g["name"]) == GROUP)
         lag = group.get("lag")
@@ -203,7 +195,7 @@ def _check(shard: str, replies: list[Any]) -> _Raw | None:
             oldest_pending=ids.text(pending["min"]) if pending["pending"] else None,
             owned=lease is not None,
             epoch=int(epoch) if epoch is not None else 0,
-            dlq_length=int(dlq_length),
+            new_dead_letters=list(dead),
         )
     except (StopIteration, KeyError, TypeError, ValueError):
         return None
