@@ -199,9 +199,7 @@ def test_hostile_keys_cost_one_shard_never_the_exporter(
         # Dead letters are counted incrementally, by id: trimming the stream (retention)
         # or deleting it lowers nothing, new ones add up.
         r.xadd(dlq, {"reason": "wrong_shard"})
-        settled(
-            ex, lambda m: m.total("eventfleet_shard_dead_letters", shard="i1") == 4, "the 4th"
-        )
+        settled(ex, lambda m: m.total("eventfleet_shard_dead_letters", shard="i1") == 4, "the 4th")
         r.xtrim(dlq, maxlen=1)
         r.xadd(dlq, {"reason": "handler_error"})
         m = settled(

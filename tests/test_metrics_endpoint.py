@@ -52,6 +52,7 @@ LABEL_VALUES = {
     "version": r"[0-9]+(\.[0-9]+)*([.+-][0-9A-Za-z.+-]+)?",
     "le": r"[0-9.e+-]+|\+Inf",
     "namespace": r"t[0-9a-f]{8}",  # the test's namespace, on every series
+    "stream": r"events|outcomes|dlq",
 }
 
 

@@ -113,12 +113,16 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
                 raise AssertionError(f"{exc}; still empty: {empty}") from None
             for expr in alert_exprs().values():
                 prom.query(expr)  # every alert expression evaluates against the real series
-            wait_for(
-                lambda: "EventfleetDeadLetters" in prom.firing(),
-                DEADLINE_S,
-                "the dead-letter alert to fire",
-            )
-            assert prom.firing()["EventfleetDeadLetters"][0]["reason"] == "bad_json"
+            dead = 'eventfleet_shard_dead_letters{shard="i1"}'
+            try:
+                wait_for(
+                    lambda: "EventfleetDeadLetters" in prom.firing(),
+                    DEADLINE_S,
+                    "the dead-letter alert to fire",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; {dead}: {prom.query(dead)}") from None
+            assert prom.firing()["EventfleetDeadLetters"][0]["shard"] == "i1"
             assert "EventfleetFleetAbsent" not in prom.firing()
         finally:
             load.stop.set()
