@@ -35,6 +35,7 @@ from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
 from worker.scripts import is_fenced
+from worker.standby import Standbys
 
 log = structlog.get_logger("eventfleet.worker")
 CLUSTER_IDLE_POLL_S = 0.01
@@ -64,6 +65,9 @@ class Worker:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
         self.liveness = open_liveness(settings, self.conn)
+        self.standbys = Standbys(settings, self.conn, counts)
+        self.ownership.warm_copy = self.standbys.take
+        self.ownership.on_handed_over = self.standbys.adopt
 
     # ---- signals -------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -97,10 +101,14 @@ class Worker:
                     check_peers(self.liveness, own)
                 if time.monotonic() >= own.next_pass:
                     own.maintain()
+                    self.standbys.retarget(own.members, (o.name for o in own.held()))
                 own.drop_overdue()
                 if own.stopping:
                     break
-                if self.poll() == 0:
+                applied = self.poll()
+                if time.monotonic() >= self.standbys.next_tail:
+                    self.standbys.tail()
+                if applied == 0:
                     self.idle_wait()
                 self.health.redis_ok = True
             except TRANSIENT as exc:
@@ -279,7 +287,7 @@ class Worker:
             raise
 
     def idle_wait(self) -> None:
-        due = min(self.ownership.next_pass, self.liveness.next_check)
+        due = min(self.ownership.next_pass, self.liveness.next_check, self.standbys.next_tail)
         wait_s = max(0.0, min(self.s.block_ms / 1000, due - time.monotonic()))
         held = self.ownership.held()
         shards = [o for o in held if not o.resync]

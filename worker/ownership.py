@@ -7,6 +7,7 @@ import contextlib
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,10 @@ class Ownership:
         lease under our id but not our token means another process uses the same id: left
         alone, so two such processes do not take shards from each other on every pass."""
         self.gone: frozenset[str] = frozenset()
+        self.warm_copy: Callable[[str], ShardState | None] = lambda _shard: None
+        """A warm standby's copy of a shard being taken over (``worker.standby``)."""
+        self.on_handed_over: Callable[[str, ShardState], None] = lambda _shard, _state: None
+        """Called with a shard's state once it is handed over (its final snapshot written)."""
 
     # ---- public ------------------------------------------------------------------------
     def held(self) -> list[Owned]:
@@ -365,6 +370,7 @@ class Ownership:
                     self._counts,
                     self._s.max_deliveries,
                     functools.partial(self._keep_alive, claim),
+                    warm=self.warm_copy(claim.shard),
                 )
         except TRANSIENT:
             self._release_token(claim.shard, claim.token)
@@ -383,6 +389,7 @@ class Ownership:
             replayed=stats.replayed,
             claimed=stats.claimed,
             restored=stats.restored,
+            warm=stats.warm,
             deleted_while_pending=stats.deleted_while_pending,
             poisoned=stats.poisoned,
             consumers_removed=stats.consumers_removed,
@@ -425,6 +432,7 @@ class Ownership:
                 "release",
             )
         self._owned.pop(o.name, None)
+        self.on_handed_over(o.name, o.state)
         self._observe.shard_dropped(o.name)
         self._observe.handed_over(o.name)
         log.info("handed_over", shard=o.name, epoch=o.epoch, last_id=o.state.last_id)

@@ -224,6 +224,12 @@ class EvalScript:
         return target.execute_command("EVAL", self.script, len(keys), *keys, *(args or []))
 
 
+def load_script(r: redis.Redis, text: str) -> LuaScript:
+    """A script callable on ``r`` (or a pipeline of it): EVALSHA with redis-py's registered
+    scripts on a single Redis, EVAL with the text on a cluster (see ``EvalScript``)."""
+    return EvalScript(r, text) if is_cluster(r) else r.register_script(text)
+
+
 @dataclass(frozen=True)
 class Scripts:
     acquire: LuaScript
@@ -239,7 +245,7 @@ class Scripts:
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
         def load(text: str) -> LuaScript:
-            return EvalScript(r, text) if is_cluster(r) else r.register_script(text)
+            return load_script(r, text)
 
         return cls(
             acquire=load(ACQUIRE),

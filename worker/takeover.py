@@ -46,6 +46,8 @@ class TakeoverStats:
     snapshot_id: str = "0-0"
     seconds: float = 0.0
     restored: bool = False
+    warm: bool = False
+    """Started from a warm standby's copy instead of the snapshot (worker/standby.py)."""
 
 
 def take_over(
@@ -57,18 +59,25 @@ def take_over(
     counts: ShardCounts,
     max_deliveries: int,
     keepalive: Callable[[], None] = lambda: None,
+    warm: ShardState | None = None,
 ) -> tuple[ShardState, TakeoverStats]:
     """``keepalive`` is called between replay chunks: it renews leases and raises
-    ``LeaseLost`` when this shard's lease is gone, which abandons the takeover."""
+    ``LeaseLost`` when this shard's lease is gone, which abandons the takeover. ``warm``: a
+    standby's copy of the shard (every entry it folded was acked by an owner), used instead
+    of the snapshot when it is not past the group's last-delivered id."""
     t0 = time.monotonic()
     stats = TakeoverStats()
     stream = keys.events(shard)
-    state = load_snapshot(r, keys, shard)
+    end = last_delivered(r, keys, shard)
+    state: ShardState | None
+    if warm is not None and not ids.after(warm.last_id, end):
+        state, stats.warm = warm, True
+    else:
+        state = load_snapshot(r, keys, shard)
     stats.restored = state is not None
     if state is None:
         state = ShardState(shard)
     stats.snapshot_id = state.last_id
-    end = last_delivered(r, keys, shard)
 
     # An entry delivered too often (each takeover claims it once more) is poison: it is
     # dead-lettered instead of applied, and remembered so every later fold skips it. Only the

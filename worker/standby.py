@@ -1,0 +1,209 @@
+"""Warm standbys: a copy of a shard's state kept by the next worker(s) in rendezvous order, so
+a takeover starts from it and replays at most the entries its owner had not yet acked.
+
+For each shard, the workers ranked 2 to ``EVENTFLEET_STANDBYS + 1`` by rendezvous weight (the
+ones that win it if its owner leaves) restore its snapshot once and then tail its log with
+plain ``XRANGE`` reads: no consumer group, no writes, nothing the owner can notice. A standby
+folds only entries its owner has acked (below the group's oldest pending entry, or up to its
+last-delivered id when nothing is pending): an acked entry's effects are written (acks go
+last in every effects pipeline), so starting a takeover from the warm copy loses nothing, and
+the takeover replays and re-emits the rest as usual (``worker.takeover``).
+
+Memory: one extra ``ShardState`` per shard a worker stands by for, the size of its owner's
+copy (with one standby and N workers, about 1/N of the fleet's state per worker). A standby
+that falls behind (a slow worker, a burst) reads ``EVENTFLEET_BATCH_SIZE`` entries per shard
+per tail, and a takeover from it replays more; entries removed below its position (retention,
+``XDEL``) make it restore the snapshot again. Snapshots stay the recovery path for everyone
+else, and a standby never writes anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from ledger.rules import step
+from ledger.shards import ShardCounts
+from ledger.state import ShardState
+from store import ids
+from store.connection import TRANSIENT
+from store.fold import poison_letter
+from store.keys import EVENT_FIELD
+from store.settings import Settings
+from store.shardreads import load_snapshot
+from worker.assignment import weight
+from worker.conn import Conn
+from worker.scripts import load_script
+
+log = structlog.get_logger("eventfleet.standby")
+
+TAIL_S = 0.05
+"""How often a worker tails the shards it stands by for."""
+
+# KEYS: events stream, poison set. ARGV: after id, count. Returns {entries after ARGV[1] that
+# the group has delivered and that are not pending (acked), the poison set, the stream's
+# max-deleted-entry-id}; {} when the stream has no group.
+TAIL = """
+local delivered = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, last = nil, nil
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  if name == 'workers' then delivered = last end
+end
+if not delivered then return {} end
+local deleted = '0-0'
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+end
+local upto = delivered
+local pending = redis.call('XPENDING', KEYS[1], 'workers')
+if tonumber(pending[1]) > 0 then upto = '(' .. pending[2] end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], upto, 'COUNT', ARGV[2])
+return {entries, redis.call('SMEMBERS', KEYS[2]), deleted}
+"""
+
+
+def standby_shards(shards: Iterable[str], members: Iterable[str], me: str, k: int) -> set[str]:
+    """The shards ``me`` stands by for: those where it ranks 2nd to (k+1)th by rendezvous
+    weight among ``members`` (the 1st owns it; ties broken as ``assignment.assign`` does)."""
+    live = sorted(set(members))
+    if k <= 0 or me not in live or len(live) < 2:
+        return set()
+    out = set()
+    for s in shards:
+        ranked = sorted(live, key=lambda m: (weight(m, s), m), reverse=True)
+        if me in ranked[1 : k + 1]:
+            out.add(s)
+    return out
+
+
+class Standbys:
+    """The warm copies this worker keeps. ``retarget`` after each ownership pass, ``tail``
+    when ``next_tail`` is due, ``take`` on a takeover, ``adopt`` on a hand-over."""
+
+    def __init__(self, settings: Settings, conn: Conn, counts: ShardCounts) -> None:
+        self._k = settings.standbys
+        self._wid = settings.worker_id
+        self._batch = settings.batch_size
+        self._conn = conn
+        self._counts = counts
+        self._all = counts.all_shards()
+        self._wanted: set[str] = set()
+        self._warm: dict[str, ShardState] = {}
+        self._deleted: dict[str, str] = {}
+        self._tail_script = load_script(conn.r, TAIL)
+        self.next_tail = 0.0 if self._k else float("inf")
+
+    @property
+    def shards(self) -> list[str]:
+        """The shards with a warm copy now."""
+        return sorted(self._warm)
+
+    def retarget(self, members: list[str], owned: Iterable[str]) -> None:
+        """Stand by for the shards this worker ranks next for, except those it owns."""
+        if not self._k:
+            return
+        self._wanted = standby_shards(self._all, members, self._wid, self._k) - set(owned)
+        for s in [s for s in self._warm if s not in self._wanted]:
+            self._drop(s)
+
+    def take(self, shard: str) -> ShardState | None:
+        """Hand the warm copy of ``shard`` to its takeover (None when there is none)."""
+        self._deleted.pop(shard, None)
+        return self._warm.pop(shard, None)
+
+    def adopt(self, shard: str, state: ShardState) -> None:
+        """After handing ``shard`` over (its final snapshot written), keep the state as the
+        warm copy if this worker stands by for it."""
+        if self._k and shard in self._wanted and shard not in self._warm:
+            self._warm[shard] = state
+
+    def _drop(self, shard: str) -> None:
+        self._warm.pop(shard, None)
+        self._deleted.pop(shard, None)
+
+    # ---- tailing ---------------------------------------------------------------------
+    def tail(self) -> int:
+        """Restore at most one new warm copy, then read every warm shard's acked entries in
+        one pipeline and fold them. Returns how many entries were folded."""
+        self.next_tail = time.monotonic() + TAIL_S
+        missing = sorted(self._wanted - set(self._warm))
+        if missing:
+            self._restore(missing[0])
+        shards = sorted(self._warm)
+        if not shards:
+            return 0
+        conn = self._conn
+
+        def go() -> list[Any]:
+            pipe = conn.r.pipeline(transaction=False)
+            for s in shards:
+                self._tail_script(
+                    keys=[conn.keys.events(s), conn.keys.poison(s)],
+                    args=[self._warm[s].last_id, self._batch],
+                    client=pipe,
+                )
+            return list(pipe.execute(raise_on_error=False))
+
+        folded = 0
+        for s, reply in zip(shards, conn.call(go, "standby"), strict=True):
+            if isinstance(reply, TRANSIENT):
+                raise reply
+            try:
+                folded += self._fold(s, reply)
+            except Exception as exc:  # a standby must never stop its worker
+                self._drop(s)
+                log.warning("standby_dropped", shard=s, error=f"{type(exc).__name__}: {exc}"[:300])
+        return folded
+
+    def _restore(self, shard: str) -> None:
+        conn = self._conn
+        try:
+            state = conn.call(lambda: load_snapshot(conn.r, conn.keys, shard), "standby")
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # an unreadable snapshot: the takeover will say so
+            log.warning("standby_dropped", shard=shard, error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        self._warm[shard] = state if state is not None else ShardState(shard)
+        log.info("standby_started", shard=shard, last_id=self._warm[shard].last_id)
+
+    def _fold(self, shard: str, reply: Any) -> int:
+        if isinstance(reply, Exception):
+            raise reply
+        if not reply:
+            return 0  # no group yet
+        entries, poison_raw, deleted_raw = reply
+        state = self._warm[shard]
+        deleted = ids.text(deleted_raw)
+        if deleted != self._deleted.get(shard, deleted) and ids.after(deleted, state.last_id):
+            # entries after our position were removed (retention or XDEL): a newer snapshot
+            # covers what retention removed; start again from it
+            self._drop(shard)
+            self._restore(shard)
+            self._deleted[shard] = deleted
+            return 0
+        self._deleted[shard] = deleted
+        poison = {ids.text(p) for p in poison_raw}
+        for eid_b, flat in entries:
+            eid = ids.text(eid_b)
+            raw = _field(flat, EVENT_FIELD)
+            if eid in poison:
+                poison_letter(state, eid, raw)
+            else:
+                step(state, eid, raw, self._counts)
+        return len(entries)
+
+
+def _field(flat: list[Any], name: bytes) -> bytes | None:
+    for i in range(0, len(flat) - 1, 2):
+        if flat[i] == name:
+            return bytes(flat[i + 1])
+    return None
