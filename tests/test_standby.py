@@ -1,0 +1,198 @@
+"""Warm standbys (worker/standby.py): which shards a worker stands by for, what a standby folds
+(only acked entries, exactly the owner's fold), and takeovers that start from the warm copy
+after a SIGKILL and after a graceful leave, with real processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventfleet.chaos.paced import PacedProducer
+from eventfleet.local.fleet import LocalFleet, WorkerProc
+from eventfleet.local.redisserver import LocalRedis
+from eventfleet.ops.status import is_idle
+from ledger.shards import ShardCounts
+from ledger.state import ShardState
+from producer.client import Producer
+from producer.workload import mixed
+from store.fold import fold
+from store.keys import GROUP, Keys
+from store.settings import Settings
+from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
+from tests.helpers import wait_for
+from tests.recompute import check_against_logs
+from worker.assignment import assign
+from worker.conn import Conn
+from worker.standby import Standbys, standby_shards
+
+BATCH = 1000
+
+
+# ---- which shards -----------------------------------------------------------------------
+members_st = st.lists(
+    st.from_regex(r"w[0-9]{1,3}", fullmatch=True), min_size=2, max_size=8, unique=True
+)
+
+
+@settings(max_examples=60)
+@given(members_st, st.integers(1, 3))
+def test_a_standby_is_whoever_wins_the_shard_when_its_owner_leaves(
+    members: list[str], k: int
+) -> None:
+    shards = ShardCounts(8, 8).all_shards()
+    owner = assign(shards, members)
+    for me in members:
+        mine = standby_shards(shards, members, me, 1)
+        for s in shards:
+            without_owner = assign([s], [m for m in members if m != owner[s]])
+            assert (s in mine) == (without_owner.get(s) == me)
+        # never a standby for a shard it owns; more standbys only add shards
+        assert all(owner[s] != me for s in mine)
+        assert mine <= standby_shards(shards, members, me, k)
+    assert standby_shards(shards, members, members[0], 0) == set()
+    assert standby_shards(shards, [members[0]], members[0], 1) == set()
+
+
+# ---- what a standby folds ----------------------------------------------------------------
+def _standbys(url: str, r: redis.Redis, ns: str, counts: ShardCounts) -> Standbys:
+    s = Settings(redis_url=url, namespace=ns, worker_id="me", standbys=1)
+    sb = Standbys(s, Conn(s, r), counts)
+    sb.retarget(["me", "other"], [])
+    return sb
+
+
+def test_a_standby_folds_only_acked_entries_and_matches_a_fold_from_scratch(
+    r: redis.Redis, redis_server: LocalRedis, namespace: str
+) -> None:
+    counts = setup_namespace(r, namespace, 2, 2)
+    keys = Keys(namespace)
+    events = list(mixed(400, seed=23, users=20, items=5))
+    Producer(r, keys, counts).publish(events)
+    sb = _standbys(redis_server.url, r, namespace, counts)
+    mine = [
+        s
+        for s in counts.all_shards()
+        if s in standby_shards(counts.all_shards(), ["me", "other"], "me", 1)
+    ]
+    assert mine
+    shard = mine[0]
+    stream = keys.events(shard)
+    reply: Any = r.xreadgroup(GROUP, "owner", {stream: ">"})
+    delivered: list[Any] = reply[0][1]
+    assert len(delivered) > 4
+    acked = [eid for eid, _ in delivered[:3]]
+    r.xack(stream, GROUP, *acked)  # the owner acked three; the rest are pending
+    for _ in range(len(mine) + 1):  # one restore per tail, then the reads
+        sb.tail()
+    warm = sb.take(shard)
+    assert warm is not None and warm.last_id == acked[-1].decode()
+    sb.retarget(["me", "other"], [])
+    r.xack(stream, GROUP, *[eid for eid, _ in delivered])
+    for _ in range(len(mine) + 1):
+        sb.tail()
+    warm = sb.take(shard)
+    assert warm is not None and warm.last_id == delivered[-1][0].decode()
+    scratch = ShardState(shard)
+    fold(r, stream, scratch, counts, set())
+    assert warm.to_snapshot() == scratch.to_snapshot()
+
+
+# ---- takeovers with real processes --------------------------------------------------------
+def _takeovers(
+    ws: list[WorkerProc], shards: set[str], since: dict[str, int]
+) -> list[dict[str, object]]:
+    return [
+        e
+        for w in ws
+        for e in log_lines(w)[since.get(w.worker_id, 0) :]
+        if e["event"] == "lease_acquired" and e["shard"] in shards
+    ]
+
+
+def _run(
+    r: redis.Redis,
+    url: str,
+    namespace: str,
+    tmp_path: Path,
+    fleets: list[LocalFleet],
+    graceful: bool,
+    **env: str,
+) -> list[dict[str, object]]:
+    counts = setup_namespace(r, namespace, 8, 8)
+    fleet = make_fleet(url, namespace, tmp_path, fleets, EVENTFLEET_LEASE_TTL_MS="5000", **env)
+    ws = [fleet.start() for _ in range(3)]
+    wait_for(
+        lambda: set(owners(r, namespace, counts).values()) == {w.worker_id for w in ws},
+        60,
+        "every worker to own shards",
+    )
+    events = list(mixed(8000, seed=29))
+    producer = PacedProducer(r, Keys(namespace), counts, events, rate=2000, chunk=200)
+    producer.start()
+    wait_for(lambda: producer.published >= 2000, 30, "events in flight")
+    victim, others = ws[0], ws[1:]
+    held = {s for s, o in owners(r, namespace, counts).items() if o == victim.worker_id}
+    since = {w.worker_id: len(log_lines(w)) for w in others}
+    if graceful:
+        assert fleet.terminate(victim, timeout=30) == 0
+    else:
+        fleet.kill(victim)
+    taken = wait_for(
+        lambda: (t := _takeovers(others, held, since)) and {e["shard"] for e in t} == held and t,
+        60,
+        "every shard of the leaver to be taken over",
+    )
+    producer.join(60)
+    assert producer.error is None
+    wait_for(lambda: is_idle(r, Keys(namespace), counts), 90, "the fleet to become idle")
+    check_against_logs(r, namespace, events)
+    assert taken
+    return list(taken)
+
+
+def test_after_a_sigkill_the_standby_takes_over_from_its_warm_copy(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    taken = _run(r, redis_server.url, namespace, tmp_path, fleet_factory, graceful=False)
+    assert all(e["warm"] for e in taken), taken
+    assert all(int(e["replayed"]) <= BATCH for e in taken), taken  # type: ignore[call-overload]
+
+
+def test_after_a_graceful_leave_the_next_owner_starts_from_its_warm_copy(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    taken = _run(r, redis_server.url, namespace, tmp_path, fleet_factory, graceful=True)
+    assert all(e["warm"] for e in taken), taken
+    assert all(int(e["replayed"]) <= BATCH for e in taken), taken  # type: ignore[call-overload]
+
+
+def test_without_standbys_a_takeover_restores_the_snapshot(
+    r: redis.Redis,
+    redis_server: LocalRedis,
+    namespace: str,
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    taken = _run(
+        r,
+        redis_server.url,
+        namespace,
+        tmp_path,
+        fleet_factory,
+        graceful=False,
+        EVENTFLEET_STANDBYS="0",
+    )
+    assert not any(e["warm"] for e in taken), taken
