@@ -20,6 +20,7 @@ from eventfleet.bench.env import (
     entries_read,
     first_read_and_idle,
     log_events,
+    peak_rss_mb,
     stage,
     start_settled,
     swap_in,
@@ -97,16 +98,24 @@ def producer_file(env: BenchEnv, n: int) -> dict[str, Any]:
 
 # ---- b, c, d, e, f ----------------------------------------------------------------------
 def backlog(
-    env: BenchEnv, name: str, workers: int, events: list[Any], *, keep: bool = False
+    env: BenchEnv,
+    name: str,
+    workers: int,
+    events: list[Any],
+    *,
+    keep: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Settled workers, then a pre-loaded backlog swapped in at once: first read to idle."""
+    """Settled workers, then a pre-loaded backlog swapped in at once: first read to idle.
+    ``extra``: more worker environment (e.g. ``EVENTFLEET_STANDBYS``)."""
     keys = env.namespace(name, COUNTS)
-    fleet, procs = start_settled(env, keys.ns, keys, COUNTS, workers, {})
+    fleet, procs = start_settled(env, keys.ns, keys, COUNTS, workers, extra or {})
     staged = stage(env, keys, COUNTS, events)
     swap_in(env, staged, keys, COUNTS)
     win = first_read_and_idle(env, keys, COUNTS, 300, procs)
     applied = entries_read(env.client, keys, COUNTS.all_shards())
     lost = _lost_leases(procs)
+    rss = max(peak_rss_mb(w.proc.pid) for w in procs)
     fleet.stop_all()
     if not keep:
         env.drop(keys)
@@ -117,6 +126,7 @@ def backlog(
         "entries_per_s": _rate(applied, win.seconds),
         **win.report(workers),
         "lease_losses": lost,
+        "worker_peak_rss_mb": round(rss, 1),
     }
 
 

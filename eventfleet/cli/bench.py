@@ -22,7 +22,7 @@ from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
 )
 @click.option(
     "--only",
-    default="a,b,c,d,k,g,h,i,j,x",
+    default="a,b,c,d,k,g,h,s,i,j,x",
     show_default=True,
     help="scenarios to run, comma-separated (b also runs e and f)",
 )
