@@ -107,7 +107,7 @@ class Worker:
                     break
                 applied = self.poll()
                 if time.monotonic() >= self.standbys.next_tail:
-                    self.standbys.tail()
+                    self.standbys.tail(busy=applied >= self.s.batch_size)
                 if applied == 0:
                     self.idle_wait()
                 self.health.redis_ok = True

@@ -42,6 +42,12 @@ log = structlog.get_logger("eventfleet.standby")
 
 TAIL_S = 0.05
 """How often a worker tails the shards it stands by for."""
+RESTORE_BUDGET_S = 0.05
+"""Snapshots restored per tail: until this much time is spent (one while busy)."""
+TAIL_BUSY_S = 0.5
+BUSY_SHARE = 4
+"""While its own shards have a backlog, a worker tails every ``TAIL_BUSY_S`` and reads a
+``BUSY_SHARE``th of a batch per shard: its own work first; the standby catches up later."""
 
 # KEYS: events stream, poison set. ARGV: after id, count. Returns {entries after ARGV[1] that
 # the group has delivered and that are not pending (acked), the poison set, the stream's
@@ -130,13 +136,17 @@ class Standbys:
         self._deleted.pop(shard, None)
 
     # ---- tailing ---------------------------------------------------------------------
-    def tail(self) -> int:
-        """Restore at most one new warm copy, then read every warm shard's acked entries in
-        one pipeline and fold them. Returns how many entries were folded."""
-        self.next_tail = time.monotonic() + TAIL_S
-        missing = sorted(self._wanted - set(self._warm))
-        if missing:
-            self._restore(missing[0])
+    def tail(self, busy: bool = False) -> int:
+        """Restore new warm copies (``RESTORE_BUDGET_S``), then read every warm shard's acked
+        entries in one pipeline and fold them. Returns how many entries were folded. ``busy``: this
+        worker's own shards have a backlog (see ``TAIL_BUSY_S``)."""
+        self.next_tail = time.monotonic() + (TAIL_BUSY_S if busy else TAIL_S)
+        count = max(1, self._batch // BUSY_SHARE) if busy else self._batch
+        t0 = time.monotonic()
+        for s in sorted(self._wanted - set(self._warm)):
+            self._restore(s)
+            if busy or time.monotonic() - t0 >= RESTORE_BUDGET_S:
+                break  # the rest at the next tails
         shards = sorted(self._warm)
         if not shards:
             return 0
@@ -147,7 +157,7 @@ class Standbys:
             for s in shards:
                 self._tail_script(
                     keys=[conn.keys.events(s), conn.keys.poison(s)],
-                    args=[self._warm[s].last_id, self._batch],
+                    args=[self._warm[s].last_id, count],
                     client=pipe,
                 )
             return list(pipe.execute(raise_on_error=False))

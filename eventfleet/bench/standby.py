@@ -49,7 +49,7 @@ def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> 
                 replayed.append(int(e["replayed"]))
                 warm += bool(e.get("warm"))
             replace_and_settle(env, keys, fleet, workers)
-            time.sleep(0.5)  # let the load run between kills (a pace, not a wait for a result)
+            time.sleep(2.0)  # the load runs between kills (a pace, not a wait for a result)
     finally:
         producer.stop.set()
         producer.join(30)
