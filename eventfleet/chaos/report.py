@@ -38,7 +38,7 @@ def build_report(
     lost = result.count("lost")
     missing = producer_shortfall(result, producer)
     samples = [s for r in records for s in r.recovery_s]
-    replayed, errors = scan_logs(workers)
+    replayed, errors, takeovers = scan_logs(workers)
     problems = []
     if not idle:
         problems.append(f"the fleet was not idle {cfg.idle_timeout_s:g}s after the run")
@@ -67,11 +67,13 @@ def build_report(
         "lost": lost + missing,
         "dead_letters": result.totals.get("dead_letters", 0),
         "replayed_entries": replayed,
-        "recovery_seconds": {
-            "p50": round(statistics.median(samples), 3) if samples else None,
-            "max": round(max(samples), 3) if samples else None,
-            "samples": len(samples),
+        "recovery_seconds": _spread(samples),
+        "recovery_by_kind": {
+            k: _spread([x for r in records if r.kind == k for x in r.recovery_s])
+            for k in KINDS
+            if faults[k]
         },
+        "takeovers": takeovers,
         "duration_seconds": round(duration_s, 1),
         "ok": False,
         "problems": problems,
@@ -114,9 +116,20 @@ def producer_shortfall(result: Report, producer: Producer) -> int:
     return short
 
 
-def scan_logs(workers: list[WorkerProc]) -> tuple[int, int]:
-    """Entries replayed on takeovers (``lease_acquired`` lines) and error lines."""
+def _spread(samples: list[float]) -> dict[str, Any]:
+    """p50, max and count of recovery times (seconds per shard)."""
+    return {
+        "p50": round(statistics.median(samples), 3) if samples else None,
+        "max": round(max(samples), 3) if samples else None,
+        "samples": len(samples),
+    }
+
+
+def scan_logs(workers: list[WorkerProc]) -> tuple[int, int, dict[str, int]]:
+    """Entries replayed on takeovers (``lease_acquired`` lines), error lines, and how the
+    takeovers started: from a warm standby's copy, or by breaking a dead worker's lease."""
     replayed = errors = 0
+    takeovers = Counter[str]()
     for w in workers:
         for line in w.log_path.read_text(errors="replace").splitlines():
             try:
@@ -128,5 +141,8 @@ def scan_logs(workers: list[WorkerProc]) -> tuple[int, int]:
                 continue
             if doc.get("event") == "lease_acquired":
                 replayed += int(doc.get("replayed", 0))
+                takeovers["total"] += 1
+                takeovers["warm"] += bool(doc.get("warm"))
+                takeovers["broke_a_dead_workers_lease"] += bool(doc.get("broke"))
             errors += doc.get("level") == "error"
-    return replayed, errors
+    return replayed, errors, dict(takeovers)

@@ -25,6 +25,8 @@ FIELDS = (
     "dead_letters",
     "replayed_entries",
     "recovery_seconds",
+    "recovery_by_kind",
+    "takeovers",
     "duration_seconds",
     "ok",
 )
