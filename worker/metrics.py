@@ -116,6 +116,7 @@ OPERATIONS = (
     "trim",
     "suspend",
     "leave",
+    "standby",
 )
 """Every ``operation`` the worker passes to ``store.retry.call``."""
 
