@@ -1,5 +1,5 @@
 # The README's commands. Each target sets itself up (venv, install, redis-server check).
-.PHONY: demo up test lint chaos bench screenshot clean
+.PHONY: demo up test test-min lock lint chaos bench screenshot clean
 
 demo:
 	@scripts/bootstrap.sh
@@ -15,6 +15,14 @@ test:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/python -m pytest -q
+
+# The lowest versions pyproject.toml allows (locks/minimum.txt) in .venv-min, then the tests.
+test-min:
+	@scripts/test-min.sh
+
+# Re-pin locks/runtime.txt and locks/dev.txt (newest versions pyproject.toml allows, hashed).
+lock:
+	@scripts/lock.sh
 
 lint:
 	@scripts/bootstrap.sh
@@ -33,4 +41,4 @@ screenshot:
 	docs/img/capture.sh
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .venv .venv-min .mypy_cache .ruff_cache .pytest_cache .hypothesis

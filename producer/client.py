@@ -74,6 +74,18 @@ def read_replies(conn: Any, n: int) -> list[Any]:
     return replies
 
 
+def checkout(pool: Any) -> Any:
+    """A connection from redis-py's pool. ``get_connection()`` takes no argument from
+    redis-py 5.3 on (and warns about one); 5.0 to 5.2 require a command name, which they
+    ignore for a plain pool."""
+    if _NEEDS_COMMAND_NAME:
+        return pool.get_connection("XADD")
+    return pool.get_connection()
+
+
+_NEEDS_COMMAND_NAME = redis.__version__.split(".")[:2] in (["5", "0"], ["5", "1"], ["5", "2"])
+
+
 def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
     """The XADDs of ``stamped`` sent as one packed write on one connection and read back in
     order: a pipeline without redis-py's per-command bookkeeping.
@@ -82,7 +94,7 @@ def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
     reply is raised; a connection that failed midway is dropped, never reused.
     """
     pool = r.connection_pool
-    conn: Any = pool.get_connection()  # redis-py's Connection methods are untyped
+    conn: Any = checkout(pool)  # redis-py's Connection methods are untyped
     try:
         conn.send_packed_command(pack_xadds(conn, stamped))
         return read_replies(conn, len(stamped))
@@ -190,7 +202,7 @@ class Producer:
         numbers, so what already landed is dropped by the shards as duplicates.
         """
         pool = self.r.connection_pool
-        conn: Any = pool.get_connection()
+        conn: Any = checkout(pool)
         unread: list[list[tuple[str, str]]] = []
         sent = 0
 

@@ -30,9 +30,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)
+# The locked versions (locks/dev.txt: every runtime and dev dependency, pinned with sha256
+# hashes that pip checks), then the project itself without resolving anything again.
+stamp=.venv/.installed-$(cat pyproject.toml locks/dev.txt | cksum | cut -d' ' -f1)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q --require-hashes -r locks/dev.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
   touch "$stamp"
 fi

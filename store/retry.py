@@ -13,7 +13,8 @@ from tenacity import (
     retry_if_exception,
     stop_after_delay,
     stop_never,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from store.errors import TRANSIENT, FatalRedisError, classify
@@ -65,7 +66,10 @@ def call(
     )
     retrying = Retrying(
         retry=retry_if_exception(_is_transient),
-        wait=wait_exponential_jitter(multiplier=0.05, max=max_wait, jitter=0.1),
+        # 50 ms doubling up to max_wait, plus up to 100 ms of jitter. Spelled with the two
+        # waits every supported tenacity has: wait_exponential_jitter took `initial` before
+        # 9.1 and warns about it since (tenacity floor: docs/DEPLOYMENT.md, "Dependencies").
+        wait=wait_exponential(multiplier=0.05, max=max_wait) + wait_random(0, 0.1),
         stop=stop,
         before_sleep=before_sleep,
         reraise=True,

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make test-min`: the tests against the lowest version of every runtime dependency that
+# pyproject.toml allows (locks/minimum.txt), in a venv of its own (.venv-min). The test tools
+# themselves are the newest that fit. Extra arguments go to pytest (default: the subset below,
+# the tests that exercise the dependencies: Redis client and cluster, CLI, settings, metrics,
+# logs, TLS and ACLs, and worker processes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh >/dev/null  # redis-server on PATH
+PY=${PYTHON:-python3}
+venv=.venv-min
+[ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
+stamp=$venv/.installed-$(cat pyproject.toml locks/minimum.txt | cksum | cut -d' ' -f1)
+if [ ! -f "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q -c locks/minimum.txt -e . \
+    pytest pytest-timeout hypothesis pyyaml jsonschema kubernetes-validate psutil
+  touch "$stamp"
+fi
+# every runtime dependency really is at its floor
+"$venv/bin/python" - <<'PYEOF'
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+wrong = []
+for line in Path("locks/minimum.txt").read_text().splitlines():
+    line = line.split("#")[0].strip()
+    if line:
+        name, _, want = line.partition("==")
+        if version(name) != want:
+            wrong.append(f"{name} {version(name)} (want {want})")
+if wrong:
+    sys.exit("not at the floor: " + ", ".join(wrong))
+print("runtime dependencies at their floors:", Path("locks/minimum.txt").read_text().count("=="))
+PYEOF
+if [ $# -eq 0 ]; then
+  set -- tests/test_domain.py tests/test_producer.py tests/test_cli.py tests/test_cli_global.py \
+    tests/test_static_membership.py tests/test_worker_startup.py tests/test_health_probes.py \
+    tests/test_metrics_endpoint.py tests/test_tls.py tests/test_acl.py tests/test_cluster.py \
+    tests/test_logs.py tests/test_read_ahead.py tests/test_verify.py
+fi
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
