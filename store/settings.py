@@ -8,10 +8,10 @@ import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -92,6 +92,20 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, v: object) -> object:
         return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _given_wins(cls, data: Any) -> Any:
+        """A value given by field name (a command-line option) beats one from the environment
+        under an alias (``REDIS_URL``): older pydantic-settings (2.2) handed both to pydantic,
+        which took the alias."""
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            if name in data and isinstance(alias, AliasChoices):
+                data = {k: v for k, v in data.items() if k not in alias.choices}
+        return data
 
     @field_validator("redis_url")
     @classmethod
