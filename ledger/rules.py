@@ -8,19 +8,30 @@ the worker writes what it returns, and ``verify`` and ``state`` fold with the sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ledger.codec import DecodeError, Wire, bounded, bounded_text, decode, encode
+from ledger.codec import (
+    DecodeError,
+    Wire,
+    bounded,
+    bounded_text,
+    charge_text,
+    decode,
+    reject_text,
+    release_text,
+)
 from ledger.events import (
     EXTERNAL_TYPES,
     MAX_INT,
     AddItem,
     Charge,
-    Event,
     Order,
     OrderOutcome,
+    OutcomeReason,
     Reject,
+    RejectReason,
     Release,
     Topup,
 )
@@ -159,6 +170,11 @@ def step(
     return result
 
 
+_EMITTING = (Order, Charge, Reject)
+"""Events whose rules take outgoing sequence numbers (a tuple: ``A | B`` builds a new union
+object on every call)."""
+
+
 class _Undo:
     """What one event's rule may change, saved before it runs: the balance or item it names
     and, for events that emit or record, the outgoing sequence numbers."""
@@ -166,12 +182,13 @@ class _Undo:
     __slots__ = ("balance", "item", "item_id", "out_seq", "user_id")
 
     def __init__(self, state: ShardState, ev: Wire) -> None:
-        self.user_id: int | None = getattr(ev, "user_id", None)
-        self.item_id: str | None = getattr(ev, "item_id", None)
+        fields = ev.__dict__  # the model's field values; getattr of a missing field costs ~1 us
+        self.user_id: int | None = fields.get("user_id")
+        self.item_id: str | None = fields.get("item_id")
         self.balance = state.balances.get(self.user_id) if self.user_id is not None else None
         item = state.items.get(self.item_id) if self.item_id is not None else None
         self.item = None if item is None else Item(item.price, item.remain)
-        self.out_seq = dict(state.out_seq) if isinstance(ev, Order | Charge | Reject) else None
+        self.out_seq = dict(state.out_seq) if isinstance(ev, _EMITTING) else None
 
     def restore(self, state: ShardState) -> None:
         if self.user_id is not None:
@@ -206,9 +223,10 @@ def _checked(value: int, what: str) -> int:
     return value
 
 
-def _emit(state: ShardState, event: Event, dest: str) -> Emit:
+def _emit(state: ShardState, dest: str, text: Callable[..., str], *fields: object) -> Emit:
+    """An event for ``dest``: the next seq towards it, and ``text(*fields, source, seq)``."""
     seq = state.next_seq(dest)
-    return Emit(dest, seq, encode(event, state.shard, seq))
+    return Emit(dest, seq, text(*fields, state.shard, seq))
 
 
 def _outcome(state: ShardState, outcome: OrderOutcome) -> OutcomeRecord:
@@ -231,25 +249,23 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
         res.emits.append(_order(state, ev, counts))
     elif isinstance(ev, Charge):
         balance = state.balances.get(ev.user_id, 0)
-        fields = dict(order_id=ev.order_id, user_id=ev.user_id, item_id=ev.item_id, qty=ev.qty)
+        # built without validation: every field comes from the validated charge
         if balance >= ev.amount:
-            confirmed = OrderOutcome(**fields, amount=ev.amount, status="confirmed", reason=None)
+            confirmed = _outcome_of(ev, "confirmed", None)
             state.balances[ev.user_id] = balance - ev.amount
             res.outcomes.append(_outcome(state, confirmed))
         else:
-            refused = OrderOutcome(
-                **fields, amount=ev.amount, status="rejected", reason="insufficient_funds"
-            )
-            release = Release(order_id=ev.order_id, item_id=ev.item_id, qty=ev.qty)
+            refused = _outcome_of(ev, "rejected", "insufficient_funds")
             res.outcomes.append(_outcome(state, refused))
-            res.emits.append(_emit(state, release, item_shard(ev.item_id, counts)))
+            dest = item_shard(ev.item_id, counts)
+            res.emits.append(_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty))
     elif isinstance(ev, Release):
         item = state.items.get(ev.item_id)
         if item is None:  # cannot happen for releases we emit: items are never removed
             raise Refused("unknown_item", f"release for unknown item {ev.item_id}")
         item.remain = _checked(item.remain + ev.qty, "stock")
     elif isinstance(ev, Reject):
-        rejected = OrderOutcome(
+        rejected = OrderOutcome.model_construct(
             order_id=ev.order_id,
             user_id=ev.user_id,
             item_id=ev.item_id,
@@ -262,19 +278,38 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
     return res
 
 
+def _outcome_of(
+    ev: Charge, status: Literal["confirmed", "rejected"], reason: OutcomeReason | None
+) -> OrderOutcome:
+    return OrderOutcome.model_construct(
+        order_id=ev.order_id,
+        user_id=ev.user_id,
+        item_id=ev.item_id,
+        qty=ev.qty,
+        amount=ev.amount,
+        status=status,
+        reason=reason,
+    )
+
+
 def _order(state: ShardState, ev: Order, counts: ShardCounts) -> Emit:
     """Reserve the stock and charge the user, or reject; nothing changes unless it can be paid
     (an amount over ``MAX_INT`` is rejected as ``amount_too_large``, stock untouched)."""
     to_user = user_shard(ev.user_id, counts)
     item = state.items.get(ev.item_id)
-    common = dict(order_id=ev.order_id, user_id=ev.user_id, item_id=ev.item_id, qty=ev.qty)
     if item is None:
-        return _emit(state, Reject(**common, reason="unknown_item"), to_user)
+        return _reject(state, ev, to_user, "unknown_item", None)
     amount = item.price * ev.qty
     if amount > MAX_INT:
-        return _emit(state, Reject(**common, reason="amount_too_large"), to_user)
+        return _reject(state, ev, to_user, "amount_too_large", None)
     if item.remain < ev.qty:
-        return _emit(state, Reject(**common, reason="out_of_stock", amount=amount), to_user)
-    charge = Charge(**common, amount=amount)
+        return _reject(state, ev, to_user, "out_of_stock", amount)
     item.remain -= ev.qty
-    return _emit(state, charge, to_user)
+    return _emit(state, to_user, charge_text, ev.order_id, ev.user_id, ev.item_id, ev.qty, amount)
+
+
+def _reject(
+    state: ShardState, ev: Order, dest: str, reason: RejectReason, amount: int | None
+) -> Emit:
+    fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, reason, amount)
+    return _emit(state, dest, reject_text, *fields)

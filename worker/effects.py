@@ -54,12 +54,22 @@ def queue_effects(
     dead: list[DeadLetter] = []
     if mark or any(res.emits or res.outcomes or res.dead for res in results):
         scripts.mark_written(keys=[keys.written(shard)], args=[upto], client=pipe)
+    emits: dict[str, list[str]] = {}
     for res in results:
         for e in res.emits:
-            pipe.xadd(keys.events(e.dest), {EVENT_FIELD: e.text})
+            texts = emits.get(e.dest)
+            if texts is None:
+                emits[e.dest] = [e.text]
+            else:
+                texts.append(e.text)
         outcomes.extend(res.outcomes)
         if res.dead is not None:
             dead.append(res.dead)
+    for dest, texts in emits.items():  # in order per destination: its seqs ascend
+        if len(texts) == 1:
+            pipe.xadd(keys.events(dest), {EVENT_FIELD: texts[0]})
+        else:
+            scripts.xadd_many(keys=[keys.events(dest)], args=texts, client=pipe)
     if outcomes:
         args: list[Any] = [1]
         for o in outcomes:
