@@ -123,8 +123,7 @@ def test_paused_worker_writes_nothing_after_its_lease_expired(
         if e["event"] == "lease_lost":
             lost.add(e["shard"])
         elif e["event"] == "snapshot_written" and e["shard"] in lost:
-            if (e["shard"], e["epoch"]) in old:
-                stale_snaps.append(e)
+            stale_snaps += [e] if (e["shard"], e["epoch"]) in old else []
     assert stale_snaps == [], "a superseded worker wrote a snapshot"
     assert any(e["event"] == "lease_lost" for e in after), "the resumed worker never noticed"
     check_against_logs(r, namespace, events)
