@@ -210,7 +210,15 @@ def loads_object(raw: bytes | str | None) -> dict[str, object] | None:
 
 
 def encode_outcome(outcome: OrderOutcome) -> str:
-    return outcome.model_dump_json()
+    """``outcome.model_dump_json()``, written directly (see ``charge_text``: the ids match
+    ``Key``'s pattern, the reason and status are literals, the numbers ints)."""
+    o = outcome
+    amount = "null" if o.amount is None else o.amount
+    reason = "null" if o.reason is None else f'"{o.reason}"'
+    return (
+        f'{{"order_id":"{o.order_id}","user_id":{o.user_id},"item_id":"{o.item_id}",'
+        f'"qty":{o.qty},"amount":{amount},"status":"{o.status}","reason":{reason}}}'
+    )
 
 
 def decode_outcome(raw: bytes | str) -> OrderOutcome:

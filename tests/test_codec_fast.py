@@ -7,8 +7,16 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.codec import charge_text, decode, encode, reject_text, release_text
-from ledger.events import MAX_INT, Charge, Reject, Release
+from ledger.codec import (
+    charge_text,
+    decode,
+    decode_outcome,
+    encode,
+    encode_outcome,
+    reject_text,
+    release_text,
+)
+from ledger.events import MAX_INT, Charge, OrderOutcome, Reject, Release
 
 keys = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 positive = st.integers(1, MAX_INT)
@@ -59,3 +67,42 @@ def test_reject_text_is_encode(
     )
     text = reject_text(order_id, user_id, item_id, qty, reason, amount, source, seq)
     assert text == encode(model, source, seq)
+
+
+outcome_reasons = st.sampled_from(
+    [None, "out_of_stock", "unknown_item", "amount_too_large", "insufficient_funds"]
+)
+
+
+@given(
+    keys,
+    positive,
+    keys,
+    positive,
+    st.none() | non_negative,
+    st.sampled_from(["confirmed", "rejected"]),
+    outcome_reasons,
+)
+def test_outcome_text_is_pydantics(
+    order_id: str,
+    user_id: int,
+    item_id: str,
+    qty: int,
+    amount: int | None,
+    status: str,
+    reason: str | None,
+) -> None:
+    outcome = OrderOutcome.model_validate(
+        dict(
+            order_id=order_id,
+            user_id=user_id,
+            item_id=item_id,
+            qty=qty,
+            amount=amount,
+            status=status,
+            reason=reason,
+        )
+    )
+    text = encode_outcome(outcome)
+    assert text == outcome.model_dump_json()
+    assert decode_outcome(text) == outcome
