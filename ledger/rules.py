@@ -102,6 +102,11 @@ FORGED = frozenset({"forged_internal", "forged_source"})
 shard: an internal event type, or a shard's source name. Neither takes effect."""
 
 
+_EMITTING = (Order, Charge, Reject)
+"""Events whose rules take outgoing sequence numbers and change more than one value (a tuple:
+``A | B`` would build a new union object on every call)."""
+
+
 class Refused(Exception):
     """An event the rules cannot apply (the state would leave the representable range).
 
@@ -150,16 +155,20 @@ def step(
         return misrouted
     if wire.seq <= state.watermarks.get(wire.source, 0):
         return StepResult("duplicate", wire.type, wire=wire)
-    undo = _Undo(state, wire)
+    # Top-ups, items and releases change one value, as their rule's last statement: nothing to
+    # put back. The saga's steps change several (stock or balance, outgoing seqs): recorded.
+    undo = _Undo(state, wire) if isinstance(wire, _EMITTING) else None
     try:
         result = _apply(state, wire, counts)
     except Refused as exc:
-        undo.restore(state)
+        if undo is not None:
+            undo.restore(state)
         refused = dead_letter(state, entry_id, raw, exc.reason, bounded(str(exc)))
         refused.wire = wire
         return refused
     except Exception as exc:
-        undo.restore(state)
+        if undo is not None:
+            undo.restore(state)
         msg = bounded(f"{type(exc).__name__}: {exc}")
         failed = dead_letter(state, entry_id, raw, "handler_error", msg)
         failed.wire = wire
@@ -170,9 +179,6 @@ def step(
     return result
 
 
-_EMITTING = (Order, Charge, Reject)
-"""Events whose rules take outgoing sequence numbers (a tuple: ``A | B`` builds a new union
-object on every call)."""
 
 
 class _Undo:
