@@ -179,8 +179,6 @@ def step(
     return result
 
 
-
-
 class _Undo:
     """What one event's rule may change, saved before it runs: the balance or item it names
     and, for events that emit or record, the outgoing sequence numbers."""
