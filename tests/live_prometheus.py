@@ -45,6 +45,11 @@ class Prometheus:
         result: list[dict[str, Any]] = data["result"]
         return result
 
+    def label_values(self, label: str, match: str) -> list[str]:
+        """What Grafana's ``label_values(match, label)`` variable query lists."""
+        values: list[str] = self.api(f"label/{label}/values", **{"match[]": match})
+        return values
+
     def firing(self) -> dict[str, list[dict[str, str]]]:
         """Alert name -> the label sets of its firing alerts."""
         out: dict[str, list[dict[str, str]]] = {}

@@ -1,6 +1,7 @@
 """The shipped dashboard and alerts against a REAL Prometheus server scraping two workers and
-the exporter under load, with a worker killed and a malformed entry injected: every
-dashboard query (variables filled in) returns data, every alert expression evaluates, the
+the exporter under load, with a worker killed and a malformed entry injected: the
+dashboard's variable queries list the namespace, job and instances, every dashboard query
+(variables filled in) returns data, every alert expression evaluates, the
 fleet-absent alert fires once the workers are stopped, and the exporter alone shows the
 backlog produced while no worker runs.
 
@@ -11,6 +12,7 @@ real series."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,13 @@ from ledger.events import Topup
 from producer.client import Producer
 from producer.workload import mixed
 from store.keys import EVENT_FIELD, Keys
-from tests.deploy_files import DASHBOARD_VARIABLES, dashboard_exprs, fill_variables, load_yaml
+from tests.deploy_files import (
+    DASHBOARD_VARIABLES,
+    dashboard,
+    dashboard_exprs,
+    fill_variables,
+    load_yaml,
+)
 from tests.fleet_utils import owners, setup_namespace
 from tests.helpers import wait_for
 from tests.live_exporter import running_exporter
@@ -44,6 +52,21 @@ def rules_without_for() -> dict[str, Any]:
 
 def alert_exprs() -> dict[str, str]:
     return {r["alert"]: r["expr"] for g in load_yaml(RULES)["groups"] for r in g["rules"]}
+
+
+def variable_values(prom: Prometheus, namespace: str) -> dict[str, list[str]]:
+    """Each query variable of the dashboard as Grafana would list it, with the variables it
+    depends on set to the test's namespace and "All"."""
+    values = {"$namespace": namespace, "$job": ".*", "$instance": ".*"}
+    out = {}
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        found = re.fullmatch(r"label_values\((.*), (\w+)\)", variable["definition"])
+        assert found, variable["definition"]
+        selector = fill_variables(found.group(1), values)
+        out[variable["name"]] = prom.label_values(found.group(2), selector)
+    return out
 
 
 def empty_queries(prom: Prometheus, namespace: str) -> list[str]:
@@ -111,6 +134,10 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
                 wait_for(every_query_has_data, DEADLINE_S, "every dashboard query to have data")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}; still empty: {empty}") from None
+            options = variable_values(prom, namespace)
+            assert namespace in options["namespace"], options
+            assert options["job"] == ["eventfleet-worker"], options
+            assert f"127.0.0.1:{a.port}" in options["instance"], options
             for expr in alert_exprs().values():
                 prom.query(expr)  # every alert expression evaluates against the real series
             dead = 'eventfleet_shard_dead_letters{shard="i1"}'
