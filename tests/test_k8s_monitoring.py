@@ -132,3 +132,12 @@ def test_the_generated_files_are_in_step_with_their_sources() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_scrape_of_the_exporter_gets_a_fresh_pass() -> None:
+    """The exporter reads Redis at most once per EVENTFLEET_EXPORTER_INTERVAL_S: below the
+    monitor's interval, each scrape gets a new pass (above it, every other scrape would be
+    served the previous one)."""
+    config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
+    (endpoint,) = monitoring_docs()["ServiceMonitor"]["spec"]["endpoints"]
+    assert float(config["EVENTFLEET_EXPORTER_INTERVAL_S"]) < float(endpoint["interval"][:-1])

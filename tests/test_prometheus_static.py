@@ -49,3 +49,6 @@ def test_prometheus_loads_the_alert_rules_and_scrapes_the_exporter() -> None:
     assert jobs["eventfleet-exporter"]["static_configs"] == [{"targets": [f"exporter:{port}"]}]
     assert exporter["command"] == ["exporter"]
     assert exporter.get("deploy", {}).get("replicas", 1) == 1
+    # each 5 s scrape gets a fresh pass: the exporter's interval is below the scrape interval
+    scrape_s = float(config["global"]["scrape_interval"].removesuffix("s"))
+    assert float(exporter["environment"]["EVENTFLEET_EXPORTER_INTERVAL_S"]) < scrape_s
