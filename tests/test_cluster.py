@@ -448,3 +448,19 @@ def test_slots_moved_between_masters_mid_run(
         r.close()
     finally:
         c.close()
+
+
+def test_the_exporter_reads_every_shard_across_the_masters(rc: redis.Redis, namespace: str) -> None:
+    """One exporter pass through the cluster client: its pipelines span every master."""
+    from eventfleet.exporter.read import NamespaceReader
+
+    counts = setup_namespace(rc, namespace)
+    keys = Keys(namespace)
+    events = list(mixed(400, seed=5))
+    Producer(rc, keys, counts).publish(events)
+    rc.xadd(keys.dlq("i2"), {"reason": "bad_json"})
+    reading = NamespaceReader(rc, keys).read()
+    assert reading.unreadable == [] and reading.shard_count == len(counts.all_shards())
+    assert sum(s.lag for s in reading.shards) == len(events)
+    assert all(s.lag_seconds >= 0 and not s.owned for s in reading.shards)
+    assert {s.shard: s.dead_letters for s in reading.shards if s.dead_letters} == {"i2": 1}
