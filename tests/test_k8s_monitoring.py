@@ -5,12 +5,15 @@ PrometheusRule), and both generated files in step with their sources."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy_files import K8S, ROOT, dashboard, k8s_resource, load_yaml
@@ -141,3 +144,40 @@ def test_each_scrape_of_the_exporter_gets_a_fresh_pass() -> None:
     config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
     (endpoint,) = monitoring_docs()["ServiceMonitor"]["spec"]["endpoints"]
     assert float(config["EVENTFLEET_EXPORTER_INTERVAL_S"]) < float(endpoint["interval"][:-1])
+
+
+def test_an_overlay_with_the_component_renders(tmp_path: Path) -> None:
+    """`kubectl kustomize` (kustomize v5) renders the base with the component: the monitors,
+    the rule and the dashboard land in the base's namespace with its common labels."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed here; the static checks above still ran")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S, overlay)],
+                "components": [os.path.relpath(MONITORING, overlay)],
+            }
+        )
+    )
+    result = subprocess.run(
+        [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for kind, doc in monitoring_docs().items():
+        assert (kind, doc["metadata"]["name"]) in kinds
+    assert ("Deployment", "eventfleet-exporter") in kinds
+    for d in docs:
+        if d["kind"] in {"PodMonitor", "ServiceMonitor", "PrometheusRule"}:
+            assert d["metadata"]["namespace"] == "eventfleet"
+            assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "eventfleet"
