@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis import exceptions as rx
@@ -42,15 +42,55 @@ class NotReplicated(FatalRedisError):
     """Fewer replicas than asked acknowledged a chunk, retried for ``retry_for_s``."""
 
 
-def pack_xadds(conn: Any, stamped: Sequence[tuple[str, str]]) -> list[bytes]:
-    """``XADD <stream> * event <text>`` per stamped entry, packed as one write for ``conn``.
+class Packed(NamedTuple):
+    """A chunk's writes packed for one connection, and how to read their replies back."""
 
-    The one place the producer's XADD is spelled for a raw connection; hiredis packs it
-    directly, skipping redis-py's per-argument checks (which cost more than Redis' XADD).
+    data: list[bytes]
+    replies: int
+    """How many replies Redis sends (one per command)."""
+    groups: list[list[int]]
+    """Per stream, in order, the positions in the chunk of the entries sent to it."""
+
+
+def pack_xadds(conn: Any, stamped: Sequence[tuple[str, str]]) -> Packed:
+    """Per stream, ``MULTI``, an ``XADD <stream> * event <text>`` per entry in order, ``EXEC``:
+    packed as one write for ``conn``.
+
+    A stream's entries go in all or none. When Redis is full (maxmemory), a refused XADD among
+    plain pipelined ones could be followed by an accepted one (memory freed in between); sent
+    again, the refused entry would land after a higher seq of this source and the shard would
+    drop it as a duplicate. In a transaction a refused XADD discards the whole group. The one
+    place the producer's XADD is spelled for a raw connection; hiredis packs it directly,
+    skipping redis-py's per-argument checks (which cost more than Redis' XADD).
     """
-    if _PACK is None:
-        return list(conn.pack_commands([("XADD", s, "*", EVENT_FIELD, t) for s, t in stamped]))
-    return [b"".join([_PACK(("XADD", s, "*", EVENT_FIELD, t)) for s, t in stamped])]
+    groups: dict[str, list[int]] = {}
+    for i, (stream, _text) in enumerate(stamped):
+        groups.setdefault(stream, []).append(i)
+    cmds: list[tuple[Any, ...]] = []
+    for stream, idx in groups.items():
+        cmds.append(("MULTI",))
+        cmds.extend(("XADD", stream, "*", EVENT_FIELD, stamped[i][1]) for i in idx)
+        cmds.append(("EXEC",))
+    data = list(conn.pack_commands(cmds)) if _PACK is None else [b"".join([_PACK(c) for c in cmds])]
+    return Packed(data, len(cmds), list(groups.values()))
+
+
+def read_packed(conn: Any, packed: Packed, n: int) -> list[Any]:
+    """Read the replies of ``packed`` (``n`` entries); the entry ids in the chunk's order.
+    Every reply is read first; then the first error is raised (a refused XADD, a discarded
+    transaction, or an entry's own error inside ``EXEC``'s reply)."""
+    replies = read_replies(conn, packed.replies)
+    out: list[Any] = [None] * n
+    pos = 0
+    for idx in packed.groups:
+        pos += 1 + len(idx)  # MULTI's OK and a QUEUED per XADD
+        added = replies[pos]
+        pos += 1
+        for i, eid in zip(idx, added, strict=True):
+            if isinstance(eid, rx.ResponseError):
+                raise eid
+            out[i] = eid
+    return out
 
 
 def queue_xadds(pipe: Any, stamped: Sequence[tuple[str, str]]) -> None:
@@ -96,8 +136,9 @@ def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
     pool = r.connection_pool
     conn: Any = checkout(pool)  # redis-py's Connection methods are untyped
     try:
-        conn.send_packed_command(pack_xadds(conn, stamped))
-        return read_replies(conn, len(stamped))
+        packed = pack_xadds(conn, stamped)
+        conn.send_packed_command(packed.data)
+        return read_packed(conn, packed, len(stamped))
     except BaseException:
         conn.disconnect()
         raise
@@ -204,18 +245,21 @@ class Producer:
         pool = self.r.connection_pool
         conn: Any = checkout(pool)
         unread: list[list[tuple[str, str]]] = []
+        packs: list[Packed] = []
         sent = 0
 
         def confirm(stamped: list[tuple[str, str]]) -> None:
             nonlocal sent
-            read_replies(conn, len(stamped))
+            read_packed(conn, packs.pop(0), len(stamped))
             sent += len(stamped)
             if on_chunk:
                 on_chunk(len(stamped))
 
         def flush(stamped: list[tuple[str, str]]) -> None:
             unread.append(stamped)  # from here on it is re-sent if anything fails
-            conn.send_packed_command(pack_xadds(conn, stamped))
+            packed = pack_xadds(conn, stamped)
+            packs.append(packed)
+            conn.send_packed_command(packed.data)
             if len(unread) > 1:
                 confirm(unread[0])
                 unread.pop(0)

@@ -12,7 +12,18 @@ class FatalRedisError(Exception):
     """A Redis problem that retrying cannot fix: bad credentials, no permission, TLS mismatch."""
 
 
+OutOfMemory = rx.OutOfMemoryError
+"""Redis is at ``maxmemory`` (policy ``noeviction``) and refused a write: nothing of that
+command happened, so it is retried like a connection error until memory is freed (retention
+trims, ``eventfleet archive`` lets it trim archived history, or the limit is raised)."""
+
+OOM_HINT = (
+    "Redis is full (used memory over maxmemory) and refuses writes; retrying. Free memory: run "
+    "`eventfleet archive` so retention can trim, lower EVENTFLEET_RETAIN_S, or raise maxmemory"
+)
+
 TRANSIENT: tuple[type[BaseException], ...] = (
+    rx.OutOfMemoryError,
     rx.ConnectionError,
     rx.TimeoutError,
     rx.BusyLoadingError,

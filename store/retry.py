@@ -17,7 +17,7 @@ from tenacity import (
     wait_random,
 )
 
-from store.errors import TRANSIENT, FatalRedisError, classify
+from store.errors import OOM_HINT, TRANSIENT, FatalRedisError, OutOfMemory, classify
 
 T = TypeVar("T")
 log = structlog.get_logger("eventfleet.retry")
@@ -37,6 +37,30 @@ class Hooks:
 
 
 hooks = Hooks()
+
+
+class _OomEpisode:
+    """Redis being full is said once, in one line, when an operation is first refused
+    (``redis_out_of_memory``), and once when every refused operation has gone through again
+    (``redis_memory_ok``), not at every retry. Operations Redis still allows when full (the
+    small bookkeeping scripts) do not end an episode."""
+
+    def __init__(self) -> None:
+        self.refusing: set[str] = set()
+
+    def refused(self, op: str) -> None:
+        if not self.refusing:
+            log.error("redis_out_of_memory", operation=op, error=OOM_HINT)
+        self.refusing.add(op)
+
+    def passed(self, op: str) -> None:
+        if op in self.refusing:
+            self.refusing.discard(op)
+            if not self.refusing:
+                log.info("redis_memory_ok", operation=op)
+
+
+oom = _OomEpisode()
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -59,6 +83,9 @@ def call(
     def before_sleep(rs: RetryCallState) -> None:
         hooks.retried(op)
         exc = rs.outcome.exception() if rs.outcome else None
+        if isinstance(exc, OutOfMemory):
+            oom.refused(op)
+            return
         log.warning("redis_retry", operation=op, attempt=rs.attempt_number, error=_short(exc))
 
     stop = (
@@ -75,13 +102,17 @@ def call(
         reraise=True,
     )
     try:
-        return retrying(fn)
+        result = retrying(fn)
     except Exception as exc:
+        if isinstance(exc, OutOfMemory):
+            oom.refused(op)
         hooks.failed(op)
         fatal = classify(exc)
         if fatal is not None:
             raise fatal from None
         raise
+    oom.passed(op)
+    return result
 
 
 def _short(exc: BaseException | None) -> str:

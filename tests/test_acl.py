@@ -87,6 +87,9 @@ def test_producer_can_publish_and_read_the_shard_counts(port: int, seeded: dict[
     assert producer.hgetall(META)["item_shards"] == "8"
     producer.client_setname("producer-test")
     assert send(producer, "WAIT", "0", "0") == 0
+    with producer.pipeline(transaction=True) as tx:  # a stream's entries, all or none
+        tx.xadd(EVENTS, {"event": "{}"})
+        assert len(tx.execute()) == 1
 
 
 @pytest.mark.parametrize(

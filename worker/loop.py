@@ -22,8 +22,9 @@ import structlog
 
 from ledger.rules import DeadLetter, StepResult, step
 from ledger.shards import ShardCounts
-from store import ids
+from store import ids, retry
 from store.connection import TRANSIENT
+from store.errors import OutOfMemory
 from store.keys import EVENT_FIELD
 from store.replication import write_replicated
 from store.settings import Settings
@@ -111,9 +112,13 @@ class Worker:
                 if applied == 0:
                     self.idle_wait()
                 self.health.redis_ok = True
+                retry.oom.passed("worker")
             except TRANSIENT as exc:
                 self.health.redis_ok = False
-                log.warning("redis_unavailable", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+                if isinstance(exc, OutOfMemory):
+                    retry.oom.refused("worker")  # one line per episode, not one per pass
+                else:
+                    log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc!s:.200}")
                 own.drop_overdue()
                 time.sleep(min(1.0, self.conn.ttl / 4))  # back off; the next pass retries
         clean = own.drain()

@@ -24,7 +24,7 @@ from worker.conn import Conn
 from worker.health import HealthState
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
-from worker.retention import retain
+from worker.retention import retain, trim
 from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
@@ -370,6 +370,7 @@ class Ownership:
                     self._counts,
                     self._s.max_deliveries,
                     functools.partial(self._keep_alive, claim),
+                    restored=functools.partial(self._trim_restored, claim),
                     warm=self.warm_copy(claim.shard),
                 )
         except TRANSIENT:
@@ -396,6 +397,11 @@ class Ownership:
             seconds=round(stats.seconds, 4),
         )
         return state, stats.replayed
+
+    def _trim_restored(self, claim: _Claim, state: ShardState) -> None:
+        """Trim up to the snapshot just restored (see ``worker.retention``)."""
+        deadline = claim.renewed + self._ttl
+        trim(self._conn, self._s, claim.shard, claim.token, claim.epoch, state.last_id, 0, deadline)
 
     def _keep_alive(self, claim: _Claim) -> None:
         """Called between replay chunks: renews the lease being taken over (and the others)

@@ -5,6 +5,11 @@ saved, older than ``EVENTFLEET_RETAIN_S`` and at or below what ``eventfleet arch
 disk (when the shard has been archived, or always with ``EVENTFLEET_ARCHIVE_REQUIRED``), and
 outcome and dead-letter records older than the window (never a stream's last record). A failed
 trim is only logged: the next snapshot tries again, and nothing waits for it.
+
+A takeover trims too, right after restoring the snapshot (``take_over``'s ``restored``): when
+Redis is full, a shard whose effects cannot be written is dropped and taken over again and again
+without reaching a periodic snapshot, and the snapshot already in Redis is what lets it free
+memory.
 """
 
 from __future__ import annotations
@@ -25,37 +30,52 @@ STREAMS = ("events", "outcomes", "dlq")
 
 def retain(conn: Conn, settings: Settings, o: Owned, snapshot_ms: int) -> None:
     """Trim shard ``o`` up to the snapshot of its current state, saved at ``snapshot_ms``."""
+    trim(conn, settings, o.name, o.token, o.epoch, o.state.last_id, snapshot_ms, o.deadline)
+
+
+def trim(
+    conn: Conn,
+    settings: Settings,
+    shard: str,
+    token: str,
+    epoch: int,
+    snapshot_id: str,
+    snapshot_ms: int,
+    deadline: float,
+) -> None:
+    """Trim ``shard`` up to its snapshot in Redis, at ``snapshot_id`` and taken at
+    ``snapshot_ms`` (0: outcomes and dead letters are left alone)."""
     if settings.retain_s is None:
         return
     k = conn.keys
     keys = [
-        k.lease(o.name),
-        k.events(o.name),
-        k.outcomes(o.name),
-        k.dlq(o.name),
-        k.snapshot(o.name),
-        k.trim_base(o.name),
-        k.archived(o.name),
+        k.lease(shard),
+        k.events(shard),
+        k.outcomes(shard),
+        k.dlq(shard),
+        k.snapshot(shard),
+        k.trim_base(shard),
+        k.archived(shard),
     ]
     args = [
-        o.token,
-        o.state.last_id,
+        token,
+        snapshot_id,
         snapshot_ms,
         int(settings.retain_s * 1000),
         1 if settings.archive_required else 0,
     ]
     try:
         removed: Any = conn.call(
-            lambda: conn.scripts.retain(keys=keys, args=args), "trim", o.deadline
+            lambda: conn.scripts.retain(keys=keys, args=args), "trim", deadline
         )
     except TRANSIENT as exc:
-        log.warning("trim_skipped", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
+        log.warning("trim_skipped", shard=shard, epoch=epoch, error=str(exc)[:200])
         return
     if removed == -1:
         return  # the lease moved on; the next fenced call drops the shard
     counts = dict(zip(STREAMS, (int(n) for n in removed), strict=True))
     for stream, n in counts.items():
         if n:
-            TRIMMED.labels(shard=o.name, stream=stream).inc(n)
+            TRIMMED.labels(shard=shard, stream=stream).inc(n)
     if any(counts.values()):
-        log.info("trimmed", shard=o.name, epoch=o.epoch, upto=o.state.last_id, **counts)
+        log.info("trimmed", shard=shard, epoch=epoch, upto=snapshot_id, **counts)

@@ -54,7 +54,7 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-SAVE_SNAPSHOT = """
+SAVE_SNAPSHOT = """#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
@@ -122,7 +122,7 @@ return 1
 
 # Heartbeat with Redis' clock (no skew between hosts) and prune the dead; return Redis' time
 # (ms) and the live members with their expiry times (ms): {now, {member, expiry, ...}}.
-HEARTBEAT = """
+HEARTBEAT = """#!lua flags=allow-oom
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[1] ~= '' then redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) end
@@ -233,7 +233,11 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
 # KEYS: a shard's events stream. ARGV: entry texts, appended in order with server-made ids. One
 # call per destination shard and batch instead of an XADD per emitted event: the saga's second
 # hop costs the client one command per destination, not per order. Safe to repeat, like the
-# XADDs it replaces: the receiver deduplicates by (source, seq).
+# XADDs it replaces: the receiver deduplicates by (source, seq). All or none when Redis is full
+# (maxmemory): a script is refused at its first write when Redis was full as it started, and
+# once it has written it runs to the end. Plain pipelined XADDs could see one refused and a
+# later one accepted (memory freed in between); sent again, the refused one would land after a
+# higher seq of the same source and the receiver would drop it as a duplicate.
 XADD_MANY = """
 for i = 1, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])

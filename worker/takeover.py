@@ -60,11 +60,14 @@ def take_over(
     max_deliveries: int,
     keepalive: Callable[[], None] = lambda: None,
     warm: ShardState | None = None,
+    restored: Callable[[ShardState], None] = lambda state: None,
 ) -> tuple[ShardState, TakeoverStats]:
     """``keepalive`` is called between replay chunks: it renews leases and raises
     ``LeaseLost`` when this shard's lease is gone, which abandons the takeover. ``warm``: a
     standby's copy of the shard (every entry it folded was acked by an owner), used instead
-    of the snapshot when it is not past the group's last-delivered id."""
+    of the snapshot when it is not past the group's last-delivered id. ``restored`` gets the
+    snapshot's state when the takeover starts from the snapshot, before anything is replayed
+    (retention trims up to it there; never up to a warm copy, which no snapshot covers)."""
     t0 = time.monotonic()
     stats = TakeoverStats()
     stream = keys.events(shard)
@@ -74,6 +77,8 @@ def take_over(
         state, stats.warm = warm, True
     else:
         state = load_snapshot(r, keys, shard)
+        if state is not None:
+            restored(state)
     stats.restored = state is not None
     if state is None:
         state = ShardState(shard)

@@ -77,6 +77,12 @@ def make_settings(**overrides: Any) -> Settings:
         raise UserError(f"invalid setting: {problems}", EXIT_USAGE) from None
 
 
+OOM_ADVICE = (
+    "nothing was lost; try again once memory is freed (`eventfleet archive` lets retention "
+    "trim, or raise maxmemory)"
+)
+
+
 @contextmanager
 def user_errors(settings: Settings | None = None) -> Iterator[None]:
     """Map what a user can cause to one line; anything else is a bug and keeps its trace."""
@@ -85,6 +91,8 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
         yield
     except (FatalRedisError, NamespaceError) as exc:
         raise UserError(str(exc)) from None
+    except rx.OutOfMemoryError:
+        raise UserError(f"Redis at {url} is full (over maxmemory): {OOM_ADVICE}") from None
     except rx.ResponseError as exc:  # a permission, credential or missing-key reply
         fatal = classify(exc)
         if fatal is None:
