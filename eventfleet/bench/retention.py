@@ -59,6 +59,7 @@ def _entries(r: redis.Redis, keys: Keys) -> int:
 def _run(
     work: Path, name: str, n: int, rate: float, retain: str, sample: bool
 ) -> tuple[LocalRedis, dict[str, Any]]:
+    (work / name).mkdir(parents=True, exist_ok=True)
     server = LocalRedis(workdir=work / name).start()
     r = redis.Redis.from_url(server.url)
     keys = Keys("bench")
