@@ -19,13 +19,19 @@ from store.connection import is_cluster
 FENCED = "FENCED"
 """The error code ``FENCED_READ`` replies with when the shard's lease is no longer ours."""
 
+# allow-oom on the small bookkeeping scripts (ACQUIRE, SAVE_SNAPSHOT, HEARTBEAT, RETAIN): when
+# Redis is at maxmemory, ownership and snapshots must go on, since a snapshot is what lets
+# retention trim and so free memory. A snapshot replaces the previous one of about the same
+# size. The writes that grow the data (events, outcomes, dead letters) stay refused until
+# memory is freed.
+
 # KEYS: lease, epoch. ARGV: worker id, ttl ms, reclaim ('1' or '0'), then the workers whose
 # leases may be broken (their liveness connection closed: worker/liveness.py). Returns the new
 # epoch (an integer); {new epoch, broken token} when it broke a gone worker's lease; or the
 # holder's token (a string) when the lease is held. With reclaim, a lease still held under
 # this worker id (an earlier process of the same member: static membership) is taken back
 # with a new epoch, which fences that earlier process if it still runs.
-ACQUIRE = """
+ACQUIRE = """#!lua flags=allow-oom
 local holder = redis.call('GET', KEYS[1])
 local broken = false
 if holder then
