@@ -193,3 +193,51 @@ def test_without_an_archive_verify_starts_from_the_trim_base_and_says_so(
     assert report.ok, report.as_json()["findings"]
     assert any("snapshot kept at the last trim" in u for u in report.unchecked), report.unchecked
     assert not any(f.complete for f in report.folds.values())
+
+
+def test_trimming_archiving_and_verify_archive_on_a_cluster(
+    tmp_path: Path, namespace: str, fleet_factory: list[LocalFleet]
+) -> None:
+    from eventfleet.local.cluster import LocalCluster
+    from store.connection import connect
+    from store.settings import Settings
+    from tests.helpers import cli, cli_json
+
+    cluster = LocalCluster(masters=3, replicas=0, node_timeout_ms=1000).start()
+    try:
+        rc = connect(Settings(redis_url=cluster.urls[0]), timeout=10.0)
+        keys = Keys(namespace)
+        counts = setup_namespace(rc, namespace, 4, 4)
+        fleet = make_fleet(
+            cluster.urls[1],
+            namespace,
+            tmp_path,
+            fleet_factory,
+            EVENTFLEET_RETAIN_S="0",
+            EVENTFLEET_SNAPSHOT_INTERVAL_S="0.3",
+            EVENTFLEET_ARCHIVE_REQUIRED="1",
+        )
+        fleet.start()
+        fleet.start()
+        env = {"REDIS_URL": cluster.urls[2], "EVENTFLEET_NAMESPACE": namespace}
+        root = str(tmp_path / "archive")
+        events = list(mixed(3000, seed=23, users=80, items=12))
+        producer = PacedProducer(rc, keys, counts, events, rate=2000, chunk=100)
+        producer.start()
+        cli("archive", root, env=env)  # while publishing: marks every shard
+        producer.join(timeout=120)
+        assert producer.error is None
+        wait_for(lambda: is_idle(rc, keys, counts), 90, "the fleet to become idle")
+        cli("archive", root, env=env)
+        shards = counts.all_shards()
+        wait_for(lambda: _trimmed(rc, keys, shards) > len(events) // 2, 60, "trimming")
+        report = cli_json("verify", "--archive", root, "--json", env=env)
+        assert report["ok"], report["findings"]
+        assert report["unchecked"] == [], report["unchecked"]
+        assert all(s["from"] == "first entry" for s in report["shards"])
+        assert report["totals"]["orders"] == sum(1 for e in events if isinstance(e, Order))
+        rc.close()
+    finally:
+        for f in fleet_factory:  # before their cluster goes
+            f.stop_all(timeout=15)
+        cluster.close()
