@@ -72,6 +72,10 @@ def test_the_exporter_reports_every_shard_owned_or_not(
         assert m.by("eventfleet_shard_owned", "shard") == dict.fromkeys(shards, 0.0)
         assert m.total("eventfleet_shards") == len(shards)
         assert m.total("eventfleet_live_workers") == 0
+        assert m.total("eventfleet_redis_used_memory_bytes") > 0
+        assert m.total("eventfleet_redis_maxmemory_bytes") == int(
+            r.config_get("maxmemory")["maxmemory"]
+        )
         assert m.total("eventfleet_exporter_pass_ok") == 1
         for f in m.families.values():
             for sample in f.samples:

@@ -1,8 +1,8 @@
 """What the exporter serves: the gauges of a ``Reading``, and the exporter's own health.
 
 Each namespace-wide gauge is one row of ``SHARD_GAUGES`` or ``NAMESPACE_GAUGES``: a name, a
-help text and a function of the reading. Adding a gauge (Redis memory against maxmemory,
-say) is one row here and, if it needs another Redis reply, one command in ``read.py``.
+help text and a function of the reading. Adding a gauge is one row here and, if it needs
+another Redis reply, one command in ``read.py`` (as Redis memory against maxmemory did).
 Every series carries the constant ``namespace`` label.
 """
 
@@ -68,6 +68,16 @@ NAMESPACE_GAUGES = (
         "eventfleet_live_workers",
         "Workers whose heartbeat in Redis has not lapsed",
         lambda r: r.live_workers,
+    ),
+    NamespaceGauge(
+        "eventfleet_redis_used_memory_bytes",
+        "Redis used_memory (on a cluster: the master nearest its limit)",
+        lambda r: r.used_memory,
+    ),
+    NamespaceGauge(
+        "eventfleet_redis_maxmemory_bytes",
+        "Redis maxmemory of the same node (0: no limit; writes are refused with OOM at it)",
+        lambda r: r.maxmemory,
     ),
     NamespaceGauge(
         "eventfleet_exporter_unreadable_shards",

@@ -61,6 +61,10 @@ class Reading:
     """Shards whose keys could not be read or parsed this pass (logged, no gauges)."""
     shard_count: int
     live_workers: int
+    used_memory: int = 0
+    """Redis' ``used_memory`` (bytes); on a cluster, that of the fullest master."""
+    maxmemory: int = 0
+    """Redis' ``maxmemory`` (bytes; 0: no limit) of the same node."""
 
 
 @dataclass
@@ -137,7 +141,8 @@ class NamespaceReader:
                     dead_letters_by_reason=dict(tally.by_reason),
                 )
             )
-        return Reading(readings, unreadable, len(shards), int(live))
+        used, limit = redis_memory(self._r)
+        return Reading(readings, unreadable, len(shards), int(live), used, limit)
 
     # ---- round trips ---------------------------------------------------------------------
     def _first(self, chunk: list[str]) -> list[_Raw | None]:
@@ -207,3 +212,12 @@ def _reason(fields: Any) -> str:
     except (KeyError, TypeError, UnicodeDecodeError):
         return OTHER_REASON
     return reason if reason in DEAD_LETTER_REASONS else OTHER_REASON
+
+
+def redis_memory(r: redis.Redis) -> tuple[int, int]:
+    """``used_memory`` and ``maxmemory`` from ``INFO memory``. redis-py's cluster client asks
+    every master and answers per node: the fullest one (highest share of its limit) counts."""
+    info: Any = r.info("memory")
+    nodes = [info] if "used_memory" in info else list(info.values())
+    pairs = [(int(n.get("used_memory", 0)), int(n.get("maxmemory", 0))) for n in nodes]
+    return max(pairs, key=lambda p: (p[0] / p[1] if p[1] else 0.0, p[0]), default=(0, 0))
