@@ -29,16 +29,21 @@ Source = Annotated[
     str, Field(min_length=2, max_length=80, pattern=r"^(p:[A-Za-z0-9_.:-]{1,64}|[ui][0-9]{1,4})$")
 ]
 Seq = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
+IdemKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+"""An idempotency key: names one topup or add_item; the receiving shard applies one event per
+key within the dedup window (``ledger.dedup``)."""
 
 
 class TopupWire(Topup):
     source: Source
     seq: Seq
+    key: IdemKey | None = None
 
 
 class AddItemWire(AddItem):
     source: Source
     seq: Seq
+    key: IdemKey | None = None
 
 
 class OrderWire(Order):
@@ -95,17 +100,20 @@ def describe_validation_error(err: ValidationError) -> str:
 _TAGS: Final = frozenset({"topup", "add_item", "order", "charge", "release", "reject"})
 
 
-def encode(event: Event, source: str, seq: int) -> str:
-    """The entry text for ``event`` from ``source`` with sequence number ``seq``.
+def encode(event: Event, source: str, seq: int, key: str | None = None) -> str:
+    """The entry text for ``event`` from ``source`` with sequence number ``seq``, and its
+    idempotency ``key`` when given (topup and add_item only; validated by the caller).
 
     The event is already validated; the envelope fields go after the payload, so the text is
-    the same byte for byte for the same event, source and seq.
+    the same byte for byte for the same event, source, seq and key.
     """
     # pydantic's JSON is compact, in field order, with non-ASCII as is: what
     # json.dumps(separators=(",", ":"), ensure_ascii=False) of model_dump() gives, at a third
     # of the cost; the envelope is appended to the object.
-    body = event.model_dump_json(exclude={"source", "seq"})
-    return f'{body[:-1]},"source":{_quoted(source)},"seq":{seq}}}'
+    body = event.model_dump_json(exclude={"source", "seq", "key"})
+    if key is None:
+        return f'{body[:-1]},"source":{_quoted(source)},"seq":{seq}}}'
+    return f'{body[:-1]},"source":{_quoted(source)},"seq":{seq},"key":{json.dumps(key)}}}'
 
 
 # The saga's internal events, written without building a pydantic model (issue: a model's
@@ -115,12 +123,25 @@ def encode(event: Event, source: str, seq: int) -> str:
 # escaping, and numbers are ints. The text is byte for byte what ``encode`` gives for the same
 # model (tests/test_codec_fast.py checks it for any valid fields).
 def charge_text(
-    order_id: str, user_id: int, item_id: str, qty: int, amount: int, source: str, seq: int
+    order_id: str,
+    user_id: int,
+    item_id: str,
+    qty: int,
+    amount: int,
+    ref: str | None,
+    source: str,
+    seq: int,
 ) -> str:
     return (
         f'{{"type":"charge","order_id":"{order_id}","user_id":{user_id},"item_id":"{item_id}",'
-        f'"qty":{qty},"amount":{amount},"source":{_quoted(source)},"seq":{seq}}}'
+        f'"qty":{qty},"amount":{amount},"ref":{_ref(ref)},"source":{_quoted(source)},'
+        f'"seq":{seq}}}'
     )
+
+
+def _ref(ref: str | None) -> str:
+    """A ref (``<source>/<seq>``: source characters, a slash, digits) as JSON."""
+    return "null" if ref is None else f'"{ref}"'
 
 
 def release_text(order_id: str, item_id: str, qty: int, source: str, seq: int) -> str:
@@ -137,14 +158,15 @@ def reject_text(
     qty: int,
     reason: str,
     amount: int | None,
+    ref: str | None,
     source: str,
     seq: int,
 ) -> str:
     money = "null" if amount is None else amount
     return (
         f'{{"type":"reject","order_id":"{order_id}","user_id":{user_id},"item_id":"{item_id}",'
-        f'"qty":{qty},"reason":"{reason}","amount":{money},"source":{_quoted(source)},'
-        f'"seq":{seq}}}'
+        f'"qty":{qty},"reason":"{reason}","amount":{money},"ref":{_ref(ref)},'
+        f'"source":{_quoted(source)},"seq":{seq}}}'
     )
 
 
@@ -210,14 +232,18 @@ def loads_object(raw: bytes | str | None) -> dict[str, object] | None:
 
 
 def encode_outcome(outcome: OrderOutcome) -> str:
-    """``outcome.model_dump_json()``, written directly (see ``charge_text``: the ids match
-    ``Key``'s pattern, the reason and status are literals, the numbers ints)."""
+    """``outcome.model_dump_json()`` without ``first`` and ``ref`` when they are None (older
+    records lack them), written directly (see ``charge_text``: the ids match ``Key``'s
+    pattern, a ref is a source and a seq, the reason and status are literals, the numbers
+    ints)."""
     o = outcome
     amount = "null" if o.amount is None else o.amount
     reason = "null" if o.reason is None else f'"{o.reason}"'
+    first = "" if o.first is None else f',"first":"{o.first}"'
+    ref = "" if o.ref is None else f',"ref":"{o.ref}"'
     return (
         f'{{"order_id":"{o.order_id}","user_id":{o.user_id},"item_id":"{o.item_id}",'
-        f'"qty":{o.qty},"amount":{amount},"status":"{o.status}","reason":{reason}}}'
+        f'"qty":{o.qty},"amount":{amount},"status":"{o.status}","reason":{reason}{first}{ref}}}'
     )
 
 

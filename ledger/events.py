@@ -21,6 +21,9 @@ NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_INT)]
 RejectReason = Literal["out_of_stock", "unknown_item", "amount_too_large"]
 """``amount_too_large``: price times quantity exceeds ``MAX_INT`` (the order cannot be paid)."""
 OutcomeReason = Literal["out_of_stock", "unknown_item", "amount_too_large", "insufficient_funds"]
+Decided = Literal["confirmed", "rejected"]
+Ref = Annotated[str, Field(min_length=1, max_length=100)]
+"""Which published order a saga step or outcome answers: ``<source>/<seq>`` of the order."""
 
 
 class _Event(BaseModel):
@@ -57,6 +60,7 @@ class Charge(_Event):
     item_id: Key
     qty: Positive
     amount: NonNegative
+    ref: Ref | None = None
 
 
 class Release(_Event):
@@ -78,6 +82,7 @@ class Reject(_Event):
     qty: Positive
     reason: RejectReason
     amount: NonNegative | None = None
+    ref: Ref | None = None
 
 
 ExternalEvent = Annotated[Topup | AddItem | Order, Field(discriminator="type")]
@@ -90,12 +95,20 @@ EXTERNAL_ADAPTER: TypeAdapter[Topup | AddItem | Order] = TypeAdapter(ExternalEve
 
 
 class OrderOutcome(_Event):
-    """The one outcome of an order, written by the user's shard to its outcomes stream."""
+    """The one outcome of an order, written by the user's shard to its outcomes stream.
+
+    An order whose ``order_id`` the user's shard decided before (within the dedup window)
+    gets a record with status ``duplicate``: nothing was charged, its stock was released,
+    and ``first`` says how the first order with that id was decided (which stands).
+    """
 
     order_id: Key
     user_id: UserId
     item_id: Key
     qty: Positive
     amount: NonNegative | None
-    status: Literal["confirmed", "rejected"]
+    status: Literal["confirmed", "rejected", "duplicate"]
     reason: OutcomeReason | None
+    first: Decided | None = None
+    ref: Ref | None = None
+    """The order entry this record answers (``produce order --wait`` looks for it)."""

@@ -1,8 +1,10 @@
 """The rules: apply one stream entry to a shard's state, deterministically.
 
 ``step`` is the whole per-entry recipe of the design: decode and validate, check the entry
-belongs here, drop a duplicate by (source, seq), apply the rule, and stamp what it emits
-with this shard as source and the next sequence number per destination. It does no I/O;
+belongs here, drop a duplicate by (source, seq) or by idempotency key (within the dedup
+window of ``ledger.dedup``, in entry-id time), apply the rule (a user shard decides each
+order id once), and stamp what it emits with this shard as source and the next sequence
+number per destination. It does no I/O;
 the worker writes what it returns, and ``verify`` and ``state`` fold with the same code.
 """
 
@@ -12,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ledger import dedup
 from ledger.codec import (
+    AddItemWire,
     DecodeError,
+    TopupWire,
     Wire,
     bounded,
     bounded_text,
@@ -90,6 +95,8 @@ class DeadLetter:
 class StepResult:
     kind: Literal["applied", "duplicate", "dead"]
     event_type: str | None = None
+    by_key: bool = False
+    """A duplicate dropped for its idempotency key (its own seq was new, and is consumed)."""
     emits: list[Emit] = field(default_factory=list)
     outcomes: list[OutcomeRecord] = field(default_factory=list)
     dead: DeadLetter | None = None
@@ -102,6 +109,10 @@ FORGED = frozenset({"forged_internal", "forged_source"})
 shard: an internal event type, or a shard's source name. Neither takes effect."""
 
 
+_KEYED = (TopupWire, AddItemWire)
+"""The entries that may carry an idempotency key."""
+_DECIDING = (Charge, Reject)
+"""The entries by which a user shard decides an order id."""
 _EMITTING = (Order, Charge, Reject)
 """Events whose rules take outgoing sequence numbers and change more than one value (a tuple:
 ``A | B`` would build a new union object on every call)."""
@@ -153,13 +164,28 @@ def step(
         )
         misrouted.wire = wire
         return misrouted
-    if wire.seq <= state.watermarks.get(wire.source, 0):
+    now, window = dedup.entry_ms(entry_id), counts.window_ms
+    if now >= state.prune_at:
+        dedup.prune(state, now, window)
+    source = wire.source
+    producer = source[:1] == "p"  # dedup.is_producer, inline: this is the hot path
+    mark = state.watermarks.get(source, 0)
+    if mark and producer and now - state.seen.get(source, now - window - 1) > window:
+        mark = 0  # dedup.watermark: a producer silent for longer than the window is forgotten
+    if wire.seq <= mark:
+        if producer:
+            state.seen[source] = now  # a retrying source is alive
         return StepResult("duplicate", wire.type, wire=wire)
+    key = wire.key if isinstance(wire, _KEYED) else None
+    if key is not None and dedup.key_taken(state, key, now, window):
+        state.watermarks[source] = wire.seq
+        state.seen[source] = now
+        return StepResult("duplicate", wire.type, wire=wire, by_key=True)
     # Top-ups, items and releases change one value, as their rule's last statement: nothing to
     # put back. The saga's steps change several (stock or balance, outgoing seqs): recorded.
     undo = _Undo(state, wire) if isinstance(wire, _EMITTING) else None
     try:
-        result = _apply(state, wire, counts)
+        result = _apply(state, wire, counts, now)
     except Refused as exc:
         if undo is not None:
             undo.restore(state)
@@ -173,7 +199,11 @@ def step(
         failed = dead_letter(state, entry_id, raw, "handler_error", msg)
         failed.wire = wire
         return failed
-    state.watermarks[wire.source] = wire.seq
+    state.watermarks[source] = wire.seq
+    if producer:
+        state.seen[source] = now
+    if key is not None:
+        state.keys[key] = now
     state.applied += 1
     result.wire = wire
     return result
@@ -237,8 +267,15 @@ def _outcome(state: ShardState, outcome: OrderOutcome) -> OutcomeRecord:
     return OutcomeRecord(state.next_seq(OUTCOMES), outcome)
 
 
-def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
+def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepResult:
+    """Apply ``ev``; what it records of the order id (user shards) is set last, once nothing
+    can fail any more (``_Undo`` does not cover it)."""
     res = StepResult("applied", ev.type)
+    if isinstance(ev, _DECIDING):
+        first = dedup.first_decision(state, ev.order_id, now, counts.window_ms)
+        if first is not None:
+            _duplicate_order(state, res, ev, first, counts)
+            return res
     if isinstance(ev, Topup):
         balance = _checked(state.balances.get(ev.user_id, 0) + ev.amount, "balance")
         state.balances[ev.user_id] = balance
@@ -250,11 +287,12 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
             item.remain = _checked(item.remain + ev.count, "stock")
             item.price = ev.price
     elif isinstance(ev, Order):
-        res.emits.append(_order(state, ev, counts))
+        res.emits.append(_order(state, ev, counts, f"{ev.source}/{ev.seq}"))
     elif isinstance(ev, Charge):
         balance = state.balances.get(ev.user_id, 0)
         # built without validation: every field comes from the validated charge
-        if balance >= ev.amount:
+        paid = balance >= ev.amount
+        if paid:
             confirmed = _outcome_of(ev, "confirmed", None)
             state.balances[ev.user_id] = balance - ev.amount
             res.outcomes.append(_outcome(state, confirmed))
@@ -263,6 +301,7 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
             res.outcomes.append(_outcome(state, refused))
             dest = item_shard(ev.item_id, counts)
             res.emits.append(_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty))
+        state.orders[ev.order_id] = (now, paid)
     elif isinstance(ev, Release):
         item = state.items.get(ev.item_id)
         if item is None:  # cannot happen for releases we emit: items are never removed
@@ -277,9 +316,34 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts) -> StepResult:
             amount=ev.amount,
             status="rejected",
             reason=ev.reason,
+            ref=ev.ref,
         )
         res.outcomes.append(_outcome(state, rejected))
+        state.orders[ev.order_id] = (now, False)
     return res
+
+
+def _duplicate_order(
+    state: ShardState, res: StepResult, ev: Charge | Reject, confirmed: bool, counts: ShardCounts
+) -> None:
+    """An order id the user shard decided before: the first decision stands. A charge's stock
+    goes back to its item (a release); the duplicate gets a ``duplicate`` record."""
+    record = OrderOutcome.model_construct(
+        order_id=ev.order_id,
+        user_id=ev.user_id,
+        item_id=ev.item_id,
+        qty=ev.qty,
+        amount=ev.amount,
+        status="duplicate",
+        reason=None,
+        first="confirmed" if confirmed else "rejected",
+        ref=ev.ref,
+    )
+    if isinstance(ev, Charge):
+        dest = item_shard(ev.item_id, counts)
+        res.emits.append(_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty))
+    res.outcomes.append(_outcome(state, record))
+    state.duplicate_orders += 1
 
 
 def _outcome_of(
@@ -293,27 +357,30 @@ def _outcome_of(
         amount=ev.amount,
         status=status,
         reason=reason,
+        first=None,
+        ref=ev.ref,
     )
 
 
-def _order(state: ShardState, ev: Order, counts: ShardCounts) -> Emit:
+def _order(state: ShardState, ev: Order, counts: ShardCounts, ref: str) -> Emit:
     """Reserve the stock and charge the user, or reject; nothing changes unless it can be paid
     (an amount over ``MAX_INT`` is rejected as ``amount_too_large``, stock untouched)."""
     to_user = user_shard(ev.user_id, counts)
     item = state.items.get(ev.item_id)
     if item is None:
-        return _reject(state, ev, to_user, "unknown_item", None)
+        return _reject(state, ev, to_user, "unknown_item", None, ref)
     amount = item.price * ev.qty
     if amount > MAX_INT:
-        return _reject(state, ev, to_user, "amount_too_large", None)
+        return _reject(state, ev, to_user, "amount_too_large", None, ref)
     if item.remain < ev.qty:
-        return _reject(state, ev, to_user, "out_of_stock", amount)
+        return _reject(state, ev, to_user, "out_of_stock", amount, ref)
     item.remain -= ev.qty
-    return _emit(state, to_user, charge_text, ev.order_id, ev.user_id, ev.item_id, ev.qty, amount)
+    fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, amount, ref)
+    return _emit(state, to_user, charge_text, *fields)
 
 
 def _reject(
-    state: ShardState, ev: Order, dest: str, reason: RejectReason, amount: int | None
+    state: ShardState, ev: Order, dest: str, reason: RejectReason, amount: int | None, ref: str
 ) -> Emit:
-    fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, reason, amount)
+    fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, reason, amount, ref)
     return _emit(state, dest, reject_text, *fields)

@@ -13,14 +13,24 @@ Family = Literal["u", "i"]
 _SHARD_RE = re.compile(r"^([ui])(\d+)$")
 
 
+DEFAULT_WINDOW_MS = 7 * 24 * 3600 * 1000
+"""The dedup window when a namespace does not set one: seven days of entry-id time."""
+
+
 @dataclass(frozen=True, slots=True)
 class ShardCounts:
+    """What every fold of a namespace must agree on, fixed at ``init``: the shard counts and
+    the dedup window (ms of entry-id time; see ``ledger.dedup``)."""
+
     users: int
     items: int
+    window_ms: int = DEFAULT_WINDOW_MS
 
     def __post_init__(self) -> None:
         if not (1 <= self.users <= 4096 and 1 <= self.items <= 4096):
             raise ValueError("shard counts must be between 1 and 4096")
+        if not 1 <= self.window_ms <= 10 * 365 * 24 * 3600 * 1000:
+            raise ValueError("the dedup window must be between 1 ms and 10 years")
 
     def all_shards(self) -> list[str]:
         return [f"u{n}" for n in range(self.users)] + [f"i{n}" for n in range(self.items)]

@@ -2,7 +2,9 @@
 
 A shard's state is everything replay needs to continue exactly where the log left off: the
 domain data (balances or items), the dedup watermark per source, the last sequence number
-it emitted per destination, and the id of the last entry it applied.
+it emitted per destination, and the id of the last entry it applied; and the windowed dedup
+state of ``ledger.dedup``: when each producer source was last heard, the idempotency keys
+and (user shards) the order ids decided, each with its entry-id time, and when to prune next.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2 added the windowed dedup state; a version 1 snapshot is still read (``from_snapshot``)."""
 
 
 class SnapshotError(ValueError):
@@ -33,6 +36,15 @@ class ShardState:
     out_seq: dict[str, int] = field(default_factory=dict)
     last_id: str = "0-0"
     applied: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+    """Producer source -> entry-id ms of its last entry here (shard sources are not kept)."""
+    keys: dict[str, int] = field(default_factory=dict)
+    """Idempotency key -> entry-id ms of the event that took effect with it."""
+    orders: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    """Order id -> (entry-id ms when decided, confirmed?); user shards only."""
+    duplicate_orders: int = 0
+    prune_at: int = 0
+    """Entry-id ms from which the next entry first prunes what the window let go."""
 
     def next_seq(self, destination: str) -> int:
         seq = self.out_seq.get(destination, 0) + 1
@@ -58,6 +70,15 @@ class ShardState:
                 [it.price for it in self.items.values()],
                 [it.remain for it in self.items.values()],
             ],
+            "seen": [list(self.seen.keys()), list(self.seen.values())],
+            "keys": [list(self.keys.keys()), list(self.keys.values())],
+            "orders": [
+                list(self.orders.keys()),
+                [t for t, _ in self.orders.values()],
+                [int(ok) for _, ok in self.orders.values()],
+            ],
+            "duplicate_orders": self.duplicate_orders,
+            "prune_at": self.prune_at,
         }
         return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -68,21 +89,38 @@ class ShardState:
             version = doc["v"]
         except (ValueError, TypeError, KeyError) as exc:
             raise SnapshotError(f"snapshot of {shard} is not readable: {exc}") from None
-        if version != SNAPSHOT_VERSION:
-            raise SnapshotError(f"snapshot of {shard} has format {version}, expected 1")
+        if version not in (1, SNAPSHOT_VERSION):
+            raise SnapshotError(
+                f"snapshot of {shard} has format {version}, expected {SNAPSHOT_VERSION}"
+            )
         if doc.get("shard") != shard:
             raise SnapshotError(f"snapshot under {shard} belongs to {doc.get('shard')!r}")
         try:
             uids, bals = doc["users"]
             iids, prices, remains = doc["items"]
+            watermarks = {str(k): int(v) for k, v in doc["watermarks"].items()}
+            if version == 1:  # no times were kept: every producer source counts as heard now
+                now = int(str(doc["last_id"]).partition("-")[0])
+                doc["seen"] = [[k for k in watermarks if k[:1] == "p"], []]
+                doc["seen"][1] = [now] * len(doc["seen"][0])
+            sources, times = doc.get("seen", [[], []])
+            kids, ktimes = doc.get("keys", [[], []])
+            oids, otimes, oks = doc.get("orders", [[], [], []])
             return cls(
                 shard=shard,
                 balances=dict(zip(uids, bals, strict=True)),
                 items={k: Item(p, r) for k, p, r in zip(iids, prices, remains, strict=True)},
-                watermarks={str(k): int(v) for k, v in doc["watermarks"].items()},
+                watermarks=watermarks,
                 out_seq={str(k): int(v) for k, v in doc["out_seq"].items()},
                 last_id=str(doc["last_id"]),
                 applied=int(doc.get("applied", 0)),
+                seen={str(k): int(t) for k, t in zip(sources, times, strict=True)},
+                keys={str(k): int(t) for k, t in zip(kids, ktimes, strict=True)},
+                orders={
+                    str(k): (int(t), bool(ok)) for k, t, ok in zip(oids, otimes, oks, strict=True)
+                },
+                duplicate_orders=int(doc.get("duplicate_orders", 0)),
+                prune_at=int(doc.get("prune_at", 0)),
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise SnapshotError(f"snapshot of {shard} is malformed: {exc}") from None

@@ -1,12 +1,20 @@
 """The idempotent publishing client.
 
-Each producer process is one source, ``p:<uuid>``, and numbers its events per destination
-shard from 1. A chunk whose reply was lost is sent again with the same numbers, and the
-shard drops what it already applied: a retried publish takes effect once.
+By default each producer is one fresh source, ``p:<uuid>``, and numbers its events per
+destination shard from 1. A chunk whose reply was lost is sent again with the same numbers,
+and the shard drops what it already applied: a retried publish takes effect once.
+
+A *named* source (``name=``, ``p:<name>``) outlives the process: its sequence numbers come
+from the caller (``publish(..., seqs=...)``, e.g. line numbers of a file), so publishing the
+same events with the same numbers again, after a crash at any point, takes effect once.
+Events that come one at a time (request handlers) can carry an idempotency key instead
+(``publish_one(event, key=...)``): the receiving shard applies one event per key within the
+namespace's dedup window.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,7 +24,7 @@ import redis
 from redis import exceptions as rx
 
 from ledger.codec import encode
-from ledger.events import ExternalEvent
+from ledger.events import AddItem, ExternalEvent, Topup
 from ledger.shards import ShardCounts, destination
 from store import retry
 from store.connection import TRANSIENT, FatalRedisError, is_cluster
@@ -24,6 +32,26 @@ from store.keys import EVENT_FIELD, Keys
 from store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,62}$")
+
+
+def source_of(name: str) -> str:
+    """The source a producer name stands for, ``p:<name>``; ValueError for a bad name."""
+    if not _NAME.match(name):
+        raise ValueError(
+            f"source name {name!r}: 1 to 62 characters of A-Z a-z 0-9 _ . : - expected"
+        )
+    return f"p:{name}"
+
+
+def check_key(key: str) -> str:
+    """An idempotency key as the wire accepts it; ValueError otherwise."""
+    if not _KEY.match(key):
+        raise ValueError(f"idempotency key {key!r}: 1 to 64 characters of A-Z a-z 0-9 _ . : -")
+    return key
+
+
+_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def _hiredis_packer() -> Any:
@@ -154,6 +182,7 @@ class Producer:
         counts: ShardCounts,
         *,
         source: str | None = None,
+        name: str | None = None,
         retry_for_s: float = 60.0,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
@@ -161,18 +190,41 @@ class Producer:
         self.r = r
         self.keys = keys
         self.counts = counts
+        if name is not None:
+            source = source_of(name)
         self.source = source or f"p:{uuid.uuid4().hex}"
         self.seq: dict[str, int] = {}
         self.retry_for_s = retry_for_s
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
 
-    def stamp(self, event: ExternalEvent) -> tuple[str, str]:
-        """The stream key and entry text for the next event; advances the shard's seq."""
+    def stamp(
+        self, event: ExternalEvent, seq: int | None = None, key: str | None = None
+    ) -> tuple[str, str]:
+        """The stream key and entry text for an event; advances the shard's seq.
+
+        ``seq`` (a named source's own numbering) must grow per destination shard; without it
+        the event gets the shard's next number. ``key`` is an idempotency key (checked by the
+        caller, ``publish_one``).
+        """
         shard = destination(event, self.counts)
-        seq = self.seq.get(shard, 0) + 1
+        last = self.seq.get(shard, 0)
+        if seq is None:
+            seq = last + 1
+        elif seq <= last:
+            raise ValueError(f"seq {seq} after {last} for shard {shard}: seqs must grow")
         self.seq[shard] = seq
-        return self.keys.events(shard), encode(event, self.source, seq)
+        return self.keys.events(shard), encode(event, self.source, seq, key)
+
+    def publish_one(self, event: ExternalEvent, *, key: str | None = None) -> str:
+        """Publish one event now; returns its entry id. With ``key`` (a topup or add_item
+        only) the receiving shard applies at most one event with that key within the dedup
+        window, whichever producer sends it and however often."""
+        if key is not None:
+            if not isinstance(event, Topup | AddItem):
+                raise ValueError(f"an idempotency key is for topup and add_item, not {event.type}")
+            check_key(key)
+        return self.send([self.stamp(event, key=key)])[0]
 
     def send(self, stamped: Sequence[tuple[str, str]]) -> list[str]:
         """Write stamped entries in one pipeline, retrying the whole chunk on a lost reply.
@@ -204,21 +256,27 @@ class Producer:
         self,
         events: Iterable[ExternalEvent],
         *,
+        seqs: Iterable[int] | None = None,
         chunk: int = CHUNK,
         on_chunk: Callable[[int], None] | None = None,
     ) -> int:
-        it = iter(events)
+        """Send ``events`` in chunks, in order; return how many were sent. ``seqs`` numbers
+        them (one per event, growing per shard: a named source's numbering)."""
+        if seqs is None:
+            it: Iterator[tuple[str, str]] = map(self.stamp, events)
+        else:
+            it = (self.stamp(ev, n) for n, ev in zip(seqs, events, strict=True))
         if _PACK is not None and not self.wait_replicas and not is_cluster(self.r):
             return self._publish_overlapped(it, chunk, on_chunk)
         return self._publish_sequential(it, chunk, on_chunk)
 
     def _publish_sequential(
-        self, it: Iterator[ExternalEvent], chunk: int, on_chunk: Callable[[int], None] | None
+        self, it: Iterator[tuple[str, str]], chunk: int, on_chunk: Callable[[int], None] | None
     ) -> int:
         sent = 0
         buf: list[tuple[str, str]] = []
-        for ev in it:
-            buf.append(self.stamp(ev))
+        for stamped in it:
+            buf.append(stamped)
             if len(buf) >= chunk:
                 self.send(buf)
                 sent += len(buf)
@@ -233,7 +291,7 @@ class Producer:
         return sent
 
     def _publish_overlapped(
-        self, it: Iterator[ExternalEvent], chunk: int, on_chunk: Callable[[int], None] | None
+        self, it: Iterator[tuple[str, str]], chunk: int, on_chunk: Callable[[int], None] | None
     ) -> int:
         """Two chunks in flight on one connection: chunk n+1 is stamped and sent while Redis
         still works on chunk n, whose replies are read afterwards (Redis answers in order).
@@ -266,8 +324,8 @@ class Producer:
 
         try:
             buf: list[tuple[str, str]] = []
-            for ev in it:
-                buf.append(self.stamp(ev))
+            for entry in it:
+                buf.append(entry)
                 if len(buf) >= chunk:
                     flush(buf)
                     buf = []

@@ -1,4 +1,5 @@
-"""Creating a namespace (``eventfleet init``) and reading its shard counts."""
+"""Creating a namespace (``eventfleet init``) and reading its fixed parameters: the shard
+counts and the dedup window (a namespace made before the window existed has the default)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
-from ledger.shards import ShardCounts
+from ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
 from store.keys import GROUP, Keys
 
 FORMAT_VERSION = "1"
@@ -39,13 +40,20 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
     created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)
+        r.hset(keys.meta, "dedup_window_ms", counts.window_ms)
         r.hset(keys.meta, "item_shards", counts.items)
     _same_counts(read_counts(r, keys), counts, keys)  # another init may have won the race
     return created
 
 
 def _same_counts(existing: ShardCounts, counts: ShardCounts, keys: Keys) -> None:
-    if existing != counts:
+    if existing.window_ms != counts.window_ms:
+        raise NamespaceError(
+            f"namespace {keys.ns!r} already has a dedup window of {existing.window_ms / 1000:g} s;"
+            f" it cannot be changed to {counts.window_ms / 1000:g} s (fixed at init, since every"
+            " fold of the log must use the same window; use a new namespace)"
+        )
+    if (existing.users, existing.items) != (counts.users, counts.items):
         raise NamespaceError(
             f"namespace {keys.ns!r} already has {existing.users} user and {existing.items} item "
             f"shards; it cannot be changed to {counts.users} and {counts.items} "
@@ -63,7 +71,12 @@ def read_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
         version = meta.get(b"version", b"1").decode()
         if version != FORMAT_VERSION:
             raise NamespaceError(f"namespace {keys.ns!r} has format {version}; this build reads 1")
-        return ShardCounts(int(meta[b"user_shards"]), int(meta[b"item_shards"]))
+        window = meta.get(b"dedup_window_ms")
+        return ShardCounts(
+            int(meta[b"user_shards"]),
+            int(meta[b"item_shards"]),
+            int(window) if window is not None else DEFAULT_WINDOW_MS,
+        )
     except (KeyError, ValueError) as exc:
         raise NamespaceError(f"namespace {keys.ns!r} has a damaged meta hash: {exc}") from None
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     standbys: int = Field(1, ge=0, le=3)
     """Warm standbys per shard: the next workers in rendezvous order keep a copy of its state,
     so a takeover replays only what its owner had not acked (worker/standby.py)."""
+    dedup_window_s: float = Field(7 * 24 * 3600.0, ge=0.001, le=10 * 365 * 24 * 3600.0)
+    """How long (entry-id time) a shard remembers producer watermarks, idempotency keys and
+    order ids. Read by ``init`` only, which fixes it in the namespace (docs/EVENTS.md)."""
     user_shards: int | None = Field(None, ge=1, le=4096)
     item_shards: int | None = Field(None, ge=1, le=4096)
 

@@ -90,6 +90,10 @@ def test_producer_can_publish_and_read_the_shard_counts(port: int, seeded: dict[
     with producer.pipeline(transaction=True) as tx:  # a stream's entries, all or none
         tx.xadd(EVENTS, {"event": "{}"})
         assert len(tx.execute()) == 1
+    # `produce order --wait` reads the outcome streams, and nothing else
+    assert producer.xread({OUTCOMES: "0", "eventfleet:{u123}:outcomes": "0"}) == []
+    assert refused(producer, "XRANGE", OUTCOMES, "-", "+")
+    assert refused(producer, "XADD", OUTCOMES, "*", "outcome", "{}")
 
 
 @pytest.mark.parametrize(

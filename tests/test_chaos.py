@@ -39,14 +39,14 @@ from worker.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_REPORT = ROOT / "docs" / "chaos-report.json"
-KINDS = ("kill", "pause", "scale", "redis_restart")
+KINDS = ("kill", "pause", "scale", "redis_restart", "producer_rerun")
 
 
 def test_ci_sized_chaos_run_holds_exactly_once() -> None:
     proc = cli(
         "chaos", "--workers", "3", "--events", "4000", "--seed", "11", "--rounds", "2",
-        "--faults", "kill,pause,scale,redis_restart,client_kill", "--json",
-        check=False, timeout=170,
+        "--faults", "kill,pause,scale,redis_restart,client_kill,producer_rerun", "--json",
+        check=False, timeout=240,
     )  # fmt: skip
     assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout
     doc = json.loads(proc.stdout)
@@ -54,7 +54,9 @@ def test_ci_sized_chaos_run_holds_exactly_once() -> None:
     assert all(doc["faults"][k] == 2 for k in (*KINDS, "client_kill")), doc["faults"]
     # every fault hit a worker holding shards while the producer was publishing, and
     # events were waiting on the shards it hit
-    assert doc["faults_in_flight"] == doc["faults_total"] == 10
+    assert doc["faults_in_flight"] == doc["faults_total"] == 12
+    # two files SIGKILLed while published and run again: every line applied exactly once
+    assert doc["file_lines_rerun"] == 2 * 3000
     assert doc["faults_with_backlog"] >= 5
     assert (doc["mismatches"], doc["lost"], doc["duplicates_applied"]) == (0, 0, 0)
     assert doc["invariant_violations"] == 0

@@ -84,6 +84,7 @@ def test_produce_file_from_stdin_then_state(
                 "item_id": "apple",
                 "qty": 2,
                 "amount": 500,
+                "duplicates": 0,
             },
             "o2": {
                 "status": "rejected",
@@ -92,6 +93,7 @@ def test_produce_file_from_stdin_then_state(
                 "item_id": "apple",
                 "qty": 5,
                 "amount": 1250,
+                "duplicates": 0,
             },
             "o3": {
                 "status": "rejected",
@@ -100,6 +102,7 @@ def test_produce_file_from_stdin_then_state(
                 "item_id": "pear",
                 "qty": 1,
                 "amount": None,
+                "duplicates": 0,
             },
             "o4": {
                 "status": "rejected",
@@ -108,6 +111,7 @@ def test_produce_file_from_stdin_then_state(
                 "item_id": "apple",
                 "qty": 1,
                 "amount": 250,
+                "duplicates": 0,
             },
         },
     }

@@ -112,7 +112,7 @@ def test_json_outputs_of_produce_dlq_and_wait_idle(
     loaded = cli("produce", "load", "--events", "10", "--json", env=env).stdout
     assert one_json(loaded) == {"published": 10}
     redriven = one_json(cli("dlq", "redrive", "--json", env=env).stdout)
-    assert redriven == {"redriven": 0, "still_invalid": []}
+    assert redriven == {"redriven": 0, "still_invalid": [], "dry_run": False, "letters": []}
     waited = cli("status", "--wait-idle", "--timeout", "0.2", "--json", env=env, check=False)
     assert waited.returncode == 1  # no worker runs: never idle
     assert one_json(waited.stdout) == {"idle": False, "timeout_s": 0.2}

@@ -24,14 +24,26 @@ non_negative = st.integers(0, MAX_INT)
 shards = st.from_regex(r"[ui][0-9]{1,4}", fullmatch=True)
 seqs = st.integers(1, MAX_INT)
 reasons = st.sampled_from(["out_of_stock", "unknown_item", "amount_too_large"])
+refs = st.none() | st.builds(
+    lambda src, n: f"{src}/{n}", st.from_regex(r"p:[A-Za-z0-9_.:-]{1,64}", fullmatch=True), seqs
+)
 
 
-@given(keys, positive, keys, positive, non_negative, shards, seqs)
+@given(keys, positive, keys, positive, non_negative, refs, shards, seqs)
 def test_charge_text_is_encode(
-    order_id: str, user_id: int, item_id: str, qty: int, amount: int, source: str, seq: int
+    order_id: str,
+    user_id: int,
+    item_id: str,
+    qty: int,
+    amount: int,
+    ref: str | None,
+    source: str,
+    seq: int,
 ) -> None:
-    model = Charge(order_id=order_id, user_id=user_id, item_id=item_id, qty=qty, amount=amount)
-    text = charge_text(order_id, user_id, item_id, qty, amount, source, seq)
+    model = Charge(
+        order_id=order_id, user_id=user_id, item_id=item_id, qty=qty, amount=amount, ref=ref
+    )
+    text = charge_text(order_id, user_id, item_id, qty, amount, ref, source, seq)
     assert text == encode(model, source, seq)
     assert decode(text).model_dump() == {**model.model_dump(), "source": source, "seq": seq}
 
@@ -44,7 +56,7 @@ def test_release_text_is_encode(
     assert release_text(order_id, item_id, qty, source, seq) == encode(model, source, seq)
 
 
-@given(keys, positive, keys, positive, reasons, st.none() | non_negative, shards, seqs)
+@given(keys, positive, keys, positive, reasons, st.none() | non_negative, refs, shards, seqs)
 def test_reject_text_is_encode(
     order_id: str,
     user_id: int,
@@ -52,6 +64,7 @@ def test_reject_text_is_encode(
     qty: int,
     reason: str,
     amount: int | None,
+    ref: str | None,
     source: str,
     seq: int,
 ) -> None:
@@ -63,9 +76,10 @@ def test_reject_text_is_encode(
             qty=qty,
             reason=reason,
             amount=amount,
+            ref=ref,
         )
     )
-    text = reject_text(order_id, user_id, item_id, qty, reason, amount, source, seq)
+    text = reject_text(order_id, user_id, item_id, qty, reason, amount, ref, source, seq)
     assert text == encode(model, source, seq)
 
 
@@ -80,8 +94,10 @@ outcome_reasons = st.sampled_from(
     keys,
     positive,
     st.none() | non_negative,
-    st.sampled_from(["confirmed", "rejected"]),
+    st.sampled_from(["confirmed", "rejected", "duplicate"]),
     outcome_reasons,
+    st.none() | st.sampled_from(["confirmed", "rejected"]),
+    refs,
 )
 def test_outcome_text_is_pydantics(
     order_id: str,
@@ -91,6 +107,8 @@ def test_outcome_text_is_pydantics(
     amount: int | None,
     status: str,
     reason: str | None,
+    first: str | None,
+    ref: str | None,
 ) -> None:
     outcome = OrderOutcome.model_validate(
         dict(
@@ -101,8 +119,11 @@ def test_outcome_text_is_pydantics(
             amount=amount,
             status=status,
             reason=reason,
+            first=first,
+            ref=ref,
         )
     )
     text = encode_outcome(outcome)
-    assert text == outcome.model_dump_json()
+    unset = {k for k in ("first", "ref") if getattr(outcome, k) is None}
+    assert text == outcome.model_dump_json(exclude=unset)
     assert decode_outcome(text) == outcome

@@ -47,7 +47,7 @@ LABEL_VALUES = {
     "shard": r"[ui][0-9]{1,4}",
     "type": "|".join(EVENT_TYPES),
     "reason": r"[a-z]+(_[a-z]+)*",
-    "status": r"confirmed|rejected",
+    "status": r"confirmed|rejected|duplicate",
     "operation": r"[a-z]+(_[a-z]+)*",
     "version": r"[0-9]+(\.[0-9]+)*([.+-][0-9A-Za-z.+-]+)?",
     "le": r"[0-9.e+-]+|\+Inf",
@@ -77,7 +77,8 @@ def check_labels_bounded(m: Scrape, ids: set[str]) -> None:
 
 
 def saga(counts: ShardCounts) -> list[Topup | AddItem | Order]:
-    """Every order path once or twice: confirmed, insufficient funds, out of stock, unknown."""
+    """Every order path once or twice: confirmed, insufficient funds, out of stock, unknown,
+    and an order id used twice."""
     return [
         *(Topup(user_id=u, amount=1000) for u in range(1, 7)),
         AddItem(item_id="apple", count=5, price=100),
@@ -87,6 +88,7 @@ def saga(counts: ShardCounts) -> list[Topup | AddItem | Order]:
         Order(order_id="o-3", user_id=3, item_id="apple", qty=10),  # out of stock
         Order(order_id="o-4", user_id=4, item_id="ghost", qty=1),  # unknown item
         Order(order_id="o-5", user_id=5, item_id="apple", qty=1),  # confirmed
+        Order(order_id="o-1", user_id=1, item_id="apple", qty=1),  # id decided: released
     ]
 
 
@@ -125,7 +127,7 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
         r.xadd(keys.events(dup_shard), {EVENT_FIELD: encode(again, "p:resent", 1)})
     bad_shard = "i1"
     r.xadd(keys.events(bad_shard), {EVENT_FIELD: b"{oops"})
-    entries = 13 + 6 + 2 + 1  # published, emitted by the worker (3 charges, 1 release, 2 rejects)
+    entries = 14 + 8 + 2 + 1  # published, emitted by the worker (4 charges, 2 releases, 2 rejects)
     wait_idle(r, namespace, counts)
 
     def settled() -> Scrape | None:
@@ -136,13 +138,13 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     assert m.nonzero("eventfleet_events_applied_total", "type") == {
         "topup": 7,
         "add_item": 2,
-        "order": 5,
-        "charge": 3,
-        "release": 1,
+        "order": 6,
+        "charge": 4,
+        "release": 2,
         "reject": 2,
     }
     applied_u = m.total("eventfleet_events_applied_total", family="u")
-    assert applied_u == 7 + 3 + 2
+    assert applied_u == 7 + 4 + 2
     assert m.nonzero("eventfleet_duplicates_dropped_total", "shard") == {dup_shard: 1}
     assert m.total("eventfleet_duplicates_dropped_total", family="u") == 1
     dead = [(s.labels, s.value) for s in m.samples("eventfleet_dead_letters_total") if s.value]
@@ -157,6 +159,7 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
         ("rejected", "out_of_stock"): 1,
         ("rejected", "unknown_item"): 1,
         ("rejected", "amount_too_large"): 0,  # started at 0 like every outcome
+        ("duplicate", "none"): 1,
     }
     batches = m.total("eventfleet_batch_size_count")
     assert 1 <= batches <= entries

@@ -101,7 +101,11 @@ SNAPSHOT_INTERVAL = Gauge(
 
 TRIMMED_STREAMS = ("events", "outcomes", "dlq")
 """The ``stream`` label of ``eventfleet_trimmed_entries_total`` (outcomes: user shards only)."""
-OUTCOME_LABELS = (("confirmed", "none"), *(("rejected", r) for r in get_args(OutcomeReason)))
+OUTCOME_LABELS = (
+    ("confirmed", "none"),
+    *(("rejected", r) for r in get_args(OutcomeReason)),
+    ("duplicate", "none"),  # an order id decided before (issue 12, part A)
+)
 """Every (status, reason) of ``eventfleet_order_outcomes_total``."""
 OPERATIONS = (
     "connect",

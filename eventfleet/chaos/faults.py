@@ -7,7 +7,9 @@
   SIGTERM as many workers that hold shards;
 - ``redis_restart``: stop redis-server (SIGTERM and SIGKILL alternately) and start it on the
   same data (appendonly yes, appendfsync always);
-- ``client_kill``: CLIENT KILL every worker and producer connection.
+- ``client_kill``: CLIENT KILL every worker and producer connection;
+- ``producer_rerun``: SIGKILL ``produce file --source`` while it publishes, then run it again
+  (``eventfleet.chaos.rerun``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from eventfleet.chaos.config import POLL_S, PRODUCER_NAME, RECOVERY_DEADLINE_S, ChaosError
 from eventfleet.chaos.observe import Observer, View, holders
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.chaos.rerun import FileRun, kill_and_rerun
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 
@@ -69,6 +72,9 @@ class FaultInjector:
         self.stopped_on_purpose: set[str] = set()
         self.unexpected: list[dict[str, Any]] = []
         self.restarts = 0
+        self.files: list[FileRun] = []
+        """The ``producer_rerun`` faults' files, for the report's exactly-once count."""
+        self.workdir = fleet.logdir.parent
 
     def live(self) -> list[WorkerProc]:
         return [w for w in self.fleet.live() if w.worker_id not in self.stopped_on_purpose]
@@ -130,7 +136,10 @@ class FaultInjector:
     def _record(self, kind: str, victims: list[WorkerProc], view: dict[str, View]) -> FaultRecord:
         """The fault about to strike: its victims, the shards it hits and their backlog."""
         held = holders(view)
-        if kind in ("redis_restart", "client_kill"):
+        if kind == "producer_rerun":  # a file of top-ups reaches every user shard
+            shards = sorted(s for s in view if s.startswith("u"))
+            names = ["produce file --source"]
+        elif kind in ("redis_restart", "client_kill"):
             shards = sorted(s for s, v in view.items() if v.owner)
             names = sorted(held)
         else:
@@ -162,6 +171,13 @@ class FaultInjector:
             self._restart_redis(rec)
         elif kind == "client_kill":
             rec.note = f"killed {self._client_kill()} connections"
+        elif kind == "producer_rerun":
+            obs = self.observer
+            run, rec.note = kill_and_rerun(
+                self.fleet.redis_url, obs.keys.ns, self.workdir, len(self.files), self.rng,
+                obs.counts,
+            )  # fmt: skip
+            self.files.append(run)
 
     def _restart_redis(self, rec: FaultRecord) -> None:
         if self.local is None:

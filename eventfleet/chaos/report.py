@@ -12,6 +12,7 @@ from typing import Any
 
 from eventfleet.chaos.config import DEFAULT_KINDS, KINDS, ChaosConfig
 from eventfleet.chaos.faults import FaultRecord
+from eventfleet.chaos.rerun import FileRun, shortfall
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.verify import Report
 from ledger.shards import ShardCounts
@@ -34,9 +35,16 @@ def build_report(
     unexpected: list[dict[str, Any]],
     workers: list[WorkerProc],
     duration_s: float,
+    files: list[FileRun] | None = None,
 ) -> dict[str, Any]:
     lost = result.count("lost")
-    missing = producer_shortfall(result, producer)
+    files = files or []
+    taken = {
+        shard: {src: f.applied_seqs.get(src, set()) | f.dead_seqs.get(src, set())
+                for src in {run.source for run in files}}
+        for shard, f in result.folds.items()
+    }  # fmt: skip
+    missing = producer_shortfall(result, producer) + shortfall(files, taken)
     samples = [s for r in records for s in r.recovery_s]
     replayed, errors, takeovers = scan_logs(workers)
     problems = []
@@ -48,6 +56,7 @@ def build_report(
         problems.append(f"{missing} published events never applied")
     if unexpected:
         problems.append(f"{len(unexpected)} workers exited by themselves")
+    problems += [f"produce file {run.source}: {run.error}" for run in files if run.error]
     unrecovered = sum(len(r.unrecovered) for r in records)
     if unrecovered:
         problems.append(f"{unrecovered} shards did not apply again within 60 s of a fault")
@@ -57,6 +66,7 @@ def build_report(
     doc: dict[str, Any] = {
         "events": cfg.events,
         "published": published,
+        "file_lines_rerun": sum(len(n) for run in files for n in run.lines.values()),
         "faults": {k: faults.get(k, 0) for k in KINDS if k in DEFAULT_KINDS or faults[k]},
         "faults_total": len(records),
         "faults_in_flight": sum(1 for r in records if r.in_flight),

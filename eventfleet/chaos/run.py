@@ -2,8 +2,8 @@
 flow, wait until the fleet is idle, then recompute everything with ``verify``.
 
 Faults, one at a time, each chosen while a worker holds shards and the producer publishes
-(see ``faults``): ``kill``, ``pause``, ``scale``, ``redis_restart`` and ``client_kill`` (not
-in the default set).
+(see ``faults``): ``kill``, ``pause``, ``scale``, ``redis_restart``, ``producer_rerun`` and
+``client_kill`` (not in the default set).
 
 After each fault the run waits until every affected shard applies again (a new lease holder
 for worker faults, then its group's delivered id advances or it is idle) and records how
@@ -157,6 +157,7 @@ class Chaos:
             unexpected=injector.unexpected,
             workers=self.fleet.workers,
             duration_s=time.monotonic() - self.t_start,
+            files=injector.files,
         )
 
 

@@ -31,12 +31,21 @@ DEFAULT_SHARDS = 16
     help="item (stock) shards, fixed for the namespace's life "
     "[env EVENTFLEET_ITEM_SHARDS; default 16]",
 )
+@click.option(
+    "--dedup-window",
+    "window_s",
+    type=click.FloatRange(0.001, 10 * 365 * 24 * 3600.0),
+    default=None,
+    help="seconds a shard remembers producers, idempotency keys and order ids, fixed for "
+    "the namespace's life [env EVENTFLEET_DEDUP_WINDOW_S; default 604800 = 7 days]",
+)
 @json_option
 def init(
     redis_url: str | None,
     namespace: str | None,
     user_shards: int | None,
     item_shards: int | None,
+    window_s: float | None,
     as_json: bool,
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
@@ -45,8 +54,10 @@ def init(
     c = ctx_of(redis_url, namespace)
     user_shards = user_shards or c.settings.user_shards or DEFAULT_SHARDS
     item_shards = item_shards or c.settings.item_shards or DEFAULT_SHARDS
+    window_ms = max(1, round(1000 * (window_s or c.settings.dedup_window_s)))
     with user_errors(c.settings):
-        created = init_namespace(c.redis, c.keys, ShardCounts(user_shards, item_shards))
+        counts = ShardCounts(user_shards, item_shards, window_ms)
+        created = init_namespace(c.redis, c.keys, counts)
     if as_json:
         emit_json(
             {
@@ -54,13 +65,15 @@ def init(
                 "created": created,
                 "user_shards": user_shards,
                 "item_shards": item_shards,
+                "dedup_window_s": window_ms / 1000,
             }
         )
         return
     word = "created" if created else "already initialised"
     click.echo(
         f"namespace {c.settings.namespace}: {word} "
-        f"({user_shards} user shards, {item_shards} item shards)"
+        f"({user_shards} user shards, {item_shards} item shards, "
+        f"dedup window {window_ms / 1000:g} s)"
     )
 
 

@@ -15,6 +15,7 @@ from eventfleet.cli.options import group_option
 FIELDS = (
     "events",
     "published",
+    "file_lines_rerun",
     "faults",
     "faults_in_flight",
     "faults_with_backlog",
@@ -61,10 +62,11 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object on stdout")
 @click.option(
     "--faults",
-    default="kill,pause,scale,redis_restart",
+    default="kill,pause,scale,redis_restart,producer_rerun",
     show_default=True,
     callback=_kinds,
-    help="fault kinds, comma separated (also: client_kill)",
+    help="fault kinds, comma separated (also: client_kill); producer_rerun SIGKILLs and re-runs "
+    "`produce file --source`",
 )
 @click.option(
     "--rounds",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,10 +13,24 @@ import click
 from eventfleet.cli.context import EXIT_USAGE, Ctx, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
-from ledger.events import AddItem, ExternalEvent, Order, Topup
-from producer.client import Producer
+from ledger.events import AddItem, ExternalEvent, Order, OrderOutcome, Topup
+from producer.client import Producer, check_key, source_of
 from producer.files import BadLine, parse_lines
 from producer.workload import mixed
+
+EXIT_REJECTED = 3
+"""``produce order --wait``: the order was rejected (out of stock, unknown item, funds)."""
+EXIT_DUPLICATE = 4
+"""``produce order --wait``: the order id was decided before; that first outcome stands."""
+EXIT_TIMEOUT = 5
+"""``produce order --wait``: no outcome within ``--timeout``."""
+
+key_option = click.option(
+    "--key",
+    default=None,
+    help="idempotency key: at most one event with this key takes effect (within the "
+    "namespace's dedup window), however often it is sent",
+)
 
 
 @click.group()
@@ -35,10 +50,18 @@ def _producer(c: Ctx, wait_replicas: int = 0) -> Producer:
     return Producer(c.redis, c.keys, c.counts(), wait_replicas=wait_replicas)
 
 
-def _one(c: Ctx, event: ExternalEvent, wait_replicas: int, as_json: bool) -> None:
+def _one(
+    c: Ctx, event: ExternalEvent, wait_replicas: int, as_json: bool, key: str | None = None
+) -> None:
+    """Publish one event (with an idempotency key, when given)."""
+    if key is not None:
+        try:
+            check_key(key)
+        except ValueError as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
     with user_errors(c.settings):
         p = _producer(c, wait_replicas)
-        stream, text = p.stamp(event)
+        stream, text = p.stamp(event, key=key)
         entry = p.send([(stream, text)])[0]
     shard = stream.split(":")[1].strip("{}")
     if as_json:
@@ -65,6 +88,7 @@ def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
 @common
 @click.option("--user", "user_id", type=int, required=True, help="user id (an integer >= 1)")
 @click.option("--amount", type=int, required=True, help="minor units (cents), > 0")
+@key_option
 @json_option
 @click.pass_obj
 def p_topup(
@@ -73,11 +97,12 @@ def p_topup(
     namespace: str | None,
     user_id: int,
     amount: int,
+    key: str | None,
     as_json: bool,
 ) -> None:
     """Publish one top-up: credit a user's balance."""
     ev = _build(Topup, user_id=user_id, amount=amount)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
+    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json, key)
 
 
 @produce.command("add-item")
@@ -85,6 +110,7 @@ def p_topup(
 @click.option("--item", "item_id", required=True, help="item id (a short name)")
 @click.option("--count", type=int, required=True, help="units added to the stock, > 0")
 @click.option("--price", type=int, required=True, help="minor units (cents), >= 0")
+@key_option
 @json_option
 @click.pass_obj
 def p_add_item(
@@ -94,11 +120,12 @@ def p_add_item(
     item_id: str,
     count: int,
     price: int,
+    key: str | None,
     as_json: bool,
 ) -> None:
     """Publish one add_item: add stock to an item and set its price."""
     ev = _build(AddItem, item_id=item_id, count=count, price=price)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
+    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json, key)
 
 
 @produce.command("order")
@@ -107,6 +134,19 @@ def p_add_item(
 @click.option("--item", "item_id", required=True, help="the item bought")
 @click.option("--qty", type=int, required=True, help="units, > 0")
 @click.option("--order-id", default=None, help="default: a fresh unique id, printed")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="wait for the outcome; exit 0 confirmed, 3 rejected, 4 duplicate id, 5 timeout",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="seconds --wait waits",
+)
 @json_option
 @click.pass_obj
 def p_order(
@@ -117,19 +157,64 @@ def p_order(
     item_id: str,
     qty: int,
     order_id: str | None,
+    wait: bool,
+    timeout_s: float,
     as_json: bool,
 ) -> None:
-    """Publish one order: reserve stock, then charge the user (or release and reject)."""
+    """Publish one order: reserve stock, then charge the user (or release and reject). With
+    --wait, wait for its outcome and exit by it."""
     oid = order_id or f"o-{uuid.uuid4().hex[:16]}"
     ev = _build(Order, order_id=oid, user_id=user_id, item_id=item_id, qty=qty)
-    _one(ctx_of(redis_url, namespace), ev, obj["wait_replicas"], as_json)
-    if order_id is None and not as_json:
-        click.echo(f"order id: {oid}")
+    assert isinstance(ev, Order)
+    c = ctx_of(redis_url, namespace)
+    if not wait:
+        _one(c, ev, obj["wait_replicas"], as_json)
+        if order_id is None and not as_json:
+            click.echo(f"order id: {oid}")
+        return
+    from producer.outcomes import publish_order, wait_outcome
+
+    with user_errors(c.settings):
+        counts = c.counts()
+        entry, ref = publish_order(_producer(c, obj["wait_replicas"]), ev)
+        if not as_json:
+            click.echo(f"published order {oid} as {entry}; waiting for its outcome")
+        outcome = wait_outcome(c.redis, c.keys, counts, ev, ref, entry, timeout_s)
+    sys.exit(_report_outcome(oid, entry, outcome, timeout_s, as_json))
+
+
+def _report_outcome(
+    oid: str, entry: str, o: OrderOutcome | None, timeout_s: float, as_json: bool
+) -> int:
+    """Print an order's outcome (or the timeout); return the exit code it means."""
+    if o is None:
+        if as_json:
+            emit_json({"order_id": oid, "entry_id": entry, "status": "timeout"})
+        else:
+            click.echo(f"order {oid}: no outcome within {timeout_s:g} s", err=True)
+        return EXIT_TIMEOUT
+    if as_json:
+        emit_json({"order_id": oid, "entry_id": entry, **o.model_dump()})
+    else:
+        why = f" ({o.reason})" if o.reason else ""
+        first = f"; the order id was {o.first} before and that stands" if o.first else ""
+        click.echo(
+            f"order {oid}: {o.status}{why}, user {o.user_id}, item {o.item_id} x{o.qty}, "
+            f"amount {o.amount}{first}"
+        )
+    return {"confirmed": 0, "rejected": EXIT_REJECTED}.get(o.status, EXIT_DUPLICATE)
 
 
 @produce.command("file")
 @common
 @click.argument("path", type=click.File("rb"))
+@click.option(
+    "--source",
+    "name",
+    default=None,
+    help="a stable producer name: each line's seq is its line number, so running the same "
+    "file again with the same name (after a crash at any point) applies every line once",
+)
 @json_option
 @click.pass_obj
 def p_file(
@@ -137,22 +222,30 @@ def p_file(
     redis_url: str | None,
     namespace: str | None,
     path: IO[bytes],
+    name: str | None,
     as_json: bool,
 ) -> None:
     """Publish a JSON-lines file (- for stdin); the whole file is validated first."""
+    if name is not None:
+        try:
+            source_of(name)
+        except ValueError as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
+    numbers: list[int] | None = [] if name is not None else None
     try:
-        events = parse_lines(path)
+        events = parse_lines(path, numbers)
     except BadLine as exc:
         raise UserError(
             f"{getattr(path, 'name', 'input')}: {exc}; nothing was published", EXIT_USAGE
         ) from None
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings), bar("publishing", len(events)) as advance:
-        n = _producer(c, obj["wait_replicas"]).publish(events, on_chunk=advance)
+        p = Producer(c.redis, c.keys, c.counts(), name=name, wait_replicas=obj["wait_replicas"])
+        n = p.publish(events, seqs=numbers, on_chunk=advance)
     if as_json:
-        emit_json({"published": n})
+        emit_json({"published": n} | ({"source": p.source} if name else {}))
     else:
-        click.echo(f"published {n} events")
+        click.echo(f"published {n} events" + (f" as source p:{name}" if name else ""))
 
 
 @produce.command("load")

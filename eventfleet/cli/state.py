@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from eventfleet.cli.context import user_errors
@@ -62,29 +64,30 @@ def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_js
 @click.argument("order_id")
 @json_option
 def state_order(redis_url: str | None, namespace: str | None, order_id: str, as_json: bool) -> None:
-    """An order's outcome (confirmed or rejected, with the reason), if it has one yet."""
-    from eventfleet.ops.reader import outcome_json, read_outcomes
+    """An order's outcome (confirmed, rejected with the reason, and how many duplicate orders
+    reused its id), if it has one yet."""
+    from eventfleet.ops.reader import add_outcome, read_outcomes
 
     c = ctx_of(redis_url, namespace)
-    found = None
+    orders: dict[str, Any] = {}
     with user_errors(c.settings):
         counts = c.counts()
         for n in range(counts.users):
             for _seq, o in read_outcomes(c.redis, c.keys, f"u{n}"):
                 if o.order_id == order_id:
-                    found = outcome_json(o)
-                    break
-            if found:
-                break
+                    add_outcome(orders, o)
+    found = orders.get(order_id)
     if as_json:
         emit_json({"order_id": order_id, "outcome": found})
     elif found is None:
         click.echo(f"order {order_id}: no outcome yet")
     else:
         reason = f" ({found['reason']})" if found["reason"] else ""
+        dups = found["duplicates"]
         click.echo(
             f"order {order_id}: {found['status']}{reason}, user {found['user_id']}, "
             f"item {found['item_id']} x{found['qty']}, amount {found['amount']}"
+            + (f"; {dups} duplicate order(s) with this id changed nothing" if dups else "")
         )
 
 
@@ -113,4 +116,5 @@ def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -
     click.echo(f"orders ({len(doc['orders'])}):")
     for oid, o in doc["orders"].items():
         reason = f" ({o['reason']})" if o["reason"] else ""
-        click.echo(f"  {oid:>14}  {o['status']}{reason}")
+        dups = f"  ({o['duplicates']} duplicates)" if o["duplicates"] else ""
+        click.echo(f"  {oid:>14}  {o['status']}{reason}{dups}")

@@ -1,9 +1,17 @@
-"""Listing and re-driving dead letters."""
+"""Listing and re-driving dead letters.
+
+A re-drive publishes each letter's event again under a source and seq derived from the
+letter itself: source ``p:dlq.<letter's shard>.<reason>``, seq the letter's own sequence
+number in its dead-letter stream (``APPEND_ONCE`` numbers them 1, 2, ... per stream). So any
+number of re-drives, concurrent or re-run after a crash, publish each letter's effect under
+the same (source, seq), and the receiving shard applies it once. Within one (shard, reason)
+a re-drive always sends every letter that decodes, in seq order, which is the order a shard's
+watermark needs (the ``--shard`` and ``--reason`` filters select whole groups).
+"""
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import redis
@@ -39,10 +47,16 @@ def list_dead(
                     "reason": ids.text(f[b"reason"]),
                     "error": ids.text(f[b"error"]),
                     "raw": ids.text(f[b"raw"]),
+                    "seq": int(f[b"seq"]),
                     "redriven": dlq_id in done_ids,
                 }
             )
     return out
+
+
+def redrive_source(shard: str, reason: str) -> str:
+    """The producer source a letter of ``shard`` dead-lettered for ``reason`` is re-driven as."""
+    return f"p:dlq.{shard}.{reason}"
 
 
 def redrive(
@@ -52,34 +66,43 @@ def redrive(
     *,
     shard: str | None = None,
     reason: str | None = None,
-) -> tuple[int, list[str]]:
-    """Publish dead letters again as new events from a fresh source; return (sent, problems).
+    dry_run: bool = False,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Publish dead letters again; return (what was re-driven, problems).
 
-    They are re-stamped, since the original (source, seq) may be below the shard's watermark
-    by now and would be dropped as a duplicate. Letters that still do not decode stay put.
+    Each re-driven letter is listed with the shard it went to. Letters that still do not
+    decode stay put (and are listed in problems). With ``dry_run`` nothing is written.
     """
-    source = f"p:redrive-{uuid.uuid4().hex[:16]}"
-    seqs: dict[str, int] = {}
-    sent = 0
+    done: list[dict[str, Any]] = []
     problems = []
+    pending: list[tuple[dict[str, Any], str, str]] = []
     for d in list_dead(r, keys, counts):
         if (shard and d["shard"] != shard) or (reason and d["reason"] != reason):
             continue
+        source = redrive_source(d["shard"], d["reason"])
         try:
             doc = loads_object(d["raw"])
             if doc is None:
                 raise DecodeError("bad_json", "not a readable JSON object")
-            doc["source"], doc["seq"] = source, 1
+            doc["source"], doc["seq"] = source, d["seq"]
             event = decode(json.dumps(doc))
-        except (ValueError, DecodeError) as exc:
+        except (ValueError, RecursionError, DecodeError) as exc:
             problems.append(f"{d['shard']} {d['entry_id']}: still invalid ({exc})")
             continue
         if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
             problems.append(f"{d['shard']} {d['entry_id']}: a {event.type} is not redriven")
             continue
         dest = destination(event, counts)
-        seqs[dest] = seqs.get(dest, 0) + 1
-        r.xadd(keys.events(dest), {EVENT_FIELD: encode(event, source, seqs[dest])})
-        r.sadd(redriven_key(keys, d["shard"]), d["dlq_id"])
-        sent += 1
-    return sent, problems
+        key = getattr(event, "key", None)
+        pending.append((d, keys.events(dest), encode(event, source, d["seq"], key)))
+        done.append({**d, "to": dest, "source": source})
+    if not dry_run:
+        for start in range(0, len(pending), 500):
+            pipe = r.pipeline(transaction=False)
+            chunk = pending[start : start + 500]
+            for _d, stream, text in chunk:
+                pipe.xadd(stream, {EVENT_FIELD: text})
+            for d, _stream, _text in chunk:  # marked only after its event is out
+                pipe.sadd(redriven_key(keys, d["shard"]), d["dlq_id"])
+            pipe.execute()
+    return done, problems

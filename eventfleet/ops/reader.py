@@ -82,7 +82,18 @@ def outcome_json(o: OrderOutcome) -> dict[str, Any]:
         "item_id": o.item_id,
         "qty": o.qty,
         "amount": o.amount,
+        "duplicates": 0,
     }
+
+
+def add_outcome(orders: dict[str, dict[str, Any]], o: OrderOutcome) -> None:
+    """Fold one outcome record into ``orders``: the first record of an id is its outcome, a
+    later ``duplicate`` record counts under it."""
+    known = orders.get(o.order_id)
+    if known is None:
+        orders[o.order_id] = outcome_json(o)
+    elif o.status == "duplicate":
+        known["duplicates"] += 1
 
 
 def state_all(
@@ -105,7 +116,7 @@ def state_all(
             items[iid] = {"price": st.items[iid].price, "remain": st.items[iid].remain}
         if shard.startswith("u"):
             for _seq, o in read_outcomes(r, keys, shard):
-                orders.setdefault(o.order_id, outcome_json(o))
+                add_outcome(orders, o)
     return {
         "users": dict(sorted(users.items(), key=lambda kv: int(kv[0]))),
         "items": dict(sorted(items.items())),

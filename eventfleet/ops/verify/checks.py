@@ -143,6 +143,7 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
     ok_scope = report.quiescent and all(f.complete for f in folds)
     ok_scope = ok_scope and len(report.folds) == len(report.counts.all_shards())
     confirmed = [o.outcome for f in folds for o in f.outcomes if o.outcome.status == "confirmed"]
+    duplicates = [o.outcome for f in folds for o in f.outcomes if o.outcome.status == "duplicate"]
     kinds = Counter(o.outcome.reason or o.outcome.status for f in folds for o in f.outcomes)
     t: dict[str, Any] = {
         "entries": sum(f.entries for f in folds),
@@ -156,6 +157,7 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
         "remain": sum(it.remain for f in folds for it in f.state.items.values()),
         "confirmed_qty": sum(o.qty for o in confirmed),
         "orders": sum(sum(f.orders.values()) for f in folds),
+        "duplicate_orders": len(duplicates),
         "outcomes": dict(sorted(kinds.items())),
     }
     report.totals = t
@@ -177,6 +179,15 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
             "invariant", "all", "stock",
             f"added {t['added']} != remain {t['remain']} + confirmed qty {t['confirmed_qty']}",
         )  # fmt: skip
+    decided = Counter(
+        o.outcome.order_id for f in folds for o in f.outcomes if o.outcome.status != "duplicate"
+    )
+    for oid, n in sorted(decided.items()):
+        if n > 1:
+            report.findings.add(
+                "invariant", "all", "one decision per order id",
+                f"order {oid}: decided {n} times (on different user shards: another user)",
+            )  # fmt: skip
     orders: Counter[str] = Counter()
     for f in folds:
         orders.update(f.orders)

@@ -203,6 +203,8 @@ def _record(fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report) ->
     seen.setdefault(seq, token)
     if res.kind == "duplicate":
         fold.duplicates += 1
+        if res.by_key:  # its own seq was new: consumed without effect, never lost
+            fold.dead_seqs.setdefault(source, set()).add(seq)
         return
     if res.kind == "dead" or res.wire is None:
         fold.dead_seqs.setdefault(source, set()).add(seq)
@@ -242,6 +244,11 @@ def _compare_snapshot(snap: ShardState, fold: ShardState, report: Report) -> str
          {k: (v.price, v.remain) for k, v in fold.items.items()}),
         ("watermarks", snap.watermarks, fold.watermarks),
         ("out_seq", snap.out_seq, fold.out_seq),
+        ("seen", snap.seen, fold.seen),
+        ("keys", snap.keys, fold.keys),
+        ("orders", snap.orders, fold.orders),
+        ("counters", {"duplicate_orders": snap.duplicate_orders, "prune_at": snap.prune_at},
+         {"duplicate_orders": fold.duplicate_orders, "prune_at": fold.prune_at}),
     ]  # fmt: skip
     for name, have, want in pairs:
         for k in sorted(have.keys() | want.keys(), key=str):

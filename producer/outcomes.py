@@ -1,0 +1,77 @@
+"""Waiting for an order's outcome: the record its user's shard appends for it.
+
+An order's record lands on ``<ns>:{u<n>}:outcomes`` of its user's shard after the order's
+own entry was appended (the record comes from applying it), so the wait reads that stream
+forward from a little before the order's entry id: ``LOOKBACK_MS`` covers a publish that was
+sent twice (a lost reply) whose first copy is the one that took effect, and clocks of
+cluster nodes that differ a little. The record answering this very order carries its
+``ref``, ``<source>/<seq>`` of the order entry (the same for every copy of one publish):
+``confirmed``, ``rejected`` (with a reason) or ``duplicate`` (the order id was decided
+before; ``first`` says how, and that decision stands).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from ledger.codec import decode_outcome
+from ledger.events import Order, OrderOutcome
+from ledger.shards import ShardCounts, destination, user_shard
+from producer.client import Producer
+from store import ids
+from store.keys import Keys
+
+LOOKBACK_MS = 60_000
+"""How far before the order's entry id the wait starts reading outcomes."""
+
+_BLOCK_MS = 500
+
+
+def wait_outcome(
+    r: redis.Redis,
+    keys: Keys,
+    counts: ShardCounts,
+    order: Order,
+    ref: str,
+    entry_id: str,
+    timeout_s: float,
+) -> OrderOutcome | None:
+    """The outcome record of ``order``, published as ``entry_id`` with (source, seq) ``ref``
+    (``<source>/<seq>``), or None when none arrives within ``timeout_s`` seconds."""
+    stream = keys.outcomes(user_shard(order.user_id, counts))
+    start = f"{max(0, ids.millis(entry_id) - LOOKBACK_MS)}-0"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        reply: Any = r.xread({stream: start}, count=1000, block=max(1, min(_BLOCK_MS, left_ms)))
+        for _name, entries in reply or []:
+            for eid, fields in entries:
+                start = ids.text(eid)
+                raw = fields.get(b"outcome", fields.get("outcome"))
+                if raw is None:
+                    continue
+                try:
+                    outcome = decode_outcome(raw)
+                except ValueError:  # not a record a worker wrote: not ours either
+                    continue
+                if outcome.ref == ref and outcome.order_id == order.order_id:
+                    return outcome
+        if time.monotonic() >= deadline:
+            return None
+
+
+def publish_order(p: Producer, order: Order) -> tuple[str, str]:
+    """Publish one order; return its entry id and its ref (``<source>/<seq>``)."""
+    stream, text = p.stamp(order)
+    entry = p.send([(stream, text)])[0]
+    return entry, f"{p.source}/{p.seq[destination(order, p.counts)]}"
+
+
+def place_order(p: Producer, order: Order, timeout_s: float) -> OrderOutcome | None:
+    """Publish ``order`` and wait up to ``timeout_s`` seconds for its outcome record (None
+    when none came): ``status`` is ``confirmed``, ``rejected`` or ``duplicate``."""
+    entry, ref = publish_order(p, order)
+    return wait_outcome(p.r, p.keys, p.counts, order, ref, entry, timeout_s)
