@@ -99,3 +99,30 @@ def test_a_bad_source_name_is_one_line_and_sends_nothing(
     assert result.stderr.count("\n") == 1 and "source name" in result.stderr, result.stderr
     root = connect(port, "root", decode_responses=False)
     assert stack.event_count(root, ["u0", "i0"]) == 0
+
+
+@pytest.mark.parametrize("cut", [0, 1, 999, 1000, 1001, 2718, 4999, 5000])
+def test_a_rerun_from_any_cut_point_applies_every_line_once(
+    port: int, tmp_path: Path, cut: int
+) -> None:
+    """A first run that got exactly ``cut`` lines out (in file order, as one connection sends
+    them) before it died, then the full file again: every line once, whatever the cut."""
+    from eventfleet.ops.reader import state_all
+    from ledger.shards import ShardCounts
+    from producer.client import Producer
+    from producer.files import parse_lines
+    from store.keys import Keys
+
+    stack = AclStack(port, tmp_path, [])
+    stack.init("--user-shards", "4", "--item-shards", "4")
+    path = tmp_path / "topups.jsonl"
+    total = _topups(path, 5000)
+    lines: list[int] = []
+    with path.open("rb") as f:
+        events = parse_lines(f, lines)
+    counts, keys = ShardCounts(4, 4), Keys("eventfleet")
+    producer = stack.client("producer")
+    Producer(producer, keys, counts, name="cut").publish(events[:cut], seqs=lines[:cut])
+    Producer(producer, keys, counts, name="cut").publish(events, seqs=lines)
+    doc = state_all(stack.client("admin"), keys, counts)
+    assert sum(u["balance"] for u in doc["users"].values()) == total
