@@ -30,8 +30,10 @@ from ledger.state import ShardState
 
 def entry_ms(entry_id: str) -> int:
     """The millisecond part of a stream entry id (``<ms>-<n>``); 0 when it has none."""
-    head = entry_id.partition("-")[0]
-    return int(head) if head.isdigit() else 0
+    try:
+        return int(entry_id.partition("-")[0])
+    except ValueError:
+        return 0
 
 
 def is_producer(source: str) -> bool:

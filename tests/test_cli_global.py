@@ -38,6 +38,7 @@ def test_global_redis_and_namespace_reach_every_command(
         "created": True,
         "user_shards": 2,
         "item_shards": 2,
+        "dedup_window_s": 604800.0,
     }
     assert r.exists(Keys(other).meta) and not r.exists(Keys(namespace).meta)
     # a command's own option beats the group's
