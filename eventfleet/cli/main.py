@@ -24,7 +24,8 @@ from eventfleet.cli.options import NS_HELP, REDIS_HELP, remember_group_options
 EPILOG = """\b
 Exit codes: 0 ok; 1 failed (Redis unreachable, refused, timed out); 2 bad input
 (options, settings, REDIS_URL, files); 3 the check found differences (verify,
-chaos, reshard compare, up).
+chaos, reshard compare, up). `produce order --wait`: 0 confirmed, 3 rejected,
+4 duplicate order id, 5 no outcome in time.
 Shell completion (bash; zsh and fish alike):
   eval "$(_EVENTFLEET_COMPLETE=bash_source eventfleet)"
 """
