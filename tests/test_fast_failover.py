@@ -229,19 +229,23 @@ def test_records_from_before_our_connection_count_only_once_seen_connected(
 
     now_ms = int(r.time()[0]) * 1000
     r.zadd(keys.live, {"ghost 999999 -": now_ms - 1000})  # an id of no connection of this Redis
-    peer = named("peer")
+    # an old liveness id that now belongs to another connection of the same worker
+    other = named("twin")
+    r.zadd(keys.live, {f"twin {other.client_id()} -": now_ms - 1000})
+    peer = named("live:peer")
     peer_id = int(peer.client_id())
     r.zadd(keys.live, {f"peer {peer_id} -": now_ms - 1000})
-    me = Liveness("me", keys, 5000, 100, lambda: (named("me"), "-"))
+    me = Liveness("me", keys, 5000, 100, lambda: (named("live:me"), "-"))
     try:
         for _ in range(3):
             assert me.check().expelled == []
-        assert r.zscore(keys.live, "ghost 999999 -") is not None
-        peer.close()  # seen connected under its name before: now its absence is a death
+        other.close()  # never seen as a liveness connection: its absence proves nothing
+        peer.close()  # seen connected as a liveness connection before: now it is a death
         verdict = wait_for(lambda: me.check().expelled, 10, "the peer to be found dead")
         assert verdict == ["peer"]
         assert r.zscore(keys.gone, "peer") is not None
         assert r.zscore(keys.live, "ghost 999999 -") is not None
+        assert r.zcard(keys.live) == 3  # me, ghost and twin
     finally:
         me.reset()
 

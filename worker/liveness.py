@@ -104,6 +104,13 @@ def parse_record(member: object, score: object) -> Record | None:
     return Record(parts[0], int(parts[1]), parts[2], ms)
 
 
+def connection_name(worker_id: str) -> str:
+    """The client name of a worker's liveness connection (``CLIENT LIST`` shows it). Not the
+    worker id itself, which names its other connections: after a Redis restart an old
+    liveness id may come back as one of those, and must not pass for the liveness one."""
+    return f"live:{worker_id}"
+
+
 def pairs(reply: Any) -> list[tuple[Any, Any]]:
     """(member, score) pairs of a ``ZRANGE ... WITHSCORES`` reply: nested pairs (RESP3) or
     one flat list (RESP2)."""
@@ -309,7 +316,7 @@ class Liveness:
         under its worker's name (after a restart or failover an old id may be missing, or
         belong to someone else)."""
         for w, rec in records.items():
-            if present.get(rec.client_id) == w:
+            if present.get(rec.client_id) == connection_name(w):
                 self._sure[w] = rec.client_id
         self._watched, self._unsure = {}, {}
         for w, rec in records.items():
@@ -363,7 +370,11 @@ def open_liveness(settings: Settings, conn: Conn) -> Liveness:
     def open_client() -> tuple[redis.Redis, str]:
         timeout = min(1.0, conn.ttl / 4)
         client = node_client(
-            settings, conn.r, conn.keys.workers, timeout=timeout, name=settings.worker_id
+            settings,
+            conn.r,
+            conn.keys.workers,
+            timeout=timeout,
+            name=connection_name(settings.worker_id),
         )
         kw = client.connection_pool.connection_kwargs
         node = f"{kw.get('host')}:{kw.get('port')}" if conn.cluster else "-"

@@ -120,7 +120,6 @@ OPERATIONS = (
     "trim",
     "suspend",
     "leave",
-    "standby",
 )
 """Every ``operation`` the worker passes to ``store.retry.call``."""
 

@@ -162,10 +162,14 @@ class Standbys:
                 )
             return list(pipe.execute(raise_on_error=False))
 
+        try:  # one attempt: a standby never holds up its worker's own work (no retries)
+            replies = go()
+        except TRANSIENT:
+            return 0
         folded = 0
-        for s, reply in zip(shards, conn.call(go, "standby"), strict=True):
+        for s, reply in zip(shards, replies, strict=True):
             if isinstance(reply, TRANSIENT):
-                raise reply
+                return folded  # a cluster node's error: the next tail tries again
             try:
                 folded += self._fold(s, reply)
             except Exception as exc:  # a standby must never stop its worker
@@ -176,9 +180,9 @@ class Standbys:
     def _restore(self, shard: str) -> None:
         conn = self._conn
         try:
-            state = conn.call(lambda: load_snapshot(conn.r, conn.keys, shard), "standby")
+            state = load_snapshot(conn.r, conn.keys, shard)
         except TRANSIENT:
-            raise
+            return  # the next tail tries again
         except Exception as exc:  # an unreadable snapshot: the takeover will say so
             log.warning("standby_dropped", shard=shard, error=f"{type(exc).__name__}: {exc}"[:300])
             return

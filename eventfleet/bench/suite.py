@@ -175,7 +175,7 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             "latency",
             lambda: bench_runs.latency(env, sizes.latency_rate, sizes.latency_seconds),
         )
-        kills = 3 if quick else 20
+        kills = 2 if quick else 20
         step("h", "failover", lambda: bench_failover.failover(env, sizes.failover_ttl_ms, kills))
         step(
             "s",
@@ -183,9 +183,9 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             lambda: bench_standby.standby(
                 env,
                 sizes.failover_ttl_ms,
-                2 if quick else 6,
-                sizes.apply_events,
-                sizes.mixed_events,
+                1 if quick else 6,
+                sizes.apply_events // (2 if quick else 1),
+                sizes.mixed_events // (2 if quick else 1),
             ),
         )
         step("i", "snapshot", lambda: bench_snapshot.snapshot(env, sizes.snapshot_users))
