@@ -17,6 +17,7 @@ from tests.helpers import cli
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(480)
 def test_quick_bench_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = cli("bench", "--quick", "--json", "--out", str(out), timeout=420)
