@@ -5,15 +5,15 @@ c (top-ups) and d (mixed) with standbys on and off, and the workers' peak RSS in
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
 from typing import Any
 
 from eventfleet.bench import runs as bench_runs
-from eventfleet.bench.env import BenchEnv, deadline_wait, wait_settled
-from eventfleet.bench.failover import COUNTS, WORKERS, kill_and_time, replace_and_settle
-from eventfleet.bench.failover import takeovers_of as takeovers
+from eventfleet.bench.env import BenchEnv, BenchError, deadline_wait, log_events, wait_settled
+from eventfleet.bench.failover import COUNTS, WORKERS, Kill, kill_and_time, replace_and_settle
 from eventfleet.chaos.paced import PacedProducer
 from producer.workload import mixed
 
@@ -38,14 +38,25 @@ def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> 
     try:
         deadline_wait(lambda: producer.published >= 2 * RATE, 60, "the load to run")
         for _ in range(kills):
-            k, victim = kill_and_time(env, keys, fleet, workers, rng)
+            marks = {w.worker_id: len(log_events(w, "lease_acquired")) for w in workers}
+            k, _victim = kill_and_time(env, keys, fleet, workers, rng)
             firsts.append(k.first_s)
 
-            def logged(v: str = victim.worker_id, n: int = len(k.shards)) -> bool:
-                return len({e["shard"] for e in takeovers(workers, v)}) >= n
+            def new_takeovers(k: Kill = k, marks: dict[str, int] = marks) -> list[dict[str, Any]]:
+                return [
+                    e
+                    for w in workers
+                    for e in log_events(w, "lease_acquired")[marks.get(w.worker_id, 0) :]
+                    if e["shard"] in k.shards
+                ]
 
-            deadline_wait(logged, 30, "the takeovers to be logged")
-            for e in takeovers(workers, victim.worker_id):
+            with contextlib.suppress(BenchError):  # count what was logged in 30 s
+                deadline_wait(
+                    lambda want=set(k.shards): {e["shard"] for e in new_takeovers()} >= want,
+                    30,
+                    "the takeovers to be logged",
+                )
+            for e in new_takeovers():
                 replayed.append(int(e["replayed"]))
                 warm += bool(e.get("warm"))
             replace_and_settle(env, keys, fleet, workers)
