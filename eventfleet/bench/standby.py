@@ -50,12 +50,11 @@ def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> 
                     if e["shard"] in k.shards
                 ]
 
+            def all_logged(k: Kill = k) -> bool:
+                return {e["shard"] for e in new_takeovers()} >= set(k.shards)
+
             with contextlib.suppress(BenchError):  # count what was logged in 30 s
-                deadline_wait(
-                    lambda want=set(k.shards): {e["shard"] for e in new_takeovers()} >= want,
-                    30,
-                    "the takeovers to be logged",
-                )
+                deadline_wait(all_logged, 30, "the takeovers to be logged")
             for e in new_takeovers():
                 replayed.append(int(e["replayed"]))
                 warm += bool(e.get("warm"))
