@@ -21,7 +21,9 @@ RATE = 4000.0
 """Offered load (mixed events/s) while the kills happen."""
 
 
-def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> dict[str, Any]:
+def replay_under_load(
+    env: BenchEnv, standbys: int, ttl_ms: int, kills: int, rate: float = RATE
+) -> dict[str, Any]:
     keys = env.namespace(f"bench-s{standbys}", COUNTS)
     fleet = env.fleet(
         keys.ns, {"EVENTFLEET_LEASE_TTL_MS": str(ttl_ms), "EVENTFLEET_STANDBYS": str(standbys)}
@@ -29,14 +31,14 @@ def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> 
     workers = [fleet.start() for _ in range(WORKERS)]
     wait_settled(env.client, keys, COUNTS, [w.worker_id for w in workers], timeout=120)
     events = mixed(10_000_000, seed=31, users=10_000, items=1_000)
-    producer = PacedProducer(env.client, keys, COUNTS, events, rate=RATE, chunk=200)
+    producer = PacedProducer(env.client, keys, COUNTS, events, rate=rate, chunk=200)
     producer.start()
     rng = random.Random(31)
     replayed: list[int] = []
     warm = 0
     firsts: list[float] = []
     try:
-        deadline_wait(lambda: producer.published >= 2 * RATE, 60, "the load to run")
+        deadline_wait(lambda: producer.published >= 2 * rate, 60, "the load to run")
         for _ in range(kills):
             marks = {w.worker_id: len(log_events(w, "lease_acquired")) for w in workers}
             k, _victim = kill_and_time(env, keys, fleet, workers, rng)
@@ -77,9 +79,11 @@ def replay_under_load(env: BenchEnv, standbys: int, ttl_ms: int, kills: int) -> 
     }
 
 
-def standby(env: BenchEnv, ttl_ms: int, kills: int, apply_n: int, mixed_n: int) -> dict[str, Any]:
-    on = replay_under_load(env, 1, ttl_ms, kills)
-    off = replay_under_load(env, 0, ttl_ms, kills)
+def standby(
+    env: BenchEnv, ttl_ms: int, kills: int, apply_n: int, mixed_n: int, rate: float = RATE
+) -> dict[str, Any]:
+    on = replay_under_load(env, 1, ttl_ms, kills, rate)
+    off = replay_under_load(env, 0, ttl_ms, kills, rate)
     cost: dict[str, Any] = {}
     for n in (1, 0):
         extra = {"EVENTFLEET_STANDBYS": str(n)}
@@ -101,7 +105,7 @@ def standby(env: BenchEnv, ttl_ms: int, kills: int, apply_n: int, mixed_n: int) 
         cost[f"rss_{tag}_mb"] = max(c["worker_peak_rss_mb"], d["worker_peak_rss_mb"])
     return {
         "lease_ttl_ms": ttl_ms,
-        "offered_per_s": RATE,
+        "offered_per_s": rate,
         "batch_size": 1000,
         "with_standbys": on,
         "without_standbys": off,

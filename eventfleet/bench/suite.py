@@ -186,6 +186,7 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
                 1 if quick else 6,
                 sizes.apply_events // (2 if quick else 1),
                 sizes.mixed_events // (2 if quick else 1),
+                1000.0 if quick else bench_standby.RATE,
             ),
         )
         step("i", "snapshot", lambda: bench_snapshot.snapshot(env, sizes.snapshot_users))
