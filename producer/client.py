@@ -10,6 +10,11 @@ same events with the same numbers again, after a crash at any point, takes effec
 Events that come one at a time (request handlers) can carry an idempotency key instead
 (``publish_one(event, key=...)``): the receiving shard applies one event per key within the
 namespace's dedup window.
+
+Events go to the destination shard's inbox, a list, with ``RPUSHX`` (one command per shard
+per chunk): the only write the producer's ACL user has, and one without options, so it
+cannot trim, choose ids or create keys. The shard's owner moves them into its log with
+server-assigned ids (``worker.scripts.FENCED_READ``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 from redis import exceptions as rx
@@ -28,7 +33,7 @@ from ledger.events import AddItem, ExternalEvent, Topup
 from ledger.shards import ShardCounts, destination
 from store import retry
 from store.connection import TRANSIENT, FatalRedisError, is_cluster
-from store.keys import EVENT_FIELD, Keys
+from store.keys import Keys
 from store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
@@ -70,61 +75,44 @@ class NotReplicated(FatalRedisError):
     """Fewer replicas than asked acknowledged a chunk, retried for ``retry_for_s``."""
 
 
-class Packed(NamedTuple):
-    """A chunk's writes packed for one connection, and how to read their replies back."""
-
-    data: list[bytes]
-    replies: int
-    """How many replies Redis sends (one per command)."""
-    groups: list[list[int]]
-    """Per stream, in order, the positions in the chunk of the entries sent to it."""
+class InboxMissing(FatalRedisError):
+    """A shard's inbox does not exist (``RPUSHX`` appended nothing): the namespace was made
+    by an older version, or damaged. ``eventfleet init`` creates the inboxes."""
 
 
-def pack_xadds(conn: Any, stamped: Sequence[tuple[str, str]]) -> Packed:
-    """Per stream, ``MULTI``, an ``XADD <stream> * event <text>`` per entry in order, ``EXEC``:
-    packed as one write for ``conn``.
+def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each."""
+    by_key: dict[str, list[str]] = {}
+    for key, text in stamped:
+        by_key.setdefault(key, []).append(text)
+    return list(by_key.items())
 
-    A stream's entries go in all or none. When Redis is full (maxmemory), a refused XADD among
-    plain pipelined ones could be followed by an accepted one (memory freed in between); sent
-    again, the refused entry would land after a higher seq of this source and the shard would
-    drop it as a duplicate. In a transaction a refused XADD discards the whole group. The one
-    place the producer's XADD is spelled for a raw connection; hiredis packs it directly,
-    skipping redis-py's per-argument checks (which cost more than Redis' XADD).
+
+def pack_pushes(conn: Any, pushes: Sequence[tuple[str, list[str]]]) -> list[bytes]:
+    """``RPUSHX <inbox> <text>...`` per inbox, packed as one write for ``conn``.
+
+    The one place the producer's write is spelled for a raw connection; hiredis packs it
+    directly, skipping redis-py's per-argument checks.
     """
-    groups: dict[str, list[int]] = {}
-    for i, (stream, _text) in enumerate(stamped):
-        groups.setdefault(stream, []).append(i)
-    cmds: list[tuple[Any, ...]] = []
-    for stream, idx in groups.items():
-        cmds.append(("MULTI",))
-        cmds.extend(("XADD", stream, "*", EVENT_FIELD, stamped[i][1]) for i in idx)
-        cmds.append(("EXEC",))
-    data = list(conn.pack_commands(cmds)) if _PACK is None else [b"".join([_PACK(c) for c in cmds])]
-    return Packed(data, len(cmds), list(groups.values()))
+    if _PACK is None:
+        return list(conn.pack_commands([("RPUSHX", k, *texts) for k, texts in pushes]))
+    return [b"".join([_PACK(("RPUSHX", k, *texts)) for k, texts in pushes])]
 
 
-def read_packed(conn: Any, packed: Packed, n: int) -> list[Any]:
-    """Read the replies of ``packed`` (``n`` entries); the entry ids in the chunk's order.
-    Every reply is read first; then the first error is raised (a refused XADD, a discarded
-    transaction, or an entry's own error inside ``EXEC``'s reply)."""
-    replies = read_replies(conn, packed.replies)
-    out: list[Any] = [None] * n
-    pos = 0
-    for idx in packed.groups:
-        pos += 1 + len(idx)  # MULTI's OK and a QUEUED per XADD
-        added = replies[pos]
-        pos += 1
-        for i, eid in zip(idx, added, strict=True):
-            if isinstance(eid, rx.ResponseError):
-                raise eid
-            out[i] = eid
-    return out
+def queue_pushes(pipe: Any, pushes: Sequence[tuple[str, list[str]]]) -> None:
+    """The same pushes queued on a pipeline (a cluster's, or one that ends with ``WAIT``)."""
+    for key, texts in pushes:
+        pipe.rpushx(key, *texts)
 
 
-def queue_xadds(pipe: Any, stamped: Sequence[tuple[str, str]]) -> None:
-    """The same XADDs queued on a pipeline (a cluster's, or one that ends with ``WAIT``)."""
-    for stream, text in stamped:
-        pipe.xadd(stream, {EVENT_FIELD: text})
+def check_pushed(pushes: Sequence[tuple[str, list[str]]], replies: Sequence[Any]) -> None:
+    """``RPUSHX`` answers 0 for a missing list: nothing was appended there."""
+    for (key, _texts), n in zip(pushes, replies, strict=False):
+        if n == 0:
+            raise InboxMissing(
+                f"the shard inbox {key} does not exist: run `eventfleet init` "
+                "(namespaces made before inboxes existed need it once)"
+            )
 
 
 def read_replies(conn: Any, n: int) -> list[Any]:
@@ -147,16 +135,16 @@ def checkout(pool: Any) -> Any:
     redis-py 5.3 on (and warns about one); 5.0 to 5.2 require a command name, which they
     ignore for a plain pool."""
     if _NEEDS_COMMAND_NAME:
-        return pool.get_connection("XADD")
+        return pool.get_connection("RPUSHX")
     return pool.get_connection()
 
 
 _NEEDS_COMMAND_NAME = redis.__version__.split(".")[:2] in (["5", "0"], ["5", "1"], ["5", "2"])
 
 
-def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
-    """The XADDs of ``stamped`` sent as one packed write on one connection and read back in
-    order: a pipeline without redis-py's per-command bookkeeping.
+def push_all(r: redis.Redis, pushes: Sequence[tuple[str, list[str]]]) -> list[Any]:
+    """The pushes sent as one packed write on one connection and read back in order: a
+    pipeline without redis-py's per-command bookkeeping.
 
     As ``pipeline(transaction=False).execute()``: every reply is read, then the first error
     reply is raised; a connection that failed midway is dropped, never reused.
@@ -164,9 +152,8 @@ def xadd_all(r: redis.Redis, stamped: Sequence[tuple[str, str]]) -> list[Any]:
     pool = r.connection_pool
     conn: Any = checkout(pool)  # redis-py's Connection methods are untyped
     try:
-        packed = pack_xadds(conn, stamped)
-        conn.send_packed_command(packed.data)
-        return read_packed(conn, packed, len(stamped))
+        conn.send_packed_command(pack_pushes(conn, pushes))
+        return read_replies(conn, len(pushes))
     except BaseException:
         conn.disconnect()
         raise
@@ -201,7 +188,7 @@ class Producer:
     def stamp(
         self, event: ExternalEvent, seq: int | None = None, key: str | None = None
     ) -> tuple[str, str]:
-        """The stream key and entry text for an event; advances the shard's seq.
+        """The shard's inbox key and entry text for an event; advances the shard's seq.
 
         ``seq`` (a named source's own numbering) must grow per destination shard; without it
         the event gets the shard's next number. ``key`` is an idempotency key (checked by the
@@ -214,34 +201,38 @@ class Producer:
         elif seq <= last:
             raise ValueError(f"seq {seq} after {last} for shard {shard}: seqs must grow")
         self.seq[shard] = seq
-        return self.keys.events(shard), encode(event, self.source, seq, key)
+        return self.keys.inbox(shard), encode(event, self.source, seq, key)
 
     def publish_one(self, event: ExternalEvent, *, key: str | None = None) -> str:
-        """Publish one event now; returns its entry id. With ``key`` (a topup or add_item
-        only) the receiving shard applies at most one event with that key within the dedup
-        window, whichever producer sends it and however often."""
+        """Publish one event now; returns the shard whose inbox took it. With ``key`` (a topup
+        or add_item only) the receiving shard applies at most one event with that key within
+        the dedup window, whichever producer sends it and however often."""
         if key is not None:
             if not isinstance(event, Topup | AddItem):
                 raise ValueError(f"an idempotency key is for topup and add_item, not {event.type}")
             check_key(key)
-        return self.send([self.stamp(event, key=key)])[0]
+        inbox, text = self.stamp(event, key=key)
+        self.send([(inbox, text)])
+        return inbox.split(":")[1].strip("{}")
 
-    def send(self, stamped: Sequence[tuple[str, str]]) -> list[str]:
-        """Write stamped entries in one pipeline, retrying the whole chunk on a lost reply.
+    def send(self, stamped: Sequence[tuple[str, str]]) -> int:
+        """Append stamped entries in one round trip, retrying the whole chunk on a lost reply;
+        return how many were sent.
 
         With ``wait_replicas``, a chunk counts as sent only once that many replicas of every
         master it went to have it (WAIT); short of that it is sent again until ``retry_for_s``
-        has passed, then ``NotReplicated`` is raised.
+        has passed, then ``NotReplicated`` is raised. A missing inbox raises ``InboxMissing``.
         """
+        pushes = grouped(stamped)
 
         def queue(pipe: Any) -> None:
-            queue_xadds(pipe, stamped)
+            queue_pushes(pipe, pushes)
 
         def go() -> list[Any]:
             if self.wait_replicas:
                 return write_replicated(self.r, queue, self.wait_replicas, self.wait_timeout_ms)
             if not is_cluster(self.r):
-                return xadd_all(self.r, stamped)
+                return push_all(self.r, pushes)
             pipe = self.r.pipeline(transaction=False)
             queue(pipe)
             return list(pipe.execute())
@@ -250,7 +241,8 @@ class Producer:
             replies = retry.call(go, "publish", deadline=time.monotonic() + self.retry_for_s)
         except ShortOfReplicas as exc:
             raise NotReplicated(f"{exc}, for {self.retry_for_s:g} s") from None
-        return [r.decode() if isinstance(r, bytes) else str(r) for r in replies[: len(stamped)]]
+        check_pushed(pushes, replies)
+        return len(stamped)
 
     def publish(
         self,
@@ -303,21 +295,22 @@ class Producer:
         pool = self.r.connection_pool
         conn: Any = checkout(pool)
         unread: list[list[tuple[str, str]]] = []
-        packs: list[Packed] = []
+        in_flight: list[list[tuple[str, list[str]]]] = []
         sent = 0
 
         def confirm(stamped: list[tuple[str, str]]) -> None:
             nonlocal sent
-            read_packed(conn, packs.pop(0), len(stamped))
+            pushes = in_flight.pop(0)
+            check_pushed(pushes, read_replies(conn, len(pushes)))
             sent += len(stamped)
             if on_chunk:
                 on_chunk(len(stamped))
 
         def flush(stamped: list[tuple[str, str]]) -> None:
             unread.append(stamped)  # from here on it is re-sent if anything fails
-            packed = pack_xadds(conn, stamped)
-            packs.append(packed)
-            conn.send_packed_command(packed.data)
+            pushes = grouped(stamped)
+            in_flight.append(pushes)
+            conn.send_packed_command(pack_pushes(conn, pushes))
             if len(unread) > 1:
                 confirm(unread[0])
                 unread.pop(0)

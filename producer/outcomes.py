@@ -1,10 +1,11 @@
 """Waiting for an order's outcome: the record its user's shard appends for it.
 
-An order's record lands on ``<ns>:{u<n>}:outcomes`` of its user's shard after the order's
-own entry was appended (the record comes from applying it), so the wait reads that stream
-forward from a little before the order's entry id: ``LOOKBACK_MS`` covers a publish that was
-sent twice (a lost reply) whose first copy is the one that took effect, and clocks of
-cluster nodes that differ a little. The record answering this very order carries its
+An order's record lands on ``<ns>:{u<n>}:outcomes`` of its user's shard after the order was
+published (the record comes from applying it), so the wait reads that stream forward from a
+little before the publish (the producer's clock; the producer's entry gets its id only when
+its shard's owner moves it out of the inbox): ``LOOKBACK_MS`` covers a publish that was sent
+twice (a lost reply) whose first copy is the one that took effect, and clocks of the
+producer's host and of Redis that differ a little. The record answering this very order carries its
 ``ref``, ``<source>/<seq>`` of the order entry (the same for every copy of one publish):
 ``confirmed``, ``rejected`` (with a reason) or ``duplicate`` (the order id was decided
 before; ``first`` says how, and that decision stands).
@@ -25,7 +26,7 @@ from store import ids
 from store.keys import Keys
 
 LOOKBACK_MS = 60_000
-"""How far before the order's entry id the wait starts reading outcomes."""
+"""How far before the publish the wait starts reading outcomes."""
 
 _BLOCK_MS = 500
 
@@ -39,8 +40,9 @@ def wait_outcome(
     entry_id: str,
     timeout_s: float,
 ) -> OrderOutcome | None:
-    """The outcome record of ``order``, published as ``entry_id`` with (source, seq) ``ref``
-    (``<source>/<seq>``), or None when none arrives within ``timeout_s`` seconds."""
+    """The outcome record of ``order``, published at ``entry_id`` (``<ms>-0``, the producer's
+    clock) with (source, seq) ``ref`` (``<source>/<seq>``), or None when none arrives within
+    ``timeout_s`` seconds."""
     stream = keys.outcomes(user_shard(order.user_id, counts))
     start = f"{max(0, ids.millis(entry_id) - LOOKBACK_MS)}-0"
     deadline = time.monotonic() + timeout_s
@@ -64,10 +66,12 @@ def wait_outcome(
 
 
 def publish_order(p: Producer, order: Order) -> tuple[str, str]:
-    """Publish one order; return its entry id and its ref (``<source>/<seq>``)."""
-    stream, text = p.stamp(order)
-    entry = p.send([(stream, text)])[0]
-    return entry, f"{p.source}/{p.seq[destination(order, p.counts)]}"
+    """Publish one order; return when (``<ms>-0``, this host's clock, just before the push)
+    and its ref (``<source>/<seq>``)."""
+    inbox, text = p.stamp(order)
+    at = f"{int(time.time() * 1000)}-0"
+    p.send([(inbox, text)])
+    return at, f"{p.source}/{p.seq[destination(order, p.counts)]}"
 
 
 def place_order(p: Producer, order: Order, timeout_s: float) -> OrderOutcome | None:

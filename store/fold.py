@@ -20,7 +20,7 @@ from ledger.rules import StepResult, dead_letter, step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
-from store.keys import EVENT_FIELD
+from store.keys import entry_event
 
 BATCH = 2000
 """Entries read per XRANGE."""
@@ -29,9 +29,9 @@ POISON_REASON = "max_deliveries"
 POISON_ERROR = "delivered more than EVENTFLEET_MAX_DELIVERIES times"
 """The dead letter of a poison entry: one its owners never got past (see worker/takeover.py)."""
 
-History = Callable[[str, str], Iterable[tuple[str, bytes | None]]]
+History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool]]]
 """``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
-``+``), in id order, as ``(entry id, entry text or None)``."""
+``+``), in id order, as ``(entry id, entry text or None, whether it came via the inbox)``."""
 
 OnStep = Callable[[str, bytes | None, StepResult], None]
 """``(entry id, entry text or None, step result)``, called right after the entry is folded."""
@@ -66,8 +66,11 @@ def fold(
     n = 0
     if history is not None:
         pending = 0
-        for eid, raw in history(state.last_id, until):
-            res = poison_letter(state, eid, raw) if eid in poison else step(state, eid, raw, counts)
+        for eid, raw, via_inbox in history(state.last_id, until):
+            if eid in poison:
+                res = poison_letter(state, eid, raw)
+            else:
+                res = step(state, eid, raw, counts, from_inbox=via_inbox)
             if on_step is not None:
                 on_step(eid, raw, res)
             n += 1
@@ -80,12 +83,17 @@ def fold(
             on_batch(pending)
     start = state.last_id
     while until == "+" or ids.after(until, start):
-        lo = "-" if start == "0-0" else f"({start}"
+        lo = ids.after_range(start)
+        if lo is None:
+            break
         entries: Any = r.xrange(stream, min=lo, max=until, count=batch)
         for eid_b, fields in entries:
             eid = ids.text(eid_b)
-            raw = fields.get(EVENT_FIELD)
-            res = poison_letter(state, eid, raw) if eid in poison else step(state, eid, raw, counts)
+            raw, via_inbox = entry_event(fields)
+            if eid in poison:
+                res = poison_letter(state, eid, raw)
+            else:
+                res = step(state, eid, raw, counts, from_inbox=via_inbox)
             if on_step is not None:
                 on_step(eid, raw, res)
         if not entries:

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+MAX = "18446744073709551615-18446744073709551615"
+"""The largest entry id: nothing can follow it (a stream there takes no generated id)."""
+
+
+def after_range(entry_id: bytes | str) -> str | None:
+    """The XRANGE start just after ``entry_id`` (``(<id>``), or None when it is ``MAX``:
+    Redis refuses an exclusive start there, and no entry can follow it anyway."""
+    t = text(entry_id)
+    if t == MAX:
+        return None
+    return "-" if t == "0-0" else f"({t}"
+
 
 def parse(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 GROUP = "workers"
 EVENT_FIELD = b"event"
+VIA_FIELD = b"via"
+VIA_INBOX = b"inbox"
+"""The mark of an entry the shard's owner moved from its inbox into the log (``via inbox``):
+a producer's entry. Only worker scripts write shard streams, so no producer can leave it
+off or set it on a shard's own events (docs/SECURITY.md)."""
+INBOX_HEAD = b"head"
+"""The first element of every inbox list, which is never moved: it keeps the list in
+existence (producers may only ``RPUSHX``: append to a list that exists)."""
+
+
+def entry_event(fields: dict[bytes, bytes]) -> tuple[bytes | None, bool]:
+    """The event text of a stream entry and whether it came through the inbox."""
+    return fields.get(EVENT_FIELD), fields.get(VIA_FIELD) == VIA_INBOX
+
+
+def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool]:
+    """The same from an entry's flat field list (``[name, value, ...]``, as scripts return)."""
+    raw: bytes | None = None
+    via_inbox = False
+    for i in range(0, len(flat) - 1, 2):
+        name = flat[i]
+        if name == EVENT_FIELD:
+            raw = bytes(flat[i + 1])
+        elif name == VIA_FIELD:
+            via_inbox = flat[i + 1] == VIA_INBOX
+    return raw, via_inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +61,10 @@ class Keys:
 
     def events(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:events"
+
+    def inbox(self, shard: str) -> str:
+        """Where producers append (``RPUSHX``); the owner moves it into ``events``."""
+        return f"{self.ns}:{{{shard}}}:inbox"
 
     def snapshot(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:snapshot"

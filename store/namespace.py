@@ -9,7 +9,7 @@ import redis
 from redis import exceptions as rx
 
 from ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
-from store.keys import GROUP, Keys
+from store.keys import GROUP, INBOX_HEAD, Keys
 
 FORMAT_VERSION = "1"
 
@@ -18,16 +18,25 @@ class NamespaceError(Exception):
     """The namespace is missing or does not match what was asked for."""
 
 
+CREATE_INBOX = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('RPUSH', KEYS[1], ARGV[1]) end
+return 0
+"""
+"""An inbox list holding only its head, unless the key exists (then it is left alone)."""
+
+
 class NamespaceMissing(NamespaceError):
     """No meta hash: ``eventfleet init`` has not run (yet) for this namespace."""
 
 
 def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
-    """Create meta, every shard stream and its group. Returns True when it created meta.
+    """Create meta, every shard stream and its group, and every shard's inbox. Returns True
+    when it created meta.
 
-    Idempotent; refuses to change the counts of an existing namespace. The streams and
-    groups come first and the meta hash last (``item_shards`` last of all), so a worker that
-    finds a complete meta hash finds every group too.
+    Idempotent (on a namespace made by an older version it adds the inboxes); refuses to
+    change the counts of an existing namespace. The streams, groups and inboxes come first
+    and the meta hash last (``item_shards`` last of all), so a worker that finds a complete
+    meta hash finds every group and inbox too.
     """
     if r.exists(keys.meta):
         _same_counts(read_counts(r, keys), counts, keys)
@@ -37,6 +46,7 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
         except rx.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        r.eval(CREATE_INBOX, 1, keys.inbox(shard), INBOX_HEAD)
     created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)

@@ -36,6 +36,9 @@ class _Recorder:
     def xadd(self, name: str, fields: Any, *args: Any, **kwargs: Any) -> None:
         self.calls.append(("xadd", name, (name, fields, *args), kwargs))
 
+    def rpushx(self, name: str, *values: Any) -> None:
+        self.calls.append(("rpushx", name, (name, *values), {}))
+
     def xack(self, name: str, *args: Any) -> None:
         self.calls.append(("xack", name, (name, *args), {}))
 

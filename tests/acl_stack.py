@@ -82,7 +82,11 @@ class AclStack:
         return doc
 
     def event_count(self, root: redis.Redis, shards: list[str]) -> int:
+        """Events landed in Redis: in the shard logs, or waiting in their inboxes (whose
+        first element is the head, not an event)."""
         pipe = root.pipeline(transaction=False)
         for s in shards:
             pipe.xlen(f"eventfleet:{{{s}}}:events")
-        return sum(int(n) for n in pipe.execute())
+            pipe.llen(f"eventfleet:{{{s}}}:inbox")
+        replies = [int(n) for n in pipe.execute()]
+        return sum(replies[0::2]) + sum(max(0, n - 1) for n in replies[1::2])

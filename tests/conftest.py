@@ -16,6 +16,8 @@ from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
 from tests.secure_redis import (
     EVENTS,
     GROUP,
+    INBOX,
+    ITEM_INBOX,
     META,
     SCRIPT,
     SCRIPT_SHA,
@@ -112,6 +114,8 @@ def seeded(port: int) -> dict[str, str]:
     root.xadd(EVENTS, {"event": "{}"})
     root.xreadgroup(GROUP, "w-old", {EVENTS: ">"}, count=1)  # one pending entry
     root.set(SNAPSHOT, "{}")
+    for inbox in (INBOX, ITEM_INBOX, "eventfleet:{u123}:inbox", "eventfleet:{i1234}:inbox"):
+        root.rpush(inbox, "head")
     root.script_load(SCRIPT)
     root.close()
     return {"$ID": str(entry), "$SHA": SCRIPT_SHA}

@@ -4,13 +4,14 @@ owners (the paced producer thread is eventfleet.chaos.paced.PacedProducer)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from eventfleet.local.fleet import LocalFleet, WorkerProc
-from ledger.events import Topup
+from ledger.events import AddItem, Order, Topup
 from ledger.shards import ShardCounts
 from store.keys import Keys
 from store.namespace import init_namespace
@@ -80,3 +81,13 @@ def plant_crash_looping_entry(r: redis.Redis, keys: Keys, counts: ShardCounts) -
     r.xreadgroup(GROUP, "crashed-owner", {stream: ">"}, count=1)
     r.xclaim(stream, GROUP, "crashed-owner", 0, [eid], retrycount=40)
     return shard, eid
+
+
+def append_to_logs(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, events: Iterable[Topup | AddItem | Order]
+) -> int:
+    """Put ``events`` straight into their shards' logs, as the owners' moves out of the
+    inboxes leave them (``eventfleet.bench.env.append_to_logs``)."""
+    from eventfleet.bench.env import append_to_logs as append
+
+    return append(r, keys, counts, events)

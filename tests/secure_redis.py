@@ -51,6 +51,15 @@ EVENTS = "eventfleet:{u0}:events"
 ITEM_EVENTS = "eventfleet:{i7}:events"
 
 
+INBOX = "eventfleet:{u0}:inbox"
+
+
+ITEM_INBOX = "eventfleet:{i7}:inbox"
+
+
+WRITTEN = "eventfleet:{u0}:written"
+
+
 SNAPSHOT = "eventfleet:{u0}:snapshot"
 
 

@@ -17,7 +17,9 @@ from tests.secure_redis import (
     EPOCH,
     EVENTS,
     GROUP,
+    INBOX,
     ITEM_EVENTS,
+    ITEM_INBOX,
     LEASE,
     META,
     NO_RETRY,
@@ -26,6 +28,7 @@ from tests.secure_redis import (
     SCRIPT,
     SNAPSHOT,
     WORKERS,
+    WRITTEN,
     connect,
     password,
     refused,
@@ -82,14 +85,15 @@ def test_admin_is_refused_dangerous_commands_and_foreign_keys(
 
 def test_producer_can_publish_and_read_the_shard_counts(port: int, seeded: dict[str, str]) -> None:
     producer = connect(port, "producer")
-    for stream in (EVENTS, ITEM_EVENTS, "eventfleet:{u123}:events"):
-        assert producer.xadd(stream, {"event": '{"type":"topup"}'})
+    for inbox in (INBOX, ITEM_INBOX, "eventfleet:{u123}:inbox", "eventfleet:{i1234}:inbox"):
+        assert producer.rpushx(inbox, '{"type":"topup"}', '{"type":"order"}') == 3
+    assert producer.rpushx("eventfleet:{u9}:inbox", "{}") == 0  # only inboxes that exist
+    assert connect(port, "root").exists("eventfleet:{u9}:inbox") == 0
     assert producer.hgetall(META)["item_shards"] == "8"
     producer.client_setname("producer-test")
     assert send(producer, "WAIT", "0", "0") == 0
-    with producer.pipeline(transaction=True) as tx:  # a stream's entries, all or none
-        tx.xadd(EVENTS, {"event": "{}"})
-        assert len(tx.execute()) == 1
+    # a chunk's entries for one shard are one RPUSHX: all or none without MULTI/EXEC
+    assert refused(producer, "MULTI")
     # `produce order --wait` reads the outcome streams, and nothing else
     assert producer.xread({OUTCOMES: "0", "eventfleet:{u123}:outcomes": "0"}) == []
     assert refused(producer, "XRANGE", OUTCOMES, "-", "+")
@@ -106,15 +110,34 @@ def test_producer_can_publish_and_read_the_shard_counts(port: int, seeded: dict[
         ("XREAD", "STREAMS", EVENTS, "0"),
         ("XREADGROUP", "GROUP", GROUP, "p", "STREAMS", EVENTS, ">"),
         ("XLEN", EVENTS),
+        ("XADD", EVENTS, "*", "event", "{}"),
+        ("XADD", EVENTS, "MAXLEN", "0", "*", "event", "{}"),
+        ("XADD", EVENTS, "MINID", "99999999999999", "*", "event", "{}"),
+        ("XADD", EVENTS, "18446744073709551615-18446744073709551615", "event", "{}"),
+        ("XADD", INBOX, "*", "event", "{}"),
+        ("XADD", "eventfleet:{u5}:events", "*", "event", "{}"),
+        ("XTRIM", EVENTS, "MAXLEN", "0"),
         ("XADD", OUTCOMES, "*", "event", "{}"),
         ("XADD", DLQ, "*", "event", "{}"),
-        ("XADD", "eventfleet:{u0}:snapshot}:events", "*", "event", "{}"),
-        ("XADD", "eventfleet:{x1}:events", "*", "event", "{}"),
-        ("XADD", "other:{u0}:events", "*", "event", "{}"),
+        ("RPUSH", INBOX, "{}"),
+        ("RPUSH", "eventfleet:{u9}:inbox", "{}"),
+        ("LPUSH", INBOX, "{}"),
+        ("LPUSHX", INBOX, "{}"),
+        ("LPOP", INBOX),
+        ("RPOP", INBOX),
+        ("LTRIM", INBOX, "0", "0"),
+        ("LSET", INBOX, "0", "x"),
+        ("LRANGE", INBOX, "0", "-1"),
+        ("DEL", INBOX),
+        ("RPUSHX", EVENTS, "{}"),
+        ("RPUSHX", "eventfleet:{u0}:snapshot}:inbox", "{}"),
+        ("RPUSHX", "eventfleet:{x1}:inbox", "{}"),
+        ("RPUSHX", "other:{u0}:inbox", "{}"),
         ("HSET", META, "user_shards", "1"),
         ("EVAL", "return 1", "0"),
+        ("FCALL", "anything", "0"),
     ],
-    ids=lambda c: f"{c[0]} {c[1]}",
+    ids=lambda c: " ".join(c[:3]) if c[0] == "XADD" else f"{c[0]} {c[1]}",
 )
 def test_producer_is_refused_everything_else(
     port: int, seeded: dict[str, str], command: tuple[str, ...]
@@ -154,6 +177,10 @@ WORKER_CALLS: dict[str, tuple[str, ...]] = {
     "XINFO CONSUMERS": ("XINFO", "CONSUMERS", EVENTS, GROUP),
     "XINFO STREAM": ("XINFO", "STREAM", EVENTS),
     "XPENDING": ("XPENDING", EVENTS, GROUP),
+    "LRANGE": ("LRANGE", INBOX, "1", "10"),
+    "LLEN": ("LLEN", INBOX),
+    "LTRIM": ("LTRIM", INBOX, "0", "-1"),
+    "WAIT": ("WAIT", "0", "0"),
     "XGROUP DELCONSUMER": ("XGROUP", "DELCONSUMER", EVENTS, GROUP, "w-old"),
     "ZADD": ("ZADD", WORKERS, "1", "w1"),
     "ZREM": ("ZREM", WORKERS, "w1"),
@@ -239,7 +266,17 @@ def test_worker_is_refused_keys_outside_the_namespace(
     [("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "maxmemory"), ("HSET", META, "x", "1"),
      ("HSETNX", META, "x", "1"), ("XGROUP", "CREATE", DLQ, GROUP, "0", "MKSTREAM"),
      ("XDEL", EVENTS, "0-1"), ("XSETID", EVENTS, "9-9"), ("SCRIPT", "FLUSH"),
-     ("SUBSCRIBE", "eventfleet:x"), ("ACL", "WHOAMI")],
+     ("SUBSCRIBE", "eventfleet:x"), ("ACL", "WHOAMI"),
+     ("DEL", OUTCOMES), ("DEL", EVENTS), ("DEL", SNAPSHOT), ("DEL", DLQ), ("DEL", INBOX),
+     ("SET", META, "x"), ("SET", OUTCOMES, "x"), ("SET", EVENTS, "x"), ("SET", EPOCH, "1"),
+     ("XADD", META, "*", "a", "b"), ("XADD", SNAPSHOT, "*", "a", "b"),
+     ("XADD", WORKERS, "*", "a", "b"), ("XACK", OUTCOMES, GROUP, "1-0"),
+     ("XTRIM", SNAPSHOT, "MAXLEN", "0"), ("XTRIM", INBOX, "MAXLEN", "0"),
+     ("COPY", EVENTS, SNAPSHOT), ("COPY", SNAPSHOT, OUTCOMES),
+     ("INCR", LEASE), ("INCR", META), ("SADD", LEASE, "x"), ("PEXPIRE", SNAPSHOT, "1"),
+     ("PEXPIRE", OUTCOMES, "1"), ("LTRIM", EVENTS, "0", "0"), ("RPUSH", INBOX, "x"),
+     ("ZADD", LEASE, "1", "x"), ("ZREM", POISON, "x"), ("RENAME", EVENTS, WRITTEN),
+     ("UNLINK", EVENTS), ("EXPIRE", EVENTS, "1")],
     ids=lambda c: " ".join(c[:2]),
 )  # fmt: skip
 def test_worker_is_refused_commands_it_does_not_need(

@@ -19,10 +19,9 @@ from eventfleet.ops.archive.segments import MANIFEST, load_manifest, stream_dir
 from eventfleet.ops.archive.writer import stream_key, streams_of
 from ledger.codec import encode_outcome
 from ledger.events import OrderOutcome
-from producer.client import Producer
 from producer.workload import mixed
 from store.keys import Keys
-from tests.fleet_utils import setup_namespace
+from tests.fleet_utils import append_to_logs, setup_namespace
 from tests.helpers import cli, wait_for
 
 
@@ -32,7 +31,7 @@ def _segments(root: Path) -> int:
 
 def _seed(r: redis.Redis, keys: Keys, n: int) -> Any:
     counts = setup_namespace(r, keys.ns, 2, 2)
-    Producer(r, keys, counts).publish(mixed(n, seed=3, users=80, items=15))
+    append_to_logs(r, keys, counts, mixed(n, seed=3, users=80, items=15))
     for s in counts.all_shards():  # records as the workers write them (seq first)
         for i in range(1, 301):
             r.xadd(keys.dlq(s), {"seq": i, "reason": "bad_json", "raw": b"\xff\xfe not utf-8"})

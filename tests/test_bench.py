@@ -17,10 +17,10 @@ from tests.helpers import cli
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(960)
+@pytest.mark.timeout(480)
 def test_quick_bench_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = cli("bench", "--quick", "--json", "--out", str(out), timeout=900)
+    proc = cli("bench", "--quick", "--json", "--out", str(out), timeout=420)
     doc = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == doc
     assert doc["quick"] is True

@@ -6,11 +6,11 @@ from __future__ import annotations
 import redis
 
 from eventfleet.bench import loop_mixed
+from eventfleet.bench.env import append_to_logs
 from eventfleet.bench.orders import settled_orders
 from eventfleet.local.redisserver import LocalRedis
 from ledger.events import AddItem, Order, Topup
 from ledger.shards import ShardCounts
-from producer.client import Producer
 from store.keys import Keys
 from store.namespace import init_namespace
 
@@ -21,7 +21,7 @@ def test_reference_loop_applies_every_event_once_without_faults(
     counts, keys = ShardCounts(4, 4), Keys(namespace)
     init_namespace(r, keys, counts)
     events = list(settled_orders(300, 1500, seed=3))
-    Producer(r, keys, counts).publish(events)
+    append_to_logs(r, keys, counts, events)
     loop_mixed.run(r, redis_server.url, keys, counts.all_shards(), 2, timeout=120)
 
     stock, price, balance, outcomes = loop_mixed.state_keys(namespace)

@@ -20,14 +20,16 @@ from typing import Any
 import pytest
 import redis
 
+from eventfleet.chaos.hostile import DEAD_PER_STRIKE
 from eventfleet.cli.verify import render
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
+from ledger.codec import encode
 from ledger.events import AddItem, Order, Topup
 from ledger.rules import step
-from ledger.shards import ShardCounts
+from ledger.shards import ShardCounts, destination
 from ledger.state import ShardState
 from producer.client import Producer
 from producer.workload import mixed
@@ -45,16 +47,16 @@ KINDS = ("kill", "pause", "scale", "redis_restart", "producer_rerun")
 def test_ci_sized_chaos_run_holds_exactly_once() -> None:
     proc = cli(
         "chaos", "--workers", "3", "--events", "4000", "--seed", "11", "--rounds", "2",
-        "--faults", "kill,pause,scale,redis_restart,client_kill,producer_rerun", "--json",
-        check=False, timeout=240,
+        "--faults", "kill,pause,scale,redis_restart,client_kill,producer_rerun,hostile",
+        "--json", check=False, timeout=280,
     )  # fmt: skip
     assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout
     doc = json.loads(proc.stdout)
     assert proc.returncode == 0 and doc["ok"], json.dumps(doc, indent=1)[:4000]
-    assert all(doc["faults"][k] == 2 for k in (*KINDS, "client_kill")), doc["faults"]
-    # every fault hit a worker holding shards while the producer was publishing, and
-    # events were waiting on the shards it hit
-    assert doc["faults_in_flight"] == doc["faults_total"] == 12
+    assert all(doc["faults"][k] == 2 for k in (*KINDS, "client_kill", "hostile")), doc["faults"]
+    # every fault hit shards while the producer was publishing, and events were waiting on
+    # the shards it hit
+    assert doc["faults_in_flight"] == doc["faults_total"] == 14
     # two files SIGKILLed while published and run again: every line applied exactly once
     assert doc["file_lines_rerun"] == 2 * 3000
     assert doc["faults_with_backlog"] >= 5
@@ -62,7 +64,11 @@ def test_ci_sized_chaos_run_holds_exactly_once() -> None:
     assert doc["invariant_violations"] == 0
     assert doc["published"] == doc["events"] == 4000
     assert set(doc["outcomes"]) == {"confirmed", "insufficient_funds", "out_of_stock",
-                                    "unknown_item"}  # fmt: skip
+                                    "unknown_item", "amount_too_large"}  # fmt: skip
+    # the hostile entries: each strike's forgeries and malformed entries are dead letters,
+    # and nothing else of them counts as lost, duplicated or mismatched (checked above)
+    assert doc["dead_letters"] >= 2 * DEAD_PER_STRIKE, doc["dead_letters"]
+    assert doc["outcomes"]["amount_too_large"] == 2
     assert doc["recovery_seconds"]["samples"] > 0 and doc["recovery_seconds"]["max"] < 30
     assert doc["replayed_entries"] > 0 and not doc["unexpected_exits"]
 
@@ -230,11 +236,14 @@ def test_poisoned_entry_whose_effects_were_written_loses_nothing(
     counts = ShardCounts(1, 1)
     keys = Keys(namespace)
     init_namespace(r, keys, counts)
-    Producer(r, keys, counts).publish([
+    # in the logs (as the owners' moves out of the inboxes would have left them)
+    first: list[Topup | AddItem | Order] = [
         Topup(user_id=1, amount=10_000),
         AddItem(item_id="sku", count=10, price=100),
         Order(order_id="o-1", user_id=1, item_id="sku", qty=1),
-    ])  # fmt: skip
+    ]
+    for seq, ev in enumerate(first, start=1):
+        r.xadd(keys.events(destination(ev, counts)), {EVENT_FIELD: encode(ev, "p:t", seq)})
     # the earlier owner of i0: read both entries, applied them, wrote the order's charge,
     # acked the add_item and died before acking the order
     stream = keys.events("i0")

@@ -17,14 +17,16 @@ from typing import Any
 
 import pytest
 import redis
+from redis import exceptions as rx
 
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
 from eventfleet.ops.status import is_idle
-from ledger.events import Order
-from ledger.shards import ShardCounts, destination
+from ledger.codec import encode
+from ledger.events import Charge, Order
+from ledger.shards import ShardCounts, destination, user_shard
 from producer.client import NotReplicated, Producer
 from producer.workload import mixed
 from store.connection import connect, is_cluster
@@ -285,7 +287,7 @@ def test_fenced_read_hands_over_what_a_lost_reply_delivered(
     setup_namespace(client_, namespace, 1, 1)
     keys = Keys(namespace)
     scripts = Scripts.register(client_)
-    stream, lease = keys.events("u0"), keys.lease("u0")
+    stream, lease, inbox = keys.events("u0"), keys.lease("u0"), keys.inbox("u0")
     client_.set(lease, "w1:1")
     first = [client_.xadd(stream, {EVENT_FIELD: f"e{i}"}) for i in range(3)]
     # the lost reply: these three are now pending for w1, unseen
@@ -293,7 +295,9 @@ def test_fenced_read_hands_over_what_a_lost_reply_delivered(
     later = [client_.xadd(stream, {EVENT_FIELD: f"f{i}"}) for i in range(2)]
 
     def read(last_applied: str) -> list[bytes]:
-        got = scripts.fenced_read(keys=[lease, stream], args=["w1:1", "w1", 10, ">", last_applied])
+        got = scripts.fenced_read(
+            keys=[lease, stream, inbox], args=["w1:1", "w1", 10, ">", last_applied]
+        )
         return [eid for eid, _fields in got]
 
     assert read("0-0") == first
@@ -392,8 +396,16 @@ def test_shipped_acl_users_run_the_fleet_on_a_cluster(
         counts = read_counts(client(url("admin")), Keys("eventfleet"))
         events = list(mixed(3000, seed=41))
         Producer(producer, Keys("eventfleet"), counts).publish(events)
+        keys = Keys("eventfleet")
+        forged = encode(Charge(order_id="f", user_id=1, item_id="x", qty=1, amount=9), "i0", 10**6)
+        target = user_shard(1, counts)
+        with pytest.raises(rx.NoPermissionError):
+            producer.xadd(keys.events(target), {EVENT_FIELD: forged})
+        assert producer.rpushx(keys.inbox(target), forged) > 1  # type: ignore[misc]
         root = client(f"redis://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{port}/0")
         wait_idle(root, "eventfleet", counts)
+        letters = [f[b"reason"] for _id, f in root.xrange(keys.dlq(target))]
+        assert letters == [b"forged_internal"]
         assert all(w.alive for w in ws)
         # a SIGKILL is seen through the liveness connection on the node of NS:workers
         fleet.kill(ws[0])

@@ -78,19 +78,6 @@ def test_a_retry_older_than_the_window_takes_effect_again() -> None:
     assert state.balances[1] == 10
 
 
-def test_forgetting_does_not_wait_for_the_prune() -> None:
-    """A source silent for just over the window is forgotten at once, even when the state
-    still holds it (the last prune, 1 ms before it expired, kept it; the next is later)."""
-    state = ShardState("u0")
-    text = encode(Topup(user_id=1, amount=5), "p:a", 1)
-    assert step(state, "1000-0", text, ONE).kind == "applied"
-    other = encode(Topup(user_id=2, amount=1), "p:b", 1)
-    assert step(state, f"{1000 + WINDOW}-0", other, ONE).kind == "applied"  # prunes; keeps p:a
-    assert "p:a" in state.seen and state.prune_at > 1001 + WINDOW
-    assert step(state, f"{1001 + WINDOW}-0", text, ONE).kind == "applied"
-    assert state.balances[1] == 10
-
-
 def test_an_idempotency_key_holds_for_the_window_from_its_event() -> None:
     state = ShardState("u0")
     for n, t in enumerate([1000, 1500, 1000 + WINDOW]):

@@ -20,7 +20,7 @@ from ledger.rules import DEAD_LETTER_REASONS
 from ledger.shards import user_shard
 from producer.client import Producer
 from store.keys import EVENT_FIELD, GROUP, Keys
-from tests.fleet_utils import make_fleet, setup_namespace
+from tests.fleet_utils import append_to_logs, make_fleet, setup_namespace
 from tests.helpers import cli, wait_for
 from tests.live_exporter import LiveExporter, running_exporter
 from tests.live_worker import Scrape, start, wait_idle, wait_ready
@@ -57,8 +57,9 @@ def test_the_exporter_reports_every_shard_owned_or_not(
     # Another reader's group on the same stream must not be mistaken for the fleet's.
     r.xgroup_create(stream, "zz-audit", id="0")
     with running_exporter(env, tmp_path) as ex:
-        # No worker at all: the backlog is there, per shard, with its age.
-        Producer(r, keys, counts).publish([Topup(user_id=1, amount=1)] * 50)
+        # No worker at all: the backlog is there, per shard, with its age (entries in the log,
+        # as the owner's moves leave them).
+        append_to_logs(r, keys, counts, [Topup(user_id=1, amount=1)] * 50)
         m = settled(
             ex,
             lambda m: (
@@ -89,6 +90,13 @@ def test_the_exporter_reports_every_shard_owned_or_not(
             "the stray read to show as pending",
         )
         assert m.by("eventfleet_shard_lag", "shard")[shard] == 50
+        # Events still in the shard's inbox (published, not yet moved into the log) count too.
+        Producer(r, keys, counts).publish([Topup(user_id=1, amount=1)] * 7)
+        settled(
+            ex,
+            lambda m: m.by("eventfleet_shard_lag", "shard").get(shard) == 57,
+            "the inbox in the lag",
+        )
 
         # A worker takes every shard over (claiming the stray entries) and applies them.
         fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)

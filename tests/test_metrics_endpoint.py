@@ -238,6 +238,7 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     assert doc["totals"] == {
         "lag": 0,
         "pending": 0,
+        "inbox": 0,
         "owned": len(shards),
         "shards": len(shards),
         "idle": True,

@@ -1,5 +1,5 @@
 """The hot paths made faster for throughput keep their meaning: entry text byte for byte as
-before, and the producer's packed XADDs behave as a pipeline on errors."""
+before, and the producer's packed pushes behave as a pipeline on errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from redis import exceptions as rx
 
 from ledger.codec import encode
 from ledger.events import Charge, Event, Reject, Release
-from producer.client import xadd_all
+from producer.client import push_all
 from producer.workload import mixed
 
 
@@ -36,12 +36,14 @@ def test_encode_is_byte_for_byte_the_reference_text() -> None:
             assert encode(ev, source, n) == reference_encode(ev, source, n)
 
 
-def test_packed_xadds_read_every_reply_and_raise_the_first_error(r: redis.Redis) -> None:
-    r.set("not-a-stream", "x")
+def test_packed_pushes_read_every_reply_and_raise_the_first_error(r: redis.Redis) -> None:
+    r.delete("l1", "l2", "not-a-list")
+    r.rpush("l1", "head")
+    r.rpush("l2", "head")
+    r.set("not-a-list", "x")
     with pytest.raises(rx.ResponseError, match="WRONGTYPE"):
-        xadd_all(r, [("s1", "a"), ("not-a-stream", "b"), ("s2", "c")])
-    assert r.xlen("s1") == 1 and r.xlen("s2") == 1  # the others went in, as in a pipeline
-    ids = xadd_all(r, [("s1", "d"), ("s2", "e")])  # the pool's connection is still in step
-    assert [
-        r.xrange(s, min=i, max=i)[0][1][b"event"] for s, i in zip(("s1", "s2"), ids, strict=True)
-    ] == [b"d", b"e"]
+        push_all(r, [("l1", ["a", "b"]), ("not-a-list", ["c"]), ("l2", ["d"])])
+    assert r.llen("l1") == 3 and r.llen("l2") == 2  # the others went in, as in a pipeline
+    lengths = push_all(r, [("l1", ["e"]), ("l2", ["f", "g"])])  # the connection is in step
+    assert lengths == [4, 4]
+    assert r.lrange("l2", 0, -1) == [b"head", b"d", b"f", b"g"]

@@ -90,9 +90,7 @@ def soak(
     assert not errors, errors
     assert producer.error is None and producer.published == n_events
     assert end_added >= 2 * mid_added  # twice the history went through Redis meanwhile ...
-    # ... not its size (a fleet or an archive that falls behind keeps its backlog: said here)
-    lag = sum(int(g.get("lag") or 0) for s in shards for g in r.xinfo_groups(keys.events(s)))
-    assert end_bytes < 1.5 * mid_bytes + 256 * 1024, (mid_bytes, end_bytes, "lag", lag)
+    assert end_bytes < 1.5 * mid_bytes + 256 * 1024, (mid_bytes, end_bytes)  # ... not its size
 
     wait_for(lambda: is_idle(r, keys, counts), 120, "the fleet to become idle")
     archive(r, keys, counts, root, segment_entries=5000)
@@ -117,4 +115,4 @@ def test_soak_memory_levels_off_and_verify_archive_sees_everything(
 def test_long_soak_memory_levels_off_and_verify_archive_sees_everything(
     redis_server: LocalRedis, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
-    soak(redis_server.url, namespace, tmp_path, fleet_factory, n_events=150_000, rate=1000)
+    soak(redis_server.url, namespace, tmp_path, fleet_factory, n_events=300_000, rate=2000)

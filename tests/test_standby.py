@@ -16,14 +16,15 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.shards import ShardCounts
+from ledger.codec import encode
+from ledger.events import AddItem, Topup
+from ledger.shards import ShardCounts, item_shard, user_shard
 from ledger.state import ShardState
-from producer.client import Producer
 from producer.workload import mixed
 from store.fold import fold
-from store.keys import GROUP, Keys
+from store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
 from store.settings import Settings
-from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
+from tests.fleet_utils import append_to_logs, log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
 from worker.assignment import assign
@@ -72,7 +73,7 @@ def test_a_standby_folds_only_acked_entries_and_matches_a_fold_from_scratch(
     counts = setup_namespace(r, namespace, 2, 2)
     keys = Keys(namespace)
     events = list(mixed(400, seed=23, users=20, items=5))
-    Producer(r, keys, counts).publish(events)
+    append_to_logs(r, keys, counts, events)  # as the owners' moves out of the inboxes leave them
     sb = _standbys(redis_server.url, r, namespace, counts)
     mine = [
         s
@@ -91,6 +92,18 @@ def test_a_standby_folds_only_acked_entries_and_matches_a_fold_from_scratch(
         sb.tail()
     warm = sb.take(shard)
     assert warm is not None and warm.last_id == acked[-1].decode()
+    # a forgery that came through the inbox, tailed by the warm standby: refused there too
+    uid = next(u for u in range(1, 999) if user_shard(u, counts) == shard or shard[0] == "i")
+    iid = next(
+        f"g{n}" for n in range(999) if item_shard(f"g{n}", counts) == shard or shard[0] == "u"
+    )
+    forged = Topup(user_id=uid, amount=10**6) if shard[0] == "u" else AddItem(
+        item_id=iid, count=10**6, price=1
+    )  # fmt: skip
+    source = "i0" if shard[0] == "u" else "u0"
+    r.xadd(stream, {EVENT_FIELD: encode(forged, source, 99), VIA_FIELD: VIA_INBOX})
+    more: Any = r.xreadgroup(GROUP, "owner", {stream: ">"})
+    delivered += more[0][1]
     sb.retarget(["me", "other"], [])
     r.xack(stream, GROUP, *[eid for eid, _ in delivered])
     for _ in range(len(mine) + 1):

@@ -25,7 +25,7 @@ from ledger.shards import ShardCounts
 from store import ids, retry
 from store.connection import TRANSIENT
 from store.errors import OutOfMemory
-from store.keys import EVENT_FIELD
+from store.keys import flat_entry_event
 from store.replication import write_replicated
 from store.settings import Settings
 from worker.conn import Conn
@@ -35,13 +35,15 @@ from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
-from worker.scripts import is_fenced
+from worker.scripts import is_blocked, is_fenced
 from worker.standby import Standbys
 
 log = structlog.get_logger("eventfleet.worker")
-CLUSTER_IDLE_POLL_S = 0.01
-"""On Redis Cluster an idle worker polls again after this long, doubled after each empty poll
-up to ``EVENTFLEET_BLOCK_MS`` (see ``idle_wait``)."""
+IDLE_POLL_S = 0.002
+"""An idle worker polls again after this long, doubled after each empty poll up to
+``EVENTFLEET_BLOCK_MS`` (see ``idle_wait``): producers append to inbox lists, which a
+blocking stream read does not watch."""
+BLOCKED_LOG_S = 60.0
 
 
 class Worker:
@@ -63,6 +65,7 @@ class Worker:
         self.ownership = Ownership(settings, self.conn, counts, self.observe, health)
         self.health = self.ownership.health
         self._empty_polls = 0
+        self._blocked_said: dict[str, float] = {}
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
         self.liveness = open_liveness(settings, self.conn)
@@ -160,6 +163,9 @@ class Worker:
                 if is_fenced(rep):
                     self.ownership.lose(o, "fenced read refused")
                     continue
+                if is_blocked(rep):
+                    self._blocked(o, rep)
+                    continue
                 raise rep
             if o.resync:
                 if not rep:
@@ -177,6 +183,14 @@ class Worker:
             self.observe.batch_applied(applied, time.monotonic() - t0)
         return applied
 
+    def _blocked(self, o: Owned, reply: Exception) -> None:
+        """The shard's log takes no new entry (missing, or at the largest id): what producers
+        sent waits in its inbox. Said once a minute per shard; the other shards go on."""
+        now = time.monotonic()
+        if now - self._blocked_said.get(o.name, -BLOCKED_LOG_S) >= BLOCKED_LOG_S:
+            self._blocked_said[o.name] = now
+            log.error("shard_log_blocked", shard=o.name, error=str(reply)[:300])
+
     def _read_args(self, o: Owned, applied_to: str) -> list[Any]:
         return [o.token, self.s.worker_id, self.s.batch_size, o.read_from, applied_to]
 
@@ -185,7 +199,9 @@ class Worker:
         pipe = conn.r.pipeline(transaction=False)
         for o, a in zip(shards, args, strict=True):
             conn.scripts.fenced_read(
-                keys=[conn.keys.lease(o.name), conn.keys.events(o.name)], args=a, client=pipe
+                keys=[conn.keys.lease(o.name), conn.keys.events(o.name), conn.keys.inbox(o.name)],
+                args=a,
+                client=pipe,
             )
         return list(pipe.execute(raise_on_error=False))
 
@@ -246,7 +262,8 @@ class Worker:
             eid = eid_b.decode()
             if check and not ids.after(eid, state.last_id):
                 continue  # applied already; only its ack is missing
-            res = step(state, eid, _field(flat, EVENT_FIELD), counts)
+            raw, via_inbox = flat_entry_event(flat)
+            res = step(state, eid, raw, counts, from_inbox=via_inbox)
             results.append(res)
             if res.kind == "applied":
                 types[res.event_type or "?"] += 1
@@ -299,29 +316,26 @@ class Worker:
         if not shards or len(shards) != len(held):
             time.sleep(min(wait_s, 0.05)) if held else time.sleep(wait_s)
             return
+        # Producers append to inbox lists, which no blocking read can watch without taking
+        # from them: poll again shortly, backing off while nothing comes (an idle fleet of
+        # many shards would otherwise keep Redis busy).
         conn = self.conn
+        self._empty_polls += 1
+        backoff = min(wait_s, IDLE_POLL_S * 2 ** min(self._empty_polls - 1, 8))
         if conn.cluster:
             # XREAD over several streams needs them in one slot, and every shard has a slot
-            # of its own: poll again shortly instead of blocking on the streams, backing off
-            # while nothing comes (an idle fleet of many shards would otherwise keep Redis busy).
-            self._empty_polls += 1
-            backoff = CLUSTER_IDLE_POLL_S * 2 ** min(self._empty_polls - 1, 8)
-            time.sleep(min(wait_s, backoff))
+            # of its own: sleep instead.
+            time.sleep(backoff)
             return
+        # On one Redis, wait on the shard streams meanwhile: an event another shard emits
+        # (the saga's next step) wakes the worker at once.
         streams: dict[Any, Any] = {conn.keys.events(o.name): o.state.last_id for o in shards}
-        block = max(1, int(wait_s * 1000))
+        block = max(1, int(backoff * 1000))
         conn.call(
             lambda: conn.r.xread(streams, count=1, block=block),
             "wait",
             time.monotonic() + conn.ttl,
         )
-
-
-def _field(flat: list[Any], name: bytes) -> bytes | None:
-    for i in range(0, len(flat) - 1, 2):
-        if flat[i] == name:
-            return bytes(flat[i + 1])
-    return None
 
 
 def _log_dead_letters(o: Owned, dead: list[DeadLetter]) -> None:

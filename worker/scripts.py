@@ -18,6 +18,9 @@ from store.connection import is_cluster
 
 FENCED = "FENCED"
 """The error code ``FENCED_READ`` replies with when the shard's lease is no longer ours."""
+BLOCKED = "BLOCKED"
+"""The error code ``FENCED_READ`` replies with when it could neither move an inbox entry into
+the log (the stream refuses new entries: missing, or at the largest id) nor read one."""
 
 # allow-oom on the small bookkeeping scripts (ACQUIRE, SAVE_SNAPSHOT, HEARTBEAT, RETAIN): when
 # Redis is at maxmemory, ownership and snapshots must go on, since a snapshot is what lets
@@ -66,22 +69,45 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: lease, events stream. ARGV: token, consumer, count, start id ('>' or a pending id),
-# last applied id. Before reading new entries ('>'), entries of ours still pending after the
-# last applied id are handed over first: a read whose reply was lost delivered them, and a
-# client that re-sent that read on its own (redis-py does after a connection error, the
-# cluster pipeline one command at a time) would otherwise step over them.
+# KEYS: lease, events stream, inbox. ARGV: token, consumer, count, start id ('>' or a
+# pending id), last applied id. Before reading new entries ('>'), entries of ours still
+# pending after the last applied id are handed over first: a read whose reply was lost
+# delivered them, and a client that re-sent that read on its own (redis-py does after a
+# connection error, the cluster pipeline one command at a time) would otherwise step over
+# them. Then up to `count` inbox entries (what producers appended; element 1 is the head,
+# which stays) move into the log, with server-assigned ids and the mark 'via inbox', and
+# the new entries are read. The move and its trim are one script: nothing is moved twice or
+# lost, and only the lease holder moves.
 FENCED_READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED lease lost') end
-if ARGV[4] == '>' and ARGV[5] then
+if ARGV[4] ~= '>' then
+  local r = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
+                       'STREAMS', KEYS[2], ARGV[4])
+  if not r then return {} end
+  return r[1][2]
+end
+if ARGV[5] then
   local p = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
                        'STREAMS', KEYS[2], ARGV[5])
   if p and #p[1][2] > 0 then return p[1][2] end
 end
+local items = redis.call('LRANGE', KEYS[3], 1, tonumber(ARGV[3]))
+local moved, blocked = 0, nil
+for i = 1, #items do
+  local ok, id = pcall(redis.call, 'XADD', KEYS[2], 'NOMKSTREAM', '*',
+                       'event', items[i], 'via', 'inbox')
+  if not ok or not id then
+    blocked = ok and 'the stream does not exist' or tostring(id.err or id)
+    break
+  end
+  moved = moved + 1
+end
+if moved > 0 then redis.call('LTRIM', KEYS[3], moved, -1) end
 local r = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
-                     'STREAMS', KEYS[2], ARGV[4])
-if not r then return {} end
-return r[1][2]
+                     'STREAMS', KEYS[2], '>')
+if r and #r[1][2] > 0 then return r[1][2] end
+if blocked then return redis.error_reply('BLOCKED ' .. blocked) end
+return {}
 """
 
 # Append records to a stream at most once each, by a per-stream sequence number kept in the
@@ -194,6 +220,11 @@ def is_fenced(reply: object) -> bool:
     """Whether a ``FENCED_READ`` reply (taken from a pipeline with ``raise_on_error=False``)
     is its refusal: an error reply whose code is ``FENCED``."""
     return isinstance(reply, ResponseError) and str(reply).partition(" ")[0] == FENCED
+
+
+def is_blocked(reply: object) -> bool:
+    """Whether a ``FENCED_READ`` reply says the shard's log takes no new entries."""
+    return isinstance(reply, ResponseError) and str(reply).partition(" ")[0] == BLOCKED
 
 
 class LuaScript(Protocol):

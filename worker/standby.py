@@ -31,7 +31,7 @@ from ledger.state import ShardState
 from store import ids
 from store.connection import TRANSIENT
 from store.fold import poison_letter
-from store.keys import EVENT_FIELD
+from store.keys import flat_entry_event
 from store.settings import Settings
 from store.shardreads import load_snapshot
 from worker.assignment import weight
@@ -208,16 +208,9 @@ class Standbys:
         poison = {ids.text(p) for p in poison_raw}
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
-            raw = _field(flat, EVENT_FIELD)
+            raw, via_inbox = flat_entry_event(flat)
             if eid in poison:
                 poison_letter(state, eid, raw)
             else:
-                step(state, eid, raw, self._counts)
+                step(state, eid, raw, self._counts, from_inbox=via_inbox)
         return len(entries)
-
-
-def _field(flat: list[Any], name: bytes) -> bytes | None:
-    for i in range(0, len(flat) - 1, 2):
-        if flat[i] == name:
-            return bytes(flat[i + 1])
-    return None

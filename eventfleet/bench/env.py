@@ -23,11 +23,12 @@ import redis
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
+from ledger.codec import encode
 from ledger.events import ExternalEvent
-from ledger.shards import ShardCounts
+from ledger.shards import ShardCounts, destination
 from producer.client import Producer
 from store import ids
-from store.keys import GROUP, Keys
+from store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
 from store.namespace import init_namespace
 from store.shardreads import parse_lease
 from worker.assignment import assign
@@ -231,6 +232,26 @@ def publish(
     return Producer(r, keys, counts).publish(events)
 
 
+def append_to_logs(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, events: Iterable[ExternalEvent]
+) -> int:
+    """Put ``events`` straight into their shards' logs (``via inbox``, ids from Redis), as the
+    owners' moves out of the inboxes leave them: for consumers that read the streams
+    themselves (the baselines, the reference loop) and tests that need a log without a
+    worker. Returns how many."""
+    seqs: dict[str, int] = {}
+    pipe = r.pipeline(transaction=False)
+    for i, ev in enumerate(events, start=1):
+        dest = destination(ev, counts)
+        seqs[dest] = seqs.get(dest, 0) + 1
+        text = encode(ev, "p:logged", seqs[dest])
+        pipe.xadd(keys.events(dest), {EVENT_FIELD: text, VIA_FIELD: VIA_INBOX})
+        if i % 1000 == 0:
+            pipe.execute()
+    pipe.execute()
+    return sum(seqs.values())
+
+
 def log_events(w: WorkerProc, name: str) -> list[dict[str, Any]]:
     """The worker's JSON log lines whose ``event`` is ``name``."""
     out = []
@@ -253,15 +274,17 @@ def stage(env: BenchEnv, keys: Keys, counts: ShardCounts, events: Iterable[Exter
 
 
 def swap_in(env: BenchEnv, staged: Keys, keys: Keys, counts: ShardCounts) -> None:
-    """Make a staged backlog every shard's stream at once (RENAME in one MULTI).
+    """Make a staged backlog every shard's inbox at once (RENAME in one MULTI).
 
-    The staged streams carry their own ``workers`` group at 0, so running workers see the
-    whole backlog appear between two reads: the figure is their steady-state apply rate,
-    with no start-up, rebalancing or producer in it.
+    The staged streams (empty, with their own ``workers`` group at 0) and inboxes replace
+    the live ones, so running workers see the whole backlog appear between two reads: the
+    figure is their steady-state rate of moving entries from the inbox into the log and
+    applying them, with no start-up, rebalancing or producer in it.
     """
     pipe = env.client.pipeline(transaction=True)
     for s in counts.all_shards():
         pipe.rename(staged.events(s), keys.events(s))
+        pipe.rename(staged.inbox(s), keys.inbox(s))
     pipe.execute()
     env.client.delete(staged.meta)
 

@@ -1,6 +1,7 @@
 """Failover (figure h): SIGKILL a settled worker of four, again and again, and time each kill
 until every shard it held has applied a probe event published right after the kill, under
-another owner (the group delivered past the probe and nothing is pending: applied and acked).
+another owner (the probe was moved from the shard's inbox into its log, the group delivered
+past it and nothing is pending: applied and acked).
 After each kill a replacement joins and the fleet settles before the next kill.
 
 The same loop, with a paced workload running and the new owners' ``lease_acquired`` log lines
@@ -23,7 +24,7 @@ from ledger.events import AddItem, Topup
 from ledger.shards import ShardCounts, item_shard, user_shard
 from producer.client import Producer
 from store import ids
-from store.keys import GROUP, Keys
+from store.keys import EVENT_FIELD, GROUP, Keys
 
 COUNTS = ShardCounts(16, 16)
 WORKERS = 4
@@ -42,7 +43,35 @@ def probe_for(shard: str, counts: ShardCounts) -> Topup | AddItem:
             return AddItem(item_id=f"probe-{n}", count=1, price=0)
 
 
-def _applied(r: redis.Redis, keys: Keys, shard: str, probe_id: str) -> bool:
+class Probe:
+    """A probe sent to a shard's inbox: its entry id once its owner has moved it into the log
+    (found by its text, scanning the log from where it ended at the kill)."""
+
+    def __init__(self, text: str, after: str) -> None:
+        self.text = text.encode()
+        self.cursor = after
+        self.entry_id: str | None = None
+
+    def find(self, r: redis.Redis, stream: str) -> str | None:
+        while self.entry_id is None:
+            start = ids.after_range(self.cursor)
+            if start is None:
+                return None
+            got: Any = r.xrange(stream, min=start, max="+", count=1000)
+            for eid, fields in got:
+                if fields.get(EVENT_FIELD) == self.text:
+                    self.entry_id = ids.text(eid)
+                    break
+            if not got or self.entry_id is not None:
+                break
+            self.cursor = ids.text(got[-1][0])
+        return self.entry_id
+
+
+def _applied(r: redis.Redis, keys: Keys, shard: str, probe: Probe) -> bool:
+    probe_id = probe.find(r, keys.events(shard))
+    if probe_id is None:
+        return False  # still in the inbox
     groups: Any = r.xinfo_groups(keys.events(shard))
     for g in groups:
         if ids.text(g["name"]) == GROUP:
@@ -82,9 +111,11 @@ def kill_and_time(
     held = sorted(s for s, o in now.items() if o == victim.worker_id)
     producer = Producer(env.client, keys, COUNTS)
     batch = [producer.stamp(probe_for(s, COUNTS)) for s in held]
+    ends = [ids.text(env.client.xinfo_stream(keys.events(s))["last-generated-id"]) for s in held]
+    probes = {s: Probe(text, end) for s, (_key, text), end in zip(held, batch, ends, strict=True)}
     t_kill = time.perf_counter()
     fleet.kill(victim)
-    probe_ids = dict(zip(held, producer.send(batch), strict=True))
+    producer.send(batch)
     workers.remove(victim)
     k = Kill(victim.worker_id, held)
     end = time.monotonic() + 60
@@ -96,9 +127,7 @@ def kill_and_time(
         for s in held:
             if s in k.per_shard_s:
                 continue
-            if cur[s] not in (None, victim.worker_id) and _applied(
-                env.client, keys, s, probe_ids[s]
-            ):
+            if cur[s] not in (None, victim.worker_id) and _applied(env.client, keys, s, probes[s]):
                 k.per_shard_s[s] = time.perf_counter() - t_kill
         time.sleep(0.002)
     return k, victim

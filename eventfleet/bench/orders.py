@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventfleet.bench import loop_mixed
-from eventfleet.bench.env import BenchEnv, publish
+from eventfleet.bench.env import BenchEnv, append_to_logs
 from eventfleet.bench.runs import COUNTS, MIXED_ITEMS, MIXED_USERS, backlog
 from ledger.events import AddItem, ExternalEvent, Order, Topup
 
@@ -52,7 +52,7 @@ def orders_vs_loop(env: BenchEnv, setup: int, orders: int) -> dict[str, Any]:
         out[f"eventfleet_{n}w_entries_per_s"] = res["entries_per_s"]
     for n in (1, 2):
         keys = env.namespace(f"bench-kl{n}", COUNTS)
-        publish(env.client, keys, COUNTS, events)
+        append_to_logs(env.client, keys, COUNTS, events)  # the loop reads the streams
         secs = loop_mixed.run(env.client, env.url, keys, COUNTS.all_shards(), n, timeout=300)
         env.drop(keys)
         out[f"loop_{n}w"] = _rate(len(events), secs)

@@ -27,13 +27,13 @@ from eventfleet.bench.env import (
 )
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.status import is_idle
-from ledger.events import Topup
+from ledger.events import Order, Topup
 from ledger.shards import ShardCounts
 from producer.client import Producer
 from producer.files import parse_lines
 from producer.workload import mixed
 from store import ids
-from store.keys import EVENT_FIELD, Keys
+from store.keys import Keys
 
 COUNTS = ShardCounts(16, 16)
 MIXED_USERS = 10_000
@@ -152,19 +152,24 @@ def two_workers(env: BenchEnv, kind: str, n: int) -> dict[str, Any]:
 # ---- g ----------------------------------------------------------------------------------
 def latency(env: BenchEnv, rate: float, seconds: float) -> dict[str, Any]:
     """Mixed events at a fixed offered rate into two settled workers; for each order, the
-    time from its entry (XADD) to its outcome entry: both hops of the saga, Redis clock."""
+    time from its publish (the producer's clock, just before the push) to its outcome entry
+    (the id Redis gave it): the inbox, both hops of the saga. Redis runs on this host, so
+    both are the same clock."""
     keys = env.namespace("bench-g", COUNTS)
     fleet, workers = start_settled(env, keys.ns, keys, COUNTS, 2, {})
     total = int(rate * seconds)
     events = list(mixed(total, seed=5, users=MIXED_USERS, items=MIXED_ITEMS))
     producer = Producer(env.client, keys, COUNTS)
     sent = 0
+    placed: dict[str, int] = {}
     redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
     cpu0 = [cpu_seconds(w.proc.pid) for w in workers], cpu_seconds(redis_pid)
     start = time.perf_counter()
     while sent < total:
         due = min(total, int((time.perf_counter() - start) * rate) + 1)
         if due > sent:
+            now_ms = int(time.time() * 1000)
+            placed.update((ev.order_id, now_ms) for ev in events[sent:due] if isinstance(ev, Order))
             producer.send([producer.stamp(ev) for ev in events[sent:due]])
             sent = due
         else:
@@ -175,7 +180,7 @@ def latency(env: BenchEnv, rate: float, seconds: float) -> dict[str, Any]:
     cpu1 = [cpu_seconds(w.proc.pid) for w in workers], cpu_seconds(redis_pid)
     lost = _lost_leases(workers)
     fleet.stop_all()
-    lat = order_latencies_ms(env, keys)
+    lat = order_latencies_ms(env, keys, placed)
     env.drop(keys)
     if not lat:
         raise BenchError("no order outcomes were written")
@@ -206,16 +211,14 @@ def _scan(env: BenchEnv, stream: str) -> list[tuple[int, dict[bytes, bytes]]]:
         if not batch:
             return out
         out.extend((ids.millis(eid), fields) for eid, fields in batch)
-        start = f"({ids.text(batch[-1][0])}"
+        after = ids.after_range(batch[-1][0])
+        if after is None:
+            return out
+        start = after
 
 
-def order_latencies_ms(env: BenchEnv, keys: Keys) -> list[int]:
-    placed: dict[str, int] = {}
-    for n in range(COUNTS.items):
-        for ms, fields in _scan(env, keys.events(f"i{n}")):
-            doc = json.loads(fields[EVENT_FIELD])
-            if doc["type"] == "order":
-                placed[doc["order_id"]] = ms
+def order_latencies_ms(env: BenchEnv, keys: Keys, placed: dict[str, int]) -> list[int]:
+    """Per order with an outcome: the outcome entry's time minus when it was published."""
     out = []
     for n in range(COUNTS.users):
         for ms, fields in _scan(env, keys.outcomes(f"u{n}")):

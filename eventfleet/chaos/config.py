@@ -5,12 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("kill", "pause", "scale", "redis_restart", "client_kill", "producer_rerun")
-DEFAULT_KINDS = ("kill", "pause", "scale", "redis_restart", "producer_rerun")
+KINDS = ("kill", "pause", "scale", "redis_restart", "client_kill", "producer_rerun", "hostile")
+DEFAULT_KINDS = ("kill", "pause", "scale", "redis_restart", "producer_rerun", "hostile")
 PRODUCER_NAME = "chaos-producer"
 # A first guess of how long one fault and its recovery take, before any was measured.
-GUESS_S = {"kill": 3.0, "pause": 3.0, "scale": 6.0, "redis_restart": 3.0, "client_kill": 1.5,
-           "producer_rerun": 3.0}  # fmt: skip
+GUESS_S = {
+    "kill": 3.0,
+    "pause": 3.0,
+    "scale": 6.0,
+    "redis_restart": 3.0,
+    "client_kill": 1.5,
+    "producer_rerun": 3.0,
+    "hostile": 1.5,
+}
 RECOVERY_DEADLINE_S = 60.0
 POLL_S = 0.02
 BACKLOG_CAP = 1000

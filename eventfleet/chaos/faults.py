@@ -9,7 +9,9 @@
   same data (appendonly yes, appendfsync always);
 - ``client_kill``: CLIENT KILL every worker and producer connection;
 - ``producer_rerun``: SIGKILL ``produce file --source`` while it publishes, then run it again
-  (``eventfleet.chaos.rerun``).
+  (``eventfleet.chaos.rerun``);
+- ``hostile``: forged, malformed and overflowing entries through the producer's one write
+  (``eventfleet.chaos.hostile``); they must change nothing but dead letters.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventfleet.chaos import hostile
 from eventfleet.chaos.config import POLL_S, PRODUCER_NAME, RECOVERY_DEADLINE_S, ChaosError
 from eventfleet.chaos.observe import Observer, View, holders
 from eventfleet.chaos.paced import PacedProducer
@@ -75,6 +78,8 @@ class FaultInjector:
         self.files: list[FileRun] = []
         """The ``producer_rerun`` faults' files, for the report's exactly-once count."""
         self.workdir = fleet.logdir.parent
+        self.hostile_strikes = 0
+        self._hostile: list[tuple[str, bytes]] = []
 
     def live(self) -> list[WorkerProc]:
         return [w for w in self.fleet.live() if w.worker_id not in self.stopped_on_purpose]
@@ -114,6 +119,12 @@ class FaultInjector:
         self.producer.chunk_sent.clear()
         self.producer.chunk_sent.wait(timeout=2.0)
         victims, view = self._pick_holders(k)
+        if kind == "hostile":
+            victims = []
+            self._hostile = hostile.hostile_batch(
+                self.observer.counts, self.rng, self.hostile_strikes
+            )
+            self.hostile_strikes += 1
         rec = self._record(kind, victims, view)
         if added:
             rec.note = f"added {', '.join(w.worker_id for w in added)}"
@@ -142,6 +153,9 @@ class FaultInjector:
         elif kind in ("redis_restart", "client_kill"):
             shards = sorted(s for s, v in view.items() if v.owner)
             names = sorted(held)
+        elif kind == "hostile":
+            shards = sorted({s for s, _text in self._hostile})
+            names = ["hostile-writer"]
         else:
             shards = sorted(s for w in victims for s in held.get(w.worker_id, []))
             names = [w.worker_id for w in victims]
@@ -178,6 +192,10 @@ class FaultInjector:
                 obs.counts,
             )  # fmt: skip
             self.files.append(run)
+        elif kind == "hostile":
+            r, keys = self.observer.r, self.observer.keys
+            self.observer.call(lambda: hostile.push(r, keys, self._hostile), "hostile")
+            rec.note = f"{len(self._hostile)} hostile entries, {hostile.DEAD_PER_STRIKE} to die"
 
     def _restart_redis(self, rec: FaultRecord) -> None:
         if self.local is None:

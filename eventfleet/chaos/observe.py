@@ -26,10 +26,12 @@ class View:
     pending: int
     expires: float
     """Monotonic time the lease runs out (0: no lease); a renewal moves it later."""
+    inbox: int = 0
+    """Events waiting in the shard's inbox (not yet moved into its log)."""
 
     @property
     def idle(self) -> bool:
-        return self.pending == 0 and self.delivered == self.last
+        return self.inbox == 0 and self.pending == 0 and self.delivered == self.last
 
 
 def holders(view: dict[str, View]) -> dict[str, list[str]]:
@@ -62,13 +64,14 @@ class Observer:
                 pipe.pttl(self.keys.lease(s))
                 pipe.xinfo_groups(self.keys.events(s))
                 pipe.xinfo_stream(self.keys.events(s))
+                pipe.llen(self.keys.inbox(s))
             return list(pipe.execute())
 
         replies = self.call(go, "chaos_view")
         now = time.monotonic()
         out = {}
         for i, s in enumerate(shards):
-            lease, pttl, groups, info = replies[4 * i : 4 * i + 4]
+            lease, pttl, groups, info, inbox = replies[5 * i : 5 * i + 5]
             owner, epoch = None, 0
             if lease is not None:
                 name, _, ep = ids.text(lease).rpartition(":")
@@ -76,22 +79,27 @@ class Observer:
             g = next(g for g in groups if ids.text(g["name"]) == GROUP)
             delivered, last = ids.text(g["last-delivered-id"]), ids.text(info["last-generated-id"])
             expires = now + int(pttl) / 1000 if int(pttl) > 0 else 0.0
-            out[s] = View(owner, epoch, delivered, last, int(g["pending"]), expires)
+            waiting = max(0, int(inbox) - 1)  # element 0 is the inbox's head
+            out[s] = View(owner, epoch, delivered, last, int(g["pending"]), expires, waiting)
         return out
 
     def backlog(self, view: dict[str, View], shards: list[str]) -> int:
-        """Entries unacked or not yet delivered on ``shards`` (at most BACKLOG_CAP undelivered
-        per shard, counted with XRANGE: XINFO's lag is unknown after a Redis restart)."""
+        """Entries unacked, not yet delivered or waiting in the inbox on ``shards`` (at most
+        BACKLOG_CAP undelivered per shard, counted with XRANGE: XINFO's lag is unknown after a
+        Redis restart)."""
 
         def go() -> list[Any]:
             pipe = self.r.pipeline(transaction=False)
             for s in shards:
-                lo = f"({view[s].delivered}"
+                lo = ids.after_range(view[s].delivered) or view[s].last
                 pipe.xrange(self.keys.events(s), min=lo, max=view[s].last, count=BACKLOG_CAP)
             return list(pipe.execute())
 
         undelivered = self.call(go, "chaos_backlog")
-        return sum(view[s].pending + len(u) for s, u in zip(shards, undelivered, strict=True))
+        return sum(
+            view[s].pending + view[s].inbox + len(u)
+            for s, u in zip(shards, undelivered, strict=True)
+        )
 
     def wait_settled(self, worker_ids: Iterable[str]) -> bool:
         """Until ``worker_ids`` have joined and every shard is held by its rendezvous target

@@ -62,7 +62,7 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object on stdout")
 @click.option(
     "--faults",
-    default="kill,pause,scale,redis_restart,producer_rerun",
+    default="kill,pause,scale,redis_restart,producer_rerun,hostile",
     show_default=True,
     callback=_kinds,
     help="fault kinds, comma separated (also: client_kill); producer_rerun SIGKILLs and re-runs "

@@ -61,16 +61,16 @@ def _one(
             raise UserError(str(exc), EXIT_USAGE) from None
     with user_errors(c.settings):
         p = _producer(c, wait_replicas)
-        stream, text = p.stamp(event, key=key)
-        entry = p.send([(stream, text)])[0]
-    shard = stream.split(":")[1].strip("{}")
+        inbox, text = p.stamp(event, key=key)
+        p.send([(inbox, text)])
+    shard = inbox.split(":")[1].strip("{}")
     if as_json:
-        doc = {"type": event.type, "shard": shard, "entry_id": entry}
+        doc = {"type": event.type, "shard": shard, "source": p.source, "seq": 1}
         if isinstance(event, Order):
             doc["order_id"] = event.order_id
         emit_json(doc)
         return
-    click.echo(f"published {event.type} to {stream.split(':')[1]} as {entry}")
+    click.echo(f"published {event.type} to {shard}'s inbox (seq 1 of {p.source})")
 
 
 def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
@@ -176,25 +176,25 @@ def p_order(
 
     with user_errors(c.settings):
         counts = c.counts()
-        entry, ref = publish_order(_producer(c, obj["wait_replicas"]), ev)
+        at, ref = publish_order(_producer(c, obj["wait_replicas"]), ev)
         if not as_json:
-            click.echo(f"published order {oid} as {entry}; waiting for its outcome")
-        outcome = wait_outcome(c.redis, c.keys, counts, ev, ref, entry, timeout_s)
-    sys.exit(_report_outcome(oid, entry, outcome, timeout_s, as_json))
+            click.echo(f"published order {oid} as {ref}; waiting for its outcome")
+        outcome = wait_outcome(c.redis, c.keys, counts, ev, ref, at, timeout_s)
+    sys.exit(_report_outcome(oid, ref, outcome, timeout_s, as_json))
 
 
 def _report_outcome(
-    oid: str, entry: str, o: OrderOutcome | None, timeout_s: float, as_json: bool
+    oid: str, ref: str, o: OrderOutcome | None, timeout_s: float, as_json: bool
 ) -> int:
     """Print an order's outcome (or the timeout); return the exit code it means."""
     if o is None:
         if as_json:
-            emit_json({"order_id": oid, "entry_id": entry, "status": "timeout"})
+            emit_json({"order_id": oid, "ref": ref, "status": "timeout"})
         else:
             click.echo(f"order {oid}: no outcome within {timeout_s:g} s", err=True)
         return EXIT_TIMEOUT
     if as_json:
-        emit_json({"order_id": oid, "entry_id": entry, **o.model_dump()})
+        emit_json({"order_id": oid, **o.model_dump()})
     else:
         why = f" ({o.reason})" if o.reason else ""
         first = f"; the order id was {o.first} before and that stands" if o.first else ""

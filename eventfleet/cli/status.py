@@ -46,18 +46,18 @@ def status(
         emit_json(st.as_json(rows))
         return
     click.echo(
-        f"{'shard':<6} {'owner':<28} {'epoch':>5} {'length':>8} {'lag':>7} "
+        f"{'shard':<6} {'owner':<28} {'epoch':>5} {'inbox':>7} {'length':>8} {'lag':>7} "
         f"{'pending':>7} {'snap age':>8} {'replay':>7}"
     )
     for r in rows:
         age = "-" if r.snapshot_age_s is None else f"{r.snapshot_age_s:.0f}s"
         click.echo(
-            f"{r.shard:<6} {(r.owner or '-')[:28]:<28} {r.epoch or '-':>5} "
+            f"{r.shard:<6} {(r.owner or '-')[:28]:<28} {r.epoch or '-':>5} {r.inbox:>7} "
             f"{r.length:>8} {r.lag if r.lag is not None else '?':>7} {r.pending:>7} "
             f"{age:>8} {r.to_replay:>7}"
         )
     tot = st.as_json(rows)["totals"]
     click.echo(
-        f"total lag {tot['lag']}, pending {tot['pending']}, "
+        f"total inbox {tot['inbox']}, lag {tot['lag']}, pending {tot['pending']}, "
         f"{tot['owned']}/{tot['shards']} shards owned, idle: {tot['idle']}"
     )

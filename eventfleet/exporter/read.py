@@ -2,12 +2,12 @@
 
 A pass costs a fixed number of pipelined round trips, whatever the shard count: one for
 the meta hash, the clock and the live workers, then per chunk of ``CHUNK`` shards one
-pipeline of five cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
-epoch, and an XRANGE of the dead-letter stream after the last one counted, empty unless
-new ones came), and one more only for the shards that need it (the oldest undelivered
-entry of a shard with nothing pending). Dead letters are counted incrementally, by id: a
-pass reads only the dead letters added since the last, so retention trimming the stream
-(``worker.retention``) lowers nothing.
+pipeline of six cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
+epoch, an XRANGE of the dead-letter stream after the last one counted, empty unless new ones
+came, and LLEN of the shard's inbox), and one more only for the shards that need it (the
+oldest undelivered entry of a shard with nothing pending). Dead letters are counted
+incrementally, by id: a pass reads only the dead letters added since the last, so retention
+trimming the stream (``worker.retention``) lowers nothing.
 
 Nothing here trusts what it reads: a key of the wrong type, a lease or epoch that does not
 parse, a dead letter without a known reason make that shard ``unreadable`` (or the reason
@@ -41,9 +41,11 @@ OTHER_REASON = "other"
 class ShardReading:
     shard: str
     lag: int
-    """Entries not yet applied: not yet delivered to the group, or delivered and not acked."""
+    """Events not yet applied: waiting in the shard's inbox, not yet delivered to the group,
+    or delivered and not acked."""
     lag_seconds: float
-    """Age of the oldest entry not yet applied (by Redis's clock); 0 when caught up."""
+    """Age of the oldest log entry not yet applied (by Redis's clock); 0 when caught up.
+    Inbox entries carry no time until their owner moves them into the log."""
     pending: int
     owned: bool
     epoch: int
@@ -95,6 +97,8 @@ class _Raw:
     owned: bool
     epoch: int
     new_dead_letters: list[Any]
+    inbox: int = 0
+    """Events waiting in the shard's inbox (element 0, its head, not counted)."""
 
 
 class NamespaceReader:
@@ -132,7 +136,7 @@ class NamespaceReader:
             readings.append(
                 ShardReading(
                     shard=raw.shard,
-                    lag=undelivered + raw.pending,
+                    lag=raw.inbox + undelivered + raw.pending,
                     lag_seconds=age,
                     pending=raw.pending,
                     owned=raw.owned,
@@ -155,8 +159,9 @@ class NamespaceReader:
             pipe.get(keys.epoch(s))
             after = f"({self._tally(s).last_id}"
             pipe.xrange(keys.dlq(s), after, "+", count=DEAD_LETTER_BATCH)
+            pipe.llen(keys.inbox(s))
         replies: list[Any] = list(pipe.execute(raise_on_error=False))
-        return [_check(s, replies[5 * i : 5 * i + 5]) for i, s in enumerate(chunk)]
+        return [_check(s, replies[6 * i : 6 * i + 6]) for i, s in enumerate(chunk)]
 
     def _oldest_undelivered(self, raws: list[_Raw]) -> dict[str, tuple[int, str | None]]:
         """(undelivered count, oldest undelivered id) of the shards whose lag Redis could not
@@ -185,10 +190,10 @@ class NamespaceReader:
 
 
 def _check(shard: str, replies: list[Any]) -> _Raw | None:
-    """One shard's five replies, or None when any is an error or does not parse."""
+    """One shard's six replies, or None when any is an error or does not parse."""
     if any(isinstance(x, Exception) for x in replies):
         return None
-    groups, pending, lease, epoch, dead = replies
+    groups, pending, lease, epoch, dead, inbox = replies
     try:
         group = next(g for g in groups if ids.text(g["name"]) == GROUP)
         lag = group.get("lag")
@@ -201,6 +206,7 @@ def _check(shard: str, replies: list[Any]) -> _Raw | None:
             owned=lease is not None,
             epoch=int(epoch) if epoch is not None else 0,
             new_dead_letters=list(dead),
+            inbox=max(0, int(inbox) - 1),
         )
     except (StopIteration, KeyError, TypeError, ValueError):
         return None

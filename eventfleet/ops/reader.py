@@ -13,7 +13,7 @@ import redis
 
 from ledger.codec import decode_outcome
 from ledger.events import OrderOutcome
-from ledger.rules import StepResult
+from ledger.rules import StepResult, step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
@@ -55,10 +55,30 @@ def fold_stream(
     )
 
 
+def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: ShardState) -> int:
+    """Fold what waits in the shard's inbox into ``st`` after its log, in order, as the owner
+    will when it moves it (marked as from the inbox); return how many. ``st.last_id`` stays
+    the log's. A read tool's view: entries the owner moves meanwhile may be missed."""
+    last, n, start = st.last_id, 0, 1
+    while True:
+        chunk: Any = r.lrange(keys.inbox(shard), start, start + BATCH - 1)
+        for text in chunk:
+            n += 1
+            step(st, last, text, counts, from_inbox=True)
+        start += len(chunk)
+        if len(chunk) < BATCH:
+            break
+    st.last_id = last
+    return n
+
+
 def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Folded:
+    """The shard's state from its snapshot, the log after it, and the events waiting in its
+    inbox (so ``state`` shows a published event before a worker has moved it)."""
     snap = load_snapshot(r, keys, shard)
     state = snap if snap is not None else ShardState(shard)
     tail = fold_stream(r, keys, shard, counts, state)
+    tail += fold_inbox(r, keys, shard, counts, state)
     return Folded(state, tail, snap is not None)
 
 
@@ -71,7 +91,10 @@ def read_outcomes(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[int, Ord
             return out
         for _eid, fields in batch:
             out.append((int(fields[b"seq"]), decode_outcome(fields[b"outcome"])))
-        start = "(" + ids.text(batch[-1][0])
+        after = ids.after_range(batch[-1][0])
+        if after is None:
+            return out
+        start = after
 
 
 def outcome_json(o: OrderOutcome) -> dict[str, Any]:

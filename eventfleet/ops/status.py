@@ -31,10 +31,12 @@ class ShardStatus:
     snapshot_id: str | None
     to_replay: int
     """Entries a new owner would replay now: those after the snapshot (capped)."""
+    inbox: int = 0
+    """Events producers appended that the owner has not moved into the log yet."""
 
     @property
     def idle(self) -> bool:
-        return self.pending == 0 and self.delivered_id == self.last_id
+        return self.inbox == 0 and self.pending == 0 and self.delivered_id == self.last_id
 
 
 def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardStatus]:
@@ -45,11 +47,12 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
         pipe.xinfo_groups(keys.events(s))
         pipe.get(keys.lease(s))
         pipe.get(keys.snapshot(s))
+        pipe.llen(keys.inbox(s))
     replies: list[Any] = list(pipe.execute())
     now_ms = time.time() * 1000
     rows = []
     for i, s in enumerate(shards):
-        info, groups, lease, snap = replies[4 * i : 4 * i + 4]
+        info, groups, lease, snap, inbox = replies[5 * i : 5 * i + 5]
         group = group_info(groups, s)
         held = parse_lease(lease)
         age = snap_id = None
@@ -71,14 +74,15 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
                 snapshot_age_s=age,
                 snapshot_id=snap_id,
                 to_replay=0,
+                inbox=max(0, int(inbox) - 1),
             )
         )
     pipe = r.pipeline(transaction=False)
-    for row in rows:
-        pipe.xrange(
-            keys.events(row.shard), min=f"({row.snapshot_id or '0-0'}", max="+", count=REPLAY_CAP
-        )
-    for row, tail in zip(rows, pipe.execute(), strict=True):
+    starts = [(row, ids.after_range(row.snapshot_id or "0-0")) for row in rows]
+    counted = [(row, start) for row, start in starts if start is not None]
+    for row, start in counted:
+        pipe.xrange(keys.events(row.shard), min=start, max="+", count=REPLAY_CAP)
+    for (row, _start), tail in zip(counted, pipe.execute(), strict=True):
         row.to_replay = len(tail)
     return rows
 
@@ -89,6 +93,7 @@ def as_json(rows: list[ShardStatus]) -> dict[str, Any]:
         "totals": {
             "lag": sum(r.lag or 0 for r in rows),
             "pending": sum(r.pending for r in rows),
+            "inbox": sum(r.inbox for r in rows),
             "owned": sum(1 for r in rows if r.owner),
             "shards": len(rows),
             "idle": all(r.idle for r in rows),
@@ -97,25 +102,30 @@ def as_json(rows: list[ShardStatus]) -> dict[str, Any]:
 
 
 def _idle_round(r: redis.Redis, keys: Keys, shards: list[str]) -> list[str] | None:
-    """The last-generated id of every shard stream if all are delivered and acked, else None."""
+    """The last-generated id of every shard stream if all are delivered and acked and every
+    inbox is empty, else None."""
     pipe = r.pipeline(transaction=False)
     for s in shards:
         pipe.xinfo_stream(keys.events(s))
         pipe.xinfo_groups(keys.events(s))
+        pipe.llen(keys.inbox(s))
     replies: list[Any] = list(pipe.execute())
     tails = []
     for i in range(len(shards)):
-        info, groups = replies[2 * i], replies[2 * i + 1]
+        info, groups, inbox = replies[3 * i : 3 * i + 3]
         group = group_info(groups, shards[i])
         tail = ids.text(info["last-generated-id"])
-        if int(group["pending"]) or ids.text(group["last-delivered-id"]) != tail:
+        if int(inbox) > 1 or int(group["pending"]):
+            return None
+        if ids.text(group["last-delivered-id"]) != tail:
             return None
         tails.append(tail)
     return tails
 
 
 def is_idle(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
-    """Every shard stream fully delivered and acked: no entry and no saga step in flight.
+    """Every inbox empty and every shard stream fully delivered and acked: no entry and no
+    saga step in flight.
 
     Effects are written before the ack, so an acked order's charge is already in the user's
     stream, where it shows as undelivered until applied. The shards are read one after the

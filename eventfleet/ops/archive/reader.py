@@ -17,7 +17,7 @@ from eventfleet.ops.archive.segments import (
 )
 from ledger.shards import ShardCounts
 from store.fold import History
-from store.keys import EVENT_FIELD
+from store.keys import entry_event
 
 
 class Archive:
@@ -43,9 +43,9 @@ class Archive:
     def history(self, shard: str) -> History:
         """The shard's archived events, for ``store.fold.fold(history=...)``."""
 
-        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None]]:
+        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool]]:
             for eid, fields in self.entries(shard, "events", after, until):
-                yield eid, fields.get(EVENT_FIELD)
+                yield eid, *entry_event(fields)  # every field is archived, the mark too
 
         return between
 

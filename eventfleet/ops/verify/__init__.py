@@ -68,7 +68,10 @@ def _stored_records(
         out.extend(fields for _eid, fields in batch)
         if len(batch) < BATCH:
             return out
-        lo = "(" + ids.text(batch[-1][0])
+        after = ids.after_range(batch[-1][0])
+        if after is None:
+            return out
+        lo = after
 
 
 def _last_ids(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[str]:
