@@ -59,3 +59,11 @@ def written_mark(r: redis.Redis, keys: Keys, shard: str) -> str:
     """The last entry id whose effects an owner has written, ``0-0`` when none."""
     mark: Any = r.get(keys.written(shard))
     return ids.text(mark) if mark is not None else "0-0"
+
+
+def max_deleted(r: redis.Redis, keys: Keys, shard: str) -> str:
+    """The newest entry id ever removed from the shard's stream (trimmed or XDEL'd), "0-0"
+    when none: a fold that starts below it would step over entries it never sees."""
+    info: Any = r.xinfo_stream(keys.events(shard))
+    value = info.get("max-deleted-entry-id", info.get(b"max-deleted-entry-id"))
+    return "0-0" if value is None else ids.text(value)

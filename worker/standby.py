@@ -197,7 +197,9 @@ class Standbys:
         entries, poison_raw, deleted_raw = reply
         state = self._warm[shard]
         deleted = ids.text(deleted_raw)
-        if deleted != self._deleted.get(shard, deleted) and ids.after(deleted, state.last_id):
+        # (checked on the first tail after a restore too: the owner may have written a newer
+        # snapshot and trimmed up to it between our snapshot read and this tail)
+        if deleted != self._deleted.get(shard) and ids.after(deleted, state.last_id):
             # entries after our position were removed (retention or XDEL): a newer snapshot
             # covers what retention removed; start again from it
             self._drop(shard)

@@ -21,7 +21,7 @@ from ledger.state import ShardState
 from store import ids
 from store.fold import POISON_REASON, fold
 from store.keys import GROUP, Keys
-from store.shardreads import last_delivered, load_snapshot, poison_ids, written_mark
+from store.shardreads import last_delivered, load_snapshot, max_deleted, poison_ids, written_mark
 from worker import metrics
 from worker.effects import queue_effects
 from worker.scripts import Scripts
@@ -73,7 +73,13 @@ def take_over(
     stream = keys.events(shard)
     end = last_delivered(r, keys, shard)
     state: ShardState | None
-    if warm is not None and not ids.after(warm.last_id, end):
+    # A warm copy serves only while nothing after it was removed: retention trims below the
+    # owner's snapshot, which may have moved past the standby's position since its last tail.
+    if (
+        warm is not None
+        and not ids.after(warm.last_id, end)
+        and not ids.after(max_deleted(r, keys, shard), warm.last_id)
+    ):
         state, stats.warm = warm, True
     else:
         state = load_snapshot(r, keys, shard)
