@@ -61,9 +61,19 @@ def written_mark(r: redis.Redis, keys: Keys, shard: str) -> str:
     return ids.text(mark) if mark is not None else "0-0"
 
 
-def max_deleted(r: redis.Redis, keys: Keys, shard: str) -> str:
-    """The newest entry id ever removed from the shard's stream (trimmed or XDEL'd), "0-0"
-    when none: a fold that starts below it would step over entries it never sees."""
+def removed_after(r: redis.Redis, keys: Keys, shard: str, position: str) -> bool:
+    """Whether entries after ``position`` may be gone from the shard's stream: it now starts
+    after it (XTRIM, which Redis leaves out of max-deleted-entry-id), or an XDEL removed a newer
+    one. A fold that starts at ``position`` would then step over entries it never sees."""
     info: Any = r.xinfo_stream(keys.events(shard))
-    value = info.get("max-deleted-entry-id", info.get(b"max-deleted-entry-id"))
-    return "0-0" if value is None else ids.text(value)
+
+    def field(name: str) -> str:
+        value = info.get(name, info.get(name.encode()))
+        return "0-0" if value is None else ids.text(value)
+
+    first, deleted = field("recorded-first-entry-id"), field("max-deleted-entry-id")
+    if int(info.get("entries-added", info.get(b"entries-added", 0))) == int(
+        info.get("length", info.get(b"length", 0))
+    ):
+        first = "0-0"  # nothing was ever removed
+    return ids.after(first, position) or ids.after(deleted, position)

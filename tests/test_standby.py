@@ -137,6 +137,7 @@ def _run(
     **env: str,
 ) -> list[dict[str, object]]:
     counts = setup_namespace(r, namespace, 8, 8)
+    env = {"EVENTFLEET_STANDBYS": "1", **env}  # standbys are opt-in
     fleet = make_fleet(url, namespace, tmp_path, fleets, EVENTFLEET_LEASE_TTL_MS="5000", **env)
     ws = [fleet.start() for _ in range(3)]
     wait_for(

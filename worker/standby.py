@@ -51,7 +51,8 @@ BUSY_SHARE = 4
 
 # KEYS: events stream, poison set. ARGV: after id, count. Returns {entries after ARGV[1] that
 # the group has delivered and that are not pending (acked), the poison set, the stream's
-# max-deleted-entry-id}; {} when the stream has no group.
+# max-deleted-entry-id (XDEL), its first entry id once anything was removed (XTRIM moves only
+# that; "0-0" when nothing ever was)}; {} when the stream has no group.
 TAIL = """
 local delivered = nil
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -63,16 +64,20 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if name == 'workers' then delivered = last end
 end
 if not delivered then return {} end
-local deleted = '0-0'
+local deleted, first, added, length = '0-0', '0-0', 0, 0
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 for i = 1, #info, 2 do
   if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+  if info[i] == 'recorded-first-entry-id' then first = info[i + 1] end
+  if info[i] == 'entries-added' then added = info[i + 1] end
+  if info[i] == 'length' then length = info[i + 1] end
 end
+if added == length then first = '0-0' end
 local upto = delivered
 local pending = redis.call('XPENDING', KEYS[1], 'workers')
 if tonumber(pending[1]) > 0 then upto = '(' .. pending[2] end
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], upto, 'COUNT', ARGV[2])
-return {entries, redis.call('SMEMBERS', KEYS[2]), deleted}
+return {entries, redis.call('SMEMBERS', KEYS[2]), deleted, first}
 """
 
 
@@ -194,12 +199,15 @@ class Standbys:
             raise reply
         if not reply:
             return 0  # no group yet
-        entries, poison_raw, deleted_raw = reply
+        entries, poison_raw, deleted_raw, first_raw = reply
         state = self._warm[shard]
-        deleted = ids.text(deleted_raw)
-        # (checked on the first tail after a restore too: the owner may have written a newer
-        # snapshot and trimmed up to it between our snapshot read and this tail)
-        if deleted != self._deleted.get(shard) and ids.after(deleted, state.last_id):
+        deleted, first = ids.text(deleted_raw), ids.text(first_raw)
+        # Entries after our position are gone when the stream now starts after it (retention's
+        # XTRIM, which Redis does not count in max-deleted-entry-id) or an XDEL removed one.
+        # Checked on the first tail after a restore too: the owner may have written a newer
+        # snapshot and trimmed up to it between our snapshot read and this tail.
+        xdel = deleted != self._deleted.get(shard) and ids.after(deleted, state.last_id)
+        if xdel or ids.after(first, state.last_id):
             # entries after our position were removed (retention or XDEL): a newer snapshot
             # covers what retention removed; start again from it
             self._drop(shard)

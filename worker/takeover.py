@@ -21,7 +21,7 @@ from ledger.state import ShardState
 from store import ids
 from store.fold import POISON_REASON, fold
 from store.keys import GROUP, Keys
-from store.shardreads import last_delivered, load_snapshot, max_deleted, poison_ids, written_mark
+from store.shardreads import last_delivered, load_snapshot, poison_ids, removed_after, written_mark
 from worker import metrics
 from worker.effects import queue_effects
 from worker.scripts import Scripts
@@ -78,7 +78,7 @@ def take_over(
     if (
         warm is not None
         and not ids.after(warm.last_id, end)
-        and not ids.after(max_deleted(r, keys, shard), warm.last_id)
+        and not removed_after(r, keys, shard, warm.last_id)
     ):
         state, stats.warm = warm, True
     else:
