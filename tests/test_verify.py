@@ -190,6 +190,19 @@ def test_verify_catches_a_duplicated_outcome(
     assert f"u3 outcomes:\n  duplicate: seq {int(fields[b'seq'])} stored twice" in text
 
 
+def test_verify_reports_damaged_outcome_records_without_crashing(
+    copy: tuple[redis.Redis, Keys, dict[str, str]],
+) -> None:
+    r, keys, env = copy
+    r.xadd(keys.outcomes("u1"), {"seq": "999999"})  # no outcome field
+    r.xadd(keys.outcomes("u1"), {"seq": "x", "outcome": "{"})  # neither readable
+    code, _doc, text = run_verify(env)
+    assert code == 3  # EXIT_DIFFERENCES, not a traceback
+    assert "a damaged outcome record" in text
+    state = cli("state", "all", "--json", env=env)
+    assert state.returncode == 0, state.stderr
+
+
 def test_verify_catches_an_event_no_log_emitted(
     copy: tuple[redis.Redis, Keys, dict[str, str]],
 ) -> None:

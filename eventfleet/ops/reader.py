@@ -90,7 +90,10 @@ def read_outcomes(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[int, Ord
         if not batch:
             return out
         for _eid, fields in batch:
-            out.append((int(fields[b"seq"]), decode_outcome(fields[b"outcome"])))
+            try:
+                out.append((int(fields[b"seq"]), decode_outcome(fields[b"outcome"])))
+            except (KeyError, ValueError, TypeError):
+                continue  # a damaged record: `verify` reports it
         after = ids.after_range(batch[-1][0])
         if after is None:
             return out

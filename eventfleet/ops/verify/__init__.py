@@ -27,10 +27,10 @@ from eventfleet.ops.verify.checks import (
     check_state,
     check_stored,
     check_totals,
+    stored_outcome,
 )
 from eventfleet.ops.verify.fold import fold_shard
 from eventfleet.ops.verify.report import KINDS, SHOWN, Finding, Findings, Report, ShardFold
-from ledger.codec import decode_outcome
 from ledger.shards import ShardCounts, family
 from store import ids
 from store.fold import BATCH
@@ -103,7 +103,8 @@ def verify(
             else []
         )
         stored_dead = _stored_records(r, keys.dlq(shard), _archived(archive, shard, "dlq"))
-        stored_orders.update(decode_outcome(f[b"outcome"]).order_id for f in stored_out)
+        records = (stored_outcome(f) for f in stored_out)
+        stored_orders.update(rec[1].order_id for rec in records if rec is not None)
         fold = fold_shard(r, keys, counts, shard, report, on_chunk, archive)
         if fold is None:
             continue

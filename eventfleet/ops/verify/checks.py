@@ -62,14 +62,29 @@ def _outcome_text(o: OrderOutcome) -> str:
     return f"{o.order_id} {o.status}{reason} user {o.user_id} amount {o.amount}"
 
 
+def stored_outcome(fields: Any) -> tuple[int, OrderOutcome] | None:
+    """An outcome record's seq and outcome, or None when the record is damaged (a field
+    missing, not a number, not an outcome): a writer with the admin's rights can put anything
+    there, and verify must report it, not crash on it."""
+    try:
+        return int(fields[b"seq"]), decode_outcome(fields[b"outcome"])
+    except (KeyError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def check_stored(
     fold: ShardFold, stored_outcomes: list[Any], stored_dead: list[Any], report: Report
 ) -> None:
     shard = fold.shard
     if family(shard) == "u":
         want = {o.seq: _outcome_text(o.outcome) for o in fold.outcomes}
-        have = [(int(f[b"seq"]), _outcome_text(decode_outcome(f[b"outcome"])))
-                for f in stored_outcomes]  # fmt: skip
+        have = []
+        for f in stored_outcomes:
+            record = stored_outcome(f)
+            if record is None:
+                report.findings.add("mismatch", shard, "outcomes", "a damaged outcome record")
+                continue
+            have.append((record[0], _outcome_text(record[1])))
         _compare_records(shard, "outcomes", want, have, fold.floor.get(OUTCOMES, 0),
                          report.quiescent, report)  # fmt: skip
     want_d = {d.seq: f"{d.entry_id} {d.reason}" for d in fold.dead}
