@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.codec import encode_outcome
 from ledger.rules import DeadLetter, OutcomeRecord, StepResult
-from store.keys import EVENT_FIELD, GROUP, Keys
+from store.keys import GROUP, Keys
 from worker.scripts import Scripts
 
 
@@ -66,10 +66,7 @@ def queue_effects(
         if res.dead is not None:
             dead.append(res.dead)
     for dest, texts in emits.items():  # in order per destination: its seqs ascend
-        if len(texts) == 1:
-            pipe.xadd(keys.events(dest), {EVENT_FIELD: texts[0]})
-        else:
-            scripts.xadd_many(keys=[keys.events(dest)], args=texts, client=pipe)
+        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=texts, client=pipe)
     if outcomes:
         args: list[Any] = [1]
         for o in outcomes:

@@ -267,7 +267,10 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
     return EvalScript(r, text) if is_cluster(r) else r.register_script(text)
 
 
-# KEYS: a shard's events stream. ARGV: entry texts, appended in order with server-made ids. One
+# KEYS: a shard's events stream, its inbox. ARGV: entry texts, appended in order with server-made
+# ids, after what producers left in the inbox is moved into the log first (marked 'via inbox', as
+# FENCED_READ moves it): an event a producer published before the one that caused these (a
+# top-up before the order whose charge this is) stays before them in the log. One
 # call per destination shard and batch instead of an XADD per emitted event: the saga's second
 # hop costs the client one command per destination, not per order. Safe to repeat, like the
 # XADDs it replaces: the receiver deduplicates by (source, seq). All or none when Redis is full
@@ -276,6 +279,15 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
 # later one accepted (memory freed in between); sent again, the refused one would land after a
 # higher seq of the same source and the receiver would drop it as a duplicate.
 XADD_MANY = """
+local items = redis.call('LRANGE', KEYS[2], 1, -1)
+local moved = 0
+for i = 1, #items do
+  local ok = pcall(redis.call, 'XADD', KEYS[1], 'NOMKSTREAM', '*',
+                   'event', items[i], 'via', 'inbox')
+  if not ok then break end
+  moved = moved + 1
+end
+if moved > 0 then redis.call('LTRIM', KEYS[2], moved, -1) end
 for i = 1, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
 end
