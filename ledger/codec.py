@@ -68,6 +68,9 @@ class RejectWire(Reject):
 
 Wire = TopupWire | AddItemWire | OrderWire | ChargeWire | ReleaseWire | RejectWire
 _WIRE_ADAPTER: Final[TypeAdapter[Wire]] = TypeAdapter(Annotated[Wire, Field(discriminator="type")])
+_VALIDATE_JSON: Final = _WIRE_ADAPTER.validator.validate_json
+"""pydantic-core's own entry point: ``TypeAdapter.validate_json`` adds a Python-level wrapper
+(argument checks, keyword defaults) that costs a fifth of the call on a top-up."""
 
 
 MAX_ENTRY_BYTES = 64 * 1024
@@ -186,7 +189,8 @@ def decode(raw: bytes | str) -> Wire:
     if len(raw) > MAX_ENTRY_BYTES:
         raise DecodeError("too_large", f"entry of {len(raw)} bytes (limit {MAX_ENTRY_BYTES})")
     try:
-        return _WIRE_ADAPTER.validate_json(raw)
+        wire: Wire = _VALIDATE_JSON(raw)
+        return wire
     except ValidationError as err:
         raise _classify(err) from None
     except Exception as exc:

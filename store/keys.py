@@ -24,9 +24,14 @@ def entry_event(fields: dict[bytes, bytes]) -> tuple[bytes | None, bool]:
 
 def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool]:
     """The same from an entry's flat field list (``[name, value, ...]``, as scripts return)."""
+    n = len(flat)
+    if n == 2 and flat[0] == EVENT_FIELD:  # what workers write
+        return bytes(flat[1]), False
+    if n == 4 and flat[0] == EVENT_FIELD and flat[2] == VIA_FIELD:  # a moved inbox entry
+        return bytes(flat[1]), flat[3] == VIA_INBOX
     raw: bytes | None = None
     via_inbox = False
-    for i in range(0, len(flat) - 1, 2):
+    for i in range(0, n - 1, 2):
         name = flat[i]
         if name == EVENT_FIELD:
             raw = bytes(flat[i + 1])
