@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     """Static membership: on SIGTERM keep this worker's membership and leases this long (after
     final snapshots), so a process restarted with the same EVENTFLEET_WORKER_ID takes its
     shards back with no replay and nothing else moves. 0: hand the shards over at once."""
+    rejoin_check: Literal["none", "kubernetes"] = "none"
+    """How a static member tells a restart (it comes back: keep its shards for the grace) from
+    a removal (it does not: hand them over at once). ``none``: every SIGTERM is a restart.
+    ``kubernetes``: the worker runs as a StatefulSet pod named ``<statefulset>-<ordinal>`` and
+    on SIGTERM reads the StatefulSet's replica count; an ordinal at or past it is a scale-down
+    (worker/rejoin.py)."""
+    kube_api_url: str = "https://kubernetes.default.svc"
+    """The Kubernetes API server (``rejoin_check=kubernetes``)."""
+    kube_sa_dir: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    """The pod's service-account files: ``token``, ``ca.crt``, ``namespace``."""
     max_deliveries: int = Field(10, ge=2)
     wait_replicas: int = Field(0, ge=0, le=16)
     """After each batch's effects, WAIT until this many replicas of every master written to

@@ -79,7 +79,7 @@ def test_the_podmonitor_scrapes_every_worker_pod() -> None:
     monitor = monitoring_docs()["PodMonitor"]
     assert monitor["apiVersion"] == OPERATOR_API
     assert set(monitor["spec"]) == {"jobLabel", "selector", "podMetricsEndpoints"}
-    template = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]
+    template = k8s_resource("StatefulSet", "eventfleet-worker")["spec"]["template"]
     assert selects(monitor["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
     redis_pods = k8s_resource("StatefulSet", "redis")["spec"]["template"]["metadata"]
     assert not selects(monitor["spec"]["selector"]["matchLabels"], redis_pods["labels"])

@@ -53,7 +53,7 @@ def test_rendered_manifests_validate_strictly(root: Path, tmp_path: Path) -> Non
     warned = re.findall(r"^WARN .*?kind (\w+) ", output, re.M)
     assert warned == [d["kind"] for d in docs if d["kind"] == "ScaledObject"], output
     kinds = by_key(docs)
-    deployment = kinds[("Deployment", "eventfleet-worker")]
+    deployment = kinds[("StatefulSet", "eventfleet-worker")]
     scaled = kinds.get(("ScaledObject", "eventfleet-worker"))
     # KEDA owns the size where it runs; without it the overlay must fix one
     assert ("replicas" in deployment["spec"]) == (scaled is None), names(root)
@@ -68,7 +68,7 @@ def test_rendered_manifests_validate_strictly(root: Path, tmp_path: Path) -> Non
 def test_no_keda_overlay() -> None:
     kinds = by_key(render(OVERLAYS / "no-keda"))
     assert not [k for k in kinds if k[0] == "ScaledObject"]
-    assert kinds[("Deployment", "eventfleet-worker")]["spec"]["replicas"] >= 1
+    assert kinds[("StatefulSet", "eventfleet-worker")]["spec"]["replicas"] >= 1
 
 
 def test_external_redis_overlay() -> None:

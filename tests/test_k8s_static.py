@@ -66,7 +66,7 @@ def pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
 def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
     templates = dict(pod_templates())
     assert set(templates) == {
-        "Deployment/eventfleet-worker",
+        "StatefulSet/eventfleet-worker",
         "Deployment/eventfleet-exporter",
         "StatefulSet/redis",
         "Job/eventfleet-init",
@@ -76,7 +76,11 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
         pod_security = spec.get("securityContext", {})
         assert pod_security.get("runAsNonRoot") is True, name
         assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-        assert spec.get("automountServiceAccountToken") is False, name
+        if name == "StatefulSet/eventfleet-worker":  # reads its own scale (worker-rbac.yaml)
+            assert spec["automountServiceAccountToken"] is True, name
+            assert spec["serviceAccountName"] == "eventfleet-worker", name
+        else:
+            assert spec.get("automountServiceAccountToken") is False, name
         for volume in spec.get("volumes", []):
             assert "hostPath" not in volume, name
         for container in spec["containers"]:
@@ -89,8 +93,8 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
 
 
-def test_worker_deployment_probes_and_grace_period() -> None:
-    deployment = k8s_resource("Deployment", "eventfleet-worker")
+def test_worker_statefulset_probes_and_grace_period() -> None:
+    deployment = k8s_resource("StatefulSet", "eventfleet-worker")
     config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
@@ -117,7 +121,7 @@ def test_configmap_holds_only_contract_settings() -> None:
 
 def test_pods_get_only_their_own_credentials() -> None:
     expected = {
-        "Deployment/eventfleet-worker": ("eventfleet-worker", "worker-password"),
+        "StatefulSet/eventfleet-worker": ("eventfleet-worker", "worker-password"),
         "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
         "CronJob/eventfleet-archive": ("eventfleet-admin", "admin-password"),
         "Deployment/eventfleet-exporter": ("eventfleet-exporter", "exporter-password"),
@@ -171,7 +175,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def test_metrics_service_and_pdb_select_the_workers() -> None:
-    labels = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]["metadata"][
+    labels = k8s_resource("StatefulSet", "eventfleet-worker")["spec"]["template"]["metadata"][
         "labels"
     ]
     service = k8s_resource("Service", "eventfleet-worker-metrics")
@@ -204,8 +208,8 @@ def test_scaledobject_scales_the_workers_on_total_lag() -> None:
     }
     assert set(spec) <= known, set(spec) - known
     target = spec["scaleTargetRef"]
-    assert target.get("kind", "Deployment") == "Deployment"
-    k8s_resource("Deployment", target["name"])
+    assert (target["apiVersion"], target["kind"]) == ("apps/v1", "StatefulSet")
+    k8s_resource("StatefulSet", target["name"])
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus"
     config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
@@ -240,7 +244,7 @@ def test_one_exporter_serves_the_lag_that_keda_reads() -> None:
     service = k8s_resource("Service", "eventfleet-exporter")
     assert selects(service["spec"]["selector"], labels)
     assert service["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
-    workers = k8s_resource("Deployment", "eventfleet-worker")["spec"]["template"]["metadata"]
+    workers = k8s_resource("StatefulSet", "eventfleet-worker")["spec"]["template"]["metadata"]
     assert not selects(service["spec"]["selector"], workers["labels"])
     worker_service = k8s_resource("Service", "eventfleet-worker-metrics")
     assert not selects(worker_service["spec"]["selector"], labels)

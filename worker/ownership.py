@@ -24,6 +24,7 @@ from worker.conn import Conn
 from worker.health import HealthState
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
+from worker.rejoin import will_return
 from worker.retention import retain, trim
 from worker.takeover import LeaseLost, take_over
 
@@ -177,13 +178,14 @@ class Ownership:
     def drain(self) -> bool:
         """Final snapshots, leases released, leave the member set: the next owners start now.
 
-        A static member (``EVENTFLEET_REJOIN_GRACE_MS`` > 0) instead keeps its membership
-        and its leases for the grace period (``_suspend``).
+        A static member (``EVENTFLEET_REJOIN_GRACE_MS`` > 0) that expects to come back
+        (``worker.rejoin``) instead keeps its membership and its leases for the grace period
+        (``_suspend``).
 
         Returns False when a shard could not be handed over (Redis unreachable): its lease
         then expires by itself and the next owner replays from the last snapshot.
         """
-        if self._static:
+        if self._static and will_return(self._s):
             return self._suspend()
         clean = True
         for o in list(self._owned.values()):
