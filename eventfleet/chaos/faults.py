@@ -45,6 +45,9 @@ class FaultRecord:
     recovery_s: list[float] = field(default_factory=list)
     unrecovered: list[str] = field(default_factory=list)
     note: str = ""
+    redis_down_s: float | None = None
+    """``redis_restart``: from the stop to redis-server answering again (AOF loaded), part of
+    each recovery time; the rest is the workers'."""
 
     @property
     def in_flight(self) -> bool:
@@ -202,9 +205,16 @@ class FaultInjector:
             raise ChaosError("redis_restart needs the throwaway redis-server")
         hard = self.restarts % 2 == 1
         self.restarts += 1
+        t0 = time.monotonic()
         self.local.stop(kill=hard)
+        stopped = time.monotonic()
         self.local.start(timeout=120.0)
-        rec.note = f"redis-server stopped with {'SIGKILL' if hard else 'SIGTERM'} and restarted"
+        up = time.monotonic()
+        rec.redis_down_s = round(up - t0, 4)
+        rec.note = (
+            f"redis-server stopped with {'SIGKILL' if hard else 'SIGTERM'} in "
+            f"{stopped - t0:.2f}s and answered again {up - stopped:.2f}s later"
+        )
 
     def _client_kill(self) -> int:
         r = self.observer.r

@@ -83,6 +83,7 @@ def build_report(
             for k in KINDS
             if faults[k]
         },
+        "redis_restart_split": _restart_split(records),
         "takeovers": takeovers,
         "duration_seconds": round(duration_s, 1),
         "ok": False,
@@ -132,6 +133,18 @@ def _spread(samples: list[float]) -> dict[str, Any]:
         "p50": round(statistics.median(samples), 3) if samples else None,
         "max": round(max(samples), 3) if samples else None,
         "samples": len(samples),
+    }
+
+
+def _restart_split(records: list[FaultRecord]) -> dict[str, Any]:
+    """Each ``redis_restart`` recovery in two parts: redis-server's own down time (stop, start,
+    AOF load) and the time the workers took after it answered again."""
+    restarts = [r for r in records if r.kind == "redis_restart" and r.redis_down_s is not None]
+    return {
+        "redis_down": _spread([r.redis_down_s or 0.0 for r in restarts]),
+        "after_redis_up": _spread(
+            [round(x - (r.redis_down_s or 0.0), 4) for r in restarts for x in r.recovery_s]
+        ),
     }
 
 
