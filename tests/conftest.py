@@ -13,6 +13,7 @@ import redis
 
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
+from tests.kube_api import KubeApi, start_kube_api
 from tests.secure_redis import (
     EVENTS,
     GROUP,
@@ -81,6 +82,14 @@ def fleet_factory(tmp_path: Path) -> Iterator[list[LocalFleet]]:
     yield fleets
     for f in fleets:
         f.stop_all(timeout=15)
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[KubeApi]:
+    """A TLS stand-in for the Kubernetes API's StatefulSet scale reads (tests/kube_api.py)."""
+    api = start_kube_api(tmp_path / "kube", "eventfleet")
+    yield api
+    api.stop()
 
 
 # ---------------------------------------------------------------- the shipped ACL file

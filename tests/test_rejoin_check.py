@@ -6,7 +6,6 @@ the restarted pod; an API that refuses the question makes the member leave."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from store.keys import Keys
 from store.settings import Settings
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
-from tests.kube_api import KubeApi, start_kube_api
+from tests.kube_api import KubeApi
 from tests.test_static_membership import epochs
 from worker.assignment import assign
 from worker.rejoin import RejoinUnknown, pod_ordinal, will_return
@@ -31,11 +30,9 @@ GRACE_MS = "120000"
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[KubeApi]:
-    api = start_kube_api(tmp_path / "kube", "eventfleet")
-    api.replicas[STS] = 4
-    yield api
-    api.stop()
+def kube(kube_api: KubeApi) -> KubeApi:
+    kube_api.replicas[STS] = 4
+    return kube_api
 
 
 def events(w: WorkerProc, name: str) -> list[dict[str, object]]:

@@ -1,10 +1,13 @@
 """Static membership with real worker processes: a member restarted under the same
-EVENTFLEET_WORKER_ID takes its own shards back, and nothing else moves."""
+EVENTFLEET_WORKER_ID takes its own shards back, and nothing else moves; also as the worker
+StatefulSet rolls (highest ordinal first, each worker asking a stand-in Kubernetes API
+whether it comes back, EVENTFLEET_REJOIN_CHECK=kubernetes)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
@@ -16,6 +19,7 @@ from producer.workload import mixed
 from store.keys import Keys
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
+from tests.kube_api import KubeApi
 from tests.recompute import check_against_logs
 from worker.assignment import assign
 
@@ -33,18 +37,32 @@ def settled(r: redis.Redis, ns: str, counts: ShardCounts) -> bool:
     return owners(r, ns, counts) == assign(counts.all_shards(), IDS)
 
 
+@pytest.mark.parametrize("check", ["none", "kubernetes"])
 def test_rolling_restart_moves_each_shard_at_most_once(
+    check: str,
     r: redis.Redis,
     redis_server: LocalRedis,
     namespace: str,
     tmp_path: Path,
     fleet_factory: list[LocalFleet],
+    request: pytest.FixtureRequest,
 ) -> None:
     counts = setup_namespace(r, namespace, 8, 8)
     keys = Keys(namespace)
+    kube_env: dict[str, str] = {}
+    order = IDS
+    if check == "kubernetes":  # a StatefulSet "worker" of 4 replicas rolls from ordinal 3
+        kube: KubeApi = request.getfixturevalue("kube_api")
+        kube.replicas["worker"] = 4
+        kube_env, order = kube.env(), list(reversed(IDS))
     # a generous grace: each restart below must come back well within it on a loaded machine
     fleet = make_fleet(
-        redis_server.url, namespace, tmp_path, fleet_factory, EVENTFLEET_REJOIN_GRACE_MS="60000"
+        redis_server.url,
+        namespace,
+        tmp_path,
+        fleet_factory,
+        EVENTFLEET_REJOIN_GRACE_MS="60000",
+        **kube_env,
     )
     procs = {wid: fleet.start(worker_id=wid) for wid in IDS}
     wait_for(lambda: settled(r, namespace, counts), 60, "four workers to hold their shards")
@@ -53,9 +71,12 @@ def test_rolling_restart_moves_each_shard_at_most_once(
     producer.start()
     before = epochs(r, keys, counts)
     restarted = []
-    for wid in IDS:  # one at a time, as a rollout of stable names does
+    for wid in order:  # one at a time, as a rollout of stable names does
         held = {s for s, o in owners(r, namespace, counts).items() if o == wid}
         assert fleet.terminate(procs[wid], timeout=30) == 0
+        if check == "kubernetes":
+            (asked,) = [e for e in log_lines(procs[wid]) if e["event"] == "rejoin_check"]
+            assert asked["returns"] is True, asked
         procs[wid] = fleet.start(worker_id=wid)
         restarted.append(procs[wid])
         wait_for(
