@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ledger import dedup
+from ledger.bundle import decode_bundle, is_bundle, split
 from ledger.codec import (
     AddItemWire,
     ChargeWire,
@@ -164,17 +165,75 @@ def step(
         wire = decode(raw)
     except DecodeError as exc:
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
+    return _step_wire(state, entry_id, wire, raw, counts, from_inbox)
+
+
+def step_entry(
+    state: ShardState,
+    entry_id: str,
+    raw: bytes | None,
+    counts: ShardCounts,
+    *,
+    from_inbox: bool = False,
+) -> list[StepResult]:
+    """Apply one entry, a single event or a bundle (``ledger.bundle``): one result per event,
+    each exactly what ``step`` gives for that event's text under the entry's id.
+
+    A bundle that decodes whole is validated in one call and its events' texts are cut out
+    only when a dead letter needs one; any other is split and stepped event by event.
+    """
+    if raw is None or not is_bundle(raw):
+        return [step(state, entry_id, raw, counts, from_inbox=from_inbox)]
+    wires = decode_bundle(raw)
+    if wires is None:
+        return [step(state, entry_id, t, counts, from_inbox=from_inbox) for t in split(raw)]
+    state.last_id = entry_id
+    texts = _Texts(raw)
+    return [
+        _step_wire(state, entry_id, w, texts, counts, from_inbox, i) for i, w in enumerate(wires)
+    ]
+
+
+class _Texts:
+    """A bundle's event texts, cut out on first use (only dead letters need them)."""
+
+    __slots__ = ("_parts", "_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._parts: Sequence[bytes] | None = None
+
+    def at(self, i: int) -> bytes:
+        if self._parts is None:
+            self._parts = split(self._raw)
+        return self._parts[i]
+
+
+def _step_wire(
+    state: ShardState,
+    entry_id: str,
+    wire: Wire,
+    raw: bytes | str | _Texts,
+    counts: ShardCounts,
+    from_inbox: bool,
+    index: int = 0,
+) -> StepResult:
+    """``step`` after decoding; ``raw`` is the event's text, or its bundle's (``index``)."""
     cls = type(wire)
     if from_inbox and cls not in _EXTERNAL_WIRES:
         msg = f"a {wire.type} arrived through the inbox: only shards emit it"
-        return dead_letter(state, entry_id, raw, "forged_internal", msg)
+        return dead_letter(state, entry_id, _text(raw, index), "forged_internal", msg)
     if from_inbox and not wire.source.startswith("p:"):
         msg = f"source {wire.source!r} arrived through the inbox: only that shard may use it"
-        return dead_letter(state, entry_id, raw, "forged_source", msg)
+        return dead_letter(state, entry_id, _text(raw, index), "forged_source", msg)
     home = _home(wire, counts)
     if home != state.shard:
         misrouted = dead_letter(
-            state, entry_id, raw, "wrong_shard", f"{wire.type} belongs to shard {home}"
+            state,
+            entry_id,
+            _text(raw, index),
+            "wrong_shard",
+            f"{wire.type} belongs to shard {home}",
         )
         misrouted.wire = wire
         return misrouted
@@ -203,14 +262,14 @@ def step(
     except Refused as exc:
         if undo is not None:
             undo.restore(state)
-        refused = dead_letter(state, entry_id, raw, exc.reason, bounded(str(exc)))
+        refused = dead_letter(state, entry_id, _text(raw, index), exc.reason, bounded(str(exc)))
         refused.wire = wire
         return refused
     except Exception as exc:
         if undo is not None:
             undo.restore(state)
         msg = bounded(f"{type(exc).__name__}: {exc}")
-        failed = dead_letter(state, entry_id, raw, "handler_error", msg)
+        failed = dead_letter(state, entry_id, _text(raw, index), "handler_error", msg)
         failed.wire = wire
         return failed
     state.watermarks[source] = wire.seq
@@ -221,6 +280,10 @@ def step(
     state.applied += 1
     result.wire = wire
     return result
+
+
+def _text(raw: bytes | str | _Texts, index: int) -> bytes | str:
+    return raw.at(index) if isinstance(raw, _Texts) else raw
 
 
 class _Undo:

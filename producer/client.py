@@ -28,6 +28,7 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
+from ledger.bundle import pack
 from ledger.codec import encode
 from ledger.events import AddItem, ExternalEvent, Topup
 from ledger.shards import ShardCounts, destination
@@ -81,11 +82,13 @@ class InboxMissing(FatalRedisError):
 
 
 def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each."""
+    """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each, the
+    texts packed into bundles (``ledger.bundle``: one inbox element, later one log entry, for
+    up to ``MAX_EVENTS`` events)."""
     by_key: dict[str, list[str]] = {}
     for key, text in stamped:
         by_key.setdefault(key, []).append(text)
-    return list(by_key.items())
+    return [(key, pack(texts)) for key, texts in by_key.items()]
 
 
 def pack_pushes(conn: Any, pushes: Sequence[tuple[str, list[str]]]) -> list[bytes]:

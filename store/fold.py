@@ -1,5 +1,6 @@
 """The one read-only fold of a shard's log: XRANGE entries after ``state.last_id`` in batches
-and apply each with ``ledger.rules.step``, dead-lettering the poison entries instead.
+and apply each event with ``ledger.rules.step`` (each event of a bundle, ``ledger.bundle``,
+on its own), dead-lettering the poison entries instead.
 
 The worker's takeover replay, ``eventfleet state`` and ``eventfleet verify`` all fold here.
 ``history`` puts entries that are no longer in Redis (``eventfleet archive``'s segments) in
@@ -16,6 +17,7 @@ from typing import Any
 
 import redis
 
+from ledger.bundle import split
 from ledger.rules import StepResult, dead_letter, step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
@@ -43,6 +45,29 @@ def poison_letter(state: ShardState, entry_id: str, raw: bytes | None) -> StepRe
     return dead_letter(state, entry_id, text, POISON_REASON, POISON_ERROR)
 
 
+def fold_entry(
+    state: ShardState,
+    eid: str,
+    raw: bytes | None,
+    via_inbox: bool,
+    counts: ShardCounts,
+    poisoned: bool,
+    on_step: OnStep | None = None,
+) -> None:
+    """Fold one entry: each event of a bundle (``ledger.bundle``) as an entry of its own with
+    the entry's id, ``on_step`` called with each event's text; a poison entry dead-lettered
+    whole."""
+    if poisoned:
+        res = poison_letter(state, eid, raw)
+        if on_step is not None:
+            on_step(eid, raw, res)
+        return
+    for text in split(raw) if raw is not None else (raw,):
+        res = step(state, eid, text, counts, from_inbox=via_inbox)
+        if on_step is not None:
+            on_step(eid, text, res)
+
+
 def fold(
     r: redis.Redis,
     stream: str,
@@ -67,12 +92,7 @@ def fold(
     if history is not None:
         pending = 0
         for eid, raw, via_inbox in history(state.last_id, until):
-            if eid in poison:
-                res = poison_letter(state, eid, raw)
-            else:
-                res = step(state, eid, raw, counts, from_inbox=via_inbox)
-            if on_step is not None:
-                on_step(eid, raw, res)
+            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step)
             n += 1
             pending += 1
             if pending == batch:
@@ -90,12 +110,7 @@ def fold(
         for eid_b, fields in entries:
             eid = ids.text(eid_b)
             raw, via_inbox = entry_event(fields)
-            if eid in poison:
-                res = poison_letter(state, eid, raw)
-            else:
-                res = step(state, eid, raw, counts, from_inbox=via_inbox)
-            if on_step is not None:
-                on_step(eid, raw, res)
+            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step)
         if not entries:
             break
         n += len(entries)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import redis
 
 from eventfleet.local.redisserver import LocalRedis
+from ledger.bundle import split
 from ledger.events import Topup
 from producer.client import Producer
 from store.keys import Keys
@@ -34,7 +35,7 @@ def test_a_killed_connection_mid_publish_loses_nothing(own_redis: LocalRedis) ->
     assert kills and all(k >= 1 for k in kills), kills
     total = 0
     for shard in (f"u{k}" for k in range(4)):
-        seqs = [json.loads(e)["seq"] for e in r.lrange(keys.inbox(shard), 1, -1)]
+        seqs = [json.loads(t)["seq"] for e in r.lrange(keys.inbox(shard), 1, -1) for t in split(e)]
         distinct = sorted(set(seqs))
         assert distinct == list(range(1, len(distinct) + 1)), f"a gap in {shard}"
         firsts: list[int] = []  # each seq where it first landed: never before a lower one

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -26,6 +27,12 @@ from tests.live_worker import (
     wait_idle,
     wait_ready,
 )
+
+
+def connected(r: redis.Redis, worker_id: str) -> bool:
+    """Whether Redis still holds a connection the worker named (its own or its liveness one)."""
+    clients: Any = r.client_list()
+    return any(c.get("name") in (worker_id, f"live:{worker_id}") for c in clients)
 
 
 def test_takeover_after_a_sigkill_counts_claimed_and_replayed_entries(
@@ -52,6 +59,10 @@ def test_takeover_after_a_sigkill_counts_claimed_and_replayed_entries(
         held = pending_by_consumer(r, keys, counts, a.id)
         if held:
             fleet.kill(a.proc)
+            # A read the paused process had sent may still run once Redis gets it: count
+            # its pending entries once its connections are gone.
+            wait_for(lambda: not connected(r, a.id), 30, "the killed worker's connections to close")
+            held = pending_by_consumer(r, keys, counts, a.id)
         else:
             fleet.resume(a.proc)
         return held

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ledger.bundle import pack
 from ledger.codec import encode_outcome
 from ledger.rules import DeadLetter, OutcomeRecord, StepResult
 from store.keys import GROUP, Keys
@@ -66,7 +67,9 @@ def queue_effects(
         if res.dead is not None:
             dead.append(res.dead)
     for dest, texts in emits.items():  # in order per destination: its seqs ascend
-        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=texts, client=pipe)
+        # a bundle per destination (ledger.bundle): one entry for up to MAX_EVENTS events
+        bundles = pack(texts)
+        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=bundles, client=pipe)
     if outcomes:
         args: list[Any] = [1]
         for o in outcomes:

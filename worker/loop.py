@@ -20,7 +20,7 @@ from typing import Any
 import redis
 import structlog
 
-from ledger.rules import DeadLetter, StepResult, step
+from ledger.rules import DeadLetter, StepResult, step_entry
 from ledger.shards import ShardCounts
 from store import ids, retry
 from store.connection import TRANSIENT
@@ -192,7 +192,7 @@ class Worker:
             log.error("shard_log_blocked", shard=o.name, error=str(reply)[:300])
 
     def _read_args(self, o: Owned, applied_to: str) -> list[Any]:
-        return [o.token, self.s.worker_id, self.s.batch_size, o.read_from, applied_to]
+        return [o.token, self.s.worker_id, o.count(self.s.batch_size), o.read_from, applied_to]
 
     def _read(self, shards: list[Owned], args: list[list[Any]]) -> list[Any]:
         conn = self.conn
@@ -216,7 +216,10 @@ class Worker:
         Not on Redis Cluster: its client refreshes a shared slot map when a node fails, and
         this would run that from two threads at once.
         """
-        full = any(isinstance(r, list) and len(r) >= self.s.batch_size for r in replies)
+        full = any(
+            isinstance(r, list) and len(r) >= o.count(self.s.batch_size)
+            for o, r in zip(shards, replies, strict=True)
+        )
         if self.conn.cluster or not full or any(o.resync for o in shards):
             return
         args = [
@@ -263,18 +266,20 @@ class Worker:
             if check and not ids.after(eid, state.last_id):
                 continue  # applied already; only its ack is missing
             raw, via_inbox = flat_entry_event(flat)
-            res = step(state, eid, raw, counts, from_inbox=via_inbox)
-            results.append(res)
-            if res.kind == "applied":
-                types[res.event_type or "?"] += 1
-                if oldest is None:
-                    oldest = eid
-            elif res.kind == "duplicate":
-                dups += 1
-            elif res.dead is not None:
-                dead.append(res.dead)
-            for out in res.outcomes:
-                outcomes[out.outcome.status, out.outcome.reason or "none"] += 1
+            for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox):
+                results.append(res)
+                if res.kind == "applied":
+                    types[res.event_type or "?"] += 1
+                    if oldest is None:
+                        oldest = eid
+                elif res.kind == "duplicate":
+                    dups += 1
+                elif res.dead is not None:
+                    dead.append(res.dead)
+                for out in res.outcomes:
+                    outcomes[out.outcome.status, out.outcome.reason or "none"] += 1
+        if entries:
+            o.per_entry = max(1, -(-len(results) // len(entries)))
         if types or dups:
             self.observe.shard_applied(o.name, o.family, types, dups, oldest)
         if outcomes:

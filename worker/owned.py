@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ledger.bundle import MAX_EVENTS
 from ledger.state import ShardState
 
 
@@ -22,6 +23,9 @@ class Owned:
     resync: bool = False
     """After a read whose reply was lost: re-read our own pending entries before ``>``."""
     cursor: str = "0"
+    per_entry: int = MAX_EVENTS
+    """Events per entry in the last batch (bundles hold many: ``ledger.bundle``), rounded up;
+    at first the most a bundle holds, so a first read of bundles is not a huge batch."""
 
     @property
     def family(self) -> str:
@@ -41,6 +45,10 @@ class Owned:
     def resync_past(self, entry_id: str) -> None:
         """While resyncing, the pending entries up to ``entry_id`` are in hand."""
         self.cursor = entry_id
+
+    def count(self, batch_size: int) -> int:
+        """How many entries the next read asks for: about ``batch_size`` events."""
+        return max(1, batch_size // self.per_entry)
 
     def resync_done(self) -> None:
         """No pending entries of ours are left: read new entries (``>``) again."""

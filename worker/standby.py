@@ -25,12 +25,11 @@ from typing import Any
 
 import structlog
 
-from ledger.rules import step
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
 from store.connection import TRANSIENT
-from store.fold import poison_letter
+from store.fold import fold_entry
 from store.keys import flat_entry_event
 from store.settings import Settings
 from store.shardreads import load_snapshot
@@ -219,8 +218,5 @@ class Standbys:
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
             raw, via_inbox = flat_entry_event(flat)
-            if eid in poison:
-                poison_letter(state, eid, raw)
-            else:
-                step(state, eid, raw, self._counts, from_inbox=via_inbox)
+            fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison)
         return len(entries)

@@ -15,6 +15,7 @@ from eventfleet.bench import baselines as bench_baselines
 from eventfleet.bench.env import (
     BenchEnv,
     BenchError,
+    append_to_logs,
     cpu_seconds,
     deadline_wait,
     entries_read,
@@ -132,8 +133,12 @@ def backlog(
 
 def one_worker(env: BenchEnv, n: int, naive_n: int, batch: int) -> dict[str, Any]:
     """b on a backlog of top-ups, then e and f on the same entries."""
-    b = backlog(env, "bench-b", 1, topup_batch(n, seed=1), keep=True)
-    keys = Keys("bench-b")
+    events = topup_batch(n, seed=1)
+    b = backlog(env, "bench-b", 1, events)
+    # The baselines read a log of one event per entry, as a hand-written consumer's producer
+    # (one XADD per event) leaves it; eventfleet's producer writes bundles (ledger.bundle).
+    keys = env.namespace("bench-bl", COUNTS)
+    append_to_logs(env.client, keys, COUNTS, events)
     shards = [f"u{i}" for i in range(COUNTS.users)]
     e = bench_baselines.run_in_child("naive", env.url, keys.ns, shards, naive_n, batch)
     f = bench_baselines.run_in_child("bare", env.url, keys.ns, shards, n, batch)

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from ledger.bundle import split
 from ledger.codec import decode_outcome
 from ledger.events import OrderOutcome
 from ledger.rules import StepResult, step
@@ -62,9 +63,10 @@ def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: 
     last, n, start = st.last_id, 0, 1
     while True:
         chunk: Any = r.lrange(keys.inbox(shard), start, start + BATCH - 1)
-        for text in chunk:
-            n += 1
-            step(st, last, text, counts, from_inbox=True)
+        for entry in chunk:
+            for text in split(entry):
+                n += 1
+                step(st, last, text, counts, from_inbox=True)
         start += len(chunk)
         if len(chunk) < BATCH:
             break
