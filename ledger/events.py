@@ -112,3 +112,39 @@ class OrderOutcome(_Event):
     first: Decided | None = None
     ref: Ref | None = None
     """The order entry this record answers (``produce order --wait`` looks for it)."""
+
+
+_OUTCOME_FIELDS = frozenset(OrderOutcome.model_fields)
+
+
+def trusted_outcome(
+    order_id: str,
+    user_id: int,
+    item_id: str,
+    qty: int,
+    amount: int | None,
+    status: str,
+    reason: str | None,
+    first: str | None,
+    ref: str | None,
+) -> OrderOutcome:
+    """An ``OrderOutcome`` from fields the rules took from a validated event, built without
+    validation: what ``OrderOutcome.model_construct`` gives (equal, same dump), at a fifth
+    of its cost (it sorts out defaults and the fields set on every call)."""
+    out = object.__new__(OrderOutcome)
+    fields = {
+        "order_id": order_id,
+        "user_id": user_id,
+        "item_id": item_id,
+        "qty": qty,
+        "amount": amount,
+        "status": status,
+        "reason": reason,
+        "first": first,
+        "ref": ref,
+    }
+    object.__setattr__(out, "__dict__", fields)
+    object.__setattr__(out, "__pydantic_fields_set__", _OUTCOME_FIELDS)
+    object.__setattr__(out, "__pydantic_extra__", None)
+    object.__setattr__(out, "__pydantic_private__", None)
+    return out

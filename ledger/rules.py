@@ -41,6 +41,7 @@ from ledger.events import (
     OutcomeReason,
     Reject,
     RejectReason,
+    trusted_outcome,
 )
 from ledger.shards import ShardCounts, item_shard, user_shard
 from ledger.state import Item, ShardState
@@ -385,15 +386,16 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
             raise Refused("unknown_item", f"release for unknown item {ev.item_id}")
         item.remain = _checked(item.remain + ev.qty, "stock")
     elif type(ev) is RejectWire:
-        rejected = OrderOutcome.model_construct(
-            order_id=ev.order_id,
-            user_id=ev.user_id,
-            item_id=ev.item_id,
-            qty=ev.qty,
-            amount=ev.amount,
-            status="rejected",
-            reason=ev.reason,
-            ref=ev.ref,
+        rejected = trusted_outcome(
+            ev.order_id,
+            ev.user_id,
+            ev.item_id,
+            ev.qty,
+            ev.amount,
+            "rejected",
+            ev.reason,
+            None,
+            ev.ref,
         )
         res.outcomes = [_outcome(state, rejected)]
         state.orders[ev.order_id] = (now, False)
@@ -405,16 +407,9 @@ def _duplicate_order(
 ) -> None:
     """An order id the user shard decided before: the first decision stands. A charge's stock
     goes back to its item (a release); the duplicate gets a ``duplicate`` record."""
-    record = OrderOutcome.model_construct(
-        order_id=ev.order_id,
-        user_id=ev.user_id,
-        item_id=ev.item_id,
-        qty=ev.qty,
-        amount=ev.amount,
-        status="duplicate",
-        reason=None,
-        first="confirmed" if confirmed else "rejected",
-        ref=ev.ref,
+    first = "confirmed" if confirmed else "rejected"
+    record = trusted_outcome(
+        ev.order_id, ev.user_id, ev.item_id, ev.qty, ev.amount, "duplicate", None, first, ev.ref
     )
     if type(ev) is ChargeWire:
         dest = item_shard(ev.item_id, counts)
@@ -426,16 +421,8 @@ def _duplicate_order(
 def _outcome_of(
     ev: Charge, status: Literal["confirmed", "rejected"], reason: OutcomeReason | None
 ) -> OrderOutcome:
-    return OrderOutcome.model_construct(
-        order_id=ev.order_id,
-        user_id=ev.user_id,
-        item_id=ev.item_id,
-        qty=ev.qty,
-        amount=ev.amount,
-        status=status,
-        reason=reason,
-        first=None,
-        ref=ev.ref,
+    return trusted_outcome(
+        ev.order_id, ev.user_id, ev.item_id, ev.qty, ev.amount, status, reason, None, ev.ref
     )
 
 
