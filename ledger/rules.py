@@ -299,8 +299,8 @@ class _Undo:
         self.item_id: str | None = fields.get("item_id")
         self.balance = state.balances.get(self.user_id) if self.user_id is not None else None
         item = state.items.get(self.item_id) if self.item_id is not None else None
-        self.item = None if item is None else Item(item.price, item.remain)
-        self.out_seq = dict(state.out_seq) if type(ev) in _EMITTING else None
+        self.item = None if item is None else (item.price, item.remain)
+        self.out_seq = state.out_seq.copy() if type(ev) in _EMITTING else None
 
     def restore(self, state: ShardState) -> None:
         if self.user_id is not None:
@@ -312,7 +312,7 @@ class _Undo:
             if self.item is None:
                 state.items.pop(self.item_id, None)
             else:
-                state.items[self.item_id] = self.item
+                state.items[self.item_id] = Item(*self.item)
         if self.out_seq is not None:
             state.out_seq.clear()
             state.out_seq.update(self.out_seq)

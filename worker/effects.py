@@ -15,7 +15,7 @@ from ledger.bundle import pack
 from ledger.codec import encode_outcome
 from ledger.rules import DeadLetter, OutcomeRecord, StepResult
 from store.keys import GROUP, Keys
-from worker.scripts import Scripts
+from worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
 
 def dead_letter_fields(d: DeadLetter) -> list[str]:
@@ -68,8 +68,8 @@ def queue_effects(
             dead.append(res.dead)
     for dest, texts in emits.items():  # in order per destination: its seqs ascend
         # a bundle per destination (ledger.bundle): one entry for up to MAX_EVENTS events
-        bundles = pack(texts)
-        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=bundles, client=pipe)
+        moves: list[Any] = [INBOX_MOVE_LIMIT, *pack(texts)]
+        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=moves, client=pipe)
     if outcomes:
         args: list[Any] = [1]
         for o in outcomes:

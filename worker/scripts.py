@@ -267,8 +267,10 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
     return EvalScript(r, text) if is_cluster(r) else r.register_script(text)
 
 
-# KEYS: a shard's events stream, its inbox. ARGV: entry texts, appended in order with server-made
-# ids, after what producers left in the inbox is moved into the log first (marked 'via inbox', as
+# KEYS: a shard's events stream, its inbox. ARGV: the most inbox elements to move, then entry
+# texts, appended in order with server-made ids, after what producers left in the inbox (up to
+# that many elements: a producer flooding an inbox must not make one script run for long) is
+# moved into the log first (marked 'via inbox', as
 # FENCED_READ moves it): an event a producer published before the one that caused these (a
 # top-up before the order whose charge this is) stays before them in the log. One
 # call per destination shard and batch instead of an XADD per emitted event: the saga's second
@@ -279,7 +281,7 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
 # later one accepted (memory freed in between); sent again, the refused one would land after a
 # higher seq of the same source and the receiver would drop it as a duplicate.
 XADD_MANY = """
-local items = redis.call('LRANGE', KEYS[2], 1, -1)
+local items = redis.call('LRANGE', KEYS[2], 1, tonumber(ARGV[1]))
 local moved = 0
 for i = 1, #items do
   local ok = pcall(redis.call, 'XADD', KEYS[1], 'NOMKSTREAM', '*',
@@ -288,11 +290,15 @@ for i = 1, #items do
   moved = moved + 1
 end
 if moved > 0 then redis.call('LTRIM', KEYS[2], moved, -1) end
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
 end
-return #ARGV
+return #ARGV - 1
 """
+
+
+INBOX_MOVE_LIMIT = 1000
+"""Most inbox elements ``XADD_MANY`` moves before appending a batch's emitted events."""
 
 
 @dataclass(frozen=True)
