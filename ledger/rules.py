@@ -43,14 +43,14 @@ from ledger.events import (
     RejectReason,
     trusted_outcome,
 )
-from ledger.shards import ShardCounts, item_shard, user_shard
+from ledger.shards import ShardCounts, item_shard
 from ledger.state import Item, ShardState
 
 OUTCOMES = "outcomes"
 DLQ = "dlq"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs three times as much
 class Emit:
     """An event for another shard's stream, already encoded with source and seq."""
 
@@ -59,7 +59,7 @@ class Emit:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutcomeRecord:
     seq: int
     outcome: OrderOutcome
@@ -129,8 +129,25 @@ _EXTERNAL_WIRES = frozenset({TopupWire, AddItemWire, OrderWire})
 def _home(wire: Wire, counts: ShardCounts) -> str:
     """``ledger.shards.destination`` for a decoded entry, without its ``isinstance`` chain."""
     if type(wire) in _USER_WIRES:
-        return f"u{zlib.crc32(str(wire.user_id).encode()) % counts.users}"  # type: ignore[union-attr]
-    return f"i{zlib.crc32(wire.item_id.encode()) % counts.items}"  # type: ignore[union-attr]
+        return _shard_of("u", wire.user_id, counts.users)  # type: ignore[union-attr]
+    return _shard_of("i", wire.item_id, counts.items)  # type: ignore[union-attr]
+
+
+def _shard_of(family: str, key: int | str, count: int) -> str:
+    """``user_shard`` / ``item_shard``, remembered per id: a pure function of the id and the
+    count, so ids seen before are not hashed again."""
+    homes = _HOMES.get((family, count))
+    if homes is None or len(homes) >= _HOMES_MAX:
+        homes = _HOMES[family, count] = {}
+    home = homes.get(key)
+    if home is None:
+        home = homes[key] = f"{family}{zlib.crc32(str(key).encode()) % count}"
+    return home
+
+
+_HOMES: dict[tuple[str, int], dict[int | str, str]] = {}
+"""Shard name per (family, count) and id, as ``_home`` computed it; started afresh when full."""
+_HOMES_MAX = 200_000
 
 
 class Refused(Exception):
@@ -377,7 +394,7 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
         else:
             refused = _outcome_of(ev, "rejected", "insufficient_funds")
             res.outcomes = [_outcome(state, refused)]
-            dest = item_shard(ev.item_id, counts)
+            dest = _shard_of("i", ev.item_id, counts.items)
             res.emits = [_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty)]
         state.orders[ev.order_id] = (now, paid)
     elif type(ev) is ReleaseWire:
@@ -429,7 +446,7 @@ def _outcome_of(
 def _order(state: ShardState, ev: Order, counts: ShardCounts, ref: str) -> Emit:
     """Reserve the stock and charge the user, or reject; nothing changes unless it can be paid
     (an amount over ``MAX_INT`` is rejected as ``amount_too_large``, stock untouched)."""
-    to_user = user_shard(ev.user_id, counts)
+    to_user = _shard_of("u", ev.user_id, counts.users)
     item = state.items.get(ev.item_id)
     if item is None:
         return _reject(state, ev, to_user, "unknown_item", None, ref)
