@@ -15,6 +15,8 @@ from store.keys import Keys
 from store.settings import Settings
 from worker.scripts import Scripts
 
+MAX_RETRY_WAIT_S = 0.5
+
 
 class Conn:
     def __init__(self, settings: Settings, r: redis.Redis) -> None:
@@ -24,7 +26,16 @@ class Conn:
         self.cluster = is_cluster(r)
         self.ttl = settings.lease_ttl_ms / 1000
         """The lease TTL in seconds."""
+        self.retry_wait = min(MAX_RETRY_WAIT_S, self.ttl / 10)
+        """The longest wait between two tries (and after a pass given up on Redis): a tenth
+        of the TTL, so a worker is back within that of Redis answering again (a restart's
+        AOF load takes seconds; a doubling back-off would sleep on past it)."""
 
     def call(self, fn: Callable[[], Any], op: str, deadline: float | None = None) -> Any:
         """``fn()``, retried on transient errors until ``deadline`` (monotonic time)."""
-        return retry.call(fn, op, deadline=deadline if deadline else time.monotonic() + self.ttl)
+        return retry.call(
+            fn,
+            op,
+            deadline=deadline if deadline else time.monotonic() + self.ttl,
+            max_wait=self.retry_wait,
+        )

@@ -123,7 +123,7 @@ class Worker:
                 else:
                     log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc!s:.200}")
                 own.drop_overdue()
-                time.sleep(min(1.0, self.conn.ttl / 4))  # back off; the next pass retries
+                time.sleep(self.conn.retry_wait)  # back off; the next pass retries
         clean = own.drain()
         leave(self.liveness)
         return 0 if clean else 1
