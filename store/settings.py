@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     liveness_check_ms: int = Field(100, ge=0, le=10_000)
     """How often a worker asks Redis whether its peers' connections are still open (a crashed
     worker's shards are taken over at once); 0 turns the fast path off (leases only)."""
-    standbys: int = Field(0, ge=0, le=3)
+    standbys: int = Field(1, ge=0, le=3)
     """Warm standbys per shard: the next workers in rendezvous order keep a copy of its state,
     so a takeover replays only what its owner had not acked (worker/standby.py)."""
     dedup_window_s: float = Field(7 * 24 * 3600.0, ge=0.001, le=10 * 365 * 24 * 3600.0)

@@ -137,7 +137,7 @@ def _run(
     **env: str,
 ) -> list[dict[str, object]]:
     counts = setup_namespace(r, namespace, 8, 8)
-    env = {"EVENTFLEET_STANDBYS": "1", **env}  # standbys are opt-in
+    env = {"EVENTFLEET_STANDBYS": "1", **env}  # the default, said here as the test relies on it
     fleet = make_fleet(url, namespace, tmp_path, fleets, EVENTFLEET_LEASE_TTL_MS="5000", **env)
     ws = [fleet.start() for _ in range(3)]
     wait_for(
