@@ -101,12 +101,27 @@ def _free_pair() -> tuple[str, str]:
     raise RuntimeError("no free /30 in 169.254.0.0/16")
 
 
+PREFIX = "efpart"
+
+
+def _sweep() -> None:
+    """Remove what runs killed before their clean-up left (their pid is gone)."""
+    for line in _ip("netns", "list").stdout.splitlines():
+        name = line.split(" ")[0]
+        pid, sep, _ = name.removeprefix(PREFIX).partition("x")
+        if name.startswith(PREFIX) and sep and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            _ip("link", "del", "efh" + name.removeprefix(PREFIX), check=False)
+            _ip("netns", "del", name, check=False)
+
+
 @contextlib.contextmanager
 def veth_namespace() -> Iterator[Link]:
-    """A namespace with one veth pair to the root namespace; both removed on the way out."""
-    tag = f"{os.getpid() % 100000:05d}{uuid.uuid4().hex[:4]}"
+    """A namespace with one veth pair to the root namespace; both removed on the way out
+    (names carry this process's pid: ones whose process is gone are removed first)."""
+    _sweep()
+    tag = f"{os.getpid()}x{uuid.uuid4().hex[:4]}"  # interface names: at most 15 characters
     host_addr, ns_addr = _free_pair()
-    link = Link(f"efpart{tag}", f"efh{tag}", f"efn{tag}", host_addr, ns_addr)
+    link = Link(PREFIX + tag, f"efh{tag}", f"efn{tag}", host_addr, ns_addr)
     try:
         _ip("netns", "add", link.ns)
         _ip("link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if)
