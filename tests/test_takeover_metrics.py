@@ -45,7 +45,11 @@ def test_takeover_after_a_sigkill_counts_claimed_and_replayed_entries(
 ) -> None:
     counts = setup_namespace(r, namespace)
     keys = Keys(namespace)
-    fleet = make_fleet(redis_server.url, namespace, tmp_path, fleet_factory)
+    # The snapshot path that `status --json` predicts: with a warm standby, the new worker
+    # (which sees the dead one's heartbeat for up to a TTL) would start from its own copy.
+    fleet = make_fleet(
+        redis_server.url, namespace, tmp_path, fleet_factory, EVENTFLEET_STANDBYS="0"
+    )
     a = start(fleet)
     wait_ready(a)
     producer = Producer(r, keys, counts)
