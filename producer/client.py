@@ -28,7 +28,6 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
-from ledger.bundle import pack
 from ledger.codec import encode
 from ledger.events import AddItem, ExternalEvent, Topup
 from ledger.shards import ShardCounts, destination
@@ -82,13 +81,13 @@ class InboxMissing(FatalRedisError):
 
 
 def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each, the
-    texts packed into bundles (``ledger.bundle``: one inbox element, later one log entry, for
-    up to ``MAX_EVENTS`` events)."""
+    """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each: one
+    inbox element per event (the shard's owner bundles them as it moves them into the log,
+    ``worker/scripts.py: MOVE_INBOX``, so an inbox's length is its count of events)."""
     by_key: dict[str, list[str]] = {}
     for key, text in stamped:
         by_key.setdefault(key, []).append(text)
-    return [(key, pack(texts)) for key, texts in by_key.items()]
+    return list(by_key.items())
 
 
 def pack_pushes(conn: Any, pushes: Sequence[tuple[str, list[str]]]) -> list[bytes]:

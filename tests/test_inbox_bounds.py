@@ -7,10 +7,14 @@ from typing import Any
 
 import redis
 
+from ledger.bundle import MAX_EVENTS, split
 from ledger.codec import encode
 from ledger.events import Topup
 from ledger.rules import Emit, StepResult
-from store.keys import Keys
+from ledger.shards import user_shard
+from ledger.state import ShardState
+from store.fold import fold_entry
+from store.keys import GROUP, Keys
 from tests.fleet_utils import setup_namespace
 from worker.effects import queue_effects
 from worker.scripts import INBOX_MOVE_LIMIT, Scripts
@@ -34,9 +38,37 @@ def test_emitted_events_move_a_bounded_part_of_a_flooded_inbox(
 
     write()
     log: Any = r.xrange(keys.events("u0"))
-    assert len(log) == INBOX_MOVE_LIMIT + 1  # a bounded part of the inbox, then the event
-    assert log[-1][1][b"event"] == charge.encode()
+    assert log[-1][1][b"event"] == charge.encode()  # after a bounded part of the inbox
     assert int(r.llen(keys.inbox("u0"))) - 1 == len(flood) - INBOX_MOVE_LIMIT
-    moved = [f[b"event"].decode() for _, f in log[:-1]]
-    assert moved == flood[:INBOX_MOVE_LIMIT]  # in order, marked as the owner's move marks them
+    moved = [t.decode() for _, f in log[:-1] for t in split(f[b"event"])]
+    assert moved == flood[:INBOX_MOVE_LIMIT]  # in order, bundled as the owner's move bundles
     assert all(f[b"via"] == b"inbox" for _, f in log[:-1])
+    assert len(log) - 1 == INBOX_MOVE_LIMIT // MAX_EVENTS
+
+
+def test_the_move_bundles_flat_objects_and_keeps_every_other_element_alone(
+    r: redis.Redis, namespace: str
+) -> None:
+    """What a producer pushes cannot change where its neighbours start or end: an element that
+    is not one flat object is moved as an entry of its own; the bundles cut back exactly."""
+    counts = setup_namespace(r, namespace)
+    keys = Keys(namespace)
+    uid = next(u for u in range(1, 100) if user_shard(u, counts) == "u0")
+    good = [encode(Topup(user_id=uid, amount=1), "p:ok", s) for s in range(1, 6)]
+    hostile = ['{"x":"', "[" * 50, '{"a":{"b":1}}', "", " " + good[0] + " ", "x" * 70_000]
+    pushed = [good[0], hostile[0], good[1], hostile[1], good[2], hostile[2], hostile[3]]
+    pushed += [good[3], hostile[4], hostile[5], good[4]]
+    r.rpushx(keys.inbox("u0"), *pushed)  # type: ignore[arg-type]
+    scripts = Scripts.register(r)
+    r.set(keys.lease("u0"), "w:1")
+    r.xgroup_createconsumer(keys.events("u0"), GROUP, "w")
+    got: Any = scripts.fenced_read(
+        keys=[keys.lease("u0"), keys.events("u0"), keys.inbox("u0")],
+        args=["w:1", "w", 100, ">", "0-0", 100],
+    )
+    texts = [t.decode() for _, flat in got for t in split(flat[1])]
+    assert texts == [p.strip() for p in pushed]  # every element once, in order, none merged
+    state = ShardState("u0")
+    for eid, flat in got:
+        fold_entry(state, eid.decode(), flat[1], True, counts, False)
+    assert state.balances == {uid: 5}  # the five good top-ups, whatever sits between them

@@ -157,7 +157,7 @@ class Worker:
         self._read_ahead(shards, replies)
         t0 = time.monotonic()
         batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
-        applied = 0
+        applied = events = 0
         for o, rep in zip(shards, replies, strict=True):
             if isinstance(rep, Exception):
                 if is_fenced(rep):
@@ -174,13 +174,14 @@ class Worker:
                 o.resync_past(rep[-1][0].decode())
             results, acks = self._apply(o, rep)
             applied += len(rep)
+            events += len(results)
             if acks:
                 batch.append((o, results, acks))
         if applied:
             self._empty_polls = 0
         if batch:
             self._write(batch)
-            self.observe.batch_applied(applied, time.monotonic() - t0)
+            self.observe.batch_applied(events, time.monotonic() - t0)
         return applied
 
     def _blocked(self, o: Owned, reply: Exception) -> None:
@@ -192,7 +193,8 @@ class Worker:
             log.error("shard_log_blocked", shard=o.name, error=str(reply)[:300])
 
     def _read_args(self, o: Owned, applied_to: str) -> list[Any]:
-        return [o.token, self.s.worker_id, o.count(self.s.batch_size), o.read_from, applied_to]
+        batch = self.s.batch_size  # read: entries (bundles hold many); move: inbox events
+        return [o.token, self.s.worker_id, o.count(batch), o.read_from, applied_to, batch]
 
     def _read(self, shards: list[Owned], args: list[list[Any]]) -> list[Any]:
         conn = self.conn

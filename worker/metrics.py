@@ -49,7 +49,7 @@ DEAD_LETTERS = Counter(
 OUTCOMES = Counter("eventfleet_order_outcomes", "Order outcomes written", ["status", "reason"])
 BATCH_SIZE = Histogram(
     "eventfleet_batch_size",
-    "Entries per applied batch",
+    "Events per applied batch",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000),
 )
 BATCH_DURATION = Histogram(

@@ -23,9 +23,10 @@ class Observer:
         metrics.initialise(snapshot_interval_s)
 
     # ---- the loop ---------------------------------------------------------------------
-    def batch_applied(self, entries: int, seconds: float) -> None:
-        """A batch over all owned shards was applied and its effects written."""
-        metrics.BATCH_SIZE.observe(entries)
+    def batch_applied(self, events: int, seconds: float) -> None:
+        """A batch over all owned shards was applied and its effects written (``events``:
+        the events it held, each event of a bundle counted)."""
+        metrics.BATCH_SIZE.observe(events)
         metrics.BATCH_DURATION.observe(seconds)
 
     def shard_applied(

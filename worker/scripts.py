@@ -69,16 +69,64 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: lease, events stream, inbox. ARGV: token, consumer, count, start id ('>' or a
-# pending id), last applied id. Before reading new entries ('>'), entries of ours still
-# pending after the last applied id are handed over first: a read whose reply was lost
-# delivered them, and a client that re-sent that read on its own (redis-py does after a
-# connection error, the cluster pipeline one command at a time) would otherwise step over
-# them. Then up to `count` inbox entries (what producers appended; element 1 is the head,
-# which stays) move into the log, with server-assigned ids and the mark 'via inbox', and
-# the new entries are read. The move and its trim are one script: nothing is moved twice or
-# lost, and only the lease holder moves.
-FENCED_READ = """
+# Moving a shard's inbox (what producers appended; element 1 is the head, which stays) into its
+# log, in order, with server-assigned ids and the mark 'via inbox': up to `limit` elements, then
+# one LTRIM, so nothing is moved twice or lost. Elements that are one flat JSON object (no
+# braces or brackets inside, at most 64 KiB: every valid event is one) are joined into bundles
+# of up to 100 events and 48 KiB (ledger/bundle.py), which Python cuts back at exactly these
+# objects; any other element (nested, an array, not JSON, too long) gets an entry of its own, so
+# no element can change where its neighbours start or end. Returns the elements moved and, when
+# the stream refused an entry (missing, or at the largest id), why.
+MOVE_INBOX = """
+local function move_inbox(stream, inbox, limit)
+  local items = redis.call('LRANGE', inbox, 1, limit)
+  local moved, blocked = 0, nil
+  local bundle, size = {}, 0
+  local function add(text, n)
+    local ok, id = pcall(redis.call, 'XADD', stream, 'NOMKSTREAM', '*',
+                         'event', text, 'via', 'inbox')
+    if not ok or not id then
+      blocked = ok and 'the stream does not exist' or tostring(id.err or id)
+      return false
+    end
+    moved = moved + n
+    return true
+  end
+  local function flush()
+    local n = #bundle
+    if n == 0 then return true end
+    local text = n == 1 and bundle[1] or ('[' .. table.concat(bundle, ',') .. ']')
+    bundle, size = {}, 0
+    return add(text, n)
+  end
+  for i = 1, #items do
+    local it = items[i]
+    if #it <= 65536 and string.find(it, '^%s*{[^{}%[%]]*}%s*$') then
+      if #bundle >= 100 or size + #it > 49152 then
+        if not flush() then break end
+      end
+      bundle[#bundle + 1] = it
+      size = size + #it + 1
+    elseif not flush() or not add(it, 1) then
+      break
+    end
+  end
+  if not blocked then flush() end
+  if moved > 0 then redis.call('LTRIM', inbox, moved, -1) end
+  return moved, blocked
+end
+"""
+
+# KEYS: lease, events stream, inbox. ARGV: token, consumer, count (entries), start id ('>' or a
+# pending id), last applied id, the most inbox elements to move. Before reading new entries
+# ('>'), entries of ours still pending after the last applied id are handed over first: a read
+# whose reply was lost delivered them, and a client that re-sent that read on its own (redis-py
+# does after a connection error, the cluster pipeline one command at a time) would otherwise
+# step over them. Then the inbox moves into the log (MOVE_INBOX) and the new entries are read.
+# The move and its trim are one script, and only the lease holder moves.
+FENCED_READ = (
+    MOVE_INBOX
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED lease lost') end
 if ARGV[4] ~= '>' then
   local r = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
@@ -91,24 +139,14 @@ if ARGV[5] then
                        'STREAMS', KEYS[2], ARGV[5])
   if p and #p[1][2] > 0 then return p[1][2] end
 end
-local items = redis.call('LRANGE', KEYS[3], 1, tonumber(ARGV[3]))
-local moved, blocked = 0, nil
-for i = 1, #items do
-  local ok, id = pcall(redis.call, 'XADD', KEYS[2], 'NOMKSTREAM', '*',
-                       'event', items[i], 'via', 'inbox')
-  if not ok or not id then
-    blocked = ok and 'the stream does not exist' or tostring(id.err or id)
-    break
-  end
-  moved = moved + 1
-end
-if moved > 0 then redis.call('LTRIM', KEYS[3], moved, -1) end
+local _, blocked = move_inbox(KEYS[2], KEYS[3], tonumber(ARGV[6] or ARGV[3]))
 local r = redis.call('XREADGROUP', 'GROUP', 'workers', ARGV[2], 'COUNT', ARGV[3],
                      'STREAMS', KEYS[2], '>')
 if r and #r[1][2] > 0 then return r[1][2] end
 if blocked then return redis.error_reply('BLOCKED ' .. blocked) end
 return {}
 """
+)
 
 # Append records to a stream at most once each, by a per-stream sequence number kept in the
 # records themselves (field 'seq'). KEYS: stream. ARGV: nfields, then per record: seq,
@@ -280,21 +318,16 @@ def load_script(r: redis.Redis, text: str) -> LuaScript:
 # once it has written it runs to the end. Plain pipelined XADDs could see one refused and a
 # later one accepted (memory freed in between); sent again, the refused one would land after a
 # higher seq of the same source and the receiver would drop it as a duplicate.
-XADD_MANY = """
-local items = redis.call('LRANGE', KEYS[2], 1, tonumber(ARGV[1]))
-local moved = 0
-for i = 1, #items do
-  local ok = pcall(redis.call, 'XADD', KEYS[1], 'NOMKSTREAM', '*',
-                   'event', items[i], 'via', 'inbox')
-  if not ok then break end
-  moved = moved + 1
-end
-if moved > 0 then redis.call('LTRIM', KEYS[2], moved, -1) end
+XADD_MANY = (
+    MOVE_INBOX
+    + """
+move_inbox(KEYS[1], KEYS[2], tonumber(ARGV[1]))
 for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], '*', 'event', ARGV[i])
 end
 return #ARGV - 1
 """
+)
 
 
 INBOX_MOVE_LIMIT = 1000
