@@ -130,6 +130,7 @@ class Worker:
 
     # ---- reading and applying --------------------------------------------------------
     def poll(self) -> int:
+        """Read, apply and write one batch over the shards held; return the events it held."""
         shards = self.ownership.held()
         if not shards:
             return 0
@@ -182,7 +183,7 @@ class Worker:
         if batch:
             self._write(batch)
             self.observe.batch_applied(events, time.monotonic() - t0)
-        return applied
+        return events
 
     def _blocked(self, o: Owned, reply: Exception) -> None:
         """The shard's log takes no new entry (missing, or at the largest id): what producers

@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from ledger.bundle import MAX_EVENTS
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
@@ -102,6 +103,7 @@ class Standbys:
         self._k = settings.standbys
         self._wid = settings.worker_id
         self._batch = settings.batch_size
+        self._per_entry: dict[str, int] = {}
         self._conn = conn
         self._counts = counts
         self._all = counts.all_shards()
@@ -135,6 +137,10 @@ class Standbys:
         if self._k and shard in self._wanted and shard not in self._warm:
             self._warm[shard] = state
 
+    def _count(self, shard: str, events: int) -> int:
+        """Entries to read for about ``events`` events (at first as if all were full bundles)."""
+        return max(1, events // self._per_entry.get(shard, MAX_EVENTS))
+
     def _drop(self, shard: str) -> None:
         self._warm.pop(shard, None)
         self._deleted.pop(shard, None)
@@ -145,7 +151,7 @@ class Standbys:
         entries in one pipeline and fold them. Returns how many entries were folded. ``busy``: this
         worker's own shards have a backlog (see ``TAIL_BUSY_S``)."""
         self.next_tail = time.monotonic() + (TAIL_BUSY_S if busy else TAIL_S)
-        count = max(1, self._batch // BUSY_SHARE) if busy else self._batch
+        budget = max(1, self._batch // BUSY_SHARE) if busy else self._batch  # events per shard
         t0 = time.monotonic()
         for s in sorted(self._wanted - set(self._warm)):
             self._restore(s)
@@ -161,7 +167,7 @@ class Standbys:
             for s in shards:
                 self._tail_script(
                     keys=[conn.keys.events(s), conn.keys.poison(s)],
-                    args=[self._warm[s].last_id, count],
+                    args=[self._warm[s].last_id, self._count(s, budget)],
                     client=pipe,
                 )
             return list(pipe.execute(raise_on_error=False))
@@ -215,8 +221,11 @@ class Standbys:
             return 0
         self._deleted[shard] = deleted
         poison = {ids.text(p) for p in poison_raw}
+        events = 0
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
             raw, via_inbox = flat_entry_event(flat)
-            fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison)
+            events += fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison)
+        if entries:  # events per entry (bundles hold many): the next tail reads about a budget
+            self._per_entry[shard] = max(1, -(-events // len(entries)))
         return len(entries)
