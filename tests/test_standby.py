@@ -16,6 +16,7 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
+from ledger.bundle import pack
 from ledger.codec import encode
 from ledger.events import AddItem, Topup
 from ledger.shards import ShardCounts, item_shard, user_shard
@@ -113,6 +114,43 @@ def test_a_standby_folds_only_acked_entries_and_matches_a_fold_from_scratch(
     scratch = ShardState(shard)
     fold(r, stream, scratch, counts, set())
     assert warm.to_snapshot() == scratch.to_snapshot()
+
+
+def test_a_standby_tails_about_a_batch_of_events_when_entries_are_bundles(
+    r: redis.Redis, redis_server: LocalRedis, namespace: str
+) -> None:
+    """A tail reads about ``EVENTFLEET_BATCH_SIZE`` events per shard, as the owner's reads do:
+    with bundles of 100 events, a batch of 300 is 3 entries (not 300 entries, 30,000 events
+    folded in one go while the worker's own shards wait)."""
+    counts = setup_namespace(r, namespace, 2, 2)
+    keys = Keys(namespace)
+    s = Settings(
+        redis_url=redis_server.url, namespace=namespace, worker_id="me", standbys=1, batch_size=300
+    )
+    sb = Standbys(s, Conn(s, r), counts)
+    sb.retarget(["me", "other"], [])
+    shard = next(x for x in sorted(standby_shards(counts.all_shards(), ["me", "other"], "me", 1)))
+    stream = keys.events(shard)
+    if shard.startswith("u"):
+        users = [u for u in range(1, 999) if user_shard(u, counts) == shard]
+        evs: list[Any] = [Topup(user_id=users[n % len(users)], amount=1) for n in range(2000)]
+    else:
+        sku = [f"g{n}" for n in range(999) if item_shard(f"g{n}", counts) == shard]
+        evs = [AddItem(item_id=sku[n % len(sku)], count=1, price=1) for n in range(2000)]
+    for bundle in pack([encode(e, "bundler", n + 1) for n, e in enumerate(evs)]):
+        r.xadd(stream, {EVENT_FIELD: bundle})
+    entries = r.xlen(stream)
+    assert entries == 20
+    delivered: Any = r.xreadgroup(GROUP, "owner", {stream: ">"})
+    r.xack(stream, GROUP, *[eid for eid, _ in delivered[0][1]])
+    reads: list[int] = []
+    while sum(reads) < entries and len(reads) < 100:
+        reads.append(sb.tail())
+    assert sum(reads) == entries and max(reads) == 3, reads
+    warm = sb.take(shard)
+    scratch = ShardState(shard)
+    fold(r, stream, scratch, counts, set())
+    assert warm is not None and warm.to_snapshot() == scratch.to_snapshot()
 
 
 # ---- takeovers with real processes --------------------------------------------------------
