@@ -27,7 +27,7 @@ class ShortOfReplicas(rx.TimeoutError):
     idempotent."""
 
 
-class _Recorder:
+class Recorder:
     """Stands in for a pipeline and records the writes queued on it, with the key of each."""
 
     def __init__(self) -> None:
@@ -63,7 +63,7 @@ def write_replicated(
         _check(int(done[-1]), replicas, timeout_ms)
         return done[:-1]
     rc = cast(RedisCluster, r)
-    rec = _Recorder()
+    rec = Recorder()
     queue(rec)
     groups: dict[str, tuple[Any, list[int]]] = {}
     for i, (_method, key, _args, _kwargs) in enumerate(rec.calls):

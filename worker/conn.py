@@ -13,6 +13,7 @@ from store import retry
 from store.connection import is_cluster
 from store.keys import Keys
 from store.settings import Settings
+from worker.pipelines import PerMaster
 from worker.scripts import Scripts
 
 MAX_RETRY_WAIT_S = 0.5
@@ -24,6 +25,8 @@ class Conn:
         self.keys = Keys(settings.namespace)
         self.scripts = Scripts.register(r)
         self.cluster = is_cluster(r)
+        self.masters = PerMaster(r) if self.cluster else None
+        """Redis Cluster: commands of many shards in one pipeline per master."""
         self.ttl = settings.lease_ttl_ms / 1000
         """The lease TTL in seconds."""
         self.retry_wait = min(MAX_RETRY_WAIT_S, self.ttl / 10)

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -35,6 +36,7 @@ from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
+from worker.pipelines import LOST, UNACKED, failed, write_rounds
 from worker.scripts import is_blocked, is_fenced
 from worker.standby import Standbys
 
@@ -44,6 +46,7 @@ IDLE_POLL_S = 0.002
 ``EVENTFLEET_BLOCK_MS`` (see ``idle_wait``): producers append to inbox lists, which a
 blocking stream read does not watch."""
 BLOCKED_LOG_S = 60.0
+FAILING_LOG_S = 5.0
 
 
 class Worker:
@@ -61,12 +64,14 @@ class Worker:
         self.s = settings
         self.counts = counts
         self.conn = Conn(settings, r)
+        self.masters = self.conn.masters
+        self._failing_said = -FAILING_LOG_S
         self.observe = Observer(settings.snapshot_interval_s)
         self.ownership = Ownership(settings, self.conn, counts, self.observe, health)
         self.health = self.ownership.health
         self._empty_polls = 0
         self._blocked_said: dict[str, float] = {}
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
         self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
         self.liveness = open_liveness(settings, self.conn)
         self.standbys = Standbys(settings, self.conn, counts)
@@ -136,30 +141,26 @@ class Worker:
             return 0
         replies = self._take_ahead(shards)
         if replies is None:
+            args = [self._read_args(o, o.state.last_id) for o in shards]
+            reader = self._reader(shards, args, main=True)
 
             def read() -> list[Any]:
-                args = [self._read_args(o, o.state.last_id) for o in shards]
                 try:
-                    return self._read(shards, args)
+                    return reader()
                 except BaseException:
                     for o in shards:  # the reply is lost: entries may sit in our pending list
                         o.resync_from_start()
                     raise
 
             replies = self.conn.call(read, "read", earliest_deadline(shards))
-        for rep in replies:
-            if isinstance(rep, TRANSIENT):
-                # A cluster pipeline hands a node's connection error back as that command's
-                # reply. Nothing of this read is applied yet: re-read every shard's pending
-                # entries first, as after a lost reply.
-                for o in shards:
-                    o.resync_from_start()
-                raise rep
+        self._check_read(shards, replies)
         self._read_ahead(shards, replies)
         t0 = time.monotonic()
         batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
         applied = events = 0
         for o, rep in zip(shards, replies, strict=True):
+            if failed(rep):
+                continue  # its master failed: the shard resyncs (see _check_read)
             if isinstance(rep, Exception):
                 if is_fenced(rep):
                     self.ownership.lose(o, "fenced read refused")
@@ -197,16 +198,76 @@ class Worker:
         batch = self.s.batch_size  # read: entries (bundles hold many); move: inbox events
         return [o.token, self.s.worker_id, o.count(batch), o.read_from, applied_to, batch]
 
-    def _read(self, shards: list[Owned], args: list[list[Any]]) -> list[Any]:
+    def _reader(
+        self, shards: list[Owned], args: list[list[Any]], *, main: bool
+    ) -> Callable[[], list[Any]]:
+        """The fenced read of ``shards``: a callable that returns one reply per shard.
+
+        On one Redis, one pipeline. On a cluster, one pipeline per master, grouped now (the
+        slot map is read on this thread); a shard whose master failed gets the error as its
+        reply. ``main``: the call runs on this thread too, and sends what failed once more
+        through the cluster client (redirections, a refreshed slot map); the read-ahead
+        thread only sends.
+        """
         conn = self.conn
-        pipe = conn.r.pipeline(transaction=False)
-        for o, a in zip(shards, args, strict=True):
+
+        def queue(pipe: Any, i: int) -> None:
+            name = shards[i].name
             conn.scripts.fenced_read(
-                keys=[conn.keys.lease(o.name), conn.keys.events(o.name), conn.keys.inbox(o.name)],
-                args=a,
+                keys=[conn.keys.lease(name), conn.keys.events(name), conn.keys.inbox(name)],
+                args=args[i],
                 client=pipe,
             )
-        return list(pipe.execute(raise_on_error=False))
+
+        masters = self.masters
+        if masters is None:
+
+            def read() -> list[Any]:
+                pipe = conn.r.pipeline(transaction=False)
+                for i in range(len(shards)):
+                    queue(pipe, i)
+                return list(pipe.execute(raise_on_error=False))
+
+            return read
+        plan = masters.plan([conn.keys.events(o.name) for o in shards])
+
+        def read_per_master() -> list[Any]:
+            out = masters.execute(plan, len(shards), queue)
+            if main:
+                masters.retry_failed(out, queue)
+            return [r[0] if isinstance(r, list) else r for r in out]
+
+        return read_per_master
+
+    def _check_read(self, shards: list[Owned], replies: list[Any]) -> None:
+        """A shard whose read failed (its master unreachable, its slot moved) resyncs: its
+        entries may sit in our pending list unseen, as after a lost reply. On a cluster only
+        those shards; the others are applied. Raises when no shard's read went through."""
+        bad = [(o, rep) for o, rep in zip(shards, replies, strict=True) if failed(rep)]
+        if not bad:
+            return
+        if self.masters is None:
+            # a single Redis: the whole pipeline's reply is lost
+            for o in shards:
+                o.resync_from_start()
+            raise bad[0][1]
+        for o, _ in bad:
+            o.resync_from_start()
+        if len(bad) == len(shards):
+            raise bad[0][1]
+        self._say_failing("read", [o for o, _ in bad], bad[0][1])
+
+    def _say_failing(self, op: str, shards: list[Owned], error: BaseException) -> None:
+        """One line every few seconds while some masters fail and the others are served."""
+        now = time.monotonic()
+        if now - self._failing_said >= FAILING_LOG_S:
+            self._failing_said = now
+            log.warning(
+                "redis_master_unavailable",
+                operation=op,
+                shards=sorted(o.name for o in shards),
+                error=f"{type(error).__name__}: {str(error)[:200]}",
+            )
 
     def _read_ahead(self, shards: list[Owned], replies: list[Any]) -> None:
         """With a backlog (a full batch came back), send the next read before applying this
@@ -216,23 +277,23 @@ class Worker:
         is used), and it is used only if the same shards are still owned then. A read-ahead
         that is dropped leaves its entries pending for us, and the next fenced read hands
         them back first (it starts with our own pending entries after the last applied id).
-        Not on Redis Cluster: its client refreshes a shared slot map when a node fails, and
-        this would run that from two threads at once.
+        On Redis Cluster the pipelines per master are grouped here; the thread only sends
+        them on the masters' own clients (the cluster client's slot map, which a failure
+        refreshes, is only touched on this thread).
         """
         full = any(
             isinstance(r, list) and len(r) >= o.count(self.s.batch_size)
             for o, r in zip(shards, replies, strict=True)
         )
-        if self.conn.cluster or not full or any(o.resync for o in shards):
+        if not full or any(o.resync for o in shards):
             return
         args = [
             self._read_args(o, ids.text(r[-1][0]) if isinstance(r, list) and r else o.state.last_id)
             for o, r in zip(shards, replies, strict=True)
         ]
         deadline = earliest_deadline(shards)
-        fut = self._reader.submit(
-            self.conn.call, lambda: self._read(shards, args), "read", deadline
-        )
+        read = self._reader(shards, args, main=False)
+        fut = self._ahead_pool.submit(self.conn.call, read, "read", deadline)
         self._ahead = (shards, fut)
 
     def _take_ahead(self, shards: list[Owned]) -> list[Any] | None:
@@ -308,6 +369,9 @@ class Worker:
             queue(pipe)
             pipe.execute()
 
+        if self.masters is not None and not self.s.wait_replicas:
+            self._write_per_master(batch)
+            return
         try:
             conn.call(write, "write_effects", earliest_deadline(o for o, _, _ in batch))
         except TRANSIENT:
@@ -315,6 +379,37 @@ class Worker:
             for o, _, _ in batch:
                 self.ownership.lose(o, "effects could not be written before the lease deadline")
             raise
+
+    def _write_per_master(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
+        """Redis Cluster: the effects in pipelines per master (``write_rounds``). A shard
+        whose effects may not all be written is dropped (its state is ahead of Redis) and
+        taken over again; one whose effects are written but not its ack resyncs (the next
+        read acks its applied entries). The other shards' batches count as written."""
+        conn = self.conn
+        assert self.masters is not None
+
+        def queue(pipe: Any, i: int) -> None:
+            o, results, acks = batch[i]
+            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, o.state.last_id)
+
+        homes = [conn.keys.events(o.name) for o, _, _ in batch]
+        status = conn.call(
+            lambda: write_rounds(self.masters, homes, queue),  # type: ignore[arg-type]
+            "write_effects",
+            earliest_deadline(o for o, _, _ in batch),
+        )
+        bad = [(o, st) for (o, _, _), st in zip(batch, status, strict=True) if st[1] is not None]
+        for o, (what, _err) in bad:
+            if what == LOST:
+                self.ownership.lose(o, "effects could not be written (a master failed)")
+            elif what == UNACKED:
+                o.resync_from_start()
+        if bad:
+            error = bad[0][1][1]
+            assert error is not None
+            if len(bad) == len(batch):
+                raise error
+            self._say_failing("write_effects", [o for o, _ in bad], error)
 
     def idle_wait(self) -> None:
         due = min(self.ownership.next_pass, self.liveness.next_check, self.standbys.next_tail)

@@ -270,20 +270,24 @@ class Ownership:
         sent = time.monotonic()
         conn = self._conn
 
+        def queue(pipe: Any, i: int) -> None:
+            o = shards[i]
+            conn.scripts.renew(
+                keys=[conn.keys.lease(o.name)], args=[o.token, self._s.lease_ttl_ms], client=pipe
+            )
+
         def go() -> list[Any]:
+            if conn.masters is not None:  # a failing master leaves only its shards unrenewed
+                return conn.masters.replies([conn.keys.lease(o.name) for o in shards], queue)
             pipe = conn.r.pipeline(transaction=False)
-            for o in shards:
-                conn.scripts.renew(
-                    keys=[conn.keys.lease(o.name)],
-                    args=[o.token, self._s.lease_ttl_ms],
-                    client=pipe,
-                )
+            for i in range(len(shards)):
+                queue(pipe, i)
             return list(pipe.execute())
 
         for o, ok in zip(shards, conn.call(go, "renew", earliest_deadline(shards)), strict=True):
             if ok == 1:
                 o.deadline = sent + self._ttl
-            else:
+            elif ok is not None:
                 self.lose(o, "lease renewal refused")
 
     def _renew_if_due(self) -> None:
