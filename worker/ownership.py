@@ -276,13 +276,8 @@ class Ownership:
                 keys=[conn.keys.lease(o.name)], args=[o.token, self._s.lease_ttl_ms], client=pipe
             )
 
-        def go() -> list[Any]:
-            if conn.masters is not None:  # a failing master leaves only its shards unrenewed
-                return conn.masters.replies([conn.keys.lease(o.name) for o in shards], queue)
-            pipe = conn.r.pipeline(transaction=False)
-            for i in range(len(shards)):
-                queue(pipe, i)
-            return list(pipe.execute())
+        def go() -> list[Any]:  # on a cluster, a failing master leaves its shards unrenewed
+            return conn.per_shard([conn.keys.lease(o.name) for o in shards], queue)
 
         for o, ok in zip(shards, conn.call(go, "renew", earliest_deadline(shards)), strict=True):
             if ok == 1:
@@ -297,6 +292,8 @@ class Ownership:
     def _acquire(self, wanted: list[str]) -> None:
         sent = time.monotonic()
         for shard, reply in zip(wanted, self._send_acquire(wanted), strict=True):
+            if reply is None:
+                continue  # its master is failing (Redis Cluster): tried again next pass
             broke = ""
             got = reply
             if isinstance(got, list):  # we broke the lease of a worker found dead
@@ -333,26 +330,21 @@ class Ownership:
 
     def _send_acquire(self, wanted: list[str]) -> list[Any]:
         """One round trip: per shard, the new epoch (an int) if the lease is now ours, else
-        its holder's token."""
+        its holder's token; on Redis Cluster, None when the shard's master failed."""
         conn = self._conn
         breakable = sorted(self.gone - {self._wid})
 
-        def go() -> list[Any]:
-            pipe = conn.r.pipeline(transaction=False)
-            for s in wanted:
-                conn.scripts.acquire(
-                    keys=[conn.keys.lease(s), conn.keys.epoch(s)],
-                    args=[
-                        self._wid,
-                        self._s.lease_ttl_ms,
-                        "1" if self._reclaim else "0",
-                        *breakable,
-                    ],
-                    client=pipe,
-                )
-            return list(pipe.execute())
+        def queue(pipe: Any, i: int) -> None:
+            s = wanted[i]
+            conn.scripts.acquire(
+                keys=[conn.keys.lease(s), conn.keys.epoch(s)],
+                args=[self._wid, self._s.lease_ttl_ms, "1" if self._reclaim else "0", *breakable],
+                client=pipe,
+            )
 
-        return list(conn.call(go, "acquire"))
+        # on a cluster, a failing master's shards are tried again at the next pass
+        keys = [conn.keys.lease(s) for s in wanted]
+        return list(conn.call(lambda: conn.per_shard(keys, queue), "acquire"))
 
     def _held_elsewhere(self, holder: Any, sent: float) -> None:
         """A wanted lease is held. A holder gone from the members renewed its leases just
