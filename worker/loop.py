@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
@@ -36,7 +36,7 @@ from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.ownership import Ownership
-from worker.pipelines import LOST, UNACKED, failed, write_rounds
+from worker.pipelines import LOST, UNACKED, failed, transient, write_rounds
 from worker.scripts import is_blocked, is_fenced
 from worker.standby import Standbys
 
@@ -254,7 +254,7 @@ class Worker:
         for o, _ in bad:
             o.resync_from_start()
         if len(bad) == len(shards):
-            raise bad[0][1]
+            raise transient(bad[0][1])
         self._say_failing("read", [o for o, _ in bad], bad[0][1])
 
     def _say_failing(self, op: str, shards: list[Owned], error: BaseException) -> None:
@@ -355,23 +355,32 @@ class Worker:
 
     def _write(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
         conn = self.conn
+        masters = self.masters
+        status: list[tuple[str, BaseException | None]] = []
+
+        def queue_one(pipe: Any, i: int) -> None:
+            o, results, acks = batch[i]
+            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, o.state.last_id)
 
         def queue(pipe: Any) -> None:
-            for o, results, acks in batch:
-                queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, o.state.last_id)
+            for i in range(len(batch)):
+                queue_one(pipe, i)
 
         def write() -> None:
             if self.s.wait_replicas:  # effects count as written once replicas have them
                 timeout_ms = max(1, self.s.lease_ttl_ms // 4)
                 write_replicated(conn.r, queue, self.s.wait_replicas, timeout_ms)
                 return
+            if masters is not None:  # Redis Cluster: per master, see _settle_per_master
+                homes = [conn.keys.events(o.name) for o, _, _ in batch]
+                status[:] = write_rounds(masters, homes, queue_one)
+                if all(err is not None for _, err in status):
+                    raise transient(cast(BaseException, status[0][1]))  # none went through
+                return
             pipe = conn.r.pipeline(transaction=False)
             queue(pipe)
             pipe.execute()
 
-        if self.masters is not None and not self.s.wait_replicas:
-            self._write_per_master(batch)
-            return
         try:
             conn.call(write, "write_effects", earliest_deadline(o for o, _, _ in batch))
         except TRANSIENT:
@@ -379,25 +388,18 @@ class Worker:
             for o, _, _ in batch:
                 self.ownership.lose(o, "effects could not be written before the lease deadline")
             raise
+        if status:
+            self._settle_per_master(batch, status)
 
-    def _write_per_master(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
-        """Redis Cluster: the effects in pipelines per master (``write_rounds``). A shard
-        whose effects may not all be written is dropped (its state is ahead of Redis) and
-        taken over again; one whose effects are written but not its ack resyncs (the next
-        read acks its applied entries). The other shards' batches count as written."""
-        conn = self.conn
-        assert self.masters is not None
-
-        def queue(pipe: Any, i: int) -> None:
-            o, results, acks = batch[i]
-            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, o.state.last_id)
-
-        homes = [conn.keys.events(o.name) for o, _, _ in batch]
-        status = conn.call(
-            lambda: write_rounds(self.masters, homes, queue),  # type: ignore[arg-type]
-            "write_effects",
-            earliest_deadline(o for o, _, _ in batch),
-        )
+    def _settle_per_master(
+        self,
+        batch: list[tuple[Owned, list[StepResult], list[bytes]]],
+        status: list[tuple[str, BaseException | None]],
+    ) -> None:
+        """Redis Cluster, after ``write_rounds`` wrote some shards' effects: a shard whose
+        effects may not all be written is dropped (its state is ahead of Redis) and taken
+        over again; one whose effects are written but not its ack resyncs (its next read acks
+        its applied entries). The other shards' batches count as written."""
         bad = [(o, st) for (o, _, _), st in zip(batch, status, strict=True) if st[1] is not None]
         for o, (what, _err) in bad:
             if what == LOST:
@@ -405,11 +407,7 @@ class Worker:
             elif what == UNACKED:
                 o.resync_from_start()
         if bad:
-            error = bad[0][1][1]
-            assert error is not None
-            if len(bad) == len(batch):
-                raise error
-            self._say_failing("write_effects", [o for o, _ in bad], error)
+            self._say_failing("write_effects", [o for o, _ in bad], cast(Exception, bad[0][1][1]))
 
     def idle_wait(self) -> None:
         due = min(self.ownership.next_pass, self.liveness.next_check, self.standbys.next_tail)

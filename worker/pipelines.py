@@ -126,12 +126,23 @@ class PerMaster:
 
     def replies(self, keys: Sequence[str], queue: Queue) -> list[Any]:
         """``run`` for items of one command each: per item its reply, None if it failed.
-        Raises the first failure when every item failed."""
+        Raises the first failure when every item failed, and any other error reply."""
         out = self.run(keys, queue)
         error = first_error(out)
         if error is not None:
             raise error
+        for r in out:
+            if isinstance(r, list):
+                _raise_reply_error(r)
         return [r[0] if isinstance(r, list) else None for r in out]
+
+
+def _raise_reply_error(replies: list[Any]) -> None:
+    """An error reply other than a failure (a script error, ``NOGROUP``) raises, as a
+    pipeline executed with ``raise_on_error`` would."""
+    for reply in replies:
+        if isinstance(reply, rx.ResponseError):
+            raise reply
 
 
 def _queue_all(pipe: Any, idx: list[int], queue: Queue) -> list[tuple[int, int, int]]:
@@ -154,8 +165,15 @@ def _split(out: list[Result], spans: list[tuple[int, int, int]], replies: list[A
 def first_error(results: Sequence[Result]) -> BaseException | None:
     """The first failure among ``results`` if every one failed, else None."""
     if results and all(isinstance(res, BaseException) for res in results):
-        return cast(BaseException, results[0])
+        return transient(cast(BaseException, results[0]))
     return None
+
+
+def transient(exc: BaseException) -> BaseException:
+    """A failure as an error that ``store.retry`` retries (a redirection: ``TRYAGAIN``)."""
+    if isinstance(exc, TRANSIENT):
+        return exc
+    return rx.TryAgainError(f"the slot moved: {str(exc)[:200]}")
 
 
 def _replay(calls: list[Call]) -> Queue:
@@ -226,6 +244,9 @@ def write_rounds(
         sub = [calls[k] for k in pick]
         results = masters.run([c[1] for c in sub], _replay(sub))
         for k, res in zip(pick, results, strict=True):
-            if isinstance(res, BaseException) and status[of[k]][0] == WRITTEN:
-                status[of[k]] = (bad, res)
+            if isinstance(res, BaseException):
+                if status[of[k]][0] == WRITTEN:
+                    status[of[k]] = (bad, res)
+                continue
+            _raise_reply_error(res)
     return status
