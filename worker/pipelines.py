@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import redis
 from redis import exceptions as rx
-from redis.cluster import RedisCluster
+from redis.cluster import RedisCluster, get_connection
 
 from store.connection import TRANSIENT
 from store.replication import Recorder
@@ -85,23 +85,34 @@ class PerMaster:
 
     @staticmethod
     def execute(plan: Plan, n: int, queue: Queue) -> list[Result]:
-        """Send each group as a pipeline on its master's client; per item, its result. I/O
-        only: safe on another thread than the cluster client's."""
+        """Send each group as a pipeline on its master's own connection, every group before
+        reading any reply (the masters work at the same time, as in the cluster pipeline);
+        per item, its result. I/O only: safe on another thread than the cluster client's."""
         out: list[Result] = [rx.ConnectionError("not sent")] * n
-        for client, idx in plan:
-            if isinstance(client, BaseException):
-                for i in idx:
-                    out[i] = client
-                continue
-            pipe = client.pipeline(transaction=False)
-            spans = _queue_all(pipe, idx, queue)
-            try:
-                replies = list(pipe.execute(raise_on_error=False))
-            except TRANSIENT as exc:  # this master is unreachable: only its items fail
-                for i in idx:
-                    out[i] = exc
-                continue
-            _split(out, spans, replies)
+        sent: list[_Sent] = []
+        try:
+            for client, idx in plan:
+                if isinstance(client, BaseException):
+                    for i in idx:
+                        out[i] = client
+                    continue
+                pipe = client.pipeline(transaction=False)
+                group = _Sent(client, pipe.command_stack, _queue_all(pipe, idx, queue), idx)
+                try:
+                    group.send()
+                except TRANSIENT as exc:  # this master is unreachable: only its items fail
+                    group.release()
+                    group.fail(out, exc)
+                    continue
+                sent.append(group)
+            for group in sent:
+                try:
+                    _split(out, group.spans, group.read())
+                except TRANSIENT as exc:
+                    group.fail(out, exc)
+        finally:
+            for group in sent:
+                group.release()
         return out
 
     def retry_failed(self, out: list[Result], queue: Queue) -> None:
@@ -135,6 +146,48 @@ class PerMaster:
             if isinstance(r, list):
                 _raise_reply_error(r)
         return [r[0] if isinstance(r, list) else None for r in out]
+
+
+class _Sent:
+    """One master's pipeline, sent on a connection of its own and read back later (the way
+    redis-py's pipeline does both at once)."""
+
+    def __init__(
+        self, client: Any, stack: list[Any], spans: list[tuple[int, int, int]], idx: list[int]
+    ) -> None:
+        self.client = client
+        self.stack = stack
+        self.spans = spans
+        self.idx = idx
+        self.conn: Any = None
+        self.clean = False
+
+    def send(self) -> None:
+        # redis.cluster.get_connection: redis-py's own way to a node client's connection
+        self.conn = get_connection(self.client, "PIPELINE")
+        self.conn.send_packed_command(self.conn.pack_commands([a for a, _ in self.stack]))
+
+    def read(self) -> list[Any]:
+        replies: list[Any] = []
+        for args, options in self.stack:
+            try:
+                replies.append(self.client.parse_response(self.conn, args[0], **options))
+            except rx.ResponseError as exc:
+                replies.append(exc)
+        self.clean = True
+        return replies
+
+    def fail(self, out: list[Result], exc: BaseException) -> None:
+        for i in self.idx:
+            out[i] = exc
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        if not self.clean:  # replies may be left unread on it
+            self.conn.disconnect()
+        self.client.connection_pool.release(self.conn)
+        self.conn = None
 
 
 def _raise_reply_error(replies: list[Any]) -> None:
