@@ -2,8 +2,9 @@
 
 Each run: a fresh namespace, N workers settled on their shards, the workers paused
 (SIGSTOP) while the events are pre-loaded, resumed, and timed from the group's first delivery
-to idle (every entry read and acked, saga steps included). The figure is entries applied per
-second, internal saga events included. docs/SCALING.md explains what limits each figure.
+to idle (every entry read and acked, saga steps included). The figures are entries applied per
+second, internal saga events included, and external events per second (an entry may be a
+bundle of events). docs/SCALING.md explains what limits each figure.
 
 ``python -m eventfleet.bench.cluster [--quick]`` prints one JSON document;
 ``scaling`` is what ``eventfleet bench`` can call for its cluster figures.
@@ -142,6 +143,9 @@ def backlog(
         "entries_applied": applied,
         "seconds": round(t1 - t0, 3),
         "entries_per_s": round(applied / (t1 - t0), 1),
+        # stream entries may be bundles of many events (ledger.bundle): events are what
+        # compares across versions
+        "events_per_s": round(len(events) / (t1 - t0), 1),
         "redis_cpu_us_per_entry": round(cpu_redis / applied * 1e6, 1),
         "worker_cpu_us_per_entry": round(cpu_workers / applied * 1e6, 1),
     }
@@ -167,7 +171,8 @@ def scaling(
             for n in workers:
                 run = backlog(b, workdir, f"scale{n}", n, work)
                 say(
-                    f"{kind:>7}, {n} worker(s): {run['entries_per_s']:>9,.0f} entries/s "
+                    f"{kind:>7}, {n} worker(s): {run['events_per_s']:>9,.0f} events/s, "
+                    f"{run['entries_per_s']:,.0f} entries/s "
                     f"({run['entries_applied']} in {run['seconds']} s; CPU per entry: "
                     f"redis {run['redis_cpu_us_per_entry']} us, "
                     f"workers {run['worker_cpu_us_per_entry']} us)"
@@ -177,6 +182,7 @@ def scaling(
             b.close()
             shutil.rmtree(workdir, ignore_errors=True)
     flat = {f"{r['backend']}_{r['workers']}w": r["entries_per_s"] for r in runs}
+    flat.update({f"{r['backend']}_{r['workers']}w_events": r["events_per_s"] for r in runs})
     return {"cpus": os.cpu_count(), "events": events, "runs": runs, **flat}
 
 
