@@ -13,6 +13,7 @@ every master.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import RedisNotInstalled
 from eventfleet.ops.status import is_idle
+from ledger.events import Topup
 from ledger.shards import ShardCounts
 from producer.client import Producer
 from producer.workload import mixed
@@ -92,15 +94,23 @@ def test_shards_on_the_other_masters_are_applied_while_one_master_fails_over(
         fleet_factory,
         EVENTFLEET_LEASE_TTL_MS="5000",
         EVENTFLEET_SNAPSHOT_INTERVAL_S="600",  # no snapshot due in the window (see docs)
-        EVENTFLEET_BATCH_SIZE="200",  # the 100 entries below take several passes
+        EVENTFLEET_BATCH_SIZE="200",  # the 150 entries below take several passes
     )
     ws = [fleet.start() for _ in range(2)]
     wait_for(lambda: None not in owners(r, keys, counts), 60, "every shard owned")
-    events = list(mixed(40_000, seed=41, users=2_000, items=200))
+    # Top-ups first: a user shard applies them without writing to any other shard, so the
+    # healthy ones have work that does not wait for the victim (an order's charge to one of
+    # its shards makes the sending item shard wait: acks follow effects). Then orders.
+    rng = random.Random(41)
+    topups = [
+        Topup(user_id=rng.randint(1, 2_000), amount=rng.randint(1, 500)) for _ in range(60_000)
+    ]
+    events = [*topups, *mixed(20_000, seed=41, users=2_000, items=200)]
     for w in ws:  # a backlog, published while the workers wait
         os.kill(w.proc.pid, signal.SIGSTOP)
     try:
-        Producer(r, keys, counts).publish(events)
+        # small chunks: many inbox elements per shard (one per chunk and shard)
+        Producer(r, keys, counts).publish(events, chunk=100)
         c.kill(victim)
     finally:
         for w in ws:
@@ -128,8 +138,9 @@ def test_shards_on_the_other_masters_are_applied_while_one_master_fails_over(
         )
         # A shard that emitted to one of the victim's shards waits for it (its entries are
         # acked only after its effects are written), so not every healthy shard moves. An
-        # entry is a bundle of events (ledger.bundle); a read asks for about 200 events.
-        if sum(progress.values()) >= 100 and len(progress) >= 2:
+        # entry is a bundle of events (ledger.bundle): a read moves up to 200 events from the
+        # inbox into one, so the 7,500 top-ups of a user shard make at least 37 entries.
+        if sum(progress.values()) >= 150 and len(progress) >= 3:
             break
         assert time.monotonic() - killed < 120, "the window never closed"
         time.sleep(0.05)  # the poll interval of this wait
