@@ -34,13 +34,15 @@ class Conn:
         of the TTL, so a worker is back within that of Redis answering again (a restart's
         AOF load takes seconds; a doubling back-off would sleep on past it)."""
 
-    def per_shard(self, keys: list[str], queue: Callable[[Any, int], None]) -> list[Any]:
+    def per_shard(
+        self, keys: list[str], queue: Callable[[Any, int], None], *, all_failed: bool = True
+    ) -> list[Any]:
         """One command per item (``queue(pipe, i)``, ``keys[i]`` its key): per item, its
         reply. On a single Redis in one pipeline, which raises as a whole. On Redis Cluster in
         one pipeline per master: an item whose master failed gets None, and only when every
-        item failed does the first failure raise."""
+        item failed does the first failure raise (unless ``all_failed`` is False)."""
         if self.masters is not None:
-            return self.masters.replies(keys, queue)
+            return self.masters.replies(keys, queue, all_failed=all_failed)
         pipe = self.r.pipeline(transaction=False)
         for i in range(len(keys)):
             queue(pipe, i)

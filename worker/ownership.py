@@ -342,9 +342,10 @@ class Ownership:
                 client=pipe,
             )
 
-        # on a cluster, a failing master's shards are tried again at the next pass
+        # on a cluster, a failing master's shards are tried again at the next pass (even when
+        # every wanted shard is on it: no retrying here while the held shards wait)
         keys = [conn.keys.lease(s) for s in wanted]
-        return list(conn.call(lambda: conn.per_shard(keys, queue), "acquire"))
+        return list(conn.call(lambda: conn.per_shard(keys, queue, all_failed=False), "acquire"))
 
     def _held_elsewhere(self, holder: Any, sent: float) -> None:
         """A wanted lease is held. A holder gone from the members renewed its leases just

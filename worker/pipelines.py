@@ -135,12 +135,13 @@ class PerMaster:
         self.retry_failed(out, queue)
         return out
 
-    def replies(self, keys: Sequence[str], queue: Queue) -> list[Any]:
+    def replies(self, keys: Sequence[str], queue: Queue, *, all_failed: bool = True) -> list[Any]:
         """``run`` for items of one command each: per item its reply, None if it failed.
-        Raises the first failure when every item failed, and any other error reply."""
+        Raises any error reply other than a failure, and with ``all_failed`` the first
+        failure when every item failed."""
         out = self.run(keys, queue)
         error = first_error(out)
-        if error is not None:
+        if error is not None and all_failed:
             raise error
         for r in out:
             if isinstance(r, list):
