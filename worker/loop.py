@@ -39,6 +39,7 @@ from worker.ownership import Ownership
 from worker.pipelines import LOST, UNACKED, failed, transient, write_rounds
 from worker.scripts import is_blocked, is_fenced
 from worker.standby import Standbys
+from worker.writebehind import WriteBehind
 
 log = structlog.get_logger("eventfleet.worker")
 IDLE_POLL_S = 0.002
@@ -72,6 +73,10 @@ class Worker:
         self._empty_polls = 0
         self._blocked_said: dict[str, float] = {}
         self._ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead")
+        # effects written while the next batch is applied (worker/writebehind.py); on a cluster
+        # and with EVENTFLEET_WAIT_REPLICAS each write is waited for, as before
+        single = self.masters is None and not settings.wait_replicas
+        self._behind = WriteBehind(self.conn, self.ownership.lose) if single else None
         self._ahead: tuple[list[Owned], Future[list[Any]]] | None = None
         self.liveness = open_liveness(settings, self.conn)
         self.standbys = Standbys(settings, self.conn, counts)
@@ -109,6 +114,7 @@ class Worker:
                 if time.monotonic() >= self.liveness.next_check:
                     check_peers(self.liveness, own)
                 if time.monotonic() >= own.next_pass:
+                    self._settle()  # no snapshot or hand-over with a write in flight
                     own.maintain()
                     self.standbys.retarget(own.members, (o.name for o in own.held()))
                 own.drop_overdue()
@@ -118,6 +124,7 @@ class Worker:
                 if time.monotonic() >= self.standbys.next_tail:
                     self.standbys.tail(busy=applied >= self.s.batch_size)
                 if applied == 0:
+                    self._settle()
                     self.idle_wait()
                 self.health.redis_ok = True
                 retry.oom.passed("worker")
@@ -127,8 +134,12 @@ class Worker:
                     retry.oom.refused("worker")  # one line per episode, not one per pass
                 else:
                     log.warning("redis_unavailable", error=f"{type(exc).__name__}: {exc!s:.200}")
+                if self._behind is not None:
+                    self._behind.settle_quietly()
                 own.drop_overdue()
                 time.sleep(self.conn.retry_wait)  # back off; the next pass retries
+        if self._behind is not None:
+            self._behind.settle_quietly()
         clean = own.drain()
         leave(self.liveness)
         return 0 if clean else 1
@@ -353,14 +364,20 @@ class Worker:
             _log_dead_letters(o, dead)
         return results, acks
 
+    def _settle(self) -> None:
+        """Wait for the effects in flight (raises, their shards lost, when they failed)."""
+        if self._behind is not None:
+            self._behind.settle()
+
     def _write(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
         conn = self.conn
         masters = self.masters
         status: list[tuple[str, BaseException | None]] = []
+        uptos = [o.state.last_id for o, _, _ in batch]  # now: the loop moves on meanwhile
 
         def queue_one(pipe: Any, i: int) -> None:
             o, results, acks = batch[i]
-            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, o.state.last_id)
+            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, uptos[i])
 
         def queue(pipe: Any) -> None:
             for i in range(len(batch)):
@@ -381,8 +398,14 @@ class Worker:
             queue(pipe)
             pipe.execute()
 
+        deadline = earliest_deadline(o for o, _, _ in batch)
+        if self._behind is not None:
+            shards = [o for o, _, _ in batch]
+            self._behind.settle(also=shards)  # the previous batch's effects first
+            self._behind.send(shards, write, deadline)
+            return
         try:
-            conn.call(write, "write_effects", earliest_deadline(o for o, _, _ in batch))
+            conn.call(write, "write_effects", deadline)
         except TRANSIENT:
             # The state in memory is ahead of what Redis holds: it must not be used again.
             for o, _, _ in batch:
