@@ -20,6 +20,7 @@ import redis
 
 from eventfleet.bench.env import BenchEnv, BenchError, log_events, owners, wait_settled
 from eventfleet.local.fleet import LocalFleet, WorkerProc
+from ledger.bundle import split
 from ledger.events import AddItem, Topup
 from ledger.shards import ShardCounts, item_shard, user_shard
 from producer.client import Producer
@@ -59,7 +60,9 @@ class Probe:
                 return None
             got: Any = r.xrange(stream, min=start, max="+", count=1000)
             for eid, fields in got:
-                if fields.get(EVENT_FIELD) == self.text:
+                ev = fields.get(EVENT_FIELD)
+                # the owner's move may have bundled it with other events (ledger.bundle)
+                if ev == self.text or (ev is not None and self.text in split(ev)):
                     self.entry_id = ids.text(eid)
                     break
             if not got or self.entry_id is not None:
