@@ -119,7 +119,7 @@ def encode(event: Event, source: str, seq: int, key: str | None = None) -> str:
     return f'{body[:-1]},"source":{_quoted(source)},"seq":{seq},"key":{json.dumps(key)}}}'
 
 
-# The saga's internal events, written without building a pydantic model (issue: a model's
+# The saga's internal events, written without building a pydantic model (a model's
 # validation and serialisation cost more than the rule that made it). Every field comes from an
 # entry that was validated on decode or from the shard's state, which only validated entries
 # fill: ids and item keys match ``Key``'s pattern (letters, digits, ``_.:-``), so they need no

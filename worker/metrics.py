@@ -104,7 +104,7 @@ TRIMMED_STREAMS = ("events", "outcomes", "dlq")
 OUTCOME_LABELS = (
     ("confirmed", "none"),
     *(("rejected", r) for r in get_args(OutcomeReason)),
-    ("duplicate", "none"),  # an order id decided before (issue 12, part A)
+    ("duplicate", "none"),  # an order id decided before (ledger.dedup)
 )
 """Every (status, reason) of ``eventfleet_order_outcomes_total``."""
 OPERATIONS = (
