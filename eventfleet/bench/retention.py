@@ -1,4 +1,4 @@
-"""Retention and archive figures for docs/SCALING.md , on a throwaway Redis:
+"""Retention and archive figures for docs/SCALING.md, on a throwaway Redis:
 
 1. Bytes per event and per stream entry in Redis with retention off (``EVENTFLEET_RETAIN_S=off``):
    a mixed workload at a steady rate, Redis' ``used_memory_dataset`` before and after.
