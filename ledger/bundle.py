@@ -134,6 +134,16 @@ def decode_bundle(raw: bytes | str) -> list[Wire] | None:
     return wires if 1 <= len(wires) <= MAX_SPLIT_EVENTS else None
 
 
+def read_count(events: int, per_entry: int) -> int:
+    """Entries to read for about ``events`` events, where entries held ``per_entry`` each."""
+    return max(1, events // per_entry)
+
+
+def events_per_entry(events: int, entries: int) -> int:
+    """Events per entry of a read, rounded up: the ``per_entry`` of the next ``read_count``."""
+    return max(1, -(-events // entries))
+
+
 def pack(texts: Sequence[str]) -> list[str]:
     """Entry texts for ``texts`` (event objects, in order): bundles of at most
     ``MAX_EVENTS`` events and ``MAX_PACK_CHARS`` characters; a lone event stays as it is."""

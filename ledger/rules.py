@@ -10,7 +10,6 @@ the worker writes what it returns, and ``verify`` and ``state`` fold with the sa
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -43,7 +42,7 @@ from ledger.events import (
     RejectReason,
     trusted_outcome,
 )
-from ledger.shards import ShardCounts, item_shard
+from ledger.shards import ShardCounts, item_shard, shard_index
 from ledger.state import Item, ShardState
 
 OUTCOMES = "outcomes"
@@ -141,7 +140,7 @@ def _shard_of(family: str, key: int | str, count: int) -> str:
         homes = _HOMES[family, count] = {}
     home = homes.get(key)
     if home is None:
-        home = homes[key] = f"{family}{zlib.crc32(str(key).encode()) % count}"
+        home = homes[key] = f"{family}{shard_index(key, count)}"
     return home
 
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 import redis
 import structlog
 
+from ledger.bundle import events_per_entry
 from ledger.rules import DeadLetter, StepResult, step_entry
 from ledger.shards import ShardCounts
 from store import ids, retry
@@ -354,7 +355,7 @@ class Worker:
                 for out in res.outcomes:
                     outcomes[out.outcome.status, out.outcome.reason or "none"] += 1
         if entries:
-            o.per_entry = max(1, -(-len(results) // len(entries)))
+            o.per_entry = events_per_entry(len(results), len(entries))
         if types or dups:
             self.observe.shard_applied(o.name, o.family, types, dups, oldest)
         if outcomes:

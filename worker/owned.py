@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ledger.bundle import MAX_EVENTS
+from ledger.bundle import MAX_EVENTS, read_count
 from ledger.state import ShardState
 
 
@@ -48,7 +48,7 @@ class Owned:
 
     def count(self, batch_size: int) -> int:
         """How many entries the next read asks for: about ``batch_size`` events."""
-        return max(1, batch_size // self.per_entry)
+        return read_count(batch_size, self.per_entry)
 
     def resync_done(self) -> None:
         """No pending entries of ours are left: read new entries (``>``) again."""

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import redis
 from redis.exceptions import ResponseError
 
+from ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS
+from ledger.codec import MAX_ENTRY_BYTES
 from store.connection import is_cluster
 
 FENCED = "FENCED"
@@ -101,8 +103,8 @@ local function move_inbox(stream, inbox, limit)
   end
   for i = 1, #items do
     local it = items[i]
-    if #it <= 65536 and string.find(it, '^%s*{[^{}%[%]]*}%s*$') then
-      if #bundle >= 100 or size + #it > 49152 then
+    if #it <= MAX_ELEMENT and string.find(it, '^%s*{[^{}%[%]]*}%s*$') then
+      if #bundle >= MAX_EVENTS or size + #it > MAX_CHARS then
         if not flush() then break end
       end
       bundle[#bundle + 1] = it
@@ -115,7 +117,8 @@ local function move_inbox(stream, inbox, limit)
   if moved > 0 then redis.call('LTRIM', inbox, moved, -1) end
   return moved, blocked
 end
-"""
+""".replace("MAX_ELEMENT", str(MAX_ENTRY_BYTES)).replace("MAX_EVENTS", str(MAX_EVENTS))
+MOVE_INBOX = MOVE_INBOX.replace("MAX_CHARS", str(MAX_PACK_CHARS))
 
 # KEYS: lease, events stream, inbox. ARGV: token, consumer, count (entries), start id ('>' or a
 # pending id), last applied id, the most inbox elements to move. Before reading new entries

@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from ledger.bundle import MAX_EVENTS
+from ledger.bundle import MAX_EVENTS, events_per_entry, read_count
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
@@ -139,7 +139,7 @@ class Standbys:
 
     def _count(self, shard: str, events: int) -> int:
         """Entries to read for about ``events`` events (at first as if all were full bundles)."""
-        return max(1, events // self._per_entry.get(shard, MAX_EVENTS))
+        return read_count(events, self._per_entry.get(shard, MAX_EVENTS))
 
     def _drop(self, shard: str) -> None:
         self._warm.pop(shard, None)
@@ -227,5 +227,5 @@ class Standbys:
             raw, via_inbox = flat_entry_event(flat)
             events += fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison)
         if entries:  # events per entry (bundles hold many): the next tail reads about a budget
-            self._per_entry[shard] = max(1, -(-events // len(entries)))
+            self._per_entry[shard] = events_per_entry(events, len(entries))
         return len(entries)

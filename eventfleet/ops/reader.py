@@ -11,14 +11,13 @@ from typing import Any
 
 import redis
 
-from ledger.bundle import split
 from ledger.codec import decode_outcome
 from ledger.events import OrderOutcome
-from ledger.rules import StepResult, step
+from ledger.rules import StepResult
 from ledger.shards import ShardCounts
 from ledger.state import ShardState
 from store import ids
-from store.fold import BATCH, fold
+from store.fold import BATCH, fold, fold_entry
 from store.keys import Keys
 from store.shardreads import load_snapshot, poison_ids
 
@@ -63,10 +62,8 @@ def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: 
     last, n, start = st.last_id, 0, 1
     while True:
         chunk: Any = r.lrange(keys.inbox(shard), start, start + BATCH - 1)
-        for entry in chunk:
-            for text in split(entry):
-                n += 1
-                step(st, last, text, counts, from_inbox=True)
+        for entry in chunk:  # split and folded as the owner's move and fold will
+            n += fold_entry(st, last, entry, True, counts, False)
         start += len(chunk)
         if len(chunk) < BATCH:
             break
