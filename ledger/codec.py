@@ -237,17 +237,35 @@ def loads_object(raw: bytes | str | None) -> dict[str, object] | None:
 
 def encode_outcome(outcome: OrderOutcome) -> str:
     """``outcome.model_dump_json()`` without ``first`` and ``ref`` when they are None (older
-    records lack them), written directly (see ``charge_text``: the ids match ``Key``'s
-    pattern, a ref is a source and a seq, the reason and status are literals, the numbers
-    ints)."""
+    records lack them); ``outcome_text`` of its fields."""
     o = outcome
-    amount = "null" if o.amount is None else o.amount
-    reason = "null" if o.reason is None else f'"{o.reason}"'
-    first = "" if o.first is None else f',"first":"{o.first}"'
-    ref = "" if o.ref is None else f',"ref":"{o.ref}"'
+    return outcome_text(
+        o.order_id, o.user_id, o.item_id, o.qty, o.amount, o.status, o.reason, o.first, o.ref
+    )
+
+
+def outcome_text(
+    order_id: str,
+    user_id: int,
+    item_id: str,
+    qty: int,
+    amount: int | None,
+    status: str,
+    reason: str | None,
+    first: str | None,
+    ref: str | None,
+) -> str:
+    """An outcome record's JSON from its fields, without building the model: what
+    ``encode_outcome`` gives for the ``OrderOutcome`` of the same fields (see ``charge_text``:
+    the rules take every field from a validated event; the ids match ``Key``'s pattern, a ref
+    is a source and a seq, the reason and status are literals, the numbers ints)."""
+    money = "null" if amount is None else amount
+    why = "null" if reason is None else f'"{reason}"'
+    was = "" if first is None else f',"first":"{first}"'
+    by = "" if ref is None else f',"ref":"{ref}"'
     return (
-        f'{{"order_id":"{o.order_id}","user_id":{o.user_id},"item_id":"{o.item_id}",'
-        f'"qty":{o.qty},"amount":{amount},"status":"{o.status}","reason":{reason}{first}{ref}}}'
+        f'{{"order_id":"{order_id}","user_id":{user_id},"item_id":"{item_id}",'
+        f'"qty":{qty},"amount":{money},"status":"{status}","reason":{why}{was}{by}}}'
     )
 
 

@@ -29,6 +29,8 @@ from ledger.codec import (
     bounded_text,
     charge_text,
     decode,
+    decode_outcome,
+    outcome_text,
     reject_text,
     release_text,
 )
@@ -38,9 +40,9 @@ from ledger.events import (
     Order,
     OrderOutcome,
     OutcomeReason,
+    OutcomeStatus,
     Reject,
     RejectReason,
-    trusted_outcome,
 )
 from ledger.shards import ShardCounts, item_shard, shard_index
 from ledger.state import Item, ShardState
@@ -60,8 +62,18 @@ class Emit:
 
 @dataclass(slots=True)
 class OutcomeRecord:
+    """An order's outcome record: its seq in the user shard's outcome stream and its JSON
+    (``ledger.codec.outcome_text``), with the status and reason the metrics count."""
+
     seq: int
-    outcome: OrderOutcome
+    text: str
+    status: str
+    reason: str | None
+
+    @property
+    def outcome(self) -> OrderOutcome:
+        """The record as the model (read tools; the worker writes the text)."""
+        return decode_outcome(self.text)
 
 
 DEAD_LETTER_REASONS = (
@@ -117,8 +129,6 @@ _KEYED = frozenset({TopupWire, AddItemWire})
 pydantic model class runs the metaclass' Python-level check (~0.2 us each, several per entry)."""
 _DECIDING = frozenset({ChargeWire, RejectWire})
 """The entries by which a user shard decides an order id."""
-_EMITTING = frozenset({OrderWire, ChargeWire, RejectWire})
-"""Events whose rules take outgoing sequence numbers and change more than one value."""
 _USER_WIRES = frozenset({TopupWire, ChargeWire, RejectWire})
 """Entries that belong on the shard of their ``user_id``; the others on their ``item_id``'s."""
 _EXTERNAL_WIRES = frozenset({TopupWire, AddItemWire, OrderWire})
@@ -182,7 +192,7 @@ def step(
         wire = decode(raw)
     except DecodeError as exc:
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
-    return _step_wire(state, entry_id, wire, raw, counts, from_inbox)
+    return _step_wire(state, entry_id, dedup.entry_ms(entry_id), wire, raw, counts, from_inbox)
 
 
 def step_entry(
@@ -206,8 +216,10 @@ def step_entry(
         return [step(state, entry_id, t, counts, from_inbox=from_inbox) for t in split(raw)]
     state.last_id = entry_id
     texts = _Texts(raw)
+    now = dedup.entry_ms(entry_id)
     return [
-        _step_wire(state, entry_id, w, texts, counts, from_inbox, i) for i, w in enumerate(wires)
+        _step_wire(state, entry_id, now, w, texts, counts, from_inbox, i)
+        for i, w in enumerate(wires)
     ]
 
 
@@ -229,13 +241,15 @@ class _Texts:
 def _step_wire(
     state: ShardState,
     entry_id: str,
+    now: int,
     wire: Wire,
     raw: bytes | str | _Texts,
     counts: ShardCounts,
     from_inbox: bool,
     index: int = 0,
 ) -> StepResult:
-    """``step`` after decoding; ``raw`` is the event's text, or its bundle's (``index``)."""
+    """``step`` after decoding; ``raw`` is the event's text, or its bundle's (``index``);
+    ``now`` the entry id's time (``dedup.entry_ms``)."""
     cls = type(wire)
     if from_inbox and cls not in _EXTERNAL_WIRES:
         msg = f"a {wire.type} arrived through the inbox: only shards emit it"
@@ -254,7 +268,7 @@ def _step_wire(
         )
         misrouted.wire = wire
         return misrouted
-    now, window = dedup.entry_ms(entry_id), counts.window_ms
+    window = counts.window_ms
     if now >= state.prune_at:
         dedup.prune(state, now, window)
     source = wire.source
@@ -271,20 +285,15 @@ def _step_wire(
         state.watermarks[source] = wire.seq
         state.seen[source] = now
         return StepResult("duplicate", wire.type, wire=wire, by_key=True)
-    # Top-ups, items and releases change one value, as their rule's last statement: nothing to
-    # put back. The saga's steps change several (stock or balance, outgoing seqs): recorded.
-    undo = _Undo(state, wire) if cls in _EMITTING else None
+    # Every rule changes the state only once nothing can fail any more (see ``_apply``): a
+    # rule that raises leaves the state as it was, and the entry is dead-lettered.
     try:
         result = _apply(state, wire, counts, now)
     except Refused as exc:
-        if undo is not None:
-            undo.restore(state)
         refused = dead_letter(state, entry_id, _text(raw, index), exc.reason, bounded(str(exc)))
         refused.wire = wire
         return refused
     except Exception as exc:
-        if undo is not None:
-            undo.restore(state)
         msg = bounded(f"{type(exc).__name__}: {exc}")
         failed = dead_letter(state, entry_id, _text(raw, index), "handler_error", msg)
         failed.wire = wire
@@ -301,37 +310,6 @@ def _step_wire(
 
 def _text(raw: bytes | str | _Texts, index: int) -> bytes | str:
     return raw.at(index) if isinstance(raw, _Texts) else raw
-
-
-class _Undo:
-    """What one event's rule may change, saved before it runs: the balance or item it names
-    and, for events that emit or record, the outgoing sequence numbers."""
-
-    __slots__ = ("balance", "item", "item_id", "out_seq", "user_id")
-
-    def __init__(self, state: ShardState, ev: Wire) -> None:
-        fields = ev.__dict__  # the model's field values; getattr of a missing field costs ~1 us
-        self.user_id: int | None = fields.get("user_id")
-        self.item_id: str | None = fields.get("item_id")
-        self.balance = state.balances.get(self.user_id) if self.user_id is not None else None
-        item = state.items.get(self.item_id) if self.item_id is not None else None
-        self.item = None if item is None else (item.price, item.remain)
-        self.out_seq = state.out_seq.copy() if type(ev) in _EMITTING else None
-
-    def restore(self, state: ShardState) -> None:
-        if self.user_id is not None:
-            if self.balance is None:
-                state.balances.pop(self.user_id, None)
-            else:
-                state.balances[self.user_id] = self.balance
-        if self.item_id is not None:
-            if self.item is None:
-                state.items.pop(self.item_id, None)
-            else:
-                state.items[self.item_id] = Item(*self.item)
-        if self.out_seq is not None:
-            state.out_seq.clear()
-            state.out_seq.update(self.out_seq)
 
 
 def dead_letter(
@@ -352,18 +330,40 @@ def _checked(value: int, what: str) -> int:
 
 
 def _emit(state: ShardState, dest: str, text: Callable[..., str], *fields: object) -> Emit:
-    """An event for ``dest``: the next seq towards it, and ``text(*fields, source, seq)``."""
-    seq = state.next_seq(dest)
+    """An event for ``dest``: the next seq towards it, and ``text(*fields, source, seq)``.
+    The seq is taken (``_sent``) by the rule once nothing can fail."""
+    seq = state.out_seq.get(dest, 0) + 1
     return Emit(dest, seq, text(*fields, state.shard, seq))
 
 
-def _outcome(state: ShardState, outcome: OrderOutcome) -> OutcomeRecord:
-    return OutcomeRecord(state.next_seq(OUTCOMES), outcome)
+def _sent(state: ShardState, e: Emit) -> None:
+    state.out_seq[e.dest] = e.seq
+
+
+def _outcome(
+    state: ShardState,
+    ev: Charge | Reject,
+    status: OutcomeStatus,
+    reason: OutcomeReason | None,
+    first: str | None,
+) -> OutcomeRecord:
+    """The order's outcome record, built from the validated event without a model; its seq
+    is taken (``_recorded``) by the rule once nothing can fail."""
+    seq = state.out_seq.get(OUTCOMES, 0) + 1
+    text = outcome_text(
+        ev.order_id, ev.user_id, ev.item_id, ev.qty, ev.amount, status, reason, first, ev.ref
+    )
+    return OutcomeRecord(seq, text, status, reason)
+
+
+def _recorded(state: ShardState, rec: OutcomeRecord) -> None:
+    state.out_seq[OUTCOMES] = rec.seq
 
 
 def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepResult:
-    """Apply ``ev``; what it records of the order id (user shards) is set last, once nothing
-    can fail any more (``_Undo`` does not cover it)."""
+    """Apply ``ev``. Each rule first works out everything it emits and records (the texts,
+    the seqs it would take), which is where it can fail, and only then changes the state,
+    with plain assignments: a rule that raises has changed nothing."""
     res = StepResult("applied", ev.type)
     if type(ev) is ChargeWire or type(ev) is RejectWire:
         first = dedup.first_decision(state, ev.order_id, now, counts.window_ms)
@@ -387,14 +387,16 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
         # built without validation: every field comes from the validated charge
         paid = balance >= ev.amount
         if paid:
-            confirmed = _outcome_of(ev, "confirmed", None)
+            rec = _outcome(state, ev, "confirmed", None, None)
             state.balances[ev.user_id] = balance - ev.amount
-            res.outcomes = [_outcome(state, confirmed)]
         else:
-            refused = _outcome_of(ev, "rejected", "insufficient_funds")
-            res.outcomes = [_outcome(state, refused)]
+            rec = _outcome(state, ev, "rejected", "insufficient_funds", None)
             dest = _shard_of("i", ev.item_id, counts.items)
-            res.emits = [_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty)]
+            back = _emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty)
+            _sent(state, back)
+            res.emits = [back]
+        _recorded(state, rec)
+        res.outcomes = [rec]
         state.orders[ev.order_id] = (now, paid)
     elif type(ev) is ReleaseWire:
         item = state.items.get(ev.item_id)
@@ -402,18 +404,9 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
             raise Refused("unknown_item", f"release for unknown item {ev.item_id}")
         item.remain = _checked(item.remain + ev.qty, "stock")
     elif type(ev) is RejectWire:
-        rejected = trusted_outcome(
-            ev.order_id,
-            ev.user_id,
-            ev.item_id,
-            ev.qty,
-            ev.amount,
-            "rejected",
-            ev.reason,
-            None,
-            ev.ref,
-        )
-        res.outcomes = [_outcome(state, rejected)]
+        rec = _outcome(state, ev, "rejected", ev.reason, None)
+        _recorded(state, rec)
+        res.outcomes = [rec]
         state.orders[ev.order_id] = (now, False)
     return res
 
@@ -424,22 +417,17 @@ def _duplicate_order(
     """An order id the user shard decided before: the first decision stands. A charge's stock
     goes back to its item (a release); the duplicate gets a ``duplicate`` record."""
     first = "confirmed" if confirmed else "rejected"
-    record = trusted_outcome(
-        ev.order_id, ev.user_id, ev.item_id, ev.qty, ev.amount, "duplicate", None, first, ev.ref
-    )
+    back = None
     if type(ev) is ChargeWire:
         dest = item_shard(ev.item_id, counts)
-        res.emits = [_emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty)]
-    res.outcomes = [_outcome(state, record)]
+        back = _emit(state, dest, release_text, ev.order_id, ev.item_id, ev.qty)
+    rec = _outcome(state, ev, "duplicate", None, first)
+    if back is not None:
+        _sent(state, back)
+        res.emits = [back]
+    _recorded(state, rec)
+    res.outcomes = [rec]
     state.duplicate_orders += 1
-
-
-def _outcome_of(
-    ev: Charge, status: Literal["confirmed", "rejected"], reason: OutcomeReason | None
-) -> OrderOutcome:
-    return trusted_outcome(
-        ev.order_id, ev.user_id, ev.item_id, ev.qty, ev.amount, status, reason, None, ev.ref
-    )
 
 
 def _order(state: ShardState, ev: Order, counts: ShardCounts, ref: str) -> Emit:
@@ -454,13 +442,17 @@ def _order(state: ShardState, ev: Order, counts: ShardCounts, ref: str) -> Emit:
         return _reject(state, ev, to_user, "amount_too_large", None, ref)
     if item.remain < ev.qty:
         return _reject(state, ev, to_user, "out_of_stock", amount, ref)
-    item.remain -= ev.qty
     fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, amount, ref)
-    return _emit(state, to_user, charge_text, *fields)
+    charge = _emit(state, to_user, charge_text, *fields)
+    item.remain -= ev.qty
+    _sent(state, charge)
+    return charge
 
 
 def _reject(
     state: ShardState, ev: Order, dest: str, reason: RejectReason, amount: int | None, ref: str
 ) -> Emit:
     fields = (ev.order_id, ev.user_id, ev.item_id, ev.qty, reason, amount, ref)
-    return _emit(state, dest, reject_text, *fields)
+    reject = _emit(state, dest, reject_text, *fields)
+    _sent(state, reject)
+    return reject

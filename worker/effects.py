@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger.bundle import pack
-from ledger.codec import encode_outcome
 from ledger.rules import DeadLetter, OutcomeRecord, StepResult
 from store.keys import GROUP, Keys
 from worker.scripts import INBOX_MOVE_LIMIT, Scripts
@@ -73,7 +72,7 @@ def queue_effects(
     if outcomes:
         args: list[Any] = [1]
         for o in outcomes:
-            args += [o.seq, "outcome", encode_outcome(o.outcome)]
+            args += [o.seq, "outcome", o.text]
         scripts.append_once(keys=[keys.outcomes(shard)], args=args, client=pipe)
     if dead:
         dargs: list[Any] = [5]

@@ -353,7 +353,7 @@ class Worker:
                 elif res.dead is not None:
                     dead.append(res.dead)
                 for out in res.outcomes:
-                    outcomes[out.outcome.status, out.outcome.reason or "none"] += 1
+                    outcomes[out.status, out.reason or "none"] += 1
         if entries:
             o.per_entry = events_per_entry(len(results), len(entries))
         if types or dups:
