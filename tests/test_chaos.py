@@ -36,7 +36,7 @@ from producer.workload import mixed
 from store.keys import EVENT_FIELD, GROUP, Keys
 from store.namespace import init_namespace
 from tests.helpers import cli, wait_for
-from worker.effects import queue_effects
+from worker.effects import Effects, queue_effects
 from worker.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,7 +256,7 @@ def test_poisoned_entry_whose_effects_were_written_loses_nothing(
     # its effects pipeline, as the worker queues it (written-mark first, then the charge);
     # then it acked the add_item and died before acking the order
     pipe = r.pipeline(transaction=False)
-    queue_effects(pipe, keys, Scripts.register(r), "i0", [res], [], order_id.decode())
+    queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), [], order_id.decode())
     pipe.execute()
     r.xack(stream, GROUP, add_id)
     r.xclaim(stream, GROUP, "ghost", 0, [order_id], retrycount=20)  # the crash loop's count

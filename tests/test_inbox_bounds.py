@@ -16,7 +16,7 @@ from ledger.state import ShardState
 from store.fold import fold_entry
 from store.keys import GROUP, Keys
 from tests.fleet_utils import setup_namespace
-from worker.effects import queue_effects
+from worker.effects import Effects, queue_effects
 from worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
 
@@ -33,7 +33,7 @@ def test_emitted_events_move_a_bounded_part_of_a_flooded_inbox(
 
     def write() -> None:
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, Scripts.register(r), "i0", [res], [], "1-0")
+        queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), [], "1-0")
         pipe.execute()
 
     write()

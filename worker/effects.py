@@ -8,11 +8,11 @@ written again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ledger.bundle import pack
-from ledger.rules import DeadLetter, OutcomeRecord, StepResult
+from ledger.rules import DeadLetter, StepResult
 from store.keys import GROUP, Keys
 from worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
@@ -32,12 +32,52 @@ def dead_letter_fields(d: DeadLetter) -> list[str]:
     ]
 
 
+class Effects:
+    """What one shard's batch of applied entries writes, collected result by result.
+
+    The step results themselves are not kept: a batch of them (each with its emits and
+    records) would live until the write and be scanned by every young-generation GC pass
+    meanwhile; the texts and numbers kept here are not tracked by the GC at all.
+    """
+
+    __slots__ = ("dead", "emits", "outcome_args")
+
+    def __init__(self) -> None:
+        self.emits: dict[str, list[str]] = {}
+        """Destination shard -> the texts of the events for it, in seq order."""
+        self.outcome_args: list[Any] = []
+        """``seq, "outcome", text`` per outcome record, in seq order (``APPEND_ONCE``)."""
+        self.dead: list[DeadLetter] = []
+
+    @classmethod
+    def of(cls, results: Iterable[StepResult]) -> Effects:
+        fx = cls()
+        for res in results:
+            fx.add(res)
+        return fx
+
+    def add(self, res: StepResult) -> None:
+        for e in res.emits:
+            texts = self.emits.get(e.dest)
+            if texts is None:
+                self.emits[e.dest] = [e.text]
+            else:
+                texts.append(e.text)
+        for o in res.outcomes:
+            self.outcome_args += (o.seq, "outcome", o.text)
+        if res.dead is not None:
+            self.dead.append(res.dead)
+
+    def __bool__(self) -> bool:
+        return bool(self.emits or self.outcome_args or self.dead)
+
+
 def queue_effects(
     pipe: Any,
     keys: Keys,
     scripts: Scripts,
     shard: str,
-    results: Sequence[StepResult],
+    effects: Effects,
     ack_ids: Sequence[bytes | str],
     upto: str,
     *,
@@ -45,38 +85,23 @@ def queue_effects(
 ) -> None:
     """Queue, on a pipeline, the writes of one shard's batch, in order, ack last.
 
-    ``upto`` is the last entry id the results cover. When the batch has any effect, the
+    ``upto`` is the last entry id the effects cover. When the batch has any effect, the
     shard's written-mark is raised to it first, so a later takeover knows that entries at or
     below it may have effects out in Redis (and must never be skipped as poison). ``mark``
     raises it even when the batch has no effect (the takeover's entry-by-entry replay).
     """
-    outcomes: list[OutcomeRecord] = []
-    dead: list[DeadLetter] = []
-    if mark or any(res.emits or res.outcomes or res.dead for res in results):
+    if mark or effects:
         scripts.mark_written(keys=[keys.written(shard)], args=[upto], client=pipe)
-    emits: dict[str, list[str]] = {}
-    for res in results:
-        for e in res.emits:
-            texts = emits.get(e.dest)
-            if texts is None:
-                emits[e.dest] = [e.text]
-            else:
-                texts.append(e.text)
-        outcomes.extend(res.outcomes)
-        if res.dead is not None:
-            dead.append(res.dead)
-    for dest, texts in emits.items():  # in order per destination: its seqs ascend
+    for dest, texts in effects.emits.items():  # in order per destination: its seqs ascend
         # a bundle per destination (ledger.bundle): one entry for up to MAX_EVENTS events
         moves: list[Any] = [INBOX_MOVE_LIMIT, *pack(texts)]
         scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=moves, client=pipe)
-    if outcomes:
-        args: list[Any] = [1]
-        for o in outcomes:
-            args += [o.seq, "outcome", o.text]
+    if effects.outcome_args:
+        args: list[Any] = [1, *effects.outcome_args]
         scripts.append_once(keys=[keys.outcomes(shard)], args=args, client=pipe)
-    if dead:
+    if effects.dead:
         dargs: list[Any] = [5]
-        for d in dead:
+        for d in effects.dead:
             dargs += [d.seq, *dead_letter_fields(d)]
         scripts.append_once(keys=[keys.dlq(shard)], args=dargs, client=pipe)
     if ack_ids:

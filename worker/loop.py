@@ -22,7 +22,7 @@ import redis
 import structlog
 
 from ledger.bundle import events_per_entry
-from ledger.rules import DeadLetter, StepResult, step_entry
+from ledger.rules import DeadLetter, step_entry
 from ledger.shards import ShardCounts
 from store import ids, retry
 from store.connection import TRANSIENT
@@ -31,7 +31,7 @@ from store.keys import flat_entry_event
 from store.replication import write_replicated
 from store.settings import Settings
 from worker.conn import Conn
-from worker.effects import queue_effects
+from worker.effects import Effects, queue_effects
 from worker.health import HealthState
 from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
@@ -168,7 +168,7 @@ class Worker:
         self._check_read(shards, replies)
         self._read_ahead(shards, replies)
         t0 = time.monotonic()
-        batch: list[tuple[Owned, list[StepResult], list[bytes]]] = []
+        batch: list[tuple[Owned, Effects, list[bytes]]] = []
         applied = events = 0
         for o, rep in zip(shards, replies, strict=True):
             if failed(rep):
@@ -186,11 +186,11 @@ class Worker:
                     o.resync_done()
                     continue
                 o.resync_past(rep[-1][0].decode())
-            results, acks = self._apply(o, rep)
+            effects, acks, n = self._apply(o, rep)
             applied += len(rep)
-            events += len(results)
+            events += n
             if acks:
-                batch.append((o, results, acks))
+                batch.append((o, effects, acks))
         if applied:
             self._empty_polls = 0
         if batch:
@@ -323,13 +323,14 @@ class Worker:
         same = len(ahead) == len(shards) and all(a is b for a, b in zip(ahead, shards, strict=True))
         return replies if same else None
 
-    def _apply(self, o: Owned, entries: list[Any]) -> tuple[list[StepResult], list[bytes]]:
-        results: list[StepResult] = []
+    def _apply(self, o: Owned, entries: list[Any]) -> tuple[Effects, list[bytes], int]:
+        """Apply a shard's entries: their effects, the ids to ack and how many events."""
+        effects = Effects()
+        add = effects.add
         acks: list[bytes] = []
         types: Counter[str] = Counter()
         outcomes: Counter[tuple[str, str]] = Counter()
-        dead: list[DeadLetter] = []
-        dups = 0
+        dups = events = 0
         oldest: str | None = None
         state, counts = o.state, self.counts
         # Entries come in id order, so only a batch that starts at or below the last applied
@@ -343,42 +344,41 @@ class Worker:
                 continue  # applied already; only its ack is missing
             raw, via_inbox = flat_entry_event(flat)
             for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox):
-                results.append(res)
+                events += 1
+                add(res)  # the result itself is dropped here (see Effects)
                 if res.kind == "applied":
                     types[res.event_type or "?"] += 1
                     if oldest is None:
                         oldest = eid
                 elif res.kind == "duplicate":
                     dups += 1
-                elif res.dead is not None:
-                    dead.append(res.dead)
                 for out in res.outcomes:
                     outcomes[out.status, out.reason or "none"] += 1
         if entries:
-            o.per_entry = events_per_entry(len(results), len(entries))
+            o.per_entry = events_per_entry(events, len(entries))
         if types or dups:
             self.observe.shard_applied(o.name, o.family, types, dups, oldest)
         if outcomes:
             self.observe.outcomes(outcomes)
-        if dead:
-            self.observe.dead_lettered(o.name, dead)
-            _log_dead_letters(o, dead)
-        return results, acks
+        if effects.dead:
+            self.observe.dead_lettered(o.name, effects.dead)
+            _log_dead_letters(o, effects.dead)
+        return effects, acks, events
 
     def _settle(self) -> None:
         """Wait for the effects in flight (raises, their shards lost, when they failed)."""
         if self._behind is not None:
             self._behind.settle()
 
-    def _write(self, batch: list[tuple[Owned, list[StepResult], list[bytes]]]) -> None:
+    def _write(self, batch: list[tuple[Owned, Effects, list[bytes]]]) -> None:
         conn = self.conn
         masters = self.masters
         status: list[tuple[str, BaseException | None]] = []
         uptos = [o.state.last_id for o, _, _ in batch]  # now: the loop moves on meanwhile
 
         def queue_one(pipe: Any, i: int) -> None:
-            o, results, acks = batch[i]
-            queue_effects(pipe, conn.keys, conn.scripts, o.name, results, acks, uptos[i])
+            o, effects, acks = batch[i]
+            queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, acks, uptos[i])
 
         def queue(pipe: Any) -> None:
             for i in range(len(batch)):
@@ -417,7 +417,7 @@ class Worker:
 
     def _settle_per_master(
         self,
-        batch: list[tuple[Owned, list[StepResult], list[bytes]]],
+        batch: list[tuple[Owned, Effects, list[bytes]]],
         status: list[tuple[str, BaseException | None]],
     ) -> None:
         """Redis Cluster, after ``write_rounds`` wrote some shards' effects: a shard whose

@@ -23,7 +23,7 @@ from store.fold import POISON_REASON, fold
 from store.keys import GROUP, Keys
 from store.shardreads import last_delivered, load_snapshot, poison_ids, removed_after, written_mark
 from worker import metrics
-from worker.effects import queue_effects
+from worker.effects import Effects, queue_effects
 from worker.scripts import Scripts
 
 log = structlog.get_logger("eventfleet.takeover")
@@ -135,16 +135,17 @@ def take_over(
     stats.claimed = len(claimed)
 
     # Replay (snapshot id, last delivered id], writing each batch's effects before the next
-    results: list[StepResult] = []
+    effects = Effects()
 
     def on_step(_eid: str, _raw: bytes | None, res: StepResult) -> None:
-        results.append(res)
+        effects.add(res)
 
     def on_batch(n: int, *, mark: bool = False) -> None:
+        nonlocal effects
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, scripts, shard, results, [], state.last_id, mark=mark)
+        queue_effects(pipe, keys, scripts, shard, effects, [], state.last_id, mark=mark)
         pipe.execute()
-        results.clear()
+        effects = Effects()
         stats.replayed += n
         keepalive()
 
