@@ -256,7 +256,7 @@ def test_poisoned_entry_whose_effects_were_written_loses_nothing(
     # its effects pipeline, as the worker queues it (written-mark first, then the charge);
     # then it acked the add_item and died before acking the order
     pipe = r.pipeline(transaction=False)
-    queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), [], order_id.decode())
+    queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), order_id.decode())
     pipe.execute()
     r.xack(stream, GROUP, add_id)
     r.xclaim(stream, GROUP, "ghost", 0, [order_id], retrycount=20)  # the crash loop's count

@@ -33,7 +33,7 @@ def test_emitted_events_move_a_bounded_part_of_a_flooded_inbox(
 
     def write() -> None:
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), [], "1-0")
+        queue_effects(pipe, keys, Scripts.register(r), "i0", Effects.of([res]), "1-0")
         pipe.execute()
 
     write()

@@ -78,12 +78,17 @@ def queue_effects(
     scripts: Scripts,
     shard: str,
     effects: Effects,
-    ack_ids: Sequence[bytes | str],
     upto: str,
     *,
     mark: bool = False,
 ) -> None:
-    """Queue, on a pipeline, the writes of one shard's batch, in order, ack last.
+    """Queue, on a pipeline, the writes of one shard's batch, in order; the ack is not one of
+    them (``queue_acks``): it is sent only once every effect is confirmed written.
+
+    A pipeline is no transaction: a command refused (Redis full: ``XACK`` frees memory and is
+    never refused) does not stop the next one, so an ack queued behind the effects could be
+    taken while they were refused. An acked entry's effects must be in Redis: warm standbys
+    fold exactly the acked entries, and a takeover from their copy does not emit them again.
 
     ``upto`` is the last entry id the effects cover. When the batch has any effect, the
     shard's written-mark is raised to it first, so a later takeover knows that entries at or
@@ -104,5 +109,9 @@ def queue_effects(
         for d in effects.dead:
             dargs += [d.seq, *dead_letter_fields(d)]
         scripts.append_once(keys=[keys.dlq(shard)], args=dargs, client=pipe)
+
+
+def queue_acks(pipe: Any, keys: Keys, shard: str, ack_ids: Sequence[bytes | str]) -> None:
+    """Queue the ack of a shard's applied entries (after their effects are written)."""
     if ack_ids:
         pipe.xack(keys.events(shard), GROUP, *ack_ids)

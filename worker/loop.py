@@ -31,7 +31,7 @@ from store.keys import flat_entry_event
 from store.replication import write_replicated
 from store.settings import Settings
 from worker.conn import Conn
-from worker.effects import Effects, queue_effects
+from worker.effects import Effects, queue_acks, queue_effects
 from worker.health import HealthState
 from worker.liveness import check_peers, leave, open_liveness
 from worker.observe import Observer
@@ -376,18 +376,27 @@ class Worker:
         status: list[tuple[str, BaseException | None]] = []
         uptos = [o.state.last_id for o, _, _ in batch]  # now: the loop moves on meanwhile
 
-        def queue_one(pipe: Any, i: int) -> None:
+        def queue_one(pipe: Any, i: int) -> None:  # write_rounds sends the ack on its own
             o, effects, acks = batch[i]
-            queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, acks, uptos[i])
+            queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, uptos[i])
+            queue_acks(pipe, conn.keys, o.name, acks)
 
         def queue(pipe: Any) -> None:
-            for i in range(len(batch)):
-                queue_one(pipe, i)
+            for i, (o, effects, _) in enumerate(batch):
+                queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, uptos[i])
+
+        def ack() -> None:
+            """Only once every effect of the batch is written (see ``queue_effects``)."""
+            pipe = conn.r.pipeline(transaction=False)
+            for o, _, acks in batch:
+                queue_acks(pipe, conn.keys, o.name, acks)
+            pipe.execute()
 
         def write() -> None:
             if self.s.wait_replicas:  # effects count as written once replicas have them
                 timeout_ms = max(1, self.s.lease_ttl_ms // 4)
                 write_replicated(conn.r, queue, self.s.wait_replicas, timeout_ms)
+                ack()
                 return
             if masters is not None:  # Redis Cluster: per master, see _settle_per_master
                 homes = [conn.keys.events(o.name) for o, _, _ in batch]
@@ -397,7 +406,8 @@ class Worker:
                 return
             pipe = conn.r.pipeline(transaction=False)
             queue(pipe)
-            pipe.execute()
+            pipe.execute()  # raises at a refused write: nothing is acked
+            ack()
 
         deadline = earliest_deadline(o for o, _, _ in batch)
         if self._behind is not None:

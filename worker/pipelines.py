@@ -252,10 +252,12 @@ def write_rounds(
     A shard's effects on its own master (the written-mark first, outcomes, dead letters,
     events emitted to shards on the same master, then the ack) keep their order on one
     connection. Events emitted to a shard on another master cannot ride that connection, so
-    such a shard goes in three rounds, each one pipeline per master: its own master's
-    writes without the ack (the mark lands before any emit), then the emits, then the ack,
-    sent only when every emit was written. A shard whose master or whose destination's
-    master fails loses its place in the later rounds; the other shards go on.
+    the writes go in three rounds, each one pipeline per master: each shard's own master's
+    writes without the ack (the mark lands before any emit), then the emits, then the acks,
+    each sent only when every effect of its shard was written (a pipeline does not stop at a
+    refused command, and an acked entry's effects must be in Redis: worker.effects). A shard
+    whose master or whose destination's master fails loses its place in the later rounds;
+    the other shards go on.
     """
     status: list[tuple[str, BaseException | None]] = [(WRITTEN, None)] * len(homes)
     own: list[Call] = []
@@ -280,7 +282,7 @@ def write_rounds(
         away: list[Call] = []
         for call in rec.calls:
             (mine if master(call[1]) == home else away).append(call)
-        if away and mine and mine[-1][0] == "xack":
+        if mine and mine[-1][0] == "xack":  # only once every effect is written
             acks.append(mine.pop())
             acks_of.append(s)
         own.extend(mine)

@@ -167,9 +167,13 @@ local added = 0
 while i <= #ARGV do
   local seq = tonumber(ARGV[i])
   if seq > last then
-    local args = {'XADD', KEYS[1], '*', 'seq', ARGV[i]}
-    for j = 1, 2 * n do args[#args + 1] = ARGV[i + j] end
-    redis.call(unpack(args))
+    if n == 1 then  -- outcome records: no table to build
+      redis.call('XADD', KEYS[1], '*', 'seq', ARGV[i], ARGV[i + 1], ARGV[i + 2])
+    else
+      local args = {'XADD', KEYS[1], '*', 'seq', ARGV[i]}
+      for j = 1, 2 * n do args[#args + 1] = ARGV[i + j] end
+      redis.call(unpack(args))
+    end
     last = seq
     added = added + 1
   end

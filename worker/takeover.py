@@ -143,7 +143,7 @@ def take_over(
     def on_batch(n: int, *, mark: bool = False) -> None:
         nonlocal effects
         pipe = r.pipeline(transaction=False)
-        queue_effects(pipe, keys, scripts, shard, effects, [], state.last_id, mark=mark)
+        queue_effects(pipe, keys, scripts, shard, effects, state.last_id, mark=mark)
         pipe.execute()
         effects = Effects()
         stats.replayed += n
