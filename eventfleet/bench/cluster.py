@@ -152,15 +152,16 @@ def backlog(
 
 
 def scaling(
-    events: int = 40_000,
+    events: int = 200_000,
     workers: tuple[int, ...] = (1, 2, 3),
     say: Callable[[str], None] = lambda s: None,
     redis_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """The mixed workload on a single Redis and on a 3-master cluster, for each fleet size.
 
-    Besides ``runs``, the result has one flat field per run for ``eventfleet bench``'s
-    figures: ``<backend>_<n>w`` (entries per second).
+    Besides ``runs``, the result has flat fields for ``eventfleet bench``'s figures:
+    ``<backend>_<n>w`` (entries per second), ``<backend>_<n>w_events`` (external events per
+    second) and ``ratio_<n>w`` (cluster / single, in events per second).
     """
     work = list(mixed(events, seed=3, users=10_000, items=1_000))
     runs = []
@@ -183,6 +184,10 @@ def scaling(
             shutil.rmtree(workdir, ignore_errors=True)
     flat = {f"{r['backend']}_{r['workers']}w": r["entries_per_s"] for r in runs}
     flat.update({f"{r['backend']}_{r['workers']}w_events": r["events_per_s"] for r in runs})
+    for n in workers:
+        single, cluster = flat.get(f"single_{n}w_events"), flat.get(f"cluster_{n}w_events")
+        if single and cluster:
+            flat[f"ratio_{n}w"] = round(cluster / single, 2)
     return {"cpus": os.cpu_count(), "events": events, "runs": runs, **flat}
 
 
@@ -192,7 +197,7 @@ def main(argv: list[str]) -> int:
     def say(line: str) -> None:
         sys.stderr.write(line + "\n")
 
-    doc = scaling(events=10_000 if quick else 40_000, say=say)
+    doc = scaling(events=10_000 if quick else 200_000, say=say)
     sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     return 0
 
