@@ -1,16 +1,24 @@
 """Effects written behind the next batch's apply (worker/writebehind.py): one write in flight,
-waited for before the next, and a failed write loses its shards and the ones applied on top."""
+waited for before the next, a failed write loses its shards and the ones applied on top, and
+a batch is acked only once its effects are written."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
 
+from eventfleet.local.redisserver import LocalRedis
+from ledger.codec import charge_text
 from ledger.state import ShardState
+from store.keys import EVENT_FIELD, GROUP, Keys
 from store.settings import Settings
+from tests.fleet_utils import setup_namespace
 from worker.conn import Conn
+from worker.effects import Effects
+from worker.loop import Worker
 from worker.owned import Owned
 from worker.writebehind import LOST, WriteBehind
 
@@ -50,3 +58,35 @@ def test_a_failed_write_loses_its_shards_and_those_applied_on_top(
     wb.send([owned("u3")], refused, time.monotonic() + 0.3)
     wb.settle_quietly()  # handled: lost, not raised
     assert lost[-1] == ("u3", LOST)
+
+
+def test_a_batch_is_acked_only_once_its_effects_are_written(own_redis: LocalRedis) -> None:
+    """Redis full: the effects (scripts that append) are refused, an ``XACK`` never is (it frees
+    memory). The entries must stay pending: a warm standby folds acked entries, and a takeover
+    from its copy would never emit their effects again."""
+    r = redis.Redis.from_url(own_redis.url)
+    ns = "ackorder"
+    keys = Keys(ns)
+    counts = setup_namespace(r, ns, 1, 1)
+    stream = keys.events("i0")
+    eid = r.xadd(stream, {EVENT_FIELD: "{}"})
+    r.xreadgroup(GROUP, "w", {stream: ">"})  # delivered to the worker: pending
+    worker = Worker(Settings(namespace=ns, lease_ttl_ms=1000), r, counts)
+    o = Owned("i0", 1, "w:1", ShardState("i0"), time.monotonic() + 0.5, 0.0, 0.0)
+    effects = Effects()
+    effects.emits["u0"] = [charge_text("o-1", 1, "sku", 1, 10, None, "i0", 1)]
+    r.config_set("maxmemory", 1)  # every write that needs memory is refused from here on
+    try:
+        worker._write([(o, effects, [eid])])
+        with pytest.raises(redis.OutOfMemoryError):
+            worker._settle()
+        pending: Any = r.xpending(stream, GROUP)
+        assert pending["pending"] == 1, "acked although its effects were refused"
+    finally:
+        r.config_set("maxmemory", 0)
+    # and once Redis takes writes again, effects then ack: nothing pending, the charge in u0
+    o2 = Owned("i0", 1, "w:1", ShardState("i0"), time.monotonic() + 5, 0.0, 0.0)
+    worker._write([(o2, effects, [eid])])
+    worker._settle()
+    assert r.xpending(stream, GROUP)["pending"] == 0
+    assert r.xlen(keys.events("u0")) == 1
