@@ -235,6 +235,14 @@ def table(doc: dict[str, Any]) -> str:
         f"machine: {m['cpus']} cpus ({m['cpu_model']}), Python {m['python']}, "
         f"Redis {m['redis_server']} ({' '.join(m['redis_args'])}), redis-py {m['redis_py']}, "
         f"hiredis {m['hiredis']}; load {doc['load_before']} -> {doc['load_after']}",
+        *(
+            [
+                "--quick: a smoke test. Its runs last a fraction of a second, too short to judge",
+                "the targets (ratios move by 10-30% between quick runs); the full run judges them.",
+            ]
+            if doc["quick"]
+            else []
+        ),
         "",
         f"{'':<10} {'figure':<34} {'measured':>12}  {'unit':<9} {'target':<13} met",
     ]
