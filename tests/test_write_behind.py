@@ -65,6 +65,14 @@ def test_a_batch_is_acked_only_once_its_effects_are_written(own_redis: LocalRedi
     memory). The entries must stay pending: a warm standby folds acked entries, and a takeover
     from its copy would never emit their effects again."""
     r = redis.Redis.from_url(own_redis.url)
+    try:
+        _acked_only_when_written(r)
+    finally:
+        r.close()
+        r.connection_pool.disconnect()
+
+
+def _acked_only_when_written(r: redis.Redis) -> None:
     ns = "ackorder"
     keys = Keys(ns)
     counts = setup_namespace(r, ns, 1, 1)
