@@ -376,14 +376,17 @@ class Worker:
         status: list[tuple[str, BaseException | None]] = []
         uptos = [o.state.last_id for o, _, _ in batch]  # now: the loop moves on meanwhile
 
-        def queue_one(pipe: Any, i: int) -> None:  # write_rounds sends the ack on its own
-            o, effects, acks = batch[i]
+        def queue_writes(pipe: Any, i: int) -> None:
+            o, effects, _ = batch[i]
             queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, uptos[i])
-            queue_acks(pipe, conn.keys, o.name, acks)
+
+        def queue_one(pipe: Any, i: int) -> None:  # write_rounds sends the ack on its own
+            queue_writes(pipe, i)
+            queue_acks(pipe, conn.keys, batch[i][0].name, batch[i][2])
 
         def queue(pipe: Any) -> None:
-            for i, (o, effects, _) in enumerate(batch):
-                queue_effects(pipe, conn.keys, conn.scripts, o.name, effects, uptos[i])
+            for i in range(len(batch)):
+                queue_writes(pipe, i)
 
         def ack() -> None:
             """Only once every effect of the batch is written (see ``queue_effects``)."""

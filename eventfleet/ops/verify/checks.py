@@ -157,9 +157,11 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
     folds = report.folds.values()
     ok_scope = report.quiescent and all(f.complete for f in folds)
     ok_scope = ok_scope and len(report.folds) == len(report.counts.all_shards())
-    confirmed = [o.outcome for f in folds for o in f.outcomes if o.outcome.status == "confirmed"]
-    duplicates = [o.outcome for f in folds for o in f.outcomes if o.outcome.status == "duplicate"]
-    kinds = Counter(o.outcome.reason or o.outcome.status for f in folds for o in f.outcomes)
+    records = [o for f in folds for o in f.outcomes]
+    # each record's model decoded once (OutcomeRecord keeps the text, status and reason)
+    decisions = [o.outcome for o in records if o.status != "duplicate"]
+    confirmed = [d for d in decisions if d.status == "confirmed"]
+    kinds = Counter(o.reason or o.status for o in records)
     t: dict[str, Any] = {
         "entries": sum(f.entries for f in folds),
         "applied": sum(f.state.applied for f in folds),
@@ -172,7 +174,7 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
         "remain": sum(it.remain for f in folds for it in f.state.items.values()),
         "confirmed_qty": sum(o.qty for o in confirmed),
         "orders": sum(sum(f.orders.values()) for f in folds),
-        "duplicate_orders": len(duplicates),
+        "duplicate_orders": len(records) - len(decisions),
         "outcomes": dict(sorted(kinds.items())),
     }
     report.totals = t
@@ -194,9 +196,7 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
             "invariant", "all", "stock",
             f"added {t['added']} != remain {t['remain']} + confirmed qty {t['confirmed_qty']}",
         )  # fmt: skip
-    decided = Counter(
-        o.outcome.order_id for f in folds for o in f.outcomes if o.outcome.status != "duplicate"
-    )
+    decided = Counter(d.order_id for d in decisions)
     for oid, n in sorted(decided.items()):
         if n > 1:
             report.findings.add(
