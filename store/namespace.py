@@ -10,19 +10,13 @@ from redis import exceptions as rx
 
 from ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
 from store.keys import GROUP, INBOX_HEAD, Keys
+from store.scripts import create_inbox
 
 FORMAT_VERSION = "1"
 
 
 class NamespaceError(Exception):
     """The namespace is missing or does not match what was asked for."""
-
-
-CREATE_INBOX = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('RPUSH', KEYS[1], ARGV[1]) end
-return 0
-"""
-"""An inbox list holding only its head, unless the key exists (then it is left alone)."""
 
 
 class NamespaceMissing(NamespaceError):
@@ -46,7 +40,7 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
         except rx.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        r.eval(CREATE_INBOX, 1, keys.inbox(shard), INBOX_HEAD)
+        create_inbox(r, inbox=keys.inbox(shard), head=INBOX_HEAD)
     created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)

@@ -296,7 +296,16 @@ def test_fenced_read_hands_over_what_a_lost_reply_delivered(
 
     def read(last_applied: str) -> list[bytes]:
         got = scripts.fenced_read(
-            keys=[lease, stream, inbox], args=["w1:1", "w1", 10, ">", last_applied]
+            client_,
+            lease=lease,
+            events=stream,
+            inbox=inbox,
+            token="w1:1",
+            consumer="w1",
+            count=10,
+            start=">",
+            applied_to=last_applied,
+            move_limit=10,
         )
         return [eid for eid, _fields in got]
 

@@ -63,8 +63,16 @@ def test_the_move_bundles_flat_objects_and_keeps_every_other_element_alone(
     r.set(keys.lease("u0"), "w:1")
     r.xgroup_createconsumer(keys.events("u0"), GROUP, "w")
     got: Any = scripts.fenced_read(
-        keys=[keys.lease("u0"), keys.events("u0"), keys.inbox("u0")],
-        args=["w:1", "w", 100, ">", "0-0", 100],
+        r,
+        lease=keys.lease("u0"),
+        events=keys.events("u0"),
+        inbox=keys.inbox("u0"),
+        token="w:1",
+        consumer="w",
+        count=100,
+        start=">",
+        applied_to="0-0",
+        move_limit=100,
     )
     texts = [t.decode() for _, flat in got for t in split(flat[1])]
     assert texts == [p.strip() for p in pushed]  # every element once, in order, none merged

@@ -33,16 +33,19 @@ def _retain(
 ) -> Any:
     k = keys
     return Scripts.register(r).retain(
-        keys=[
-            k.lease(shard),
-            k.events(shard),
-            k.outcomes(shard),
-            k.dlq(shard),
-            k.snapshot(shard),
-            k.trim_base(shard),
-            k.archived(shard),
-        ],
-        args=[TOKEN, snap_id, taken_ms, window_ms, need],
+        r,
+        lease=k.lease(shard),
+        events=k.events(shard),
+        outcomes=k.outcomes(shard),
+        dlq=k.dlq(shard),
+        snapshot=k.snapshot(shard),
+        trim_base=k.trim_base(shard),
+        archived=k.archived(shard),
+        token=TOKEN,
+        snapshot_id=snap_id,
+        snapshot_ms=taken_ms,
+        window_ms=window_ms,
+        wait_for_archive=bool(need),
     )
 
 

@@ -96,19 +96,25 @@ def queue_effects(
     raises it even when the batch has no effect (the takeover's entry-by-entry replay).
     """
     if mark or effects:
-        scripts.mark_written(keys=[keys.written(shard)], args=[upto], client=pipe)
+        scripts.mark_written(pipe, written=keys.written(shard), upto=upto)
     for dest, texts in effects.emits.items():  # in order per destination: its seqs ascend
         # a bundle per destination (ledger.bundle): one entry for up to MAX_EVENTS events
-        moves: list[Any] = [INBOX_MOVE_LIMIT, *pack(texts)]
-        scripts.xadd_many(keys=[keys.events(dest), keys.inbox(dest)], args=moves, client=pipe)
+        scripts.xadd_many(
+            pipe,
+            events=keys.events(dest),
+            inbox=keys.inbox(dest),
+            move_limit=INBOX_MOVE_LIMIT,
+            texts=pack(texts),
+        )
     if effects.outcome_args:
-        args: list[Any] = [1, *effects.outcome_args]
-        scripts.append_once(keys=[keys.outcomes(shard)], args=args, client=pipe)
+        scripts.append_once(
+            pipe, stream=keys.outcomes(shard), fields=1, records=effects.outcome_args
+        )
     if effects.dead:
-        dargs: list[Any] = [5]
+        dargs: list[Any] = []
         for d in effects.dead:
             dargs += [d.seq, *dead_letter_fields(d)]
-        scripts.append_once(keys=[keys.dlq(shard)], args=dargs, client=pipe)
+        scripts.append_once(pipe, stream=keys.dlq(shard), fields=5, records=dargs)
 
 
 def queue_acks(pipe: Any, keys: Keys, shard: str, ack_ids: Sequence[bytes | str]) -> None:

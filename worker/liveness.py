@@ -37,41 +37,9 @@ from store.keys import Keys
 from store.settings import Settings
 from worker.conn import Conn
 from worker.ownership import Ownership
+from worker.scripts import expel_command, register_command
 
 log = structlog.get_logger("eventfleet.liveness")
-
-# KEYS: live, gone. ARGV: worker id, client id, node, stale-after ms. Registers this worker's
-# liveness connection (a member ``<worker id> <client id> <node>`` scored with Redis' time,
-# replacing its earlier one), clears it from the gone set, and drops records not refreshed for
-# long (workers that died while nobody checked). Returns Redis' time (ms).
-REGISTER = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if string.match(m, '^(%S+) ') == ARGV[1] then redis.call('ZREM', KEYS[1], m) end
-end
-redis.call('ZADD', KEYS[1], now, ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[4]))
-return now
-"""
-
-# KEYS: live, workers, gone. ARGV: worker id, its record (member of live), lease ttl ms.
-# Expels a worker whose registered connection is gone, if it is still registered with that
-# connection. Returns 1 when expelled, 2 when another worker expelled it already, 0 when its
-# record changed meanwhile (it registered again, or left cleanly).
-EXPEL = """
-if redis.call('ZREM', KEYS[1], ARGV[2]) == 0 then
-  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 2 end
-  return 0
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
-return 1
-"""
 
 STALE_AFTER_TTLS = 10
 """A record not refreshed for this many lease TTLs belongs to a worker that is gone."""
@@ -228,7 +196,14 @@ class Liveness:
     def _register_command(self) -> tuple[Any, ...]:
         k = self._keys
         stale = STALE_AFTER_TTLS * self._ttl_ms
-        return ("EVAL", REGISTER, 2, k.live, k.gone, self._wid, self._my_id, self._node, stale)
+        return register_command(
+            live=k.live,
+            gone=k.gone,
+            worker_id=self._wid,
+            client_id=self._my_id,
+            node=self._node,
+            stale_after_ms=stale,
+        )
 
     def _record(self) -> str:
         return f"{self._wid} {self._my_id} {self._node}"
@@ -330,7 +305,14 @@ class Liveness:
     def _expel(self, dead: list[Record]) -> list[str]:
         k = self._keys
         cmds = [
-            ("EVAL", EXPEL, 3, k.live, k.workers, k.gone, rec.worker, rec.member, self._ttl_ms)
+            expel_command(
+                live=k.live,
+                workers=k.workers,
+                gone=k.gone,
+                worker_id=rec.worker,
+                record=rec.member,
+                ttl_ms=self._ttl_ms,
+            )
             for rec in dead
         ]
         replies = self._roundtrip(cmds)

@@ -206,12 +206,19 @@ class Worker:
             self._blocked_said[o.name] = now
             log.error("shard_log_blocked", shard=o.name, error=str(reply)[:300])
 
-    def _read_args(self, o: Owned, applied_to: str) -> list[Any]:
+    def _read_args(self, o: Owned, applied_to: str) -> dict[str, Any]:
         batch = self.s.batch_size  # read: entries (bundles hold many); move: inbox events
-        return [o.token, self.s.worker_id, o.count(batch), o.read_from, applied_to, batch]
+        return {
+            "token": o.token,
+            "consumer": self.s.worker_id,
+            "count": o.count(batch),
+            "start": o.read_from,
+            "applied_to": applied_to,
+            "move_limit": batch,
+        }
 
     def _reader(
-        self, shards: list[Owned], args: list[list[Any]], *, main: bool
+        self, shards: list[Owned], args: list[dict[str, Any]], *, main: bool
     ) -> Callable[[], list[Any]]:
         """The fenced read of ``shards``: a callable that returns one reply per shard.
 
@@ -226,9 +233,11 @@ class Worker:
         def queue(pipe: Any, i: int) -> None:
             name = shards[i].name
             conn.scripts.fenced_read(
-                keys=[conn.keys.lease(name), conn.keys.events(name), conn.keys.inbox(name)],
-                args=args[i],
-                client=pipe,
+                pipe,
+                lease=conn.keys.lease(name),
+                events=conn.keys.events(name),
+                inbox=conn.keys.inbox(name),
+                **args[i],
             )
 
         masters = self.masters

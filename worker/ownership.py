@@ -218,7 +218,9 @@ class Ownership:
                 if self._snapshot(o):
                     lease, token = conn.keys.lease(o.name), o.token
                     conn.call(
-                        functools.partial(conn.scripts.renew, keys=[lease], args=[token, grace]),
+                        functools.partial(
+                            conn.scripts.renew, conn.r, lease=lease, token=token, ttl_ms=grace
+                        ),
                         "suspend",
                     )
             except TRANSIENT as exc:
@@ -226,7 +228,9 @@ class Ownership:
                 log.warning("suspend_failed", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
         try:
             conn.call(
-                lambda: conn.scripts.heartbeat(keys=[conn.keys.workers], args=[self._wid, grace]),
+                lambda: conn.scripts.heartbeat(
+                    conn.r, workers=conn.keys.workers, worker_id=self._wid, ttl_ms=grace
+                ),
                 "suspend",
             )
         except TRANSIENT:
@@ -242,11 +246,10 @@ class Ownership:
         conn = self._conn
         now_ms, live = conn.call(
             lambda: conn.scripts.heartbeat(
-                keys=[conn.keys.workers],
-                args=[
-                    "" if self._stopping and not self._static else self._wid,
-                    self._s.lease_ttl_ms,
-                ],
+                conn.r,
+                workers=conn.keys.workers,
+                worker_id="" if self._stopping and not self._static else self._wid,
+                ttl_ms=self._s.lease_ttl_ms,
             ),
             "heartbeat",
         )
@@ -273,7 +276,7 @@ class Ownership:
         def queue(pipe: Any, i: int) -> None:
             o = shards[i]
             conn.scripts.renew(
-                keys=[conn.keys.lease(o.name)], args=[o.token, self._s.lease_ttl_ms], client=pipe
+                pipe, lease=conn.keys.lease(o.name), token=o.token, ttl_ms=self._s.lease_ttl_ms
             )
 
         def go() -> list[Any]:  # on a cluster, a failing master leaves its shards unrenewed
@@ -337,9 +340,13 @@ class Ownership:
         def queue(pipe: Any, i: int) -> None:
             s = wanted[i]
             conn.scripts.acquire(
-                keys=[conn.keys.lease(s), conn.keys.epoch(s)],
-                args=[self._wid, self._s.lease_ttl_ms, "1" if self._reclaim else "0", *breakable],
-                client=pipe,
+                pipe,
+                lease=conn.keys.lease(s),
+                epoch=conn.keys.epoch(s),
+                worker_id=self._wid,
+                ttl_ms=self._s.lease_ttl_ms,
+                reclaim=self._reclaim,
+                breakable=breakable,
             )
 
         # on a cluster, a failing master's shards are tried again at the next pass (even when
@@ -412,7 +419,10 @@ class Ownership:
         conn = self._conn
         ok = conn.call(
             lambda: conn.scripts.renew(
-                keys=[conn.keys.lease(claim.shard)], args=[claim.token, self._s.lease_ttl_ms]
+                conn.r,
+                lease=conn.keys.lease(claim.shard),
+                token=claim.token,
+                ttl_ms=self._s.lease_ttl_ms,
             ),
             "renew",
         )
@@ -425,7 +435,7 @@ class Ownership:
     def _release_token(self, shard: str, token: str) -> None:
         conn = self._conn
         with contextlib.suppress(*TRANSIENT):  # if this fails the lease expires by itself
-            conn.scripts.release(keys=[conn.keys.lease(shard)], args=[token])
+            conn.scripts.release(conn.r, lease=conn.keys.lease(shard), token=token)
 
     def _hand_over(self, o: Owned) -> None:
         if not self._snapshot(o):
@@ -433,7 +443,7 @@ class Ownership:
         conn = self._conn
         with bound_contextvars(shard=o.name, epoch=o.epoch):
             conn.call(
-                lambda: conn.scripts.release(keys=[conn.keys.lease(o.name)], args=[o.token]),
+                lambda: conn.scripts.release(conn.r, lease=conn.keys.lease(o.name), token=o.token),
                 "release",
             )
         self._owned.pop(o.name, None)
@@ -451,7 +461,11 @@ class Ownership:
         with bound_contextvars(shard=o.name, epoch=o.epoch):
             ok = conn.call(
                 lambda: conn.scripts.save_snapshot(
-                    keys=[conn.keys.lease(o.name), conn.keys.snapshot(o.name)], args=[o.token, data]
+                    conn.r,
+                    lease=conn.keys.lease(o.name),
+                    snapshot=conn.keys.snapshot(o.name),
+                    token=o.token,
+                    data=data,
                 ),
                 "snapshot",
                 o.deadline,

@@ -1,6 +1,6 @@
 """Retention: after each periodic snapshot, the shard's owner trims what that snapshot covers.
 
-One fenced script (``worker.scripts.RETAIN``) removes event entries below the snapshot just
+One fenced script (``store/lua/retain.lua``) removes event entries below the snapshot just
 saved, older than ``EVENTFLEET_RETAIN_S`` and at or below what ``eventfleet archive`` has on
 disk (when the shard has been archived, or always with ``EVENTFLEET_ARCHIVE_REQUIRED``), and
 outcome and dead-letter records older than the window (never a stream's last record). A failed
@@ -48,25 +48,26 @@ def trim(
     if settings.retain_s is None:
         return
     k = conn.keys
-    keys = [
-        k.lease(shard),
-        k.events(shard),
-        k.outcomes(shard),
-        k.dlq(shard),
-        k.snapshot(shard),
-        k.trim_base(shard),
-        k.archived(shard),
-    ]
-    args = [
-        token,
-        snapshot_id,
-        snapshot_ms,
-        int(settings.retain_s * 1000),
-        1 if settings.archive_required else 0,
-    ]
+    window_ms = int(settings.retain_s * 1000)
     try:
         removed: Any = conn.call(
-            lambda: conn.scripts.retain(keys=keys, args=args), "trim", deadline
+            lambda: conn.scripts.retain(
+                conn.r,
+                lease=k.lease(shard),
+                events=k.events(shard),
+                outcomes=k.outcomes(shard),
+                dlq=k.dlq(shard),
+                snapshot=k.snapshot(shard),
+                trim_base=k.trim_base(shard),
+                archived=k.archived(shard),
+                token=token,
+                snapshot_id=snapshot_id,
+                snapshot_ms=snapshot_ms,
+                window_ms=window_ms,
+                wait_for_archive=settings.archive_required,
+            ),
+            "trim",
+            deadline,
         )
     except TRANSIENT as exc:
         log.warning("trim_skipped", shard=shard, epoch=epoch, error=str(exc)[:200])

@@ -36,7 +36,6 @@ from store.settings import Settings
 from store.shardreads import load_snapshot
 from worker.assignment import weight
 from worker.conn import Conn
-from worker.scripts import load_script
 
 log = structlog.get_logger("eventfleet.standby")
 
@@ -48,37 +47,6 @@ TAIL_BUSY_S = 0.5
 BUSY_SHARE = 4
 """While its own shards have a backlog, a worker tails every ``TAIL_BUSY_S`` and reads a
 ``BUSY_SHARE``th of a batch per shard: its own work first; the standby catches up later."""
-
-# KEYS: events stream, poison set. ARGV: after id, count. Returns {entries after ARGV[1] that
-# the group has delivered and that are not pending (acked), the poison set, the stream's
-# max-deleted-entry-id (XDEL), its first entry id once anything was removed (XTRIM moves only
-# that; "0-0" when nothing ever was)}; {} when the stream has no group.
-TAIL = """
-local delivered = nil
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, last = nil, nil
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'last-delivered-id' then last = g[i + 1] end
-  end
-  if name == 'workers' then delivered = last end
-end
-if not delivered then return {} end
-local deleted, first, added, length = '0-0', '0-0', 0, 0
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-  if info[i] == 'recorded-first-entry-id' then first = info[i + 1] end
-  if info[i] == 'entries-added' then added = info[i + 1] end
-  if info[i] == 'length' then length = info[i + 1] end
-end
-if added == length then first = '0-0' end
-local upto = delivered
-local pending = redis.call('XPENDING', KEYS[1], 'workers')
-if tonumber(pending[1]) > 0 then upto = '(' .. pending[2] end
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], upto, 'COUNT', ARGV[2])
-return {entries, redis.call('SMEMBERS', KEYS[2]), deleted, first}
-"""
 
 
 def standby_shards(shards: Iterable[str], members: Iterable[str], me: str, k: int) -> set[str]:
@@ -110,7 +78,6 @@ class Standbys:
         self._wanted: set[str] = set()
         self._warm: dict[str, ShardState] = {}
         self._deleted: dict[str, str] = {}
-        self._tail_script = load_script(conn.r, TAIL)
         self.next_tail = 0.0 if self._k else float("inf")
 
     @property
@@ -165,10 +132,12 @@ class Standbys:
         def go() -> list[Any]:
             pipe = conn.r.pipeline(transaction=False)
             for s in shards:
-                self._tail_script(
-                    keys=[conn.keys.events(s), conn.keys.poison(s)],
-                    args=[self._warm[s].last_id, self._count(s, budget)],
-                    client=pipe,
+                conn.scripts.tail(
+                    pipe,
+                    events=conn.keys.events(s),
+                    poison=conn.keys.poison(s),
+                    after=self._warm[s].last_id,
+                    count=self._count(s, budget),
                 )
             return list(pipe.execute(raise_on_error=False))
 

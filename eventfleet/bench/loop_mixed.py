@@ -19,33 +19,36 @@ from typing import Any
 
 import redis
 
+from store import lua
 from store.keys import EVENT_FIELD, Keys
 
 GROUP = "bench-loop"
 COUNT = 100
 
-ORDER = """
-local item, user, qty, order = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local stock = redis.call('HGET', KEYS[1], item)
-local function reject(reason)
-  redis.call('XADD', KEYS[4], '*', 'order', order, 'status', 'rejected', 'reason', reason)
-  return 0
-end
-if not stock then return reject('unknown_item') end
-if tonumber(stock) < qty then return reject('out_of_stock') end
-local amount = tonumber(redis.call('HGET', KEYS[2], item)) * qty
-local balance = tonumber(redis.call('HGET', KEYS[3], user) or '0')
-if balance < amount then return reject('insufficient_funds') end
-redis.call('HINCRBY', KEYS[1], item, -qty)
-redis.call('HINCRBY', KEYS[3], user, -amount)
-redis.call('XADD', KEYS[4], '*', 'order', order, 'status', 'confirmed', 'amount', amount)
-return 1
-"""
+ORDER = lua.source("bench_loop_order")
 
 
 def state_keys(ns: str) -> list[str]:
     """Stock, price, balance hashes and the outcome stream (one hash tag: a single Redis)."""
     return [f"{ns}:loop:stock", f"{ns}:loop:price", f"{ns}:loop:balance", f"{ns}:loop:outcomes"]
+
+
+def queue_order(
+    pipe: Any,
+    sha: str,
+    *,
+    stock: str,
+    price: str,
+    balance: str,
+    outcomes: str,
+    item: Any,
+    user: Any,
+    qty: Any,
+    order: Any,
+) -> None:
+    """Queue the order script (loaded as ``sha``): take ``qty`` of ``item`` from ``stock`` and
+    its price from the user's ``balance`` when both suffice, and append the outcome."""
+    pipe.evalsha(sha, 4, stock, price, balance, outcomes, item, user, qty, order)
 
 
 def consume(r: redis.Redis, keys: Keys, shards: list[str], consumer: str) -> None:
@@ -68,8 +71,18 @@ def consume(r: redis.Redis, keys: Keys, shards: list[str], consumer: str) -> Non
                     pipe.hincrby(stock, ev["item_id"], ev["count"])
                     pipe.hset(price, ev["item_id"], ev["price"])
                 elif kind == "order":
-                    args = (ev["item_id"], ev["user_id"], ev["qty"], ev["order_id"])
-                    pipe.evalsha(sha, 4, stock, price, balance, outcomes, *args)
+                    queue_order(
+                        pipe,
+                        sha,
+                        stock=stock,
+                        price=price,
+                        balance=balance,
+                        outcomes=outcomes,
+                        item=ev["item_id"],
+                        user=ev["user_id"],
+                        qty=ev["qty"],
+                        order=ev["order_id"],
+                    )
             pipe.xack(stream, GROUP, *[eid for eid, _ in entries])
         pipe.execute()
 

@@ -61,15 +61,19 @@ def stop_and_peak_rss_mb(w: WorkerProc, timeout: float = 60.0) -> float:
 
 def _write_once(env: BenchEnv, keys: Keys, scripts: Scripts, state: Any) -> float:
     lease, shard = keys.lease("u0"), "u0"
-    epoch = scripts.acquire(keys=[lease, keys.epoch(shard)], args=["bench", 30_000])
+    epoch = scripts.acquire(
+        env.client, lease=lease, epoch=keys.epoch(shard), worker_id="bench", ttl_ms=30_000
+    )
     if not isinstance(epoch, int):
         raise BenchError("the snapshot lease is still held by a worker")
     token = f"bench:{int(epoch)}"
     t0 = time.perf_counter()
     data = state.to_snapshot(taken_ms=int(time.time() * 1000))
-    ok = scripts.save_snapshot(keys=[lease, keys.snapshot(shard)], args=[token, data])
+    ok = scripts.save_snapshot(
+        env.client, lease=lease, snapshot=keys.snapshot(shard), token=token, data=data
+    )
     secs = time.perf_counter() - t0
-    scripts.release(keys=[lease], args=[token])
+    scripts.release(env.client, lease=lease, token=token)
     if ok != 1:
         raise BenchError("the fenced snapshot write was refused")
     return secs

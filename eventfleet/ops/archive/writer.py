@@ -46,26 +46,12 @@ from eventfleet.ops.archive.segments import (
     stream_dir,
 )
 from ledger.shards import ShardCounts
-from store import ids
+from store import ids, lua
 from store.keys import Keys
 
 SEGMENT_ENTRIES = 100_000
 """Entries per segment at most (a run writes fewer when the stream holds fewer new ones)."""
 READ = 2000
-
-# Raise a field of the archived-marks hash to ARGV[2], never lower it. KEYS: the hash.
-# ARGV: stream name, entry id. allow-oom: archiving and trimming are how a full Redis recovers.
-RAISE_MARK = """#!lua flags=allow-oom
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local a, b = string.match(cur, '^(%d+)-(%d+)$')
-  local c, d = string.match(ARGV[2], '^(%d+)-(%d+)$')
-  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
-  if a > c or (a == c and b >= d) then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 
 
 @dataclass
@@ -106,7 +92,10 @@ def locked(root: Path) -> Iterator[None]:
 
 
 def raise_mark(r: redis.Redis, keys: Keys, shard: str, stream: str, entry_id: str) -> None:
-    r.eval(RAISE_MARK, 1, keys.archived(shard), stream, entry_id)
+    """Raise the ``stream`` field of the shard's archived-marks hash to ``entry_id``, never
+    lower it (``store/lua/raise_mark.lua``, sent with its text). allow-oom: archiving and
+    trimming are how a full Redis recovers."""
+    r.eval(lua.source("raise_mark", lua.PRELUDE), 1, keys.archived(shard), stream, entry_id)
 
 
 def max_deleted(r: redis.Redis, key: str) -> str:
