@@ -4,7 +4,10 @@
   ``producer`` only ``ledger`` and ``store``; ``eventfleet`` anything (each package may
   import itself). Every import counts, including those inside functions;
 - no import cycle between modules;
-- no module over 500 lines (ours and the tests'), and a docstring on every package.
+- no module over 500 lines (ours and the tests'), and a docstring on every package;
+- no Lua source in a ``.py`` file of the packages (scripts are ``store/lua/*.lua`` files), and
+  no ``.replace(`` on script text: a module that loads scripts (imports ``store.lua``) calls
+  no ``.replace(`` at all, and nowhere is it called on Lua text or on ``lua.source``/``read``.
 
 The checker itself is tested on synthetic trees and graphs, so that it can be seen to fail.
 """
@@ -154,6 +157,62 @@ def all_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
     return cycles
 
 
+LUA_MARKERS = ("redis.call(", "redis.pcall(", "redis.error_reply(")
+"""Text that only Lua source holds."""
+LOADER = "store.lua"
+
+
+def lua_in_python(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
+    """Lines of ``.py`` files (comments and docstrings included) that hold Lua source."""
+    return [
+        f"{path.relative_to(root)}:{n}"
+        for path in source_files(root, packages).values()
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if any(marker in line for marker in LUA_MARKERS)
+    ]
+
+
+def _is_script_text(node: ast.expr) -> bool:
+    """A Lua string literal, or the loader's text (``lua.source(...)``, ``lua.read(...)``)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return any(marker in node.value for marker in LUA_MARKERS)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name):
+        name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+        return name in {"source", "read"} and "lua" in ast.unparse(node.func)
+    return False
+
+
+def replace_on_script_text(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
+    """``.replace(`` calls on script text, or anywhere in a module that loads scripts."""
+    files = source_files(root, packages)
+    found = []
+    for module, path in files.items():
+        loads = module == LOADER or any(i.target == LOADER for i in imports_of(module, path, files))
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        texts = {  # names bound to script text, or to anything made from it
+            target.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Assign) and any(map(_is_script_text, ast.walk(node.value)))
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+
+        def is_text(expr: ast.AST, texts: set[str] = texts) -> bool:
+            return (isinstance(expr, ast.Name) and expr.id in texts) or (
+                isinstance(expr, ast.expr) and _is_script_text(expr)
+            )
+
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "replace"
+                and (loads or any(map(is_text, ast.walk(node.func.value))))
+            ):
+                found.append(f"{module}:{node.lineno}")
+    return found
+
+
 # ---------------------------------------------------------------- the repository
 
 
@@ -174,6 +233,17 @@ def test_no_module_is_over_500_lines() -> None:
     lengths = {f: len(f.read_text(encoding="utf-8").splitlines()) for f in files}
     over = [f"{f.relative_to(ROOT)}: {n}" for f, n in sorted(lengths.items()) if n > MAX_LINES]
     assert not over, f"modules over {MAX_LINES} lines:\n" + "\n".join(over)
+
+
+def test_no_lua_source_in_python_files() -> None:
+    found = lua_in_python(ROOT)
+    assert not found, "Lua source in .py files (put it in store/lua/*.lua):\n" + "\n".join(found)
+
+
+def test_no_replace_on_script_text() -> None:
+    found = replace_on_script_text(ROOT)
+    assert not found, ".replace( on script text (pass values as ARGV):\n" + "\n".join(found)
+    assert (ROOT / "store" / "lua" / "prelude.lua").is_file()
 
 
 def test_every_package_has_a_docstring() -> None:
@@ -252,6 +322,34 @@ def test_checker_reports_a_cycle_through_modules(tmp_path: Path) -> None:
     )
     graph = import_graph(all_imports(root, ["worker"]))
     assert all_cycles(graph) == [["worker.a", "worker.b", "worker.c", "worker.a"]]
+
+
+def test_checker_sees_lua_in_python_and_replace_on_script_text(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "store/__init__.py": "",
+            "store/lua/__init__.py": "def source(name):\n    return name\n",
+            "store/ok.py": "x = 'a b'.replace(' ', '')  # plain text\n",
+            "worker/__init__.py": "",
+            "worker/a.py": "X = 1\nS = \"return redis.call('GET', KEYS[1])\"\n",
+            "worker/b.py": "T = \"redis.pcall('X')\".replace('X', 'Y')\n",
+            "worker/e.py": "T = 'redis.call(1)' + 'x'\nU = T.replace('1', '2').replace('2', '3')\n",
+            "worker/c.py": "from store import lua\n\nT = lua.source('a').replace('N', '1')\n",
+            "worker/d.py": "from store.lua import source\n\nU = 'x'.replace('x', 'y')\n",
+            "producer/__init__.py": "from store import lua\n\nV = lua.read('a').replace('a', 'b')\n",
+        },
+    )
+    packages = ["store", "worker", "producer"]
+    assert lua_in_python(root, packages) == ["worker/a.py:2", "worker/b.py:1", "worker/e.py:1"]
+    assert replace_on_script_text(root, packages) == [
+        "worker.b:1",
+        "worker.c:3",
+        "worker.d:3",
+        "worker.e:2",
+        "worker.e:2",
+        "producer:3",
+    ]
 
 
 @pytest.mark.parametrize(
