@@ -31,7 +31,7 @@ from redis import exceptions as rx
 from ledger.codec import encode
 from ledger.events import AddItem, ExternalEvent, Topup
 from ledger.shards import ShardCounts, destination
-from store import retry
+from store import retry, wire
 from store.connection import TRANSIENT, FatalRedisError, is_cluster
 from store.keys import Keys
 from store.replication import ShortOfReplicas, write_replicated
@@ -59,18 +59,6 @@ def check_key(key: str) -> str:
 _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
-def _hiredis_packer() -> Any:
-    try:
-        from hiredis import pack_command
-    except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
-        return None
-    return pack_command
-
-
-_PACK: Any = _hiredis_packer()
-"""hiredis' RESP packer, which redis-py's packer calls too after per-argument checks."""
-
-
 class NotReplicated(FatalRedisError):
     """Fewer replicas than asked acknowledged a chunk, retried for ``retry_for_s``."""
 
@@ -93,12 +81,9 @@ def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
 def pack_pushes(conn: Any, pushes: Sequence[tuple[str, list[str]]]) -> list[bytes]:
     """``RPUSHX <inbox> <text>...`` per inbox, packed as one write for ``conn``.
 
-    The one place the producer's write is spelled for a raw connection; hiredis packs it
-    directly, skipping redis-py's per-argument checks.
+    The one place the producer's write is spelled for a raw connection (``store.wire``).
     """
-    if _PACK is None:
-        return list(conn.pack_commands([("RPUSHX", k, *texts) for k, texts in pushes]))
-    return [b"".join([_PACK(("RPUSHX", k, *texts)) for k, texts in pushes])]
+    return wire.pack(conn, [("RPUSHX", k, *texts) for k, texts in pushes])
 
 
 def queue_pushes(pipe: Any, pushes: Sequence[tuple[str, list[str]]]) -> None:
@@ -119,29 +104,7 @@ def check_pushed(pushes: Sequence[tuple[str, list[str]]], replies: Sequence[Any]
 
 def read_replies(conn: Any, n: int) -> list[Any]:
     """Read ``n`` replies in order; then raise the first error reply, as a pipeline does."""
-    replies: list[Any] = []
-    error: rx.ResponseError | None = None
-    for _ in range(n):
-        try:
-            replies.append(conn.read_response())
-        except rx.ResponseError as exc:
-            replies.append(exc)
-            error = error or exc
-    if error is not None:
-        raise error
-    return replies
-
-
-def checkout(pool: Any) -> Any:
-    """A connection from redis-py's pool. ``get_connection()`` takes no argument from
-    redis-py 5.3 on (and warns about one); 5.0 to 5.2 require a command name, which they
-    ignore for a plain pool."""
-    if _NEEDS_COMMAND_NAME:
-        return pool.get_connection("RPUSHX")
-    return pool.get_connection()
-
-
-_NEEDS_COMMAND_NAME = redis.__version__.split(".")[:2] in (["5", "0"], ["5", "1"], ["5", "2"])
+    return wire.raise_first_error(wire.read(conn, n))
 
 
 def push_all(r: redis.Redis, pushes: Sequence[tuple[str, list[str]]]) -> list[Any]:
@@ -151,16 +114,9 @@ def push_all(r: redis.Redis, pushes: Sequence[tuple[str, list[str]]]) -> list[An
     As ``pipeline(transaction=False).execute()``: every reply is read, then the first error
     reply is raised; a connection that failed midway is dropped, never reused.
     """
-    pool = r.connection_pool
-    conn: Any = checkout(pool)  # redis-py's Connection methods are untyped
-    try:
-        conn.send_packed_command(pack_pushes(conn, pushes))
+    with wire.borrowed(r.connection_pool) as conn:
+        wire.send(conn, pack_pushes(conn, pushes))
         return read_replies(conn, len(pushes))
-    except BaseException:
-        conn.disconnect()
-        raise
-    finally:
-        pool.release(conn)
 
 
 class Producer:
@@ -260,7 +216,7 @@ class Producer:
             it: Iterator[tuple[str, str]] = map(self.stamp, events)
         else:
             it = (self.stamp(ev, n) for n, ev in zip(seqs, events, strict=True))
-        if _PACK is not None and not self.wait_replicas and not is_cluster(self.r):
+        if wire.FAST_PACK and not self.wait_replicas and not is_cluster(self.r):
             return self._publish_overlapped(it, chunk, on_chunk)
         return self._publish_sequential(it, chunk, on_chunk)
 
@@ -295,7 +251,7 @@ class Producer:
         numbers, so what already landed is dropped by the shards as duplicates.
         """
         pool = self.r.connection_pool
-        conn: Any = checkout(pool)
+        conn: Any = wire.checkout(pool)
         unread: list[list[tuple[str, str]]] = []
         in_flight: list[list[tuple[str, list[str]]]] = []
         sent = 0
@@ -312,7 +268,7 @@ class Producer:
             unread.append(stamped)  # from here on it is re-sent if anything fails
             pushes = grouped(stamped)
             in_flight.append(pushes)
-            conn.send_packed_command(pack_pushes(conn, pushes))
+            wire.send(conn, pack_pushes(conn, pushes))
             if len(unread) > 1:
                 confirm(unread[0])
                 unread.pop(0)
@@ -330,8 +286,7 @@ class Producer:
                 confirm(unread[0])
                 unread.pop(0)
         except BaseException as exc:
-            conn.disconnect()
-            pool.release(conn)
+            wire.release(pool, conn, in_step=False)  # a chunk's replies may be unread on it
             if not isinstance(exc, (*TRANSIENT, rx.ResponseError)):
                 raise
             for stamped in unread:  # not confirmed: send again, oldest first
@@ -341,5 +296,5 @@ class Producer:
                     on_chunk(len(stamped))
             # the events not read from the iterator yet go the sequential way
             return sent + self._publish_sequential(it, chunk, on_chunk)
-        pool.release(conn)
+        wire.release(pool, conn, in_step=True)
         return sent

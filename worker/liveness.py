@@ -31,7 +31,7 @@ from typing import Any
 import redis
 import structlog
 
-from store import ids
+from store import ids, wire
 from store.connection import node_client
 from store.keys import Keys
 from store.settings import Settings
@@ -181,8 +181,7 @@ class Liveness:
 
     def _on_connect(self, conn: Any) -> None:
         """Runs on every (re)connect, before any other command on the new connection."""
-        conn.send_command("CLIENT", "ID")
-        self._my_id = int(conn.read_response())
+        self._my_id = int(wire.roundtrip(conn, [("CLIENT", "ID")])[0])
         # ids seen over an earlier connection may be of an earlier Redis
         self._watched, self._unsure, self._sure = {}, {}, {}
         self._registered_ms = int(self._register(conn))
@@ -190,8 +189,7 @@ class Liveness:
         log.info("liveness_registered", client_id=self._my_id, node=self._node)
 
     def _register(self, conn: Any) -> Any:
-        conn.send_command(*self._register_command())
-        return conn.read_response()
+        return wire.roundtrip(conn, [self._register_command()])[0]
 
     def _register_command(self) -> tuple[Any, ...]:
         k = self._keys
@@ -209,13 +207,7 @@ class Liveness:
         return f"{self._wid} {self._my_id} {self._node}"
 
     def _roundtrip(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        conn = self._connection()
-        try:
-            conn.send_packed_command(conn.pack_commands(cmds))
-            return [conn.read_response() for _ in cmds]
-        except BaseException:
-            conn.disconnect()  # unread replies would answer the next command
-            raise
+        return wire.roundtrip(self._connection(), cmds)
 
     def reset(self) -> None:
         """Forget the connection (after an error): the next check opens a new one, on the node

@@ -26,6 +26,7 @@ import redis
 from redis import exceptions as rx
 from redis.cluster import RedisCluster, get_connection
 
+from store import wire
 from store.connection import TRANSIENT
 from store.replication import Recorder
 
@@ -166,15 +167,16 @@ class _Sent:
     def send(self) -> None:
         # redis.cluster.get_connection: redis-py's own way to a node client's connection
         self.conn = get_connection(self.client, "PIPELINE")
-        self.conn.send_packed_command(self.conn.pack_commands([a for a, _ in self.stack]))
+        wire.send(self.conn, wire.pack(self.conn, [a for a, _ in self.stack], checked=True))
 
     def read(self) -> list[Any]:
-        replies: list[Any] = []
-        for args, options in self.stack:
-            try:
-                replies.append(self.client.parse_response(self.conn, args[0], **options))
-            except rx.ResponseError as exc:
-                replies.append(exc)
+        stack, client, conn = self.stack, self.client, self.conn
+
+        def reply(i: int) -> Any:  # parsed as redis-py's pipeline parses it
+            args, options = stack[i]
+            return client.parse_response(conn, args[0], **options)
+
+        replies = wire.read(conn, len(stack), reply)
         self.clean = True
         return replies
 
@@ -185,9 +187,7 @@ class _Sent:
     def release(self) -> None:
         if self.conn is None:
             return
-        if not self.clean:  # replies may be left unread on it
-            self.conn.disconnect()
-        self.client.connection_pool.release(self.conn)
+        wire.release(self.client.connection_pool, self.conn, in_step=self.clean)
         self.conn = None
 
 

@@ -1,0 +1,128 @@
+"""The one place that speaks the Redis wire protocol on a redis-py connection by hand.
+
+A pipeline through redis-py's ``Pipeline`` does per-command bookkeeping that a few hot paths
+skip: they send commands packed as one write on one connection and read the replies back
+themselves (sometimes later, with another write in between: ``producer.client``'s
+overlapped publishing, ``worker.pipelines``' one pipeline per master). Every such path goes
+through here, and so shares one rule: **a connection on which anything failed is dropped**
+(disconnected), never reused, because replies left unread on it would answer the next
+command. Reply errors (``-ERR ...``) are no failure of the connection: they come back as
+values, in order, and the connection stays in step.
+
+Works with every redis-py from the floor in ``locks/minimum.txt`` on: it uses only
+``Connection.send_packed_command``, ``pack_commands``, ``read_response`` and ``disconnect``,
+and ``ConnectionPool.get_connection``/``release``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from redis import exceptions as rx
+
+Command = Sequence[Any]
+"""One command as its arguments, name first: ``("RPUSHX", key, value)``."""
+
+
+def _hiredis_packer() -> Any:
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover - hiredis is a dependency (redis[hiredis])
+        return None
+    return pack_command
+
+
+_PACK: Any = _hiredis_packer()
+"""hiredis' RESP packer, which redis-py's packer calls too after per-argument checks."""
+
+FAST_PACK = _PACK is not None
+"""Whether ``pack`` skips redis-py's per-argument checks (hiredis is installed)."""
+
+
+def pack(conn: Any, commands: Sequence[Command], *, checked: bool = False) -> list[bytes]:
+    """``commands`` packed as one write for ``conn``: hiredis packs them directly when it is
+    installed (arguments must then be ``str``, ``bytes``, ``int`` or ``float``); redis-py's
+    ``pack_commands`` otherwise, or with ``checked`` (its per-argument checks and encoding,
+    as its own pipeline packs)."""
+    if checked or _PACK is None:
+        return list(conn.pack_commands(commands))
+    return [b"".join([_PACK(tuple(cmd)) for cmd in commands])]
+
+
+def send(conn: Any, packed: bytes | Sequence[bytes]) -> None:
+    """Send what ``pack`` made; a failure drops the connection and raises."""
+    try:
+        conn.send_packed_command(packed)
+    except BaseException:
+        conn.disconnect()
+        raise
+
+
+def read(conn: Any, n: int, reply: Callable[[int], Any] | None = None) -> list[Any]:
+    """Read ``n`` replies in order, reply errors as values. ``reply(i)`` reads the ``i``-th
+    (for a parse of redis-py's own, ``client.parse_response``); by default the connection's
+    ``read_response``. Any other failure drops the connection and raises."""
+    replies: list[Any] = []
+    try:
+        for i in range(n):
+            try:
+                replies.append(conn.read_response() if reply is None else reply(i))
+            except rx.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()
+        raise
+    return replies
+
+
+def raise_first_error(replies: Sequence[Any]) -> list[Any]:
+    """``replies`` as a list, or the first error reply among them raised (as a pipeline
+    executed with ``raise_on_error`` does)."""
+    for r in replies:
+        if isinstance(r, rx.ResponseError):
+            raise r
+    return list(replies)
+
+
+def roundtrip(conn: Any, commands: Sequence[Command]) -> list[Any]:
+    """Send ``commands`` as one write and read their replies; then raise the first error
+    reply, if any (the connection is in step either way)."""
+    send(conn, pack(conn, commands))
+    return raise_first_error(read(conn, len(commands)))
+
+
+def checkout(pool: Any) -> Any:
+    """A connection from a redis-py pool. ``get_connection()`` takes no argument from
+    redis-py 5.3 on (and warns about one); 5.0 to 5.2 require a command name, which they
+    ignore for a plain pool."""
+    if _NEEDS_COMMAND_NAME:
+        return pool.get_connection("PIPELINE")
+    return pool.get_connection()
+
+
+_NEEDS_COMMAND_NAME = redis.__version__.split(".")[:2] in (["5", "0"], ["5", "1"], ["5", "2"])
+
+
+def release(pool: Any, conn: Any, *, in_step: bool) -> None:
+    """Give ``conn`` back to ``pool``; dropped first unless ``in_step`` (every reply of what
+    was sent on it read)."""
+    if not in_step:
+        conn.disconnect()
+    pool.release(conn)
+
+
+@contextmanager
+def borrowed(pool: Any) -> Iterator[Any]:
+    """A connection of ``pool`` for the block, given back after it; dropped first when the
+    block raised (replies may be left unread on it)."""
+    conn = checkout(pool)
+    try:
+        yield conn
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
