@@ -14,7 +14,7 @@ namespace's dedup window.
 Events go to the destination shard's inbox, a list, with ``RPUSHX`` (one command per shard
 per chunk): the only write the producer's ACL user has, and one without options, so it
 cannot trim, choose ids or create keys. The shard's owner moves them into its log with
-server-assigned ids (``worker.scripts.FENCED_READ``).
+server-assigned ids (``store/lua/fenced_read.lua``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class InboxMissing(FatalRedisError):
 def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each: one
     inbox element per event (the shard's owner bundles them as it moves them into the log,
-    ``worker/scripts.py: MOVE_INBOX``, so an inbox's length is its count of events)."""
+    ``store/lua/move_inbox.lua``, so an inbox's length is its count of events)."""
     by_key: dict[str, list[str]] = {}
     for key, text in stamped:
         by_key.setdefault(key, []).append(text)

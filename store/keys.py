@@ -87,7 +87,8 @@ class Keys:
         return f"{self.ns}:{{{shard}}}:dlq"
 
     def written(self, shard: str) -> str:
-        """Highest entry id whose effects some owner started writing (see MARK_WRITTEN)."""
+        """Highest entry id whose effects some owner started writing (see
+        ``store/lua/mark_written.lua``)."""
         return f"{self.ns}:{{{shard}}}:written"
 
     def poison(self, shard: str) -> str:

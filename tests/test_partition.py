@@ -208,7 +208,7 @@ def test_a_silent_partition_fails_over_after_the_lease_ttl_and_the_worker_is_fen
         "the other worker to take over the partitioned worker's shards",
     )
     # No fast path: nobody found it dead, and every lease moved without being broken, that
-    # is after it lapsed in Redis (ACQUIRE takes a held lease only by breaking it)
+    # is after it lapsed in Redis (acquire takes a held lease only by breaking it)
     assert [e for e in p.since_cut() if e["event"] == "peer_dead"] == []
     assert [e for e in acquisitions(p.b, p.b_at) if e.get("broke")] == []
     # ... because Redis still sees its liveness connection open: no RST crossed the cut

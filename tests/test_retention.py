@@ -70,7 +70,7 @@ def test_trim_rules_snapshot_window_archive_fence_and_last_record(r: redis.Redis
     r.hdel(keys.archived(shard), "events", "outcomes")
     assert _retain(r, keys, shard, ev[5], now_ms, 0, 0) == [3, 2, 0]  # up to the snapshot
     assert r.xrange(keys.events(shard))[0][0].decode() == ev[5]
-    # the last outcome stays: APPEND_ONCE reads its seq
+    # the last outcome stays: append_once reads its seq
     assert [e.decode() for e, _ in r.xrange(keys.outcomes(shard))] == [outs[-1]]
     assert _retain(r, keys, shard, ev[5], now_ms, 0, 0) == [0, 0, 0]
 

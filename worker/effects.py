@@ -2,7 +2,7 @@
 
 Every write here is safe to repeat: emitted events are deduplicated by their receivers by
 (source, seq), outcomes and dead letters are appended at most once by their own sequence
-number (``APPEND_ONCE``), and XACK is idempotent. So a batch whose reply was lost is simply
+number (``append_once``), and XACK is idempotent. So a batch whose reply was lost is simply
 written again.
 """
 
@@ -46,7 +46,7 @@ class Effects:
         self.emits: dict[str, list[str]] = {}
         """Destination shard -> the texts of the events for it, in seq order."""
         self.outcome_args: list[Any] = []
-        """``seq, "outcome", text`` per outcome record, in seq order (``APPEND_ONCE``)."""
+        """``seq, "outcome", text`` per outcome record, in seq order (``append_once``)."""
         self.dead: list[DeadLetter] = []
 
     @classmethod

@@ -207,7 +207,7 @@ class Ownership:
         """Static membership's leave: write final snapshots, then extend this member's
         heartbeat and each lease to the rejoin grace. Nobody else is targeted these shards
         meanwhile (the member is still in the set), so a process restarted with the same id
-        takes them back (``ACQUIRE`` with reclaim) from a snapshot at the end of the log:
+        takes them back (``acquire`` with reclaim) from a snapshot at the end of the log:
         no replay, and no other shard moves. If none comes back, heartbeat and leases lapse
         after the grace and the shards move once, to their next targets."""
         clean = True

@@ -2,7 +2,7 @@
 
 A re-drive publishes each letter's event again under a source and seq derived from the
 letter itself: source ``p:dlq.<letter's shard>.<reason>``, seq the letter's own sequence
-number in its dead-letter stream (``APPEND_ONCE`` numbers them 1, 2, ... per stream). So any
+number in its dead-letter stream (``append_once`` numbers them 1, 2, ... per stream). So any
 number of re-drives, concurrent or re-run after a crash, publish each letter's effect under
 the same (source, seq), and the receiving shard applies it once. Within one (shard, reason)
 a re-drive always sends every letter that decodes, in seq order, which is the order a shard's
