@@ -28,7 +28,7 @@ from ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS
 from ledger.codec import MAX_ENTRY_BYTES
 from store import lua
 from store.lua import MOVE_INBOX, PRELUDE
-from store.scripts import load_script
+from store.scripts import LuaScript, load_script
 
 FENCED = "FENCED"
 """The error code ``fenced_read`` replies with when the shard's lease is no longer ours."""
@@ -86,7 +86,7 @@ class Scripts:
     cluster: ``store.scripts.load_script``)."""
 
     def __init__(self, r: redis.Redis) -> None:
-        def load(name: str, *pieces: str) -> Any:
+        def load(name: str, *pieces: str) -> LuaScript:
             return load_script(r, lua.source(name, *pieces))
 
         self._acquire = load("acquire")
@@ -103,6 +103,7 @@ class Scripts:
 
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
+        """The scripts loaded for ``r`` (the same as ``Scripts(r)``)."""
         return cls(r)
 
     # ---- leases and membership --------------------------------------------------------
