@@ -9,21 +9,20 @@ gets its result. A failed pass is cached the same way, so a Redis outage is not 
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import FrameType
-from typing import Any
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from eventfleet.exporter.gauges import PassStats, families
 from eventfleet.exporter.read import NamespaceReader, Reading
+from store import httpserver
 from store.errors import TRANSIENT, FatalRedisError, classify
 from store.namespace import NamespaceError
 
@@ -88,41 +87,11 @@ class Exporter(Collector):
 
 
 def serve(exporter: Exporter, host: str, port: int) -> ThreadingHTTPServer:
-    """``/metrics`` and ``/healthz`` (200 while the process serves) from a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, exporter.exposition(), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            else:
-                self._send(404, b"not found\n")
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = _Server((host, port), Handler)
-    threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True).start()
-    return server
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):
-            return
-        log.warning("exporter_request_failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    """``/metrics`` and ``/healthz`` (200 while the process serves) from a daemon thread
+    (``store.httpserver``)."""
+    return httpserver.serve(
+        host, port, metrics=exporter.exposition, healthy=lambda: True, name="exporter"
+    )
 
 
 def run_until_signal(server: ThreadingHTTPServer) -> int:
