@@ -78,6 +78,18 @@ def read(conn: Any, n: int, reply: Callable[[int], Any] | None = None) -> list[A
     return replies
 
 
+def parsed_by(client: Any, conn: Any, commands: Sequence[tuple[Command, dict[str, Any]]]) -> Any:
+    """A ``reply`` for ``read``: the ``i``-th reply parsed by ``client`` as redis-py's
+    pipeline parses it (the command's response callback applied, with its options);
+    ``commands`` as a pipeline's ``command_stack`` holds them."""
+
+    def reply(i: int) -> Any:
+        args, options = commands[i]
+        return client.parse_response(conn, args[0], **options)
+
+    return reply
+
+
 def raise_first_error(replies: Sequence[Any]) -> list[Any]:
     """``replies`` as a list, or the first error reply among them raised (as a pipeline
     executed with ``raise_on_error`` does)."""

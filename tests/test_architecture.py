@@ -8,6 +8,8 @@
 - no Lua source in a ``.py`` file of the packages (scripts are ``store/lua/*.lua`` files), and
   no ``.replace(`` on script text: a module that loads scripts (imports ``store.lua``) calls
   no ``.replace(`` at all, and nowhere is it called on Lua text or on ``lua.source``/``read``.
+- one hand-written wire path: only ``store.wire`` calls redis-py's connection internals
+  (``send_packed_command``, ``read_response``, ``pack_commands``, ...) or imports hiredis.
 
 The checker itself is tested on synthetic trees and graphs, so that it can be seen to fail.
 """
@@ -246,6 +248,35 @@ def test_no_replace_on_script_text() -> None:
     assert (ROOT / "store" / "lua" / "prelude.lua").is_file()
 
 
+WIRE = "store.wire"
+WIRE_INTERNALS = frozenset(
+    {"send_packed_command", "send_command", "read_response", "pack_commands", "parse_response"}
+)
+"""redis-py's connection-level calls: only the wire helper speaks the protocol by hand."""
+
+
+def wire_paths(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
+    """Uses of redis-py's connection internals (or hiredis' packer) outside ``store.wire``."""
+    found = []
+    for module, path in source_files(root, packages).items():
+        if module == WIRE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in WIRE_INTERNALS:
+                found.append(f"{path.relative_to(root)}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names]
+                base = node.module if isinstance(node, ast.ImportFrom) else None
+                if "hiredis" in (base, *names):
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports hiredis")
+    return found
+
+
+def test_only_the_wire_helper_speaks_the_protocol_by_hand() -> None:
+    found = wire_paths(ROOT)
+    assert not found, "hand-written wire paths (use store.wire):\n" + "\n".join(found)
+
+
 def test_every_package_has_a_docstring() -> None:
     inits = [p for p in source_files(ROOT).values() if p.name == "__init__.py"]
     assert len(inits) >= len(PACKAGES)
@@ -366,3 +397,19 @@ def test_cycle_search_on_synthetic_graphs(
     graph: dict[str, set[str]], cycles: list[list[str]]
 ) -> None:
     assert all_cycles(graph) == cycles
+
+
+def test_checker_sees_a_wire_path_outside_the_helper(tmp_path: Path) -> None:
+    root = write(
+        tmp_path,
+        {
+            "store/__init__.py": "",
+            "store/wire.py": "def send(conn, b):\n    conn.send_packed_command(b)\n",
+            "worker/__init__.py": "",
+            "worker/fast.py": "def go(conn):\n    return conn.read_response()\n",
+            "producer/__init__.py": "",
+            "producer/pack.py": "from hiredis import pack_command\n",
+        },
+    )
+    found = sorted(wire_paths(root, ("store", "worker", "producer")))
+    assert found == ["producer/pack.py:1 imports hiredis", "worker/fast.py:2 .read_response"]

@@ -41,7 +41,7 @@ def test_read_parses_with_the_clients_own_parser(r: redis.Redis) -> None:
     stack = [("HGETALL", "h"), ("EXISTS", "h")]
     with wire.borrowed(r.connection_pool) as conn:
         wire.send(conn, wire.pack(conn, stack, checked=True))
-        got = wire.read(conn, 2, lambda i: r.parse_response(conn, stack[i][0]))
+        got = wire.read(conn, 2, wire.parsed_by(r, conn, [(c, {}) for c in stack]))
     assert got == [{b"a": b"1"}, 1]
 
 

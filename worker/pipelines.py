@@ -170,13 +170,9 @@ class _Sent:
         wire.send(self.conn, wire.pack(self.conn, [a for a, _ in self.stack], checked=True))
 
     def read(self) -> list[Any]:
-        stack, client, conn = self.stack, self.client, self.conn
-
-        def reply(i: int) -> Any:  # parsed as redis-py's pipeline parses it
-            args, options = stack[i]
-            return client.parse_response(conn, args[0], **options)
-
-        replies = wire.read(conn, len(stack), reply)
+        replies = wire.read(
+            self.conn, len(self.stack), wire.parsed_by(self.client, self.conn, self.stack)
+        )
         self.clean = True
         return replies
 
