@@ -1,10 +1,10 @@
 """Bundles: several events in one stream entry, as a JSON array of event objects.
 
-Every stream entry used to carry one event. Most of what an entry costs (its ``XADD``, its
-delivery through the consumer group, its ack, the move out of the inbox, the reply parsing
-in the worker) does not depend on its size, so producers and workers now write the events
-they send to one shard together as one entry: ``[{...},{...},...]``. A single event is
-still written as its object alone, as before.
+Most of what an entry costs (its ``XADD``, its delivery through the consumer group, its ack,
+the move out of the inbox, the reply parsing in the worker) does not depend on its size, so
+producers and workers write the events they send to one shard together as one entry:
+``[{...},{...},...]``. A single event is written as its object alone
+(docs/DESIGN-DECISIONS.md, section 24).
 
 An entry is split into its events (``split``) and each is folded by ``ledger.rules.step``
 on its own, exactly as if it were an entry of its own with the same entry id: decoding,

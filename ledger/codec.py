@@ -69,8 +69,8 @@ class RejectWire(Reject):
 Wire = TopupWire | AddItemWire | OrderWire | ChargeWire | ReleaseWire | RejectWire
 _WIRE_ADAPTER: Final[TypeAdapter[Wire]] = TypeAdapter(Annotated[Wire, Field(discriminator="type")])
 _VALIDATE_JSON: Final = _WIRE_ADAPTER.validator.validate_json
-"""pydantic-core's own entry point: ``TypeAdapter.validate_json`` adds a Python-level wrapper
-(argument checks, keyword defaults) that costs a fifth of the call on a top-up."""
+"""pydantic-core's own entry point, without the Python-level wrapper of
+``TypeAdapter.validate_json`` (argument checks, keyword defaults): docs/PERFORMANCE.md."""
 
 
 MAX_ENTRY_BYTES = 64 * 1024
@@ -111,8 +111,8 @@ def encode(event: Event, source: str, seq: int, key: str | None = None) -> str:
     the same byte for byte for the same event, source, seq and key.
     """
     # pydantic's JSON is compact, in field order, with non-ASCII as is: what
-    # json.dumps(separators=(",", ":"), ensure_ascii=False) of model_dump() gives, at a third
-    # of the cost; the envelope is appended to the object.
+    # json.dumps(separators=(",", ":"), ensure_ascii=False) of model_dump() gives, for less
+    # (docs/PERFORMANCE.md); the envelope is appended to the object.
     body = event.model_dump_json(exclude={"source", "seq", "key"})
     if key is None:
         return f'{body[:-1]},"source":{_quoted(source)},"seq":{seq}}}'

@@ -20,7 +20,11 @@ Three things are remembered with the time they were last heard of:
 What the window let go is removed from the state at most a quarter window after it expired
 (``prune``), so the state holds what was heard in the last 1.25 windows, whatever the history.
 Whether something counts as remembered does not depend on when it was pruned: the checks
-below compare times themselves.
+compare times themselves.
+
+The watermark check (producer sources start with ``p``; shard sources are shard names) is
+written out in ``ledger.rules._step_wire``, the hot path, where a function call is a
+measurable share of a step (docs/PERFORMANCE.md); the other checks are below.
 """
 
 from __future__ import annotations
@@ -34,21 +38,6 @@ def entry_ms(entry_id: str) -> int:
         return int(entry_id.partition("-")[0])
     except ValueError:
         return 0
-
-
-def is_producer(source: str) -> bool:
-    """Producer sources start with ``p:``; shard sources are shard names."""
-    return source[:1] == "p"
-
-
-def watermark(state: ShardState, source: str, now: int, window: int) -> int:
-    """The seq at or below which entries from ``source`` are duplicates, as of ``now``."""
-    if not is_producer(source):
-        return state.watermarks.get(source, 0)
-    heard = state.seen.get(source)
-    if heard is None or now - heard > window:
-        return 0
-    return state.watermarks.get(source, 0)
 
 
 def key_taken(state: ShardState, key: str, now: int, window: int) -> bool:

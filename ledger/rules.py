@@ -51,7 +51,7 @@ OUTCOMES = "outcomes"
 DLQ = "dlq"
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs three times as much
+@dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs more (PERFORMANCE.md)
 class Emit:
     """An event for another shard's stream, already encoded with source and seq."""
 
@@ -126,7 +126,8 @@ shard: an internal event type, or a shard's source name. Neither takes effect.""
 _KEYED = frozenset({TopupWire, AddItemWire})
 """The entries that may carry an idempotency key. Wire classes are matched by identity
 (``type(wire) in``): ``decode`` returns exactly these classes, and ``isinstance`` against a
-pydantic model class runs the metaclass' Python-level check (~0.2 us each, several per entry)."""
+pydantic model class runs the metaclass' Python-level check, several per entry
+(docs/PERFORMANCE.md)."""
 _DECIDING = frozenset({ChargeWire, RejectWire})
 """The entries by which a user shard decides an order id."""
 _USER_WIRES = frozenset({TopupWire, ChargeWire, RejectWire})
@@ -272,10 +273,12 @@ def _step_wire(
     if now >= state.prune_at:
         dedup.prune(state, now, window)
     source = wire.source
-    producer = source[:1] == "p"  # dedup.is_producer, inline: this is the hot path
+    # The watermark of ``ledger.dedup``: a shard source's always holds, a producer's only while
+    # the producer was heard within the window.
+    producer = source[:1] == "p"
     mark = state.watermarks.get(source, 0)
     if mark and producer and now - state.seen.get(source, now - window - 1) > window:
-        mark = 0  # dedup.watermark: a producer silent for longer than the window is forgotten
+        mark = 0
     if wire.seq <= mark:
         if producer:
             state.seen[source] = now  # a retrying source is alive

@@ -25,8 +25,8 @@ def parse_lines(
     With ``numbers``, the line number (from 1) of each event is appended to it: a named
     source's sequence numbers, the same on every run over the same file."""
     # A big file becomes as many new objects, all kept in one growing list: the cyclic
-    # garbage collector would walk them over and over (it took 40% of the time), and they
-    # hold no reference cycles. It is off while the file is read, back on after.
+    # garbage collector would walk them over and over (docs/PERFORMANCE.md), and they hold no
+    # reference cycles. It is off while the file is read, back on after.
     collecting = gc.isenabled()
     gc.disable()
     try:
