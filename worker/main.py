@@ -15,6 +15,7 @@ from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask
 from store.keys import Keys
 from store.logs import configure
 from store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
+from store.reload_safety import UnsafeReload, guard_worker
 from store.settings import Settings, unknown_env_names
 from worker.health import HealthState, serve
 from worker.loop import Worker
@@ -97,6 +98,13 @@ def run_worker(settings: Settings) -> int:
         retry.call(r.ping, "connect", deadline=deadline)
         counts = wait_for_namespace(r, Keys(settings.namespace), settings, health, log)
         check_counts(counts, settings.user_shards, settings.item_shards)
+        if settings.allow_unsafe_reload:
+            log.warning("reload_check_skipped", hint="EVENTFLEET_ALLOW_UNSAFE_RELOAD is set")
+        else:
+            guard_worker(r, Keys(settings.namespace))
+    except UnsafeReload as exc:
+        log.error("fatal", error=str(exc), redis=url)
+        return EXIT_FATAL
     except FatalRedisError as exc:
         log.error("fatal", error=str(exc), redis=url)
         return EXIT_FATAL

@@ -82,6 +82,12 @@ class FaultInjector:
         """The ``producer_rerun`` faults' files, for the report's exactly-once count."""
         self.workdir = fleet.logdir.parent
         self.hostile_strikes = 0
+        self.producer_env: dict[str, str] = {}
+        """How ``producer_rerun``'s processes log in (the shipped producer user)."""
+        self.producer_r: Any = None
+        """The producer's connection: ``hostile`` pushes what its credentials can."""
+        self.root_r: Any = None
+        """A superuser connection for ``client_kill`` (CLIENT KILL), when there is one."""
         self._hostile: list[tuple[str, bytes]] = []
 
     def live(self) -> list[WorkerProc]:
@@ -192,11 +198,11 @@ class FaultInjector:
             obs = self.observer
             run, rec.note = kill_and_rerun(
                 self.fleet.redis_url, obs.keys.ns, self.workdir, len(self.files), self.rng,
-                obs.counts,
+                obs.counts, self.producer_env,
             )  # fmt: skip
             self.files.append(run)
         elif kind == "hostile":
-            r, keys = self.observer.r, self.observer.keys
+            r, keys = self.producer_r or self.observer.r, self.observer.keys
             self.observer.call(lambda: hostile.push(r, keys, self._hostile), "hostile")
             rec.note = f"{len(self._hostile)} hostile entries, {hostile.DEAD_PER_STRIKE} to die"
 
@@ -217,7 +223,7 @@ class FaultInjector:
         )
 
     def _client_kill(self) -> int:
-        r = self.observer.r
+        r = self.root_r or self.observer.r
         ours = {w.worker_id for w in self.fleet.workers} | {PRODUCER_NAME}
         clients: Any = self.observer.call(r.client_list, "client_list")
         targets = [str(c["id"]) for c in clients if c.get("name") in ours]

@@ -48,15 +48,22 @@ def write_file(path: Path, rng: random.Random, counts: ShardCounts) -> dict[str,
 
 
 def kill_and_rerun(
-    url: str, namespace: str, workdir: Path, n: int, rng: random.Random, counts: ShardCounts
+    url: str,
+    namespace: str,
+    workdir: Path,
+    n: int,
+    rng: random.Random,
+    counts: ShardCounts,
+    login: dict[str, str] | None = None,
 ) -> tuple[FileRun, str]:
     """Write file ``n``, start publishing it, SIGKILL the process after a seeded delay, then
-    publish it again to the end. Returns the run and a note for the fault log."""
+    publish it again to the end (``login``: the environment that logs in as the producer).
+    Returns the run and a note for the fault log."""
     path = workdir / f"rerun-{n}.jsonl"
     run = FileRun(f"p:chaos-file-{n}", write_file(path, rng, counts))
     command = [sys.executable, "-m", "eventfleet", "produce", "file", str(path),
                "--source", run.source[2:]]  # fmt: skip
-    env = {**os.environ, "REDIS_URL": url, "EVENTFLEET_NAMESPACE": namespace}
+    env = {**os.environ, "REDIS_URL": url, "EVENTFLEET_NAMESPACE": namespace, **(login or {})}
     delay = rng.uniform(0.3, 2.5)  # Python starts in ~0.5 s; publishing takes about as long
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

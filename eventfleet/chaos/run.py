@@ -35,6 +35,7 @@ from producer.workload import mixed
 from store.connection import connect
 from store.keys import Keys
 from store.namespace import init_namespace
+from store.reload_safety import META_FIELD, guard_init
 from store.settings import Settings
 
 
@@ -53,6 +54,22 @@ class Chaos:
         self.plan: list[str] = []
         self.records: list[FaultRecord] = []
         self.t_start = time.monotonic()
+
+    def login_env(self, role: str) -> dict[str, str]:
+        """How a process logs in as ``role`` on the throwaway Redis (nothing for ``--redis``:
+        the environment's own credentials)."""
+        logins = self.local.logins if self.local is not None else None
+        return {} if logins is None else logins.env(role)
+
+    def settings(self, role: str) -> Settings:
+        env = self.login_env(role)
+        if not env:
+            return Settings(redis_url=self.url)
+        return Settings(
+            redis_url=self.url,
+            redis_username=env["EVENTFLEET_REDIS_USERNAME"],
+            redis_password_file=Path(env["REDIS_PASSWORD_FILE"]),
+        )
 
     def remaining_s(self) -> float:
         """A guess of how long the faults still to come take (the producer's time budget)."""
@@ -77,17 +94,18 @@ class Chaos:
         cfg = self.cfg
         own_logs = cfg.logdir is None
         logdir = cfg.logdir or Path(tempfile.mkdtemp(prefix="eventfleet-chaos-"))
-        if cfg.redis_url is None:
-            self.local = LocalRedis(workdir=logdir / "redis")
+        if cfg.redis_url is None:  # run (and restart) Redis as we ship it: flags, ACL, users
             (logdir / "redis").mkdir(parents=True, exist_ok=True)
+            self.local = LocalRedis(workdir=logdir / "redis", shipped=True, namespace=self.keys.ns)
             self.local.start()
             self.url = self.local.url
-        self.r = connect(Settings(redis_url=self.url), timeout=10)  # a cluster node works too
+        self.r = connect(self.settings("admin"), timeout=10)  # a cluster node works too
         self.observer = Observer(self.r, self.keys, self.counts)
         self.fleet = LocalFleet(self.url, self.keys.ns, logdir / "workers", env={
             "EVENTFLEET_LEASE_TTL_MS": str(cfg.lease_ttl_ms),
             "EVENTFLEET_SNAPSHOT_INTERVAL_S": str(cfg.snapshot_interval_s),
             "EVENTFLEET_LOG_LEVEL": "info",
+            **self.login_env("worker"),
         })  # fmt: skip
         kinds = list(cfg.faults)
         self.plan = [k for _ in range(cfg.rounds) for k in self.rng.sample(kinds, len(kinds))]
@@ -110,19 +128,30 @@ class Chaos:
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
+        # as `eventfleet init` does: check that Redis keeps transactions across a restart
+        # and record it (workers, whose user may not ask, refuse to start without it)
+        checked = guard_init(self.r, self.keys) if self.local is not None else None
         init_namespace(self.r, self.keys, self.counts)
+        if checked is not None:
+            self.r.hset(self.keys.meta, META_FIELD, checked.record)
         for _ in range(cfg.workers):
             self.fleet.start()
         self.observer.wait_all_owned()
-        prod_r = connect(Settings(redis_url=self.url), timeout=10, name=PRODUCER_NAME)
+        prod_r = connect(self.settings("producer"), timeout=10, name=PRODUCER_NAME)
         self.t_faults = time.monotonic()
         events = mixed(cfg.events, seed=cfg.seed)
         producer = PacedProducer(
             prod_r, self.keys, self.counts, events, self.pace, name=PRODUCER_NAME
         )
+        root = None
+        if self.local is not None and self.local.logins is not None:
+            root = connect(self.settings("root"), timeout=10)
         injector = FaultInjector(
             self.observer, self.fleet, producer, self.local, self.rng, self.t_start, self.say
         )
+        injector.producer_env = self.login_env("producer")
+        injector.producer_r = prod_r
+        injector.root_r = root
         producer.start()
         while producer.published == 0 and producer.is_alive():
             time.sleep(POLL_S)
@@ -137,6 +166,8 @@ class Chaos:
             producer.stop.wait(cfg.fault_interval)
         producer.join()
         prod_r.close()
+        if root is not None:
+            root.close()
         injector.check_exits()
         idle = wait_idle(self.r, self.keys, self.counts, cfg.idle_timeout_s)
         live = injector.live()

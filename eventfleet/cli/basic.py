@@ -8,7 +8,7 @@ import urllib.request
 
 import click
 
-from eventfleet.cli.context import EXIT_FAILED, user_errors
+from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, group_option, json_option
 from ledger.shards import ShardCounts
 
@@ -50,6 +50,7 @@ def init(
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
     from store.namespace import init_namespace
+    from store.reload_safety import META_FIELD, UnsafeReload, guard_init
 
     c = ctx_of(redis_url, namespace)
     user_shards = user_shards or c.settings.user_shards or DEFAULT_SHARDS
@@ -57,7 +58,19 @@ def init(
     window_ms = max(1, round(1000 * (window_s or c.settings.dedup_window_s)))
     with user_errors(c.settings):
         counts = ShardCounts(user_shards, item_shards, window_ms)
+        try:
+            reload = None if c.settings.allow_unsafe_reload else guard_init(c.redis, c.keys)
+        except UnsafeReload as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
         created = init_namespace(c.redis, c.keys, counts)
+        if reload is not None:
+            c.redis.hset(c.keys.meta, META_FIELD, reload.record)
+        else:
+            click.echo(
+                "warning: EVENTFLEET_ALLOW_UNSAFE_RELOAD is set: not checked whether Redis keeps "
+                "transactions across a restart (docs/SECURITY.md)",
+                err=True,
+            )
     if as_json:
         emit_json(
             {

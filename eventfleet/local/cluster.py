@@ -22,6 +22,7 @@ from pathlib import Path
 import redis
 
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
+from eventfleet.local.shipped import SHIPPED_FLAGS, Logins, write_acl
 
 SLOTS = 16384
 BUS_OFFSET = 10000
@@ -74,9 +75,14 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         username: str | None = None,
         password: str | None = None,
+        *,
+        shipped: bool = False,
+        namespace: str = "eventfleet",
     ) -> None:
         """``username``/``password``: what this helper logs in with (nodes started with an
-        ``--aclfile`` in ``extra_args`` whose default user is off)."""
+        ``--aclfile`` in ``extra_args`` whose default user is off). ``shipped``: every node
+        with the shipped flags and one copy of the shipped ACL file with the cluster rights
+        (``logins`` says how each role logs in; this helper logs in as the local root)."""
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.cli = shutil.which("redis-cli")
@@ -94,6 +100,12 @@ class LocalCluster:
         self.extra_args = extra_args or []
         self.username = username
         self.password = password
+        self.logins: Logins | None = None
+        if shipped:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            acl, self.logins = write_acl(self.dir, cluster=True, namespace=namespace)
+            self.extra_args = [*SHIPPED_FLAGS, "--aclfile", str(acl), *self.extra_args]
+            self.username, self.password = self.logins.user("root"), self.logins.password("root")
         self.nodes: list[LocalRedis] = []
 
     # ---- lifecycle ---------------------------------------------------------------------

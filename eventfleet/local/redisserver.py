@@ -1,7 +1,9 @@
 """A throwaway ``redis-server`` in a temp dir on a free loopback port (demo, tests, chaos).
 
 Runs with ``appendonly yes`` and ``appendfsync always`` so it can be stopped and started
-again on the same data, as a real deployment's Redis restarts.
+again on the same data, as a real deployment's Redis restarts. With ``shipped=True`` it runs
+exactly as the compose file and the StatefulSet run it: their flags and the shipped ACL file
+(fresh passwords; ``logins`` says how each role logs in), and the default user off.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import time
 from pathlib import Path
 
 import redis
+
+from eventfleet.local.shipped import SHIPPED_FLAGS, Logins, write_acl
 
 INSTALL_HINT = (
     "redis-server was not found on PATH. Install Redis 7 (Debian/Ubuntu: "
@@ -37,7 +41,13 @@ class LocalRedis:
         port: int | None = None,
         workdir: Path | None = None,
         extra_args: list[str] | None = None,
+        *,
+        shipped: bool = False,
+        cluster_acl: bool = False,
+        namespace: str = "eventfleet",
     ) -> None:
+        """``shipped``: the shipped flags and ACL file (``cluster_acl``: with the rights each
+        user needs on a Redis Cluster; its key patterns for ``namespace``)."""
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RedisNotInstalled(INSTALL_HINT)
@@ -45,6 +55,11 @@ class LocalRedis:
         self._own_dir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="eventfleet-redis-"))
         self.extra_args = extra_args or []
+        self.logins: Logins | None = None
+        if shipped:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            acl, self.logins = write_acl(self.dir, cluster=cluster_acl, namespace=namespace)
+            self.extra_args = [*SHIPPED_FLAGS, "--aclfile", str(acl), *self.extra_args]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +97,16 @@ class LocalRedis:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        user = password = None
+        if self.logins is not None:  # as the local root: ready means the AOF is loaded
+            user, password = self.logins.user("root"), self.logins.password("root")
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=0.5,
+            username=user,
+            password=password,
+        )
         try:
             while True:
                 if self.proc is not None and self.proc.poll() is not None:
