@@ -32,6 +32,7 @@ from tests.fleet_utils import (
 )
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
+from tests.shipped import init_shipped, login
 
 
 def wait_idle(r: redis.Redis, ns: str, counts: object, timeout: float = 90) -> None:
@@ -314,28 +315,38 @@ def test_malformed_entries_are_dead_lettered_and_the_shard_goes_on(
 
 
 def test_workers_ride_out_a_redis_restart(
-    own_redis: LocalRedis, namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
+    namespace: str, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
-    r = redis.Redis.from_url(own_redis.url)
-    counts = setup_namespace(r, namespace)
-    fleet = make_fleet(own_redis.url, namespace, tmp_path, fleet_factory)
-    ws = [fleet.start() for _ in range(2)]
-    events = list(mixed(6000, seed=21))
-    producer = PacedProducer(r, Keys(namespace), counts, events, rate=3000, chunk=200)
-    producer.start()
-    wait_for(lambda: producer.published >= 1500, 30, "events in flight")
-    own_redis.restart(kill=True)  # SIGKILL: appendfsync always keeps every acknowledged write
-    producer.join(90)
-    assert producer.error is None and producer.published == len(events)
-    wait_idle(r, namespace, counts)
-    assert all(w.alive for w in ws), "a worker died on a transient Redis error"
-    # every connection died with the old process: the workers come back on new ones
-    wait_for(
-        lambda: {w.worker_id for w in ws} <= {c["name"] for c in r.client_list()},
-        30,
-        "every worker to reconnect",
-    )
-    check_against_logs(r, namespace, events)
+    """Redis as shipped (flags, ACL file, every process as its user), SIGKILLed under load."""
+    server = LocalRedis(workdir=tmp_path / "redis", shipped=True, namespace=namespace).start()
+    assert server.logins is not None
+    try:
+        counts = init_shipped(server, namespace)
+        r, producer_r = login(server, "root"), login(server, "producer")
+        fleet = make_fleet(
+            server.url, namespace, tmp_path, fleet_factory, **server.logins.env("worker")
+        )
+        ws = [fleet.start() for _ in range(2)]
+        events = list(mixed(6000, seed=21))
+        producer = PacedProducer(producer_r, Keys(namespace), counts, events, rate=3000, chunk=200)
+        producer.start()
+        wait_for(lambda: producer.published >= 1500, 30, "events in flight")
+        server.restart(kill=True)  # SIGKILL: appendfsync always keeps every acknowledged write
+        producer.join(90)
+        assert producer.error is None and producer.published == len(events)
+        wait_idle(r, namespace, counts)
+        assert all(w.alive for w in ws), "a worker died on a transient Redis error"
+        # every connection died with the old process: the workers come back on new ones
+        wait_for(
+            lambda: {w.worker_id for w in ws} <= {c["name"] for c in r.client_list()},
+            30,
+            "every worker to reconnect",
+        )
+        check_against_logs(r, namespace, events)
+        r.close()
+        producer_r.close()
+    finally:
+        server.close()
 
 
 def _draining(w: object) -> bool:
