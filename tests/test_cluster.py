@@ -296,17 +296,9 @@ def test_fenced_read_hands_over_what_a_lost_reply_delivered(
 
     def read(last_applied: str) -> list[bytes]:
         got = scripts.fenced_read(
-            client_,
-            lease=lease,
-            events=stream,
-            inbox=inbox,
-            token="w1:1",
-            consumer="w1",
-            count=10,
-            start=">",
-            applied_to=last_applied,
-            move_limit=10,
-        )
+            client_, lease=lease, events=stream, inbox=inbox, token="w1:1", consumer="w1",
+            count=10, start=">", applied_to=last_applied, move_limit=10,
+        )  # fmt: skip
         return [eid for eid, _fields in got]
 
     assert read("0-0") == first
