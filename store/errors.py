@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
@@ -10,6 +11,10 @@ from redis import exceptions as rx
 
 class FatalRedisError(Exception):
     """A Redis problem that retrying cannot fix: bad credentials, no permission, TLS mismatch."""
+
+
+class NotRedis(FatalRedisError):
+    """The server at the URL does not speak the Redis protocol (a wrong port or host)."""
 
 
 OutOfMemory = rx.OutOfMemoryError
@@ -50,6 +55,13 @@ def mask_url(url: str) -> str:
 def classify(exc: BaseException) -> FatalRedisError | None:
     """Return a fatal error (with a clean message) for errors that retrying cannot fix."""
     text = str(exc)
+    if isinstance(exc, rx.InvalidResponse):  # an HTTP server, SSH, a database on that port
+        reply = re.search(r'got "(.*?)"', text)
+        began = f" with {reply.group(1)!r}" if reply else ""
+        return NotRedis(
+            f"the server at REDIS_URL does not speak the Redis protocol (its reply began{began}):"
+            " is REDIS_URL the Redis host and port?"
+        )
     if isinstance(exc, rx.AuthenticationError | rx.AuthenticationWrongNumberOfArgsError) or (
         "WRONGPASS" in text or "invalid username-password" in text
     ):

@@ -20,6 +20,7 @@ from redis import exceptions as rx
 from ledger.shards import ShardCounts
 from store import retry
 from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from store.errors import NotRedis
 from store.keys import Keys
 from store.namespace import NamespaceError, read_counts
 from store.settings import Settings
@@ -89,6 +90,8 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
     url = mask_url(settings.redis_url) if settings else "Redis"
     try:
         yield
+    except NotRedis as exc:  # a setting that names something else: bad input
+        raise UserError(str(exc), EXIT_USAGE) from None
     except (FatalRedisError, NamespaceError) as exc:
         raise UserError(str(exc)) from None
     except rx.OutOfMemoryError:
