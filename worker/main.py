@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import time
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import structlog
@@ -67,6 +69,25 @@ def wait_for_namespace(
             time.sleep(min(WAIT_POLL_S, settings.namespace_wait_s - waited))
 
 
+def serve_metrics(
+    health: HealthState, settings: Settings, *, fallback: bool
+) -> ThreadingHTTPServer:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` (the server's ``server_address`` has
+    the port). When the port is
+    taken and ``fallback`` (the port is the default, not set on purpose: a second worker on
+    one host), serve on a free port the system picks; a port set on purpose must be that
+    port (probes and scrapes point at it), and its ``OSError`` is raised."""
+    metrics = exposition(settings.namespace)
+    host, port = settings.metrics_host, settings.metrics_port
+    try:
+        server = serve(health, host, port, metrics)
+    except OSError as exc:
+        if not fallback or exc.errno != errno.EADDRINUSE:
+            raise
+        server = serve(health, host, 0, metrics)
+    return server
+
+
 def run_worker(settings: Settings) -> int:
     configure(settings.log_level, settings.log_format)
     structlog.contextvars.bind_contextvars(worker_id=settings.worker_id)
@@ -75,18 +96,26 @@ def run_worker(settings: Settings) -> int:
     for name in unknown_env_names():
         log.warning("unknown_setting", name=name, hint="ignored; see docs/CONTRACTS.md")
     health = HealthState(stale_after_s=max(5.0, 3 * settings.lease_ttl_ms / 1000))
-    if settings.metrics_port:
+    metrics_port = settings.metrics_port
+    if metrics_port:
         try:
-            serve(
-                health,
-                settings.metrics_host,
-                settings.metrics_port,
-                exposition(settings.namespace),
+            server = serve_metrics(
+                health, settings, fallback="metrics_port" not in settings.model_fields_set
             )
-        except OSError as exc:  # the port is taken (another worker on this host?) or refused
+            metrics_port = int(server.server_address[1])
+        except OSError as exc:  # a port set on purpose is taken, or binding is refused
             where = f"{settings.metrics_host}:{settings.metrics_port}"
             log.error("fatal", error=f"cannot serve /metrics on {where}: {exc.strerror or exc}")
             return EXIT_FATAL
+        if metrics_port != settings.metrics_port:
+            log.warning(
+                "metrics_port_taken",
+                wanted=settings.metrics_port,
+                metrics_port=metrics_port,
+                hint="another worker on this host has the default port; this one serves "
+                "/metrics, /healthz and /readyz on metrics_port (set EVENTFLEET_METRICS_PORT "
+                "to choose one)",
+            )
     try:
         r = connect(
             settings,
@@ -127,7 +156,7 @@ def run_worker(settings: Settings) -> int:
         namespace=settings.namespace,
         user_shards=counts.users,
         item_shards=counts.items,
-        metrics_port=settings.metrics_port or None,
+        metrics_port=metrics_port or None,
     )
     try:
         return worker.run()
