@@ -5,9 +5,10 @@ For each shard, the workers ranked 2 to ``EVENTFLEET_STANDBYS + 1`` by rendezvou
 ones that win it if its owner leaves) restore its snapshot once and then tail its log with
 plain ``XRANGE`` reads: no consumer group, no writes, nothing the owner can notice. A standby
 folds only entries its owner has acked (below the group's oldest pending entry, or up to its
-last-delivered id when nothing is pending): an acked entry's effects are written (acks go
-last in every effects pipeline), so starting a takeover from the warm copy loses nothing, and
-the takeover replays and re-emits the rest as usual (``worker.takeover``).
+last-delivered id when nothing is pending): an acked entry's effects are written (a batch is
+acked only once every reply of its effects is a success: docs/DESIGN-DECISIONS.md, section
+28), so starting a takeover from the warm copy loses nothing, and the takeover replays and
+re-emits the rest as usual (``worker.takeover``).
 
 Memory: one extra ``ShardState`` per shard a worker stands by for, the size of its owner's
 copy (with one standby and N workers, about 1/N of the fleet's state per worker). A standby
