@@ -119,29 +119,16 @@ def push_all(r: redis.Redis, pushes: Sequence[tuple[str, list[str]]]) -> list[An
         return read_replies(conn, len(pushes))
 
 
-class Producer:
-    def __init__(
-        self,
-        r: redis.Redis,
-        keys: Keys,
-        counts: ShardCounts,
-        *,
-        source: str | None = None,
-        name: str | None = None,
-        retry_for_s: float = 60.0,
-        wait_replicas: int = 0,
-        wait_timeout_ms: int = 1000,
-    ) -> None:
-        self.r = r
+class Stamper:
+    """A source and its sequence numbers per destination shard: what makes each event of a
+    producer an entry the shards can deduplicate (shared by ``Producer`` and the asyncio
+    client, which sends the stamped entries its own way)."""
+
+    def __init__(self, keys: Keys, counts: ShardCounts, source: str | None = None) -> None:
         self.keys = keys
         self.counts = counts
-        if name is not None:
-            source = source_of(name)
         self.source = source or f"p:{uuid.uuid4().hex}"
         self.seq: dict[str, int] = {}
-        self.retry_for_s = retry_for_s
-        self.wait_replicas = wait_replicas
-        self.wait_timeout_ms = wait_timeout_ms
 
     def stamp(
         self, event: ExternalEvent, seq: int | None = None, key: str | None = None
@@ -160,6 +147,28 @@ class Producer:
             raise ValueError(f"seq {seq} after {last} for shard {shard}: seqs must grow")
         self.seq[shard] = seq
         return self.keys.inbox(shard), encode(event, self.source, seq, key)
+
+
+class Producer(Stamper):
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        counts: ShardCounts,
+        *,
+        source: str | None = None,
+        name: str | None = None,
+        retry_for_s: float = 60.0,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
+        if name is not None:
+            source = source_of(name)
+        super().__init__(keys, counts, source)
+        self.r = r
+        self.retry_for_s = retry_for_s
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
 
     def publish_one(self, event: ExternalEvent, *, key: str | None = None) -> str:
         """Publish one event now; returns the shard whose inbox took it. With ``key`` (a topup
