@@ -1,0 +1,357 @@
+"""``eventfleet.aio.Client``: the client for asyncio code (redis-py's asyncio), with the same
+methods as ``eventfleet.Client``, each a coroutine.
+
+Example::
+
+    from eventfleet.aio import Client
+
+    async def handler(user: int) -> int:
+        client = Client.from_url("redis://localhost:6379/0")
+        receipt = await client.topup(user=user, amount=500)
+        result = await client.order(user=user, item="sku-1", qty=1, wait=5)
+        await client.aclose()
+        return result.amount or 0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from pydantic import ValidationError
+from redis import asyncio as aredis
+from redis import exceptions as rx
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from eventfleet.client.errors import (
+    ConfigurationError,
+    InvalidEvent,
+    NotInitialised,
+    Unavailable,
+    WaitTimeout,
+)
+from eventfleet.client.results import OrderResult, Published, Receipt
+from eventfleet.client.sync import AnyEvent, build, event_of, result_of
+from ledger.codec import decode_outcome, describe_validation_error
+from ledger.events import AddItem, Order, OrderOutcome, Topup
+from ledger.shards import ShardCounts, destination, user_shard
+from producer.client import CHUNK, Stamper, check_key, check_pushed, grouped, source_of
+from producer.outcomes import LOOKBACK_MS
+from store import ids
+from store.connection import TRANSIENT, FatalRedisError, classify, mask_url
+from store.keys import Keys
+from store.namespace import FORMAT_VERSION
+from store.settings import Settings
+
+T = TypeVar("T")
+
+RETRY_FOR_S = 60.0
+"""How long a publish is retried while Redis does not answer (as the sync client)."""
+_BLOCK_MS = 500
+
+
+class Client:
+    """A connection to one namespace of the ledger for asyncio code (one per event loop).
+
+    ``from_url`` does no I/O; the first call connects, asks whether the URL names a Redis
+    Cluster node and reads the namespace's shard counts.
+
+    Example::
+
+        client = Client.from_url("redis://localhost:6379/0", namespace="eventfleet")
+        await client.add_item(item="sku-1", count=10, price=250)
+    """
+
+    def __init__(self, settings: Settings, *, timeout: float = 10.0) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self._timeout = timeout
+        self._redis: Any = None
+        self._counts: ShardCounts | None = None
+        self._stamper: Stamper | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        namespace: str | None = None,
+        *,
+        username: str | None = None,
+        password_file: str | Path | None = None,
+        timeout: float = 10.0,
+    ) -> Client:
+        """The same arguments as ``eventfleet.Client.from_url``.
+
+        Example::
+
+            client = Client.from_url("rediss://redis:6380/0", username="eventfleet-producer",
+                                     password_file="/run/secrets/producer")
+        """
+        given: dict[str, Any] = {
+            "redis_url": url,
+            "namespace": namespace,
+            "redis_username": username,
+            "redis_password_file": Path(password_file) if password_file else None,
+        }
+        try:
+            settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        except ValidationError as err:
+            raise ConfigurationError(describe_validation_error(err)) from None
+        return cls(settings, timeout=timeout)
+
+    # ---- connecting ----------------------------------------------------------------------
+    def _kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": min(self._timeout, 5.0),
+            "client_name": f"aio-client-{uuid.uuid4().hex[:8]}",
+        }
+        if s.redis_username:
+            kwargs["username"] = s.redis_username
+        if s.redis_password_file is not None:
+            try:
+                kwargs["password"] = s.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot read REDIS_PASSWORD_FILE {s.redis_password_file}: {exc.strerror}"
+                ) from None
+        if s.redis_url.startswith("rediss://"):
+            kwargs["ssl_cert_reqs"] = "required"
+            if s.tls_ca_file:
+                kwargs["ssl_ca_certs"] = str(s.tls_ca_file)
+            if s.tls_cert_file:
+                kwargs["ssl_certfile"] = str(s.tls_cert_file)
+            if s.tls_key_file:
+                kwargs["ssl_keyfile"] = str(s.tls_key_file)
+        return kwargs
+
+    async def _ready(self) -> tuple[Any, ShardCounts, Stamper]:
+        if self._redis is not None and self._counts is not None and self._stamper is not None:
+            return self._redis, self._counts, self._stamper
+        async with self._lock:
+            if self._redis is None:
+                self._redis = await self._guarded(self._open)
+            if self._counts is None:
+                self._counts = await self._guarded(self._read_counts)
+                self._stamper = Stamper(self.keys, self._counts)
+        assert self._counts is not None and self._stamper is not None
+        return self._redis, self._counts, self._stamper
+
+    async def _open(self) -> Any:
+        url, kwargs = self.settings.redis_url, self._kwargs()
+        probe = aredis.Redis.from_url(url, **{**kwargs, "client_name": None})
+        try:
+            reply: Any = await probe.execute_command("HELLO", "2")  # type: ignore[no-untyped-call]
+        except rx.ResponseError as exc:
+            if classify(exc) is not None:
+                raise
+            reply = {}
+        finally:
+            await probe.aclose()
+        if not isinstance(reply, dict):
+            flat = list(reply)
+            reply = dict(zip(flat[::2], flat[1::2], strict=False))
+        if reply.get(b"mode", reply.get("mode")) in (b"cluster", "cluster"):
+            return AsyncRedisCluster.from_url(url, **kwargs)
+        return aredis.Redis.from_url(url, **kwargs)
+
+    async def _read_counts(self) -> ShardCounts:
+        meta: Any = await self._redis.hgetall(self.keys.meta)
+        if b"item_shards" not in meta:
+            raise NotInitialised(
+                f"namespace {self.keys.ns!r} is not initialised on this Redis: "
+                "run `eventfleet init` first"
+            )
+        if meta.get(b"version", b"1").decode() != FORMAT_VERSION:
+            raise ConfigurationError(f"namespace {self.keys.ns!r} has another format")
+        return ShardCounts(int(meta[b"user_shards"]), int(meta[b"item_shards"]))
+
+    async def _guarded(self, fn: Callable[[], Awaitable[T]], retry_s: float = 3.0) -> T:
+        """``fn()``, retried on transient errors for ``retry_s``; errors as the client's."""
+        deadline = time.monotonic() + retry_s
+        wait = 0.05
+        while True:
+            try:
+                return await fn()
+            except TRANSIENT as exc:
+                if classify(exc) is not None:
+                    raise ConfigurationError(str(classify(exc))) from None
+                if time.monotonic() + wait > deadline:
+                    url = mask_url(self.settings.redis_url)
+                    raise Unavailable(
+                        f"Redis at {url} did not answer ({type(exc).__name__})"
+                    ) from None
+                await asyncio.sleep(wait)
+                wait = min(0.5, wait * 2)
+            except FatalRedisError as exc:
+                raise ConfigurationError(str(exc)) from None
+            except rx.RedisError as exc:
+                raise ConfigurationError(str(classify(exc) or exc)[:300]) from None
+
+    # ---- writes --------------------------------------------------------------------------
+    async def _send(self, r: Any, stamped: Sequence[tuple[str, str]]) -> None:
+        pushes = grouped(stamped)
+
+        async def push() -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for key, texts in pushes:
+                pipe.rpushx(key, *texts)
+            return list(await pipe.execute())
+
+        replies = await self._guarded(push, RETRY_FOR_S)
+        try:
+            check_pushed(pushes, replies)
+        except FatalRedisError as exc:
+            raise NotInitialised(str(exc)) from None
+
+    async def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
+        if key is not None:
+            try:
+                check_key(key)
+            except ValueError as exc:
+                raise InvalidEvent(str(exc)) from None
+        r, counts, stamper = await self._ready()
+        stamped = stamper.stamp(event, key=key)
+        shard = destination(event, counts)
+        receipt = Receipt(shard, stamper.source, stamper.seq[shard])
+        await self._send(r, [stamped])
+        return receipt
+
+    async def topup(self, user: int, amount: int, *, key: str | None = None) -> Receipt:
+        """As ``eventfleet.Client.topup``.
+
+        Example::
+
+            await client.topup(user=7, amount=500, key="invoice-2291")
+        """
+        return await self._publish_one(build(Topup, user_id=user, amount=amount), key)
+
+    async def add_item(
+        self, item: str, count: int, price: int, *, key: str | None = None
+    ) -> Receipt:
+        """As ``eventfleet.Client.add_item``.
+
+        Example::
+
+            await client.add_item(item="sku-1", count=10, price=250)
+        """
+        return await self._publish_one(build(AddItem, item_id=item, count=count, price=price), key)
+
+    @overload
+    async def order(
+        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: None = ...
+    ) -> Receipt: ...
+
+    @overload
+    async def order(
+        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: float
+    ) -> OrderResult: ...
+
+    async def order(
+        self,
+        user: int,
+        item: str,
+        qty: int,
+        *,
+        order_id: str | None = None,
+        wait: float | None = None,
+    ) -> Receipt | OrderResult:
+        """As ``eventfleet.Client.order``: the receipt at once, or with ``wait`` the outcome
+        (``WaitTimeout`` when none came in time).
+
+        Example::
+
+            result = await client.order(user=7, item="sku-1", qty=2, wait=5)
+        """
+        oid = order_id or f"o-{uuid.uuid4().hex[:16]}"
+        event = build(Order, order_id=oid, user_id=user, item_id=item, qty=qty)
+        assert isinstance(event, Order)
+        at = int(time.time() * 1000)
+        receipt = await self._publish_one(event, None)
+        if wait is None:
+            return receipt
+        outcome = await self._wait_outcome(event, receipt.ref, at, float(wait))
+        if outcome is None:
+            raise WaitTimeout(f"order {oid}: no outcome within {wait:g} s (it is still applied)")
+        return result_of(outcome, receipt)
+
+    async def _wait_outcome(
+        self, order: Order, ref: str, at_ms: int, timeout_s: float
+    ) -> OrderOutcome | None:
+        r, counts, _stamper = await self._ready()
+        stream = self.keys.outcomes(user_shard(order.user_id, counts))
+        start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            block = max(1, min(_BLOCK_MS, left_ms))
+
+            async def read(begin: str = start, ms: int = block) -> Any:
+                return await r.xread({stream: begin}, count=1000, block=ms)
+
+            reply = await self._guarded(read)
+            for _name, entries in reply or []:
+                for eid, fields in entries:
+                    start = ids.text(eid)
+                    raw = fields.get(b"outcome")
+                    if raw is None:
+                        continue
+                    try:
+                        outcome = decode_outcome(raw)
+                    except ValueError:
+                        continue
+                    if outcome.ref == ref and outcome.order_id == order.order_id:
+                        return outcome
+            if time.monotonic() >= deadline:
+                return None
+
+    async def publish_many(
+        self, events: Iterable[AnyEvent | dict[str, Any]], *, source: str | None = None
+    ) -> Published:
+        """As ``eventfleet.Client.publish_many``: with ``source`` the n-th event is numbered
+        n, so publishing the same sequence again applies each event once.
+
+        Example::
+
+            await client.publish_many(rows, source="nightly-2026-12-07")
+        """
+        r, counts, stamper = await self._ready()
+        models = [event_of(e) for e in events]  # every event valid before the first is sent
+        if source is not None:
+            try:
+                stamper = Stamper(self.keys, counts, source_of(source))
+            except ValueError as exc:
+                raise InvalidEvent(str(exc)) from None
+        for start in range(0, len(models), CHUNK):
+            chunk = models[start : start + CHUNK]
+            if source is not None:
+                stamped = [stamper.stamp(e, start + i + 1) for i, e in enumerate(chunk)]
+            else:
+                stamped = [stamper.stamp(e) for e in chunk]
+            await self._send(r, stamped)
+        last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
+        return Published(len(models), stamper.source, last)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+__all__ = ["Client"]

@@ -1,0 +1,58 @@
+"""What the client raises: one small hierarchy, never redis-py's or pydantic's exceptions.
+
+>>> from eventfleet.client import errors
+>>> issubclass(errors.InvalidEvent, errors.EventfleetError)
+True
+"""
+
+from __future__ import annotations
+
+
+class EventfleetError(Exception):
+    """The base of every error the client raises.
+
+    >>> try:
+    ...     raise Unavailable("Redis at redis://localhost:6379/0 is unreachable")
+    ... except EventfleetError as exc:
+    ...     print(exc)
+    Redis at redis://localhost:6379/0 is unreachable
+    """
+
+
+class InvalidEvent(EventfleetError, ValueError):
+    """The event breaks a rule of its type (a non-positive amount, an empty id, ...); nothing
+    was published.
+
+    >>> InvalidEvent("amount: must be greater than 0").args[0]
+    'amount: must be greater than 0'
+    """
+
+
+class ConfigurationError(EventfleetError):
+    """Retrying cannot help: a URL that is not Redis, wrong credentials, a missing permission,
+    a namespace that ``eventfleet init`` has not created."""
+
+
+class NotInitialised(ConfigurationError):
+    """The namespace does not exist on this Redis: run ``eventfleet init``."""
+
+
+class Unavailable(EventfleetError):
+    """Redis did not answer (or was full) for as long as the client retries; what was being
+    published may or may not have landed, and publishing it again with the same receipt
+    source is safe (the shard applies it once)."""
+
+
+class WaitTimeout(EventfleetError, TimeoutError):
+    """An order's outcome, or a read after a receipt, did not come within the time given.
+    The write itself was accepted; it is applied when a worker gets to it."""
+
+
+__all__ = [
+    "ConfigurationError",
+    "EventfleetError",
+    "InvalidEvent",
+    "NotInitialised",
+    "Unavailable",
+    "WaitTimeout",
+]
