@@ -20,6 +20,7 @@ from worker.conn import Conn
 from worker.effects import Effects
 from worker.loop import Worker
 from worker.owned import Owned
+from worker.shardio import WRITTEN, ShardWrite, Status
 from worker.writebehind import LOST, WriteBehind
 
 
@@ -27,16 +28,39 @@ def owned(name: str) -> Owned:
     return Owned(name, 1, "w:1", ShardState(name), time.monotonic() + 5, 0.0, 0.0)
 
 
+def batch_of(*shards: Owned) -> list[ShardWrite]:
+    return [ShardWrite(o, Effects(), [b"0-1"], o.state.last_id) for o in shards]
+
+
+class Pushes:
+    """A shard I/O whose write pushes each shard's name to a list in Redis, or fails."""
+
+    def __init__(self, r: redis.Redis, key: str, fail: bool = False) -> None:
+        self.r, self.key, self.fail = r, key, fail
+
+    def write(self, batch: list[ShardWrite]) -> list[Status]:
+        if self.fail:
+            raise redis.ConnectionError("the connection went away")
+        self.r.rpush(self.key, *(w.o.name for w in batch))
+        return [(WRITTEN, None)] * len(batch)
+
+
 def test_writes_run_one_at_a_time_in_order(r: redis.Redis, namespace: str) -> None:
     conn = Conn(Settings(namespace=namespace), r)
     lost: list[str] = []
-    wb = WriteBehind(conn, lambda o, why: lost.append(o.name))
+    written: list[str] = []
     key = f"{namespace}:order"
+    wb = WriteBehind(
+        Pushes(r, key),  # type: ignore[arg-type]
+        conn,
+        lambda o, why: lost.append(o.name),
+        lambda batch, status: written.extend(w.o.name for w in batch),
+    )
     for i in range(20):
-        wb.settle()
-        wb.send([owned("u0")], lambda i=i: r.rpush(key, i) and None, time.monotonic() + 5)
+        wb.write(batch_of(owned(f"u{i}")))
     wb.settle()
-    assert [int(v) for v in r.lrange(key, 0, -1)] == list(range(20))
+    assert [v.decode() for v in r.lrange(key, 0, -1)] == [f"u{i}" for i in range(20)]
+    assert written == [f"u{i}" for i in range(20)]
     assert lost == []
 
 
@@ -45,19 +69,27 @@ def test_a_failed_write_loses_its_shards_and_those_applied_on_top(
 ) -> None:
     conn = Conn(Settings(namespace=namespace, lease_ttl_ms=1000), r)
     lost: list[tuple[str, str]] = []
-    wb = WriteBehind(conn, lambda o, why: lost.append((o.name, why)))
+    refused = Pushes(r, f"{namespace}:never", fail=True)
+    wb = WriteBehind(
+        refused,  # type: ignore[arg-type]
+        conn,
+        lambda o, why: lost.append((o.name, why)),
+        lambda batch, status: None,
+    )
 
-    def refused() -> None:
-        raise redis.ConnectionError("the connection went away")
+    def soon(o: Owned) -> Owned:
+        o.deadline = time.monotonic() + 0.3
+        return o
 
-    wb.send([owned("u0"), owned("i1")], refused, time.monotonic() + 0.3)
+    wb.write(batch_of(soon(owned("u0")), soon(owned("i1"))))
     with pytest.raises(redis.ConnectionError):
-        wb.settle(also=[owned("u2")])
+        wb.write(batch_of(owned("u2")))  # settles the one in flight first
     assert lost == [("u0", LOST), ("i1", LOST), ("u2", LOST)]
     wb.settle()  # nothing in flight any more
-    wb.send([owned("u3")], refused, time.monotonic() + 0.3)
+    wb.write(batch_of(soon(owned("u3"))))
     wb.settle_quietly()  # handled: lost, not raised
     assert lost[-1] == ("u3", LOST)
+    assert r.llen(f"{namespace}:never") == 0
 
 
 def test_a_batch_is_acked_only_once_its_effects_are_written(own_redis: LocalRedis) -> None:
@@ -85,16 +117,16 @@ def _acked_only_when_written(r: redis.Redis) -> None:
     effects.emits["u0"] = [charge_text("o-1", 1, "sku", 1, 10, None, "i0", 1)]
     r.config_set("maxmemory", 1)  # every write that needs memory is refused from here on
     try:
-        worker._write([(o, effects, [eid])])
+        worker.writes.write([ShardWrite(o, effects, [eid], o.state.last_id)])
         with pytest.raises(redis.OutOfMemoryError):
-            worker._settle()
+            worker.writes.settle()
         pending: Any = r.xpending(stream, GROUP)
         assert pending["pending"] == 1, "acked although its effects were refused"
     finally:
         r.config_set("maxmemory", 0)
     # and once Redis takes writes again, effects then ack: nothing pending, the charge in u0
     o2 = Owned("i0", 1, "w:1", ShardState("i0"), time.monotonic() + 5, 0.0, 0.0)
-    worker._write([(o2, effects, [eid])])
-    worker._settle()
+    worker.writes.write([ShardWrite(o2, effects, [eid], o2.state.last_id)])
+    worker.writes.settle()
     assert r.xpending(stream, GROUP)["pending"] == 0
     assert r.xlen(keys.events("u0")) == 1

@@ -1,9 +1,11 @@
-"""Writing a batch's effects while the loop applies the next batch (single Redis).
+"""How the loop waits for a batch's write: ``Waited`` (each write before the loop goes on) or
+``WriteBehind`` (the write runs while the loop applies the next batch). Both wrap the
+worker's ``ShardIO`` and have the same face: ``write(batch)``, ``settle()``.
 
-The loop used to wait for each batch's write (emitted events, outcomes, acks) before it read
-and applied the next one, so the worker sat idle for the write's round trip and for the time
-Redis took to run it. Now the write goes to a thread of its own and the loop goes on; at most
-one write is in flight, and it is waited for (``settle``) before:
+``WriteBehind`` serves one Redis without ``EVENTFLEET_WAIT_REPLICAS``: the write goes to a
+thread of its own and the loop goes on, so the worker is not idle for the write's round trip
+and for the time Redis takes to run it. At most one write is in flight, and it is waited for
+(``settle``) before:
 
 - the next batch's write, so effects reach Redis in the order they were made (the seqs a
   destination receives from a source only grow);
@@ -14,52 +16,93 @@ one write is in flight, and it is waited for (``settle``) before:
 
 When a write fails, the state in memory is ahead of Redis for its shards, and for the shards
 of the batch applied on top of it: ``settle`` loses all of them (the next owner replays from
-the last snapshot) and raises, exactly as a failed write did before. Nothing about what is
-written changes, only when the loop waits for it.
+the last snapshot) and raises, as ``Waited`` does at once. What is written is the same either
+way; only when the loop waits for it differs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from store.connection import TRANSIENT
 from worker.conn import Conn
-from worker.owned import Owned
+from worker.owned import Owned, earliest_deadline
+from worker.shardio import ShardIO, ShardWrite, Status
 
 LOST = "effects could not be written before the lease deadline"
+
+Lose = Callable[[Owned, str], None]
+OnStatus = Callable[[list[ShardWrite], list[Status]], None]
+"""What to do with a written batch's status per shard (some may have failed on a cluster)."""
+
+
+class Waited:
+    """Each batch's write waited for, retried until the first of its leases' deadlines."""
+
+    def __init__(self, io: ShardIO, conn: Conn, lose: Lose, on_status: OnStatus) -> None:
+        self._io = io
+        self._conn = conn
+        self._lose = lose
+        self._on_status = on_status
+
+    def write(self, batch: list[ShardWrite]) -> None:
+        deadline = earliest_deadline(w.o for w in batch)
+        try:
+            status = self._conn.call(
+                functools.partial(self._io.write, batch), "write_effects", deadline
+            )
+        except TRANSIENT:
+            # The state in memory is ahead of what Redis holds: it must not be used again.
+            for w in batch:
+                self._lose(w.o, LOST)
+            raise
+        self._on_status(batch, status)
+
+    def settle(self, also: Iterable[Owned] = ()) -> None:
+        """Nothing is ever in flight."""
+
+    def settle_quietly(self) -> None:
+        """Nothing is ever in flight."""
 
 
 class WriteBehind:
     """At most one batch's effects in flight, written by a thread while the loop goes on."""
 
-    def __init__(self, conn: Conn, lose: Callable[[Owned, str], None]) -> None:
+    def __init__(self, io: ShardIO, conn: Conn, lose: Lose, on_status: OnStatus) -> None:
+        self._io = io
         self._conn = conn
         self._lose = lose
+        self._on_status = on_status
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind")
-        self._inflight: tuple[list[Owned], Future[None]] | None = None
+        self._inflight: tuple[list[ShardWrite], Future[list[Status]]] | None = None
 
-    def send(self, shards: list[Owned], write: Callable[[], None], deadline: float) -> None:
-        """Start ``write`` (the batch of ``shards``), retried until ``deadline`` like any call;
-        the write before it must be settled."""
-        assert self._inflight is None, "settle the write in flight first"
-        fut = self._pool.submit(self._conn.call, write, "write_effects", deadline)
-        self._inflight = (shards, fut)
+    def write(self, batch: list[ShardWrite]) -> None:
+        """Settle the write in flight (raises, its shards and this batch's lost, if it
+        failed), then start this batch's, retried until its leases' deadline like any call."""
+        shards = [w.o for w in batch]
+        deadline = earliest_deadline(shards)
+        self.settle(also=shards)
+        call = functools.partial(self._io.write, batch)
+        fut = self._pool.submit(self._conn.call, call, "write_effects", deadline)
+        self._inflight = (batch, fut)
 
     def settle(self, also: Iterable[Owned] = ()) -> None:
         """Wait for the write in flight. When it failed, its shards and ``also`` (shards with a
         newer batch applied on top of it) are lost, and the error is raised."""
         if self._inflight is None:
             return
-        shards, fut = self._inflight
+        batch, fut = self._inflight
         self._inflight = None
         try:
-            fut.result()
+            status = fut.result()
         except TRANSIENT:
-            for o in [*shards, *also]:
+            for o in [*(w.o for w in batch), *also]:
                 self._lose(o, LOST)
             raise
+        self._on_status(batch, status)
 
     def settle_quietly(self) -> None:
         """``settle``, its failure already handled (shards lost): for paths that go on anyway."""

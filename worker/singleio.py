@@ -1,0 +1,71 @@
+"""Shard I/O on one Redis: each step of a batch is one pipeline on the client's connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.conn import Conn
+from worker.owned import Owned
+from worker.pipelines import failed
+from worker.shardio import WRITTEN, ShardWrite, Status, ack_all, queue_read, queue_write
+
+
+class SingleIO:
+    """``ShardIO`` on one Redis."""
+
+    behind = True
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+
+    def reader(
+        self, shards: list[Owned], args: list[dict[str, Any]], *, main: bool
+    ) -> Callable[[], list[Any]]:
+        """Every shard's fenced read in one pipeline."""
+        conn = self.conn
+
+        def read() -> list[Any]:
+            pipe = conn.r.pipeline(transaction=False)
+            for o, a in zip(shards, args, strict=True):
+                queue_read(conn, pipe, o, a)
+            return list(pipe.execute(raise_on_error=False))
+
+        return read
+
+    def failed_reads(
+        self, shards: list[Owned], replies: list[Any]
+    ) -> list[tuple[Owned, BaseException]]:
+        """A read refused as a failure (Redis full) loses the whole pipeline's reply: every
+        shard resyncs, and the failure is raised."""
+        bad = next((rep for rep in replies if failed(rep)), None)
+        if bad is None:
+            return []
+        for o in shards:
+            o.resync_from_start()
+        raise bad
+
+    def write(self, batch: list[ShardWrite]) -> list[Status]:
+        """The effects in one pipeline, which raises at a refused write (nothing is acked
+        then); the acks in another once every effect is written."""
+        conn = self.conn
+        pipe = conn.r.pipeline(transaction=False)
+        for w in batch:
+            queue_write(conn, pipe, w)
+        pipe.execute()
+        ack_all(conn, batch)
+        return [(WRITTEN, None)] * len(batch)
+
+    def idle(self, shards: list[Owned], wait_s: float) -> None:
+        """Block on the shard streams meanwhile: an event another shard emits (the saga's
+        next step) wakes the worker at once. Inbox lists cannot be watched that way without
+        taking from them, so the caller bounds ``wait_s``."""
+        conn = self.conn
+        streams: dict[Any, Any] = {conn.keys.events(o.name): o.state.last_id for o in shards}
+        block = max(1, int(wait_s * 1000))
+        conn.call(
+            lambda: conn.r.xread(streams, count=1, block=block),
+            "wait",
+            time.monotonic() + conn.ttl,
+        )
