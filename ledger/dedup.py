@@ -14,8 +14,9 @@ Three things are remembered with the time they were last heard of:
   are never forgotten: there are few of them and they never stop counting;
 - an idempotency key (topup, add_item): a second event with the key within the window of the
   first one is dropped;
-- an order id (user shards): the first charge or reject decides the order; another one with
-  the same id within the window is a duplicate.
+- an order (user shards; ``ledger.shards.order_key``: the user and the order id): the first
+  charge or reject decides the order; another one of the same user with the same id within the
+  window is a duplicate.
 
 What the window let go is removed from the state at most a quarter window after it expired
 (``prune``), so the state holds what was heard in the last 1.25 windows, whatever the history.
@@ -46,9 +47,10 @@ def key_taken(state: ShardState, key: str, now: int, window: int) -> bool:
     return at is not None and now - at <= window
 
 
-def first_decision(state: ShardState, order_id: str, now: int, window: int) -> bool | None:
-    """How the order id was decided within the window (True: confirmed), or None."""
-    seen = state.orders.get(order_id)
+def first_decision(state: ShardState, order: str, now: int, window: int) -> bool | None:
+    """How the order (``ledger.shards.order_key``) was decided within the window (True:
+    confirmed), or None."""
+    seen = state.orders.get(order)
     if seen is None or now - seen[0] > window:
         return None
     return seen[1]

@@ -3,8 +3,8 @@
 ``step`` is the whole per-entry recipe of the design: decode and validate, check the entry
 belongs here, drop a duplicate by (source, seq) or by idempotency key (within the dedup
 window of ``ledger.dedup``, in entry-id time), apply the rule (a user shard decides each
-order id once), and stamp what it emits with this shard as source and the next sequence
-number per destination. It does no I/O;
+order, a user's order id, once), and stamp what it emits with this shard as source and the
+next sequence number per destination. It does no I/O;
 the worker writes what it returns, and ``verify`` and ``state`` fold with the same code.
 """
 
@@ -44,7 +44,7 @@ from ledger.events import (
     Reject,
     RejectReason,
 )
-from ledger.shards import ShardCounts, item_shard, shard_index
+from ledger.shards import ShardCounts, item_shard, order_key, shard_index
 from ledger.state import Item, ShardState
 
 OUTCOMES = "outcomes"
@@ -369,7 +369,8 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
     with plain assignments: a rule that raises has changed nothing."""
     res = StepResult("applied", ev.type)
     if type(ev) is ChargeWire or type(ev) is RejectWire:
-        first = dedup.first_decision(state, ev.order_id, now, counts.window_ms)
+        order = order_key(ev.user_id, ev.order_id, counts.orders_per_user)
+        first = dedup.first_decision(state, order, now, counts.window_ms)
         if first is not None:
             _duplicate_order(state, res, ev, first, counts)
             return res
@@ -400,7 +401,7 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
             res.emits = [back]
         _recorded(state, rec)
         res.outcomes = [rec]
-        state.orders[ev.order_id] = (now, paid)
+        state.orders[order] = (now, paid)
     elif type(ev) is ReleaseWire:
         item = state.items.get(ev.item_id)
         if item is None:  # cannot happen for releases we emit: items are never removed
@@ -410,15 +411,16 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
         rec = _outcome(state, ev, "rejected", ev.reason, None)
         _recorded(state, rec)
         res.outcomes = [rec]
-        state.orders[ev.order_id] = (now, False)
+        state.orders[order] = (now, False)
     return res
 
 
 def _duplicate_order(
     state: ShardState, res: StepResult, ev: Charge | Reject, confirmed: bool, counts: ShardCounts
 ) -> None:
-    """An order id the user shard decided before: the first decision stands. A charge's stock
-    goes back to its item (a release); the duplicate gets a ``duplicate`` record."""
+    """An order (this user's order id) the user shard decided before: the first decision
+    stands. A charge's stock goes back to its item (a release); the duplicate gets a
+    ``duplicate`` record."""
     first = "confirmed" if confirmed else "rejected"
     back = None
     if type(ev) is ChargeWire:

@@ -19,12 +19,18 @@ DEFAULT_WINDOW_MS = 7 * 24 * 3600 * 1000
 
 @dataclass(frozen=True, slots=True)
 class ShardCounts:
-    """What every fold of a namespace must agree on, fixed at ``init``: the shard counts and
-    the dedup window (ms of entry-id time; see ``ledger.dedup``)."""
+    """What every fold of a namespace must agree on, fixed at ``init``: the shard counts, the
+    dedup window (ms of entry-id time; see ``ledger.dedup``) and what names an order.
+
+    ``orders_per_user``: an order is (user, order id), so two users' orders never collide
+    (namespaces made by ``init`` since this existed). False for a namespace made before: its
+    user shards decide each order id once per shard, as they always did, so its log folds as
+    it did (docs/DESIGN-DECISIONS.md, section 9)."""
 
     users: int
     items: int
     window_ms: int = DEFAULT_WINDOW_MS
+    orders_per_user: bool = True
 
     def __post_init__(self) -> None:
         if not (1 <= self.users <= 4096 and 1 <= self.items <= 4096):
@@ -34,6 +40,13 @@ class ShardCounts:
 
     def all_shards(self) -> list[str]:
         return [f"u{n}" for n in range(self.users)] + [f"i{n}" for n in range(self.items)]
+
+
+def order_key(user_id: int, order_id: str, per_user: bool = True) -> str:
+    """What a user shard remembers an order's decision under: ``<user id>/<order id>`` (an
+    order id holds no ``/``), or the order id alone in a namespace made before orders were
+    per user (``ShardCounts.orders_per_user``)."""
+    return f"{user_id}/{order_id}" if per_user else order_id
 
 
 def shard_index(key: str | int, count: int) -> int:

@@ -41,7 +41,9 @@ class ShardState:
     keys: dict[str, int] = field(default_factory=dict)
     """Idempotency key -> entry-id ms of the event that took effect with it."""
     orders: dict[str, tuple[int, bool]] = field(default_factory=dict)
-    """Order id -> (entry-id ms when decided, confirmed?); user shards only."""
+    """Order (``ledger.shards.order_key``: ``<user id>/<order id>``, or the order id alone in
+    a namespace made before orders were per user) -> (entry-id ms when decided, confirmed?);
+    user shards only."""
     duplicate_orders: int = 0
     prune_at: int = 0
     """Entry-id ms from which the next entry first prunes what the window let go."""

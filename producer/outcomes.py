@@ -59,7 +59,10 @@ def wait_outcome(
                     outcome = decode_outcome(raw)
                 except ValueError:  # not a record a worker wrote: not ours either
                     continue
-                if outcome.ref == ref and outcome.order_id == order.order_id:
+                if outcome.ref == ref and (outcome.user_id, outcome.order_id) == (
+                    order.user_id,
+                    order.order_id,
+                ):
                     return outcome
         if time.monotonic() >= deadline:
             return None

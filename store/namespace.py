@@ -1,5 +1,7 @@
 """Creating a namespace (``eventfleet init``) and reading its fixed parameters: the shard
-counts and the dedup window (a namespace made before the window existed has the default)."""
+counts, the dedup window (a namespace made before the window existed has the default) and
+what names an order (``order_ids``: ``per_user``; a namespace made before it has order ids per
+user shard, ``ledger.shards.ShardCounts.orders_per_user``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from store.keys import GROUP, INBOX_HEAD, Keys
 from store.scripts import create_inbox
 
 FORMAT_VERSION = "1"
+ORDERS_PER_USER = "per_user"
+"""``order_ids`` in meta: an order is (user, order id). Absent in a namespace made before."""
 
 
 class NamespaceError(Exception):
@@ -21,6 +25,10 @@ class NamespaceError(Exception):
 
 class NamespaceMissing(NamespaceError):
     """No meta hash: ``eventfleet init`` has not run (yet) for this namespace."""
+
+
+class NamespaceMismatch(NamespaceError):
+    """The namespace exists with other shard counts or another dedup window than asked for."""
 
 
 def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
@@ -45,6 +53,8 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)
         r.hset(keys.meta, "dedup_window_ms", counts.window_ms)
+        if counts.orders_per_user:
+            r.hset(keys.meta, "order_ids", ORDERS_PER_USER)
         r.hset(keys.meta, "item_shards", counts.items)
     _same_counts(read_counts(r, keys), counts, keys)  # another init may have won the race
     return created
@@ -52,13 +62,13 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
 
 def _same_counts(existing: ShardCounts, counts: ShardCounts, keys: Keys) -> None:
     if existing.window_ms != counts.window_ms:
-        raise NamespaceError(
+        raise NamespaceMismatch(
             f"namespace {keys.ns!r} already has a dedup window of {existing.window_ms / 1000:g} s;"
             f" it cannot be changed to {counts.window_ms / 1000:g} s (fixed at init, since every"
             " fold of the log must use the same window; use a new namespace)"
         )
     if (existing.users, existing.items) != (counts.users, counts.items):
-        raise NamespaceError(
+        raise NamespaceMismatch(
             f"namespace {keys.ns!r} already has {existing.users} user and {existing.items} item "
             f"shards; it cannot be changed to {counts.users} and {counts.items} "
             "(shard counts are fixed at init; use a new namespace)"
@@ -76,10 +86,14 @@ def read_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
         if version != FORMAT_VERSION:
             raise NamespaceError(f"namespace {keys.ns!r} has format {version}; this build reads 1")
         window = meta.get(b"dedup_window_ms")
+        scope = meta.get(b"order_ids")
+        if scope is not None and scope.decode() != ORDERS_PER_USER:
+            raise ValueError(f"order_ids is {scope.decode()!r}")
         return ShardCounts(
             int(meta[b"user_shards"]),
             int(meta[b"item_shards"]),
             int(window) if window is not None else DEFAULT_WINDOW_MS,
+            orders_per_user=scope is not None,
         )
     except (KeyError, ValueError) as exc:
         raise NamespaceError(f"namespace {keys.ns!r} has a damaged meta hash: {exc}") from None
@@ -90,7 +104,7 @@ def check_counts(actual: ShardCounts, users: int | None, items: int | None) -> N
     if (users is not None and users != actual.users) or (
         items is not None and items != actual.items
     ):
-        raise NamespaceError(
+        raise NamespaceMismatch(
             f"configured for {users} user / {items} item shards but the namespace has "
             f"{actual.users} / {actual.items}"
         )

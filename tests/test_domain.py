@@ -230,3 +230,36 @@ def test_snapshot_of_another_shard_is_refused() -> None:
         ShardState.from_snapshot(ShardState("u1").to_snapshot(), "u2")
     with pytest.raises(SnapshotError):
         ShardState.from_snapshot(b"garbage", "u2")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(st.sampled_from([1, 2, 4]), st.sampled_from(["o-1", "o-2"]), st.booleans()),
+        min_size=1,
+        max_size=30,
+    ),
+    per_user=st.booleans(),
+)
+def test_an_order_is_a_users_order_id(picks: list[tuple[int, str, bool]], per_user: bool) -> None:
+    """A user shard decides each (user, order id) once: the first charge or reject of a user's
+    id is its outcome, later ones of that user are duplicates, another user's is its own. A
+    namespace made before (``orders_per_user=False``) decides each id once per shard."""
+    counts = ShardCounts(1, 1, orders_per_user=per_user)
+    st_ = ShardState("u0")
+    decided: dict[object, str] = {}
+    for n, (uid, oid, charge) in enumerate(picks, start=1):
+        common = {"order_id": oid, "user_id": uid, "item_id": "fig", "qty": 1, "seq": n}
+        ev = (
+            {"type": "charge", "amount": 0, **common}
+            if charge
+            else {"type": "reject", "reason": "out_of_stock", "amount": 5, **common}
+        )
+        res = step(st_, f"{n}-0", json.dumps({**ev, "source": "i0"}), counts)
+        (rec,) = res.outcomes
+        key = (uid, oid) if per_user else oid
+        want = "duplicate" if key in decided else ("confirmed" if charge else "rejected")
+        decided.setdefault(key, want)
+        assert rec.status == want, (picks, n)
+    again = ShardState.from_snapshot(st_.to_snapshot(), "u0")
+    assert again.orders == st_.orders

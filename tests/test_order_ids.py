@@ -9,8 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from eventfleet.local.fleet import LocalFleet
-from ledger.shards import ShardCounts, item_shard
+from ledger.shards import ShardCounts, item_shard, user_shard
+from store.keys import Keys
+from store.namespace import init_namespace, read_counts
 from tests.acl_stack import AclStack
 
 COUNTS = ShardCounts(2, 4)
@@ -72,3 +76,60 @@ def test_an_order_id_takes_effect_once(
 
     shown = stack.ok("admin", "state", "order", "o-1")
     assert "confirmed" in shown and "3 duplicate" in shown, shown
+
+
+def test_two_users_may_use_one_order_id(
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """An order is a user's order id: users on different user shards (7 on u0, 8 on u1) and on
+    one (7 and 6 on u0), on the same item and on items on different item shards, each get their
+    own order; `state`, `--wait` and `verify` agree (before: both charged, `state` showed one,
+    `verify` exited 3; and user 6's order was a `duplicate` of user 7's)."""
+    counts = ShardCounts(2, 4)
+    assert user_shard(7, counts) == user_shard(6, counts) != user_shard(8, counts)
+    stack = AclStack(port, tmp_path, fleet_factory)
+    stack.init("--user-shards", "2", "--item-shards", "4")
+    for item in (A, B):
+        stack.ok(
+            "producer", "produce", "add-item", "--item", item, "--count", "10", "--price", "100"
+        )
+    for user in ("6", "7", "8"):
+        stack.ok("producer", "produce", "topup", "--user", user, "--amount", "1000")
+    stack.workers(2)
+
+    for user, item, qty in (("7", A, "1"), ("8", B, "2"), ("6", A, "3")):
+        code, doc = _order(stack, "--user", user, "--item", item, "--qty", qty, "--order-id", "o-x")
+        assert (code, doc["status"], doc["user_id"]) == (0, "confirmed", int(user)), doc
+    # each user's own retry is still a duplicate of that user's order
+    code, doc = _order(stack, "--user", "6", "--item", B, "--qty", "1", "--order-id", "o-x")
+    assert (code, doc["status"], doc["first"], doc["user_id"]) == (4, "duplicate", "confirmed", 6)
+
+    stack.idle()
+    state = stack.state()
+    assert {u: state["users"][u]["balance"] for u in ("6", "7", "8")} == {
+        "6": 700, "7": 900, "8": 800,
+    }  # fmt: skip
+    assert state["items"][A]["remain"] == 6 and state["items"][B]["remain"] == 8
+    first = state["orders"]["o-x"]
+    shown = [first, *first["others"]]
+    assert [(o["user_id"], o["status"], o["duplicates"]) for o in shown] == [
+        (6, "confirmed", 1), (7, "confirmed", 0), (8, "confirmed", 0),
+    ]  # fmt: skip
+    report = stack.verify()
+    assert report["ok"], report
+    text = stack.ok("admin", "state", "order", "o-x")
+    assert [line.split(", ")[1] for line in text.splitlines()] == ["user 6", "user 7", "user 8"]
+    one = json.loads(stack.ok("admin", "state", "order", "o-x", "--user", "8", "--json"))
+    assert [o["user_id"] for o in one["outcomes"]] == [8] and one["outcome"]["amount"] == 200
+
+
+def test_a_namespace_made_before_keeps_its_order_rule(r: redis.Redis, namespace: str) -> None:
+    """`init` records that orders are per user; a namespace made before (no `order_ids` in
+    meta) folds as it always did, and re-running `init` on it does not change that."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(1, 1))
+    assert r.hget(keys.meta, "order_ids") == b"per_user"
+    assert read_counts(r, keys).orders_per_user
+    r.hdel(keys.meta, "order_ids")  # as a namespace made before
+    init_namespace(r, keys, ShardCounts(1, 1))
+    assert not read_counts(r, keys).orders_per_user

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
 
 import click
 
 from eventfleet.cli.context import user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from ledger.shards import item_shard, user_shard
+
+EXIT_NO_OUTCOME = 4
+"""``state order``: the order has no outcome: no such order, or not applied yet."""
 
 
 @click.group()
@@ -62,33 +65,41 @@ def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_js
 @state.command("order")
 @common
 @click.argument("order_id")
+@click.option(
+    "--user",
+    "user_id",
+    type=click.IntRange(1),
+    default=None,
+    help="only this user's order (an order is a user's order id)",
+)
 @json_option
-def state_order(redis_url: str | None, namespace: str | None, order_id: str, as_json: bool) -> None:
+def state_order(
+    redis_url: str | None, namespace: str | None, order_id: str, user_id: int | None,
+    as_json: bool,
+) -> None:  # fmt: skip
     """An order's outcome (confirmed, rejected with the reason, and how many duplicate orders
-    reused its id), if it has one yet."""
-    from eventfleet.ops.reader import add_outcome, read_outcomes
+    reused its id), one line per user that used the id; exit 4 when it has none (no such
+    order, or not applied yet)."""
+    from eventfleet.ops.reader import order_outcomes
 
     c = ctx_of(redis_url, namespace)
-    orders: dict[str, Any] = {}
     with user_errors(c.settings):
-        counts = c.counts()
-        for n in range(counts.users):
-            for _seq, o in read_outcomes(c.redis, c.keys, f"u{n}"):
-                if o.order_id == order_id:
-                    add_outcome(orders, o)
-    found = orders.get(order_id)
+        found = order_outcomes(c.redis, c.keys, c.counts(), order_id, user_id)
     if as_json:
-        emit_json({"order_id": order_id, "outcome": found})
-    elif found is None:
-        click.echo(f"order {order_id}: no outcome yet")
-    else:
-        reason = f" ({found['reason']})" if found["reason"] else ""
-        dups = found["duplicates"]
+        emit_json({"order_id": order_id, "outcome": found[0] if found else None,
+                   "outcomes": found})  # fmt: skip
+    elif not found:
+        click.echo(f"order {order_id}: no outcome (unknown, or not applied yet)")
+    for o in [] if as_json else found:
+        reason = f" ({o['reason']})" if o["reason"] else ""
+        dups = o["duplicates"]
         click.echo(
-            f"order {order_id}: {found['status']}{reason}, user {found['user_id']}, "
-            f"item {found['item_id']} x{found['qty']}, amount {found['amount']}"
+            f"order {order_id}: {o['status']}{reason}, user {o['user_id']}, "
+            f"item {o['item_id']} x{o['qty']}, amount {o['amount']}"
             + (f"; {dups} duplicate order(s) with this id changed nothing" if dups else "")
         )
+    if not found:
+        sys.exit(EXIT_NO_OUTCOME)
 
 
 @state.command("all")
@@ -114,7 +125,8 @@ def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -
     for iid, it in doc["items"].items():
         click.echo(f"  {iid:>12}  remain {it['remain']:>6}  price {it['price']}")
     click.echo(f"orders ({len(doc['orders'])}):")
-    for oid, o in doc["orders"].items():
-        reason = f" ({o['reason']})" if o["reason"] else ""
-        dups = f"  ({o['duplicates']} duplicates)" if o["duplicates"] else ""
-        click.echo(f"  {oid:>14}  {o['status']}{reason}{dups}")
+    for oid, first in doc["orders"].items():
+        for o in [first, *first.get("others", [])]:  # one line per user that used the id
+            reason = f" ({o['reason']})" if o["reason"] else ""
+            dups = f"  ({o['duplicates']} duplicates)" if o["duplicates"] else ""
+            click.echo(f"  {oid:>14}  user {o['user_id']:<8} {o['status']}{reason}{dups}")

@@ -14,7 +14,7 @@ import redis
 from ledger.codec import decode_outcome
 from ledger.events import OrderOutcome
 from ledger.rules import StepResult
-from ledger.shards import ShardCounts
+from ledger.shards import ShardCounts, user_shard
 from ledger.state import ShardState
 from store import ids
 from store.fold import BATCH, fold, fold_entry
@@ -111,14 +111,42 @@ def outcome_json(o: OrderOutcome) -> dict[str, Any]:
     }
 
 
-def add_outcome(orders: dict[str, dict[str, Any]], o: OrderOutcome) -> None:
-    """Fold one outcome record into ``orders``: the first record of an id is its outcome, a
-    later ``duplicate`` record counts under it."""
-    known = orders.get(o.order_id)
+def add_outcome(orders: dict[tuple[int, str], dict[str, Any]], o: OrderOutcome) -> None:
+    """Fold one outcome record into ``orders``, keyed by (user, order id): an order is a
+    user's order id. The first record of an order is its outcome, a later ``duplicate`` record
+    counts under it."""
+    known = orders.get((o.user_id, o.order_id))
     if known is None:
-        orders[o.order_id] = outcome_json(o)
+        orders[o.user_id, o.order_id] = outcome_json(o)
     elif o.status == "duplicate":
         known["duplicates"] += 1
+
+
+def by_order_id(orders: dict[tuple[int, str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``orders`` keyed by order id, sorted: the outcome of the lowest user id that used it;
+    when other users used the id too (each its own order), their outcomes in ``others``."""
+    out: dict[str, dict[str, Any]] = {}
+    for (_uid, oid), o in sorted(orders.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if oid in out:
+            out[oid].setdefault("others", []).append(o)
+        else:
+            out[oid] = dict(o)
+    return out
+
+
+def order_outcomes(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, order_id: str, user_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The outcome of every user's order with this id (only ``user_id``'s when given), by user
+    id: read from that user's shard, or from every user shard."""
+    shards = [user_shard(user_id, counts)] if user_id is not None else counts.all_shards()
+    orders: dict[tuple[int, str], dict[str, Any]] = {}
+    for shard in shards:
+        if shard.startswith("u"):
+            for _seq, o in read_outcomes(r, keys, shard):
+                if o.order_id == order_id and user_id in (None, o.user_id):
+                    add_outcome(orders, o)
+    return [orders[k] for k in sorted(orders)]
 
 
 def state_all(
@@ -130,7 +158,7 @@ def state_all(
     """``on_shard(1)`` is called as each shard is read (a progress bar's advance)."""
     users: dict[str, Any] = {}
     items: dict[str, Any] = {}
-    orders: dict[str, Any] = {}
+    orders: dict[tuple[int, str], dict[str, Any]] = {}
     for shard in counts.all_shards():
         st = current(r, keys, shard, counts).state
         if on_shard is not None:
@@ -145,5 +173,5 @@ def state_all(
     return {
         "users": dict(sorted(users.items(), key=lambda kv: int(kv[0]))),
         "items": dict(sorted(items.items())),
-        "orders": dict(sorted(orders.items())),
+        "orders": by_order_id(orders),
     }

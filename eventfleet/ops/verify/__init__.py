@@ -5,7 +5,8 @@ fold is then compared with what the workers left behind: the shard's snapshot (a
 snapshot's own offset), its outcomes and dead-letter streams (record by record, by seq),
 and the internal events it emitted (each must sit in its destination stream, byte for
 byte). Last come the invariants of the design: no negative balance or stock, money and
-stock conserved, one outcome per order, no (source, seq) applied twice.
+stock conserved, one decision and one outcome per order (a user's order id), no (source, seq)
+applied twice.
 
 A difference is counted in one of four buckets: ``mismatch`` (Redis holds something other
 than the log gives), ``lost`` (the log gives something Redis does not hold), ``duplicate``
@@ -95,7 +96,7 @@ def verify(
     report = Report(counts)
     before = _last_ids(r, keys, counts)
     report.quiescent = is_idle(r, keys, counts)
-    stored_orders: Counter[str] = Counter()
+    stored_orders: Counter[tuple[int, str]] = Counter()
     for shard in counts.all_shards():
         stored_out = (
             _stored_records(r, keys.outcomes(shard), _archived(archive, shard, "outcomes"))
@@ -104,7 +105,9 @@ def verify(
         )
         stored_dead = _stored_records(r, keys.dlq(shard), _archived(archive, shard, "dlq"))
         records = (stored_outcome(f) for f in stored_out)
-        stored_orders.update(rec[1].order_id for rec in records if rec is not None)
+        stored_orders.update(
+            (rec[1].user_id, rec[1].order_id) for rec in records if rec is not None
+        )
         fold = fold_shard(r, keys, counts, shard, report, on_chunk, archive)
         if fold is None:
             continue

@@ -153,7 +153,7 @@ def check_sequences(report: Report) -> None:
                 report.findings.counts["lost"] += len(missing) - SHOWN
 
 
-def check_totals(report: Report, stored_orders: Counter[str]) -> None:
+def check_totals(report: Report, stored_orders: Counter[tuple[int, str]]) -> None:
     folds = report.folds.values()
     ok_scope = report.quiescent and all(f.complete for f in folds)
     ok_scope = ok_scope and len(report.folds) == len(report.counts.all_shards())
@@ -196,19 +196,21 @@ def check_totals(report: Report, stored_orders: Counter[str]) -> None:
             "invariant", "all", "stock",
             f"added {t['added']} != remain {t['remain']} + confirmed qty {t['confirmed_qty']}",
         )  # fmt: skip
-    decided = Counter(d.order_id for d in decisions)
-    for oid, n in sorted(decided.items()):
+    # an order is a user's order id: two users may use one id (on one user shard or two)
+    decided = Counter((d.user_id, d.order_id) for d in decisions)
+    for (uid, oid), n in sorted(decided.items()):
         if n > 1:
             report.findings.add(
-                "invariant", "all", "one decision per order id",
-                f"order {oid}: decided {n} times (on different user shards: another user)",
+                "invariant", "all", "one decision per order",
+                f"order {oid} of user {uid}: decided {n} times",
             )  # fmt: skip
-    orders: Counter[str] = Counter()
+    orders: Counter[tuple[int, str]] = Counter()
     for f in folds:
         orders.update(f.orders)
-    for oid in sorted(orders.keys() | stored_orders.keys()):
-        if stored_orders[oid] != orders[oid]:
+    for uid, oid in sorted(orders.keys() | stored_orders.keys()):
+        if stored_orders[uid, oid] != orders[uid, oid]:
             report.findings.add(
                 "invariant", "all", "one outcome per order",
-                f"order {oid}: {stored_orders[oid]} outcome(s) stored for {orders[oid]} order(s)",
+                f"order {oid} of user {uid}: {stored_orders[uid, oid]} outcome(s) stored for "
+                f"{orders[uid, oid]} order(s)",
             )  # fmt: skip

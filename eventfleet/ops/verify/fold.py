@@ -223,7 +223,7 @@ def _totals_and_invariants(fold: ShardFold, ev: Wire, rep: Report) -> None:
     elif isinstance(ev, AddItem):
         fold.added += ev.count
     elif isinstance(ev, Order):
-        fold.orders[ev.order_id] += 1
+        fold.orders[(ev.user_id, ev.order_id)] += 1
     if isinstance(ev, Topup | Charge):
         if state.balances.get(ev.user_id, 0) < 0:
             rep.findings.add("invariant", fold.shard, "balance", f"user {ev.user_id} went negative")

@@ -61,7 +61,8 @@ class ShardFold:
     dead_seqs: dict[str, set[int]] = field(default_factory=dict)
     topups: int = 0
     added: int = 0
-    orders: Counter[str] = field(default_factory=Counter)
+    orders: Counter[tuple[int, str]] = field(default_factory=Counter)
+    """Orders received, per (user, order id): an order is a user's order id."""
 
     @property
     def complete(self) -> bool:
