@@ -151,3 +151,35 @@ def up_run(words: list[str], tmp: Path) -> str:
         return run.output()
     finally:
         run.kill()
+
+
+def redis_run(words: list[str], tmp: Path) -> None:
+    """``eventfleet redis``, moved to a free port (the docs' line means 6379, the machine's):
+    it must serve the commands that follow it in the README (init, a top-up, a read), then
+    stop on SIGTERM with exit 0 and its temp dir gone."""
+    port = free_port()
+    run = start([*words, "--port", str(port)], clean_env(), tmp, "redis")
+    try:
+        wait_for(
+            lambda: "Ctrl-C" in run.stdout() or run.proc.poll() is not None,
+            30,
+            "`eventfleet redis` to serve",
+        )
+        assert run.proc.poll() is None, f"exited {run.proc.returncode}:\n{run.output()}"
+        url = f"redis://127.0.0.1:{port}/0"
+        env = clean_env(REDIS_URL=url)
+        for args in (["init"], ["produce", "topup", "--user", "7", "--amount", "1000"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "eventfleet", *args],
+                check=False,
+                env=env,
+                capture_output=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+        data = Path(re.search(r"data in (\S+),", run.stdout())[1])  # type: ignore[index]
+        assert data.is_dir()
+        assert run.stop() == 0, run.output()
+        assert not data.exists(), "the temp dir outlived `eventfleet redis`"
+    finally:
+        run.kill()

@@ -104,7 +104,7 @@ def test_verify_archive_refuses_damage_and_another_namespace_in_one_line(
     assert other.returncode == 1 and "archives namespace" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
     missing = cli("verify", "--archive", str(tmp_path / "nope"), env=env, check=False)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
     seg = next(root.glob("u0/events/*.jsonl.gz"))
     data = bytearray(seg.read_bytes())

@@ -11,6 +11,9 @@
   exporter's `/metrics`), stopped with SIGTERM, exit 0 required;
 * `up` as a process (its own redis-server): with `--exit-when-idle` to its end, otherwise
   until its workers apply events, then SIGTERM; exit 0 (verify passed) required;
+* `redis` as a process on a free port (never the machine's 6379): it must answer PING, run
+  `init` and a top-up from the docs' own lines, then stop on SIGTERM with exit 0 and its data
+  removed;
 * `bench` lines whose scenarios are all cheap (`--only x`: seconds), in a temp directory;
 * lines that take tens of seconds with little CPU (`produce load` at a `--rate`) in the
   background from the module's start, each checked by the last test.
@@ -44,6 +47,7 @@ from tests.docs_runs import (
     LiveFleet,
     Run,
     clean_env,
+    redis_run,
     serve_then_stop,
     start,
     start_live_fleet,
@@ -154,7 +158,7 @@ def how(line: str) -> str:
         return "run"
     if path[0] in ("worker", "exporter"):
         return "serve"
-    if path[0] in ("health", "up"):
+    if path[0] in ("health", "up", "redis"):
         return path[0]
     only = option(words, "--only")
     if path[0] == "bench" and only and set(only.split(",")) <= CHEAP_BENCH:
@@ -231,6 +235,8 @@ def test_documented_command_line(
         {"wait": wait_for_outcome, "health": health_of, "serve": serve}[kind](words, live, tmp_path)
     elif kind == "up":
         up_run(words, tmp_path)
+    elif kind == "redis":
+        redis_run(words, tmp_path)
     else:
         bench = start(words, clean_env(), tmp_path, "bench")
         try:

@@ -128,11 +128,27 @@ def worker(
 @click.option("--ready", is_flag=True, help="check /readyz instead of /healthz")
 def health(port: int, ready: bool) -> None:
     """Exit 0 when the local worker answers 200 on /healthz (or /readyz); for probes."""
-    url = f"http://127.0.0.1:{port}/{'readyz' if ready else 'healthz'}"
+    path = "/readyz" if ready else "/healthz"
+    where = f"127.0.0.1:{port}"
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            ok = resp.status == 200
-    except (urllib.error.URLError, OSError):
-        ok = False
-    click.echo("ok" if ok else "unhealthy")
-    sys.exit(0 if ok else EXIT_FAILED)
+        with urllib.request.urlopen(f"http://{where}{path}", timeout=3) as resp:
+            why = None if resp.status == 200 else f"{path} answered {resp.status}"
+    except urllib.error.HTTPError as exc:  # 503: stalled or not ready; 404: not a worker
+        body = exc.read(200).decode(errors="replace").strip()
+        why = f"{path} on {where} answered {exc.code}" + (f" ({body})" if body else "")
+    except (urllib.error.URLError, OSError) as exc:
+        why = f"{_reason(exc)} on {where} (is a worker running with this metrics port?)"
+    click.echo("ok" if why is None else f"unhealthy: {why}")
+    sys.exit(0 if why is None else EXIT_FAILED)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong reaching the port, in words: connection refused, timed out, ..."""
+    inner = getattr(exc, "reason", exc)
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(inner, TimeoutError):
+        return "timed out"
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror.lower()
+    return str(inner) or type(inner).__name__

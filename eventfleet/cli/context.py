@@ -22,13 +22,14 @@ from store import retry
 from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
 from store.errors import NotRedis
 from store.keys import Keys
-from store.namespace import NamespaceError, read_counts
+from store.namespace import NamespaceError, NamespaceMismatch, NamespaceMissing, read_counts
 from store.settings import Settings
 
 EXIT_FAILED = 1
 """Failed: Redis unreachable, a refused command, a timeout."""
 EXIT_USAGE = 2
-"""Bad input: options, settings (a malformed REDIS_URL too), files."""
+"""Bad input: options, settings (a malformed REDIS_URL too), files, a namespace that is not
+there or has other counts, a shard or reason that does not exist."""
 EXIT_DIFFERENCES = 3
 """The check ran and found differences (verify, chaos, reshard compare, up): a cron job tells
 corruption from an outage by this code."""
@@ -91,6 +92,8 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
     try:
         yield
     except NotRedis as exc:  # a setting that names something else: bad input
+        raise UserError(str(exc), EXIT_USAGE) from None
+    except (NamespaceMissing, NamespaceMismatch) as exc:  # a mistyped namespace or counts
         raise UserError(str(exc), EXIT_USAGE) from None
     except (FatalRedisError, NamespaceError) as exc:
         raise UserError(str(exc)) from None

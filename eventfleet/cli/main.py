@@ -11,6 +11,7 @@ from eventfleet.cli import (
     chaos,
     dlq,
     exporter,
+    localredis,
     produce,
     reshard,
     state,
@@ -25,7 +26,7 @@ EPILOG = """\b
 Exit codes: 0 ok; 1 failed (Redis unreachable, refused, timed out); 2 bad input
 (options, settings, REDIS_URL, files); 3 the check found differences (verify,
 chaos, reshard compare, up). `produce order --wait`: 0 confirmed, 3 rejected,
-4 duplicate order id, 5 no outcome in time.
+4 duplicate order id, 5 no outcome in time. `state order`: 4 no outcome.
 Shell completion (bash; zsh and fish alike):
   eval "$(_EVENTFLEET_COMPLETE=bash_source eventfleet)"
 """
@@ -79,6 +80,7 @@ for _command in (
     chaos.chaos_cmd,
     bench.bench,
     up.up,
+    localredis.redis_cmd,
 ):
     cli.add_command(_command)
 

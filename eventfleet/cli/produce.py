@@ -235,8 +235,15 @@ def p_file(
     try:
         events = parse_lines(path, numbers)
     except BadLine as exc:
+        name_ = getattr(path, "name", "input")
+        if exc.count == 1:
+            raise UserError(f"{name_}: {exc}; nothing was published", EXIT_USAGE) from None
+        shown = "".join(f"\n  line {n}: {why}" for n, why in exc.lines)
+        more = exc.count - len(exc.lines)
         raise UserError(
-            f"{getattr(path, 'name', 'input')}: {exc}; nothing was published", EXIT_USAGE
+            f"{name_}: {exc.count} bad lines; nothing was published{shown}"
+            + (f"\n  ... and {more} more" if more else ""),
+            EXIT_USAGE,
         ) from None
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings), bar("publishing", len(events)) as advance:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from eventfleet.cli.context import EXIT_DIFFERENCES, UserError, user_errors
+from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
 from eventfleet.ops.verify import Report, stream_lengths, verify
@@ -35,8 +35,11 @@ def verify_cmd(
     with user_errors(c.settings):
         counts = c.counts()
         total = stream_lengths(c.redis, c.keys, counts)
-        try:
+        try:  # an archive that is not there or not this namespace's: bad input
             archive = None if archive_dir is None else Archive(archive_dir, c.keys.ns, counts)
+        except ArchiveError as exc:
+            raise UserError(f"archive: {exc}", EXIT_USAGE) from None
+        try:
             with bar("verifying", total) as advance:
                 report = verify(c.redis, c.keys, counts, on_chunk=advance, archive=archive)
         except ArchiveError as exc:

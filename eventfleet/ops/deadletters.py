@@ -18,6 +18,7 @@ import redis
 
 from ledger.codec import DecodeError, decode, encode, loads_object
 from ledger.events import EXTERNAL_TYPES
+from ledger.rules import DEAD_LETTER_REASONS
 from ledger.shards import ShardCounts, destination
 from store import ids
 from store.keys import EVENT_FIELD, Keys
@@ -27,17 +28,26 @@ def redriven_key(keys: Keys, shard: str) -> str:
     return f"{keys.ns}:{{{shard}}}:dlq:redriven"
 
 
+def discarded_key(keys: Keys, shard: str) -> str:
+    """Hash: dead-letter id -> why it was discarded (``dlq discard``'s note and time)."""
+    return f"{keys.ns}:{{{shard}}}:dlq:discarded"
+
+
 def list_dead(
     r: redis.Redis, keys: Keys, counts: ShardCounts, *, include_redriven: bool = False
 ) -> list[dict[str, Any]]:
+    """Dead letters still to deal with: neither re-driven nor discarded (both too with
+    ``include_redriven``)."""
     out = []
     for shard in counts.all_shards():
         done: Any = r.smembers(redriven_key(keys, shard))
         done_ids = {ids.text(d) for d in done}
+        dropped: Any = r.hkeys(discarded_key(keys, shard))
+        dropped_ids = {ids.text(d) for d in dropped}
         entries: Any = r.xrange(keys.dlq(shard))
         for dlq_id_b, f in entries:
             dlq_id = ids.text(dlq_id_b)
-            if dlq_id in done_ids and not include_redriven:
+            if (dlq_id in done_ids or dlq_id in dropped_ids) and not include_redriven:
                 continue
             out.append(
                 {
@@ -49,9 +59,84 @@ def list_dead(
                     "raw": ids.text(f[b"raw"]),
                     "seq": int(f[b"seq"]),
                     "redriven": dlq_id in done_ids,
+                    "discarded": dlq_id in dropped_ids,
                 }
             )
     return out
+
+
+def check_filters(counts: ShardCounts, shard: str | None, reason: str | None) -> None:
+    """``--shard`` and ``--reason`` must name a shard of the namespace and a reason a dead
+    letter can give (a typo would otherwise select nothing and look like success)."""
+    if shard is not None and shard not in counts.all_shards():
+        raise ValueError(
+            f"no shard {shard!r} in this namespace (u0-u{counts.users - 1}, i0-i{counts.items - 1})"
+        )
+    if reason is not None and reason not in DEAD_LETTER_REASONS:
+        raise ValueError(
+            f"no dead-letter reason {reason!r} (one of {', '.join(DEAD_LETTER_REASONS)})"
+        )
+
+
+def still_invalid(d: dict[str, Any], counts: ShardCounts) -> str | None:
+    """Why a letter cannot be re-driven (it still does not decode, or is no external
+    event), or None when it can."""
+    try:
+        doc = loads_object(d["raw"])
+        if doc is None:
+            raise DecodeError("bad_json", "not a readable JSON object")
+        doc["source"], doc["seq"] = redrive_source(d["shard"], d["reason"]), d["seq"]
+        event = decode(json.dumps(doc))
+    except (ValueError, RecursionError, DecodeError) as exc:
+        return f"still invalid ({exc})"
+    if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
+        return f"a {event.type} is not redriven"
+    return None
+
+
+def discard(
+    r: redis.Redis,
+    keys: Keys,
+    counts: ShardCounts,
+    *,
+    shard: str | None = None,
+    reason: str | None = None,
+    entry_ids: tuple[str, ...] = (),
+    undecodable: bool = False,
+    note: str = "",
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    """Mark dead letters as dealt with for good: the given entries (``entry_ids``, the
+    shard's entry ids as ``dlq list`` shows them), or with ``undecodable`` every letter a
+    re-drive would leave as still invalid, within the ``shard`` and ``reason`` filters.
+
+    The letter itself stays in its dead-letter stream, which is what ``verify`` recomputes
+    from the log (deleting it would be a lost record); it is only left out of ``dlq list``
+    and ``dlq redrive`` from then on, and its id, note and time are kept in
+    ``NS:{f}:dlq:discarded``. Discarding twice changes nothing."""
+    picked = []
+    wanted = set(entry_ids)
+    for d in list_dead(r, keys, counts):
+        if (shard and d["shard"] != shard) or (reason and d["reason"] != reason):
+            continue
+        named = d["entry_id"] in wanted or d["dlq_id"] in wanted
+        if named or (undecodable and still_invalid(d, counts) is not None):
+            picked.append(d)
+    missing = wanted - {d["entry_id"] for d in picked} - {d["dlq_id"] for d in picked}
+    if missing:
+        raise ValueError(
+            f"no dead letter {', '.join(sorted(missing))} to discard"
+            + (f" in {shard}" if shard else "")
+            + " (see `eventfleet dlq list`)"
+        )
+    if not dry_run and picked:
+        at: Any = r.time()
+        record = json.dumps({"note": note, "at_ms": int(at[0]) * 1000 + int(at[1]) // 1000})
+        pipe = r.pipeline(transaction=False)
+        for d in picked:
+            pipe.hsetnx(discarded_key(keys, d["shard"]), d["dlq_id"], record)
+        pipe.execute()
+    return picked
 
 
 def redrive_source(shard: str, reason: str) -> str:
@@ -80,18 +165,14 @@ def redrive(
         if (shard and d["shard"] != shard) or (reason and d["reason"] != reason):
             continue
         source = redrive_source(d["shard"], d["reason"])
-        try:
-            doc = loads_object(d["raw"])
-            if doc is None:
-                raise DecodeError("bad_json", "not a readable JSON object")
-            doc["source"], doc["seq"] = source, d["seq"]
-            event = decode(json.dumps(doc))
-        except (ValueError, RecursionError, DecodeError) as exc:
-            problems.append(f"{d['shard']} {d['entry_id']}: still invalid ({exc})")
+        why = still_invalid(d, counts)
+        if why is not None:
+            problems.append(f"{d['shard']} {d['entry_id']}: {why}")
             continue
-        if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
-            problems.append(f"{d['shard']} {d['entry_id']}: a {event.type} is not redriven")
-            continue
+        doc = loads_object(d["raw"])
+        assert doc is not None  # still_invalid read it
+        doc["source"], doc["seq"] = source, d["seq"]
+        event = decode(json.dumps(doc))
         dest = destination(event, counts)
         key = getattr(event, "key", None)
         pending.append((d, keys.events(dest), encode(event, source, d["seq"], key)))
