@@ -180,7 +180,7 @@ def test_user_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
         assert res.stderr.startswith("error: cannot reach Redis"), res.stderr
         assert "Traceback" not in res.stderr
     res = cli("state", "all", env=env, check=False)
-    assert res.returncode == 1 and "not initialised" in res.stderr
+    assert res.returncode == 2 and "not initialised" in res.stderr
     res = cli("status", "--redis", "http://nope", env=env, check=False)
     assert res.returncode == 2 and "redis://" in res.stderr  # a malformed URL is bad input
     res = cli("worker", env={**env, "EVENTFLEET_LEASE_TTL_MS": "soon"}, check=False)
