@@ -7,18 +7,21 @@ import pytest
 
 from eventfleet.exporter.read import NamespaceReader
 from store.keys import Keys
-from tests.secure_redis import EVENTS, connect, refused
+from tests.secure_redis import EVENTS, INBOX, connect, refused
 
 
 def test_the_exporter_user_can_read_a_whole_pass(port: int, seeded: dict[str, str]) -> None:
     exporter = connect(port, "exporter", decode_responses=False)
     root = connect(port, "root")
     root.xadd("eventfleet:{u0}:dlq", {"reason": "bad_json"})
-    reading = NamespaceReader(exporter, Keys("eventfleet")).read()
+    root.rpush(INBOX, "{}")  # an event waiting in the (seeded) inbox: LINDEX times it
+    reader = NamespaceReader(exporter, Keys("eventfleet"))
+    reading = reader.read()
     assert reading.unreadable == [f"i{n}" for n in range(8)], "only u0 has a stream here"
     (u0,) = reading.shards
-    assert (u0.lag, u0.pending, u0.dead_letters) == (2, 1, 1)
+    assert (u0.lag, u0.pending, u0.dead_letters, u0.inbox) == (3, 1, 1, 1)
     assert u0.lag_seconds >= 0
+    assert "u0" in reader._fronts, "the oldest inbox event was read (LINDEX)"
 
 
 @pytest.mark.parametrize(

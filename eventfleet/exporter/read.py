@@ -5,7 +5,9 @@ the meta hash, the clock and the live workers, then per chunk of ``CHUNK`` shard
 pipeline of six cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
 epoch, an XRANGE of the dead-letter stream after the last one counted, empty unless new ones
 came, and LLEN of the shard's inbox), and one more only for the shards that need it (the
-oldest undelivered entry of a shard with nothing pending). Dead letters are counted
+oldest undelivered entry of a shard with nothing pending, and LINDEX 1 of an inbox with
+events waiting: the oldest of them, whose age the reader times from the first pass that saw
+it there, since inbox events carry no time; ``store.lag``). Dead letters are counted
 incrementally, by id: a pass reads only the dead letters added since the last, so retention
 trimming the stream (``worker.retention``) lowers nothing.
 
@@ -16,13 +18,14 @@ parse, a dead letter without a known reason make that shard ``unreadable`` (or t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from ledger.rules import DEAD_LETTER_REASONS
-from store import ids
+from store import ids, lag
 from store.keys import GROUP, Keys
 from store.namespace import read_counts
 
@@ -41,11 +44,12 @@ OTHER_REASON = "other"
 class ShardReading:
     shard: str
     lag: int
-    """Events not yet applied: waiting in the shard's inbox, not yet delivered to the group,
-    or delivered and not acked."""
+    """Events not yet applied (``store.lag.unapplied``): waiting in the shard's inbox, not yet
+    delivered to the group, or delivered and not acked."""
     lag_seconds: float
-    """Age of the oldest log entry not yet applied (by Redis's clock); 0 when caught up.
-    Inbox entries carry no time until their owner moves them into the log."""
+    """Age of the oldest event not yet applied (``store.lag.age_s``, by Redis's clock): a log
+    entry's from its id; an inbox event's from the first pass that saw it at the inbox's
+    front. 0 when caught up."""
     pending: int
     owned: bool
     epoch: int
@@ -54,6 +58,8 @@ class ShardReading:
     """Dead letters of the shard seen by this reader: those in the stream at its first pass,
     and every one added since."""
     dead_letters_by_reason: dict[str, int]
+    inbox: int = 0
+    """Events waiting in the shard's inbox (part of ``lag``)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,9 @@ class NamespaceReader:
         self._r = r
         self._keys = keys
         self._tallies: dict[str, _Tally] = {}
+        self._fronts: dict[str, tuple[bytes, int]] = {}
+        """Per shard with events in its inbox: a digest of the oldest one and the Redis time
+        (ms) of the first pass that saw it at the inbox's front."""
 
     def read(self) -> Reading:
         """One pass. Raises on Redis errors and on a namespace that is missing or damaged."""
@@ -126,23 +135,26 @@ class NamespaceReader:
                 else:
                     raws.append(raw)
         oldest = self._oldest_undelivered(raws)
+        waiting = self._inbox_since(raws, now_ms)
         readings = []
         for raw in raws:
             undelivered, first_undelivered = oldest.get(raw.shard, (raw.undelivered or 0, None))
             oldest_id = raw.oldest_pending or first_undelivered
-            age = 0.0 if oldest_id is None else max(0.0, (now_ms - ids.millis(oldest_id)) / 1000)
+            log_ms = None if oldest_id is None else ids.millis(oldest_id)
+            age = lag.age_s(now_ms, log_ms, waiting.get(raw.shard))
             tally = self._tally(raw.shard)
             tally.add(raw.new_dead_letters)
             readings.append(
                 ShardReading(
                     shard=raw.shard,
-                    lag=raw.inbox + undelivered + raw.pending,
+                    lag=lag.unapplied(raw.inbox, undelivered, raw.pending),
                     lag_seconds=age,
                     pending=raw.pending,
                     owned=raw.owned,
                     epoch=raw.epoch,
                     dead_letters=tally.count,
                     dead_letters_by_reason=dict(tally.by_reason),
+                    inbox=raw.inbox,
                 )
             )
         used, limit = redis_memory(self._r)
@@ -183,6 +195,32 @@ class NamespaceReader:
                 first = ids.text(entries[0][0]) if entries else None
                 n = len(entries) if raw.undelivered is None else raw.undelivered
                 out[raw.shard] = (n, first)
+        return out
+
+    def _inbox_since(self, raws: list[_Raw], now_ms: int) -> dict[str, int]:
+        """For each shard with events in its inbox, since when (Redis ms) its oldest waiting
+        event has been seen at the front: the time kept from an earlier pass when the front is
+        the same event, else now. One LINDEX per such shard, none when every inbox is empty."""
+        wanted = [raw for raw in raws if raw.inbox > 0]
+        seen = {raw.shard for raw in wanted}
+        for shard in [s for s in self._fronts if s not in seen]:
+            del self._fronts[shard]  # emptied (or unreadable this pass): start over
+        out: dict[str, int] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            pipe = self._r.pipeline(transaction=False)
+            for raw in chunk:
+                pipe.lindex(self._keys.inbox(raw.shard), 1)
+            for raw, front in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
+                if not isinstance(front, bytes | str):
+                    self._fronts.pop(raw.shard, None)
+                    continue
+                text = front.encode() if isinstance(front, str) else front
+                digest = hashlib.blake2b(text, digest_size=16).digest()
+                known = self._fronts.get(raw.shard)
+                since = known[1] if known is not None and known[0] == digest else now_ms
+                self._fronts[raw.shard] = (digest, since)
+                out[raw.shard] = since
         return out
 
     def _tally(self, shard: str) -> _Tally:

@@ -30,10 +30,10 @@ def outcome_kind(status: str, reason: str | None) -> str:
 
 
 def applied_of(row: ShardStatus) -> int | None:
-    """Entries of a shard read by the group and acked: length - lag - pending."""
-    if row.lag is None:
+    """Entries of a shard read by the group and acked: length - undelivered - pending."""
+    if row.undelivered is None:
         return None
-    return row.length - row.lag - row.pending
+    return row.length - row.undelivered - row.pending
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from ledger.shards import ShardCounts
-from store import ids
+from store import ids, lag
 from store.keys import Keys
 from store.shardreads import group_info, parse_lease
 
@@ -26,6 +26,8 @@ class ShardStatus:
     last_id: str
     delivered_id: str
     lag: int | None
+    """Events not yet applied: inbox + undelivered + pending (``store.lag.unapplied``, as the
+    exporter's ``eventfleet_shard_lag``); None when Redis cannot tell the undelivered."""
     pending: int
     snapshot_age_s: float | None
     snapshot_id: str | None
@@ -33,6 +35,8 @@ class ShardStatus:
     """Entries a new owner would replay now: those after the snapshot (capped)."""
     inbox: int = 0
     """Events producers appended that the owner has not moved into the log yet."""
+    undelivered: int | None = None
+    """Entries of the log not yet delivered to the group (Redis' group lag), else None."""
 
     @property
     def idle(self) -> bool:
@@ -61,6 +65,8 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
             snap_id = str(doc["last_id"])
             if doc.get("taken_ms"):
                 age = max(0.0, (now_ms - doc["taken_ms"]) / 1000)
+        undelivered, pending = group.get("lag"), int(group["pending"])
+        waiting = max(0, int(inbox) - 1)  # element 0 is the inbox's head
         rows.append(
             ShardStatus(
                 shard=s,
@@ -69,12 +75,13 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
                 length=int(info["length"]),
                 last_id=ids.text(info["last-generated-id"]),
                 delivered_id=ids.text(group["last-delivered-id"]),
-                lag=group.get("lag"),
-                pending=int(group["pending"]),
+                lag=None if undelivered is None else lag.unapplied(waiting, undelivered, pending),
+                pending=pending,
                 snapshot_age_s=age,
                 snapshot_id=snap_id,
                 to_replay=0,
-                inbox=max(0, int(inbox) - 1),
+                inbox=waiting,
+                undelivered=undelivered,
             )
         )
     pipe = r.pipeline(transaction=False)
