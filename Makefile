@@ -1,5 +1,5 @@
 # The README's commands. Each target sets itself up (venv, install, redis-server check).
-.PHONY: demo up test test-min lock lint chaos bench screenshot clean
+.PHONY: demo up test test-fast test-redis test-fleet test-min lock lint chaos bench screenshot clean
 
 demo:
 	@scripts/bootstrap.sh
@@ -9,14 +9,26 @@ up:
 	@scripts/bootstrap.sh
 	@.venv/bin/eventfleet up
 
-test:
-	@scripts/bootstrap.sh test
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
-	.venv/bin/mypy
-	.venv/bin/python -m pytest -q
+# Lint, then the test tiers cheapest first (tests/tiers.py); chaos runs apart (make chaos).
+test: lint test-fast test-redis test-fleet
 
-# The lowest versions pyproject.toml allows (locks/minimum.txt) in .venv-min, then the tests.
+# Pure tests and tests against one redis-server, no worker process: under a minute.
+test-fast:
+	@scripts/bootstrap.sh test
+	.venv/bin/python -m pytest -q -m fast
+
+# Redis servers of their own (restarts, TLS, the shipped ACLs, Cluster), commands as processes.
+test-redis:
+	@scripts/bootstrap.sh test
+	.venv/bin/python -m pytest -q -m redis
+
+# Worker processes: fleets, failover, up, the quick bench.
+test-fleet:
+	@scripts/bootstrap.sh test
+	.venv/bin/python -m pytest -q -m fleet
+
+# The lowest versions pyproject.toml allows (locks/minimum.txt) in .venv-min, then the tiers
+# that exercise the client libraries (fast and redis).
 test-min:
 	@scripts/test-min.sh
 
@@ -27,6 +39,7 @@ lock:
 lint:
 	@scripts/bootstrap.sh
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
 chaos:
@@ -42,3 +55,16 @@ screenshot:
 
 clean:
 	rm -rf .venv .venv-min .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# The shipped docker-compose.yml run for real on a Docker engine (scripts/compose-check.sh,
+# docs/DEPLOYMENT.md): one build, 4 workers, the load, verify, a worker killed, scaled to 2 and
+# back to 4 with the documented command, verify, ledger totals unchanged, down -v. A machine's
+# own extra compose files come from EVENTFLEET_COMPOSE_FILES (':'-separated).
+.PHONY: compose-check python-check
+compose-check:
+	@scripts/compose-check.sh
+
+# The locks install and `make demo` runs on another Python (scripts/python-check.sh), by
+# default Debian 12's own /usr/bin/python3 (3.11.2); PYTHON=... names another.
+python-check:
+	@scripts/python-check.sh

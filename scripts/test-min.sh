@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make test-min`: the tests against the lowest version of every runtime dependency that
 # pyproject.toml allows (locks/minimum.txt), in a venv of its own (.venv-min). The test tools
-# themselves are the newest that fit. Extra arguments go to pytest (default: the subset below,
-# the tests that exercise the dependencies: Redis client and cluster, CLI, settings, metrics,
-# logs, TLS and ACLs, and worker processes).
+# themselves are the newest that fit. Extra arguments go to pytest (default: the fast and redis
+# tiers of tests/tiers.py, which exercise the client libraries in this process: the Redis
+# client on one server, TLS, the shipped ACLs and Cluster, the CLI, settings, metrics, logs, a
+# Worker's loop; the fleet tier runs the same libraries again in worker processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh >/dev/null  # redis-server on PATH
@@ -34,9 +35,6 @@ if wrong:
 print("runtime dependencies at their floors:", Path("locks/minimum.txt").read_text().count("=="))
 PYEOF
 if [ $# -eq 0 ]; then
-  set -- tests/test_domain.py tests/test_producer.py tests/test_cli.py tests/test_cli_global.py \
-    tests/test_static_membership.py tests/test_worker_startup.py tests/test_health_probes.py \
-    tests/test_metrics_endpoint.py tests/test_tls.py tests/test_acl.py tests/test_cluster.py \
-    tests/test_logs.py tests/test_read_ahead.py tests/test_verify.py
+  set -- -m "fast or redis"
 fi
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -1,6 +1,7 @@
 """Fixtures: a real redis-server per test session on a free port in a temp dir (never the
 machine's 6379), flushed per test; a private one for tests that stop or kill Redis; a
-redis-server per module with the shipped ACL file (tests/secure_redis.py) for the ACL tests."""
+redis-server per module with the shipped ACL file (tests/secure_redis.py) for the ACL tests.
+Each test's tier (fast, redis, fleet, chaos) and timeout: tests/tiers.py."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ from tests.secure_redis import (
     acl_copy,
     connect,
     start_redis,
+)
+from tests.tiers import (  # noqa: F401  (pytest's hooks for the tiers, found here by name)
+    pytest_collection_modifyitems,
+    pytest_runtest_protocol,
 )
 
 

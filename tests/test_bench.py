@@ -13,14 +13,13 @@ from pathlib import Path
 import pytest
 
 from eventfleet.bench.suite import FIGURES
-from tests.helpers import cli
+from tests.helpers import cli_process
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(480)
 def test_quick_bench_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = cli("bench", "--quick", "--json", "--out", str(out), timeout=420)
+    proc = cli_process("bench", "--quick", "--json", "--out", str(out), timeout=420)
     doc = json.loads(proc.stdout)
     assert json.loads(out.read_text()) == doc
     assert doc["quick"] is True
@@ -37,7 +36,7 @@ def test_quick_bench_measures_every_figure(tmp_path: Path) -> None:
 
 
 def test_bench_refuses_an_unknown_scenario(tmp_path: Path) -> None:
-    proc = cli("bench", "--only", "a,z", "--out", str(tmp_path / "x.json"), check=False)
+    proc = cli_process("bench", "--only", "a,z", "--out", str(tmp_path / "x.json"), check=False)
     assert proc.returncode == 2
     assert "--only" in proc.stderr
     assert not (tmp_path / "x.json").exists()

@@ -35,7 +35,7 @@ from producer.client import Producer
 from producer.workload import mixed
 from store.keys import EVENT_FIELD, GROUP, Keys
 from store.namespace import init_namespace
-from tests.helpers import cli, wait_for
+from tests.helpers import cli_process, wait_for
 from worker.effects import Effects, queue_effects
 from worker.scripts import Scripts
 
@@ -45,7 +45,7 @@ KINDS = ("kill", "pause", "scale", "redis_restart", "producer_rerun")
 
 
 def test_ci_sized_chaos_run_holds_exactly_once() -> None:
-    proc = cli(
+    proc = cli_process(
         "chaos", "--workers", "3", "--events", "4000", "--seed", "11", "--rounds", "2",
         "--faults", "kill,pause,scale,redis_restart,client_kill,producer_rerun,hostile",
         "--json", check=False, timeout=280,
@@ -212,7 +212,7 @@ def test_redis_restarted_mid_batch(
 @pytest.mark.timeout(4 * 3600)
 def test_long_chaos_run_writes_the_report() -> None:
     """>= 200,000 events and >= 50 faults of every kind; the report goes to docs/."""
-    proc = cli(
+    proc = cli_process(
         "chaos", "--workers", "3", "--events", "200000", "--seed", "2026", "--rounds", "50",
         "--json", "--report", str(LONG_REPORT), check=False, timeout=4 * 3600,
     )  # fmt: skip

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, free_port
 from store.keys import Keys
 from tests.fleet_utils import make_fleet
-from tests.helpers import cli, cli_json
+from tests.helpers import cli, cli_json, cli_process
 
 
 def test_init_is_idempotent_and_refuses_other_counts(r: redis.Redis, env: dict[str, str]) -> None:
@@ -166,6 +167,7 @@ def test_single_event_commands(r: redis.Redis, env: dict[str, str]) -> None:
     assert bad.returncode == 2 and "item_id" in bad.stderr
 
 
+@pytest.mark.redis  # five commands wait out their retry deadline against a Redis that is down
 def test_user_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
     down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     for args in (
@@ -183,7 +185,7 @@ def test_user_errors_are_one_line_and_non_zero(env: dict[str, str]) -> None:
     assert res.returncode == 2 and "not initialised" in res.stderr
     res = cli("status", "--redis", "http://nope", env=env, check=False)
     assert res.returncode == 2 and "redis://" in res.stderr  # a malformed URL is bad input
-    res = cli("worker", env={**env, "EVENTFLEET_LEASE_TTL_MS": "soon"}, check=False)
+    res = cli_process("worker", env={**env, "EVENTFLEET_LEASE_TTL_MS": "soon"}, check=False)
     assert res.returncode == 2 and "lease_ttl_ms" in res.stderr and "Traceback" not in res.stderr
     res = cli("state", "user", "0", env=env, check=False)
     assert res.returncode == 2
@@ -193,10 +195,10 @@ def test_worker_refuses_a_namespace_that_is_not_initialised_or_mismatched(
     r: redis.Redis, env: dict[str, str]
 ) -> None:
     no_wait = {**env, "EVENTFLEET_METRICS_PORT": "0", "EVENTFLEET_NAMESPACE_WAIT_S": "0"}
-    res = cli("worker", env=no_wait, check=False, timeout=30)
+    res = cli_process("worker", env=no_wait, check=False, timeout=30)
     assert res.returncode == 2 and "eventfleet init" in res.stderr
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
-    res = cli(
+    res = cli_process(
         "worker",
         env={**env, "EVENTFLEET_METRICS_PORT": "0", "EVENTFLEET_USER_SHARDS": "4"},
         check=False,

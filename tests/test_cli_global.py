@@ -7,12 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 
 from eventfleet.local.redisserver import free_port
 from ledger.state import ShardState
 from store.keys import Keys
-from tests.helpers import cli
+from tests.helpers import cli, cli_process
 
 
 def one_json(stdout: str) -> dict[str, object]:
@@ -119,17 +120,19 @@ def test_json_outputs_of_produce_dlq_and_wait_idle(
     assert one_json(waited.stdout) == {"idle": False, "timeout_s": 0.2}
 
 
+@pytest.mark.redis  # processes, four of them waiting out a retry deadline
 def test_log_level_verbose_and_unknown_variables(env: dict[str, str]) -> None:
+    """Processes of their own: the log set-up is per process."""
     down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    quiet = cli("status", env=down, check=False)
+    quiet = cli_process("status", env=down, check=False)
     assert "redis_retry" not in quiet.stderr  # errors only, by default
-    loud = cli("status", env={**down, "EVENTFLEET_LOG_LEVEL": "warning"}, check=False)
+    loud = cli_process("status", env={**down, "EVENTFLEET_LOG_LEVEL": "warning"}, check=False)
     assert "redis_retry" in loud.stderr
-    verbose = cli("-v", "status", env=down, check=False)
+    verbose = cli_process("-v", "status", env=down, check=False)
     assert "redis_retry" in verbose.stderr
-    typo = cli("--help", env={**env, "EVENTFLEET_LEASE_TTL": "1000"})
+    typo = cli_process("--help", env={**env, "EVENTFLEET_LEASE_TTL": "1000"})
     assert "unknown" not in typo.stderr  # --help runs no command
-    typo = cli("status", env={**down, "EVENTFLEET_LEASE_TTL": "1000"}, check=False)
+    typo = cli_process("status", env={**down, "EVENTFLEET_LEASE_TTL": "1000"}, check=False)
     assert (
         "warning: unknown setting EVENTFLEET_LEASE_TTL (did you mean EVENTFLEET_LEASE_TTL_MS?)"
         in typo.stderr

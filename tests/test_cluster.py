@@ -35,7 +35,7 @@ from store.namespace import read_counts
 from store.settings import Settings
 from tests import test_worker_faults as faults
 from tests.fleet_utils import FAST, log_lines, make_fleet, setup_namespace
-from tests.helpers import cli, cli_json, wait_for
+from tests.helpers import cli, cli_json, cli_process, wait_for
 from tests.recompute import check_against_logs
 from worker.scripts import Scripts
 
@@ -151,8 +151,9 @@ def test_mixed_workload_survives_a_sigkill_every_second_on_a_cluster(
     assert len(state["orders"]) == sum(1 for e in events if isinstance(e, Order))
 
 
+@pytest.mark.fleet
 def test_chaos_runs_against_a_cluster_node(cluster: LocalCluster) -> None:
-    done = cli(
+    done = cli_process(
         "chaos", "--redis", cluster.urls[2], "--faults", "kill,pause,scale", "--rounds", "1",
         "--events", "2000", "--json", timeout=240,
     )  # fmt: skip
@@ -350,12 +351,15 @@ def test_resharding_plan_moves_a_live_ledger_to_more_shards(
     assert set(got["orders"]) == orders
 
 
+@pytest.mark.fleet
 def test_up_cluster_runs_the_system_on_a_throwaway_cluster() -> None:
-    done = cli("up", "--cluster", "--events", "2000", "--exit-when-idle", "--json", timeout=180)
+    done = cli_process(
+        "up", "--cluster", "--events", "2000", "--exit-when-idle", "--json", timeout=180
+    )
     summary = json.loads(done.stdout)
     assert summary["verified"] and summary["idle"], summary
     assert summary["events"] == 2000 and sum(summary["outcomes"].values()) > 0
-    refused = cli("up", "--cluster", "--redis", "redis://127.0.0.1:1/0", check=False)
+    refused = cli_process("up", "--cluster", "--redis", "redis://127.0.0.1:1/0", check=False)
     assert refused.returncode == 2 and "--cluster starts its own cluster" in refused.stderr
 
 
@@ -363,10 +367,9 @@ CLUSTER_ACL = "+cluster|slots +cluster|shards +command +command|getkeys +asking"
 """What docs/SECURITY.md says each user needs on top of the shipped ACL file on a cluster."""
 
 
-def test_shipped_acl_users_run_the_fleet_on_a_cluster(
-    tmp_path: Path, fleet_factory: list[LocalFleet]
-) -> None:
-    from tests.secure_redis import ACL_FILE, ROOT_PASSWORD, ROOT_USER, password
+def _acl_cluster(tmp_path: Path) -> LocalCluster:
+    """A cluster with the shipped ACL file (plus ``CLUSTER_ACL``) and a root user."""
+    from tests.secure_redis import ACL_FILE, ROOT_PASSWORD, ROOT_USER
 
     lines = ACL_FILE.read_text(encoding="utf-8").splitlines()
     acl = tmp_path / "users.acl"
@@ -376,12 +379,38 @@ def test_shipped_acl_users_run_the_fleet_on_a_cluster(
         )
         + f"\nuser {ROOT_USER} on >{ROOT_PASSWORD} ~* &* +@all\n"
     )
-    c = LocalCluster(
+    return LocalCluster(
         workdir=tmp_path / "cluster",
         extra_args=["--aclfile", str(acl)],
         username=ROOT_USER,
         password=ROOT_PASSWORD,
     )
+
+
+def test_a_shipped_acl_user_reaches_a_cluster(tmp_path: Path) -> None:
+    """The client library's part of the next test, in this process (redis-py 5.0 could not:
+    `make test-min` runs this tier)."""
+    from tests.secure_redis import password
+
+    c = _acl_cluster(tmp_path)
+    try:
+        c.start()
+        url = f"redis://eventfleet-admin:{password('admin')}@127.0.0.1:{c.live()[1].port}/0"
+        made = cli(
+            "init", "--user-shards", "2", "--item-shards", "2", "--json", env={"REDIS_URL": url}
+        )
+        assert json.loads(made.stdout)["created"] is True
+        assert cli_json("status", "--json", env={"REDIS_URL": url})["totals"]["lag"] == 0
+    finally:
+        c.close()
+
+
+def test_shipped_acl_users_run_the_fleet_on_a_cluster(
+    tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    from tests.secure_redis import ROOT_PASSWORD, ROOT_USER, password
+
+    c = _acl_cluster(tmp_path)
     try:
         c.start()
         port = c.live()[1].port

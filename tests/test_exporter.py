@@ -21,7 +21,7 @@ from ledger.shards import user_shard
 from producer.client import Producer
 from store.keys import EVENT_FIELD, GROUP, Keys
 from tests.fleet_utils import append_to_logs, make_fleet, setup_namespace
-from tests.helpers import cli, wait_for
+from tests.helpers import cli_process, wait_for
 from tests.live_exporter import LiveExporter, running_exporter
 from tests.live_worker import Scrape, start, wait_idle, wait_ready
 
@@ -232,10 +232,10 @@ def test_hostile_keys_cost_one_shard_never_the_exporter(
 def test_exporter_user_errors_are_one_line(env: dict[str, str]) -> None:
     gone = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     gone["EVENTFLEET_CONNECT_TIMEOUT_S"] = "0.5"
-    out = cli("exporter", "--port", str(free_port()), env=gone, check=False, timeout=60)
+    out = cli_process("exporter", "--port", str(free_port()), env=gone, check=False, timeout=60)
     assert out.returncode == 2
     assert "unreachable" in out.stderr and "Traceback" not in out.stderr
-    bad = cli("exporter", "--interval", "0", env=env, check=False)
+    bad = cli_process("exporter", "--interval", "0", env=env, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

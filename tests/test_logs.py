@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 from eventfleet.local.redisserver import free_port
-from tests.helpers import cli
+from tests.helpers import cli_process
 
 
 def test_cli_commands_keep_retry_warnings_out_of_their_output(env: dict[str, str]) -> None:
     down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    res = cli("status", "--json", env=down, check=False)
+    res = cli_process("status", "--json", env=down, check=False)
     assert res.returncode == 1
     assert res.stdout == ""
     assert res.stderr.startswith("error: cannot reach Redis") and res.stderr.count("\n") == 1

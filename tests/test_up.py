@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import cli, wait_for
+from tests.helpers import cli_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 COLS, ROWS = 160, 50
@@ -40,7 +40,9 @@ def test_up_exit_when_idle_json(tmpdir_env: tuple[Path, dict[str, str]]) -> None
     tmp, env = tmpdir_env
     # Without --redis, up runs its own redis-server even when REDIS_URL names another.
     env = {**env, "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = cli("up", "--workers", "3", "--events", "5000", "--exit-when-idle", "--json", env=env)
+    done = cli_process(
+        "up", "--workers", "3", "--events", "5000", "--exit-when-idle", "--json", env=env
+    )
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, f"--json prints exactly one line: {done.stdout!r}"
     doc = json.loads(lines[0])
@@ -55,7 +57,7 @@ def test_up_exit_when_idle_json(tmpdir_env: tuple[Path, dict[str, str]]) -> None
 
 
 def test_up_refuses_exit_when_idle_without_events() -> None:
-    done = cli("up", "--exit-when-idle", check=False)
+    done = cli_process("up", "--exit-when-idle", check=False)
     assert done.returncode == 2
     assert "needs --events" in done.stderr
 

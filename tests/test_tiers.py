@@ -1,0 +1,37 @@
+"""Every test file is in exactly one tier (tests/tiers.py), each tier is a declared marker,
+and `make test` runs every tier but chaos, so no test is left out of the default run."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from tests.tiers import FILES, TIERS, TIMEOUT_S
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_test_file_is_in_a_tier_and_every_listed_file_exists() -> None:
+    on_disk = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert sorted(on_disk - set(FILES)) == [], "add these to FILES in tests/tiers.py"
+    assert sorted(set(FILES) - on_disk) == [], "listed in tests/tiers.py, but gone"
+    assert set(FILES.values()) <= set(TIERS) - {"chaos"}, "chaos is a per-test marker"
+
+
+def test_each_tier_is_a_declared_marker_with_a_timeout() -> None:
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    declared = {m.split(":")[0] for m in ini["markers"]}
+    assert set(TIERS) <= declared
+    assert "--strict-markers" in ini["addopts"]
+    assert set(TIMEOUT_S) == set(TIERS) - {"chaos"}
+
+
+def test_make_test_runs_every_tier_but_chaos() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    test_target = re.search(r"^test:(.*)$", makefile, re.M)
+    assert test_target is not None
+    for tier in TIERS[:-1]:
+        assert f"test-{tier}" in test_target.group(1), tier
+        assert re.search(rf"^test-{tier}:", makefile, re.M), tier
+        assert f"-m {tier}" in makefile, tier

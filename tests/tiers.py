@@ -1,0 +1,179 @@
+"""Test tiers: every test runs in exactly one, chosen here (the hook below, imported by
+``tests/conftest.py``), and ``make`` runs them cheapest first:
+
+* ``fast`` (``make test-fast``): pure tests, static checks of the shipped files, and tests
+  against the session's one redis-server that start no worker process;
+* ``redis``: Redis servers of their own (restarted, killed, TLS, the shipped ACL file, Redis
+  Cluster), commands run as processes, and single-Redis tests that wait out a retry deadline;
+* ``fleet``: worker processes (``LocalFleet``, ``eventfleet up``, a live worker), bench;
+* ``chaos`` (``make chaos``): tests marked ``@pytest.mark.chaos``, the long runs.
+
+A test's tier is the first that applies of: ``chaos`` if it is marked so; its own tier
+marker (``@pytest.mark.redis``...), else its file's tier in ``FILES``; then raised to what
+its fixtures need (``FIXTURE_TIER``: a test that asks for a fleet is never ``fast``). A file
+missing from ``FILES`` still runs, in the tier its fixtures give, and
+``tests/test_tiers.py`` fails until it is listed. Each tier has a per-test timeout
+(``TIMEOUT_S``) unless the test sets its own (``@pytest.mark.timeout``). A test of the fast
+or redis tier that starts a worker process (``LocalFleet.start``) fails: the table is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventfleet.local.fleet import LocalFleet
+
+TIERS = ("fast", "redis", "fleet", "chaos")
+"""Cheapest first; a test is raised to a later tier, never lowered."""
+
+TIMEOUT_S = {"fast": 30, "redis": 120, "fleet": 300}
+"""Per test, in seconds, under `pytest-timeout`; chaos tests set their own."""
+
+FIXTURE_TIER = {"own_redis": "redis", "fleet_factory": "fleet"}
+"""Fixtures that need more than the fast tier gives: a Redis of the test's own (to stop, kill or
+restart), worker processes. One redis-server per session or module is fast."""
+
+FILES = {
+    # no Redis: the domain, static checks of what ships, docs
+    "test_alert_rules.py": "fast",
+    "test_architecture.py": "fast",
+    "test_bundle.py": "fast",
+    "test_cli_help.py": "fast",
+    "test_codec_fast.py": "fast",
+    "test_compose_static.py": "fast",
+    "test_dashboard.py": "fast",
+    "test_dockerfile_static.py": "fast",
+    "test_domain.py": "fast",
+    "test_hostile_entries.py": "fast",
+    "test_httpserver.py": "fast",
+    "test_k8s_monitoring.py": "fast",
+    "test_k8s_overlays.py": "fast",
+    "test_k8s_static.py": "fast",
+    "test_k8s_worker_rollout.py": "fast",
+    "test_locks.py": "fast",
+    "test_metric_labels.py": "fast",
+    "test_observability_doc.py": "fast",
+    "test_prometheus_static.py": "fast",
+    "test_tiers.py": "fast",
+    # the session's redis-server, no worker process
+    "test_bench_loop.py": "fast",
+    "test_cli.py": "fast",
+    "test_cli_global.py": "fast",
+    "test_dedup_window.py": "fast",
+    "test_inbox_bounds.py": "fast",
+    "test_perf_paths.py": "fast",
+    "test_wire.py": "fast",
+    "test_write_behind.py": "fast",
+    "test_newcomer.py": "fast",
+    "test_client.py": "fast",
+    "test_lag.py": "fast",
+    # Redis servers of their own, the shipped ACL file, TLS, processes
+    "test_acl.py": "redis",
+    "test_acl_exporter.py": "redis",
+    "test_archive.py": "redis",
+    "test_cluster.py": "redis",
+    "test_image_contents.py": "redis",
+    "test_logs.py": "redis",
+    "test_lua_scripts.py": "redis",
+    "test_producer.py": "redis",
+    "test_tls.py": "redis",
+    "test_reload_guard.py": "redis",
+    "test_not_redis.py": "redis",
+    # worker processes
+    "test_acl_cli.py": "fleet",
+    "test_bench.py": "fleet",
+    "test_bounded_dedup.py": "fleet",
+    "test_chaos.py": "fleet",
+    "test_cluster_failover.py": "fleet",
+    "test_docs_commands.py": "fleet",
+    "test_exporter.py": "fleet",
+    "test_fast_failover.py": "fleet",
+    "test_health_probes.py": "fleet",
+    "test_hostile_live.py": "fleet",
+    "test_idempotency_keys.py": "fleet",
+    "test_idempotent_files.py": "fleet",
+    "test_memory_limit.py": "fleet",
+    "test_metrics_endpoint.py": "fleet",
+    "test_order_ids.py": "fleet",
+    "test_damage.py": "fleet",
+    "test_partition.py": "fleet",
+    "test_prometheus_live.py": "fleet",
+    "test_read_ahead.py": "fleet",
+    "test_redrive_once.py": "fleet",
+    "test_rejoin_check.py": "fleet",
+    "test_restart_shipped.py": "fleet",
+    "test_retention.py": "fleet",
+    "test_soak.py": "fleet",
+    "test_standby.py": "fleet",
+    "test_static_membership.py": "fleet",
+    "test_takeover_metrics.py": "fleet",
+    "test_up.py": "fleet",
+    "test_worker_faults.py": "fleet",
+    "test_worker_startup.py": "fleet",
+    "test_producer_acl.py": "fleet",
+    "test_verify.py": "fleet",
+}
+"""Each test file's tier (a test may raise its own with a marker)."""
+
+
+def _later(a: str, b: str) -> str:
+    return a if TIERS.index(a) >= TIERS.index(b) else b
+
+
+def tier_of(item: pytest.Item) -> str:
+    if item.get_closest_marker("chaos") is not None:
+        return "chaos"
+    own = [t for t in TIERS[:-1] if any(m.name == t for m in item.iter_markers())]
+    if len(own) > 1:
+        raise pytest.UsageError(f"{item.nodeid}: marked with more than one tier: {own}")
+    tier = own[0] if own else FILES.get(Path(str(item.path)).name, "fast")
+    for name in getattr(item, "fixturenames", ()):
+        tier = _later(tier, FIXTURE_TIER.get(name, "fast"))
+    if own and tier != own[0]:
+        raise pytest.UsageError(f"{item.nodeid}: marked {own[0]}, but its fixtures need {tier}")
+    return tier
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (``-m fast`` selects one) and that tier's timeout."""
+    for item in items:
+        tier = tier_of(item)
+        if tier != "chaos":
+            item.add_marker(getattr(pytest.mark, tier))
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(TIMEOUT_S[tier]))
+
+
+_running: list[str] = []
+"""The tier of the test running now (one at most)."""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running[:] = [t for t in TIERS if item.get_closest_marker(t) is not None][:1]
+    try:
+        return (yield)
+    finally:
+        _running.clear()
+
+
+def _no_fleet_below_its_tier() -> None:
+    start = LocalFleet.start
+
+    def guarded(self: LocalFleet, *args: Any, **kwargs: Any) -> Any:
+        if _running and _running[0] in ("fast", "redis"):
+            pytest.fail(
+                f"this {_running[0]}-tier test starts a worker process: give it the fleet tier "
+                "(tests/tiers.py)",
+                pytrace=False,
+            )
+        return start(self, *args, **kwargs)
+
+    LocalFleet.start = guarded  # type: ignore[method-assign]
+
+
+_no_fleet_below_its_tier()
