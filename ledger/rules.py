@@ -205,11 +205,13 @@ def step_entry(
     from_inbox: bool = False,
 ) -> list[StepResult]:
     """Apply one entry, a single event or a bundle (``ledger.bundle``): one result per event,
-    each exactly what ``step`` gives for that event's text under the entry's id.
+    each exactly what ``step`` gives for that event's text under the entry's id. Counts the
+    entry (``ShardState.entries``; ``step`` alone does not).
 
     A bundle that decodes whole is validated in one call and its events' texts are cut out
     only when a dead letter needs one; any other is split and stepped event by event.
     """
+    state.entries += 1
     if raw is None or not is_bundle(raw):
         return [step(state, entry_id, raw, counts, from_inbox=from_inbox)]
     wires = decode_bundle(raw)

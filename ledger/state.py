@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SNAPSHOT_VERSION = 2
-"""2 added the windowed dedup state; a version 1 snapshot is still read (``from_snapshot``)."""
+"""2 added the windowed dedup state; a version 1 snapshot is still read (``from_snapshot``).
+``entries`` was added to version 2 as an optional field (a snapshot without it is read with
+the count unknown, and readers before it ignore it)."""
 
 
 class SnapshotError(ValueError):
@@ -47,6 +49,12 @@ class ShardState:
     duplicate_orders: int = 0
     prune_at: int = 0
     """Entry-id ms from which the next entry first prunes what the window let go."""
+    entries: int = 0
+    """Log entries folded into this state since the log's first (a bundle is one; so is a
+    poison entry): with ``entries_known``, the log's ``entries-added`` once the fold reaches
+    its end, unless entries were removed that no fold saw (``eventfleet verify``)."""
+    entries_known: bool = True
+    """False for a state restored from a snapshot written before entries were counted."""
 
     def next_seq(self, destination: str) -> int:
         seq = self.out_seq.get(destination, 0) + 1
@@ -82,6 +90,8 @@ class ShardState:
             "duplicate_orders": self.duplicate_orders,
             "prune_at": self.prune_at,
         }
+        if self.entries_known:
+            doc["entries"] = self.entries
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -123,6 +133,8 @@ class ShardState:
                 },
                 duplicate_orders=int(doc.get("duplicate_orders", 0)),
                 prune_at=int(doc.get("prune_at", 0)),
+                entries=int(doc.get("entries", 0)),
+                entries_known="entries" in doc,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise SnapshotError(f"snapshot of {shard} is malformed: {exc}") from None

@@ -61,6 +61,7 @@ def fold_entry(
     Without ``on_step`` no event's text is needed: ``step_entry`` validates a bundle in one
     call (the same results, see tests/test_bundle.py)."""
     if poisoned:
+        state.entries += 1
         res = poison_letter(state, eid, raw)
         if on_step is not None:
             on_step(eid, raw, res)
@@ -68,6 +69,7 @@ def fold_entry(
     if on_step is None:
         return len(step_entry(state, eid, raw, counts, from_inbox=via_inbox))
     texts = split(raw) if raw is not None else (raw,)
+    state.entries += 1  # as step_entry counts it
     for text in texts:
         on_step(eid, text, step(state, eid, text, counts, from_inbox=via_inbox))
     return len(texts)

@@ -100,6 +100,11 @@ class Keys:
         without an archive folds from it (the oldest state that covers what is gone)."""
         return f"{self.ns}:{{{shard}}}:trimbase"
 
+    def quarantine(self, shard: str) -> str:
+        """A copy of the last snapshot of the shard that did not decode, kept for inspection
+        (``worker/takeover.py``); nothing reads it back."""
+        return f"{self.ns}:{{{shard}}}:quarantine"
+
     def archived(self, shard: str) -> str:
         """Hash: per stream of the shard (``events``, ``outcomes``, ``dlq``), the last entry id
         ``eventfleet archive`` has safely on disk. Trimming never passes it."""

@@ -1,5 +1,6 @@
-"""Reading one shard's state back from Redis: its snapshot, poison set, written-mark, the
-group's last-delivered id, and the lease (owner and epoch).
+"""Reading one shard's state back from Redis: its snapshot (or, when it does not decode, the
+best state that is provable without it), poison set, written-mark, the group's last-delivered
+id, and the lease (owner and epoch).
 
 Used by the worker's takeover and by the read-only tools; nothing here writes.
 """
@@ -7,11 +8,12 @@ Used by the worker's takeover and by the read-only tools; nothing here writes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import redis
 
-from ledger.state import ShardState
+from ledger.state import ShardState, SnapshotError
 from store import ids
 from store.keys import GROUP, Keys
 
@@ -34,6 +36,76 @@ def parse_lease(value: object) -> Lease | None:
 def load_snapshot(r: redis.Redis, keys: Keys, shard: str) -> ShardState | None:
     raw: Any = r.get(keys.snapshot(shard))
     return None if raw is None else ShardState.from_snapshot(raw, shard)
+
+
+class SnapshotUnusable(Exception):
+    """The shard's snapshot does not decode and no provable state replaces it: entries were
+    removed from its log that no readable trim base covers. Nobody may own the shard until an
+    operator restores a snapshot (docs/OPERATIONS.md)."""
+
+    def __init__(self, shard: str, error: str) -> None:
+        super().__init__(
+            f"shard {shard}: its snapshot does not decode ({error}) and entries were trimmed "
+            "from its log that no readable trim base covers: no provable state, left unowned "
+            "(docs/OPERATIONS.md, 'A snapshot does not decode')"
+        )
+        self.shard = shard
+        self.error = error
+
+
+@dataclass
+class Restored:
+    """Where a shard's state starts: its snapshot, or ``rebuilt_from`` when the snapshot did
+    not decode (``error``): ``trim base`` or ``full log``."""
+
+    state: ShardState | None
+    """None: there is no snapshot (fold the log from its start)."""
+    error: str = ""
+    rebuilt_from: str = ""
+    raw: bytes | None = None
+    """The snapshot as stored, when it did not decode."""
+
+
+def restore(r: redis.Redis, keys: Keys, shard: str) -> Restored:
+    """The shard's snapshot; when it does not decode, the best state provable without it: the
+    trim base when nothing after it was removed from the log, else the empty state when nothing
+    was ever removed (the whole log is there). ``SnapshotUnusable`` otherwise."""
+    raw: Any = r.get(keys.snapshot(shard))
+    if raw is None:
+        return Restored(None)
+    try:
+        return Restored(ShardState.from_snapshot(raw, shard))
+    except SnapshotError as exc:
+        error = str(exc)
+    base_raw: Any = r.get(keys.trim_base(shard))
+    try:
+        base = None if base_raw is None else ShardState.from_snapshot(base_raw, shard)
+    except SnapshotError:
+        base = None
+    info: Any = r.xinfo_stream(keys.events(shard))
+    if base is not None and covers(info, base.last_id):
+        return Restored(base, error, "trim base", raw)
+    if covers(info, "0-0"):
+        return Restored(ShardState(shard), error, "full log", raw)
+    raise SnapshotUnusable(shard, error)
+
+
+def covers(info: Any, position: str) -> bool:
+    """Whether a state at ``position`` and the log (its ``XINFO STREAM`` reply) hold every
+    entry: nothing was ever removed, or every removed entry is at or before ``position``, which
+    is known for sure only while the entry at ``position`` itself (or a later one, when the log
+    is empty) is still there (``eventfleet verify`` starts its folds by the same rule)."""
+
+    def field(name: str) -> Any:
+        return info.get(name, info.get(name.encode()))
+
+    if int(field("entries-added") or 0) == int(field("length") or 0):
+        return True
+    if ids.after(ids.text(field("max-deleted-entry-id") or "0-0"), position):
+        return False
+    first = field("first-entry")
+    edge = ids.text(first[0]) if first else ids.text(field("last-generated-id"))
+    return not ids.after(edge, position)
 
 
 def group_info(groups: Iterable[Any], shard: str = "") -> Any:

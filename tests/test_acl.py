@@ -230,6 +230,18 @@ def test_worker_may_send_its_commands_on_namespace_keys(
     send(connect(port, "worker"), *resolve(call, seeded))
 
 
+def test_worker_may_copy_a_snapshot_to_its_quarantine_only(
+    port: int, seeded: dict[str, str]
+) -> None:
+    """A takeover keeps a snapshot that does not decode in NS:{f}:quarantine (COPY), and may
+    read it back (GET) but not write or delete it otherwise."""
+    worker = connect(port, "worker")
+    quarantine = SNAPSHOT.replace("snapshot", "quarantine")
+    send(worker, "COPY", SNAPSHOT, quarantine, "REPLACE")
+    send(worker, "GET", quarantine)
+    assert refused(worker, "COPY", SNAPSHOT, SNAPSHOT.replace("snapshot", "written"), "REPLACE")
+
+
 def test_worker_may_read_its_group_inside_a_script(port: int, seeded: dict[str, str]) -> None:
     script = (
         "return redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 10,"
@@ -273,6 +285,9 @@ def test_worker_is_refused_keys_outside_the_namespace(
      ("XADD", WORKERS, "*", "a", "b"), ("XACK", OUTCOMES, GROUP, "1-0"),
      ("XTRIM", SNAPSHOT, "MAXLEN", "0"), ("XTRIM", INBOX, "MAXLEN", "0"),
      ("COPY", EVENTS, SNAPSHOT), ("COPY", SNAPSHOT, OUTCOMES),
+     ("COPY", SNAPSHOT.replace("snapshot", "quarantine"), SNAPSHOT, "REPLACE"),
+     ("SET", SNAPSHOT.replace("snapshot", "quarantine"), "x"),
+     ("DEL", SNAPSHOT.replace("snapshot", "quarantine")),
      ("INCR", LEASE), ("INCR", META), ("SADD", LEASE, "x"), ("PEXPIRE", SNAPSHOT, "1"),
      ("PEXPIRE", OUTCOMES, "1"), ("LTRIM", EVENTS, "0", "0"), ("RPUSH", INBOX, "x"),
      ("ZADD", LEASE, "1", "x"), ("ZREM", POISON, "x"), ("RENAME", EVENTS, WRITTEN),

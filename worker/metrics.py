@@ -63,12 +63,22 @@ LATENCY = Histogram(
     ["family"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-SHARDS_OWNED = Gauge("eventfleet_shards_owned", "Shards this worker holds a lease on")
+SHARDS_OWNED = Gauge("eventfleet_worker_shards_owned", "Shards this worker holds a lease on")
 LEASE_ACQUIRED = Counter("eventfleet_lease_acquisitions", "Shard leases acquired", ["shard"])
 LEASE_HANDOVERS = Counter("eventfleet_lease_handovers", "Shards handed over on purpose", ["shard"])
 LEASE_LOSSES = Counter("eventfleet_lease_losses", "Shard leases lost (renewal failed)", ["shard"])
 CLAIMED = Counter(
     "eventfleet_claimed_entries", "Pending entries claimed with XAUTOCLAIM", ["shard"]
+)
+LOG_GAPS = Counter(
+    "eventfleet_takeover_log_gaps",
+    "Takeovers that found entries removed from the log after the state they restored",
+    ["shard"],
+)
+SNAPSHOTS_QUARANTINED = Counter(
+    "eventfleet_snapshots_quarantined",
+    "Snapshots that did not decode, copied to NS:{f}:quarantine by a takeover",
+    ["shard"],
 )
 REPLAYED = Counter("eventfleet_replayed_entries", "Entries replayed on takeover", ["shard"])
 RECOVERY = Histogram(
@@ -171,9 +181,16 @@ retry.hooks.retried = _count_retry
 retry.hooks.failed = _count_failure
 
 
+NAMESPACE_LABEL = "eventfleet_namespace"
+"""The label naming the eventfleet namespace on every worker and exporter series (not
+``namespace``, which Prometheus' Kubernetes discovery and the Operator set to the pod's
+Kubernetes namespace: docs/OBSERVABILITY.md, "Migrating")."""
+
+
 class _WithNamespace(Collector):
-    """The process's metrics, each ``eventfleet_*`` sample with a constant ``namespace`` label:
-    two fleets (namespaces) scraped by one Prometheus stay apart."""
+    """The process's metrics, each ``eventfleet_*`` sample with a constant
+    ``eventfleet_namespace`` label (``NAMESPACE_LABEL``): two fleets (namespaces) scraped by
+    one Prometheus stay apart, and no scrape config's ``namespace`` (Kubernetes') collides."""
 
     def __init__(self, namespace: str) -> None:
         self._namespace = namespace
@@ -185,7 +202,7 @@ class _WithNamespace(Collector):
                 continue
             labelled = copy.copy(family)
             labelled.samples = [
-                s._replace(labels={**s.labels, "namespace": self._namespace})
+                s._replace(labels={**s.labels, NAMESPACE_LABEL: self._namespace})
                 for s in family.samples
             ]
             yield labelled

@@ -19,6 +19,7 @@ from ledger.state import ShardState
 from store import ids
 from store.connection import TRANSIENT
 from store.settings import Settings
+from store.shardreads import SnapshotUnusable
 from worker.assignment import targets
 from worker.conn import Conn
 from worker.health import HealthState
@@ -32,6 +33,9 @@ log = structlog.get_logger("eventfleet.worker")
 LAPSE_MARGIN_S = 0.05
 """How long after another member's heartbeat lapses a worker looks again (its leases lapse
 a renewal's round trip later)."""
+
+UNUSABLE_RETRY_S = 30.0
+"""How long a shard without a provable state is left alone before it is tried again."""
 
 
 @dataclass
@@ -98,6 +102,9 @@ class Ownership:
         lease under our id but not our token means another process uses the same id: left
         alone, so two such processes do not take shards from each other on every pass."""
         self.gone: frozenset[str] = frozenset()
+        self._unusable: dict[str, float] = {}
+        """Shards whose snapshot does not decode and have no provable state (``restore``):
+        when to try again (an operator may have restored a snapshot meanwhile)."""
         self.warm_copy: Callable[[str], ShardState | None] = lambda _shard: None
         """A warm standby's copy of a shard being taken over (``worker.standby``)."""
         self.on_handed_over: Callable[[str, ShardState], None] = lambda _shard, _state: None
@@ -294,6 +301,9 @@ class Ownership:
 
     def _acquire(self, wanted: list[str]) -> None:
         sent = time.monotonic()
+        wanted = [s for s in wanted if self._unusable.get(s, 0.0) <= sent]
+        if not wanted:
+            return
         for shard, reply in zip(wanted, self._send_acquire(wanted), strict=True):
             if reply is None:
                 continue  # its master is failing (Redis Cluster): tried again next pass
@@ -382,6 +392,10 @@ class Ownership:
         except TRANSIENT:
             self._release_token(claim.shard, claim.token)
             raise
+        except SnapshotUnusable:  # said once by the takeover's quarantine; unowned, no loop
+            self._release_token(claim.shard, claim.token)
+            self._unusable[claim.shard] = time.monotonic() + UNUSABLE_RETRY_S
+            return None
         except LeaseLost:
             self._observe.lease_lost(claim.shard)
             log.warning(

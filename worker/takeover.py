@@ -21,7 +21,16 @@ from ledger.state import ShardState
 from store import ids
 from store.fold import POISON_REASON, fold
 from store.keys import GROUP, Keys
-from store.shardreads import last_delivered, load_snapshot, poison_ids, removed_after, written_mark
+from store.shardreads import (
+    Restored,
+    SnapshotUnusable,
+    covers,
+    last_delivered,
+    poison_ids,
+    removed_after,
+    restore,
+    written_mark,
+)
 from worker import metrics
 from worker.effects import Effects, queue_effects
 from worker.scripts import Scripts
@@ -82,9 +91,29 @@ def take_over(
     ):
         state, stats.warm = warm, True
     else:
-        state = load_snapshot(r, keys, shard)
-        if state is not None:
+        try:
+            start = restore(r, keys, shard)
+        except SnapshotUnusable as exc:
+            raw: Any = r.get(keys.snapshot(shard))
+            quarantine(r, keys, shard, Restored(None, exc.error, "", raw))
+            raise
+        state = start.state
+        if start.error:
+            quarantine(r, keys, shard, start)
+        elif state is not None:
             restored(state)
+        info: Any = r.xinfo_stream(stream)
+        if not covers(info, state.last_id if state is not None else "0-0"):
+            # retention trims only what a snapshot covers, never past the latest: a log that
+            # starts after it lost entries no state holds (a leaked worker credential's XTRIM)
+            metrics.LOG_GAPS.labels(shard=shard).inc()
+            log.error(
+                "log_entries_missing",
+                shard=shard,
+                after=state.last_id if state is not None else "0-0",
+                error="entries after the snapshot were removed from the log: what they did is "
+                "lost (eventfleet verify reports it)",
+            )
     stats.restored = state is not None
     if state is None:
         state = ShardState(shard)
@@ -181,3 +210,21 @@ def take_over(
     metrics.CLAIMED.labels(shard=shard).inc(stats.claimed)
     metrics.RECOVERY.observe(stats.seconds)
     return state, stats
+
+
+def quarantine(r: redis.Redis, keys: Keys, shard: str, start: Restored) -> None:
+    """Keep a snapshot that does not decode for inspection (``NS:{f}:quarantine``, copied once
+    per distinct content), count it and say so in one line. The owner's next snapshot replaces
+    it in ``NS:{f}:snapshot``."""
+    if start.raw is None or r.get(keys.quarantine(shard)) == start.raw:
+        return  # kept and said already (this worker or another): one line per snapshot
+    r.copy(keys.snapshot(shard), keys.quarantine(shard), replace=True)
+    metrics.SNAPSHOTS_QUARANTINED.labels(shard=shard).inc()
+    log.error(
+        "snapshot_quarantined",
+        shard=shard,
+        error=start.error[:300],
+        kept_in=keys.quarantine(shard),
+        rebuilt_from=start.rebuilt_from or None,
+        unowned=not start.rebuilt_from,
+    )

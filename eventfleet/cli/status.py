@@ -51,6 +51,7 @@ def status(
     )
     for r in rows:
         age = "-" if r.snapshot_age_s is None else f"{r.snapshot_age_s:.0f}s"
+        age = "BAD" if r.snapshot_error else age
         click.echo(
             f"{r.shard:<6} {(r.owner or '-')[:28]:<28} {r.epoch or '-':>5} {r.inbox:>7} "
             f"{r.length:>8} {r.lag if r.lag is not None else '?':>7} {r.pending:>7} "
@@ -61,3 +62,5 @@ def status(
         f"total inbox {tot['inbox']}, lag {tot['lag']}, pending {tot['pending']}, "
         f"{tot['owned']}/{tot['shards']} shards owned, idle: {tot['idle']}"
     )
+    for line in st.damage_lines(rows):
+        click.echo(line)

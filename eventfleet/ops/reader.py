@@ -19,7 +19,7 @@ from ledger.state import ShardState
 from store import ids
 from store.fold import BATCH, fold, fold_entry
 from store.keys import Keys
-from store.shardreads import load_snapshot, poison_ids
+from store.shardreads import poison_ids, restore
 
 
 @dataclass
@@ -27,6 +27,10 @@ class Folded:
     state: ShardState
     tail: int
     from_snapshot: bool
+    damaged: str = ""
+    """Why the snapshot was not used (it does not decode) and what the state was rebuilt from;
+    empty when the snapshot was read. A shard without a provable state raises
+    ``store.shardreads.SnapshotUnusable`` instead."""
 
 
 def fold_stream(
@@ -74,11 +78,18 @@ def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: 
 def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Folded:
     """The shard's state from its snapshot, the log after it, and the events waiting in its
     inbox (so ``state`` shows a published event before a worker has moved it)."""
-    snap = load_snapshot(r, keys, shard)
+    start = restore(r, keys, shard)
+    snap = start.state
     state = snap if snap is not None else ShardState(shard)
     tail = fold_stream(r, keys, shard, counts, state)
     tail += fold_inbox(r, keys, shard, counts, state)
-    return Folded(state, tail, snap is not None)
+    damaged = (
+        f"shard {shard}: its snapshot does not decode ({start.error}); read from its "
+        f"{start.rebuilt_from} instead"
+        if start.error
+        else ""
+    )
+    return Folded(state, tail, snap is not None and not start.error, damaged)
 
 
 def read_outcomes(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[int, OrderOutcome]]:
@@ -159,8 +170,12 @@ def state_all(
     users: dict[str, Any] = {}
     items: dict[str, Any] = {}
     orders: dict[tuple[int, str], dict[str, Any]] = {}
+    damaged: list[str] = []
     for shard in counts.all_shards():
-        st = current(r, keys, shard, counts).state
+        folded = current(r, keys, shard, counts)
+        st = folded.state
+        if folded.damaged:
+            damaged.append(folded.damaged)
         if on_shard is not None:
             on_shard(1)
         for uid in sorted(st.balances):
@@ -174,4 +189,4 @@ def state_all(
         "users": dict(sorted(users.items(), key=lambda kv: int(kv[0]))),
         "items": dict(sorted(items.items())),
         "orders": by_order_id(orders),
-    }
+    } | ({"damaged": damaged} if damaged else {})

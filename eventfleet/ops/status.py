@@ -37,6 +37,11 @@ class ShardStatus:
     """Events producers appended that the owner has not moved into the log yet."""
     undelivered: int | None = None
     """Entries of the log not yet delivered to the group (Redis' group lag), else None."""
+    snapshot_error: str | None = None
+    """Why the snapshot does not decode (a takeover quarantines it and rebuilds the shard, or
+    leaves it unowned: docs/OPERATIONS.md), else None."""
+    quarantined: bool = False
+    """A snapshot that did not decode is kept in ``NS:{f}:quarantine``."""
 
     @property
     def idle(self) -> bool:
@@ -52,21 +57,22 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
         pipe.get(keys.lease(s))
         pipe.get(keys.snapshot(s))
         pipe.llen(keys.inbox(s))
+        pipe.exists(keys.quarantine(s))
     replies: list[Any] = list(pipe.execute())
     now_ms = time.time() * 1000
     rows = []
     for i, s in enumerate(shards):
-        info, groups, lease, snap, inbox = replies[5 * i : 5 * i + 5]
+        info, groups, lease, snap, inbox, quarantined = replies[6 * i : 6 * i + 6]
         group = group_info(groups, s)
         held = parse_lease(lease)
-        age = snap_id = None
-        if snap is not None:
-            doc = json.loads(snap)
-            snap_id = str(doc["last_id"])
-            if doc.get("taken_ms"):
-                age = max(0.0, (now_ms - doc["taken_ms"]) / 1000)
         undelivered, pending = group.get("lag"), int(group["pending"])
         waiting = max(0, int(inbox) - 1)  # element 0 is the inbox's head
+        age = snap_id = error = None
+        if snap is not None:
+            try:
+                snap_id, age = _snapshot_position(snap, s, now_ms)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                error = f"{type(exc).__name__}: {exc}"[:200]
         rows.append(
             ShardStatus(
                 shard=s,
@@ -82,6 +88,8 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
                 to_replay=0,
                 inbox=waiting,
                 undelivered=undelivered,
+                snapshot_error=error,
+                quarantined=bool(quarantined),
             )
         )
     pipe = r.pipeline(transaction=False)
@@ -92,6 +100,34 @@ def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardS
     for (row, _start), tail in zip(counted, pipe.execute(), strict=True):
         row.to_replay = len(tail)
     return rows
+
+
+def _snapshot_position(raw: bytes, shard: str, now_ms: float) -> tuple[str, float | None]:
+    """The snapshot's last id and age; raises when it does not decode as this shard's."""
+    doc = json.loads(raw)
+    if doc.get("shard") != shard:
+        raise ValueError(f"snapshot under {shard} belongs to {doc.get('shard')!r}")
+    taken = doc.get("taken_ms")
+    return str(doc["last_id"]), max(0.0, (now_ms - taken) / 1000) if taken else None
+
+
+def damage_lines(rows: list[ShardStatus]) -> list[str]:
+    """One line per shard whose snapshot does not decode, or was quarantined: which, and why."""
+    out = []
+    for r in rows:
+        if r.snapshot_error:
+            fate = f"owned by {r.owner}, whose next snapshot replaces it" if r.owner else "unowned"
+            out.append(
+                f"{r.shard}: snapshot does not decode ({r.snapshot_error}); {fate} "
+                "(a takeover rebuilds it from the trim base or the full log, or leaves it "
+                "unowned when neither is provable: docs/OPERATIONS.md)"
+            )
+        elif r.quarantined:
+            out.append(
+                f"{r.shard}: a snapshot that did not decode is kept in its quarantine key; "
+                "the shard was rebuilt (docs/OPERATIONS.md)"
+            )
+    return out
 
 
 def as_json(rows: list[ShardStatus]) -> dict[str, Any]:

@@ -67,9 +67,13 @@ def _start(
             )
             return snap
     have = ", ".join(f"{name} at {snap.last_id}" for name, snap in snaps) or "no snapshot"
-    report.unchecked.append(
-        f"{shard}: {int(added) - length} entries deleted from the log (first left: "
-        f"{first_id or 'none'}) and no snapshot at or after them ({have}): shard not checked"
+    report.findings.add(
+        "lost",
+        shard,
+        "log",
+        f"{int(added) - length} entries deleted from the log (first left: {first_id or 'none'})"
+        f" and no snapshot or trim base covers them ({have}): what they did is gone; the "
+        "shard was not folded",
     )
     return None
 
@@ -152,7 +156,32 @@ def fold_shard(
         r, stream, state, counts, poison, until=until, on_step=on_step, on_batch=on_chunk,
         history=history,
     )  # fmt: skip
+    _check_entry_count(shard, info, state, report)
     return fold
+
+
+def _check_entry_count(shard: str, info: dict[str, Any], state: ShardState, rep: Report) -> None:
+    """Every entry the log ever had was folded by this state's line of folds (the snapshots it
+    started from counted theirs): entries removed after a snapshot, and skipped by a takeover,
+    leave the count short of the log's ``entries-added``, even once a later snapshot covers the
+    gap (a log trimmed before its snapshot, then a takeover forced)."""
+    added = info.get("entries-added")
+    if added is None or not state.entries_known:
+        if added is not None:
+            rep.unchecked.append(
+                f"{shard}: entries removed before a snapshot: not checked (its snapshot was "
+                "written before snapshots counted entries)"
+            )
+        return
+    if int(added) > state.entries:
+        rep.findings.add(
+            "lost",
+            shard,
+            "log",
+            f"{int(added) - state.entries} entries were removed from the log before any "
+            f"snapshot covered them (the log has had {added}, its folds saw {state.entries}): "
+            "what they did is gone",
+        )
 
 
 def _load(r: redis.Redis, key: str, shard: str, name: str, report: Report) -> ShardState | None:
@@ -250,6 +279,8 @@ def _compare_snapshot(snap: ShardState, fold: ShardState, report: Report) -> str
         ("counters", {"duplicate_orders": snap.duplicate_orders, "prune_at": snap.prune_at},
          {"duplicate_orders": fold.duplicate_orders, "prune_at": fold.prune_at}),
     ]  # fmt: skip
+    if snap.entries_known and fold.entries_known:
+        pairs.append(("counters", {"entries": snap.entries}, {"entries": fold.entries}))
     for name, have, want in pairs:
         for k in sorted(have.keys() | want.keys(), key=str):
             if have.get(k) != want.get(k):
