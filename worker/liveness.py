@@ -11,7 +11,7 @@ the members, recorded in ``NS:gone{NS:workers}`` until its leases would lapse an
 next owners of its shards acquire them with a new epoch at once, breaking its leases.
 
 A paused (SIGSTOP) or partitioned worker keeps its connection open, so it looks alive here
-and is handled by the lease TTL and fencing exactly as before. Safety never depends on this
+and is handled by the lease TTL and fencing, as any worker is. Safety never depends on this
 path: a worker wrongly expelled (its liveness connection dropped while it lived) only finds
 its renewals refused and its fenced reads and snapshots rejected, as a zombie would.
 

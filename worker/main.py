@@ -31,10 +31,9 @@ GC_THRESHOLDS = (10_000, 50, 100)
 """Python's cyclic garbage collector, run far less often than its default (700, 10, 10): a
 worker allocates a few objects per event, nearly all freed by reference counting, while its
 shard state (balances, items, remembered order ids) is millions of long-lived objects that
-every full collection walks. With the defaults, collections took about a quarter of a worker's
-CPU on the order workload (docs/PERFORMANCE.md); cycles are still collected, later. The first
-threshold stays small: a young collection of 100,000 objects paused the loop long enough to
-double the order latency's p99 (bench g: 33-36 ms against 17-20 ms with 10,000)."""
+every full collection walks; cycles are still collected, later. The first threshold stays
+small, because a larger young generation pauses the loop for longer at each collection (the
+measurements: docs/DESIGN-DECISIONS.md, section 27)."""
 
 
 def wait_for_namespace(
