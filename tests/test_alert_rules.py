@@ -107,6 +107,6 @@ def test_alerts_use_only_series_we_expose_and_need_no_shard_count() -> None:
         } - PROMETHEUS_OWN
         assert not unknown, f"{name} uses {sorted(unknown)}, not in CONTRACTS.md"
     assert "absent(" in expressions["EventfleetFleetAbsent"]
-    assert "eventfleet_shard_owned" in expressions["EventfleetShardWithoutOwner"]
+    assert "eventfleet_shard_has_owner" in expressions["EventfleetShardWithoutOwner"]
     assert not re.search(r"\b(16|32|64)\b", expressions["EventfleetShardWithoutOwner"])
     assert "eventfleet_shard_lag_seconds" in expressions["EventfleetLagHigh"]

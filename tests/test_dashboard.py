@@ -35,8 +35,8 @@ def test_promql_name_extraction() -> None:
     assert names == {"a_bucket", "up"}
 
 
-WORKER_SELECTOR = '{namespace="$namespace", job=~"$job", instance=~"$instance"}'
-EXPORTER_SELECTOR = '{namespace="$namespace"}'
+WORKER_SELECTOR = '{eventfleet_namespace="$namespace", job=~"$job", instance=~"$instance"}'
+EXPORTER_SELECTOR = '{eventfleet_namespace="$namespace"}'
 
 
 def test_dashboard_uses_only_contract_metrics() -> None:
@@ -59,11 +59,15 @@ def test_dashboard_covers_the_fleet() -> None:
     assert has(r"by \(shard\) \(eventfleet_shard_lag\{"), "lag per shard"
     assert has(r"by \(shard\) \(eventfleet_shard_lag_seconds\{"), "lag in seconds per shard"
     assert has(r"by \(shard\) \(eventfleet_shard_pending\{"), "pending per shard"
-    assert has(r"eventfleet_shard_owned\{"), "shards without an owner"
+    assert has(r"eventfleet_shard_has_owner\{"), "shards without an owner"
     assert has(r"eventfleet_shards\{"), "the shard count"
     for q in ("0.5", "0.99"):
         assert has(rf"histogram_quantile\({q}, .*eventfleet_end_to_end_latency_seconds_bucket")
-    assert has(r"by \(instance\) \(eventfleet_shards_owned\{"), "shards per worker"
+    assert has(r"by \(instance\) \(eventfleet_worker_shards_owned\{"), "shards per worker"
+    assert has(r"eventfleet_redis_used_memory_bytes\{"), "Redis memory"
+    assert has(r"eventfleet_redis_maxmemory_bytes\{"), "against its limit"
+    assert has(r"eventfleet_exporter_pass_ok\{"), "whether the exporter reads Redis"
+    assert has(r"eventfleet_exporter_pass_duration_seconds\{"), "the exporter's pass time"
     for name in ("acquisitions", "handovers", "losses"):
         assert f"eventfleet_lease_{name}_total" in joined
     for name in ("snapshot_age_seconds", "dead_letters_total", "redis_errors_total"):
@@ -71,6 +75,17 @@ def test_dashboard_covers_the_fleet() -> None:
     assert has(r"histogram_quantile\(.*eventfleet_recovery_duration_seconds_bucket")
     autoscaling = f"sum(eventfleet_shard_lag{EXPORTER_SELECTOR})"
     assert autoscaling in exprs, "the autoscaling signal should be on show"
+
+
+def test_every_alert_has_its_series_on_the_dashboard() -> None:
+    """What an alert fires on can be looked at: each metric of each shipped rule is in some
+    panel (Redis memory and the exporter's passes had alerts and no panel)."""
+    rules = load_yaml(DEPLOY / "prometheus" / "rules.yml")
+    on_show = set().union(*(promql_metric_names(e) for e in dashboard_exprs()))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            missing = promql_metric_names(rule["expr"]) - on_show
+            assert not missing, f"{rule['alert']}: {sorted(missing)} on no panel"
 
 
 def test_every_series_is_selected_by_the_dashboard_variables() -> None:

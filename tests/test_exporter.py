@@ -70,7 +70,7 @@ def test_the_exporter_reports_every_shard_owned_or_not(
         )
         assert set(m.by("eventfleet_shard_lag", "shard")) == set(shards)
         assert m.nonzero("eventfleet_shard_lag", "shard") == {shard: 50}
-        assert m.by("eventfleet_shard_owned", "shard") == dict.fromkeys(shards, 0.0)
+        assert m.by("eventfleet_shard_has_owner", "shard") == dict.fromkeys(shards, 0.0)
         assert m.total("eventfleet_shards") == len(shards)
         assert m.total("eventfleet_live_workers") == 0
         assert m.total("eventfleet_redis_used_memory_bytes") > 0
@@ -80,7 +80,7 @@ def test_the_exporter_reports_every_shard_owned_or_not(
         assert m.total("eventfleet_exporter_pass_ok") == 1
         for f in m.families.values():
             for sample in f.samples:
-                assert sample.labels["namespace"] == namespace, sample
+                assert sample.labels["eventfleet_namespace"] == namespace, sample
 
         # An operator's stray read: three entries delivered, not applied. Still lag; pending.
         r.xreadgroup(GROUP, "inspector", {stream: ">"}, count=3)
@@ -106,7 +106,7 @@ def test_the_exporter_reports_every_shard_owned_or_not(
         m = settled(
             ex,
             lambda m: (
-                m.by("eventfleet_shard_owned", "shard") == dict.fromkeys(shards, 1.0)
+                m.by("eventfleet_shard_has_owner", "shard") == dict.fromkeys(shards, 1.0)
                 and not m.nonzero("eventfleet_shard_lag", "shard")
                 and m.total("eventfleet_live_workers") == 1
             ),
@@ -135,7 +135,7 @@ def test_the_exporter_reports_every_shard_owned_or_not(
         settled(
             ex,
             lambda m: (
-                not m.nonzero("eventfleet_shard_owned", "shard")
+                not m.nonzero("eventfleet_shard_has_owner", "shard")
                 and m.total("eventfleet_live_workers") == 0
             ),
             "the exporter to see the fleet gone",
@@ -201,7 +201,7 @@ def test_hostile_keys_cost_one_shard_never_the_exporter(
         assert set(m.by("eventfleet_shard_lag", "shard")) == {"i0", "i1"}
         assert m.total("eventfleet_exporter_unreadable_shards") == 2
         assert m.total("eventfleet_shards") == len(counts.all_shards())
-        assert m.by("eventfleet_shard_owned", "shard") == {"i0": 1.0, "i1": 0.0}
+        assert m.by("eventfleet_shard_has_owner", "shard") == {"i0": 1.0, "i1": 0.0}
         reasons = {
             s.labels["reason"]: s.value
             for s in m.samples("eventfleet_shard_dead_letters_by_reason")

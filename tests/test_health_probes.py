@@ -76,7 +76,7 @@ def test_a_paused_worker_does_not_answer_then_loses_its_leases_and_is_not_ready(
     assert a.get("/healthz") == 200
     m = a.scrape()
     assert m.nonzero("eventfleet_lease_losses_total", "shard") == dict.fromkeys(held, 1.0)
-    assert m.total("eventfleet_shards_owned") > 0
+    assert m.total("eventfleet_worker_shards_owned") > 0
     assert set(owners(r, namespace, counts).values()) == {a.id, b.id}
     # The probes that timed out while it was stopped are answered into closed sockets on
     # resuming: that must not print tracebacks between the JSON lines.

@@ -69,8 +69,10 @@ def test_kubernetes_validate_passes_and_skips_only_the_operator_resources() -> N
 
 def endpoint_check(endpoint: dict[str, Any]) -> None:
     assert endpoint["path"] == "/metrics"
-    assert endpoint["honorLabels"] is True, "keep our `namespace` label, not the pod's"
-    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
+    # Our series say `eventfleet_namespace`, so the Operator's `namespace` (the pod's Kubernetes
+    # namespace) stays beside it: honorLabels would let a metric overwrite target labels.
+    assert "honorLabels" not in endpoint
+    assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout"}
     for key in ("interval", "scrapeTimeout"):
         assert re.fullmatch(r"[0-9]+s", endpoint[key]), key
 

@@ -214,7 +214,8 @@ def test_scaledobject_scales_the_workers_on_total_lag() -> None:
     assert trigger["type"] == "prometheus"
     config = k8s_resource("ConfigMap", "eventfleet-config")["data"]
     namespace = config["EVENTFLEET_NAMESPACE"]
-    assert trigger["metadata"]["query"] == f'sum(eventfleet_shard_lag{{namespace="{namespace}"}})'
+    query = f'sum(eventfleet_shard_lag{{eventfleet_namespace="{namespace}"}})'
+    assert trigger["metadata"]["query"] == query
     # a query that returns nothing (exporter down) is an error, so `fallback` applies
     assert trigger["metadata"]["ignoreNullValues"] == "false"
     assert spec["fallback"]["replicas"] >= 1

@@ -51,7 +51,7 @@ LABEL_VALUES = {
     "operation": r"[a-z]+(_[a-z]+)*",
     "version": r"[0-9]+(\.[0-9]+)*([.+-][0-9A-Za-z.+-]+)?",
     "le": r"[0-9.e+-]+|\+Inf",
-    "namespace": r"t[0-9a-f]{8}",  # the test's namespace, on every series
+    "eventfleet_namespace": r"t[0-9a-f]{8}",  # the test's namespace, on every series
     "stream": r"events|outcomes|dlq",
 }
 
@@ -109,13 +109,13 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     m = a.scrape()
     check_contract_families(m)
     assert [(s.labels, s.value) for s in m.samples("eventfleet_build_info")] == [
-        ({"version": package_version(), "namespace": namespace}, 1.0)
+        ({"version": package_version(), "eventfleet_namespace": namespace}, 1.0)
     ]
     for f in m.families.values():
         for sample in f.samples if f.name.startswith("eventfleet_") else ():
-            assert sample.labels["namespace"] == namespace, sample
+            assert sample.labels["eventfleet_namespace"] == namespace, sample
     check_counters_start_at_zero(m, shards)
-    assert m.total("eventfleet_shards_owned") == len(shards)
+    assert m.total("eventfleet_worker_shards_owned") == len(shards)
     assert m.by("eventfleet_lease_acquisitions_total", "shard") == dict.fromkeys(shards, 1.0)
     assert m.total("eventfleet_recovery_duration_seconds_count") == len(shards)
 
@@ -148,7 +148,9 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
     assert m.nonzero("eventfleet_duplicates_dropped_total", "shard") == {dup_shard: 1}
     assert m.total("eventfleet_duplicates_dropped_total", family="u") == 1
     dead = [(s.labels, s.value) for s in m.samples("eventfleet_dead_letters_total") if s.value]
-    assert dead == [({"shard": bad_shard, "reason": "bad_json", "namespace": namespace}, 1.0)]
+    assert dead == [
+        ({"shard": bad_shard, "reason": "bad_json", "eventfleet_namespace": namespace}, 1.0)
+    ]
     outcomes = {
         (s.labels["status"], s.labels["reason"]): s.value
         for s in m.samples("eventfleet_order_outcomes_total")
@@ -195,8 +197,8 @@ def test_a_live_worker_exposes_every_contract_metric_and_they_move(
 
     def rebalanced() -> tuple[Scrape, Scrape] | None:
         ma, mb = a.scrape(), b.scrape()
-        owned_a = ma.total("eventfleet_shards_owned")
-        owned_b = mb.total("eventfleet_shards_owned")
+        owned_a = ma.total("eventfleet_worker_shards_owned")
+        owned_b = mb.total("eventfleet_worker_shards_owned")
         ok = (
             owned_a + owned_b == len(shards)
             and owned_b > 0

@@ -111,8 +111,8 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             r.xadd(keys.events("i1"), {EVENT_FIELD: b"{oops"})
             wait_for(
                 lambda: (
-                    prom.query("eventfleet_shards_owned > 0")
-                    and len(prom.query("eventfleet_shards_owned > 0")) == 2
+                    prom.query("eventfleet_worker_shards_owned > 0")
+                    and len(prom.query("eventfleet_worker_shards_owned > 0")) == 2
                 ),
                 DEADLINE_S,
                 "both workers to hold shards in Prometheus",
@@ -168,13 +168,15 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         )
         absent = prom.firing()["EventfleetFleetAbsent"]
         assert {"alertname": "EventfleetFleetAbsent", "severity": "critical"} in absent
-        lag = f'sum(eventfleet_shard_lag{{namespace="{namespace}"}})'
+        lag = f'sum(eventfleet_shard_lag{{eventfleet_namespace="{namespace}"}})'
         wait_for(
             lambda: float(prom.query(lag)[0]["value"][1]) >= 200,
             DEADLINE_S,
             "the exporter's lag to show the backlog with no worker running",
         )
-        unowned = prom.query(f'sum(1 - eventfleet_shard_owned{{namespace="{namespace}"}})')
+        unowned = prom.query(
+            f'sum(1 - eventfleet_shard_has_owner{{eventfleet_namespace="{namespace}"}})'
+        )
         assert float(unowned[0]["value"][1]) == len(counts.all_shards())
         assert float(prom.query("max(eventfleet_shard_lag_seconds)")[0]["value"][1]) > 0
         assert not prom.query("eventfleet_build_info"), "no worker series is left"

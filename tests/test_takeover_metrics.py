@@ -128,7 +128,9 @@ def test_an_entry_delivered_too_often_counts_as_a_dead_letter_on_takeover(
     wait_idle(r, namespace, counts)
     m = a.scrape()
     dead = [(s.labels, s.value) for s in m.samples("eventfleet_dead_letters_total") if s.value]
-    assert dead == [({"shard": shard, "reason": "max_deliveries", "namespace": namespace}, 1.0)]
+    assert dead == [
+        ({"shard": shard, "reason": "max_deliveries", "eventfleet_namespace": namespace}, 1.0)
+    ]
     assert m.nonzero("eventfleet_claimed_entries_total", "shard") == {shard: 1}
     assert m.nonzero("eventfleet_replayed_entries_total", "shard") == {shard: 1}
     assert m.total("eventfleet_events_applied_total") == 0

@@ -3,7 +3,7 @@
 Each namespace-wide gauge is one row of ``SHARD_GAUGES`` or ``NAMESPACE_GAUGES``: a name, a
 help text and a function of the reading. Adding a gauge is one row here and, if it needs
 another Redis reply, one command in ``read.py`` (as Redis memory against maxmemory did).
-Every series carries the constant ``namespace`` label.
+Every series carries the constant ``eventfleet_namespace`` label (``NAMESPACE_LABEL``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from eventfleet.exporter.read import Reading, ShardReading
+
+NAMESPACE_LABEL = "eventfleet_namespace"
+"""As the workers' (``worker.metrics.NAMESPACE_LABEL``): not ``namespace``, Kubernetes' own."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,13 @@ class NamespaceGauge:
 SHARD_GAUGES = (
     ShardGauge(
         "eventfleet_shard_lag",
-        "Entries not yet applied: undelivered to the group, or delivered and not acked",
+        "Events not yet applied: waiting in the shard's inbox, undelivered to the group, or "
+        "delivered and not acked",
         lambda s: s.lag,
     ),
     ShardGauge(
         "eventfleet_shard_lag_seconds",
-        "Age of the oldest entry not yet applied (0 when caught up)",
+        "Age of the oldest event not yet applied, in its log or its inbox (0 when caught up)",
         lambda s: s.lag_seconds,
     ),
     ShardGauge(
@@ -48,7 +52,9 @@ SHARD_GAUGES = (
         lambda s: s.pending,
     ),
     ShardGauge(
-        "eventfleet_shard_owned", "1 while some worker holds the shard's lease", lambda s: s.owned
+        "eventfleet_shard_has_owner",
+        "1 while some worker holds the shard's lease, else 0",
+        lambda s: s.owned,
     ),
     ShardGauge(
         "eventfleet_shard_epoch",
@@ -101,7 +107,7 @@ def families(namespace: str, reading: Reading | None, stats: PassStats) -> Itera
     """The metric families of one scrape; ``reading`` is None when the last pass failed, and
     then only the exporter's own series are served (a query over the shard gauges returns
     nothing, which KEDA with ``ignoreNullValues: "false"`` treats as an error, not as 0)."""
-    ns = {"namespace": namespace}
+    ns = {NAMESPACE_LABEL: namespace}
     yield _gauge(
         "eventfleet_exporter_pass_ok", "1 when the last pass read Redis", stats.last_ok, ns
     )
@@ -112,7 +118,9 @@ def families(namespace: str, reading: Reading | None, stats: PassStats) -> Itera
         ns,
     )
     passes = CounterMetricFamily(
-        "eventfleet_exporter_passes", "Passes over the namespace", labels=["namespace", "outcome"]
+        "eventfleet_exporter_passes",
+        "Passes over the namespace",
+        labels=[NAMESPACE_LABEL, "outcome"],
     )
     passes.add_metric([namespace, "ok"], stats.ok)
     passes.add_metric([namespace, "failed"], stats.failed)
@@ -122,14 +130,14 @@ def families(namespace: str, reading: Reading | None, stats: PassStats) -> Itera
     for ng in NAMESPACE_GAUGES:
         yield _gauge(ng.name, ng.help, ng.value(reading), ns)
     for sg in SHARD_GAUGES:
-        family = GaugeMetricFamily(sg.name, sg.help, labels=["namespace", "shard"])
+        family = GaugeMetricFamily(sg.name, sg.help, labels=[NAMESPACE_LABEL, "shard"])
         for s in reading.shards:
             family.add_metric([namespace, s.shard], float(sg.value(s)))
         yield family
     by_reason = GaugeMetricFamily(
         "eventfleet_shard_dead_letters_by_reason",
         "Entries in the shard's dead-letter stream, by reason (only the reasons present)",
-        labels=["namespace", "shard", "reason"],
+        labels=[NAMESPACE_LABEL, "shard", "reason"],
     )
     for s in reading.shards:
         for reason, n in sorted(s.dead_letters_by_reason.items()):
