@@ -71,6 +71,7 @@ FILES = {
     "test_newcomer.py": "fast",
     "test_client.py": "fast",
     "test_lag.py": "fast",
+    "test_liveview.py": "fast",
     # Redis servers of their own, the shipped ACL file, TLS, processes
     "test_acl.py": "redis",
     "test_acl_exporter.py": "redis",

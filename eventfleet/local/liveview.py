@@ -88,7 +88,8 @@ class LiveView:
         # The terminal's size now: rich would prefer COLUMNS/LINES, which may be stale.
         with contextlib.suppress(OSError):
             self.console.size = os.get_terminal_size(sys.stdout.fileno())
-        self.live.update(render(session, self.console.size.height, self.step), refresh=True)
+        size = self.console.size
+        self.live.update(render(session, size.height, self.step, size.width), refresh=True)
 
     @contextmanager
     def progress(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
@@ -109,13 +110,26 @@ class LiveView:
             self.step = ""
 
 
-def render(s: Session, height: int, step: str = "") -> RenderableType:
+FULL_WIDTH = 120
+"""Narrower than this, the compact view: the full one's four panels and six shard columns
+need it."""
+LOG_MIN_H = 5
+"""The log panel: its two borders and at least three lines."""
+COMPACT_KEYS = "k kill · a add · s stop · p pause · q quit"
+
+
+def render(s: Session, height: int, step: str = "", width: int = 200) -> RenderableType:
+    """The whole screen: the full view when everything fits (every shard, four panels, a log
+    of a few lines), else ``compact`` (an 80x24 terminal: every line whole, nothing wrapped,
+    the shards that need a look first and a summary of the others, keys and log shown)."""
     rows = s.sample.rows if s.sample else []
     users = [r for r in rows if r.shard.startswith("u")]
     items = [r for r in rows if r.shard.startswith("i")]
     shard_h = max(len(users), len(items), 1) + 4
     workers = s.stack.fleet.workers if s.stack.fleet else []
     middle_h = max(len(workers), 10) + 3
+    if width < FULL_WIDTH or height < 2 + shard_h + middle_h + LOG_MIN_H:
+        return compact(s, height, step, users, items)
     log_h = max(3, height - 2 - shard_h - middle_h)
 
     shards = Table.grid(expand=True, padding=(0, 1))
@@ -147,6 +161,126 @@ def render(s: Session, height: int, step: str = "") -> RenderableType:
         Layout(Text(" keys: " + KEYS_HELP, style="bold"), size=1),
     )
     return layout
+
+
+def compact(
+    s: Session, height: int, step: str, users: list[ShardStatus], items: list[ShardStatus]
+) -> RenderableType:
+    """The view for a small terminal (80x24 and up): a one-line header, the shards that need
+    a look (no owner, then the most lag) with a line summing up the others, the workers and
+    the fleet's totals, the log and the keys; every line cut to the width, none wrapped."""
+    workers = s.stack.fleet.workers if s.stack.fleet else []
+    worker_rows = min(len(workers), 6)
+    middle_h = max(worker_rows + 1, 4) + 2
+    shard_h = max(5, height - 2 - middle_h - LOG_MIN_H)
+    shown = max(1, shard_h - 4)  # title, column heads, their rule and the summary line
+    log_h = max(3, height - 2 - middle_h - shard_h)
+
+    shards = Table.grid(expand=True, padding=(0, 1))
+    shards.add_column(ratio=1)
+    shards.add_column(ratio=1)
+    shards.add_row(
+        compact_shards("user shards", users, shown, s),
+        compact_shards("item shards", items, shown, s),
+    )
+    middle = Table.grid(expand=True, padding=(0, 1))
+    middle.add_column(ratio=1)
+    middle.add_column(ratio=1)
+    middle.add_row(
+        Panel(workers_table(s, limit=worker_rows), title="workers", border_style="blue"),
+        Panel(compact_totals(s), title="fleet", border_style="blue"),
+    )
+    layout = Layout()
+    layout.split_column(
+        Layout(compact_header(s, step), size=1),
+        Layout(shards, size=shard_h),
+        Layout(middle, size=middle_h),
+        Layout(Panel(rolling_log(s, log_h - 2), title="log", border_style="blue"), size=log_h),
+        Layout(Text(" keys: " + COMPACT_KEYS, style="bold", no_wrap=True), size=1),
+    )
+    return layout
+
+
+def attention(r: ShardStatus) -> tuple[bool, int]:
+    """Sort key: shards without an owner first, then the most lag."""
+    return (r.owner is not None, -(r.lag or 0))
+
+
+def compact_shards(title: str, rows: list[ShardStatus], shown: int, s: Session) -> Table:
+    """Up to ``shown`` rows, those that need a look, in shard order; a caption sums up the
+    rest (how many, whether all are owned, their lag)."""
+    picked = {r.shard for r in sorted(rows, key=attention)[:shown]} if len(rows) > shown else None
+    visible = [r for r in rows if picked is None or r.shard in picked]
+    rest = [r for r in rows if picked is not None and r.shard not in picked]
+    t = Table(
+        title=f"{title} ({len(visible)} of {len(rows)})" if rest else title,
+        title_style="bold",
+        expand=True,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        border_style="blue",
+        caption=summary(rest) if rest else None,
+        caption_style="dim",
+        caption_justify="left",
+    )
+    t.add_column("shard", no_wrap=True)
+    t.add_column("owner", no_wrap=True, overflow="ellipsis", ratio=1)
+    for name in ("lag", "pend", "snap"):
+        t.add_column(name, justify="right", no_wrap=True)
+    stale = 2 * s.cfg.snapshot_interval_s
+    for r in visible:
+        owner = (
+            Text(s.short(r.owner), style=owner_style(s.short(r.owner)))
+            if r.owner
+            else Text("none", style="bold red")
+        )
+        age = Text("-" if r.snapshot_age_s is None else f"{r.snapshot_age_s:.0f}s")
+        if r.snapshot_age_s is not None and r.snapshot_age_s > stale:
+            age.stylize("yellow")
+        t.add_row(
+            r.shard,
+            owner,
+            Text(
+                "?" if r.lag is None else str(r.lag), style="yellow" if (r.lag or 0) > 1000 else ""
+            ),
+            Text(str(r.pending), style="yellow" if r.pending > 1000 else ""),
+            age,
+        )
+    return t
+
+
+def summary(rest: list[ShardStatus]) -> str:
+    """One line for the shards not shown: ``+9 more: all owned, lag 0``."""
+    unowned = sum(1 for r in rest if r.owner is None)
+    lag = sum(r.lag or 0 for r in rest)
+    owned = "all owned" if not unowned else f"{unowned} without owner"
+    return f"+{len(rest)} more: {owned}, lag {lag}"
+
+
+def compact_header(s: Session, step: str) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(" eventfleet up ", style="bold white on blue")
+    t.append(f" {fmt_duration(s.elapsed)} ", style="bold")
+    t.append(step or s.phase, style="green" if s.phase == "running" else "yellow")
+    t.append(f"  {s.stack.url or '...'}  ns {s.stack.namespace}")
+    t.append(f"  TTL {s.cfg.lease_ttl_ms / 1000:g}s")
+    return t
+
+
+def compact_totals(s: Session) -> Table:
+    smp = s.sample
+    settled = s.sampler.settled if s.sampler else 0
+    of = f"/{s.expected_orders}" if s.expected_orders is not None else ""
+    faults = "/".join(str(s.faults[k]) for k in FAULT_KINDS)
+    return _kv(
+        [
+            ("applied", f"{smp.applied} ({smp.rate:.0f}/s)" if smp else "0"),
+            ("lag / pending", f"{smp.lag} / {smp.pending}" if smp else "0 / 0"),
+            ("orders settled", f"{settled}{of}"),
+            ("faults " + "/".join(k[0] for k in FAULT_KINDS), faults),
+        ]
+    )
 
 
 def header(s: Session, step: str) -> Text:
@@ -209,12 +343,23 @@ def owner_style(name: str) -> str:
     return OWNER_STYLES[int(digits or 0) % len(OWNER_STYLES)]
 
 
-def workers_table(s: Session) -> Table:
+def workers_table(s: Session, limit: int | None = None) -> Table:
+    """One row a worker; with ``limit``, that many rows at most, the last saying how many
+    more there are."""
     t = Table(box=None, expand=True, pad_edge=False, show_edge=False)
     for name in ("worker", "pid", "state", "shards"):
-        t.add_column(name, justify="right" if name in ("pid", "shards") else "left")
+        t.add_column(
+            name,
+            justify="right" if name in ("pid", "shards") else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
     owners = s.sample.owners() if s.sample else None
-    for w in s.stack.fleet.workers if s.stack.fleet else []:
+    every = s.stack.fleet.workers if s.stack.fleet else []
+    listed = every if limit is None or len(every) <= limit else every[: limit - 1]
+    if len(listed) < len(every):
+        t.caption = f"+{len(every) - len(listed)} more"
+    for w in listed:
         state = s.worker_state(w)
         style = "green" if state == "running" else "yellow" if w.alive else "red"
         held = owners[w.worker_id] if owners else 0
@@ -274,7 +419,8 @@ def faults_table(s: Session) -> Table:
 def rolling_log(s: Session, n: int) -> RenderableType:
     lines = []
     for e in s.tail.recent(max(1, n)):
-        t = Text(time.strftime("%H:%M:%S ", time.localtime(e.at)), style="dim")
+        t = Text(no_wrap=True, overflow="ellipsis")  # one event, one line: none wraps
+        t.append(time.strftime("%H:%M:%S ", time.localtime(e.at)), style="dim")
         t.append(f"{e.who:<9} ", style="bold")
         t.append(e.text, style=LOG_STYLES.get(e.kind, ""))
         lines.append(t)
