@@ -35,17 +35,17 @@ from eventfleet.client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from eventfleet.client.results import OrderResult, Published, Receipt
+from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from eventfleet.client.sync import AnyEvent, build, event_of, result_of
 from ledger.codec import decode_outcome, describe_validation_error
 from ledger.events import AddItem, Order, OrderOutcome, Topup
-from ledger.shards import ShardCounts, destination, user_shard
+from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
 from producer.client import CHUNK, Stamper, check_key, check_pushed, grouped, source_of
 from producer.outcomes import LOOKBACK_MS
 from store import ids
 from store.connection import TRANSIENT, FatalRedisError, classify, mask_url
 from store.keys import Keys
-from store.namespace import FORMAT_VERSION
+from store.namespace import NamespaceError, NamespaceMissing, counts_of
 from store.settings import Settings
 
 T = TypeVar("T")
@@ -164,14 +164,12 @@ class Client:
 
     async def _read_counts(self) -> ShardCounts:
         meta: Any = await self._redis.hgetall(self.keys.meta)
-        if b"item_shards" not in meta:
-            raise NotInitialised(
-                f"namespace {self.keys.ns!r} is not initialised on this Redis: "
-                "run `eventfleet init` first"
-            )
-        if meta.get(b"version", b"1").decode() != FORMAT_VERSION:
-            raise ConfigurationError(f"namespace {self.keys.ns!r} has another format")
-        return ShardCounts(int(meta[b"user_shards"]), int(meta[b"item_shards"]))
+        try:
+            return counts_of(meta, self.keys)
+        except NamespaceMissing as exc:
+            raise NotInitialised(str(exc)) from None
+        except NamespaceError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     async def _guarded(self, fn: Callable[[], Awaitable[T]], retry_s: float = 3.0) -> T:
         """``fn()``, retried on transient errors for ``retry_s``; errors as the client's."""
@@ -338,6 +336,85 @@ class Client:
             await self._send(r, stamped)
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
         return Published(len(models), stamper.source, last)
+
+    # ---- reads ---------------------------------------------------------------------------
+    async def _read(
+        self, shard: str, field: str, after: Receipt | OrderResult | None, timeout: float
+    ) -> bytes | None:
+        r, _counts, _stamper = await self._ready()
+        model = self.keys.model(shard)
+        if not isinstance(after, Receipt):
+            found: Any = await self._guarded(lambda: r.hget(model, field))
+            return None if found is None else bytes(found)
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        mark = f"w:{after.source}"
+        where = self.keys.model(after.shard)
+        while True:
+            if after.shard == shard:
+                seq, value = await self._guarded(lambda: r.hmget(model, [mark, field]))
+            else:
+                seq, value = await self._guarded(lambda: r.hget(where, mark)), None
+            if seq is not None and int(seq) >= after.seq:
+                if after.shard != shard:
+                    value = await self._guarded(lambda: r.hget(model, field))
+                return None if value is None else bytes(value)
+            if time.monotonic() + pause > deadline:
+                raise WaitTimeout(
+                    f"shard {after.shard} has not applied {after.ref} within {timeout:g} s"
+                )
+            await asyncio.sleep(pause)
+            pause = min(0.05, pause * 2)
+
+    async def balance(
+        self, user: int, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
+    ) -> int:
+        """As ``eventfleet.Client.balance``.
+
+        Example::
+
+            await client.balance(7, after=await client.topup(user=7, amount=5))
+        """
+        _r, counts, _s = await self._ready()
+        value = await self._read(user_shard(user, counts), f"b:{user}", after, timeout)
+        return 0 if value is None else int(value)
+
+    async def item(
+        self, item: str, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
+    ) -> Item | None:
+        """As ``eventfleet.Client.item``.
+
+        Example::
+
+            await client.item("sku-1")
+        """
+        _r, counts, _s = await self._ready()
+        value = await self._read(item_shard(item, counts), f"i:{item}", after, timeout)
+        if value is None:
+            return None
+        remain, price = value.split()
+        return Item(item, int(remain), int(price))
+
+    async def order_status(
+        self,
+        order_id: str,
+        *,
+        user: int,
+        after: Receipt | OrderResult | None = None,
+        timeout: float = 5.0,
+    ) -> Decided | None:
+        """As ``eventfleet.Client.order_status``.
+
+        Example::
+
+            await client.order_status("o-1", user=7)
+        """
+        _r, counts, _s = await self._ready()
+        key = order_key(user, order_id, counts.orders_per_user)
+        value = await self._read(user_shard(user, counts), f"o:{key}", after, timeout)
+        if value is None:
+            return None
+        return "confirmed" if value == b"confirmed" else "rejected"
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def aclose(self) -> None:

@@ -91,6 +91,12 @@ class Keys:
         ``store/lua/mark_written.lua``)."""
         return f"{self.ns}:{{{shard}}}:written"
 
+    def model(self, shard: str) -> str:
+        """Hash: the shard's read model, what applications read in O(1) (``worker.model``):
+        ``b:<user>`` balance, ``i:<item>`` ``<remain> <price>``, ``o:<user>/<order id>``
+        status, ``w:<source>`` the highest seq applied from it, ``_upto`` the entry id folded."""
+        return f"{self.ns}:{{{shard}}}:model"
+
     def poison(self, shard: str) -> str:
         """Entry ids dead-lettered for too many deliveries; replay and verify skip them."""
         return f"{self.ns}:{{{shard}}}:poison"

@@ -76,7 +76,11 @@ def _same_counts(existing: ShardCounts, counts: ShardCounts, keys: Keys) -> None
 
 
 def read_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
-    meta: Any = r.hgetall(keys.meta)
+    return counts_of(r.hgetall(keys.meta), keys)
+
+
+def counts_of(meta: Any, keys: Keys) -> ShardCounts:
+    """The namespace's fixed parameters from its meta hash (``HGETALL``'s reply)."""
     if b"item_shards" not in meta:  # none yet, or an init between its two writes
         raise NamespaceMissing(
             f"namespace {keys.ns!r} is not initialised on this Redis: run `eventfleet init` first"

@@ -107,6 +107,7 @@ FILES = {
     "test_redrive_once.py": "fleet",
     "test_rejoin_check.py": "fleet",
     "test_restart_shipped.py": "fleet",
+    "test_readme_python.py": "fleet",
     "test_retention.py": "fleet",
     "test_soak.py": "fleet",
     "test_standby.py": "fleet",

@@ -14,6 +14,7 @@ from ledger.shards import ShardCounts
 from store import ids
 from store.keys import flat_entry_event
 from worker.effects import Effects
+from worker.model import Changes, Pruned, values
 from worker.observe import Observer
 from worker.owned import Owned
 
@@ -32,6 +33,9 @@ def apply_entries(
     dups = events = 0
     oldest: str | None = None
     state = o.state
+    changes = Changes()
+    note = changes.note
+    pruned = Pruned(state, bool(entries) and ids.millis(entries[-1][0]) >= state.prune_at)
     # Entries come in id order, so only a batch that starts at or below the last applied
     # id needs a per-entry check: after a lost reply (resync), or if the group's position
     # ever fell behind a snapshot (a Redis that lost writes).
@@ -45,6 +49,7 @@ def apply_entries(
         for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox):
             events += 1
             add(res)  # the result itself is dropped here (see Effects)
+            note(res, counts)
             if res.kind == "applied":
                 types[res.event_type or "?"] += 1
                 if oldest is None:
@@ -55,6 +60,8 @@ def apply_entries(
                 outcomes[out.status, out.reason or "none"] += 1
     if entries:
         o.per_entry = events_per_entry(events, len(entries))
+        effects.model = values(state, changes)
+        effects.model_removed = pruned.removed(state)
     if types or dups:
         observe.shard_applied(o.name, o.family, types, dups, oldest)
     if outcomes:

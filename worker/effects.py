@@ -14,6 +14,7 @@ from typing import Any
 from ledger.bundle import pack
 from ledger.rules import DeadLetter, StepResult
 from store.keys import GROUP, Keys
+from worker.model import chunks
 from worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
 
@@ -40,7 +41,7 @@ class Effects:
     meanwhile; the texts and numbers kept here are not tracked by the GC at all.
     """
 
-    __slots__ = ("dead", "emits", "outcome_args")
+    __slots__ = ("dead", "emits", "model", "model_removed", "outcome_args")
 
     def __init__(self) -> None:
         self.emits: dict[str, list[str]] = {}
@@ -48,6 +49,10 @@ class Effects:
         self.outcome_args: list[Any] = []
         """``seq, "outcome", text`` per outcome record, in seq order (``append_once``)."""
         self.dead: list[DeadLetter] = []
+        self.model: list[str] = []
+        """Read-model field/value pairs the batch changed (``worker.model``)."""
+        self.model_removed: list[str] = []
+        """Read-model fields the batch's prune let go."""
 
     @classmethod
     def of(cls, results: Iterable[StepResult]) -> Effects:
@@ -81,6 +86,7 @@ def queue_effects(
     upto: str,
     *,
     mark: bool = False,
+    token: str | None = None,
 ) -> None:
     """Queue, on a pipeline, the writes of one shard's batch, in order; the ack is not one of
     them (``queue_acks``): it is sent only once every effect is confirmed written.
@@ -94,8 +100,14 @@ def queue_effects(
     shard's written-mark is raised to it first, so a later takeover knows that entries at or
     below it may have effects out in Redis (and must never be skipped as poison). ``mark``
     raises it even when the batch has no effect (the takeover's entry-by-entry replay).
+
+    The read model's changes (``token``: the shard's lease token, which fences them) go
+    first, with the mark (``write_model.lua`` raises it too): a client that sees an order's
+    outcome record finds the model already past it.
     """
-    if mark or effects:
+    if token is not None and (effects.model or effects.model_removed):
+        queue_model(pipe, keys, scripts, shard, token, upto, effects.model, effects.model_removed)
+    elif mark or effects:
         scripts.mark_written(pipe, written=keys.written(shard), upto=upto)
     for dest, texts in effects.emits.items():  # in order per destination: its seqs ascend
         # a bundle per destination (ledger.bundle): one entry for up to MAX_EVENTS events
@@ -115,6 +127,31 @@ def queue_effects(
         for d in effects.dead:
             dargs += [d.seq, *dead_letter_fields(d)]
         scripts.append_once(pipe, stream=keys.dlq(shard), fields=5, records=dargs)
+
+
+def queue_model(
+    pipe: Any,
+    keys: Keys,
+    scripts: Scripts,
+    shard: str,
+    token: str,
+    upto: str,
+    values: list[str],
+    removed: Sequence[str] = (),
+) -> None:
+    """Queue the read model's writes (``write_model.lua``), in slices that keep each script
+    run short; the removed fields go with the first."""
+    for i, part in enumerate(chunks(values)):
+        scripts.write_model(
+            pipe,
+            written=keys.written(shard),
+            lease=keys.lease(shard),
+            model=keys.model(shard),
+            token=token,
+            upto=upto,
+            values=part,
+            removed=removed if i == 0 else (),
+        )
 
 
 def queue_acks(pipe: Any, keys: Keys, shard: str, ack_ids: Sequence[bytes | str]) -> None:

@@ -100,6 +100,7 @@ class Scripts:
         self._retain = load("retain", PRELUDE)
         self._xadd_many = load("xadd_many", MOVE_INBOX)
         self._tail = load("tail")
+        self._write_model = load("write_model", PRELUDE)
 
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
@@ -268,3 +269,25 @@ class Scripts:
         first entry id once anything was removed (XTRIM moves only that; "0-0" when nothing
         ever was); ``[]`` when the stream has no group."""
         return self._tail(keys=[events, poison], args=[after, count], client=client)
+
+    def write_model(
+        self,
+        client: Any,
+        *,
+        written: str,
+        lease: str,
+        model: str,
+        token: str,
+        upto: str,
+        values: Sequence[str],
+        removed: Sequence[str] = (),
+    ) -> Any:
+        """Raise the ``written`` mark to ``upto`` (as ``mark_written``), then set ``values``
+        (field, value, ...) in the shard's read model and delete ``removed`` fields, fenced by
+        the lease and never behind the model's own ``_upto``: 1 when written, 2 when written
+        into a model that had no ``_upto`` (write every value next), 0 when refused (not the
+        holder, or the model folds past ``upto`` already)."""
+        args: list[Any] = [token, upto, *values]
+        if removed:
+            args += ["--", *removed]
+        return self._write_model(keys=[written, lease, model], args=args, client=client)

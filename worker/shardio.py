@@ -94,7 +94,7 @@ def queue_read(conn: Conn, pipe: Any, o: Owned, args: dict[str, Any]) -> None:
 
 def queue_write(conn: Conn, pipe: Any, w: ShardWrite) -> None:
     """Queue a shard's effects (not its ack: ``queue_ack``)."""
-    queue_effects(pipe, conn.keys, conn.scripts, w.o.name, w.effects, w.upto)
+    queue_effects(pipe, conn.keys, conn.scripts, w.o.name, w.effects, w.upto, token=w.o.token)
 
 
 def queue_ack(conn: Conn, pipe: Any, w: ShardWrite) -> None:

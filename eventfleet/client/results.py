@@ -34,6 +34,9 @@ class Receipt:
 
 Status = Literal["confirmed", "rejected", "duplicate"]
 
+Decided = Literal["confirmed", "rejected"]
+"""What ``order_status`` reads: how the user's shard decided the order."""
+
 
 @dataclass(frozen=True, slots=True)
 class OrderResult:
@@ -88,4 +91,4 @@ class Item:
     price: int
 
 
-__all__ = ["Item", "OrderResult", "Published", "Receipt", "Status"]
+__all__ = ["Decided", "Item", "OrderResult", "Published", "Receipt", "Status"]

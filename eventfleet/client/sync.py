@@ -30,10 +30,10 @@ from eventfleet.client.errors import (
     Unavailable,
     WaitTimeout,
 )
-from eventfleet.client.results import OrderResult, Published, Receipt
+from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from ledger.codec import describe_validation_error
 from ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
-from ledger.shards import ShardCounts, destination
+from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
 from producer.client import InboxMissing, Producer, check_key, source_of
 from producer.outcomes import wait_outcome
 from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
@@ -260,6 +260,105 @@ class Client:
             sent = producer.publish(models, seqs=seqs)
         last = {s: Receipt(s, producer.source, n) for s, n in producer.seq.items()}
         return Published(sent, producer.source, last)
+
+    # ---- reads (the read model: one key per read, whatever the shard's size) --------------
+    def _read(
+        self,
+        shard: str,
+        field: str,
+        after: Receipt | OrderResult | None,
+        timeout: float,
+    ) -> bytes | None:
+        """One field of ``shard``'s read model; with a receipt ``after``, once its shard has
+        applied it (``WaitTimeout`` after ``timeout`` seconds)."""
+        model = self.keys.model(shard)
+        with translated(self._url):
+            if not isinstance(after, Receipt):  # an order's outcome: its model came first
+                value: Any = self.redis.hget(model, field)
+                return value if value is None else bytes(value)
+            deadline = time.monotonic() + timeout
+            pause = 0.001
+            mark = f"w:{after.source}"
+            while True:
+                if after.shard == shard:
+                    seq, value = self.redis.hmget(model, [mark, field])
+                else:
+                    seq = self.redis.hget(self.keys.model(after.shard), mark)
+                    value = None
+                if seq is not None and int(seq) >= after.seq:
+                    if after.shard != shard:
+                        value = self.redis.hget(model, field)
+                    return value if value is None else bytes(value)
+                if time.monotonic() + pause > deadline:
+                    raise WaitTimeout(
+                        f"shard {after.shard} has not applied {after.ref} within {timeout:g} s"
+                    )
+                time.sleep(pause)
+                pause = min(0.05, pause * 2)
+
+    def balance(
+        self, user: int, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
+    ) -> int:
+        """``user``'s balance (0 for a user never credited), read from one key.
+
+        ``after``: a receipt of a write to this user's shard (a top-up): wait, up to
+        ``timeout`` seconds, until the shard has applied it, so the balance includes it
+        (read-your-writes). An ``OrderResult`` needs no wait: its outcome is recorded after
+        the balance it charged.
+
+        Example::
+
+            receipt = client.topup(user=7, amount=500)
+            client.balance(7, after=receipt)
+            # -> 500 (or more)
+        """
+        shard = user_shard(user, self.counts)
+        value = self._read(shard, f"b:{user}", after, timeout)
+        return 0 if value is None else int(value)
+
+    def item(
+        self, item: str, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
+    ) -> Item | None:
+        """``item``'s stock and price, or None for an item never added; ``after`` as for
+        ``balance`` (an ``add_item`` receipt).
+
+        Example::
+
+            client.item("sku-1", after=client.add_item(item="sku-1", count=10, price=250))
+            # -> Item(item_id='sku-1', remain=10, price=250)
+        """
+        shard = item_shard(item, self.counts)
+        value = self._read(shard, f"i:{item}", after, timeout)
+        if value is None:
+            return None
+        remain, price = value.split()
+        return Item(item, int(remain), int(price))
+
+    def order_status(
+        self,
+        order_id: str,
+        *,
+        user: int,
+        after: Receipt | OrderResult | None = None,
+        timeout: float = 5.0,
+    ) -> Decided | None:
+        """``confirmed`` or ``rejected`` once ``user``'s shard has decided the order (an order
+        is ``user`` and ``order_id``), else None: not decided yet, never placed, or decided
+        longer ago than the namespace's dedup window (its outcome record stays in the outcome
+        stream and the archive).
+
+        Example::
+
+            client.order(user=7, item="sku-1", qty=1, order_id="o-1")
+            client.order_status("o-1", user=7)
+            # -> None at first, then 'confirmed'
+        """
+        shard = user_shard(user, self.counts)
+        key = order_key(user, order_id, self.counts.orders_per_user)
+        value = self._read(shard, f"o:{key}", after, timeout)
+        if value is None:
+            return None
+        return "confirmed" if value == b"confirmed" else "rejected"
 
     # ---- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:

@@ -1,0 +1,33 @@
+"""The read model (``worker.model``) held to the fold: when the fleet is idle, a shard's model
+hash must hold exactly the values its log folds to. A field the fold has and the model lacks
+is ``lost`` (a read would miss it); one with another value, or one the fold does not have, is
+a ``mismatch`` (a read would return what the ledger never held)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from eventfleet.ops.verify.report import Report, ShardFold
+from store.keys import Keys
+from worker.model import UPTO, everything
+
+
+def check_model(r: redis.Redis, keys: Keys, fold: ShardFold, report: Report) -> None:
+    raw: Any = r.hgetall(keys.model(fold.shard))
+    stored = {k.decode(): v.decode() for k, v in raw.items()}
+    stored.pop(UPTO, None)
+    flat = everything(fold.state)
+    expected = dict(zip(flat[::2], flat[1::2], strict=True))
+    shard = fold.shard
+    for field, value in expected.items():
+        got = stored.get(field)
+        if got is None:
+            report.findings.add("lost", shard, "read model", f"{field} missing (log: {value})")
+        elif got != value:
+            report.findings.add("mismatch", shard, "read model", f"{field}: {got} (log: {value})")
+    for field in stored.keys() - expected.keys():
+        report.findings.add(
+            "mismatch", shard, "read model", f"{field}: {stored[field]} (not in the log's fold)"
+        )
