@@ -182,3 +182,13 @@ def test_the_shipped_default_user_is_off_and_may_replay_writes_only(shipped: Loc
     assert dryrun("GET", f"{NS}:meta") != b"OK"
     assert dryrun("SET", "other:key", "1") != b"OK"
     assert dryrun("SET", f"{NS}:x", "1") == b"OK"
+
+
+def test_the_local_acl_copy_follows_the_namespace(tmp_path: Path) -> None:
+    from eventfleet.local.shipped import write_acl
+
+    acl, logins = write_acl(tmp_path, namespace="chaos-1")
+    text = acl.read_text()
+    assert "eventfleet:" not in text  # every key pattern, the {workers} tags inside too
+    assert "~chaos-1:live{chaos-1:workers}" in text and "user eventfleet-worker " in text
+    assert logins.password_file("worker").read_text().strip() not in text

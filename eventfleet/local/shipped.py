@@ -83,7 +83,7 @@ def write_acl(
     the cluster rights when ``cluster``; key patterns of ``namespace`` instead of the shipped
     ``eventfleet``, as docs/SECURITY.md tells operators of another namespace to do), plus the
     local root user; returns it and the logins."""
-    text = re.sub(r"~eventfleet:", f"~{namespace}:", shipped_acl())
+    text = shipped_acl().replace("eventfleet:", f"{namespace}:")
     secret_dir = workdir / "secrets"
     secret_dir.mkdir(parents=True, exist_ok=True)
     logins = Logins(secret_dir)
