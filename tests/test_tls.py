@@ -128,6 +128,7 @@ def test_plain_connection_to_the_tls_port_fails(tls_server: Server) -> None:
         plain.ping()
 
 
+@pytest.mark.fleet  # a worker process (fleet_round_trip)
 def test_fleet_runs_over_tls(tls_server: Server, tls_dir: Path, tmp_path: Path) -> None:
     root = redis.Redis(
         host="127.0.0.1", port=tls_server.port, username=ROOT_USER, password=ROOT_PASSWORD,

@@ -84,6 +84,7 @@ FILES = {
     "test_tls.py": "redis",
     "test_reload_guard.py": "redis",
     "test_not_redis.py": "redis",
+    "test_shardio.py": "redis",
     # worker processes
     "test_acl_cli.py": "fleet",
     "test_bench.py": "fleet",
