@@ -68,3 +68,16 @@ compose-check:
 # default Debian 12's own /usr/bin/python3 (3.11.2); PYTHON=... names another.
 python-check:
 	@scripts/python-check.sh
+
+# The shipped docker-compose.yml run for real on a Docker engine (scripts/compose-check.py,
+# docs/DEPLOYMENT.md): one build, 4 workers, the load, verify, a worker killed, scaled to 2 and
+# back to 4 with the documented command, verify, ledger totals unchanged, down -v. A machine's
+# own extra compose files come from EVENTFLEET_COMPOSE_FILES (':'-separated).
+.PHONY: compose-check python-check
+compose-check:
+	@scripts/compose-check.py
+
+# The locks install and `make demo` runs on another Python (scripts/python-check.sh), by
+# default Debian 12's own /usr/bin/python3 (3.11.2); PYTHON=... names another.
+python-check:
+	@scripts/python-check.sh

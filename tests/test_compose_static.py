@@ -6,7 +6,11 @@ schema or tool that its consumer uses, and against the names fixed by docs/CONTR
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
+import shlex
+from types import ModuleType
 
 import jsonschema
 import pytest
@@ -75,6 +79,8 @@ def test_workers_and_producer_wait_for_init() -> None:
         "2000",
         "--seed",
         "1",
+        "--source",
+        "compose-load-seed1",
     ]
 
 
@@ -132,7 +138,7 @@ def test_compose_host_files_exist() -> None:
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
     for name, secret in data["secrets"].items():
         assert (ROOT / secret["file"]).is_file(), f"secret {name}: no file {secret['file']}"
-    build = data["services"]["worker"]["build"]
+    build = data["services"]["init"]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).is_file()
 
 
@@ -143,3 +149,75 @@ def test_ui_ports_bind_to_localhost_only() -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name} exposes {port} beyond localhost"
     for name in ("redis", "init", "worker", "producer"):
         assert "ports" not in services[name], f"{name} should not publish a host port"
+
+
+EVENTFLEET = {"init", "worker", "exporter", "producer", "archive"}
+"""The services that run the eventfleet image."""
+
+
+def test_the_image_is_built_once_and_never_pulled() -> None:
+    """`up --build` builds the image once: only `init` carries `build:`. Every other service
+    runs the same `image:`, waits for `init` (so `up` has built it before creating them) and
+    never pulls it (`pull_policy: never`: without it Compose asks a registry for it first)."""
+    services = compose()["services"]
+    assert {n for n, s in services.items() if "build" in s} == {"init"}
+    assert {n for n, s in services.items() if s.get("image", "").startswith("eventfleet:")} == (
+        EVENTFLEET
+    )
+    assert len({services[n]["image"] for n in EVENTFLEET}) == 1
+    for name in EVENTFLEET:
+        assert services[name]["pull_policy"] == "never", name
+        if name != "init":
+            assert services[name]["depends_on"]["init"]["condition"] == (
+                "service_completed_successfully"
+            ), name
+
+
+def test_a_rerun_of_the_producer_is_a_no_op() -> None:
+    """`docker compose up -d` starts the exited one-shot producer again: it publishes under a
+    fixed source name, so the re-run's events carry the same numbers and every shard drops them
+    (tests/test_idempotent_files.py runs it; `make compose-check` does it in Docker)."""
+    command = compose()["services"]["producer"]["command"]
+    assert command[:2] == ["produce", "load"]
+    options = dict(zip(command[2::2], command[3::2], strict=True))
+    assert re.fullmatch(r"[A-Za-z0-9_.:-]{1,62}", options["--source"]), options
+    assert options["--seed"], "a seeded workload: the same events each run"
+
+
+def compose_check() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("compose_check", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = ROOT / "scripts" / "compose-check.py"
+
+
+def test_the_documented_scaling_command_scales_only_the_workers() -> None:
+    """docs/DEPLOYMENT.md's command for resizing a running fleet names the worker service and
+    starts none of its dependencies: a bare `up -d --scale worker=N` also starts the exited
+    `init` and `producer` again. `make compose-check` runs this very command (it reads it from
+    the doc); every other `docker compose up -d ... --scale` in the docs is the same."""
+    args = compose_check().documented_scaling_command()
+    assert args[:2] == ["up", "-d"]
+    assert "--no-deps" in args and "--no-recreate" in args
+    assert re.fullmatch(r"worker=\d+", args[args.index("--scale") + 1])
+    assert [a for a in args if not a.startswith("-") and "=" not in a][1:] == ["worker"]
+    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            if re.match(r"^\s*docker compose up -d .*--scale", line):
+                words = shlex.split(line.split("#")[0])
+                assert "--no-deps" in words and words[-1] == "worker", f"{doc.name}: {line}"
+
+
+def test_compose_check_is_a_make_target_that_ci_runs() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^compose-check:\n\t@?scripts/compose-check\.py$", makefile, re.M)
+    assert re.search(r"^python-check:\n\t@?scripts/python-check\.sh$", makefile, re.M)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "make compose-check" in ci and "make python-check" in ci
+    assert "shared/containers" not in ci + SCRIPT.read_text(encoding="utf-8") + makefile, (
+        "a machine's own compose files come from EVENTFLEET_COMPOSE_FILES, not the project"
+    )

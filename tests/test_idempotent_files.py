@@ -126,3 +126,36 @@ def test_a_rerun_from_any_cut_point_applies_every_line_once(
     Producer(producer, keys, counts, name="cut").publish(events, seqs=lines)
     doc = state_all(stack.client("admin"), keys, counts)
     assert sum(u["balance"] for u in doc["users"].values()) == total
+
+
+LEDGER = ("topups", "balances", "confirmed_amount", "added", "remain", "confirmed_qty", "orders")
+
+
+def test_produce_load_with_a_source_run_twice_applies_every_event_once(
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """The compose file's one-shot `producer` (`produce load ... --source compose-load`) may be
+    started again (`docker compose up -d` restarts exited containers): the seeded workload is
+    the same events with the same numbers, so the second run changes nothing in the ledger,
+    while it runs (workers up) or before any worker starts."""
+    stack = AclStack(port, tmp_path, fleet_factory)
+    stack.init("--user-shards", "4", "--item-shards", "4")
+    args = ["produce", "load", "--events", "3000", "--seed", "7", "--source", "compose-load"]
+    out = stack.ok("producer", *args)
+    assert "published 3000 events as source p:compose-load" in out
+    stack.ok("producer", *args)  # before any worker: both runs wait in the inboxes
+    stack.workers(2)
+    stack.idle()
+    first = stack.verify()
+    assert first["ok"], first
+    stack.ok("producer", *args)  # with workers running
+    stack.idle()
+    second = stack.verify()
+    assert second["ok"], second
+    for report in (first, second):
+        t = report["totals"]
+        assert t["orders"] > 0 and t["topups"] > 0 and t["added"] > 0
+        assert "duplicate" not in t["outcomes"], t["outcomes"]
+    assert {k: second["totals"][k] for k in LEDGER} == {k: first["totals"][k] for k in LEDGER}
+    assert second["totals"]["outcomes"] == first["totals"]["outcomes"]
+    assert second["totals"]["applied"] == first["totals"]["applied"]

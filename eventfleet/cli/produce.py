@@ -268,6 +268,14 @@ def p_file(
 @click.option(
     "--items", type=click.IntRange(1), default=50, show_default=True, help="distinct items"
 )
+@click.option(
+    "--source",
+    "name",
+    default=None,
+    help="a stable producer name: the workload is the same for the same options, numbered the "
+    "same way, so running it again with the same name (after a crash at any point, or "
+    "twice) applies every event once",
+)
 @json_option
 @click.pass_obj
 def p_load(
@@ -279,19 +287,26 @@ def p_load(
     rate: float,
     users: int,
     items: int,
+    name: str | None,
     as_json: bool,
 ) -> None:
     """A seeded mixed workload reaching every order outcome."""
+    if name is not None:
+        try:
+            source_of(name)
+        except ValueError as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
     c = ctx_of(redis_url, namespace)
     events = mixed(n, seed=seed, users=users, items=items)
     chunk = 1000 if not rate else max(1, min(1000, int(rate / 20)))
     with user_errors(c.settings), bar("publishing", n) as advance:
-        p = _producer(c, obj["wait_replicas"])
+        # Named: each shard numbers its events 1, 2, ... in workload order, as a re-run does.
+        p = Producer(c.redis, c.keys, c.counts(), name=name, wait_replicas=obj["wait_replicas"])
         n_sent = p.publish(_paced(events, rate), chunk=chunk, on_chunk=advance)
     if as_json:
-        emit_json({"published": n_sent})
+        emit_json({"published": n_sent} | ({"source": p.source} if name else {}))
     else:
-        click.echo(f"published {n_sent} events")
+        click.echo(f"published {n_sent} events" + (f" as source p:{name}" if name else ""))
 
 
 def _paced(events: Iterator[ExternalEvent], rate: float) -> Iterator[ExternalEvent]:
