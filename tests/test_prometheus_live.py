@@ -22,6 +22,7 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from ledger.events import Topup
+from producer.client import Producer
 from producer.workload import mixed
 from store.keys import EVENT_FIELD, Keys
 from tests.deploy_files import (
@@ -31,7 +32,7 @@ from tests.deploy_files import (
     fill_variables,
     load_yaml,
 )
-from tests.fleet_utils import append_to_logs, owners, setup_namespace
+from tests.fleet_utils import owners, setup_namespace
 from tests.helpers import wait_for
 from tests.live_exporter import running_exporter
 from tests.live_prometheus import Prometheus, running_prometheus
@@ -158,9 +159,9 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
         # Every worker stopped: the fleet-absent alert fires, the exporter alone shows the
         # backlog produced meanwhile, and every shard without an owner.
         assert fleet.terminate(a.proc) == 0
-        # In the logs (as the owners' moves leave them): entries in an inbox have no age yet,
-        # so eventfleet_shard_lag_seconds below counts only what reached a log.
-        append_to_logs(r, keys, counts, [Topup(user_id=u, amount=1) for u in range(1, 201)])
+        # Published into the inboxes, with nobody to move them into a log: they count in the
+        # lag, and their wait in its seconds (a lag-age alert can fire when it matters).
+        Producer(r, keys, counts).publish([Topup(user_id=u, amount=1) for u in range(1, 201)])
         wait_for(
             lambda: {"EventfleetFleetAbsent", "EventfleetShardWithoutOwner"} <= set(prom.firing()),
             DEADLINE_S,
@@ -178,5 +179,10 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
             f'sum(1 - eventfleet_shard_has_owner{{eventfleet_namespace="{namespace}"}})'
         )
         assert float(unowned[0]["value"][1]) == len(counts.all_shards())
-        assert float(prom.query("max(eventfleet_shard_lag_seconds)")[0]["value"][1]) > 0
+        age = f'max(eventfleet_shard_lag_seconds{{eventfleet_namespace="{namespace}"}})'
+        wait_for(
+            lambda: float(prom.query(age)[0]["value"][1]) > 0,
+            DEADLINE_S,
+            "the age of events waiting in inboxes with no worker running",
+        )
         assert not prom.query("eventfleet_build_info"), "no worker series is left"
