@@ -30,6 +30,8 @@ from tests.secure_redis import (
     start_redis,
 )
 from tests.tiers import (  # noqa: F401  (pytest's hooks for the tiers, found here by name)
+    pytest_addoption,
+    pytest_collection_finish,
     pytest_collection_modifyitems,
     pytest_runtest_protocol,
 )

@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from tests.tiers import FILES, TIERS, TIMEOUT_S
+from tests.tiers import COST_S, FILES, TIERS, TIMEOUT_S, shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,3 +35,13 @@ def test_make_test_runs_every_tier_but_chaos() -> None:
         assert f"test-{tier}" in test_target.group(1), tier
         assert re.search(rf"^test-{tier}:", makefile, re.M), tier
         assert f"-m {tier}" in makefile, tier
+
+
+def test_shards_split_the_files_into_balanced_parts() -> None:
+    files = sorted(FILES)
+    for n in (1, 2, 3):
+        parts = shard_of(files, n)
+        assert set(parts) == set(files) and set(parts.values()) == set(range(n))
+        assert shard_of(list(reversed(files)), n) == parts  # the same in every process
+        cost = [sum(COST_S.get(f, 10) for f in files if parts[f] == k) for k in range(n)]
+        assert max(cost) - min(cost) <= max(COST_S.values())

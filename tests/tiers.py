@@ -15,6 +15,9 @@ missing from ``FILES`` still runs, in the tier its fixtures give, and
 ``tests/test_tiers.py`` fails until it is listed. Each tier has a per-test timeout
 (``TIMEOUT_S``) unless the test sets its own (``@pytest.mark.timeout``). A test of the fast
 or redis tier that starts a worker process (``LocalFleet.start``) fails: the table is wrong.
+
+``--shard I/N`` keeps the I-th of N disjoint parts of what ``-m`` selected, split by file and
+balanced by ``COST_S``: ``make test-fleet`` runs two side by side (scripts/test-shards.sh).
 """
 
 from __future__ import annotations
@@ -141,6 +144,42 @@ def tier_of(item: pytest.Item) -> str:
     return tier
 
 
+COST_S = {
+    "test_bench.py": 150,
+    "test_cluster.py": 120,
+    "test_docs_commands.py": 55,
+    "test_chaos.py": 55,
+    "test_static_membership.py": 45,
+    "test_worker_faults.py": 45,
+    "test_exporter.py": 35,
+    "test_standby.py": 30,
+    "test_redrive_once.py": 30,
+    "test_verify.py": 25,
+    "test_idempotent_files.py": 25,
+}
+"""Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine); 10 else."""
+
+
+def shard_of(files: list[str], n: int) -> dict[str, int]:
+    """Each file's shard (0 to n - 1): the costliest first, each to the cheapest shard so far.
+    The same files give the same split in every process."""
+    load = [0] * n
+    shard: dict[str, int] = {}
+    for name in sorted(files, key=lambda f: (-COST_S.get(f, 10), f)):
+        shard[name] = load.index(min(load))
+        load[shard[name]] += COST_S.get(name, 10)
+    return shard
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shard",
+        metavar="I/N",
+        help="run the I-th of N disjoint parts of the selected tests, split by file "
+        "(make test-fleet runs 1/2 and 2/2 side by side)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its tier (``-m fast`` selects one) and that tier's timeout."""
     for item in items:
@@ -149,6 +188,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, tier))
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(TIMEOUT_S[tier]))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With ``--shard I/N``, keep the I-th part of the files that ``-m`` selected."""
+    part = session.config.getoption("--shard")
+    if not part:
+        return
+    i, _, n = str(part).partition("/")
+    if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n)):
+        raise pytest.UsageError(f"--shard {part}: want I/N with 1 <= I <= N")
+    items = session.items
+    shards = shard_of(sorted({Path(str(it.path)).name for it in items}), int(n))
+    keep = [it for it in items if shards[Path(str(it.path)).name] == int(i) - 1]
+    session.config.hook.pytest_deselected(items=[it for it in items if it not in keep])
+    items[:] = keep
 
 
 _running: list[str] = []
