@@ -4,9 +4,15 @@ that is not there, a health probe of a dead port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -16,10 +22,13 @@ from eventfleet.local.redisserver import LocalRedis, free_port
 from producer.files import SHOWN_BAD_LINES
 from store.keys import EVENT_FIELD, Keys
 from store.settings import Settings
-from tests.fleet_utils import make_fleet
-from tests.helpers import CliResult, cli, cli_json
+from tests.fleet_utils import FAST, make_fleet, setup_namespace
+from tests.helpers import CliResult, cli, cli_json, wait_for
+from tests.live_worker import http_status
 from worker.health import HealthState
 from worker.main import serve_metrics
+
+DEFAULT_METRICS_PORT = 9108
 
 
 def test_a_second_worker_on_the_default_port_serves_on_a_free_one() -> None:
@@ -38,6 +47,47 @@ def test_a_second_worker_on_the_default_port_serves_on_a_free_one() -> None:
             server.server_close()
         with pytest.raises(OSError):  # a port set on purpose must be that port
             serve_metrics(health, settings, fallback=False)
+
+
+@pytest.mark.fleet  # a worker process
+def test_a_worker_whose_default_metrics_port_is_taken_serves_on_another(
+    r: redis.Redis, namespace: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """As a second `eventfleet worker` on one host finds 9108: held here (or by anyone else,
+    which does as well), the worker starts anyway and says where it serves."""
+    setup_namespace(r, namespace, 2, 2)
+    holder = socket.socket()
+    with contextlib.suppress(OSError):  # already taken by someone else: as good
+        holder.bind(("0.0.0.0", DEFAULT_METRICS_PORT))
+        holder.listen()
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTFLEET_")}
+    child_env.update(env, EVENTFLEET_LOG_FORMAT="json", **FAST)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eventfleet", "worker"], env=child_env, stdout=out, stderr=out
+        )
+    try:
+
+        def taken() -> dict[str, Any] | None:
+            assert proc.poll() is None, log.read_text()
+            for line in log.read_text().splitlines():
+                if '"metrics_port_taken"' in line:
+                    return dict(json.loads(line))
+            return None
+
+        event = wait_for(taken, 30, "the worker to log metrics_port_taken")
+        assert event is not None
+        port = event["metrics_port"]
+        assert event["wanted"] == DEFAULT_METRICS_PORT and port != DEFAULT_METRICS_PORT
+        wait_for(lambda: http_status(port, "/healthz") == 200, 30, "its /healthz to answer")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def one_line_exit(res: CliResult, code: int, *words: str) -> None:
