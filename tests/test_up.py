@@ -80,6 +80,7 @@ def test_demo_prints_state_and_cleans_up(tmpdir_env: tuple[Path, dict[str, str]]
     for status in ("confirmed", *(f"rejected ({r})" for r in OUTCOMES[1:])):
         assert status in out, f"the demo reaches the outcome {status}"
     assert "OK: state, snapshots, outcomes" in out
+    assert "`eventfleet redis` keeps a Redis on localhost:6379" in out  # where the next comes from
     assert list(tmp.iterdir()) == []
 
 

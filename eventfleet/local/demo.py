@@ -66,7 +66,11 @@ def run(cfg: UpConfig = DEMO) -> int:
     finally:
         stack.close()
     step(f"redis-server stopped, temp dir removed ({time.monotonic() - t0:.1f}s in all)")
-    click.echo("Next: `eventfleet up` shows the fleet live; press k to kill a worker.")
+    click.echo(
+        "Next (after `. .venv/bin/activate`): `eventfleet up` shows the fleet live (press k to"
+        " kill a worker); `eventfleet redis` keeps a Redis on localhost:6379 for the commands"
+        ' of README\'s "Using it".'
+    )
     return 0 if ok else 1
 
 
