@@ -45,7 +45,7 @@ def test_pack_then_split_gives_back_every_text_in_order(events: list[str]) -> No
         assert len(split(b)) <= MAX_EVENTS
         assert len(b) <= MAX_PACK_CHARS or not is_bundle(b)
     if len(events) == 1:
-        assert bundles == events  # a lone event is written as before
+        assert bundles == events  # a lone event is written as its object alone
 
 
 @given(st.binary(max_size=3000) | st.text(max_size=3000).map(str.encode))
