@@ -29,6 +29,7 @@ from tests.live_worker import (
 )
 from worker.assignment import assign
 from worker.health import HealthState, serve
+from worker.metrics import exposition
 
 
 def test_a_paused_worker_does_not_answer_then_loses_its_leases_and_is_not_ready(
@@ -167,7 +168,7 @@ def test_healthz_turns_503_when_the_loop_stops_ticking(
     rule is checked here: /healthz reports the age of the last tick, /readyz needs it too."""
     health = HealthState(stale_after_s=0.3)
     health.redis_ok = health.holds_targets = True
-    server = serve(health, "127.0.0.1", 0)
+    server = serve(health, "127.0.0.1", 0, exposition("ns"))  # what the worker serves
     port = int(server.server_address[1])
     try:
         health.tick()
