@@ -30,6 +30,13 @@ BATCH = 2000
 POISON_REASON = "max_deliveries"
 POISON_ERROR = "delivered more than EVENTFLEET_MAX_DELIVERIES times"
 """The dead letter of a poison entry: one its owners never got past (see worker/takeover.py)."""
+SUSPECT_POISON_ERROR = (
+    "poison mark on an entry an owner had applied (at or below the written-mark) that no "
+    "takeover poisoned: not a poison entry; `eventfleet dlq redrive` applies it again"
+)
+"""The dead letter of an entry in the poison set that the takeover's rule could not have put
+there (``worker/takeover.py: suspect_poison``): the fold still honours the set, so every fold
+decides the same, but the letter says so and ``verify`` reports it."""
 
 History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool]]]
 """``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
@@ -39,10 +46,13 @@ OnStep = Callable[[str, bytes | None, StepResult], None]
 """``(entry id, entry text or None, step result)``, called right after the entry is folded."""
 
 
-def poison_letter(state: ShardState, entry_id: str, raw: bytes | None) -> StepResult:
+def poison_letter(
+    state: ShardState, entry_id: str, raw: bytes | None, suspect: bool = False
+) -> StepResult:
     """Fold a poison entry: dead-letter it (advancing ``state.last_id``), never apply it."""
     text = raw.decode("utf-8", "replace") if raw is not None else ""
-    return dead_letter(state, entry_id, text, POISON_REASON, POISON_ERROR)
+    error = SUSPECT_POISON_ERROR if suspect else POISON_ERROR
+    return dead_letter(state, entry_id, text, POISON_REASON, error)
 
 
 def fold_entry(
@@ -53,6 +63,7 @@ def fold_entry(
     counts: ShardCounts,
     poisoned: bool,
     on_step: OnStep | None = None,
+    suspect: bool = False,
 ) -> int:
     """Fold one entry: each event of a bundle (``ledger.bundle``) as an entry of its own with
     the entry's id, ``on_step`` called with each event's text; a poison entry dead-lettered
@@ -62,7 +73,7 @@ def fold_entry(
     call (the same results, see tests/test_bundle.py)."""
     if poisoned:
         state.entries += 1
-        res = poison_letter(state, eid, raw)
+        res = poison_letter(state, eid, raw, suspect)
         if on_step is not None:
             on_step(eid, raw, res)
         return 1
@@ -87,9 +98,11 @@ def fold(
     on_step: OnStep | None = None,
     on_batch: Callable[[int], None] | None = None,
     history: History | None = None,
+    suspect: Collection[str] = (),
 ) -> int:
     """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
-    ``state``; return how many were folded. Entries in ``poison`` are dead-lettered.
+    ``state``; return how many were folded. Entries in ``poison`` are dead-lettered (those also
+    in ``suspect`` with ``SUSPECT_POISON_ERROR``).
 
     With ``history``, its entries in that range come first, then the stream's entries after
     the last of them (the stream may still hold some of the same entries: each is folded once).
@@ -99,7 +112,7 @@ def fold(
     if history is not None:
         pending = 0
         for eid, raw, via_inbox in history(state.last_id, until):
-            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step)
+            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect)
             n += 1
             pending += 1
             if pending == batch:
@@ -117,7 +130,7 @@ def fold(
         for eid_b, fields in entries:
             eid = ids.text(eid_b)
             raw, via_inbox = entry_event(fields)
-            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step)
+            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect)
         if not entries:
             break
         n += len(entries)

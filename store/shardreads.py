@@ -127,6 +127,39 @@ def poison_ids(r: redis.Redis, keys: Keys, shard: str) -> set[str]:
     return {ids.text(m) for m in members}
 
 
+def poison_lettered(r: redis.Redis, keys: Keys, shard: str, reason: str) -> set[str]:
+    """Entry ids of the shard's dead letters with ``reason`` (its whole dead-letter stream)."""
+    out: set[str] = set()
+    lo = "-"
+    while True:
+        batch: Any = r.xrange(keys.dlq(shard), min=lo, max="+", count=2000)
+        for _eid, fields in batch:
+            if fields.get(b"reason", fields.get("reason")) in (reason, reason.encode()):
+                out.add(ids.text(fields.get(b"entry_id", fields.get("entry_id", b""))))
+        nxt = ids.after_range(batch[-1][0]) if batch else None
+        if len(batch) < 2000 or nxt is None:
+            return out
+        lo = nxt
+
+
+def applied_by_an_owner(
+    r: redis.Redis, keys: Keys, shard: str, eids: set[str], written: str
+) -> set[str]:
+    """Which of ``eids`` an owner got past: at or below the written-mark (it started writing
+    their effects), or delivered and acked (an owner acks an entry only once its effects are
+    written). A takeover poisons only an entry that is neither (pending, above the mark)."""
+    end = last_delivered(r, keys, shard)
+    out = set()
+    for eid in eids:
+        if not ids.after(eid, written):
+            out.add(eid)
+        elif not ids.after(eid, end):
+            pend: Any = r.xpending_range(keys.events(shard), GROUP, min=eid, max=eid, count=1)
+            if not pend:
+                out.add(eid)
+    return out
+
+
 def written_mark(r: redis.Redis, keys: Keys, shard: str) -> str:
     """The last entry id whose effects an owner has written, ``0-0`` when none."""
     mark: Any = r.get(keys.written(shard))

@@ -141,3 +141,40 @@ def test_a_log_trimmed_before_its_snapshot_is_reported(
     result = stack.run("admin", "verify")
     assert result.returncode == 3, result
     assert "entries were removed from the log before any snapshot covered them" in result.stdout
+
+
+def test_a_poison_mark_on_an_applied_entry_is_reported(
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """An applied entry added to the poison set, then a takeover forced: the takeover
+    dead-letters it as the set says (every fold must decide the same) but says so (a log line,
+    `eventfleet_suspect_poison_marks_total`, the letter's error), `verify` reports it, and
+    `dlq redrive` gives the credit back (before: `verify` passed with 300 of credit gone)."""
+    stack = AclStack(port, tmp_path, fleet_factory)
+    stack.init("--user-shards", "2", "--item-shards", "1")
+    fleet = stack.workers(0)
+    w = fleet.start({"EVENTFLEET_SNAPSHOT_INTERVAL_S": "3600"})
+    wait_for(lambda: _owned(stack)["u0"]["owner"], 60, "u0 owned")
+    for _ in range(3):
+        stack.ok("producer", "produce", "topup", "--user", str(U0), "--amount", "100")
+    stack.idle()
+    worker = stack.client("worker")
+    applied = [eid for eid, _ in worker.xrange(_key("u0", "events"))]
+    worker.sadd(_key("u0", "poison"), *applied)
+    lease = worker.get(_key("u0", "lease"))
+    worker.delete(_key("u0", "lease"))
+    wait_for(
+        lambda: worker.get(_key("u0", "lease")) not in (None, lease), 60, "a new takeover of u0"
+    )
+    said = wait_for(
+        lambda: [e for e in log_lines(w) if e.get("event") == "poison_mark_suspect"],
+        60, "the takeover's line",
+    )  # fmt: skip
+    assert {e["entry_id"] for e in said} == {eid.decode() for eid in applied}
+    stack.idle()
+    result = stack.run("admin", "verify")
+    assert result.returncode == 3, result
+    assert "is marked poison but an owner had applied it" in result.stdout
+    stack.ok("admin", "dlq", "redrive")
+    stack.idle()
+    assert stack.state()["users"][str(U0)]["balance"] == 300

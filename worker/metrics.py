@@ -75,6 +75,11 @@ LOG_GAPS = Counter(
     "Takeovers that found entries removed from the log after the state they restored",
     ["shard"],
 )
+SUSPECT_POISON = Counter(
+    "eventfleet_suspect_poison_marks",
+    "Poison marks a takeover met on entries an owner had applied (no takeover set them)",
+    ["shard"],
+)
 SNAPSHOTS_QUARANTINED = Counter(
     "eventfleet_snapshots_quarantined",
     "Snapshots that did not decode, copied to NS:{f}:quarantine by a takeover",

@@ -24,9 +24,11 @@ from store.keys import GROUP, Keys
 from store.shardreads import (
     Restored,
     SnapshotUnusable,
+    applied_by_an_owner,
     covers,
     last_delivered,
     poison_ids,
+    poison_lettered,
     removed_after,
     restore,
     written_mark,
@@ -130,6 +132,7 @@ def take_over(
     poison = poison_ids(r, keys, shard)
     written = written_mark(r, keys, shard)
     floor = written if ids.after(written, state.last_id) else state.last_id
+    suspect = suspect_poison(r, keys, shard, poison, state.last_id, written)
     pend: Any = r.xpending_range(stream, GROUP, min="-", max="+", count=100_000)
     above = [p for p in pend if ids.after(ids.text(p["message_id"]), floor)]
     above = [p for p in above if ids.text(p["message_id"]) not in poison]
@@ -179,7 +182,10 @@ def take_over(
         keepalive()
 
     if redelivered:  # up to the floor as usual, then the suspects one by one
-        fold(r, stream, state, counts, poison, until=floor, on_step=on_step, on_batch=on_batch)
+        fold(
+            r, stream, state, counts, poison, until=floor, on_step=on_step, on_batch=on_batch,
+            suspect=suspect,
+        )  # fmt: skip
         fold(
             r,
             stream,
@@ -190,8 +196,12 @@ def take_over(
             batch=1,
             on_step=on_step,
             on_batch=lambda n: on_batch(n, mark=True),
+            suspect=suspect,
         )
-    fold(r, stream, state, counts, poison, until=end, on_step=on_step, on_batch=on_batch)
+    fold(
+        r, stream, state, counts, poison, until=end, on_step=on_step, on_batch=on_batch,
+        suspect=suspect,
+    )  # fmt: skip
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
         state.last_id = end
@@ -210,6 +220,35 @@ def take_over(
     metrics.CLAIMED.labels(shard=shard).inc(stats.claimed)
     metrics.RECOVERY.observe(stats.seconds)
     return state, stats
+
+
+def suspect_poison(
+    r: redis.Redis, keys: Keys, shard: str, poison: set[str], after: str, written: str
+) -> set[str]:
+    """Poison marks this replay will meet that no takeover could have set: on entries an owner
+    got past (``store.shardreads.applied_by_an_owner``: at or below the written-mark, or
+    acked) whose ``max_deliveries`` dead letter was never written (a takeover poisons only a
+    pending entry above the mark, and writes its letter before acking it). A leaked worker
+    credential's ``SADD``. The fold still honours them (every fold decides the same); their
+    letters say so (``store.fold.SUSPECT_POISON_ERROR``), they are counted and logged, and
+    ``verify`` reports them."""
+    candidates = {p for p in poison if ids.after(p, after)}
+    if not candidates:
+        return set()
+    candidates -= poison_lettered(r, keys, shard, POISON_REASON)
+    found = applied_by_an_owner(r, keys, shard, candidates, written) if candidates else set()
+    for eid in sorted(found):
+        metrics.SUSPECT_POISON.labels(shard=shard).inc()
+        log.error(
+            "poison_mark_suspect",
+            shard=shard,
+            entry_id=eid,
+            written=written,
+            error="a poison mark on an entry an owner had applied: dead-lettered as the set "
+            "says, with a letter that says so (eventfleet verify reports it; dlq redrive "
+            "applies it again)",
+        )
+    return found
 
 
 def quarantine(r: redis.Redis, keys: Keys, shard: str, start: Restored) -> None:

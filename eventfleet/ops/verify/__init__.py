@@ -15,6 +15,7 @@ than the log gives), ``lost`` (the log gives something Redis does not hold), ``d
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,6 +25,7 @@ import redis
 from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import (
     check_flows,
+    check_poison,
     check_sequences,
     check_state,
     check_stored,
@@ -36,6 +38,7 @@ from ledger.shards import ShardCounts, family
 from store import ids
 from store.fold import BATCH
 from store.keys import Keys
+from store.shardreads import applied_by_an_owner, poison_ids, written_mark
 
 __all__ = [
     "KINDS",
@@ -45,6 +48,7 @@ __all__ = [
     "Report",
     "ShardFold",
     "check_flows",
+    "check_poison",
     "check_sequences",
     "check_state",
     "check_stored",
@@ -113,6 +117,9 @@ def verify(
             continue
         report.folds[shard] = fold
         check_stored(fold, stored_out, stored_dead, report)
+        written = written_mark(r, keys, shard)
+        applied_of = functools.partial(applied_by_an_owner, r, keys, shard, written=written)
+        check_poison(fold, poison_ids(r, keys, shard), stored_dead, applied_of, report)
     if report.quiescent and (_last_ids(r, keys, counts) != before or not is_idle(r, keys, counts)):
         report.quiescent = False
     if not report.quiescent:

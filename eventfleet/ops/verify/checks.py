@@ -4,6 +4,7 @@ against their destinations, gap-free sequences, and the invariants over all shar
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from eventfleet.ops.verify.report import SHOWN, Report, ShardFold, is_shard
@@ -13,6 +14,7 @@ from ledger.rules import DLQ, OUTCOMES
 from ledger.shards import family
 from ledger.state import ShardState
 from store import ids
+from store.fold import POISON_REASON, SUSPECT_POISON_ERROR
 
 
 def check_state(st: ShardState, shard: str, where: str, report: Report) -> None:
@@ -92,6 +94,39 @@ def check_stored(
               for f in stored_dead]  # fmt: skip
     _compare_records(shard, "dead letters", want_d, have_d, fold.floor.get(DLQ, 0),
                      report.quiescent, report)  # fmt: skip
+
+
+def check_poison(
+    fold: ShardFold,
+    poison: set[str],
+    stored_dead: list[Any],
+    applied_of: Callable[[set[str]], set[str]],
+    report: Report,
+) -> None:
+    """Poison marks on entries an owner applied. A takeover poisons only a pending entry above
+    the written-mark and writes its ``max_deliveries`` letter before acking it, so a mark on
+    an entry an owner got past (``applied_of``: at or below the written-mark, or acked)
+    without that letter, or with a letter a takeover wrote for such a mark
+    (``SUSPECT_POISON_ERROR``), was set by someone else: the set says dead-lettered, the log
+    says applied. Only entries the fold met (after its start: older letters may be trimmed)
+    are checked."""
+    lettered: dict[str, bytes] = {}
+    for f in stored_dead:
+        if f.get(b"reason") == POISON_REASON.encode():
+            lettered[ids.text(f.get(b"entry_id", b""))] = f.get(b"error", b"")
+    met = {p for p in poison if ids.after(p, fold.start_id)}
+    suspect = {p for p in met if lettered.get(p) == SUSPECT_POISON_ERROR.encode()}
+    unlettered = {p for p in met if p not in lettered}
+    suspect |= applied_of(unlettered) if unlettered else set()
+    for eid in sorted(suspect):
+        report.findings.add(
+            "lost",
+            fold.shard,
+            "poison",
+            f"entry {eid} is marked poison but an owner had applied it (no takeover poisoned "
+            "it): every fold dead-letters it, so what it did is undone (`eventfleet dlq "
+            "redrive` applies it again)",
+        )
 
 
 def check_flows(report: Report) -> None:
