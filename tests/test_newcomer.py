@@ -188,6 +188,7 @@ def test_a_dead_letter_that_never_decodes_can_be_discarded(
     assert cli_json("dlq", "list", "--json", env=env) == []
     every = cli_json("dlq", "list", "--all", "--json", env=env)
     assert len(every) == 3 and all(d["discarded"] for d in every)
+    assert cli("dlq", "list", "--all", env=env).stdout.count("[discarded]") == 3
     note = json.loads(r.hget(f"{keys.ns}:{{u0}}:dlq:discarded", first["dlq_id"]) or b"{}")
     assert note["note"] == "garbage from a test" and note["at_ms"] > 0
     redriven = cli_json("dlq", "redrive", "--json", env=env)

@@ -31,7 +31,8 @@ def dlq_list(
         emit_json(dead)
         return
     for d in dead:
-        click.echo(f"{d['shard']:<5} {d['entry_id']:<18} {d['reason']:<15} {d['error'][:80]}")
+        done = " [discarded]" if d["discarded"] else " [re-driven]" if d["redriven"] else ""
+        click.echo(f"{d['shard']:<5} {d['entry_id']:<18} {d['reason']:<15} {d['error'][:80]}{done}")
     click.echo(f"{len(dead)} dead letters")
 
 
