@@ -21,7 +21,15 @@ k. a settled order workload (set-up events, then orders) with 1 and 2 workers, a
 j. the mixed workload with 1 and 2 workers on a single Redis and on a throwaway 3-master
    Redis Cluster, entries per second (``eventfleet.bench.cluster``, docs/SCALING.md);
 x. one pass of ``eventfleet exporter`` over 1,024 shards with a backlog on each: wall time,
-   Redis CPU, commands, size of the answer (``eventfleet.bench.exporter``).
+   Redis CPU, commands, size of the answer (``eventfleet.bench.exporter``);
+p. publishing with the client: ``eventfleet.Client`` and ``eventfleet.aio.Client``
+   ``publish_many`` against a's ``produce file`` path in alternating rounds of the same run,
+   and one event per call (``eventfleet.bench.client``);
+r. ``client.balance(user)`` latency p50/p99 with 1,000,000 users on one shard (written by a
+   worker) and 50 concurrent readers, threads with the sync client and asyncio tasks with the
+   asyncio client, against the fold-based read of ``eventfleet state user``;
+m. the read model's memory per user, item and order (``MEMORY USAGE`` of the model hashes
+   after a worker applied 100,000 of each).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventfleet.bench import client as bench_client
 from eventfleet.bench import cluster as bench_cluster
 from eventfleet.bench import exporter as bench_exporter
 from eventfleet.bench import failover as bench_failover
@@ -41,7 +50,7 @@ from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench import standby as bench_standby
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -120,6 +129,27 @@ FIGURES: tuple[Figure, ...] = (
     Figure("x.cpu", "exporter pass: Redis CPU", "ms", "x", "redis_cpu_ms_per_pass"),
     Figure("x.cmds", "exporter pass: Redis commands", "commands", "x", "commands_per_pass"),
     Figure("x.kb", "exporter /metrics answer", "KiB", "x", "exposition_kb"),
+    Figure("p.file", "produce file path, in p's rounds", "events/s", "p", "produce_file_per_s"),
+    Figure("p.sync", "Client.publish_many (dicts)", "events/s", "p", "sync_per_s"),
+    Figure("p.aio", "aio.Client.publish_many (dicts)", "events/s", "p", "aio_per_s"),
+    Figure("p.rs", "Client / produce file", "ratio", "p", "sync_vs_file", ">=", 1.0),
+    Figure("p.ra", "aio.Client / produce file", "ratio", "p", "aio_vs_file", ">=", 1.0),
+    Figure("p.one", "Client.topup, one per call", "events/s", "p", "one_call_sync_per_s"),
+    Figure("p.aone", "aio.Client.topup, one per call", "events/s", "p", "one_call_aio_per_s"),
+    Figure("r.1p50", "balance p50, one reader (sync)", "ms", "r", "alone_p50_ms"),
+    Figure("r.1p99", "balance p99, one reader (sync)", "ms", "r", "alone_p99_ms"),
+    Figure("r.p50", "balance p50, 50 threads (sync)", "ms", "r", "threads_p50_ms"),
+    Figure("r.p99", "balance p99, 50 threads (sync)", "ms", "r", "threads_p99_ms", "<=", 5),
+    Figure("r.rps", "balance reads, 50 threads (sync)", "reads/s", "r", "threads_reads_per_s"),
+    Figure("r.ap50", "balance p50, 50 asyncio tasks", "ms", "r", "tasks_p50_ms"),
+    Figure("r.ap99", "balance p99, 50 asyncio tasks", "ms", "r", "tasks_p99_ms", "<=", 5),
+    Figure("r.arps", "balance reads, 50 asyncio tasks", "reads/s", "r", "tasks_reads_per_s"),
+    Figure("r.fold", "fold read (state user), snapshot", "s", "r", "fold_snapshot_s"),
+    Figure("r.foldrun", "fold read, owner running", "s", "r", "fold_running_s"),
+    Figure("r.mb", "read model hash, all users", "MB", "r", "model_mb"),
+    Figure("m.user", "read model per user", "bytes", "m", "bytes_per_user"),
+    Figure("m.item", "read model per item", "bytes", "m", "bytes_per_item"),
+    Figure("m.order", "read model per order", "bytes", "m", "bytes_per_order"),
 )
 
 
@@ -200,6 +230,25 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             ),
         )
         step("x", "exporter pass", lambda: bench_exporter.exporter_pass(env, 5 if quick else 20))
+        step(
+            "p",
+            "client publish, sync and asyncio, against produce file",
+            lambda: bench_client.publish_rates(
+                env, sizes.producer_events, 1 if quick else 3, 500 if quick else 5_000
+            ),
+        )
+        step(
+            "r",
+            "client reads against the fold, one shard",
+            lambda: bench_client.read_latency(
+                env, 20_000 if quick else 1_000_000, 50, 1.0 if quick else 10.0, 1 if quick else 3
+            ),
+        )
+        step(
+            "m",
+            "read model memory",
+            lambda: bench_client.model_memory(env, 2_000 if quick else 100_000),
+        )
     scen["ratios"] = ratios(scen)
     figures: dict[str, float] = {}
     targets: dict[str, dict[str, Any]] = {}

@@ -22,9 +22,10 @@ from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
 )
 @click.option(
     "--only",
-    default="a,b,c,d,k,g,h,s,i,j,x",
+    default="a,b,c,d,k,g,h,s,i,j,x,p,r,m",
     show_default=True,
-    help="scenarios to run, comma-separated (b also runs e and f)",
+    help="scenarios to run, comma-separated (b also runs e and f; p: client publish, "
+    "r: client read latency against the fold, m: read model memory)",
 )
 @click.option(
     "--appendfsync",
