@@ -32,18 +32,17 @@ from eventfleet.client.errors import (
     ConfigurationError,
     InvalidEvent,
     NotInitialised,
-    Unavailable,
     WaitTimeout,
 )
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
-from eventfleet.client.sync import AnyEvent, build, event_of, result_of
+from eventfleet.client.sync import AnyEvent, build, event_of, result_of, unavailable
 from ledger.codec import decode_outcome, describe_validation_error
 from ledger.events import AddItem, Order, OrderOutcome, Topup
 from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
 from producer.client import CHUNK, Stamper, check_key, check_pushed, grouped, source_of
 from producer.outcomes import LOOKBACK_MS
 from store import ids
-from store.connection import TRANSIENT, FatalRedisError, classify, mask_url
+from store.connection import TRANSIENT, FatalRedisError, classify
 from store.keys import Keys
 from store.namespace import NamespaceError, NamespaceMissing, counts_of
 from store.settings import Settings
@@ -182,10 +181,7 @@ class Client:
                 if classify(exc) is not None:
                     raise ConfigurationError(str(classify(exc))) from None
                 if time.monotonic() + wait > deadline:
-                    url = mask_url(self.settings.redis_url)
-                    raise Unavailable(
-                        f"Redis at {url} did not answer ({type(exc).__name__})"
-                    ) from None
+                    raise unavailable(self.settings.redis_url, exc) from None
                 await asyncio.sleep(wait)
                 wait = min(0.5, wait * 2)
             except FatalRedisError as exc:
@@ -206,8 +202,8 @@ class Client:
         replies = await self._guarded(push, RETRY_FOR_S)
         try:
             check_pushed(pushes, replies)
-        except FatalRedisError as exc:
-            raise NotInitialised(str(exc)) from None
+        except FatalRedisError as exc:  # the namespace is there, one of its inboxes is not
+            raise ConfigurationError(str(exc)) from None
 
     async def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
         if key is not None:
@@ -215,12 +211,23 @@ class Client:
                 check_key(key)
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
+            if isinstance(event, Order):
+                raise InvalidEvent("an idempotency key is for topup and add_item, not order")
         r, counts, stamper = await self._ready()
         stamped = stamper.stamp(event, key=key)
         shard = destination(event, counts)
         receipt = Receipt(shard, stamper.source, stamper.seq[shard])
         await self._send(r, [stamped])
         return receipt
+
+    async def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
+        """As ``eventfleet.Client.publish``: one event, a model or a dict with its ``type``.
+
+        Example::
+
+            await client.publish({"type": "topup", "user_id": 7, "amount": 500})
+        """
+        return await self._publish_one(event_of(event), key)
 
     async def topup(self, user: int, amount: int, *, key: str | None = None) -> Receipt:
         """As ``eventfleet.Client.topup``.
@@ -244,12 +251,26 @@ class Client:
 
     @overload
     async def order(
-        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: None = ...
+        self,
+        user: int,
+        item: str,
+        qty: int,
+        *,
+        order_id: str | None = ...,
+        wait: None = ...,
+        on_published: Callable[[Receipt], None] | None = ...,
     ) -> Receipt: ...
 
     @overload
     async def order(
-        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: float
+        self,
+        user: int,
+        item: str,
+        qty: int,
+        *,
+        order_id: str | None = ...,
+        wait: float,
+        on_published: Callable[[Receipt], None] | None = ...,
     ) -> OrderResult: ...
 
     async def order(
@@ -260,6 +281,7 @@ class Client:
         *,
         order_id: str | None = None,
         wait: float | None = None,
+        on_published: Callable[[Receipt], None] | None = None,
     ) -> Receipt | OrderResult:
         """As ``eventfleet.Client.order``: the receipt at once, or with ``wait`` the outcome
         (``WaitTimeout`` when none came in time).
@@ -273,11 +295,15 @@ class Client:
         assert isinstance(event, Order)
         at = int(time.time() * 1000)
         receipt = await self._publish_one(event, None)
+        if on_published is not None:
+            on_published(receipt)
         if wait is None:
             return receipt
         outcome = await self._wait_outcome(event, receipt.ref, at, float(wait))
         if outcome is None:
-            raise WaitTimeout(f"order {oid}: no outcome within {wait:g} s (it is still applied)")
+            raise WaitTimeout(
+                f"order {oid}: no outcome within {wait:g} s (it is still applied)", receipt
+            )
         return result_of(outcome, receipt)
 
     async def _wait_outcome(

@@ -7,6 +7,11 @@ True
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eventfleet.client.results import Receipt
+
 
 class EventfleetError(Exception):
     """The base of every error the client raises.
@@ -45,7 +50,16 @@ class Unavailable(EventfleetError):
 
 class WaitTimeout(EventfleetError, TimeoutError):
     """An order's outcome, or a read after a receipt, did not come within the time given.
-    The write itself was accepted; it is applied when a worker gets to it."""
+    The write itself was accepted; it is applied when a worker gets to it. ``receipt`` is
+    the order's, when an order's outcome was waited for.
+
+    >>> WaitTimeout("order o-1: no outcome within 5 s").receipt is None
+    True
+    """
+
+    def __init__(self, message: str, receipt: Receipt | None = None) -> None:
+        super().__init__(message)
+        self.receipt = receipt
 
 
 __all__ = [

@@ -44,7 +44,9 @@ class OrderResult:
     ``rejected`` (with a ``reason``: unknown item, out of stock, insufficient funds, ...) or
     ``duplicate`` (the order id was decided before; ``first`` says how, and that stands).
 
-    >>> OrderResult("o-1", "confirmed", None, 300, None, Receipt("i2", "p:x", 1)).ok
+    ``user_id``, ``item_id`` and ``qty`` are the order's; ``receipt`` says where it went.
+
+    >>> OrderResult("o-1", "confirmed", None, 300, None, Receipt("i2", "p:x", 1), 7, "sku-1", 3).ok
     True
     """
 
@@ -54,6 +56,9 @@ class OrderResult:
     amount: int | None
     first: str | None
     receipt: Receipt
+    user_id: int
+    item_id: str
+    qty: int
 
     @property
     def ok(self) -> bool:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Literal, TypeVar, overload
 
 import redis
 from pydantic import ValidationError
@@ -32,14 +32,16 @@ from eventfleet.client.errors import (
 )
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from ledger.codec import describe_validation_error
-from ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
+from ledger.events import EXTERNAL_ADAPTER, AddItem, ExternalEvent, Order, OrderOutcome, Topup
 from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from producer.client import InboxMissing, Producer, check_key, source_of
+from producer.client import CHUNK, InboxMissing, Producer, check_key, source_of
 from producer.outcomes import wait_outcome
 from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
 from store.keys import Keys
-from store.namespace import NamespaceMissing, read_counts
+from store.namespace import NamespaceError, NamespaceMissing, read_counts
 from store.settings import Settings
+
+T = TypeVar("T")
 
 AnyEvent = Topup | AddItem | Order
 """What applications publish: ``topup``, ``add_item`` and ``order`` (ledger.events)."""
@@ -63,6 +65,21 @@ def build(kind: type[AnyEvent], **fields: Any) -> AnyEvent:
         raise InvalidEvent(describe_validation_error(err)) from None
 
 
+FULL_ADVICE = (
+    "nothing was lost; try again once memory is freed (`eventfleet archive` lets retention "
+    "trim, or raise maxmemory)"
+)
+"""What ``Unavailable`` adds when Redis refused a write for being over ``maxmemory``."""
+
+
+def unavailable(url: str, exc: BaseException) -> Unavailable:
+    """The ``Unavailable`` for a transient error that outlasted the retries (the same line
+    ``eventfleet`` commands print)."""
+    if isinstance(exc, rx.OutOfMemoryError):
+        return Unavailable(f"Redis at {mask_url(url)} is full (over maxmemory): {FULL_ADVICE}")
+    return Unavailable(f"cannot reach Redis at {mask_url(url)} ({type(exc).__name__})")
+
+
 @contextmanager
 def translated(url: str) -> Iterator[None]:
     """redis-py's and the store's exceptions as the client's own."""
@@ -70,21 +87,51 @@ def translated(url: str) -> Iterator[None]:
         yield
     except NamespaceMissing as exc:
         raise NotInitialised(str(exc)) from None
-    except InboxMissing as exc:
-        raise NotInitialised(str(exc)) from None
-    except FatalRedisError as exc:
+    except InboxMissing as exc:  # the namespace is there, one of its inboxes is not
+        raise ConfigurationError(str(exc)) from None
+    except (FatalRedisError, NamespaceError) as exc:
         raise ConfigurationError(str(exc)) from None
     except TRANSIENT as exc:
-        raise Unavailable(
-            f"Redis at {mask_url(url)} did not answer ({type(exc).__name__})"
-        ) from None
+        raise unavailable(url, exc) from None
     except rx.RedisError as exc:
         fatal = classify(exc)
         raise ConfigurationError(str(fatal or exc)[:300]) from None
 
 
 def result_of(o: OrderOutcome, receipt: Receipt) -> OrderResult:
-    return OrderResult(o.order_id, o.status, o.reason, o.amount, o.first, receipt)
+    return OrderResult(
+        o.order_id, o.status, o.reason, o.amount, o.first, receipt, o.user_id, o.item_id, o.qty
+    )
+
+
+Numbering = Literal["position", "shard"]
+"""How ``publish_many`` numbers events under a source name when no numbers are given."""
+
+
+def paced(events: Iterable[T], rate: float) -> Iterator[T]:
+    """``events`` at most ``rate`` per second (all at once for 0), on the monotonic clock.
+
+    >>> list(paced([1, 2, 3], 0))
+    [1, 2, 3]
+    """
+    if not rate:
+        yield from events
+        return
+    start = time.monotonic()
+    for i, ev in enumerate(events):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield ev
+
+
+def chunk_for(rate: float) -> int:
+    """Events per round trip: ``CHUNK``, or at a ``rate`` about 20 round trips a second.
+
+    >>> chunk_for(0), chunk_for(100), chunk_for(1_000_000)
+    (1000, 5, 1000)
+    """
+    return CHUNK if not rate else max(1, min(CHUNK, int(rate / 20)))
 
 
 class Client:
@@ -101,14 +148,37 @@ class Client:
         # -> Receipt(shard='i5', source='p:...', seq=1)
     """
 
-    def __init__(self, r: redis.Redis, namespace: str = "eventfleet", *, url: str = "") -> None:
-        """Use an existing redis-py client (single Redis or ``RedisCluster``)."""
+    def __init__(
+        self,
+        r: redis.Redis,
+        namespace: str = "eventfleet",
+        *,
+        url: str = "",
+        wait_replicas: int = 0,
+    ) -> None:
+        """Use an existing redis-py client (single Redis or ``RedisCluster``).
+
+        ``wait_replicas``: a write counts as done only once that many replicas of the Redis
+        it went to have it (``WAIT`` after each round trip; ``Unavailable`` when fewer answer
+        for as long as the client retries): what ``eventfleet produce --wait-replicas`` sets.
+
+        Example::
+
+            Client(redis.Redis.from_url("redis://localhost:6379/0"), "eventfleet",
+                   wait_replicas=1)
+        """
         self.redis = r
         self.keys = Keys(namespace)
         self._url = url or "Redis"
+        self.wait_replicas = wait_replicas
         with translated(self._url):
             self.counts: ShardCounts = read_counts(r, self.keys)
-        self._producer = Producer(r, self.keys, self.counts)
+        self._producer = self._new_producer(None)
+
+    def _new_producer(self, source: str | None) -> Producer:
+        return Producer(
+            self.redis, self.keys, self.counts, source=source, wait_replicas=self.wait_replicas
+        )
 
     @classmethod
     def from_url(
@@ -119,11 +189,12 @@ class Client:
         username: str | None = None,
         password_file: str | Path | None = None,
         timeout: float = 10.0,
+        wait_replicas: int = 0,
     ) -> Client:
         """Connect to ``url`` (default ``REDIS_URL``; a single Redis or any node of a Redis
         Cluster; ``rediss://`` for TLS) and the namespace (default ``EVENTFLEET_NAMESPACE``,
         else ``eventfleet``), logging in as ``username`` with the password in
-        ``password_file`` (or the URL's credentials).
+        ``password_file`` (or the URL's credentials). ``wait_replicas`` as for ``Client``.
 
         Example::
 
@@ -141,7 +212,7 @@ class Client:
             raise ConfigurationError(describe_validation_error(err)) from None
         with translated(settings.redis_url):
             r = connect(settings, timeout=timeout, name=f"client-{uuid.uuid4().hex[:8]}")
-        return cls(r, settings.namespace, url=settings.redis_url)
+        return cls(r, settings.namespace, url=settings.redis_url, wait_replicas=wait_replicas)
 
     # ---- writes --------------------------------------------------------------------------
     def _receipt(self, event: AnyEvent) -> Receipt:
@@ -154,9 +225,22 @@ class Client:
                 check_key(key)
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
+            if isinstance(event, Order):
+                raise InvalidEvent("an idempotency key is for topup and add_item, not order")
         with translated(self._url):
             self._producer.publish_one(event, key=key)
         return self._receipt(event)
+
+    def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
+        """Publish one event, a model (``ledger.events``) or a dict with its ``type``; ``key``
+        as for ``topup`` (a top-up or add_item only).
+
+        Example::
+
+            client.publish({"type": "topup", "user_id": 7, "amount": 500}, key="invoice-2291")
+            # -> Receipt(shard='u7', source='p:...', seq=1)
+        """
+        return self._publish_one(event_of(event), key)
 
     def topup(self, user: int, amount: int, *, key: str | None = None) -> Receipt:
         """Credit ``amount`` (> 0) to ``user``. With ``key`` (an idempotency key: 1-64 of
@@ -182,12 +266,26 @@ class Client:
 
     @overload
     def order(
-        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: None = ...
+        self,
+        user: int,
+        item: str,
+        qty: int,
+        *,
+        order_id: str | None = ...,
+        wait: None = ...,
+        on_published: Callable[[Receipt], None] | None = ...,
     ) -> Receipt: ...
 
     @overload
     def order(
-        self, user: int, item: str, qty: int, *, order_id: str | None = ..., wait: float
+        self,
+        user: int,
+        item: str,
+        qty: int,
+        *,
+        order_id: str | None = ...,
+        wait: float,
+        on_published: Callable[[Receipt], None] | None = ...,
     ) -> OrderResult: ...
 
     def order(
@@ -198,6 +296,7 @@ class Client:
         *,
         order_id: str | None = None,
         wait: float | None = None,
+        on_published: Callable[[Receipt], None] | None = None,
     ) -> Receipt | OrderResult:
         """Order ``qty`` units of ``item`` for ``user``: the item's shard reserves the stock,
         the user's shard charges ``qty * price`` (or the stock is released and the order
@@ -205,7 +304,9 @@ class Client:
         again gets the first decision back as ``duplicate``.
 
         Without ``wait``: the receipt, at once. With ``wait`` (seconds): the ``OrderResult``,
-        or ``WaitTimeout`` when no outcome came in that time (the order is still applied).
+        or ``WaitTimeout`` when no outcome came in that time (the order is still applied; the
+        exception's ``receipt`` says where it went). ``on_published`` is called with the
+        receipt once the order is published, before the wait (to log it, say).
 
         Example::
 
@@ -217,6 +318,8 @@ class Client:
         assert isinstance(event, Order)
         at = f"{int(time.time() * 1000)}-0"
         receipt = self._publish_one(event, None)
+        if on_published is not None:
+            on_published(receipt)
         if wait is None:
             return receipt
         with translated(self._url):
@@ -224,7 +327,9 @@ class Client:
                 self.redis, self.keys, self.counts, event, receipt.ref, at, float(wait)
             )
         if outcome is None:
-            raise WaitTimeout(f"order {oid}: no outcome within {wait:g} s (it is still applied)")
+            raise WaitTimeout(
+                f"order {oid}: no outcome within {wait:g} s (it is still applied)", receipt
+            )
         return result_of(outcome, receipt)
 
     def publish_many(
@@ -232,13 +337,28 @@ class Client:
         events: Iterable[AnyEvent | dict[str, Any]],
         *,
         source: str | None = None,
+        seqs: Iterable[int] | Numbering = "position",
+        progress: Callable[[int], None] | None = None,
+        rate: float = 0.0,
     ) -> Published:
-        """Publish events in order, in chunks of one round trip each.
+        """Publish events in order, in chunks of one round trip each (two in flight on a
+        single Redis).
 
-        With ``source`` (a name of 1-62 of ``A-Z a-z 0-9 _ . : -``), the n-th event is
-        numbered n: publishing the same sequence again under the same name, after a crash at
-        any point, applies each event once (what ``eventfleet produce file --source`` does
-        with a file's lines). Without it, the events get this client's own source.
+        With ``source`` (a name of 1-62 of ``A-Z a-z 0-9 _ . : -``) the events are numbered
+        under ``p:<source>``, so publishing the same sequence again under the same name, after
+        a crash at any point, applies each event once. ``seqs`` says how:
+
+        * ``"position"`` (the default): the n-th event is numbered n; every event is checked
+          before the first is sent.
+        * numbers, one per event and growing per shard: a file's line numbers (what
+          ``eventfleet produce file --source`` does); also checked first.
+        * ``"shard"``: each shard numbers its own events 1, 2, ... in order; the events are
+          streamed, never held (what ``eventfleet produce load --source`` does).
+
+        Without ``source`` the events get this client's own source and numbering (``seqs``
+        must stay ``"position"``). ``progress`` is called with the count of each chunk once
+        Redis took it; ``rate`` (events per second, 0 for as fast as possible) paces the
+        publish, in smaller chunks.
 
         Example::
 
@@ -246,18 +366,29 @@ class Client:
             # -> Published(count=1, source='p:nightly', last={'u1': Receipt(...)})
         """
         producer = self._producer
-        models: Iterable[AnyEvent] = (event_of(e) for e in events)
-        seqs: range | None = None
-        if source is not None:
+        models: Iterable[ExternalEvent] = (event_of(e) for e in events)
+        numbers: Iterable[int] | None = None
+        if source is None:
+            if seqs != "position":
+                raise InvalidEvent("seqs number a named source's events: pass source= too")
+        else:
             try:
-                name = source_of(source)
+                producer = self._new_producer(source_of(source))
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
-            producer = Producer(self.redis, self.keys, self.counts, source=name)
-            models = list(models)  # every event valid before the first is sent
-            seqs = range(1, len(models) + 1)
+            if seqs != "shard":
+                models = list(models)  # every event valid before the first is sent
+                numbers = range(1, len(models) + 1) if seqs == "position" else seqs
         with translated(self._url):
-            sent = producer.publish(models, seqs=seqs)
+            try:
+                sent = producer.publish(
+                    paced(models, rate) if rate else models,
+                    seqs=numbers,
+                    chunk=chunk_for(rate),
+                    on_chunk=progress,
+                )
+            except ValueError as exc:  # numbers that do not grow per shard, or too few
+                raise InvalidEvent(str(exc)) from None
         last = {s: Receipt(s, producer.source, n) for s, n in producer.seq.items()}
         return Published(sent, producer.source, last)
 
