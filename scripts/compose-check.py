@@ -304,14 +304,14 @@ def main() -> None:
     took = wait_for("the re-run producer's exit", producer_exited, 600, 2)
     say(f"re-run producer done ({took:.1f} s more)")
     try:
-        took = wait_for("healthy workers", lambda: healthy_workers() == WORKERS, 90, 1)
+        took = wait_for("healthy workers", lambda: healthy_workers() == WORKERS, 30, 1)
         note(f"{WORKERS} workers healthy (the image's HEALTHCHECK) {took:.1f} s later")
     except CheckFailed:
         # Not a gate: `eventfleet health` starts a Python CLI, which takes more than the
         # HEALTHCHECK's 3 s timeout on a machine short of CPU, while the workers own their
         # shards and apply events (checked above and below).
         note(
-            f"WARNING: {healthy_workers()} of {WORKERS} workers healthy after 90 s (Docker's "
+            f"WARNING: {healthy_workers()} of {WORKERS} workers healthy after 30 s more (Docker's "
             "health log says why: `docker inspect`); not counted as a failure"
         )
 
