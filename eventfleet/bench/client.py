@@ -28,12 +28,19 @@ import random
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import eventfleet
 from eventfleet import aio
 from eventfleet.bench import runs as bench_runs
-from eventfleet.bench.env import BenchEnv, BenchError, deadline_wait, first_read_and_idle
+from eventfleet.bench.env import (
+    BenchEnv,
+    BenchError,
+    cpu_seconds,
+    deadline_wait,
+    first_read_and_idle,
+)
 from eventfleet.bench.snapshot import stop_and_peak_rss_mb, users
 from eventfleet.ops.reader import current
 from eventfleet.ops.status import is_idle
@@ -263,13 +270,25 @@ def read_latency(
         "model_mb": round(model_bytes / 2**20, 1),
         "model_bytes_per_user": round(model_bytes / n_users, 1),
     }
+    redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
+
+    def measured(prefix: str, secs: float, fn: Callable[[], tuple[list[float], int]]) -> None:
+        """``fn``'s reads, and the CPU this process and Redis spent per read meanwhile."""
+        cpu0, rcpu0 = time.process_time(), cpu_seconds(redis_pid)
+        lats, wrong = fn()
+        cpu, rcpu = time.process_time() - cpu0, cpu_seconds(redis_pid) - rcpu0
+        out.update(_latency(prefix, lats, wrong, secs))
+        out[f"{prefix}_cpu_us_per_read"] = round(cpu / len(lats) * 1e6, 1)
+        out[f"{prefix}_redis_cpu_us_per_read"] = round(rcpu / len(lats) * 1e6, 1)
+
     with eventfleet.Client.from_url(env.url, namespace=keys.ns) as client:
-        lats, wrong = _sync_readers(client, n_users, 1, seconds / 2)
-        out |= _latency("alone", lats, wrong, seconds / 2)
-        lats, wrong = _sync_readers(client, n_users, readers, seconds)
-    out |= _latency("threads", lats, wrong, seconds)
-    lats, wrong = asyncio.run(_aio_readers(env.url, keys.ns, n_users, readers, seconds))
-    out |= _latency("tasks", lats, wrong, seconds)
+        measured("alone", seconds / 2, lambda: _sync_readers(client, n_users, 1, seconds / 2))
+        measured("threads", seconds, lambda: _sync_readers(client, n_users, readers, seconds))
+    measured(
+        "tasks",
+        seconds,
+        lambda: asyncio.run(_aio_readers(env.url, keys.ns, n_users, readers, seconds)),
+    )
     uid = n_users // 2 + 1
     running = _fold_read(env, keys, uid, 1)
     out |= {
