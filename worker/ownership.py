@@ -388,6 +388,7 @@ class Ownership:
                     functools.partial(self._keep_alive, claim),
                     restored=functools.partial(self._trim_restored, claim),
                     warm=self.warm_copy(claim.shard),
+                    token=claim.token,
                 )
         except TRANSIENT:
             self._release_token(claim.shard, claim.token)

@@ -34,7 +34,8 @@ from store.shardreads import (
     written_mark,
 )
 from worker import metrics
-from worker.effects import Effects, queue_effects
+from worker.effects import Effects, queue_effects, queue_model
+from worker.model import UPTO, Changes, Pruned, everything, values
 from worker.scripts import Scripts
 
 log = structlog.get_logger("eventfleet.takeover")
@@ -72,6 +73,7 @@ def take_over(
     keepalive: Callable[[], None] = lambda: None,
     warm: ShardState | None = None,
     restored: Callable[[ShardState], None] = lambda state: None,
+    token: str | None = None,
 ) -> tuple[ShardState, TakeoverStats]:
     """``keepalive`` is called between replay chunks: it renews leases and raises
     ``LeaseLost`` when this shard's lease is gone, which abandons the takeover. ``warm``: a
@@ -168,9 +170,12 @@ def take_over(
 
     # Replay (snapshot id, last delivered id], writing each batch's effects before the next
     effects = Effects()
+    changes = Changes()
+    pruned = Pruned(state, ids.millis(end) >= state.prune_at)
 
     def on_step(_eid: str, _raw: bytes | None, res: StepResult) -> None:
         effects.add(res)
+        changes.note(res, counts)
 
     def on_batch(n: int, *, mark: bool = False) -> None:
         nonlocal effects
@@ -205,6 +210,8 @@ def take_over(
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
         state.last_id = end
+    if token is not None:  # the read model, before the replayed entries are acked
+        sync_model(r, keys, scripts, shard, token, state, changes, pruned, stats.snapshot_id)
 
     for i in range(0, len(claimed), CHUNK):
         r.xack(stream, GROUP, *claimed[i : i + CHUNK])
@@ -220,6 +227,31 @@ def take_over(
     metrics.CLAIMED.labels(shard=shard).inc(stats.claimed)
     metrics.RECOVERY.observe(stats.seconds)
     return state, stats
+
+
+def sync_model(
+    r: redis.Redis,
+    keys: Keys,
+    scripts: Scripts,
+    shard: str,
+    token: str,
+    state: ShardState,
+    changes: Changes,
+    pruned: Pruned,
+    restored_at: str,
+) -> None:
+    """Bring the shard's read model to ``state``: what the replay changed, or every value when
+    the model lacks what came before the state the takeover restored (a model that is new,
+    was lost, or fell behind its snapshot): one HGET to tell, then fenced writes."""
+    cur: Any = r.hget(keys.model(shard), UPTO)
+    whole = cur is None or ids.after(restored_at, ids.text(cur))
+    pairs = everything(state) if whole else values(state, changes)
+    removed = pruned.removed(state)
+    if not pairs and not removed:
+        return
+    pipe = r.pipeline(transaction=False)
+    queue_model(pipe, keys, scripts, shard, token, state.last_id, pairs, removed)
+    pipe.execute()
 
 
 def suspect_poison(
