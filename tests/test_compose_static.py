@@ -206,10 +206,13 @@ def test_the_documented_scaling_command_scales_only_the_workers() -> None:
     assert re.fullmatch(r"worker=\d+", args[args.index("--scale") + 1])
     assert [a for a in args if not a.startswith("-") and "=" not in a][1:] == ["worker"]
     for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
-        for line in doc.read_text(encoding="utf-8").splitlines():
-            if re.match(r"^\s*docker compose up -d .*--scale", line):
-                words = shlex.split(line.split("#")[0])
-                assert "--no-deps" in words and words[-1] == "worker", f"{doc.name}: {line}"
+        text = doc.read_text(encoding="utf-8")
+        lines = re.findall(r"^\s*(docker compose up -d [^#\n]*)", text, re.M)
+        spans = re.findall(r"`(docker compose up -d [^`]*)`", text)  # inline, maybe wrapped
+        for command in lines + spans:
+            words = shlex.split(command)
+            if any(w.startswith("worker=") for w in words):
+                assert "--no-deps" in words and words[-1] == "worker", f"{doc.name}: {command}"
 
 
 def test_compose_check_is_a_make_target_that_ci_runs() -> None:
