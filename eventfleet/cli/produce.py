@@ -1,11 +1,12 @@
-"""``eventfleet produce``: publish events idempotently."""
+"""``eventfleet produce``: publish events idempotently, through ``eventfleet.Client`` (the one
+way in: what an application calls is what these commands run)."""
 
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO
 
 import click
@@ -13,8 +14,18 @@ import click
 from eventfleet.cli.context import EXIT_USAGE, Ctx, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
-from ledger.events import AddItem, ExternalEvent, Order, OrderOutcome, Topup
-from producer.client import Producer, check_key, source_of
+from eventfleet.client import (
+    Client,
+    ConfigurationError,
+    InvalidEvent,
+    NotInitialised,
+    OrderResult,
+    Receipt,
+    Unavailable,
+    WaitTimeout,
+)
+from ledger.events import AddItem, ExternalEvent, Order, Topup
+from producer.client import check_key, source_of
 from producer.files import BadLine, parse_lines
 from producer.workload import mixed
 
@@ -46,8 +57,24 @@ def produce(ctx: click.Context, wait_replicas: int) -> None:
     ctx.obj = {"wait_replicas": wait_replicas}
 
 
-def _producer(c: Ctx, wait_replicas: int = 0) -> Producer:
-    return Producer(c.redis, c.keys, c.counts(), wait_replicas=wait_replicas)
+@contextmanager
+def client_errors(c: Ctx) -> Iterator[None]:
+    """The client's errors as one line and an exit code (as ``user_errors`` maps the rest):
+    bad input and a missing namespace exit 2, Redis refusing or not answering exits 1."""
+    with user_errors(c.settings):
+        try:
+            yield
+        except (InvalidEvent, NotInitialised) as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
+        except (ConfigurationError, Unavailable) as exc:
+            raise UserError(str(exc)) from None
+
+
+def _client(c: Ctx, wait_replicas: int) -> Client:
+    """The client on the command's connection (connected and pinged as every command is)."""
+    return Client(
+        c.redis, c.settings.namespace, url=c.settings.redis_url, wait_replicas=wait_replicas
+    )
 
 
 def _one(
@@ -59,18 +86,17 @@ def _one(
             check_key(key)
         except ValueError as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
-    with user_errors(c.settings):
-        p = _producer(c, wait_replicas)
-        inbox, text = p.stamp(event, key=key)
-        p.send([(inbox, text)])
-    shard = inbox.split(":")[1].strip("{}")
+    with client_errors(c):
+        receipt = _client(c, wait_replicas).publish(event, key=key)
     if as_json:
-        doc = {"type": event.type, "shard": shard, "source": p.source, "seq": 1}
+        doc: dict[str, object] = {"type": event.type, "shard": receipt.shard}
+        doc |= {"source": receipt.source, "seq": receipt.seq}
         if isinstance(event, Order):
             doc["order_id"] = event.order_id
         emit_json(doc)
         return
-    click.echo(f"published {event.type} to {shard}'s inbox (seq 1 of {p.source})")
+    where = f"{receipt.shard}'s inbox (seq {receipt.seq} of {receipt.source})"
+    click.echo(f"published {event.type} to {where}")
 
 
 def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
@@ -172,19 +198,27 @@ def p_order(
         if order_id is None and not as_json:
             click.echo(f"order id: {oid}")
         return
-    from producer.outcomes import publish_order, wait_outcome
 
-    with user_errors(c.settings):
-        counts = c.counts()
-        at, ref = publish_order(_producer(c, obj["wait_replicas"]), ev)
+    def published(receipt: Receipt) -> None:
         if not as_json:
-            click.echo(f"published order {oid} as {ref}; waiting for its outcome")
-        outcome = wait_outcome(c.redis, c.keys, counts, ev, ref, at, timeout_s)
+            click.echo(f"published order {oid} as {receipt.ref}; waiting for its outcome")
+
+    outcome: OrderResult | None
+    with client_errors(c):
+        client = _client(c, obj["wait_replicas"])
+        try:
+            outcome = client.order(
+                user_id, item_id, qty, order_id=oid, wait=timeout_s, on_published=published
+            )
+            ref = outcome.receipt.ref
+        except WaitTimeout as exc:
+            assert exc.receipt is not None  # an order's wait: the receipt is there
+            outcome, ref = None, exc.receipt.ref
     sys.exit(_report_outcome(oid, ref, outcome, timeout_s, as_json))
 
 
 def _report_outcome(
-    oid: str, ref: str, o: OrderOutcome | None, timeout_s: float, as_json: bool
+    oid: str, ref: str, o: OrderResult | None, timeout_s: float, as_json: bool
 ) -> int:
     """Print an order's outcome (or the timeout); return the exit code it means."""
     if o is None:
@@ -193,8 +227,20 @@ def _report_outcome(
         else:
             click.echo(f"order {oid}: no outcome within {timeout_s:g} s", err=True)
         return EXIT_TIMEOUT
-    if as_json:
-        emit_json({"order_id": oid, **o.model_dump()})
+    if as_json:  # the keys and their order as the outcome record's
+        emit_json(
+            {
+                "order_id": oid,
+                "user_id": o.user_id,
+                "item_id": o.item_id,
+                "qty": o.qty,
+                "amount": o.amount,
+                "status": o.status,
+                "reason": o.reason,
+                "first": o.first,
+                "ref": ref,
+            }
+        )
     else:
         why = f" ({o.reason})" if o.reason else ""
         first = f"; the order id was {o.first} before and that stands" if o.first else ""
@@ -246,13 +292,15 @@ def p_file(
             EXIT_USAGE,
         ) from None
     c = ctx_of(redis_url, namespace)
-    with user_errors(c.settings), bar("publishing", len(events)) as advance:
-        p = Producer(c.redis, c.keys, c.counts(), name=name, wait_replicas=obj["wait_replicas"])
-        n = p.publish(events, seqs=numbers, on_chunk=advance)
+    with client_errors(c), bar("publishing", len(events)) as advance:
+        done = _client(c, obj["wait_replicas"]).publish_many(
+            events, source=name, seqs=numbers if numbers is not None else "position",
+            progress=advance,
+        )  # fmt: skip
     if as_json:
-        emit_json({"published": n} | ({"source": p.source} if name else {}))
+        emit_json({"published": done.count} | ({"source": done.source} if name else {}))
     else:
-        click.echo(f"published {n} events" + (f" as source p:{name}" if name else ""))
+        click.echo(f"published {done.count} events" + (f" as source p:{name}" if name else ""))
 
 
 @produce.command("load")
@@ -298,25 +346,14 @@ def p_load(
             raise UserError(str(exc), EXIT_USAGE) from None
     c = ctx_of(redis_url, namespace)
     events = mixed(n, seed=seed, users=users, items=items)
-    chunk = 1000 if not rate else max(1, min(1000, int(rate / 20)))
-    with user_errors(c.settings), bar("publishing", n) as advance:
-        # Named: each shard numbers its events 1, 2, ... in workload order, as a re-run does.
-        p = Producer(c.redis, c.keys, c.counts(), name=name, wait_replicas=obj["wait_replicas"])
-        n_sent = p.publish(_paced(events, rate), chunk=chunk, on_chunk=advance)
+    with client_errors(c), bar("publishing", n) as advance:
+        # Named: each shard numbers its events 1, 2, ... in workload order, as a re-run does;
+        # streamed (never held), in chunks of about 1/20 s of events at a --rate.
+        done = _client(c, obj["wait_replicas"]).publish_many(
+            events, source=name, seqs="shard" if name else "position", progress=advance,
+            rate=rate,
+        )  # fmt: skip
     if as_json:
-        emit_json({"published": n_sent} | ({"source": p.source} if name else {}))
+        emit_json({"published": done.count} | ({"source": done.source} if name else {}))
     else:
-        click.echo(f"published {n_sent} events" + (f" as source p:{name}" if name else ""))
-
-
-def _paced(events: Iterator[ExternalEvent], rate: float) -> Iterator[ExternalEvent]:
-    if not rate:
-        yield from events
-        return
-    start = time.monotonic()
-    for i, ev in enumerate(events):
-        due = start + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield ev
+        click.echo(f"published {done.count} events" + (f" as source p:{name}" if name else ""))
