@@ -17,16 +17,14 @@ from typing import Any
 
 import pytest
 import redis
-from redis import exceptions as rx
 
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
 from eventfleet.ops.status import is_idle
-from ledger.codec import encode
-from ledger.events import Charge, Order
-from ledger.shards import ShardCounts, destination, user_shard
+from ledger.events import Order
+from ledger.shards import ShardCounts, destination
 from producer.client import NotReplicated, Producer
 from producer.workload import mixed
 from store.connection import connect, is_cluster
@@ -34,7 +32,7 @@ from store.keys import EVENT_FIELD, Keys
 from store.namespace import read_counts
 from store.settings import Settings
 from tests import test_worker_faults as faults
-from tests.fleet_utils import FAST, log_lines, make_fleet, setup_namespace
+from tests.fleet_utils import log_lines, make_fleet, setup_namespace
 from tests.helpers import cli, cli_json, cli_process, wait_for
 from tests.recompute import check_against_logs
 from worker.scripts import Scripts
@@ -361,101 +359,6 @@ def test_up_cluster_runs_the_system_on_a_throwaway_cluster() -> None:
     assert summary["events"] == 2000 and sum(summary["outcomes"].values()) > 0
     refused = cli_process("up", "--cluster", "--redis", "redis://127.0.0.1:1/0", check=False)
     assert refused.returncode == 2 and "--cluster starts its own cluster" in refused.stderr
-
-
-CLUSTER_ACL = "+cluster|slots +cluster|shards +command +command|getkeys +asking"
-"""What docs/SECURITY.md says each user needs on top of the shipped ACL file on a cluster."""
-
-
-def _acl_cluster(tmp_path: Path) -> LocalCluster:
-    """A cluster with the shipped ACL file (plus ``CLUSTER_ACL``) and a root user."""
-    from tests.secure_redis import ACL_FILE, ROOT_PASSWORD, ROOT_USER
-
-    lines = ACL_FILE.read_text(encoding="utf-8").splitlines()
-    acl = tmp_path / "users.acl"
-    acl.write_text(
-        "\n".join(
-            f"{ln} {CLUSTER_ACL}" if ln.startswith("user eventfleet-") else ln for ln in lines
-        )
-        + f"\nuser {ROOT_USER} on >{ROOT_PASSWORD} ~* &* +@all\n"
-    )
-    return LocalCluster(
-        workdir=tmp_path / "cluster",
-        extra_args=["--aclfile", str(acl)],
-        username=ROOT_USER,
-        password=ROOT_PASSWORD,
-    )
-
-
-def test_a_shipped_acl_user_reaches_a_cluster(tmp_path: Path) -> None:
-    """The client library's part of the next test, in this process (redis-py 5.0 could not:
-    `make test-min` runs this tier)."""
-    from tests.secure_redis import password
-
-    c = _acl_cluster(tmp_path)
-    try:
-        c.start()
-        url = f"redis://eventfleet-admin:{password('admin')}@127.0.0.1:{c.live()[1].port}/0"
-        made = cli(
-            "init", "--user-shards", "2", "--item-shards", "2", "--json", env={"REDIS_URL": url}
-        )
-        assert json.loads(made.stdout)["created"] is True
-        assert cli_json("status", "--json", env={"REDIS_URL": url})["totals"]["lag"] == 0
-    finally:
-        c.close()
-
-
-def test_shipped_acl_users_run_the_fleet_on_a_cluster(
-    tmp_path: Path, fleet_factory: list[LocalFleet]
-) -> None:
-    from tests.secure_redis import ROOT_PASSWORD, ROOT_USER, password
-
-    c = _acl_cluster(tmp_path)
-    try:
-        c.start()
-        port = c.live()[1].port
-
-        def url(role: str) -> str:
-            return f"redis://eventfleet-{role}:{password(role)}@127.0.0.1:{port}/0"
-
-        cli("init", "--user-shards", "8", "--item-shards", "8", env={"REDIS_URL": url("admin")})
-        fleet = LocalFleet(url("worker"), "eventfleet", tmp_path / "logs", env=dict(FAST))
-        fleet_factory.append(fleet)
-        ws = [fleet.start(), fleet.start()]
-        producer = client(url("producer"))
-        counts = read_counts(client(url("admin")), Keys("eventfleet"))
-        events = list(mixed(3000, seed=41))
-        Producer(producer, Keys("eventfleet"), counts).publish(events)
-        keys = Keys("eventfleet")
-        forged = encode(Charge(order_id="f", user_id=1, item_id="x", qty=1, amount=9), "i0", 10**6)
-        target = user_shard(1, counts)
-        with pytest.raises(rx.NoPermissionError):
-            producer.xadd(keys.events(target), {EVENT_FIELD: forged})
-        assert producer.rpushx(keys.inbox(target), forged) > 1  # type: ignore[misc]
-        root = client(f"redis://{ROOT_USER}:{ROOT_PASSWORD}@127.0.0.1:{port}/0")
-        wait_idle(root, "eventfleet", counts)
-        letters = [f[b"reason"] for _id, f in root.xrange(keys.dlq(target))]
-        assert letters == [b"forged_internal"]
-        assert all(w.alive for w in ws)
-        # a SIGKILL is seen through the liveness connection on the node of NS:workers
-        fleet.kill(ws[0])
-        more = list(mixed(1000, seed=42, prefix="k"))
-        Producer(producer, Keys("eventfleet"), counts).publish(more)
-        wait_for(
-            lambda: any(
-                e["event"] == "lease_acquired"
-                and str(e.get("broke")).startswith(ws[0].worker_id + ":")
-                for e in log_lines(ws[1])
-            ),
-            60,
-            "the survivor to break the dead worker's leases",
-        )
-        wait_idle(root, "eventfleet", counts)
-        refused = [e for w in ws for e in log_lines(w) if "permission" in str(e.get("error"))]
-        assert refused == []
-        check_against_logs(root, "eventfleet", events + more)
-    finally:
-        c.close()
 
 
 def test_slots_moved_between_masters_mid_run(
