@@ -22,10 +22,10 @@ test-redis:
 	@scripts/bootstrap.sh test
 	.venv/bin/python -m pytest -q -m redis
 
-# Worker processes: fleets, failover, up, the quick bench.
+# Worker processes: fleets, failover, up, the quick bench; in two parts side by side.
 test-fleet:
 	@scripts/bootstrap.sh test
-	.venv/bin/python -m pytest -q -m fleet
+	@scripts/test-shards.sh 2 -m fleet
 
 # The lowest versions pyproject.toml allows (locks/minimum.txt) in .venv-min, then the tiers
 # that exercise the client libraries (fast and redis).
@@ -55,19 +55,6 @@ screenshot:
 
 clean:
 	rm -rf .venv .venv-min .mypy_cache .ruff_cache .pytest_cache .hypothesis
-
-# The shipped docker-compose.yml run for real on a Docker engine (scripts/compose-check.sh,
-# docs/DEPLOYMENT.md): one build, 4 workers, the load, verify, a worker killed, scaled to 2 and
-# back to 4 with the documented command, verify, ledger totals unchanged, down -v. A machine's
-# own extra compose files come from EVENTFLEET_COMPOSE_FILES (':'-separated).
-.PHONY: compose-check python-check
-compose-check:
-	@scripts/compose-check.sh
-
-# The locks install and `make demo` runs on another Python (scripts/python-check.sh), by
-# default Debian 12's own /usr/bin/python3 (3.11.2); PYTHON=... names another.
-python-check:
-	@scripts/python-check.sh
 
 # The shipped docker-compose.yml run for real on a Docker engine (scripts/compose-check.py,
 # docs/DEPLOYMENT.md): one build, 4 workers, the load, verify, a worker killed, scaled to 2 and
