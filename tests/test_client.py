@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,11 @@ import redis
 import eventfleet
 from eventfleet import aio
 from eventfleet.local.fleet import LocalFleet
-from eventfleet.local.redisserver import LocalRedis
+from eventfleet.local.redisserver import LocalRedis, free_port
 from eventfleet.ops.reader import state_all
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.shards import ShardCounts
+from ledger.shards import ShardCounts, item_shard, user_shard
 from store.keys import Keys
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
@@ -159,3 +161,70 @@ def test_the_asyncio_client_has_the_same_methods(
     assert balance(r, namespace, fleet, 9) == 0  # 100 once; two orders of 50
     assert balance(r, namespace, fleet, 11) == 15
     assert verify(r, Keys(namespace), fleet).ok
+
+
+def inbox_stamps(r: redis.Redis, ns: str, shard: str) -> list[tuple[str, int]]:
+    """(source, seq) of every event waiting in ``shard``'s inbox, in order."""
+    out = []
+    for raw in r.lrange(Keys(ns).inbox(shard), 0, -1):
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "source" in doc:
+            out.append((doc["source"], doc["seq"]))
+    return out
+
+
+def test_publish_many_numbers_progress_and_pacing(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str
+) -> None:
+    """What `produce file --source` and `produce load` use: a file's line numbers as seqs,
+    per-shard numbering streamed, a progress callback per chunk, and a paced rate."""
+    counts = setup_namespace(r, namespace)
+    shard = user_shard(5, counts)
+    rows = [{"type": "topup", "user_id": 5, "amount": n} for n in range(1, 4)]
+    seen: list[int] = []
+    with eventfleet.Client.from_url(redis_server.url, namespace=namespace) as client:
+        done = client.publish_many(rows, source="lines", seqs=[2, 7, 9], progress=seen.append)
+        assert (done.count, seen, done.last[shard].seq) == (3, [3], 9)
+        by_shard = client.publish_many(iter(rows), source="load", seqs="shard")
+        assert by_shard.last[shard].seq == 3
+        client.publish_many(rows, source="pos")
+        stamps = inbox_stamps(r, namespace, shard)
+        assert [s for s in stamps if s[0] == "p:lines"] == [("p:lines", n) for n in (2, 7, 9)]
+        assert [n for src, n in stamps if src in ("p:load", "p:pos")] == [1, 2, 3, 1, 2, 3]
+        for bad in (
+            lambda: client.publish_many(rows, seqs=[1, 2, 3]),  # numbers need a source
+            lambda: client.publish_many(rows, source="x", seqs=[1, 1, 2]),  # must grow
+        ):
+            with pytest.raises(eventfleet.InvalidEvent):
+                bad()
+        chunks: list[int] = []
+        rows40 = [{"type": "topup", "user_id": u, "amount": 1} for u in range(1, 41)]
+        start = time.monotonic()
+        paced = client.publish_many(rows40, rate=400, progress=chunks.append)  # 20 per chunk
+        assert time.monotonic() - start >= 39 / 400 and paced.count == 40
+        assert chunks == [20, 20]
+
+
+def test_publish_one_order_callbacks_wait_replicas_and_unavailable(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str
+) -> None:
+    counts = setup_namespace(r, namespace)
+    with eventfleet.Client.from_url(redis_server.url, namespace=namespace) as client:
+        receipt = client.publish({"type": "topup", "user_id": 3, "amount": 5}, key="req-3")
+        assert receipt.shard == user_shard(3, counts) and receipt.seq == 1
+        with pytest.raises(eventfleet.InvalidEvent):
+            client.publish({"type": "order", "order_id": "o", "user_id": 1, "item_id": "a",
+                            "qty": 1}, key="k")  # fmt: skip
+        published: list[eventfleet.Receipt] = []
+        with pytest.raises(eventfleet.WaitTimeout) as timed_out:  # no worker runs
+            client.order(user=3, item="x", qty=1, wait=0.2, on_published=published.append)
+        assert timed_out.value.receipt == published[0]
+        assert published[0].shard == item_shard("x", counts)
+    replicated = eventfleet.Client(r, namespace, wait_replicas=2)
+    assert replicated.wait_replicas == 2 and replicated._new_producer("p:n").wait_replicas == 2
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(eventfleet.Unavailable, match=r"^cannot reach Redis at redis://127"):
+        eventfleet.Client.from_url(down, namespace=namespace)
