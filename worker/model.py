@@ -68,7 +68,9 @@ def values(state: ShardState, changes: Changes) -> list[str]:
     out: list[str] = []
     balances, items, orders, marks = state.balances, state.items, state.orders, state.watermarks
     for u in changes.users:
-        out += (f"b:{u}", str(balances.get(u, 0)))
+        balance = balances.get(u)
+        if balance is not None:  # a user never credited (an order rejected) has none
+            out += (f"b:{u}", str(balance))
     for i in changes.items:
         item = items.get(i)
         if item is not None:
