@@ -35,11 +35,19 @@ from eventfleet.client.errors import (
     WaitTimeout,
 )
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
-from eventfleet.client.sync import AnyEvent, build, event_of, result_of, unavailable
+from eventfleet.client.sync import (
+    AnyEvent,
+    Numbering,
+    build,
+    chunk_for,
+    event_of,
+    result_of,
+    unavailable,
+)
 from ledger.codec import decode_outcome, describe_validation_error
 from ledger.events import AddItem, Order, OrderOutcome, Topup
 from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from producer.client import CHUNK, Stamper, check_key, check_pushed, grouped, source_of
+from producer.client import Stamper, check_key, check_pushed, grouped, source_of
 from producer.outcomes import LOOKBACK_MS
 from store import ids
 from store.connection import TRANSIENT, FatalRedisError, classify
@@ -337,10 +345,19 @@ class Client:
                 return None
 
     async def publish_many(
-        self, events: Iterable[AnyEvent | dict[str, Any]], *, source: str | None = None
+        self,
+        events: Iterable[AnyEvent | dict[str, Any]],
+        *,
+        source: str | None = None,
+        seqs: Iterable[int] | Numbering = "position",
+        progress: Callable[[int], None] | None = None,
+        rate: float = 0.0,
     ) -> Published:
-        """As ``eventfleet.Client.publish_many``: with ``source`` the n-th event is numbered
-        n, so publishing the same sequence again applies each event once.
+        """As ``eventfleet.Client.publish_many``: with ``source`` the events are numbered by
+        ``seqs`` (``"position"``: the n-th is n; numbers of their own, growing per shard;
+        ``"shard"``: 1, 2, ... per shard), so publishing the same sequence again applies each
+        event once. Every event is checked before the first is sent; ``progress`` gets each
+        chunk's count, ``rate`` (events per second) paces the chunks.
 
         Example::
 
@@ -348,18 +365,38 @@ class Client:
         """
         r, counts, stamper = await self._ready()
         models = [event_of(e) for e in events]  # every event valid before the first is sent
-        if source is not None:
+        numbers: list[int] | None = None
+        if source is None:
+            if seqs != "position":
+                raise InvalidEvent("seqs number a named source's events: pass source= too")
+        else:
             try:
                 stamper = Stamper(self.keys, counts, source_of(source))
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
-        for start in range(0, len(models), CHUNK):
-            chunk = models[start : start + CHUNK]
-            if source is not None:
-                stamped = [stamper.stamp(e, start + i + 1) for i, e in enumerate(chunk)]
-            else:
-                stamped = [stamper.stamp(e) for e in chunk]
+            if seqs == "position":
+                numbers = list(range(1, len(models) + 1))
+            elif seqs != "shard":
+                numbers = list(seqs)
+                if len(numbers) != len(models):
+                    raise InvalidEvent(f"{len(numbers)} seqs for {len(models)} events")
+        size = chunk_for(rate)
+        began = time.monotonic()
+        for start in range(0, len(models), size):
+            if rate:
+                await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
+            chunk = models[start : start + size]
+            try:
+                if numbers is None:
+                    stamped = [stamper.stamp(e) for e in chunk]
+                else:
+                    nums = numbers[start : start + size]
+                    stamped = [stamper.stamp(e, n) for e, n in zip(chunk, nums, strict=True)]
+            except ValueError as exc:  # numbers that do not grow per shard
+                raise InvalidEvent(str(exc)) from None
             await self._send(r, stamped)
+            if progress is not None:
+                progress(len(chunk))
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
         return Published(len(models), stamper.source, last)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import inspect
 import json
 import threading
 import time
@@ -228,3 +229,38 @@ def test_publish_one_order_callbacks_wait_replicas_and_unavailable(
     down = f"redis://127.0.0.1:{free_port()}/0"
     with pytest.raises(eventfleet.Unavailable, match=r"^cannot reach Redis at redis://127"):
         eventfleet.Client.from_url(down, namespace=namespace)
+
+
+def test_the_asyncio_client_takes_the_same_arguments(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str
+) -> None:
+    for name in ("publish", "publish_many", "topup", "add_item", "order", "balance", "item"):
+        sync_args = inspect.signature(getattr(eventfleet.Client, name)).parameters
+        assert list(sync_args) == list(inspect.signature(getattr(aio.Client, name)).parameters)
+    counts = setup_namespace(r, namespace)
+    shard = user_shard(5, counts)
+    rows = [{"type": "topup", "user_id": 5, "amount": n} for n in range(1, 4)]
+
+    async def main() -> None:
+        async with aio.Client.from_url(redis_server.url, namespace=namespace) as client:
+            seen: list[int] = []
+            done = await client.publish_many(rows, source="a-lines", seqs=[2, 7, 9],
+                                             progress=seen.append)  # fmt: skip
+            assert (done.count, seen, done.last[shard].seq) == (3, [3], 9)
+            await client.publish_many(rows, source="a-load", seqs="shard", rate=1000)
+            with pytest.raises(eventfleet.InvalidEvent):
+                await client.publish_many(rows, source="a-x", seqs=[1, 1, 2])
+            with pytest.raises(eventfleet.InvalidEvent):
+                await client.publish_many(rows, seqs=[1, 2, 3])
+            one = await client.publish({"type": "topup", "user_id": 5, "amount": 1})
+            assert one.shard == shard
+            published: list[eventfleet.Receipt] = []
+            with pytest.raises(eventfleet.WaitTimeout) as timed_out:  # no worker runs
+                await client.order(user=5, item="x", qty=1, wait=0.2,
+                                   on_published=published.append)  # fmt: skip
+            assert timed_out.value.receipt == published[0]
+
+    asyncio.run(main())
+    stamps = inbox_stamps(r, namespace, shard)
+    assert [n for src, n in stamps if src == "p:a-lines"] == [2, 7, 9]
+    assert [n for src, n in stamps if src == "p:a-load"] == [1, 2, 3]
