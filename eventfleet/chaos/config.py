@@ -45,4 +45,6 @@ class ChaosConfig:
     snapshot_interval_s: float = 2.0
     max_rate: float = 3000.0
     idle_timeout_s: float = 300.0
+    readers: int = 2
+    """Clients writing a top-up and reading the balance back with the receipt throughout."""
     logdir: Path | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 from eventfleet.chaos.config import DEFAULT_KINDS, KINDS, ChaosConfig
 from eventfleet.chaos.faults import FaultRecord
+from eventfleet.chaos.readers import ReadCheck
 from eventfleet.chaos.rerun import FileRun, shortfall
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.verify import Report
@@ -112,6 +113,20 @@ def build_report(
     }
     doc["ok"] = not problems and not any(doc[k] for k in VERDICT)
     return doc
+
+
+def add_reads(doc: dict[str, Any], check: ReadCheck, error: str | None, *, wanted: bool) -> None:
+    """The readers' verdict in the report: every read held to the log; the run is not ok
+    when one read was wrong, or readers were asked for and none read."""
+    doc["reads"] = {"checked": check.reads, "wrong": len(check.wrong), "retried": check.errors}
+    doc["reads_wrong"] = check.wrong[:20]
+    if check.wrong:
+        doc["problems"].append(f"{len(check.wrong)} reads returned a value the log does not give")
+    if error:
+        doc["problems"].append(f"the readers failed: {error}")
+    elif wanted and not check.reads:
+        doc["problems"].append("the readers read nothing")
+    doc["ok"] = doc["ok"] and not check.wrong and not error and (check.reads > 0 or not wanted)
 
 
 def producer_shortfall(result: Report, producer: Producer) -> int:

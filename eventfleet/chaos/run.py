@@ -25,7 +25,9 @@ from eventfleet.chaos.config import GUESS_S, POLL_S, PRODUCER_NAME, ChaosConfig,
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
 from eventfleet.chaos.observe import Observer
 from eventfleet.chaos.paced import PacedProducer
-from eventfleet.chaos.report import build_report
+from eventfleet.chaos.readers import Readers, check_reads
+from eventfleet.chaos.report import add_reads, build_report
+from eventfleet.client import Client
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import wait_idle
@@ -60,6 +62,17 @@ class Chaos:
         the environment's own credentials)."""
         logins = self.local.logins if self.local is not None else None
         return {} if logins is None else logins.env(role)
+
+    def reader_client(self) -> Client:
+        """A client as the producer user (it may write and read the model), or as the
+        environment's for ``--redis``."""
+        env = self.login_env("producer")
+        return Client.from_url(
+            self.url,
+            self.keys.ns,
+            username=env.get("EVENTFLEET_REDIS_USERNAME"),
+            password_file=env.get("REDIS_PASSWORD_FILE"),
+        )
 
     def settings(self, role: str) -> Settings:
         env = self.login_env(role)
@@ -152,6 +165,9 @@ class Chaos:
         injector.producer_env = self.login_env("producer")
         injector.producer_r = prod_r
         injector.root_r = root
+        readers = Readers(self.reader_client, users=500, n=cfg.readers, seed=cfg.seed)
+        if cfg.readers:
+            readers.start()
         producer.start()
         while producer.published == 0 and producer.is_alive():
             time.sleep(POLL_S)
@@ -165,6 +181,9 @@ class Chaos:
             )
             producer.stop.wait(cfg.fault_interval)
         producer.join()
+        readers.stop.set()
+        if cfg.readers:
+            readers.join(timeout=120)
         prod_r.close()
         if root is not None:
             root.close()
@@ -175,7 +194,8 @@ class Chaos:
         self.fleet.stop_all(timeout=30)
         stop_codes = {w.worker_id: int(w.proc.returncode or 0) for w in live}
         result = verify(self.r, self.keys, self.counts)
-        return build_report(
+        reads = check_reads(self.r, self.keys, self.counts, readers.reads, readers.errors)
+        report = build_report(
             cfg,
             self.counts,
             result,
@@ -190,6 +210,8 @@ class Chaos:
             duration_s=time.monotonic() - self.t_start,
             files=injector.files,
         )
+        add_reads(report, reads, readers.error, wanted=bool(cfg.readers))
+        return report
 
 
 def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:

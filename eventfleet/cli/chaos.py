@@ -115,6 +115,14 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     "--max-rate", type=click.FloatRange(1), default=3000, show_default=True, help="events/s cap"
 )
 @click.option(
+    "--readers",
+    type=click.IntRange(0, 16),
+    default=2,
+    show_default=True,
+    help="clients that write a top-up and read the balance back with its receipt throughout; "
+    "every read is held to the log",
+)
+@click.option(
     "--logdir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -136,6 +144,7 @@ def chaos_cmd(
     item_shards: int,
     lease_ttl_ms: int,
     max_rate: float,
+    readers: int,
     logdir: Path | None,
     report: Path | None,
 ) -> None:
@@ -167,6 +176,7 @@ def chaos_cmd(
         item_shards=item_shards,
         lease_ttl_ms=lease_ttl_ms,
         max_rate=max_rate,
+        readers=readers,
         logdir=logdir,
     )
     try:
