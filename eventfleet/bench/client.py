@@ -244,7 +244,12 @@ def _fold_read(env: BenchEnv, keys: Keys, uid: int, reps: int) -> dict[str, Any]
             raise BenchError(f"the fold read user {uid}'s balance as {got}")
         tail, from_snapshot = folded.tail, folded.from_snapshot
         del folded
-    return {"s": round(statistics.median(secs), 4), "tail": tail, "from_snapshot": from_snapshot}
+    return {
+        "s": round(statistics.median(secs), 4),
+        "runs": [round(x, 4) for x in secs],
+        "tail": tail,
+        "from_snapshot": from_snapshot,
+    }
 
 
 def read_latency(
@@ -300,6 +305,7 @@ def read_latency(
     final = _fold_read(env, keys, uid, fold_reps)
     out |= {
         "fold_snapshot_s": final["s"],
+        "fold_snapshot_runs": final["runs"],
         "fold_snapshot_tail": final["tail"],
         "fold_snapshot_from_snapshot": final["from_snapshot"],
         "fold_vs_threads_p50": round(final["s"] * 1000 / out["threads_p50_ms"], 1),
