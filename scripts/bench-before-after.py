@@ -6,7 +6,9 @@ sitting: what a change costs, measured with the machine's load shared by both si
 The earlier commit is checked out into a git worktree (removed afterwards) and run with the
 same Python (``PYTHONPATH`` and the working directory set to its tree, so the bench and the
 worker processes it starts import that tree's code); this tree is run the same way. Prints
-each figure's range per side and writes every run's JSON into ``--out``.
+each figure's range per side (and b's worker and Redis CPU per event in microseconds,
+``b.wcpu`` and ``b.rcpu``, which the machine's load moves least) and writes every run's JSON
+into ``--out``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent.parent
-FIGURES = ("b", "k.ef1", "k.ef2", "k.loop1", "k.loop2", "k.r1", "k.r2", "e", "f")
+FIGURES = (
+    "b",
+    "b.wcpu",
+    "b.rcpu",
+    "k.ef1",
+    "k.ef2",
+    "k.loop1",
+    "k.loop2",
+    "k.r1",
+    "k.r2",
+    "e",
+    "f",
+)
 
 
 def run_bench(tree: Path, only: str, quick: bool, out: Path) -> dict[str, Any]:
@@ -41,6 +55,18 @@ def imported_from(tree: Path) -> str:
     return subprocess.run(
         [sys.executable, "-c", code], cwd=tree, env=env, check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def cpu_per_event(doc: dict[str, Any]) -> dict[str, float]:
+    """b's worker and Redis CPU per event (us): what the machine's load moves least."""
+    b = doc["scenarios"].get("b")
+    if not b or not b.get("events"):
+        return {}
+    per = b["seconds"] / b["events"] * 1e6
+    return {
+        "b.wcpu": round(b["worker_cpu_util"] * per, 2),
+        "b.rcpu": round(b["redis_cpu_util"] * per, 2),
+    }
 
 
 def span(values: list[float]) -> str:
@@ -80,6 +106,7 @@ def main() -> int:
             for side in order:
                 out = args.out / f"{side}-{i + 1}.json"
                 doc = run_bench(sides[side], args.only, args.quick, out)
+                doc["figures"] |= cpu_per_event(doc)
                 runs[side].append(doc)
                 figs = {k: doc["figures"][k] for k in FIGURES if k in doc["figures"]}
                 sys.stderr.write(
