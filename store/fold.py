@@ -42,6 +42,9 @@ History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool]]]
 """``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
 ``+``), in id order, as ``(entry id, entry text or None, whether it came via the inbox)``."""
 
+OnFields = Callable[[str, dict[bytes, bytes]], None]
+"""``(entry id, the entry's fields)``, called before the entry is folded (live log only)."""
+
 OnStep = Callable[[str, bytes | None, StepResult], None]
 """``(entry id, entry text or None, step result)``, called right after the entry is folded."""
 
@@ -99,6 +102,7 @@ def fold(
     on_batch: Callable[[int], None] | None = None,
     history: History | None = None,
     suspect: Collection[str] = (),
+    on_fields: OnFields | None = None,
 ) -> int:
     """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
     ``state``; return how many were folded. Entries in ``poison`` are dead-lettered (those also
@@ -129,6 +133,8 @@ def fold(
         entries: Any = r.xrange(stream, min=lo, max=until, count=batch)
         for eid_b, fields in entries:
             eid = ids.text(eid_b)
+            if on_fields is not None:
+                on_fields(eid, fields)
             raw, via_inbox = entry_event(fields)
             fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect)
         if not entries:

@@ -9,6 +9,10 @@ GROUP = "workers"
 EVENT_FIELD = b"event"
 VIA_FIELD = b"via"
 VIA_INBOX = b"inbox"
+TAIL_FIELD = b"tail"
+HEAD_FIELD = b"head"
+"""The inbox chain of a moved entry (``store/lua/move_inbox.lua``): SHA-1 of its last element,
+and on the first entry of a move, of the inbox's head element before it."""
 """The mark of an entry the shard's owner moved from its inbox into the log (``via inbox``):
 a producer's entry. Only worker scripts write shard streams, so no producer can leave it
 off or set it on a shard's own events (docs/SECURITY.md)."""
@@ -27,8 +31,8 @@ def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool]:
     n = len(flat)
     if n == 2 and flat[0] == EVENT_FIELD:  # what workers write
         return bytes(flat[1]), False
-    if n == 4 and flat[0] == EVENT_FIELD and flat[2] == VIA_FIELD:  # a moved inbox entry
-        return bytes(flat[1]), flat[3] == VIA_INBOX
+    if n >= 4 and flat[0] == EVENT_FIELD and flat[2] == VIA_FIELD:  # a moved inbox entry
+        return bytes(flat[1]), flat[3] == VIA_INBOX  # (then its chain fields: move_inbox.lua)
     raw: bytes | None = None
     via_inbox = False
     for i in range(0, n - 1, 2):

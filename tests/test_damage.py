@@ -178,3 +178,24 @@ def test_a_poison_mark_on_an_applied_entry_is_reported(
     stack.ok("admin", "dlq", "redrive")
     stack.idle()
     assert stack.state()["users"][str(U0)]["balance"] == 300
+
+
+def test_an_inbox_cut_is_reported(
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """Top-ups a producer was told were accepted, cut from the inbox before a worker moved them
+    (LTRIM as the worker user): the next move starts from a head that is not the last element
+    moved, and `verify` reports it (before: `verify` passed, 300 of 500 gone)."""
+    stack = AclStack(port, tmp_path, fleet_factory)
+    stack.init("--user-shards", "2", "--item-shards", "1")
+    for _ in range(5):
+        stack.ok("producer", "produce", "topup", "--user", str(U0), "--amount", "100")
+    worker = stack.client("worker")
+    assert worker.llen(_key("u0", "inbox")) == 6  # the head and five top-ups
+    worker.ltrim(_key("u0", "inbox"), 3, -1)  # the first three are gone, the 3rd is the head
+    stack.workers(1)
+    stack.idle()
+    assert stack.state()["users"][str(U0)]["balance"] == 200
+    result = stack.run("admin", "verify")
+    assert result.returncode == 3, result
+    assert "were cut from the inbox before they reached the log" in result.stdout

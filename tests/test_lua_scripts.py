@@ -8,6 +8,7 @@ with the text (Redis Cluster), each also queued on a pipeline where the worker d
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -206,6 +207,7 @@ def test_fenced_read_moves_the_inbox_in_order_then_reads(scripts: Scripts, u: Us
     nested = json.dumps({"type": "topup", "meta": {"a": 1}})
     pushed = [event(1), event(2), nested, event(3), "not json"]
     root.rpush(K.inbox(S), *pushed)
+    head = root.lindex(K.inbox(S), 0)
     pipe = worker.pipeline(transaction=False)
     read(scripts, pipe)
     (got,) = pipe.execute()
@@ -214,7 +216,10 @@ def test_fenced_read_moves_the_inbox_in_order_then_reads(scripts: Scripts, u: Us
     # flat objects joined into bundles; the nested one and the non-JSON one alone
     moved = [flat for _eid, flat in got[1:]]
     assert [f[1] for f in moved] == [f"[{event(1)},{event(2)}]", nested, event(3), "not json"]
-    assert all(f[2:] == ["via", "inbox"] for f in moved)
+    # the inbox chain: each entry's last element, and the head the move started from
+    lasts = [event(2), nested, event(3), "not json"]
+    assert [f[2:6] for f in moved] == [["via", "inbox", "tail", sha1(x)] for x in lasts]
+    assert moved[0][6:] == ["head", sha1(head)] and all(len(f) == 6 for f in moved[1:])
     # the list's first element is never moved (the head, then the last element moved): the
     # key stays, so producers' RPUSHX keeps appending
     assert root.lrange(K.inbox(S), 0, -1) == ["not json"]
@@ -283,13 +288,15 @@ def test_xadd_many_moves_the_inbox_first_then_appends(scripts: Scripts, u: Users
     worker, root = u.worker, u.root
     group(root)
     root.rpush(K.inbox(S), event(1), event(2), event(3))
+    head = root.lindex(K.inbox(S), 0)
     pipe = worker.pipeline(transaction=False)
     scripts.xadd_many(
         pipe, events=K.events(S), inbox=K.inbox(S), move_limit=2, texts=["a", "b", "c"]
     )
     assert pipe.execute() == [3]
     entries = root.xrange(K.events(S))
-    bundle = {"event": f"[{event(1)},{event(2)}]", "via": "inbox"}
+    bundle = {"event": f"[{event(1)},{event(2)}]", "via": "inbox", "tail": sha1(event(2))}
+    bundle["head"] = sha1(head)
     assert [f for _eid, f in entries] == [bundle, *({"event": x} for x in "abc")]
     assert root.lrange(K.inbox(S), 1, -1) == [event(3)]
 
@@ -529,3 +536,8 @@ def test_allow_oom_scripts_run_when_redis_is_full(scripts: Scripts, u: Users) ->
         root.config_set("maxmemory", 0)
     assert root.hget(K.archived(S), "events") == "1-0"
     assert root.xlen(K.outcomes(S)) == 0 and root.xlen(K.events(S)) == 0
+
+
+def sha1(text: str) -> str:
+    """The inbox chain's digest of an element (``store/lua/move_inbox.lua``)."""
+    return hashlib.sha1(text.encode()).hexdigest()

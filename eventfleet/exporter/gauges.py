@@ -66,6 +66,11 @@ SHARD_GAUGES = (
         "Entries in the shard's dead-letter stream",
         lambda s: s.dead_letters,
     ),
+    ShardGauge(
+        "eventfleet_shard_snapshot_quarantined",
+        "1 while a snapshot of the shard that did not decode is kept in its quarantine key",
+        lambda s: s.quarantined,
+    ),
 )
 
 NAMESPACE_GAUGES = (

@@ -60,6 +60,9 @@ class ShardReading:
     dead_letters_by_reason: dict[str, int]
     inbox: int = 0
     """Events waiting in the shard's inbox (part of ``lag``)."""
+    quarantined: bool = False
+    """A snapshot of the shard that did not decode is kept in ``NS:{f}:quarantine`` (a
+    takeover put it there: ``worker/takeover.py``); an operator removes it once handled."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class _Raw:
     new_dead_letters: list[Any]
     inbox: int = 0
     """Events waiting in the shard's inbox (element 0, its head, not counted)."""
+    quarantined: bool = False
 
 
 class NamespaceReader:
@@ -155,6 +159,7 @@ class NamespaceReader:
                     dead_letters=tally.count,
                     dead_letters_by_reason=dict(tally.by_reason),
                     inbox=raw.inbox,
+                    quarantined=raw.quarantined,
                 )
             )
         used, limit = redis_memory(self._r)
@@ -172,8 +177,9 @@ class NamespaceReader:
             after = f"({self._tally(s).last_id}"
             pipe.xrange(keys.dlq(s), after, "+", count=DEAD_LETTER_BATCH)
             pipe.llen(keys.inbox(s))
+            pipe.exists(keys.quarantine(s))
         replies: list[Any] = list(pipe.execute(raise_on_error=False))
-        return [_check(s, replies[6 * i : 6 * i + 6]) for i, s in enumerate(chunk)]
+        return [_check(s, replies[7 * i : 7 * i + 7]) for i, s in enumerate(chunk)]
 
     def _oldest_undelivered(self, raws: list[_Raw]) -> dict[str, tuple[int, str | None]]:
         """(undelivered count, oldest undelivered id) of the shards whose lag Redis could not
@@ -228,10 +234,10 @@ class NamespaceReader:
 
 
 def _check(shard: str, replies: list[Any]) -> _Raw | None:
-    """One shard's six replies, or None when any is an error or does not parse."""
+    """One shard's seven replies, or None when any is an error or does not parse."""
     if any(isinstance(x, Exception) for x in replies):
         return None
-    groups, pending, lease, epoch, dead, inbox = replies
+    groups, pending, lease, epoch, dead, inbox, quarantined = replies
     try:
         group = next(g for g in groups if ids.text(g["name"]) == GROUP)
         lag = group.get("lag")
@@ -245,6 +251,7 @@ def _check(shard: str, replies: list[Any]) -> _Raw | None:
             epoch=int(epoch) if epoch is not None else 0,
             new_dead_letters=list(dead),
             inbox=max(0, int(inbox) - 1),
+            quarantined=bool(quarantined),
         )
     except (StopIteration, KeyError, TypeError, ValueError):
         return None

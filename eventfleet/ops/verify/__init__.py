@@ -32,7 +32,8 @@ from eventfleet.ops.verify.checks import (
     check_totals,
     stored_outcome,
 )
-from eventfleet.ops.verify.fold import fold_shard
+from eventfleet.ops.verify.fold import fold_shard, inbox_cut
+from eventfleet.ops.verify.model import check_model
 from eventfleet.ops.verify.report import KINDS, SHOWN, Finding, Findings, Report, ShardFold
 from ledger.shards import ShardCounts, family
 from store import ids
@@ -120,12 +121,17 @@ def verify(
         written = written_mark(r, keys, shard)
         applied_of = functools.partial(applied_by_an_owner, r, keys, shard, written=written)
         check_poison(fold, poison_ids(r, keys, shard), stored_dead, applied_of, report)
+        if report.quiescent:  # the read model is written with the batches: idle, it is whole
+            check_model(r, keys, fold, report)
     if report.quiescent and (_last_ids(r, keys, counts) != before or not is_idle(r, keys, counts)):
         report.quiescent = False
     if not report.quiescent:
         report.unchecked.append(
             "the fleet was not idle: records still in flight were not counted as lost"
         )
+    else:
+        for fold in report.folds.values():
+            inbox_cut(r, keys, fold, report)
     check_flows(report)
     check_sequences(report)
     check_totals(report, stored_orders)

@@ -59,6 +59,9 @@ class ShardFold:
     """Per source, per seq: the entry text (internal sources) or its hash (producers)."""
     applied_seqs: dict[str, set[int]] = field(default_factory=dict)
     dead_seqs: dict[str, set[int]] = field(default_factory=dict)
+    inbox_tail: bytes | None = None
+    """The inbox chain (``store/lua/move_inbox.lua``) at the fold's end: SHA-1 (hex) of the
+    last element moved, None when the fold cannot tell."""
     topups: int = 0
     added: int = 0
     orders: Counter[tuple[int, str]] = field(default_factory=Counter)
