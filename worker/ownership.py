@@ -31,8 +31,7 @@ from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
 LAPSE_MARGIN_S = 0.05
-"""How long after another member's heartbeat lapses a worker looks again (its leases lapse
-a renewal's round trip later)."""
+"""How long after a member's heartbeat lapses a worker looks again (leases lapse later)."""
 
 UNUSABLE_RETRY_S = 30.0
 """How long a shard without a provable state is left alone before it is tried again."""
