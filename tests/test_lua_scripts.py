@@ -25,7 +25,7 @@ from ledger.codec import MAX_ENTRY_BYTES
 from store import lua
 from store.keys import GROUP, INBOX_HEAD, Keys
 from store.scripts import EvalScript, create_inbox
-from tests.secure_redis import connect, refused
+from tests.secure_redis import connect
 from worker import scripts as worker_scripts
 from worker.scripts import Scripts, expel_command, is_blocked, is_fenced, register_command
 
@@ -336,37 +336,6 @@ def test_mark_written_only_rises(scripts: Scripts, u: Users) -> None:
     assert mark("10-0") == 1  # by number, not text
     assert mark("9-9") == 0
     assert root.get(K.written(S)) == "10-0"
-
-
-def test_write_model_is_fenced_never_goes_back_and_raises_the_mark(
-    scripts: Scripts, u: Users
-) -> None:
-    worker, root = u.worker, u.root
-    root.set(K.lease(S), TOKEN)
-
-    def write(
-        upto: str, values: list[str], removed: tuple[str, ...] = (), token: str = TOKEN
-    ) -> Any:
-        return scripts.write_model(
-            worker, written=K.written(S), lease=K.lease(S), model=K.model(S), token=token,
-            upto=upto, values=values, removed=removed,
-        )  # fmt: skip
-
-    assert write("5-0", ["b:1", "10", "w:p:a", "1"]) == 2  # a model that had no _upto
-    assert root.hgetall(K.model(S)) == {"b:1": "10", "w:p:a": "1", "_upto": "5-0"}
-    assert root.get(K.written(S)) == "5-0"
-    assert write("6-0", ["b:1", "99"], token="w2:2") == 0  # not the holder: the model stays
-    assert root.hget(K.model(S), "b:1") == "10"
-    assert root.get(K.written(S)) == "6-0"  # the mark rises whoever writes (an effect's mark)
-    assert write("4-9", ["b:1", "3"]) == 0  # behind the model: refused
-    assert write("5-0", ["b:1", "10"]) == 1  # the same point again: harmless
-    many = [x for n in range(9000) for x in (f"b:{n}", str(n))]  # more than one unpack
-    assert write("7-0", many, removed=("w:p:a",)) == 1
-    model = root.hgetall(K.model(S))
-    assert len(model) == 9001 and model["b:8999"] == "8999" and "w:p:a" not in model
-    assert model["_upto"] == "7-0" and root.get(K.written(S)) == "7-0"
-    assert refused(worker, "HSET", K.model(S), "b:1", "0") is False  # its own key kind
-    assert refused(worker, "HSET", K.snapshot(S), "x", "0")
 
 
 # ---------------------------------------------------------------- retention and standbys
