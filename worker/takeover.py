@@ -83,6 +83,8 @@ def take_over(
     (retention trims up to it there; never up to a warm copy, which no snapshot covers)."""
     t0 = time.monotonic()
     stats = TakeoverStats()
+    for counter in (metrics.LOG_GAPS, metrics.SUSPECT_POISON, metrics.SNAPSHOTS_QUARANTINED):
+        counter.labels(shard=shard)  # at 0 from the first takeover: increase() sees the first 1
     stream = keys.events(shard)
     end = last_delivered(r, keys, shard)
     state: ShardState | None

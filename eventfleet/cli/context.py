@@ -24,6 +24,7 @@ from store.errors import NotRedis
 from store.keys import Keys
 from store.namespace import NamespaceError, NamespaceMismatch, NamespaceMissing, read_counts
 from store.settings import Settings
+from store.shardreads import SnapshotUnusable
 
 EXIT_FAILED = 1
 """Failed: Redis unreachable, a refused command, a timeout."""
@@ -95,6 +96,8 @@ def user_errors(settings: Settings | None = None) -> Iterator[None]:
         raise UserError(str(exc), EXIT_USAGE) from None
     except (NamespaceMissing, NamespaceMismatch) as exc:  # a mistyped namespace or counts
         raise UserError(str(exc), EXIT_USAGE) from None
+    except SnapshotUnusable as exc:  # damaged data in Redis: which shard and why, as verify's 3
+        raise UserError(str(exc), EXIT_DIFFERENCES) from None
     except (FatalRedisError, NamespaceError) as exc:
         raise UserError(str(exc)) from None
     except rx.OutOfMemoryError:

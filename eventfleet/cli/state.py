@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
-from eventfleet.cli.context import EXIT_DIFFERENCES, UserError, user_errors
+from eventfleet.cli.context import user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from ledger.shards import item_shard, user_shard
-from store.settings import Settings
-from store.shardreads import SnapshotUnusable
 
 EXIT_NO_OUTCOME = 4
 """``state order``: the order has no outcome: no such order, or not applied yet."""
-
-
-@contextmanager
-def readable(settings: Settings) -> Iterator[None]:
-    """``user_errors``, and a shard whose stored state is damaged beyond a provable rebuild
-    (``SnapshotUnusable``): one line naming the shard and why, exit 3 (data damaged)."""
-    with user_errors(settings):
-        try:
-            yield
-        except SnapshotUnusable as exc:
-            raise UserError(str(exc), EXIT_DIFFERENCES) from None
 
 
 def _warn(damaged: str) -> None:
@@ -48,7 +33,7 @@ def state_user(redis_url: str | None, namespace: str | None, user_id: int, as_js
     from eventfleet.ops.reader import current
 
     c = ctx_of(redis_url, namespace)
-    with readable(c.settings):
+    with user_errors(c.settings):
         counts = c.counts()
         folded = current(c.redis, c.keys, user_shard(user_id, counts), counts)
     _warn(folded.damaged)
@@ -71,7 +56,7 @@ def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_js
     from eventfleet.ops.reader import current
 
     c = ctx_of(redis_url, namespace)
-    with readable(c.settings):
+    with user_errors(c.settings):
         counts = c.counts()
         folded = current(c.redis, c.keys, item_shard(item_id, counts), counts)
     _warn(folded.damaged)
@@ -135,7 +120,7 @@ def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -
     from eventfleet.ops.reader import state_all
 
     c = ctx_of(redis_url, namespace)
-    with readable(c.settings):
+    with user_errors(c.settings):
         counts = c.counts()
         with bar("reading shards (snapshot + tail replay)", len(counts.all_shards())) as advance:
             doc = state_all(c.redis, c.keys, counts, on_shard=advance)
