@@ -27,7 +27,7 @@ from store.keys import GROUP, INBOX_HEAD, Keys
 from store.scripts import EvalScript, create_inbox
 from tests.secure_redis import connect
 from worker import scripts as worker_scripts
-from worker.scripts import Scripts, expel_command, is_blocked, is_fenced, register_command
+from worker.scripts import Scripts, is_blocked, is_fenced
 
 K = Keys("eventfleet")
 S = "u0"
@@ -400,41 +400,6 @@ def test_tail_reads_only_acked_entries(scripts: Scripts, u: Users) -> None:
 
 
 # ---------------------------------------------------------------- liveness
-
-
-def test_register_and_expel(u: Users) -> None:
-    worker, root = u.worker, u.root
-
-    def register(client_id: int, wid: str = "w1") -> int:
-        cmd = register_command(
-            live=K.live, gone=K.gone, worker_id=wid, client_id=client_id, node="-",
-            stale_after_ms=60_000,
-        )  # fmt: skip
-        return int(worker.execute_command(*cmd))
-
-    def expel(wid: str, record: str) -> int:
-        cmd = expel_command(
-            live=K.live, workers=K.workers, gone=K.gone, worker_id=wid, record=record,
-            ttl_ms=5000,
-        )  # fmt: skip
-        return int(worker.execute_command(*cmd))
-
-    root.zadd(K.live, {"old 1 -": 1})  # not refreshed for long: pruned
-    root.zadd(K.gone, {"w1": 10**15})
-    now = register(7)
-    assert root.zrange(K.live, 0, -1, withscores=True) == [("w1 7 -", now)]
-    assert root.zscore(K.gone, "w1") is None  # back: no longer gone
-    register(8)  # a new connection replaces the record
-    register(3, "w2")
-    assert root.zrange(K.live, 0, -1) == ["w1 8 -", "w2 3 -"]
-    root.zadd(K.workers, {"w1": 10**15, "w2": 10**15})
-    assert expel("w1", "w1 7 -") == 0  # its record changed: alive after all
-    assert root.zscore(K.workers, "w1") is not None
-    assert expel("w1", "w1 8 -") == 1
-    assert root.zrange(K.live, 0, -1) == ["w2 3 -"]
-    assert root.zscore(K.workers, "w1") is None
-    assert now < int(root.zscore(K.gone, "w1") or 0) <= now + 60_000
-    assert expel("w1", "w1 8 -") == 2  # another worker expelled it a moment earlier
 
 
 # ---------------------------------------------------------------- init, archive, bench
