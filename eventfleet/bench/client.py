@@ -7,8 +7,9 @@ p. publishing with ``eventfleet.Client`` and ``eventfleet.aio.Client``: ``publis
 r. ``client.balance(user)`` latency with ``users`` users on ONE user shard (top-ups
    published, applied by one worker, which writes the read model the real way), ``readers``
    concurrent readers: threads sharing one sync client, then asyncio tasks sharing one
-   ``eventfleet.aio.Client`` on one event loop; and one reader alone (the read without
-   queueing behind the others). Every value read is checked against the
+   ``eventfleet.aio.Client`` on one event loop, each reading again as soon as its read
+   returns; the same two paced (``PACED`` reads per second offered in all); and one reader
+   alone (the read without queueing behind the others). Every value read is checked against the
    balance the user was given. Against the fold-based read ``eventfleet state user`` does
    (``eventfleet.ops.reader.current``) on the same data: once while the owner runs (its
    snapshot, if it wrote one yet, plus the log after it), then from the final snapshot the
@@ -137,10 +138,13 @@ def expected_balance(uid: int) -> int:
 
 
 def _sync_readers(
-    client: eventfleet.Client, n_users: int, readers: int, seconds: float
+    client: eventfleet.Client, n_users: int, readers: int, seconds: float, rate: float = 0.0
 ) -> tuple[list[float], int]:
     """``readers`` threads reading random users' balances for ``seconds``: every latency, and
-    how many reads returned a wrong value."""
+    how many reads returned a wrong value. Each reads again as soon as its read returns, or
+    with ``rate`` (reads per second in all) on a schedule of its own (a late reader reads at
+    once; a latency is timed from the call either way)."""
+    period = readers / rate if rate else 0.0
     ready = threading.Barrier(readers + 1)
     stop = threading.Event()
     lats: list[list[float]] = [[] for _ in range(readers)]
@@ -155,7 +159,13 @@ def _sync_readers(
                 client.balance(rng.randint(1, n_users))
             ready.wait()
             clock = time.perf_counter
+            due = clock() + rng.random() * period
             while not stop.is_set():
+                if period:
+                    wait = due - clock()
+                    if wait > 0:
+                        time.sleep(wait)
+                    due += period
                 uid = rng.randint(1, n_users)
                 t = clock()
                 got = client.balance(uid)
@@ -182,9 +192,10 @@ def _sync_readers(
 
 
 async def _aio_readers(
-    url: str, ns: str, n_users: int, readers: int, seconds: float
+    url: str, ns: str, n_users: int, readers: int, seconds: float, rate: float = 0.0
 ) -> tuple[list[float], int]:
     """The same with ``readers`` tasks on one event loop sharing one asyncio client."""
+    period = readers / rate if rate else 0.0
     lats: list[float] = []
     wrong = 0
     async with aio.Client.from_url(url, namespace=ns) as client:
@@ -198,7 +209,13 @@ async def _aio_readers(
                 await client.balance(rng.randint(1, n_users))
             await start.wait()
             clock = time.perf_counter
+            due = clock() + rng.random() * period
             while not stop:
+                if period:
+                    wait = due - clock()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    due += period
                 uid = rng.randint(1, n_users)
                 t = clock()
                 got = await client.balance(uid)
@@ -252,8 +269,18 @@ def _fold_read(env: BenchEnv, keys: Keys, uid: int, reps: int) -> dict[str, Any]
     }
 
 
+PACED = 2_000.0
+"""Reads per second offered in all by the paced readers (r.*paced): about half of what 50
+asyncio tasks read back to back on this machine."""
+
+
 def read_latency(
-    env: BenchEnv, n_users: int, readers: int, seconds: float, fold_reps: int
+    env: BenchEnv,
+    n_users: int,
+    readers: int,
+    seconds: float,
+    fold_reps: int,
+    paced: float = PACED,
 ) -> dict[str, Any]:
     keys = env.namespace("bench-r", ONE)
     r = env.client
@@ -270,6 +297,7 @@ def read_latency(
         "users": n_users,
         "readers": readers,
         "seconds": seconds,
+        "paced_reads_per_s": paced,
         "build_events_per_s": _rate(n_users, win.seconds),
         "model_fields": held,
         "model_mb": round(model_bytes / 2**20, 1),
@@ -289,10 +317,20 @@ def read_latency(
     with eventfleet.Client.from_url(env.url, namespace=keys.ns) as client:
         measured("alone", seconds / 2, lambda: _sync_readers(client, n_users, 1, seconds / 2))
         measured("threads", seconds, lambda: _sync_readers(client, n_users, readers, seconds))
+        measured(
+            "threads_paced",
+            seconds / 2,
+            lambda: _sync_readers(client, n_users, readers, seconds / 2, paced),
+        )
     measured(
         "tasks",
         seconds,
         lambda: asyncio.run(_aio_readers(env.url, keys.ns, n_users, readers, seconds)),
+    )
+    measured(
+        "tasks_paced",
+        seconds / 2,
+        lambda: asyncio.run(_aio_readers(env.url, keys.ns, n_users, readers, seconds / 2, paced)),
     )
     uid = n_users // 2 + 1
     running = _fold_read(env, keys, uid, 1)

@@ -144,6 +144,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("r.ap50", "balance p50, 50 asyncio tasks", "ms", "r", "tasks_p50_ms"),
     Figure("r.ap99", "balance p99, 50 asyncio tasks", "ms", "r", "tasks_p99_ms", "<=", 5),
     Figure("r.arps", "balance reads, 50 asyncio tasks", "reads/s", "r", "tasks_reads_per_s"),
+    Figure("r.p99p", "balance p99, 50 threads, paced", "ms", "r", "threads_paced_p99_ms"),
+    Figure("r.ap99p", "balance p99, 50 tasks, paced", "ms", "r", "tasks_paced_p99_ms"),
     Figure("r.fold", "fold read (state user), snapshot", "s", "r", "fold_snapshot_s"),
     Figure("r.foldrun", "fold read, owner running", "s", "r", "fold_running_s"),
     Figure("r.mb", "read model hash, all users", "MB", "r", "model_mb"),
