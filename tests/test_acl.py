@@ -178,6 +178,8 @@ WORKER_CALLS: dict[str, tuple[str, ...]] = {
     "XINFO STREAM": ("XINFO", "STREAM", EVENTS),
     "XPENDING": ("XPENDING", EVENTS, GROUP),
     "LRANGE": ("LRANGE", INBOX, "1", "10"),
+    "HSET": ("HSET", SNAPSHOT.replace("snapshot", "model"), "b:1", "5"),
+    "HDEL": ("HDEL", SNAPSHOT.replace("snapshot", "model"), "b:1"),
     "LLEN": ("LLEN", INBOX),
     "LTRIM": ("LTRIM", INBOX, "0", "-1"),
     "WAIT": ("WAIT", "0", "0"),
