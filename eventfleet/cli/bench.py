@@ -35,7 +35,8 @@ from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
     help="the throwaway Redis' AOF fsync policy",
 )
 def bench(quick: bool, as_json: bool, out: Path, only: str, appendfsync: str) -> None:
-    """Measure throughput, latency, failover and snapshots on a throwaway redis-server.
+    """Measure throughput, latency, failover, snapshots, the application client (publish,
+    balance() reads against the fold) and the read model's memory on a throwaway redis-server.
 
     Starts its own redis-server (a free loopback port, a temp dir) and worker processes,
     never touching REDIS_URL. Prints a table (or JSON with --json) and writes the JSON.
