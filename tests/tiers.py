@@ -101,6 +101,7 @@ FILES = {
     "test_docs_commands.py": "fleet",
     "test_exporter.py": "fleet",
     "test_fast_failover.py": "fleet",
+    "test_handover.py": "fleet",
     "test_health_probes.py": "fleet",
     "test_hostile_live.py": "fleet",
     "test_idempotency_keys.py": "fleet",
@@ -152,7 +153,8 @@ def tier_of(item: pytest.Item) -> str:
 
 COST_S = {
     "test_bench.py": 150,
-    "test_cluster.py": 120,
+    "test_cluster.py": 100,
+    "test_cluster_acl.py": 25,
     "test_docs_commands.py": 55,
     "test_chaos.py": 55,
     "test_static_membership.py": 45,
