@@ -118,7 +118,9 @@ class Worker:
         while not own.stopping:
             self.health.tick()
             try:
-                if time.monotonic() >= self.liveness.next_check:
+                # our liveness record after our first heartbeat: peers that see it appear
+                # pass at once, and must find us among the members (worker.handover)
+                if own.joined and time.monotonic() >= self.liveness.next_check:
                     check_peers(self.liveness, own)
                 if time.monotonic() >= own.next_pass:
                     self.writes.settle()  # no snapshot or hand-over with a write in flight
@@ -128,7 +130,8 @@ class Worker:
                 if own.stopping:
                     break
                 applied = self.poll()
-                if time.monotonic() >= self.standbys.next_tail:
+                # shards being handed to us first: a standby's tail may fold a batch a shard
+                if time.monotonic() >= self.standbys.next_tail and not own.receiving:
                     self.standbys.tail(busy=applied >= self.s.batch_size)
                 if applied == 0:
                     self.writes.settle()
@@ -145,7 +148,7 @@ class Worker:
                 own.drop_overdue()
                 time.sleep(self.conn.retry_wait)  # back off; the next pass retries
         self.writes.settle_quietly()
-        clean = own.drain()
+        clean = own.drain(announce=lambda: leave(self.liveness))
         leave(self.liveness)
         return 0 if clean else 1
 
@@ -235,7 +238,8 @@ class Worker:
             )
 
     def idle_wait(self) -> None:
-        due = min(self.ownership.next_pass, self.liveness.next_check, self.standbys.next_tail)
+        tail = float("inf") if self.ownership.receiving else self.standbys.next_tail
+        due = min(self.ownership.next_pass, self.liveness.next_check, tail)
         wait_s = max(0.0, min(self.s.block_ms / 1000, due - time.monotonic()))
         held = self.ownership.held()
         shards = [o for o in held if not o.resync]

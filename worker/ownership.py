@@ -8,7 +8,6 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,11 +21,13 @@ from store.settings import Settings
 from store.shardreads import SnapshotUnusable
 from worker.assignment import targets
 from worker.conn import Conn
+from worker.handover import Claim, Incoming, first_pass_acquires, holder_of
 from worker.health import HealthState
 from worker.observe import Observer
 from worker.owned import Owned, earliest_deadline
 from worker.rejoin import will_return
 from worker.retention import retain, trim
+from worker.suspend import suspend
 from worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
@@ -35,19 +36,6 @@ LAPSE_MARGIN_S = 0.05
 
 UNUSABLE_RETRY_S = 30.0
 """How long a shard without a provable state is left alone before it is tried again."""
-
-
-@dataclass
-class _Claim:
-    """A lease just acquired, while its shard is taken over."""
-
-    shard: str
-    epoch: int
-    token: str
-    renewed: float
-    """Monotonic time of the takeover's last renewal of this lease (its start until then)."""
-    broke: str = ""
-    """The token of the lease this acquisition broke (its holder's connection closed)."""
 
 
 class Ownership:
@@ -108,6 +96,7 @@ class Ownership:
         """A warm standby's copy of a shard being taken over (``worker.standby``)."""
         self.on_handed_over: Callable[[str, ShardState], None] = lambda _shard, _state: None
         """Called with a shard's state once it is handed over (its final snapshot written)."""
+        self._incoming = Incoming(self._ttl)
 
     # ---- public ------------------------------------------------------------------------
     def held(self) -> list[Owned]:
@@ -128,6 +117,16 @@ class Ownership:
     def members(self) -> list[str]:
         return list(self._members)
 
+    @property
+    def receiving(self) -> bool:
+        """A shard is being handed to us (``worker.handover``)."""
+        return self._incoming.waiting
+
+    @property
+    def joined(self) -> bool:
+        """Our first heartbeat is written (the liveness record follows it, ``worker.loop``)."""
+        return self._joined
+
     def expedite(self) -> None:
         """Run the next pass now (a peer died or left: its shards move)."""
         self._next_pass = time.monotonic()
@@ -146,9 +145,12 @@ class Ownership:
         if not self._joined:
             # Our first heartbeat is now visible; workers started with us see it at their next
             # pass. Acquiring only from the second pass keeps a fleet that starts together
-            # from piling every shard on the first worker and then handing most over again.
+            # from piling every shard on the first worker and then handing most over again;
+            # joining a running fleet, we take what its members hand us at once (handover).
             self._joined = True
-            self._target = set()
+            if not first_pass_acquires(self._conn, sorted(targeted), self._members, self._wid):
+                self._target = set()
+        self._incoming.keep(self._target)
         for name in [n for n in self._owned if n not in self._target]:
             self._hand_over(self._owned[name])
         wanted = [s for s in sorted(self._target) if s not in self._owned]
@@ -181,8 +183,10 @@ class Ownership:
         for o in [o for o in self._owned.values() if now >= o.deadline]:
             self.lose(o, "lease deadline passed without a renewal")
 
-    def drain(self) -> bool:
-        """Final snapshots, leases released, leave the member set: the next owners start now.
+    def drain(self, announce: Callable[[], None] = lambda: None) -> bool:
+        """Leave the member set, tell the peers (``announce``: the liveness record goes), then
+        final snapshots and leases released one shard at a time: the peers target our shards
+        at once and take each the moment it is released (``worker.handover``).
 
         A static member (``EVENTFLEET_REJOIN_GRACE_MS`` > 0) that expects to come back
         (``worker.rejoin``) instead keeps its membership and its leases for the grace period
@@ -194,57 +198,26 @@ class Ownership:
         if self._static and will_return(self._s):
             return self._suspend()
         clean = True
+        conn = self._conn
+        try:
+            conn.call(lambda: conn.r.zrem(conn.keys.workers, self._wid), "leave")
+        except TRANSIENT:
+            clean = False  # our heartbeat expires by itself
+        announce()
         for o in list(self._owned.values()):
             try:
                 self._hand_over(o)
             except TRANSIENT as exc:
                 clean = False
                 log.warning("handover_failed", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
-        conn = self._conn
-        try:
-            conn.call(lambda: conn.r.zrem(conn.keys.workers, self._wid), "leave")
-        except TRANSIENT:
-            clean = False  # our heartbeat expires by itself
         self._observe.shards_owned(0)
         log.info("worker_stopped", clean=clean)
         return clean
 
     def _suspend(self) -> bool:
-        """Static membership's leave: write final snapshots, then extend this member's
-        heartbeat and each lease to the rejoin grace. Nobody else is targeted these shards
-        meanwhile (the member is still in the set), so a process restarted with the same id
-        takes them back (``acquire`` with reclaim) from a snapshot at the end of the log:
-        no replay, and no other shard moves. If none comes back, heartbeat and leases lapse
-        after the grace and the shards move once, to their next targets."""
-        clean = True
-        conn = self._conn
-        grace = self._s.rejoin_grace_ms
-        for o in list(self._owned.values()):
-            try:
-                if self._snapshot(o):
-                    lease, token = conn.keys.lease(o.name), o.token
-                    conn.call(
-                        functools.partial(
-                            conn.scripts.renew, conn.r, lease=lease, token=token, ttl_ms=grace
-                        ),
-                        "suspend",
-                    )
-            except TRANSIENT as exc:
-                clean = False
-                log.warning("suspend_failed", shard=o.name, epoch=o.epoch, error=str(exc)[:200])
-        try:
-            conn.call(
-                lambda: conn.scripts.heartbeat(
-                    conn.r, workers=conn.keys.workers, worker_id=self._wid, ttl_ms=grace
-                ),
-                "suspend",
-            )
-        except TRANSIENT:
-            clean = False  # our heartbeat expires by itself
-        held = sorted(self._owned)
+        clean = suspend(self._conn, self._s, list(self._owned.values()), self._snapshot)
         self._owned.clear()
         self._observe.shards_owned(0)
-        log.info("worker_suspended", clean=clean, rejoin_grace_ms=grace, shards=held)
         return clean
 
     # ---- membership --------------------------------------------------------------------
@@ -299,10 +272,29 @@ class Ownership:
             self._renew()
 
     def _acquire(self, wanted: list[str]) -> None:
+        """Acquire ``wanted`` in one round trip, then take over what we got one shard at a
+        time; before each next takeover, claim the shards handed to us meanwhile
+        (``worker.handover``), so none waits unowned for the takeovers before it."""
+        now = time.monotonic()
+        todo = [s for s in wanted if self._unusable.get(s, 0.0) <= now]
+        claims: list[Claim] = []
+        while todo or claims:
+            if todo:
+                claims += self._claim(todo)
+            if not claims:
+                return
+            try:
+                self._adopt(claims.pop(0))
+            except BaseException:  # the others' leases go now rather than lapse
+                for c in claims:
+                    self._release_token(c.shard, c.token)
+                raise
+            busy = {c.shard for c in claims} | set(self._owned)
+            todo = [s for s in self._incoming.due(time.monotonic()) if s not in busy]
+
+    def _claim(self, wanted: list[str]) -> list[Claim]:
         sent = time.monotonic()
-        wanted = [s for s in wanted if self._unusable.get(s, 0.0) <= sent]
-        if not wanted:
-            return
+        out = []
         for shard, reply in zip(wanted, self._send_acquire(wanted), strict=True):
             if reply is None:
                 continue  # its master is failing (Redis Cluster): tried again next pass
@@ -311,34 +303,36 @@ class Ownership:
             if isinstance(got, list):  # we broke the lease of a worker found dead
                 got, broke = got[0], ids.text(got[1])
             if not isinstance(got, int):
-                self._held_elsewhere(got, sent)
+                self._held_elsewhere(shard, got, sent)
                 continue
-            self._renew_if_due()
-            epoch = int(got)
+            self._incoming.done(shard)
             self._observe.lease_acquired(shard)
-            claim = _Claim(shard, epoch, f"{self._wid}:{epoch}", time.monotonic(), broke)
-            taken = self._take_over(claim)
-            if taken is None:
-                continue
-            # counted from the later of the acquire's send and this takeover's start or last
-            # renewal (and of earlier takeovers in this pass); the `_renew` below confirms it
-            sent = max(sent, claim.renewed)
-            state, replayed = taken
-            o = Owned(
-                shard,
-                claim.epoch,
-                claim.token,
-                state,
-                deadline=sent + self._ttl,
-                next_snapshot=time.monotonic() + self._s.snapshot_interval_s,
-                snapshot_wall=time.time(),
-            )
-            self._owned[shard] = o
-            self._renew()
-            if replayed and shard in self._owned:
-                # bound the next owner's replay: shards that change hands often would
-                # otherwise replay ever longer tails
-                self._snapshot(o)
+            out.append(Claim(shard, int(got), f"{self._wid}:{got}", sent, broke, sent))
+        return out
+
+    def _adopt(self, claim: Claim) -> None:
+        """Take over a claimed shard and hold it."""
+        self._renew_if_due()
+        taken = self._take_over(claim)
+        if taken is None:
+            return
+        state, replayed = taken
+        o = Owned(
+            claim.shard,
+            claim.epoch,
+            claim.token,
+            state,
+            # from the acquisition's send or the takeover's last renewal; `_renew` confirms it
+            deadline=claim.renewed + self._ttl,
+            next_snapshot=time.monotonic() + self._s.snapshot_interval_s,
+            snapshot_wall=time.time(),
+        )
+        self._owned[claim.shard] = o
+        self._renew()
+        if replayed and claim.shard in self._owned:
+            # bound the next owner's replay: shards that change hands often would
+            # otherwise replay ever longer tails
+            self._snapshot(o)
 
     def _send_acquire(self, wanted: list[str]) -> list[Any]:
         """One round trip: per shard, the new epoch (an int) if the lease is now ours, else
@@ -363,18 +357,23 @@ class Ownership:
         keys = [conn.keys.lease(s) for s in wanted]
         return list(conn.call(lambda: conn.per_shard(keys, queue, all_failed=False), "acquire"))
 
-    def _held_elsewhere(self, holder: Any, sent: float) -> None:
+    def _held_elsewhere(self, shard: str, holder: Any, sent: float) -> None:
         """A wanted lease is held. A holder gone from the members renewed its leases just
         after its last heartbeat, so they lapse a moment after it did: look again then, not
-        a whole period later."""
-        if ids.text(holder).rpartition(":")[0] not in self._members:
+        a whole period later. A live holder hands it over at its next pass, and one that left
+        releases it as it drains: look again soon (``worker.handover``)."""
+        who = holder_of(holder)
+        if who not in self._members:
             self._next_pass = min(self._next_pass, sent + LAPSE_MARGIN_S)
+        if (at := self._incoming.retry_at(shard, who, self._wid, sent)) is not None:
+            self._next_pass = min(self._next_pass, at)
 
-    def _take_over(self, claim: _Claim) -> tuple[ShardState, int] | None:
+    def _take_over(self, claim: Claim) -> tuple[ShardState, int] | None:
         """Restore, claim and replay the shard: its state and how many entries were replayed,
         or None if its lease was lost meanwhile."""
         conn = self._conn
         try:
+            self._keep_alive(claim)  # it may have waited for the takeovers before it
             with bound_contextvars(shard=claim.shard, epoch=claim.epoch):
                 state, stats = take_over(
                     conn.r,
@@ -415,15 +414,16 @@ class Ownership:
             poisoned=stats.poisoned,
             consumers_removed=stats.consumers_removed,
             seconds=round(stats.seconds, 4),
+            since_acquire_s=round(time.monotonic() - claim.sent, 4),
         )
         return state, stats.replayed
 
-    def _trim_restored(self, claim: _Claim, state: ShardState) -> None:
+    def _trim_restored(self, claim: Claim, state: ShardState) -> None:
         """Trim up to the snapshot just restored (see ``worker.retention``)."""
         deadline = claim.renewed + self._ttl
         trim(self._conn, self._s, claim.shard, claim.token, claim.epoch, state.last_id, 0, deadline)
 
-    def _keep_alive(self, claim: _Claim) -> None:
+    def _keep_alive(self, claim: Claim) -> None:
         """Called between replay chunks: renews the lease being taken over (and the others)
         every third of a TTL; raises ``LeaseLost`` when it is gone."""
         self.health.tick()  # a long replay is progress: /healthz stays 200
