@@ -28,14 +28,7 @@ from redis import asyncio as aredis
 from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from eventfleet.client.errors import (
-    ConfigurationError,
-    InvalidEvent,
-    NotInitialised,
-    WaitTimeout,
-)
-from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
-from eventfleet.client.sync import (
+from eventfleet.client.common import (
     AnyEvent,
     Numbering,
     build,
@@ -44,6 +37,13 @@ from eventfleet.client.sync import (
     result_of,
     unavailable,
 )
+from eventfleet.client.errors import (
+    ConfigurationError,
+    InvalidEvent,
+    NotInitialised,
+    WaitTimeout,
+)
+from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from ledger.codec import decode_outcome, describe_validation_error
 from ledger.events import AddItem, Order, OrderOutcome, Topup
 from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard

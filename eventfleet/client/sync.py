@@ -13,130 +13,35 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, overload
 
 import redis
 from pydantic import ValidationError
-from redis import exceptions as rx
 
-from eventfleet.client.errors import (
-    ConfigurationError,
-    InvalidEvent,
-    NotInitialised,
-    Unavailable,
-    WaitTimeout,
+from eventfleet.client.common import (
+    AnyEvent,
+    Numbering,
+    build,
+    chunk_for,
+    event_of,
+    paced,
+    result_of,
+    translated,
 )
+from eventfleet.client.errors import ConfigurationError, InvalidEvent, WaitTimeout
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from ledger.codec import describe_validation_error
-from ledger.events import EXTERNAL_ADAPTER, AddItem, ExternalEvent, Order, OrderOutcome, Topup
+from ledger.events import AddItem, ExternalEvent, Order, Topup
 from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from producer.client import CHUNK, InboxMissing, Producer, check_key, source_of
+from producer.client import Producer, check_key, source_of
 from producer.outcomes import wait_outcome
-from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from store.connection import connect
 from store.keys import Keys
-from store.namespace import NamespaceError, NamespaceMissing, read_counts
+from store.namespace import read_counts
 from store.settings import Settings
-
-T = TypeVar("T")
-
-AnyEvent = Topup | AddItem | Order
-"""What applications publish: ``topup``, ``add_item`` and ``order`` (ledger.events)."""
-
-
-_MODELS = frozenset({Topup, AddItem, Order})
-
-
-def event_of(value: AnyEvent | dict[str, Any]) -> AnyEvent:
-    """An event model from a model or a dict (``{"type": "topup", ...}``); ``InvalidEvent``
-    for anything else."""
-    if type(value) in _MODELS:  # pydantic's isinstance costs a microsecond or two
-        return cast(AnyEvent, value)
-    if isinstance(value, Topup | AddItem | Order):
-        return value
-    try:
-        return EXTERNAL_ADAPTER.validate_python(value)
-    except ValidationError as err:
-        raise InvalidEvent(describe_validation_error(err)) from None
-
-
-def build(kind: type[AnyEvent], **fields: Any) -> AnyEvent:
-    try:
-        return kind(**fields)
-    except ValidationError as err:
-        raise InvalidEvent(describe_validation_error(err)) from None
-
-
-FULL_ADVICE = (
-    "nothing was lost; try again once memory is freed (`eventfleet archive` lets retention "
-    "trim, or raise maxmemory)"
-)
-"""What ``Unavailable`` adds when Redis refused a write for being over ``maxmemory``."""
-
-
-def unavailable(url: str, exc: BaseException) -> Unavailable:
-    """The ``Unavailable`` for a transient error that outlasted the retries (the same line
-    ``eventfleet`` commands print)."""
-    if isinstance(exc, rx.OutOfMemoryError):
-        return Unavailable(f"Redis at {mask_url(url)} is full (over maxmemory): {FULL_ADVICE}")
-    return Unavailable(f"cannot reach Redis at {mask_url(url)} ({type(exc).__name__})")
-
-
-@contextmanager
-def translated(url: str) -> Iterator[None]:
-    """redis-py's and the store's exceptions as the client's own."""
-    try:
-        yield
-    except NamespaceMissing as exc:
-        raise NotInitialised(str(exc)) from None
-    except InboxMissing as exc:  # the namespace is there, one of its inboxes is not
-        raise ConfigurationError(str(exc)) from None
-    except (FatalRedisError, NamespaceError) as exc:
-        raise ConfigurationError(str(exc)) from None
-    except TRANSIENT as exc:
-        raise unavailable(url, exc) from None
-    except rx.RedisError as exc:
-        fatal = classify(exc)
-        raise ConfigurationError(str(fatal or exc)[:300]) from None
-
-
-def result_of(o: OrderOutcome, receipt: Receipt) -> OrderResult:
-    return OrderResult(
-        o.order_id, o.status, o.reason, o.amount, o.first, receipt, o.user_id, o.item_id, o.qty
-    )
-
-
-Numbering = Literal["position", "shard"]
-"""How ``publish_many`` numbers events under a source name when no numbers are given."""
-
-
-def paced(events: Iterable[T], rate: float) -> Iterator[T]:
-    """``events`` at most ``rate`` per second (all at once for 0), on the monotonic clock.
-
-    >>> list(paced([1, 2, 3], 0))
-    [1, 2, 3]
-    """
-    if not rate:
-        yield from events
-        return
-    start = time.monotonic()
-    for i, ev in enumerate(events):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield ev
-
-
-def chunk_for(rate: float) -> int:
-    """Events per round trip: ``CHUNK``, or at a ``rate`` about 20 round trips a second.
-
-    >>> chunk_for(0), chunk_for(100), chunk_for(1_000_000)
-    (1000, 5, 1000)
-    """
-    return CHUNK if not rate else max(1, min(CHUNK, int(rate / 20)))
 
 
 class Client:
