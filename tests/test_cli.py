@@ -30,6 +30,30 @@ def test_init_is_idempotent_and_refuses_other_counts(r: redis.Redis, env: dict[s
     assert r.xinfo_groups(keys.events("u2"))[0]["name"] == b"workers"
 
 
+def test_produce_maps_the_clients_errors_to_one_line(
+    r: redis.Redis, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Every produce command publishes through eventfleet.Client: a namespace that is not
+    there is bad input (exit 2, one line), as are a bad key or source name before connecting."""
+    for args in (
+        ["topup", "--user", "1", "--amount", "1"],
+        ["order", "--user", "1", "--item", "x", "--qty", "1", "--wait", "--timeout", "0"],
+        ["file", "-", "--source", "nightly"],
+        ["load", "--events", "5"],
+    ):
+        res = cli("produce", *args, env=env, input="", check=False)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.count("\n") == 1 and "not initialised" in res.stderr, res.stderr
+    down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args in (
+        ["topup", "--user", "1", "--amount", "1", "--key", "not a key"],
+        ["file", "-", "--source", "not a name"],
+    ):
+        res = cli("produce", *args, env=down, input="", check=False)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, (args, res.stderr)
+    assert r.dbsize() == 0  # nothing was created
+
+
 def test_defaults_are_16_and_16(r: redis.Redis, env: dict[str, str]) -> None:
     cli("init", env=env)
     assert r.hgetall(Keys(env["EVENTFLEET_NAMESPACE"]).meta)[b"item_shards"] == b"16"
