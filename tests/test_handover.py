@@ -80,3 +80,16 @@ def test_scaling_up_and_down_under_load_leaves_no_shard_unowned_for_long(
     assert producer.error is None
     wait_for(lambda: is_idle(r, Keys(namespace), counts), 90, "the fleet to become idle")
     check_against_logs(r, namespace, events)
+
+
+def test_the_chaos_report_gives_the_unowned_time_of_the_shards_scaling_moved() -> None:
+    from eventfleet.chaos.faults import FaultRecord
+    from eventfleet.chaos.report import _unowned
+
+    scale = FaultRecord("scale", 1.0, ["w1"], ["u0"], True, 3)
+    scale.unowned_up_s, scale.unowned_down_s = [0.02, 0.05, 0.9], [0.04]
+    kill = FaultRecord("kill", 2.0, ["w2"], ["u1"], True, 3)
+    got = _unowned([scale, kill])
+    assert got["up"] == {"p50": 0.05, "max": 0.9, "samples": 3}
+    assert got["down"] == {"p50": 0.04, "max": 0.04, "samples": 1}
+    assert got["over_target"] == 1  # a slow hand-over shows

@@ -29,7 +29,9 @@ r. ``client.balance(user)`` latency p50/p99 with 1,000,000 users on one shard (w
    worker) and 50 concurrent readers, threads with the sync client and asyncio tasks with the
    asyncio client, against the fold-based read of ``eventfleet state user``;
 m. the read model's memory per user, item and order (``MEMORY USAGE`` of the model hashes
-   after a worker applied 100,000 of each).
+   after a worker applied 100,000 of each);
+o. calm scaling: each moved shard's time without an owner when 2 workers scale to 4 and
+   back under a paced load, single Redis and 3-master cluster (``eventfleet.bench.handover``).
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from eventfleet.bench import client as bench_client
 from eventfleet.bench import cluster as bench_cluster
 from eventfleet.bench import exporter as bench_exporter
 from eventfleet.bench import failover as bench_failover
+from eventfleet.bench import handover as bench_handover
 from eventfleet.bench import orders as bench_orders
 from eventfleet.bench import runs as bench_runs
 from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench import standby as bench_standby
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m", "o")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -152,6 +155,21 @@ FIGURES: tuple[Figure, ...] = (
     Figure("m.user", "read model per user", "bytes", "m", "bytes_per_user"),
     Figure("m.item", "read model per item", "bytes", "m", "bytes_per_item"),
     Figure("m.order", "read model per order", "bytes", "m", "bytes_per_order"),
+    *(
+        Figure(
+            f"o.{b[0]}{w}{st}",
+            f"unowned per move: {w}, {b}, {st}",
+            "s",
+            "o",
+            f"{b}_{w}_unowned_{st}_s",
+            "<=",
+            "target_s",
+        )
+        for b in ("single", "cluster")
+        for w in ("up", "down")
+        for st in ("p50", "max")
+    ),
+    Figure("o.ready", "moved shard until read, max", "s", "o", "ready_max_s"),
 )
 
 
@@ -250,6 +268,11 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             "m",
             "read model memory",
             lambda: bench_client.model_memory(env, 2_000 if quick else 100_000),
+        )
+        step(
+            "o",
+            "calm scaling",
+            lambda: bench_handover.handover(1 if quick else 3, redis_args=redis_args),
         )
     scen["ratios"] = ratios(scen)
     figures: dict[str, float] = {}

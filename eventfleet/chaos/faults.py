@@ -4,7 +4,8 @@
 - ``pause``: SIGSTOP a worker that holds shards until others have taken them over (so past
   its lease TTL), then SIGCONT it: it wakes up as a zombie and must write nothing stale;
 - ``scale``: start one or two workers, wait until the shards have moved to them, then
-  SIGTERM as many workers that hold shards;
+  SIGTERM as many workers that hold shards; each moved shard's time without an owner, from
+  its release to its next acquisition, is kept for both steps (``eventfleet.local.moves``);
 - ``redis_restart``: stop redis-server (SIGTERM and SIGKILL alternately) and start it on the
   same data (appendonly yes, appendfsync always);
 - ``client_kill``: CLIENT KILL every worker and producer connection;
@@ -28,6 +29,7 @@ from eventfleet.chaos.observe import Observer, View, holders
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.chaos.rerun import FileRun, kill_and_rerun
 from eventfleet.local.fleet import LocalFleet, WorkerProc
+from eventfleet.local.moves import moves, releases
 from eventfleet.local.redisserver import LocalRedis
 
 
@@ -48,6 +50,11 @@ class FaultRecord:
     redis_down_s: float | None = None
     """``redis_restart``: from the stop to redis-server answering again (AOF loaded), part of
     each recovery time; the rest is the workers'."""
+    unowned_up_s: list[float] = field(default_factory=list)
+    """``scale``: per shard moved to the workers added, seconds from its release by the old
+    owner to its acquisition by the new one."""
+    unowned_down_s: list[float] = field(default_factory=list)
+    """``scale``: the same for the shards of the workers stopped with SIGTERM."""
 
     @property
     def in_flight(self) -> bool:
@@ -121,6 +128,7 @@ class FaultInjector:
         k = 1 if kind != "scale" else self.rng.choice((1, 2))
         added: list[WorkerProc] = []
         settled = True
+        t_up = time.time()
         if kind == "scale":
             added = [self.fleet.start() for _ in range(k)]
             settled = self.observer.wait_settled(w.worker_id for w in added)
@@ -139,6 +147,9 @@ class FaultInjector:
             rec.note = f"added {', '.join(w.worker_id for w in added)}"
             rec.note += "" if settled else " (shards not moved to them within 60 s)"
         before = {s: view[s] for s in rec.shards}
+        if added:
+            rec.unowned_up_s = [m.unowned_s for m in self._moves(t_up)]
+        t_down = time.time()
         t0 = time.monotonic()
         self._strike(kind, victims, rec)
         by_worker = kind in ("kill", "pause", "scale")
@@ -151,7 +162,20 @@ class FaultInjector:
             for w in victims:
                 code = w.proc.wait(timeout=60)
                 rec.note += f"; {w.worker_id} exited {code} on SIGTERM"
+            gone = {w.worker_id for w in victims}
+            rec.unowned_down_s = [m.unowned_s for m in self._moves(t_down) if m.source in gone]
         return rec
+
+    def _moves(self, since: float) -> list[Any]:
+        """The shards handed over since ``since`` (wall time) and acquired again, once every
+        new owner has logged its takeover (at most a few seconds)."""
+        logs = [(w.worker_id, w.log_path) for w in self.fleet.workers]
+        deadline = time.monotonic() + 5.0
+        found = moves(logs, since)
+        while len(found) < releases(logs, since) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            found = moves(logs, since)
+        return found
 
     def _record(self, kind: str, victims: list[WorkerProc], view: dict[str, View]) -> FaultRecord:
         """The fault about to strike: its victims, the shards it hits and their backlog."""

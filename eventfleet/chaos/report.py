@@ -85,6 +85,7 @@ def build_report(
             if faults[k]
         },
         "redis_restart_split": _restart_split(records),
+        "scale_unowned": _unowned(records),
         "takeovers": takeovers,
         "duration_seconds": round(duration_s, 1),
         "ok": False,
@@ -148,6 +149,24 @@ def _spread(samples: list[float]) -> dict[str, Any]:
         "p50": round(statistics.median(samples), 3) if samples else None,
         "max": round(max(samples), 3) if samples else None,
         "samples": len(samples),
+    }
+
+
+HANDOVER_TARGET_S = 0.3
+"""Issue 27: a shard moved by scaling stays at most this long without an owner."""
+
+
+def _unowned(records: list[FaultRecord]) -> dict[str, Any]:
+    """Per shard moved by a ``scale`` fault, seconds from its release to its acquisition by
+    the new owner: when workers joined (``up``) and when workers left on SIGTERM (``down``),
+    and how many moves took longer than ``HANDOVER_TARGET_S`` (timing, not a verdict)."""
+    up = [x for r in records for x in r.unowned_up_s]
+    down = [x for r in records for x in r.unowned_down_s]
+    return {
+        "up": _spread(up),
+        "down": _spread(down),
+        "target_s": HANDOVER_TARGET_S,
+        "over_target": sum(1 for x in up + down if x > HANDOVER_TARGET_S),
     }
 
 

@@ -174,10 +174,12 @@ class Chaos:
         for kind in self.plan:
             rec = injector.inject(kind)
             self.records.append(rec)
+            moved = rec.unowned_up_s + rec.unowned_down_s
             self.say(
                 f"{kind:<13} on {','.join(rec.victims)[:40]:<40} shards {len(rec.shards):>2} "
                 f"recovered in {max(rec.recovery_s, default=0):.2f}s  "
                 f"published {producer.published}/{cfg.events}"
+                + (f"  {len(moved)} moved, unowned max {max(moved):.2f}s" if moved else "")
             )
             producer.stop.wait(cfg.fault_interval)
         producer.join()

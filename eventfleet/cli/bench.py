@@ -22,10 +22,10 @@ from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
 )
 @click.option(
     "--only",
-    default="a,b,c,d,k,g,h,s,i,j,x,p,r,m",
+    default="a,b,c,d,k,g,h,s,i,j,x,p,r,m,o",
     show_default=True,
     help="scenarios to run, comma-separated (b also runs e and f; p: client publish, "
-    "r: client read latency against the fold, m: read model memory)",
+    "r: client read latency against the fold, m: read model memory, o: calm scaling)",
 )
 @click.option(
     "--appendfsync",

@@ -27,6 +27,7 @@ FIELDS = (
     "replayed_entries",
     "recovery_seconds",
     "recovery_by_kind",
+    "scale_unowned",
     "takeovers",
     "duration_seconds",
     "ok",
