@@ -82,6 +82,7 @@ class Client:
         self._counts: ShardCounts | None = None
         self._stamper: Stamper | None = None
         self._lock = asyncio.Lock()
+        self._sending = asyncio.Lock()  # own seqs sent in order: a later one first drops it
 
     @classmethod
     def from_url(
@@ -222,10 +223,11 @@ class Client:
             if isinstance(event, Order):
                 raise InvalidEvent("an idempotency key is for topup and add_item, not order")
         r, counts, stamper = await self._ready()
-        stamped = stamper.stamp(event, key=key)
-        shard = destination(event, counts)
-        receipt = Receipt(shard, stamper.source, stamper.seq[shard])
-        await self._send(r, [stamped])
+        async with self._sending:
+            stamped = stamper.stamp(event, key=key)
+            shard = destination(event, counts)
+            receipt = Receipt(shard, stamper.source, stamper.seq[shard])
+            await self._send(r, [stamped])
         return receipt
 
     async def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
@@ -386,15 +388,16 @@ class Client:
             if rate:
                 await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
             chunk = models[start : start + size]
-            try:
-                if numbers is None:
-                    stamped = [stamper.stamp(e) for e in chunk]
-                else:
-                    nums = numbers[start : start + size]
-                    stamped = [stamper.stamp(e, n) for e, n in zip(chunk, nums, strict=True)]
-            except ValueError as exc:  # numbers that do not grow per shard
-                raise InvalidEvent(str(exc)) from None
-            await self._send(r, stamped)
+            async with self._sending:  # in seq order with this client's other sends
+                try:
+                    if numbers is None:
+                        stamped = [stamper.stamp(e) for e in chunk]
+                    else:
+                        nums = numbers[start : start + size]
+                        stamped = [stamper.stamp(e, n) for e, n in zip(chunk, nums, strict=True)]
+                except ValueError as exc:  # numbers that do not grow per shard
+                    raise InvalidEvent(str(exc)) from None
+                await self._send(r, stamped)
             if progress is not None:
                 progress(len(chunk))
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}

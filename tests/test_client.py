@@ -262,3 +262,31 @@ def test_the_asyncio_client_takes_the_same_arguments(
     stamps = inbox_stamps(r, namespace, shard)
     assert [n for src, n in stamps if src == "p:a-lines"] == [2, 7, 9]
     assert [n for src, n in stamps if src == "p:a-load"] == [1, 2, 3]
+
+
+def test_concurrent_publishes_of_one_client_are_all_applied(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str, fleet: ShardCounts
+) -> None:
+    """One client's events share its source: sent out of seq order, the shard would drop the
+    earlier ones as repeats. Threads (sync) and tasks (asyncio) publishing at once lose none."""
+    client = eventfleet.Client.from_url(redis_server.url, namespace=namespace)
+
+    def burst() -> None:
+        for _ in range(40):
+            client.topup(user=21, amount=1)
+
+    threads = [threading.Thread(target=burst) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    client.close()
+
+    async def main() -> None:
+        async with aio.Client.from_url(redis_server.url, namespace=namespace) as ac:
+            await asyncio.gather(*(ac.topup(user=22, amount=1) for _ in range(240)))
+
+    asyncio.run(main())
+    settle(r, namespace, fleet)
+    assert balance(r, namespace, fleet, 21) == 240
+    assert balance(r, namespace, fleet, 22) == 240

@@ -11,9 +11,11 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from pathlib import Path
 from types import TracebackType
 from typing import Any, overload
@@ -84,6 +86,9 @@ class Client:
         with translated(self._url):
             self.counts: ShardCounts = read_counts(r, self.keys)
         self._producer = self._new_producer(None)
+        self._lock = threading.Lock()
+        """This client's own source: its events leave in seq order, one publish at a time (a
+        later seq landing first would make the shard drop the earlier one as a repeat)."""
 
     def _new_producer(self, source: str | None) -> Producer:
         return Producer(
@@ -137,9 +142,9 @@ class Client:
                 raise InvalidEvent(str(exc)) from None
             if isinstance(event, Order):
                 raise InvalidEvent("an idempotency key is for topup and add_item, not order")
-        with translated(self._url):
+        with translated(self._url), self._lock:
             self._producer.publish_one(event, key=key)
-        return self._receipt(event)
+            return self._receipt(event)
 
     def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
         """Publish one event, a model (``ledger.events``) or a dict with its ``type``; ``key``
@@ -289,7 +294,7 @@ class Client:
             if seqs != "shard":
                 models = list(models)  # every event valid before the first is sent
                 numbers = range(1, len(models) + 1) if seqs == "position" else seqs
-        with translated(self._url):
+        with translated(self._url), self._lock if producer is self._producer else nullcontext():
             try:
                 sent = producer.publish(
                     paced(models, rate) if rate else models,
