@@ -44,8 +44,8 @@ class NotInitialised(ConfigurationError):
 
 class Unavailable(EventfleetError):
     """Redis did not answer (or was full) for as long as the client retries; what was being
-    published may or may not have landed, and publishing it again with the same receipt
-    source is safe (the shard applies it once)."""
+    published may or may not have landed: send it again with the same idempotency key,
+    order id or ``publish_many`` source, and the shard applies it once."""
 
 
 class WaitTimeout(EventfleetError, TimeoutError):

@@ -49,9 +49,10 @@ from store.settings import Settings
 class Client:
     """A connection to one namespace of the ledger (thread-safe; one per process is enough).
 
-    Every write returns a ``Receipt``. A write that fails with ``Unavailable`` may be retried
-    as is: this client keeps its source and numbering, and the shard applies each (source,
-    seq) once.
+    Every write returns a ``Receipt``. The client retries a send itself (the same source and
+    seq: applied once); a write that still fails with ``Unavailable`` may or may not have
+    landed, so send it again with what makes a repeat harmless: the same ``key`` (top-ups,
+    items), the same ``order_id``, or the same ``source`` for ``publish_many``.
 
     Example::
 
