@@ -126,6 +126,7 @@ def test_verify_on_a_seq_of_ten_to_the_twelve_is_bounded_and_a_gap_is_not_lost(
     for seq in (1, 5, 10**12):  # gaps: allowed by the protocol
         eid = _add(r, keys, counts, encode(top, "p:gappy", seq), shard)
         step(state, eid, encode(top, "p:gappy", seq), counts)
+    state.entries = 3  # as an owner's fold counts them (step alone does not)
     # the entries are in the log but no worker ran: make the group's view match
     r.xreadgroup(GROUP, "reader", {keys.events(shard): ">"})
     r.xack(keys.events(shard), GROUP, *[e for e, _ in r.xrange(keys.events(shard))])
