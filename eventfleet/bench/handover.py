@@ -37,7 +37,7 @@ from worker.assignment import assign
 
 COUNTS = ShardCounts(16, 16)
 TARGET_S = 0.3
-"""The issue's bound on the time a moved shard stays without an owner (p50 and max)."""
+"""The bound on the time a moved shard stays without an owner (p50 and max)."""
 RATE = 3000.0
 """Offered load (mixed events/s) while the fleet scales."""
 ENV = {"EVENTFLEET_LOG_LEVEL": "info", "EVENTFLEET_LEASE_TTL_MS": "5000"}

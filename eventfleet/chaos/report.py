@@ -153,7 +153,7 @@ def _spread(samples: list[float]) -> dict[str, Any]:
 
 
 HANDOVER_TARGET_S = 0.3
-"""Issue 27: a shard moved by scaling stays at most this long without an owner."""
+"""The bound on a moved shard's time without an owner (bench o's target too)."""
 
 
 def _unowned(records: list[FaultRecord]) -> dict[str, Any]:
