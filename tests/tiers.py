@@ -87,6 +87,7 @@ FILES = {
     "test_lua_scripts.py": "redis",
     "test_lua_write_model.py": "redis",
     "test_lua_liveness.py": "redis",
+    "test_worker_stop_early.py": "redis",
     "test_producer.py": "redis",
     "test_tls.py": "redis",
     "test_reload_guard.py": "redis",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import signal
 import time
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -87,7 +88,15 @@ def serve_metrics(
     return server
 
 
+def _stopped_before_start(signum: int, _frame: object) -> None:
+    """SIGTERM or SIGINT before the loop runs: nothing is held yet, so stop at once, exit 0
+    (the loop's own handlers, installed once it runs, drain instead)."""
+    raise SystemExit(EXIT_OK)
+
+
 def run_worker(settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, _stopped_before_start)
+    signal.signal(signal.SIGINT, _stopped_before_start)
     configure(settings.log_level, settings.log_format)
     structlog.contextvars.bind_contextvars(worker_id=settings.worker_id)
     log = structlog.get_logger("eventfleet.worker")
