@@ -50,7 +50,7 @@ from ledger.shards import ShardCounts, destination, item_shard, order_key, user_
 from producer.client import Stamper, check_key, check_pushed, grouped, source_of
 from producer.outcomes import LOOKBACK_MS
 from store import ids
-from store.connection import TRANSIENT, FatalRedisError, classify
+from store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
 from store.keys import Keys
 from store.namespace import NamespaceError, NamespaceMissing, counts_of
 from store.settings import Settings
@@ -115,30 +115,12 @@ class Client:
 
     # ---- connecting ----------------------------------------------------------------------
     def _kwargs(self) -> dict[str, Any]:
-        s = self.settings
-        kwargs: dict[str, Any] = {
-            "socket_timeout": self._timeout,
-            "socket_connect_timeout": min(self._timeout, 5.0),
-            "client_name": f"aio-client-{uuid.uuid4().hex[:8]}",
-        }
-        if s.redis_username:
-            kwargs["username"] = s.redis_username
-        if s.redis_password_file is not None:
-            try:
-                kwargs["password"] = s.redis_password_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot read REDIS_PASSWORD_FILE {s.redis_password_file}: {exc.strerror}"
-                ) from None
-        if s.redis_url.startswith("rediss://"):
-            kwargs["ssl_cert_reqs"] = "required"
-            if s.tls_ca_file:
-                kwargs["ssl_ca_certs"] = str(s.tls_ca_file)
-            if s.tls_cert_file:
-                kwargs["ssl_certfile"] = str(s.tls_cert_file)
-            if s.tls_key_file:
-                kwargs["ssl_keyfile"] = str(s.tls_key_file)
-        return kwargs
+        """The sync client's options (timeouts, name, credentials, TLS: one place for them)."""
+        name = f"aio-client-{uuid.uuid4().hex[:8]}"
+        try:
+            return client_kwargs(self.settings, self._timeout, name)
+        except FatalRedisError as exc:
+            raise ConfigurationError(str(exc)) from None
 
     async def _ready(self) -> tuple[Any, ShardCounts, Stamper]:
         if self._redis is not None and self._counts is not None and self._stamper is not None:

@@ -71,7 +71,7 @@ def _open_cluster(url: str, kwargs: dict[str, Any]) -> redis.Redis:
     return cast(redis.Redis, rc)
 
 
-def _client_kwargs(settings: Settings, timeout: float, name: str | None) -> dict[str, Any]:
+def client_kwargs(settings: Settings, timeout: float, name: str | None) -> dict[str, Any]:
     """The options every client of ours gets: timeouts, name, credentials, TLS."""
     scheme = urlsplit(settings.redis_url).scheme
     if scheme not in ("redis", "rediss", "unix"):
@@ -118,7 +118,7 @@ def connect(
     """
     url = settings.redis_url
     scheme = urlsplit(url).scheme
-    kwargs = _client_kwargs(settings, timeout, name)
+    kwargs = client_kwargs(settings, timeout, name)
     try:
         plain = redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
@@ -150,7 +150,7 @@ def node_client(
 
     For what must be asked of one node: its view of its connections (``CLIENT LIST``).
     """
-    kwargs = {**_client_kwargs(settings, timeout, name), "single_connection_client": True}
+    kwargs = {**client_kwargs(settings, timeout, name), "single_connection_client": True}
     if not is_cluster(r):
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     node: Any = cast(Any, r).get_node_from_key(key)
