@@ -86,7 +86,12 @@ class UnsafeReload(Exception):
 
 
 class CannotCheck(Exception):
-    """The caller may not ask (no ``ACL DRYRUN``) and no passed check is on record."""
+    """The caller may not run ``ACL DRYRUN``; ``servers`` are the nodes' ``<server> <version>``
+    (``HELLO``, which any user may send), asked before that."""
+
+    def __init__(self, why: str, servers: tuple[str, ...] = ()) -> None:
+        super().__init__(why)
+        self.servers = servers
 
 
 @dataclass(frozen=True)
@@ -155,23 +160,20 @@ def nodes(r: redis.Redis) -> Iterator[list[redis.Redis]]:
             probe.close()
 
 
-def servers(r: redis.Redis) -> list[str]:
-    """``<server> <version>`` of every node (any user may ask: ``HELLO``)."""
-    with nodes(r) as found:
-        return [" ".join(_hello(n)) for n in found]
-
-
 def check(r: redis.Redis, keys: Keys) -> Verdict:
     """Ask every node; raises ``CannotCheck`` when this user may not run ``ACL DRYRUN``."""
-    seen: list[str] = []
     refused: list[str] = []
     with nodes(r) as found:
-        for node in found:
-            server, version = _hello(node)
-            seen.append(f"{server} {version}")
-            if not has_fix(server, version):
-                refused += [c for c in _refused(node, keys) if c not in refused]
-    return Verdict(tuple(seen), tuple(refused))
+        asked = [(node, *_hello(node)) for node in found]
+        seen = tuple(f"{server} {version}" for _node, server, version in asked)
+        try:
+            for node, server, version in asked:
+                if not has_fix(server, version):
+                    refused += [c for c in _refused(node, keys) if c not in refused]
+        except CannotCheck as exc:
+            exc.servers = seen
+            raise
+    return Verdict(seen, tuple(refused))
 
 
 def _refused(node: redis.Redis, keys: Keys) -> list[str]:
@@ -202,6 +204,11 @@ def problem(verdict: Verdict) -> str:
     )
 
 
+def record(r: redis.Redis, keys: Keys, verdict: Verdict) -> None:
+    """Keep a passed check in the namespace's meta hash, for workers that may not ask."""
+    r.hset(keys.meta, META_FIELD, verdict.record)
+
+
 def recorded(r: redis.Redis, keys: Keys) -> str | None:
     """The passed check ``init`` recorded (a refused read raises ``FatalRedisError``)."""
     try:
@@ -215,12 +222,13 @@ def recorded(r: redis.Redis, keys: Keys) -> str | None:
 
 
 def guard_init(r: redis.Redis, keys: Keys) -> Verdict:
-    """At ``init``: check (as admin), raise ``UnsafeReload`` or record the pass in meta."""
+    """At ``init``: check (as admin); raise ``UnsafeReload``, or return the passed verdict for
+    ``record`` once the namespace exists."""
     try:
         verdict = check(r, keys)
-    except CannotCheck:
+    except CannotCheck as exc:
         raise UnsafeReload(
-            f"cannot check whether {','.join(servers(r))} keeps transactions across a restart "
+            f"cannot check whether {','.join(exc.servers)} keeps transactions across a restart "
             f"({ISSUE}): this Redis user lacks the permission to run ACL DRYRUN. Give the "
             "admin user +acl|dryrun (as the shipped deploy/redis/users.acl does), or set "
             f"{OVERRIDE_ENV}=1 if you know the default user may run every write"
@@ -235,10 +243,8 @@ def guard_worker(r: redis.Redis, keys: Keys) -> None:
     servers. Raises ``UnsafeReload`` naming the problem."""
     try:
         verdict = check(r, keys)
-    except CannotCheck:
-        now = ",".join(sorted(set(servers(r))))
-        if all(has_fix(*s.split(" ", 1)) for s in now.split(",")):
-            return
+    except CannotCheck as exc:  # raised only when a node lacks the upstream fix
+        now = ",".join(sorted(set(exc.servers)))
         if recorded(r, keys) == now:
             return
         raise UnsafeReload(

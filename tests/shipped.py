@@ -9,7 +9,7 @@ from eventfleet.local.redisserver import LocalRedis
 from ledger.shards import ShardCounts
 from store.keys import Keys
 from store.namespace import init_namespace
-from store.reload_safety import META_FIELD, guard_init
+from store.reload_safety import guard_init, record
 
 
 def login(server: LocalRedis, role: str) -> redis.Redis:
@@ -32,7 +32,7 @@ def init_shipped(server: LocalRedis, ns: str, users: int = 4, items: int = 4) ->
         checked = guard_init(admin, Keys(ns))
         counts = ShardCounts(users, items)
         init_namespace(admin, Keys(ns), counts)
-        admin.hset(Keys(ns).meta, META_FIELD, checked.record)
+        record(admin, Keys(ns), checked)
         return counts
     finally:
         admin.close()

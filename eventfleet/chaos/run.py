@@ -37,7 +37,7 @@ from producer.workload import mixed
 from store.connection import connect
 from store.keys import Keys
 from store.namespace import init_namespace
-from store.reload_safety import META_FIELD, guard_init
+from store.reload_safety import guard_init, record
 from store.settings import Settings
 
 
@@ -146,7 +146,7 @@ class Chaos:
         checked = guard_init(self.r, self.keys) if self.local is not None else None
         init_namespace(self.r, self.keys, self.counts)
         if checked is not None:
-            self.r.hset(self.keys.meta, META_FIELD, checked.record)
+            record(self.r, self.keys, checked)
         for _ in range(cfg.workers):
             self.fleet.start()
         self.observer.wait_all_owned()

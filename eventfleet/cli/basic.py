@@ -50,7 +50,7 @@ def init(
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
     from store.namespace import init_namespace
-    from store.reload_safety import META_FIELD, UnsafeReload, guard_init
+    from store.reload_safety import UnsafeReload, guard_init, record
 
     c = ctx_of(redis_url, namespace)
     user_shards = user_shards or c.settings.user_shards or DEFAULT_SHARDS
@@ -64,7 +64,7 @@ def init(
             raise UserError(str(exc), EXIT_USAGE) from None
         created = init_namespace(c.redis, c.keys, counts)
         if reload is not None:
-            c.redis.hset(c.keys.meta, META_FIELD, reload.record)
+            record(c.redis, c.keys, reload)
         else:
             click.echo(
                 "warning: EVENTFLEET_ALLOW_UNSAFE_RELOAD is set: not checked whether Redis keeps "
