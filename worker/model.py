@@ -87,17 +87,14 @@ def values(state: ShardState, changes: Changes) -> list[str]:
 
 
 def everything(state: ShardState) -> list[str]:
-    """Field/value pairs of every value the state holds (a model written from scratch)."""
-    out: list[str] = []
-    for u, b in state.balances.items():
-        out += (f"b:{u}", str(b))
-    for i, item in state.items.items():
-        out += (f"i:{i}", f"{item.remain} {item.price}")
-    for o, (_ms, confirmed) in state.orders.items():
-        out += (f"o:{o}", "confirmed" if confirmed else "rejected")
-    for s, seq in state.watermarks.items():
-        out += (f"w:{s}", str(seq))
-    return out
+    """Field/value pairs of every value the state holds (a model written from scratch): what
+    ``values`` gives when the batch touched everything."""
+    changes = Changes()
+    changes.users.update(state.balances)
+    changes.items.update(state.items)
+    changes.orders.update(state.orders)
+    changes.sources.update(state.watermarks)
+    return values(state, changes)
 
 
 class Pruned:
