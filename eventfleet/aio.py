@@ -44,16 +44,16 @@ from eventfleet.client.errors import (
     WaitTimeout,
 )
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
-from ledger.codec import decode_outcome, describe_validation_error
-from ledger.events import AddItem, Order, OrderOutcome, Topup
-from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from producer.client import Stamper, check_key, check_pushed, grouped, source_of
-from producer.outcomes import LOOKBACK_MS
-from store import ids
-from store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
-from store.keys import Keys
-from store.namespace import NamespaceError, NamespaceMissing, counts_of
-from store.settings import Settings
+from eventfleet.ledger.codec import decode_outcome, describe_validation_error
+from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
+from eventfleet.ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
+from eventfleet.producer.client import Stamper, check_key, check_pushed, grouped, source_of
+from eventfleet.producer.outcomes import LOOKBACK_MS
+from eventfleet.store import ids
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import NamespaceError, NamespaceMissing, counts_of
+from eventfleet.store.settings import Settings
 
 T = TypeVar("T")
 

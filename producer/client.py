@@ -14,7 +14,7 @@ namespace's dedup window.
 Events go to the destination shard's inbox, a list, with ``RPUSHX`` (one command per shard
 per chunk): the only write the producer's ACL user has, and one without options, so it
 cannot trim, choose ids or create keys. The shard's owner moves them into its log with
-server-assigned ids (``store/lua/fenced_read.lua``).
+server-assigned ids (``eventfleet/store/lua/fenced_read.lua``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
-from ledger.codec import encode
-from ledger.events import AddItem, ExternalEvent, Topup
-from ledger.shards import ShardCounts, destination
-from store import retry, wire
-from store.connection import TRANSIENT, FatalRedisError, is_cluster
-from store.keys import Keys
-from store.replication import ShortOfReplicas, write_replicated
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import AddItem, ExternalEvent, Topup
+from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.store import retry, wire
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, is_cluster
+from eventfleet.store.keys import Keys
+from eventfleet.store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,62}$")
@@ -71,7 +71,7 @@ class InboxMissing(FatalRedisError):
 def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     """The stamped entries as one ``(inbox, texts)`` per inbox, in order within each: one
     inbox element per event (the shard's owner bundles them as it moves them into the log,
-    ``store/lua/move_inbox.lua``, so an inbox's length is its count of events)."""
+    ``eventfleet/store/lua/move_inbox.lua``, so an inbox's length is its count of events)."""
     by_key: dict[str, list[str]] = {}
     for key, text in stamped:
         by_key.setdefault(key, []).append(text)
@@ -81,7 +81,7 @@ def grouped(stamped: Sequence[tuple[str, str]]) -> list[tuple[str, list[str]]]:
 def pack_pushes(conn: Any, pushes: Sequence[tuple[str, list[str]]]) -> list[bytes]:
     """``RPUSHX <inbox> <text>...`` per inbox, packed as one write for ``conn``.
 
-    The one place the producer's write is spelled for a raw connection (``store.wire``).
+    The one place the producer's write is spelled for a raw connection (``eventfleet.store.wire``).
     """
     return wire.pack(conn, [("RPUSHX", k, *texts) for k, texts in pushes])
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
-from ledger.codec import describe_validation_error
-from ledger.events import EXTERNAL_ADAPTER, ExternalEvent
+from eventfleet.ledger.codec import describe_validation_error
+from eventfleet.ledger.events import EXTERNAL_ADAPTER, ExternalEvent
 
 SHOWN_BAD_LINES = 20
 """How many bad lines a failed read keeps to report (all are counted)."""

@@ -18,12 +18,12 @@ from typing import Any
 
 import redis
 
-from ledger.codec import decode_outcome
-from ledger.events import Order, OrderOutcome
-from ledger.shards import ShardCounts, destination, user_shard
-from producer.client import Producer
-from store import ids
-from store.keys import Keys
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.events import Order, OrderOutcome
+from eventfleet.ledger.shards import ShardCounts, destination, user_shard
+from eventfleet.producer.client import Producer
+from eventfleet.store import ids
+from eventfleet.store.keys import Keys
 
 LOOKBACK_MS = 60_000
 """How far before the publish the wait starts reading outcomes."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from ledger.events import AddItem, ExternalEvent, Order, Topup
+from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
 
 
 def mixed(

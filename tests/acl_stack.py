@@ -11,8 +11,8 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.bundle import split
 from eventfleet.local.fleet import LocalFleet
-from ledger.bundle import split
 from tests.fleet_utils import FAST
 from tests.secure_redis import cli_env, connect, eventfleet_binary
 

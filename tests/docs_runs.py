@@ -16,11 +16,11 @@ from pathlib import Path
 
 import redis
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis, free_port
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.namespace import init_namespace
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 from tests.fleet_utils import FAST
 from tests.helpers import wait_for
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.namespace import init_namespace
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 
 FAST = {
     "EVENTFLEET_LEASE_TTL_MS": "1500",
@@ -70,9 +70,9 @@ def plant_crash_looping_entry(r: redis.Redis, keys: Keys, counts: ShardCounts) -
     """A top-up whose earlier owners crashed on it again and again: delivered to a consumer
     that is gone, never acked, its delivery count far past max_deliveries. Returns
     (shard, entry id)."""
-    from ledger.codec import encode
-    from ledger.shards import destination
-    from store.keys import EVENT_FIELD, GROUP
+    from eventfleet.ledger.codec import encode
+    from eventfleet.ledger.shards import destination
+    from eventfleet.store.keys import EVENT_FIELD, GROUP
 
     poison = Topup(user_id=12, amount=50)
     shard = destination(poison, counts)

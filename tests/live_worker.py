@@ -19,15 +19,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import free_port
 from eventfleet.ops.status import is_idle
-from ledger.shards import ShardCounts
-from store.keys import GROUP, Keys
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.worker.assignment import assign
 from tests.fleet_utils import FAST, log_lines
 from tests.helpers import wait_for
 from tests.promql import KIND_SUFFIXES
-from worker.assignment import assign
 
 
 @dataclass

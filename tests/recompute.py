@@ -6,13 +6,13 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.rules import StepResult
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
 from eventfleet.ops.reader import fold_stream, read_outcomes, state_all
-from ledger.events import AddItem, Order, Topup
-from ledger.rules import StepResult
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
-from store.keys import Keys
-from store.namespace import read_counts
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import read_counts
 
 
 def recompute(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[str, Any]:

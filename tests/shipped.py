@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import redis
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.redisserver import LocalRedis
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.namespace import init_namespace
-from store.reload_safety import guard_init, record
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.store.reload_safety import guard_init, record
 
 
 def login(server: LocalRedis, role: str) -> redis.Redis:

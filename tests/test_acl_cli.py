@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.shardreads import parse_lease
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import parse_lease
 from tests.fleet_utils import log_lines
 from tests.helpers import wait_for
 from tests.secure_redis import Server, cli_env, connect, fleet_round_trip, ok, run_cli

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from eventfleet.exporter.read import NamespaceReader
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.secure_redis import EVENTS, INBOX, connect, refused
 
 

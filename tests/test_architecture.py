@@ -1,37 +1,57 @@
 """The shape of the code, read statically with ``ast`` (nothing is imported):
 
-- layers: ``ledger`` imports nothing of ours; ``store`` only ``ledger``; ``worker`` and
-  ``producer`` only ``ledger`` and ``store``; ``eventfleet`` anything (each package may
-  import itself). Every import counts, including those inside functions;
+- one import package: everything is ``eventfleet.*`` (``eventfleet/worker`` and
+  ``eventfleet/producer`` are links to the repository's top-level folders), and nothing, in
+  the package, the tests or the scripts, imports a top-level ``ledger``, ``store``, ``worker``
+  or ``producer``;
+- layers inside it: ``eventfleet.ledger`` imports nothing of ours; ``eventfleet.store`` only
+  ``ledger``; ``eventfleet.worker`` and ``eventfleet.producer`` only ``ledger`` and ``store``;
+  the rest of ``eventfleet`` (the tools) anything (each layer may import itself). Every
+  import counts, including those inside functions;
 - no import cycle between modules;
 - no module over 500 lines (ours and the tests'), and a docstring on every package;
-- no Lua source in a ``.py`` file of the packages (scripts are ``store/lua/*.lua`` files), and
-  no ``.replace(`` on script text: a module that loads scripts (imports ``store.lua``) calls
+- no Lua source in a ``.py`` file of the packages (scripts are ``eventfleet/store/lua/*.lua`` files), and
+  no ``.replace(`` on script text: a module that loads scripts (imports ``eventfleet.store.lua``) calls
   no ``.replace(`` at all, and nowhere is it called on Lua text or on ``lua.source``/``read``.
-- one hand-written wire path: only ``store.wire`` calls redis-py's connection internals
+- one hand-written wire path: only ``eventfleet.store.wire`` calls redis-py's connection internals
   (``send_packed_command``, ``read_response``, ``pack_commands``, ...) or imports hiredis.
 
-The checker itself is tested on synthetic trees and graphs, so that it can be seen to fail.
+The checker itself is tested on synthetic trees and graphs in
+``tests/test_architecture_checker.py``, so that it can be seen to fail.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ledger", "store", "worker", "producer", "eventfleet")
+PACKAGES = ("eventfleet",)
+"""The one import package."""
+LAYERS = ("ledger", "store", "worker", "producer", "eventfleet")
+"""``eventfleet.<layer>`` for the first four; every other module of the package is a tool."""
 ALLOWED: dict[str, frozenset[str]] = {
     "ledger": frozenset({"ledger"}),
     "store": frozenset({"ledger", "store"}),
     "worker": frozenset({"ledger", "store", "worker"}),
     "producer": frozenset({"ledger", "store", "producer"}),
-    "eventfleet": frozenset(PACKAGES),
+    "eventfleet": frozenset(LAYERS),
 }
+FORMER_TOP_LEVEL = frozenset({"ledger", "store", "worker", "producer"})
+"""Names that were top-level packages once, and must not be imported as such."""
+
+
+def layer(module: str) -> str:
+    """``eventfleet.worker.loop`` -> ``worker``; ``eventfleet.cli.main`` -> ``eventfleet``."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in ALLOWED and parts[1] != "eventfleet":
+        return parts[1]
+    return parts[0]
+
+
 MAX_LINES = 500
 
 
@@ -55,13 +75,16 @@ def module_name(root: Path, path: Path) -> str:
 
 
 def source_files(root: Path, packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
-    """Module name -> file, for every .py under ``packages`` (caches left out)."""
-    return {
-        module_name(root, path): path
-        for pkg in packages
-        for path in sorted((root / pkg).rglob("*.py"))
-        if "__pycache__" not in path.parts
-    }
+    """Module name -> file, for every .py under ``packages`` (caches left out), following the
+    links ``eventfleet/worker`` and ``eventfleet/producer`` as the wheel and mypy do."""
+    found: dict[str, Path] = {}
+    for pkg in packages:
+        for dirpath, dirnames, filenames in os.walk(root / pkg, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if name.endswith(".py"):
+                    found[module_name(root, Path(dirpath) / name)] = Path(dirpath) / name
+    return found
 
 
 def resolve(name: str, modules: Iterable[str]) -> str:
@@ -108,11 +131,24 @@ def all_imports(root: Path, packages: Iterable[str] = PACKAGES) -> list[Import]:
 
 
 def layer_violations(imports: Iterable[Import]) -> list[str]:
-    return [
-        str(imp)
-        for imp in imports
-        if imp.target.split(".")[0] not in ALLOWED[imp.importer.split(".")[0]]
-    ]
+    return [str(imp) for imp in imports if layer(imp.target) not in ALLOWED[layer(imp.importer)]]
+
+
+def stray_imports(files: Iterable[Path], root: Path) -> list[str]:
+    """Imports of a former top-level name (``import worker``, ``from store.keys import``)."""
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in FORMER_TOP_LEVEL:
+                    found.append(f"{path.relative_to(root)}:{node.lineno} imports {name}")
+    return found
 
 
 def import_graph(imports: Iterable[Import]) -> dict[str, set[str]]:
@@ -161,7 +197,7 @@ def all_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
 
 LUA_MARKERS = ("redis.call(", "redis.pcall(", "redis.error_reply(")
 """Text that only Lua source holds."""
-LOADER = "store.lua"
+LOADER = "eventfleet.store.lua"
 
 
 def lua_in_python(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
@@ -220,9 +256,28 @@ def replace_on_script_text(root: Path, packages: Iterable[str] = PACKAGES) -> li
 
 def test_each_package_imports_only_the_layers_below_it() -> None:
     imports = all_imports(ROOT)
-    assert {imp.importer.split(".")[0] for imp in imports} == set(PACKAGES)
+    assert {layer(imp.importer) for imp in imports} == set(LAYERS)
     violations = layer_violations(imports)
     assert not violations, "imports across the layers:\n" + "\n".join(violations)
+
+
+def test_one_import_package() -> None:
+    """``pip install`` puts ``eventfleet`` alone into site-packages: the repository's
+    ``worker/`` and ``producer/`` are reached as ``eventfleet.worker`` and
+    ``eventfleet.producer`` (links), and nothing imports them (or ``ledger``, ``store``) by a
+    top-level name."""
+    for name in ("worker", "producer"):
+        link = ROOT / "eventfleet" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
+    for name in ("ledger", "store"):
+        assert not (ROOT / name).exists(), f"{name}/ belongs under eventfleet/"
+    files = [
+        *source_files(ROOT).values(),
+        *sorted((ROOT / "tests").rglob("*.py")),
+        *sorted((ROOT / "scripts").rglob("*.py")),
+    ]
+    found = stray_imports(files, ROOT)
+    assert not found, "imports of a top-level name (use eventfleet.*):\n" + "\n".join(found)
 
 
 def test_no_import_cycle_between_modules() -> None:
@@ -239,16 +294,18 @@ def test_no_module_is_over_500_lines() -> None:
 
 def test_no_lua_source_in_python_files() -> None:
     found = lua_in_python(ROOT)
-    assert not found, "Lua source in .py files (put it in store/lua/*.lua):\n" + "\n".join(found)
+    assert not found, (
+        "Lua source in .py files (put it in eventfleet/store/lua/*.lua):\n" + "\n".join(found)
+    )
 
 
 def test_no_replace_on_script_text() -> None:
     found = replace_on_script_text(ROOT)
     assert not found, ".replace( on script text (pass values as ARGV):\n" + "\n".join(found)
-    assert (ROOT / "store" / "lua" / "prelude.lua").is_file()
+    assert (ROOT / "eventfleet" / "store" / "lua" / "prelude.lua").is_file()
 
 
-WIRE = "store.wire"
+WIRE = "eventfleet.store.wire"
 WIRE_INTERNALS = frozenset(
     {"send_packed_command", "send_command", "read_response", "pack_commands", "parse_response"}
 )
@@ -256,7 +313,7 @@ WIRE_INTERNALS = frozenset(
 
 
 def wire_paths(root: Path, packages: Iterable[str] = PACKAGES) -> list[str]:
-    """Uses of redis-py's connection internals (or hiredis' packer) outside ``store.wire``."""
+    """Uses of redis-py's connection internals (or hiredis' packer) outside ``eventfleet.store.wire``."""
     found = []
     for module, path in source_files(root, packages).items():
         if module == WIRE:
@@ -279,137 +336,10 @@ def test_only_the_wire_helper_speaks_the_protocol_by_hand() -> None:
 
 def test_every_package_has_a_docstring() -> None:
     inits = [p for p in source_files(ROOT).values() if p.name == "__init__.py"]
-    assert len(inits) >= len(PACKAGES)
+    assert len(inits) >= len(LAYERS)
     bare = [
         str(p.relative_to(ROOT))
         for p in inits
         if not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))
     ]
     assert not bare, "packages without a docstring: " + ", ".join(bare)
-
-
-# ---------------------------------------------------------------- the checker can fail
-
-
-def write(root: Path, files: Mapping[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
-
-
-def test_checker_sees_a_layer_violation_inside_a_function(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "ledger/__init__.py": '"""Domain."""\n',
-            "ledger/rules.py": "import json\n\n\ndef f():\n    from store.keys import Keys\n",
-            "store/__init__.py": '"""Redis."""\n',
-            "store/keys.py": "from ledger import rules\nimport ledger.rules\n",
-            "worker/__init__.py": "",
-            "worker/loop.py": "from producer.client import Producer\nimport eventfleet\n",
-            "producer/__init__.py": "",
-            "producer/client.py": "from store.keys import Keys\n",
-            "eventfleet/__init__.py": "from worker import loop\n",
-        },
-    )
-    assert layer_violations(all_imports(root)) == [
-        "ledger.rules:5 imports store.keys",
-        "worker.loop:1 imports producer.client",
-        "worker.loop:2 imports eventfleet",
-    ]
-
-
-def test_checker_resolves_from_imports_and_relative_imports(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "store/__init__.py": "",
-            "store/a.py": "from . import b\nfrom .c import X\nfrom store import VALUE\n",
-            "store/b.py": "",
-            "store/c.py": "from .. import ledger\n",
-        },
-    )
-    files = source_files(root, ["store"])
-    got = {str(i) for m, p in files.items() for i in imports_of(m, p, files)}
-    assert got == {
-        "store.a:1 imports store.b",
-        "store.a:2 imports store.c",
-        "store.a:3 imports store",
-    }
-
-
-def test_checker_reports_a_cycle_through_modules(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "worker/__init__.py": "",
-            "worker/a.py": "from worker import b\n",
-            "worker/b.py": "def f():\n    import worker.c\n",
-            "worker/c.py": "from worker.a import thing\n",
-            "worker/d.py": "from worker import a\n",
-        },
-    )
-    graph = import_graph(all_imports(root, ["worker"]))
-    assert all_cycles(graph) == [["worker.a", "worker.b", "worker.c", "worker.a"]]
-
-
-def test_checker_sees_lua_in_python_and_replace_on_script_text(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "store/__init__.py": "",
-            "store/lua/__init__.py": "def source(name):\n    return name\n",
-            "store/ok.py": "x = 'a b'.replace(' ', '')  # plain text\n",
-            "worker/__init__.py": "",
-            "worker/a.py": "X = 1\nS = \"return redis.call('GET', KEYS[1])\"\n",
-            "worker/b.py": "T = \"redis.pcall('X')\".replace('X', 'Y')\n",
-            "worker/e.py": "T = 'redis.call(1)' + 'x'\nU = T.replace('1', '2').replace('2', '3')\n",
-            "worker/c.py": "from store import lua\n\nT = lua.source('a').replace('N', '1')\n",
-            "worker/d.py": "from store.lua import source\n\nU = 'x'.replace('x', 'y')\n",
-            "producer/__init__.py": "from store import lua\n\nV = lua.read('a').replace('a', 'b')\n",
-        },
-    )
-    packages = ["store", "worker", "producer"]
-    assert lua_in_python(root, packages) == ["worker/a.py:2", "worker/b.py:1", "worker/e.py:1"]
-    assert replace_on_script_text(root, packages) == [
-        "worker.b:1",
-        "worker.c:3",
-        "worker.d:3",
-        "worker.e:2",
-        "worker.e:2",
-        "producer:3",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("graph", "cycles"),
-    [
-        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
-        ({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}, []),  # a diamond
-        ({"a": {"a"}}, [["a", "a"]]),
-        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c", "a"]]),
-        ({"a": {"b"}, "b": {"a"}, "x": {"y"}, "y": {"x"}}, [["a", "b", "a"], ["x", "y", "x"]]),
-    ],
-)
-def test_cycle_search_on_synthetic_graphs(
-    graph: dict[str, set[str]], cycles: list[list[str]]
-) -> None:
-    assert all_cycles(graph) == cycles
-
-
-def test_checker_sees_a_wire_path_outside_the_helper(tmp_path: Path) -> None:
-    root = write(
-        tmp_path,
-        {
-            "store/__init__.py": "",
-            "store/wire.py": "def send(conn, b):\n    conn.send_packed_command(b)\n",
-            "worker/__init__.py": "",
-            "worker/fast.py": "def go(conn):\n    return conn.read_response()\n",
-            "producer/__init__.py": "",
-            "producer/pack.py": "from hiredis import pack_command\n",
-        },
-    )
-    found = sorted(wire_paths(root, ("store", "worker", "producer")))
-    assert found == ["producer/pack.py:1 imports hiredis", "worker/fast.py:2 .read_response"]

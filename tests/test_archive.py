@@ -14,13 +14,13 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.codec import encode_outcome
+from eventfleet.ledger.events import OrderOutcome
 from eventfleet.ops.archive import Archive
 from eventfleet.ops.archive.segments import MANIFEST, load_manifest, stream_dir
 from eventfleet.ops.archive.writer import stream_key, streams_of
-from ledger.codec import encode_outcome
-from ledger.events import OrderOutcome
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import append_to_logs, setup_namespace
 from tests.helpers import cli, wait_for
 

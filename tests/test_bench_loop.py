@@ -8,11 +8,11 @@ import redis
 from eventfleet.bench import loop_mixed
 from eventfleet.bench.env import append_to_logs
 from eventfleet.bench.orders import settled_orders
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.redisserver import LocalRedis
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.namespace import init_namespace
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 
 
 def test_reference_loop_applies_every_event_once_without_faults(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
 from eventfleet.local.fleet import LocalFleet
-from ledger.codec import encode
-from ledger.events import Topup
 from tests.acl_stack import AclStack
 from tests.secure_redis import connect
 

@@ -7,12 +7,19 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS, MAX_SPLIT_EVENTS, is_bundle, pack, split
-from ledger.codec import charge_text, encode
-from ledger.events import Topup
-from ledger.shards import ShardCounts, user_shard
-from ledger.state import ShardState
-from store.fold import fold_entry
+from eventfleet.ledger.bundle import (
+    MAX_EVENTS,
+    MAX_PACK_CHARS,
+    MAX_SPLIT_EVENTS,
+    is_bundle,
+    pack,
+    split,
+)
+from eventfleet.ledger.codec import charge_text, encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts, user_shard
+from eventfleet.ledger.state import ShardState
+from eventfleet.store.fold import fold_entry
 
 COUNTS = ShardCounts(users=4, items=4)
 USERS = [u for u in range(1, 500) if user_shard(u, COUNTS) == "u0"]
@@ -143,7 +150,7 @@ elements = st.one_of(
 def test_a_bundle_in_one_step_equals_its_events_one_by_one(
     parts: list[str], sep: str, from_inbox: bool
 ) -> None:
-    from ledger.rules import step, step_entry
+    from eventfleet.ledger.rules import step, step_entry
 
     raw = f"[{sep.join(parts)}]".encode()
     one, each = ShardState("u0"), ShardState("u0")

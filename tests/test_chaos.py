@@ -22,22 +22,22 @@ import redis
 
 from eventfleet.chaos.hostile import DEAD_PER_STRIKE
 from eventfleet.cli.verify import render
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.rules import step
+from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.codec import encode
-from ledger.events import AddItem, Order, Topup
-from ledger.rules import step
-from ledger.shards import ShardCounts, destination
-from ledger.state import ShardState
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, GROUP, Keys
-from store.namespace import init_namespace
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.worker.effects import Effects, queue_effects
+from eventfleet.worker.scripts import Scripts
 from tests.helpers import cli_process, wait_for
-from worker.effects import Effects, queue_effects
-from worker.scripts import Scripts
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_REPORT = ROOT / "docs" / "chaos-report.json"

@@ -7,11 +7,11 @@ import redis
 
 from eventfleet.chaos.readers import SKEW_MS, Read, check_reads
 from eventfleet.client import Receipt
-from ledger.codec import encode
-from ledger.events import Topup
-from ledger.shards import user_shard
-from store import ids
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import user_shard
+from eventfleet.store import ids
+from eventfleet.store.keys import EVENT_FIELD, Keys
 from tests.fleet_utils import setup_namespace
 
 

@@ -10,7 +10,7 @@ import redis
 
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, free_port
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import make_fleet
 from tests.helpers import cli, cli_json, cli_process
 
@@ -240,8 +240,8 @@ def test_dlq_redrive_republishes_fixed_letters(
     tmp_path: Path,
     fleet_factory: list[LocalFleet],
 ) -> None:
-    from ledger.shards import ShardCounts, user_shard
-    from store.keys import EVENT_FIELD
+    from eventfleet.ledger.shards import ShardCounts, user_shard
+    from eventfleet.store.keys import EVENT_FIELD
 
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
     keys = Keys(env["EVENTFLEET_NAMESPACE"])

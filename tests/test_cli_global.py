@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.redisserver import free_port
-from ledger.state import ShardState
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.helpers import cli, cli_process
 
 

@@ -16,13 +16,13 @@ import redis
 
 import eventfleet
 from eventfleet import aio
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, free_port
 from eventfleet.ops.reader import state_all
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.shards import ShardCounts, item_shard, user_shard
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
 

@@ -19,23 +19,23 @@ import pytest
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.events import Order
+from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, RedisNotInstalled
 from eventfleet.ops.status import is_idle
-from ledger.events import Order
-from ledger.shards import ShardCounts, destination
-from producer.client import NotReplicated, Producer
-from producer.workload import mixed
-from store.connection import connect, is_cluster
-from store.keys import EVENT_FIELD, Keys
-from store.namespace import read_counts
-from store.settings import Settings
+from eventfleet.producer.client import NotReplicated, Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.connection import connect, is_cluster
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import read_counts
+from eventfleet.store.settings import Settings
+from eventfleet.worker.scripts import Scripts
 from tests import test_worker_faults as faults
 from tests.fleet_utils import log_lines, make_fleet, setup_namespace
 from tests.helpers import cli, cli_json, cli_process, wait_for
 from tests.recompute import check_against_logs
-from worker.scripts import Scripts
 
 
 def _start(replicas: int) -> LocalCluster:

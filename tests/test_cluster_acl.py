@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from redis import exceptions as rx
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Charge
+from eventfleet.ledger.shards import user_shard
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
-from ledger.codec import encode
-from ledger.events import Charge
-from ledger.shards import user_shard
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, Keys
-from store.namespace import read_counts
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import read_counts
 from tests.fleet_utils import FAST, log_lines
 from tests.helpers import cli, cli_json, wait_for
 from tests.recompute import check_against_logs

@@ -23,18 +23,18 @@ import pytest
 import redis
 from redis import exceptions as rx
 
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import RedisNotInstalled
 from eventfleet.ops.status import is_idle
-from ledger.events import Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.workload import mixed
-from store import ids
-from store.connection import connect
-from store.keys import GROUP, Keys
-from store.settings import Settings
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store import ids
+from eventfleet.store.connection import connect
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.settings import Settings
 from tests.fleet_utils import log_lines, make_fleet, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs

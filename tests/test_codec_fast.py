@@ -1,4 +1,4 @@
-"""The saga's internal events are written without pydantic (``ledger.codec.*_text``): the text
+"""The saga's internal events are written without pydantic (``eventfleet.ledger.codec.*_text``): the text
 must be what ``encode`` gives for the same model, byte for byte, for any valid fields, or
 replay, dedup and ``verify`` would see two different entries for one (source, seq)."""
 
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.codec import (
+from eventfleet.ledger.codec import (
     charge_text,
     decode,
     decode_outcome,
@@ -19,7 +19,7 @@ from ledger.codec import (
     reject_text,
     release_text,
 )
-from ledger.events import MAX_INT, Charge, OrderOutcome, Reject, Release
+from eventfleet.ledger.events import MAX_INT, Charge, OrderOutcome, Reject, Release
 
 keys = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
 positive = st.integers(1, MAX_INT)

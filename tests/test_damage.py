@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.local.fleet import LocalFleet
-from ledger.shards import ShardCounts, user_shard
 from tests.acl_stack import AclStack
 from tests.fleet_utils import log_lines
 from tests.helpers import wait_for

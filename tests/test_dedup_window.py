@@ -1,4 +1,4 @@
-"""Property tests of the windowed dedup (ledger/dedup.py): decided from entry-id time only, so
+"""Property tests of the windowed dedup (eventfleet/ledger/dedup.py): decided from entry-id time only, so
 any fold of the same log, straight or resumed from a snapshot, gives the same state; bounded
 by the window; idempotency keys and order ids take effect once within it."""
 
@@ -9,11 +9,11 @@ from collections import Counter, deque
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import encode
-from ledger.events import AddItem, Order, Topup
-from ledger.rules import step
-from ledger.shards import ShardCounts, destination, user_shard
-from ledger.state import ShardState
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.rules import step
+from eventfleet.ledger.shards import ShardCounts, destination, user_shard
+from eventfleet.ledger.state import ShardState
 
 WINDOW = 1000
 ONE = ShardCounts(1, 1, WINDOW)

@@ -39,10 +39,10 @@ import redis
 from click.testing import CliRunner
 
 from eventfleet.cli.main import cli
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.redisserver import LocalRedis, free_port
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.namespace import init_namespace
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 from tests.docs_runs import (
     LiveFleet,
     Run,

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.codec import DecodeError, decode, encode
-from ledger.events import AddItem, Order, Topup
-from ledger.rules import StepResult, step
-from ledger.shards import ShardCounts, destination, shard_index
-from ledger.state import ShardState, SnapshotError
+from eventfleet.ledger.codec import DecodeError, decode, encode
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.rules import StepResult, step
+from eventfleet.ledger.shards import ShardCounts, destination, shard_index
+from eventfleet.ledger.state import ShardState, SnapshotError
 
 COUNTS = ShardCounts(3, 2)
 USERS = st.integers(1, 8)

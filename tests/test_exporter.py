@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eventfleet.exporter.read import OTHER_REASON, _reason
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.ledger.shards import user_shard
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, free_port
-from ledger.events import Topup
-from ledger.rules import DEAD_LETTER_REASONS
-from ledger.shards import user_shard
-from producer.client import Producer
-from store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
 from tests.fleet_utils import append_to_logs, make_fleet, setup_namespace
 from tests.helpers import cli_process, wait_for
 from tests.live_exporter import LiveExporter, running_exporter

@@ -21,12 +21,12 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.worker.liveness import Liveness, Record, connected, dead_peers, pairs, parse_record
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
-from worker.liveness import Liveness, Record, connected, dead_peers, pairs, parse_record
 
 SLOW_TTL = {"EVENTFLEET_LEASE_TTL_MS": "5000", "EVENTFLEET_SNAPSHOT_INTERVAL_S": "2"}
 

@@ -15,17 +15,17 @@ from pathlib import Path
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.moves import Move, moves, releases
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.shards import ShardCounts
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.worker.assignment import assign
 from tests.fleet_utils import make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
-from worker.assignment import assign
 
 TTL = {"EVENTFLEET_LEASE_TTL_MS": "5000", "EVENTFLEET_SNAPSHOT_INTERVAL_S": "2"}
 BOUND_S = 0.5

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 import redis
 
+from eventfleet.ledger.events import Topup
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.events import Topup
-from producer.client import Producer
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
+from eventfleet.worker.assignment import assign
+from eventfleet.worker.health import HealthState, serve
+from eventfleet.worker.metrics import exposition
 from tests.fleet_utils import make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.live_worker import (
@@ -27,9 +30,6 @@ from tests.live_worker import (
     until,
     wait_ready,
 )
-from worker.assignment import assign
-from worker.health import HealthState, serve
-from worker.metrics import exposition
 
 
 def test_a_paused_worker_does_not_answer_then_loses_its_leases_and_is_not_ready(

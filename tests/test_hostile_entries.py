@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import rules
-from ledger.codec import MAX_ENTRY_BYTES, DecodeError, decode, encode, loads_object
-from ledger.events import MAX_INT, AddItem, Charge, Order, Release, Topup
-from ledger.rules import step
-from ledger.shards import ShardCounts, destination, item_shard, user_shard
-from ledger.state import Item, ShardState
+from eventfleet.ledger import rules
+from eventfleet.ledger.codec import MAX_ENTRY_BYTES, DecodeError, decode, encode, loads_object
+from eventfleet.ledger.events import MAX_INT, AddItem, Charge, Order, Release, Topup
+from eventfleet.ledger.rules import step
+from eventfleet.ledger.shards import ShardCounts, destination, item_shard, user_shard
+from eventfleet.ledger.state import Item, ShardState
 
 COUNTS = ShardCounts(2, 2)
 DEEP = 30_000

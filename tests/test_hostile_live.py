@@ -17,22 +17,22 @@ from typing import Any
 import pytest
 import redis
 
-import store.fold
+from eventfleet.ledger import codec
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import MAX_INT, AddItem, Order, Topup
+from eventfleet.ledger.rules import step
+from eventfleet.ledger.shards import ShardCounts, destination, item_shard
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger import codec
-from ledger.codec import encode
-from ledger.events import MAX_INT, AddItem, Order, Topup
-from ledger.rules import step
-from ledger.shards import ShardCounts, destination, item_shard
-from ledger.state import ShardState
-from store.keys import EVENT_FIELD, GROUP, Keys
-from store.namespace import init_namespace
+from eventfleet.store import fold as store_fold
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.worker.scripts import Scripts
+from eventfleet.worker.takeover import take_over
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import cli, cli_json
 from tests.live_worker import wait_idle
-from worker.scripts import Scripts
-from worker.takeover import take_over
 
 NESTED = ("[" * 30_000, "[" * 100_000)
 
@@ -151,7 +151,7 @@ def test_the_poison_rule_dead_letters_only_the_entry_that_kills_its_owners(
     eids = [r.xadd(stream, {EVENT_FIELD: t}).decode() for t in texts]  # type: ignore[union-attr]
     r.xreadgroup(GROUP, "first-owner", {stream: ">"})
     killer = eids[1]
-    real = store.fold.step
+    real = store_fold.step
 
     class Died(BaseException):
         pass
@@ -161,7 +161,7 @@ def test_the_poison_rule_dead_letters_only_the_entry_that_kills_its_owners(
             raise Died(eid)
         return real(state, eid, raw, c, **kw)
 
-    monkeypatch.setattr(store.fold, "step", dying)
+    monkeypatch.setattr(store_fold, "step", dying)
     scripts = Scripts.register(r)
     state = None
     for attempt in range(30):

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from store import httpserver
+from eventfleet.store import httpserver
 
 
 def get(port: int, path: str) -> tuple[int, bytes, str]:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.outcomes import place_order
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.outcomes import place_order
+from eventfleet.store.keys import Keys
 from tests.acl_stack import AclStack
 
 KEYS = Keys("eventfleet")

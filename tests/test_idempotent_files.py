@@ -107,11 +107,11 @@ def test_a_rerun_from_any_cut_point_applies_every_line_once(
 ) -> None:
     """A first run that got exactly ``cut`` lines out (in file order, as one connection sends
     them) before it died, then the full file again: every line once, whatever the cut."""
+    from eventfleet.ledger.shards import ShardCounts
     from eventfleet.ops.reader import state_all
-    from ledger.shards import ShardCounts
-    from producer.client import Producer
-    from producer.files import parse_lines
-    from store.keys import Keys
+    from eventfleet.producer.client import Producer
+    from eventfleet.producer.files import parse_lines
+    from eventfleet.store.keys import Keys
 
     stack = AclStack(port, tmp_path, [])
     stack.init("--user-shards", "4", "--item-shards", "4")

@@ -7,17 +7,17 @@ from typing import Any
 
 import redis
 
-from ledger.bundle import MAX_EVENTS, split
-from ledger.codec import encode
-from ledger.events import Topup
-from ledger.rules import Emit, StepResult
-from ledger.shards import user_shard
-from ledger.state import ShardState
-from store.fold import fold_entry
-from store.keys import GROUP, Keys
+from eventfleet.ledger.bundle import MAX_EVENTS, split
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.rules import Emit, StepResult
+from eventfleet.ledger.shards import user_shard
+from eventfleet.ledger.state import ShardState
+from eventfleet.store.fold import fold_entry
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.worker.effects import Effects, queue_effects
+from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, Scripts
 from tests.fleet_utils import setup_namespace
-from worker.effects import Effects, queue_effects
-from worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
 
 def test_emitted_events_move_a_bounded_part_of_a_flooded_inbox(

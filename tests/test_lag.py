@@ -7,11 +7,11 @@ from __future__ import annotations
 import redis
 
 from eventfleet.exporter.read import NamespaceReader
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import user_shard
 from eventfleet.ops.status import shard_status
-from ledger.events import Topup
-from ledger.shards import user_shard
-from producer.client import Producer
-from store.keys import GROUP, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import GROUP, Keys
 from tests.fleet_utils import append_to_logs, setup_namespace
 from tests.helpers import cli_json, wait_for
 

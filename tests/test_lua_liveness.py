@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from store.keys import Keys
+from eventfleet.store.keys import Keys
+from eventfleet.worker.scripts import expel_command, register_command
 from tests.secure_redis import connect
-from worker.scripts import expel_command, register_command
 
 K = Keys("eventfleet")
 

@@ -1,4 +1,4 @@
-"""Every Lua script of ``store/lua`` run directly against one real Redis with the shipped ACL
+"""Every Lua script of ``eventfleet/store/lua`` run directly against one real Redis with the shipped ACL
 file (tests/secure_redis.py), as the user that runs it in production: the worker user for the
 worker's scripts, the admin user for ``init``'s, the archive's and the bench's. Each script's
 normal result and its refusals (fencing, held leases, marks that never go back, duplicates).
@@ -19,15 +19,15 @@ import redis
 from redis import exceptions as rx
 
 from eventfleet.bench.loop_mixed import ORDER, queue_order
+from eventfleet.ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS, split
+from eventfleet.ledger.codec import MAX_ENTRY_BYTES
 from eventfleet.ops.archive.writer import raise_mark
-from ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS, split
-from ledger.codec import MAX_ENTRY_BYTES
-from store import lua
-from store.keys import GROUP, INBOX_HEAD, Keys
-from store.scripts import EvalScript, create_inbox
+from eventfleet.store import lua
+from eventfleet.store.keys import GROUP, INBOX_HEAD, Keys
+from eventfleet.store.scripts import EvalScript, create_inbox
+from eventfleet.worker import scripts as worker_scripts
+from eventfleet.worker.scripts import Scripts, is_blocked, is_fenced
 from tests.secure_redis import connect
-from worker import scripts as worker_scripts
-from worker.scripts import Scripts, is_blocked, is_fenced
 
 K = Keys("eventfleet")
 S = "u0"
@@ -473,5 +473,5 @@ def test_allow_oom_scripts_run_when_redis_is_full(scripts: Scripts, u: Users) ->
 
 
 def sha1(text: str) -> str:
-    """The inbox chain's digest of an element (``store/lua/move_inbox.lua``)."""
+    """The inbox chain's digest of an element (``eventfleet/store/lua/move_inbox.lua``)."""
     return hashlib.sha1(text.encode()).hexdigest()

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from store.keys import Keys
-from store.scripts import EvalScript
+from eventfleet.store.keys import Keys
+from eventfleet.store.scripts import EvalScript
+from eventfleet.worker import scripts as worker_scripts
+from eventfleet.worker.scripts import Scripts
 from tests.secure_redis import connect, refused
-from worker import scripts as worker_scripts
-from worker.scripts import Scripts
 
 K = Keys("eventfleet")
 S = "u0"

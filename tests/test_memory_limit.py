@@ -12,9 +12,9 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import log_lines, make_fleet, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs

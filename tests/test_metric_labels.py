@@ -7,8 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ledger.rules import DEAD_LETTER_REASONS
-from worker.metrics import OPERATIONS
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.worker.metrics import OPERATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 REASON_CALLS = {"dead_letter": 3, "DecodeError": 0, "Refused": 0}
@@ -35,7 +35,7 @@ def reason_literals(path: Path) -> set[str]:
 
 def test_every_dead_letter_reason_in_the_source_is_a_label() -> None:
     named: set[str] = set()
-    for module in ("ledger/codec.py", "ledger/rules.py"):
+    for module in ("eventfleet/ledger/codec.py", "eventfleet/ledger/rules.py"):
         named |= reason_literals(ROOT / module)
     assert "bad_json" in named and "handler_error" in named, "the scan found nothing"
     for reason in named:

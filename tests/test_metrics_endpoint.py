@@ -10,15 +10,17 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import EVENT_TYPES, AddItem, Order, Topup
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.codec import encode
-from ledger.events import EVENT_TYPES, AddItem, Order, Topup
-from ledger.rules import DEAD_LETTER_REASONS
-from ledger.shards import ShardCounts, destination
-from ledger.state import ShardState
-from producer.client import Producer
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.worker.assignment import assign
+from eventfleet.worker.metrics import OPERATIONS, OUTCOME_LABELS, package_version
 from tests.deploy_files import contract_exporter_metrics, contract_metrics, dashboard_exprs
 from tests.fleet_utils import owners, setup_namespace
 from tests.helpers import cli_json
@@ -33,8 +35,6 @@ from tests.live_worker import (
     wait_ready,
 )
 from tests.promql import PROMETHEUS_OWN, doc_queries, promql_metric_names
-from worker.assignment import assign
-from worker.metrics import OPERATIONS, OUTCOME_LABELS, package_version
 
 OUTCOMES = "eventfleet_order_outcomes_total"
 APPLIED = "eventfleet_events_applied_total"

@@ -19,14 +19,14 @@ import redis
 
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis, free_port
-from producer.files import SHOWN_BAD_LINES
-from store.keys import EVENT_FIELD, Keys
-from store.settings import Settings
+from eventfleet.producer.files import SHOWN_BAD_LINES
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.health import HealthState
+from eventfleet.worker.main import serve_metrics
 from tests.fleet_utils import FAST, make_fleet, setup_namespace
 from tests.helpers import CliResult, cli, cli_json, wait_for
 from tests.live_worker import http_status
-from worker.health import HealthState
-from worker.main import serve_metrics
 
 DEFAULT_METRICS_PORT = 9108
 

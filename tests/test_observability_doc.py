@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from eventfleet.exporter.gauges import NAMESPACE_LABEL as EXPORTER_NAMESPACE_LABEL
+from eventfleet.worker.metrics import NAMESPACE_LABEL
 from tests.deploy_files import contract_exporter_metrics, contract_metrics, promtool_check
 from tests.promql import (
     DOC,
@@ -18,7 +19,6 @@ from tests.promql import (
     doc_rules,
     promql_metric_names,
 )
-from worker.metrics import NAMESPACE_LABEL
 
 RENAMED = {
     "eventfleet_shards_owned": "eventfleet_worker_shards_owned",

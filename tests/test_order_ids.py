@@ -11,10 +11,10 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.local.fleet import LocalFleet
-from ledger.shards import ShardCounts, item_shard, user_shard
-from store.keys import Keys
-from store.namespace import init_namespace, read_counts
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace, read_counts
 from tests.acl_stack import AclStack
 
 COUNTS = ShardCounts(2, 4)

@@ -28,14 +28,14 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from producer.workload import mixed
-from store.keys import Keys
-from store.namespace import read_counts
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import read_counts
+from eventfleet.worker.liveness import connection_name
 from tests.fleet_utils import FAST, log_lines, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.netns import Link, leftovers, unavailable, veth_namespace
 from tests.recompute import check_against_logs
-from worker.liveness import connection_name
 
 WHY_NOT = unavailable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"no real partition: {WHY_NOT}")

@@ -9,10 +9,10 @@ import pytest
 import redis
 from redis import exceptions as rx
 
-from ledger.codec import encode
-from ledger.events import Charge, Event, Reject, Release
-from producer.client import push_all
-from producer.workload import mixed
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Charge, Event, Reject, Release
+from eventfleet.producer.client import push_all
+from eventfleet.producer.workload import mixed
 
 
 def reference_encode(event: Event, source: str, seq: int) -> str:

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import redis
 
+from eventfleet.ledger.bundle import split
+from eventfleet.ledger.events import Topup
 from eventfleet.local.redisserver import LocalRedis
-from ledger.bundle import split
-from ledger.events import Topup
-from producer.client import Producer
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import setup_namespace
 
 

@@ -21,12 +21,12 @@ import pytest
 import redis
 from redis import exceptions as rx
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.ops.status import is_idle
-from ledger.codec import encode
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts, item_shard, user_shard
-from producer.client import Producer
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
 from tests.secure_redis import (
     cli_env,
     connect,

@@ -19,12 +19,12 @@ from typing import Any
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.events import Topup
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.events import Topup
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, Keys
 from tests.deploy_files import (
     DASHBOARD_VARIABLES,
     dashboard,

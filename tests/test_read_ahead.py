@@ -15,10 +15,10 @@ import redis
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from producer.client import Producer
-from producer.workload import mixed
-from store import ids
-from store.keys import GROUP, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store import ids
+from eventfleet.store.keys import GROUP, Keys
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs

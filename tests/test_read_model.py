@@ -11,18 +11,18 @@ import redis
 
 import eventfleet
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.events import AddItem, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.events import AddItem, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.worker.model import UPTO, everything
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
-from worker.model import UPTO, everything
 
 
 def settle(r: redis.Redis, ns: str, counts: ShardCounts) -> None:

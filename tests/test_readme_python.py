@@ -15,7 +15,7 @@ from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
 

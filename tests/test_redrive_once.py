@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.local.fleet import LocalFleet
-from ledger.codec import encode
-from ledger.events import Topup
-from ledger.shards import ShardCounts, user_shard
 from tests.acl_stack import AclStack
 from tests.helpers import wait_for
 from tests.secure_redis import connect

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
-from ledger.shards import ShardCounts
-from store.keys import Keys
-from store.settings import Settings
+from eventfleet.store.keys import Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.assignment import assign
+from eventfleet.worker.rejoin import RejoinUnknown, pod_ordinal, will_return
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.kube_api import KubeApi
 from tests.test_static_membership import epochs
-from worker.assignment import assign
-from worker.rejoin import RejoinUnknown, pod_ordinal, will_return
 
 STS = "eventfleet-worker"
 IDS = [f"{STS}-{n}" for n in range(4)]

@@ -1,5 +1,5 @@
 """The guard against a Redis that would drop transactions when it reloads its append-only file
-(store/reload_safety.py), and the shipped Redis flags that local runs share with the compose
+(eventfleet/store/reload_safety.py), and the shipped Redis flags that local runs share with the compose
 file and the StatefulSet."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.local.shipped import SHIPPED_FLAGS, Logins
-from store.reload_safety import META_FIELD, has_fix, parse_version
+from eventfleet.store.reload_safety import META_FIELD, has_fix, parse_version
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,6 +20,9 @@ from typing import Any
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.events import AddItem, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
@@ -27,12 +30,9 @@ from eventfleet.local.shipped import Logins
 from eventfleet.ops.archive.reader import Archive
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.codec import decode_outcome
-from ledger.events import AddItem, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
 from tests.helpers import wait_for
 
 NS = "eventfleet"
@@ -230,8 +230,8 @@ def test_a_cluster_master_restarted_as_shipped_keeps_every_effect(
         fleet_factory.append(fleet)
         fleet.start()
         fleet.start()
-        from store.connection import connect
-        from store.settings import Settings
+        from eventfleet.store.connection import connect
+        from eventfleet.store.settings import Settings
 
         def settings(role: str) -> Settings:
             return Settings(

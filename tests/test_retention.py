@@ -12,18 +12,18 @@ from typing import Any
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.archive import Archive, archive
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.events import AddItem, Order, Topup
-from ledger.state import ShardState
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.worker.scripts import Scripts
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
-from worker.scripts import Scripts
 
 TOKEN = "w1:1"
 
@@ -209,8 +209,8 @@ def test_trimming_archiving_and_verify_archive_on_a_cluster(
     tmp_path: Path, namespace: str, fleet_factory: list[LocalFleet]
 ) -> None:
     from eventfleet.local.cluster import LocalCluster
-    from store.connection import connect
-    from store.settings import Settings
+    from eventfleet.store.connection import connect
+    from eventfleet.store.settings import Settings
     from tests.helpers import cli, cli_json
 
     cluster = LocalCluster(masters=3, replicas=0, node_timeout_ms=1000).start()

@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 import redis
 
+from eventfleet.ledger.codec import charge_text
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.redisserver import LocalRedis
-from ledger.codec import charge_text
-from ledger.state import ShardState
-from store.keys import EVENT_FIELD, GROUP, Keys
-from store.replication import ShortOfReplicas
-from store.settings import Settings
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.replication import ShortOfReplicas
+from eventfleet.store.settings import Settings
+from eventfleet.worker.effects import Effects
+from eventfleet.worker.loop import Worker
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.shardio import Replicated, ShardWrite
+from eventfleet.worker.singleio import SingleIO
+from eventfleet.worker.writebehind import LOST, Waited, WriteBehind
 from tests.fleet_utils import setup_namespace
-from worker.effects import Effects
-from worker.loop import Worker
-from worker.owned import Owned
-from worker.shardio import Replicated, ShardWrite
-from worker.singleio import SingleIO
-from worker.writebehind import LOST, Waited, WriteBehind
 
 NS = "shardio"
 

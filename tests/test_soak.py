@@ -13,15 +13,15 @@ import pytest
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.events import AddItem, Order, Topup
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.archive import Archive, archive
 from eventfleet.ops.archive.writer import stream_key, streams_of
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.events import AddItem, Order, Topup
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
 

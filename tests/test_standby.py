@@ -13,24 +13,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.bundle import pack
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import AddItem, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.bundle import pack
-from ledger.codec import encode
-from ledger.events import AddItem, Topup
-from ledger.shards import ShardCounts, item_shard, user_shard
-from ledger.state import ShardState
-from producer.workload import mixed
-from store.fold import fold
-from store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
-from store.settings import Settings
+from eventfleet.producer.workload import mixed
+from eventfleet.store.fold import fold
+from eventfleet.store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.assignment import assign
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.standby import Standbys, standby_shards
 from tests.fleet_utils import append_to_logs, log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.recompute import check_against_logs
-from worker.assignment import assign
-from worker.conn import Conn
-from worker.standby import Standbys, standby_shards
 
 BATCH = 1000
 

@@ -11,17 +11,17 @@ import pytest
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.shards import ShardCounts
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.worker.assignment import assign
 from tests.fleet_utils import log_lines, make_fleet, owners, setup_namespace
 from tests.helpers import wait_for
 from tests.kube_api import KubeApi
 from tests.recompute import check_against_logs
-from worker.assignment import assign
 
 IDS = ["worker-0", "worker-1", "worker-2", "worker-3"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.state import ShardState
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import GROUP, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import GROUP, Keys
 from tests.fleet_utils import make_fleet, plant_crash_looping_entry, setup_namespace
 from tests.helpers import cli_json, wait_for
 from tests.live_worker import (

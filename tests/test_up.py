@@ -169,7 +169,9 @@ def test_live_view_keys_under_tmux(tmux: Tmux, tmpdir_env: tuple[Path, dict[str,
     started = up.children(recursive=True)
     assert sum("redis-server" in " ".join(cmdline(p)) for p in started) == 1
     workers = wait_for(
-        lambda: [p for p in up.children(recursive=True) if cmdline(p)[-2:] == ["-m", "worker"]],
+        lambda: [
+            p for p in up.children(recursive=True) if cmdline(p)[-2:] == ["-m", "eventfleet.worker"]
+        ],
         10,
         "three worker processes",
     )

@@ -18,18 +18,18 @@ import pytest
 import redis
 
 from eventfleet.cli.verify import render
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Release, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
 from eventfleet.ops.verify import verify
-from ledger.codec import encode
-from ledger.events import Release, Topup
-from ledger.shards import ShardCounts, item_shard, user_shard
-from ledger.state import ShardState
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, Keys
-from store.namespace import init_namespace
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import init_namespace
 from tests.helpers import cli, wait_for
 
 BASE = "vbase"

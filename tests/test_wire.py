@@ -15,7 +15,7 @@ import redis
 from redis import exceptions as rx
 
 from eventfleet.local.redisserver import LocalRedis
-from store import wire
+from eventfleet.store import wire
 
 
 def test_roundtrip_reads_every_reply_then_raises_the_first_error(r: redis.Redis) -> None:

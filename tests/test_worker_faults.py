@@ -13,16 +13,16 @@ from pathlib import Path
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import destination
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.codec import encode
-from ledger.events import Topup
-from ledger.shards import destination
-from ledger.state import ShardState
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import EVENT_FIELD, Keys
 from tests.fleet_utils import (
     log_lines,
     make_fleet,

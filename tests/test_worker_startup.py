@@ -11,10 +11,10 @@ from pathlib import Path
 
 import redis
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.shards import ShardCounts
-from store.keys import Keys
+from eventfleet.store.keys import Keys
 from tests.fleet_utils import log_lines, make_fleet, owners
 from tests.helpers import cli, wait_for
 
@@ -61,7 +61,7 @@ def test_the_wait_is_bounded_and_ends_in_one_error_line(
         "EVENTFLEET_LOG_FORMAT": "json",
     }
     res = subprocess.run(
-        [sys.executable, "-m", "worker"],
+        [sys.executable, "-m", "eventfleet.worker"],
         env=env,
         capture_output=True,
         text=True,

@@ -27,7 +27,10 @@ def test_sigterm_while_starting_exits_0(
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "eventfleet.worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for(lambda: "waiting_for_namespace" in log.read_text(), 60, "the worker to wait")

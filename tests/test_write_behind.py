@@ -10,18 +10,18 @@ from typing import Any
 import pytest
 import redis
 
+from eventfleet.ledger.codec import charge_text
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.redisserver import LocalRedis
-from ledger.codec import charge_text
-from ledger.state import ShardState
-from store.keys import EVENT_FIELD, GROUP, Keys
-from store.settings import Settings
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.effects import Effects
+from eventfleet.worker.loop import Worker
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.shardio import WRITTEN, ShardWrite, Status
+from eventfleet.worker.writebehind import LOST, WriteBehind
 from tests.fleet_utils import setup_namespace
-from worker.conn import Conn
-from worker.effects import Effects
-from worker.loop import Worker
-from worker.owned import Owned
-from worker.shardio import WRITTEN, ShardWrite, Status
-from worker.writebehind import LOST, WriteBehind
 
 
 def owned(name: str) -> Owned:

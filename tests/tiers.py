@@ -45,6 +45,7 @@ FILES = {
     # no Redis: the domain, static checks of what ships, docs
     "test_alert_rules.py": "fast",
     "test_architecture.py": "fast",
+    "test_architecture_checker.py": "fast",
     "test_bundle.py": "fast",
     "test_cli_help.py": "fast",
     "test_codec_fast.py": "fast",
@@ -130,6 +131,7 @@ FILES = {
     "test_worker_startup.py": "fleet",
     "test_producer_acl.py": "fleet",
     "test_verify.py": "fleet",
+    "test_wheel_install.py": "fleet",
 }
 """Each test file's tier (a test may raise its own with a marker)."""
 
@@ -154,6 +156,7 @@ def tier_of(item: pytest.Item) -> str:
 
 COST_S = {
     "test_bench.py": 150,
+    "test_wheel_install.py": 30,
     "test_cluster.py": 100,
     "test_cluster_acl.py": 25,
     "test_docs_commands.py": 55,

@@ -1,4 +1,5 @@
-"""``python -m worker``: the same as ``eventfleet worker``, without the rest of the CLI."""
+"""``python -m eventfleet.worker``: the same as ``eventfleet worker``, without the rest of the
+CLI."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import sys
 
 from pydantic import ValidationError
 
-from store.settings import Settings
-from worker.main import run_worker
+from eventfleet.store.settings import Settings
+from eventfleet.worker.main import run_worker
 
 EXIT_USAGE = 2
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m worker",
+        prog="python -m eventfleet.worker",
         description="Run one worker process until SIGTERM (drain) or a second signal (hard stop).",
     )
     parser.add_argument("--redis", dest="redis_url", help="Redis URL [env REDIS_URL]")

@@ -8,15 +8,15 @@ from typing import Any
 
 import structlog
 
-from ledger.bundle import events_per_entry
-from ledger.rules import DeadLetter, step_entry
-from ledger.shards import ShardCounts
-from store import ids
-from store.keys import flat_entry_event
-from worker.effects import Effects
-from worker.model import Changes, Pruned, values
-from worker.observe import Observer
-from worker.owned import Owned
+from eventfleet.ledger.bundle import events_per_entry
+from eventfleet.ledger.rules import DeadLetter, step_entry
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import ids
+from eventfleet.store.keys import flat_entry_event
+from eventfleet.worker.effects import Effects
+from eventfleet.worker.model import Changes, Pruned, values
+from eventfleet.worker.observe import Observer
+from eventfleet.worker.owned import Owned
 
 log = structlog.get_logger("eventfleet.worker")
 

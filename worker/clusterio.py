@@ -1,4 +1,5 @@
-"""Shard I/O on Redis Cluster: one pipeline per master (``worker.pipelines``), so a master
+"""Shard I/O on Redis Cluster: one pipeline per master (``eventfleet.worker.pipelines``), so a
+master
 that fails fails only its own shards; the others' batches go through."""
 
 from __future__ import annotations
@@ -7,10 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from worker.conn import Conn
-from worker.owned import Owned
-from worker.pipelines import PerMaster, failed, transient, write_rounds
-from worker.shardio import ShardWrite, Status, queue_ack, queue_read, queue_write
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.pipelines import PerMaster, failed, transient, write_rounds
+from eventfleet.worker.shardio import ShardWrite, Status, queue_ack, queue_read, queue_write
 
 
 class ClusterIO:

@@ -9,12 +9,12 @@ from typing import Any
 
 import redis
 
-from store import retry
-from store.connection import is_cluster
-from store.keys import Keys
-from store.settings import Settings
-from worker.pipelines import PerMaster
-from worker.scripts import Scripts
+from eventfleet.store import retry
+from eventfleet.store.connection import is_cluster
+from eventfleet.store.keys import Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.pipelines import PerMaster
+from eventfleet.worker.scripts import Scripts
 
 MAX_RETRY_WAIT_S = 0.5
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ledger.bundle import pack
-from ledger.rules import DeadLetter, StepResult
-from store.keys import GROUP, Keys
-from worker.model import chunks
-from worker.scripts import INBOX_MOVE_LIMIT, Scripts
+from eventfleet.ledger.bundle import pack
+from eventfleet.ledger.rules import DeadLetter, StepResult
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.worker.model import chunks
+from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, Scripts
 
 
 def dead_letter_fields(d: DeadLetter) -> list[str]:
@@ -50,7 +50,7 @@ class Effects:
         """``seq, "outcome", text`` per outcome record, in seq order (``append_once``)."""
         self.dead: list[DeadLetter] = []
         self.model: list[str] = []
-        """Read-model field/value pairs the batch changed (``worker.model``)."""
+        """Read-model field/value pairs the batch changed (``eventfleet.worker.model``)."""
         self.model_removed: list[str] = []
         """Read-model fields the batch's prune let go."""
 

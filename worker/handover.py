@@ -2,7 +2,7 @@
 
 When a worker joins a running fleet, its targets are held by live peers, which hand them over
 (final snapshot, then release) at their next pass, at once when their liveness check sees the
-newcomer (``worker.liveness``). The newcomer used to acquire only at its own next pass, a
+newcomer (``eventfleet.worker.liveness``). The newcomer used to acquire only at its own next pass, a
 third of a TTL later (its first pass acquires nothing: see ``first_pass_acquires``), so every
 moved shard stayed without an owner for most of that. Now a targeted shard whose lease a
 live peer holds is *incoming*: the worker tries it again every ``RETRY_S`` until it is ours,
@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from store import ids
-from worker.conn import Conn
+from eventfleet.store import ids
+from eventfleet.worker.conn import Conn
 
 RETRY_S = 0.025
 """How often a shard being handed to this worker (or held by a member that left) is tried."""

@@ -17,7 +17,7 @@ from http.server import ThreadingHTTPServer
 
 from prometheus_client import generate_latest
 
-from store import httpserver
+from eventfleet.store import httpserver
 
 
 @dataclass
@@ -51,7 +51,8 @@ def serve(
     port: int,
     metrics: Callable[[], bytes] = generate_latest,
 ) -> ThreadingHTTPServer:
-    """Serve the three paths from a daemon thread (``store.httpserver``); ``metrics`` renders
+    """Serve the three paths from a daemon thread (``eventfleet.store.httpserver``); ``metrics``
+    renders
     ``/metrics``."""
     return httpserver.serve(
         host, port, metrics=metrics, healthy=health.healthy, ready=health.ready, name="health"

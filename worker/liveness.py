@@ -31,13 +31,13 @@ from typing import Any
 import redis
 import structlog
 
-from store import ids, wire
-from store.connection import node_client
-from store.keys import Keys
-from store.settings import Settings
-from worker.conn import Conn
-from worker.ownership import Ownership
-from worker.scripts import expel_command, register_command
+from eventfleet.store import ids, wire
+from eventfleet.store.connection import node_client
+from eventfleet.store.keys import Keys
+from eventfleet.store.settings import Settings
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.ownership import Ownership
+from eventfleet.worker.scripts import expel_command, register_command
 
 log = structlog.get_logger("eventfleet.liveness")
 
@@ -127,7 +127,7 @@ class Liveness:
     """This worker's liveness connection and the checks of its peers' connections.
 
     ``open_client`` returns a plain client with one connection to the node of ``NS:workers``
-    (``store.connection.node_client``). Every Redis error here is reported to the caller,
+    (``eventfleet.store.connection.node_client``). Every Redis error here is reported to the caller,
     which skips the fast path for that check: the lease TTL still covers every failure.
     """
 

@@ -1,11 +1,14 @@
 """The worker: one small main loop that reads a batch, applies it and writes its effects.
 
-``Worker.poll`` is one batch: read (``worker.reads``, through the ``ShardIO`` chosen for this
-Redis, ``worker.shardio``), apply (``worker.apply``, in memory), write (``worker.writebehind``:
+``Worker.poll`` is one batch: read (``eventfleet.worker.reads``, through the ``ShardIO`` chosen for
+this
+Redis, ``eventfleet.worker.shardio``), apply (``eventfleet.worker.apply``, in memory), write
+(``eventfleet.worker.writebehind``:
 the effects, then the acks). The worker holds an ``Ownership`` (heartbeats, leases,
-rebalancing, snapshots; ``worker.ownership``) whose ``maintain`` pass runs between batches;
+rebalancing, snapshots; ``eventfleet.worker.ownership``) whose ``maintain`` pass runs between
+batches;
 each pass renews every lease and so bounds how long a batch may take. Metrics go through an
-``Observer`` (``worker.observe``), once per batch.
+``Observer`` (``eventfleet.worker.observe``), once per batch.
 """
 
 from __future__ import annotations
@@ -20,26 +23,26 @@ from typing import Any
 import redis
 import structlog
 
-from ledger.shards import ShardCounts
-from store import retry
-from store.connection import TRANSIENT
-from store.errors import OutOfMemory
-from store.settings import Settings
-from worker.apply import apply_entries
-from worker.clusterio import ClusterIO
-from worker.conn import Conn
-from worker.health import HealthState
-from worker.liveness import check_peers, leave, open_liveness
-from worker.observe import Observer
-from worker.owned import Owned
-from worker.ownership import Ownership
-from worker.pipelines import failed
-from worker.reads import Reads
-from worker.scripts import is_blocked, is_fenced
-from worker.shardio import LOST, UNACKED, Replicated, ShardIO, ShardWrite, Status
-from worker.singleio import SingleIO
-from worker.standby import Standbys
-from worker.writebehind import Waited, WriteBehind
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import retry
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.errors import OutOfMemory
+from eventfleet.store.settings import Settings
+from eventfleet.worker.apply import apply_entries
+from eventfleet.worker.clusterio import ClusterIO
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.health import HealthState
+from eventfleet.worker.liveness import check_peers, leave, open_liveness
+from eventfleet.worker.observe import Observer
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.ownership import Ownership
+from eventfleet.worker.pipelines import failed
+from eventfleet.worker.reads import Reads
+from eventfleet.worker.scripts import is_blocked, is_fenced
+from eventfleet.worker.shardio import LOST, UNACKED, Replicated, ShardIO, ShardWrite, Status
+from eventfleet.worker.singleio import SingleIO
+from eventfleet.worker.standby import Standbys
+from eventfleet.worker.writebehind import Waited, WriteBehind
 
 log = structlog.get_logger("eventfleet.worker")
 IDLE_POLL_S = 0.002

@@ -12,17 +12,17 @@ from typing import Any
 import structlog
 from redis import exceptions as rx
 
-from ledger.shards import ShardCounts
-from store import retry
-from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
-from store.keys import Keys
-from store.logs import configure
-from store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
-from store.reload_safety import UnsafeReload, guard_worker
-from store.settings import Settings, unknown_env_names
-from worker.health import HealthState, serve
-from worker.loop import Worker
-from worker.metrics import exposition
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import retry
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from eventfleet.store.keys import Keys
+from eventfleet.store.logs import configure
+from eventfleet.store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
+from eventfleet.store.reload_safety import UnsafeReload, guard_worker
+from eventfleet.store.settings import Settings, unknown_env_names
+from eventfleet.worker.health import HealthState, serve
+from eventfleet.worker.loop import Worker
+from eventfleet.worker.metrics import exposition
 
 EXIT_OK = 0
 EXIT_FATAL = 2

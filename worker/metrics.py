@@ -27,9 +27,9 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ledger.events import EVENT_TYPES, OutcomeReason
-from ledger.rules import DEAD_LETTER_REASONS
-from store import retry
+from eventfleet.ledger.events import EVENT_TYPES, OutcomeReason
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.store import retry
 
 # prometheus_client would add a `<name>_created` timestamp series beside every counter and
 # histogram child: one more series per shard and type, which no query or alert here reads.
@@ -136,7 +136,7 @@ OPERATIONS = (
     "suspend",
     "leave",
 )
-"""Every ``operation`` the worker passes to ``store.retry.call``."""
+"""Every ``operation`` the worker passes to ``eventfleet.store.retry.call``."""
 
 
 def package_version() -> str:

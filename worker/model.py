@@ -8,7 +8,8 @@ by the lease, never behind the model's own ``_upto``). Fields:
 
 - ``b:<user>``: balance;
 - ``i:<item>``: ``<remain> <price>``;
-- ``o:<order>``: ``confirmed`` or ``rejected`` (``<order>``: ``ledger.shards.order_key``);
+- ``o:<order>``: ``confirmed`` or ``rejected`` (``<order>``:
+``eventfleet.ledger.shards.order_key``);
 - ``w:<source>``: the highest seq applied from that source (read-your-writes: a receipt
   ``(shard, source, seq)`` is applied once ``w:<source>`` >= seq);
 - ``_upto``: the last entry id folded.
@@ -19,10 +20,17 @@ as they leave the state; balances and items stay.
 
 from __future__ import annotations
 
-from ledger.codec import AddItemWire, ChargeWire, OrderWire, RejectWire, ReleaseWire, TopupWire
-from ledger.rules import StepResult
-from ledger.shards import ShardCounts, order_key
-from ledger.state import ShardState
+from eventfleet.ledger.codec import (
+    AddItemWire,
+    ChargeWire,
+    OrderWire,
+    RejectWire,
+    ReleaseWire,
+    TopupWire,
+)
+from eventfleet.ledger.rules import StepResult
+from eventfleet.ledger.shards import ShardCounts, order_key
+from eventfleet.ledger.state import ShardState
 
 UPTO = "_upto"
 """The model's field holding the last entry id it folds."""

@@ -1,7 +1,8 @@
 """What the worker reports to Prometheus, behind one object the loop and ownership call.
 
 The loop and ``Ownership`` say what happened (a batch applied, a lease lost, a snapshot
-written); ``Observer`` turns that into the metrics of ``worker.metrics``. The calls are per
+written); ``Observer`` turns that into the metrics of ``eventfleet.worker.metrics``. The calls are
+per
 batch or per ownership event, never per entry: the loop counts in plain dicts while it
 applies a batch and hands the counts over once.
 """
@@ -13,9 +14,9 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from ledger.rules import DeadLetter
-from store import ids
-from worker import metrics
+from eventfleet.ledger.rules import DeadLetter
+from eventfleet.store import ids
+from eventfleet.worker import metrics
 
 
 class Observer:

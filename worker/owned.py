@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ledger.bundle import MAX_EVENTS, read_count
-from ledger.state import ShardState
+from eventfleet.ledger.bundle import MAX_EVENTS, read_count
+from eventfleet.ledger.state import ShardState
 
 
 @dataclass
@@ -24,7 +24,8 @@ class Owned:
     """After a read whose reply was lost: re-read our own pending entries before ``>``."""
     cursor: str = "0"
     per_entry: int = MAX_EVENTS
-    """Events per entry in the last batch (bundles hold many: ``ledger.bundle``), rounded up;
+    """Events per entry in the last batch (bundles hold many: ``eventfleet.ledger.bundle``),
+    rounded up;
     at first the most a bundle holds, so a first read of bundles is not a huge batch."""
 
     @property

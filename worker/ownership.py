@@ -13,22 +13,22 @@ from typing import Any
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
-from store import ids
-from store.connection import TRANSIENT
-from store.settings import Settings
-from store.shardreads import SnapshotUnusable
-from worker.assignment import targets
-from worker.conn import Conn
-from worker.handover import Claim, Incoming, first_pass_acquires, holder_of
-from worker.health import HealthState
-from worker.observe import Observer
-from worker.owned import Owned, earliest_deadline
-from worker.rejoin import will_return
-from worker.retention import retain, trim
-from worker.suspend import suspend
-from worker.takeover import LeaseLost, take_over
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.settings import Settings
+from eventfleet.store.shardreads import SnapshotUnusable
+from eventfleet.worker.assignment import targets
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.handover import Claim, Incoming, first_pass_acquires, holder_of
+from eventfleet.worker.health import HealthState
+from eventfleet.worker.observe import Observer
+from eventfleet.worker.owned import Owned, earliest_deadline
+from eventfleet.worker.rejoin import will_return
+from eventfleet.worker.retention import retain, trim
+from eventfleet.worker.suspend import suspend
+from eventfleet.worker.takeover import LeaseLost, take_over
 
 log = structlog.get_logger("eventfleet.worker")
 LAPSE_MARGIN_S = 0.05
@@ -54,7 +54,7 @@ class Ownership:
     - ``stop()`` / ``stopping``: leave the fleet; the next pass targets no shard.
     - ``drain()``: final snapshots, leases released, membership left; False if unclean.
     - ``health``: the ``HealthState`` behind ``/healthz`` and ``/readyz``.
-    - ``gone``: workers found dead through their connection (``worker.liveness``), whose
+    - ``gone``: workers found dead through their connection (``eventfleet.worker.liveness``), whose
       leases the next owners may break before they lapse; ``expedite()``: pass again now.
     - ``members``: the live members seen at the last pass.
     """
@@ -93,7 +93,7 @@ class Ownership:
         """Shards whose snapshot does not decode and have no provable state (``restore``):
         when to try again (an operator may have restored a snapshot meanwhile)."""
         self.warm_copy: Callable[[str], ShardState | None] = lambda _shard: None
-        """A warm standby's copy of a shard being taken over (``worker.standby``)."""
+        """A warm standby's copy of a shard being taken over (``eventfleet.worker.standby``)."""
         self.on_handed_over: Callable[[str, ShardState], None] = lambda _shard, _state: None
         """Called with a shard's state once it is handed over (its final snapshot written)."""
         self._incoming = Incoming(self._ttl)
@@ -119,7 +119,7 @@ class Ownership:
 
     @property
     def receiving(self) -> bool:
-        """A shard is being handed to us (``worker.handover``)."""
+        """A shard is being handed to us (``eventfleet.worker.handover``)."""
         return self._incoming.waiting
 
     @property
@@ -186,7 +186,7 @@ class Ownership:
     def drain(self, announce: Callable[[], None] = lambda: None) -> bool:
         """Leave the member set, tell the peers (``announce``: the liveness record goes), then
         final snapshots and leases released one shard at a time: the peers target our shards
-        at once and take each the moment it is released (``worker.handover``).
+        at once and take each the moment it is released (``eventfleet.worker.handover``).
 
         A static member (``EVENTFLEET_REJOIN_GRACE_MS`` > 0) that expects to come back
         (``worker.rejoin``) instead keeps its membership and its leases for the grace period
@@ -274,7 +274,7 @@ class Ownership:
     def _acquire(self, wanted: list[str]) -> None:
         """Acquire ``wanted`` in one round trip, then take over what we got one shard at a
         time; before each next takeover, claim the shards handed to us meanwhile
-        (``worker.handover``), so none waits unowned for the takeovers before it."""
+        (``eventfleet.worker.handover``), so none waits unowned for the takeovers before it."""
         now = time.monotonic()
         todo = [s for s in wanted if self._unusable.get(s, 0.0) <= now]
         claims: list[Claim] = []
@@ -361,7 +361,7 @@ class Ownership:
         """A wanted lease is held. A holder gone from the members renewed its leases just
         after its last heartbeat, so they lapse a moment after it did: look again then, not
         a whole period later. A live holder hands it over at its next pass, and one that left
-        releases it as it drains: look again soon (``worker.handover``)."""
+        releases it as it drains: look again soon (``eventfleet.worker.handover``)."""
         who = holder_of(holder)
         if who not in self._members:
             self._next_pass = min(self._next_pass, sent + LAPSE_MARGIN_S)
@@ -419,7 +419,7 @@ class Ownership:
         return state, stats.replayed
 
     def _trim_restored(self, claim: Claim, state: ShardState) -> None:
-        """Trim up to the snapshot just restored (see ``worker.retention``)."""
+        """Trim up to the snapshot just restored (see ``eventfleet.worker.retention``)."""
         deadline = claim.renewed + self._ttl
         trim(self._conn, self._s, claim.shard, claim.token, claim.epoch, state.last_id, 0, deadline)
 

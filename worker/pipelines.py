@@ -26,9 +26,9 @@ import redis
 from redis import exceptions as rx
 from redis.cluster import RedisCluster, get_connection
 
-from store import wire
-from store.connection import TRANSIENT
-from store.replication import Recorder
+from eventfleet.store import wire
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.replication import Recorder
 
 FAILS: tuple[type[BaseException], ...] = (*TRANSIENT, rx.AskError)
 """What fails an item: a connection error or timeout of its group, or a reply that says its
@@ -42,7 +42,7 @@ Queue = Callable[[Any, int], None]
 Result = list[Any] | BaseException
 """An item's replies (reply errors such as ``FENCED`` included, as values), or what failed it."""
 Call = tuple[str, str, tuple[Any, ...], dict[str, Any]]
-"""A recorded command: method, key, arguments (``store.replication.Recorder``)."""
+"""A recorded command: method, key, arguments (``eventfleet.store.replication.Recorder``)."""
 
 
 Plan = list[tuple[Any, list[int]]]
@@ -220,7 +220,8 @@ def first_error(results: Sequence[Result]) -> BaseException | None:
 
 
 def transient(exc: BaseException) -> BaseException:
-    """A failure as an error that ``store.retry`` retries (a redirection: ``TRYAGAIN``)."""
+    """A failure as an error that ``eventfleet.store.retry`` retries (a redirection:
+    ``TRYAGAIN``)."""
     if isinstance(exc, TRANSIENT):
         return exc
     return rx.TryAgainError(f"the slot moved: {str(exc)[:200]}")

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from store import ids
-from store.settings import Settings
-from worker.conn import Conn
-from worker.owned import Owned, earliest_deadline
-from worker.shardio import ShardIO
+from eventfleet.store import ids
+from eventfleet.store.settings import Settings
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.owned import Owned, earliest_deadline
+from eventfleet.worker.shardio import ShardIO
 
 SayFailing = Callable[[str, list[Owned], BaseException], None]
 

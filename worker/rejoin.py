@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from store.settings import Settings
+from eventfleet.store.settings import Settings
 
 log = structlog.get_logger("eventfleet.worker")
 TIMEOUT_S = 2.0

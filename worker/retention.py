@@ -1,6 +1,7 @@
 """Retention: after each periodic snapshot, the shard's owner trims what that snapshot covers.
 
-One fenced script (``store/lua/retain.lua``) removes event entries below the snapshot just
+One fenced script (``eventfleet/store/lua/retain.lua``) removes event entries below the snapshot
+just
 saved, older than ``EVENTFLEET_RETAIN_S`` and at or below what ``eventfleet archive`` has on
 disk (when the shard has been archived, or always with ``EVENTFLEET_ARCHIVE_REQUIRED``), and
 outcome and dead-letter records older than the window (never a stream's last record). A failed
@@ -18,11 +19,11 @@ from typing import Any
 
 import structlog
 
-from store.connection import TRANSIENT
-from store.settings import Settings
-from worker.conn import Conn
-from worker.metrics import TRIMMED
-from worker.owned import Owned
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.settings import Settings
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.metrics import TRIMMED
+from eventfleet.worker.owned import Owned
 
 log = structlog.get_logger("eventfleet.worker")
 STREAMS = ("events", "outcomes", "dlq")

@@ -1,4 +1,5 @@
-"""The worker's Lua scripts (``store/lua/*.lua``) behind typed wrappers, one per script, that
+"""The worker's Lua scripts (``eventfleet/store/lua/*.lua``) behind typed wrappers, one per script,
+that
 own its KEYS and ARGV order. Each script touches the keys of one shard only (one hash tag,
 one cluster slot), or the membership keys (one hash tag too).
 
@@ -24,11 +25,11 @@ from typing import Any
 import redis
 from redis.exceptions import ResponseError
 
-from ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS
-from ledger.codec import MAX_ENTRY_BYTES
-from store import lua
-from store.lua import MOVE_INBOX, PRELUDE
-from store.scripts import LuaScript, load_script
+from eventfleet.ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS
+from eventfleet.ledger.codec import MAX_ENTRY_BYTES
+from eventfleet.store import lua
+from eventfleet.store.lua import MOVE_INBOX, PRELUDE
+from eventfleet.store.scripts import LuaScript, load_script
 
 FENCED = "FENCED"
 """The error code ``fenced_read`` replies with when the shard's lease is no longer ours."""
@@ -42,7 +43,7 @@ INBOX_MOVE_LIMIT = 1000
 MOVE_LIMITS = (MAX_ENTRY_BYTES, MAX_EVENTS, MAX_PACK_CHARS)
 """``move_inbox``'s limits, the first ARGV of the scripts that move an inbox: an element up to
 ``MAX_ENTRY_BYTES`` may join a bundle of up to ``MAX_EVENTS`` events and ``MAX_PACK_CHARS``
-characters (``ledger.bundle``, which cuts bundles back at exactly these elements)."""
+characters (``eventfleet.ledger.bundle``, which cuts bundles back at exactly these elements)."""
 
 REGISTER = lua.source("register", PRELUDE)
 EXPEL = lua.source("expel", PRELUDE)
@@ -83,7 +84,7 @@ def expel_command(
 
 class Scripts:
     """The worker's scripts loaded for one client (EVALSHA on a single Redis, EVAL on a
-    cluster: ``store.scripts.load_script``)."""
+    cluster: ``eventfleet.store.scripts.load_script``)."""
 
     def __init__(self, r: redis.Redis) -> None:
         def load(name: str, *pieces: str) -> LuaScript:
@@ -123,7 +124,8 @@ class Scripts:
 
         Returns the new epoch (an int) when the lease was free; ``[new epoch, broken token]``
         when it was held by one of ``breakable`` (workers whose liveness connection closed:
-        ``worker.liveness``); else the holder's token (bytes), and nothing is written. With
+        ``eventfleet.worker.liveness``); else the holder's token (bytes), and nothing is written.
+        With
         ``reclaim``, a lease still held under ``worker_id`` (an earlier process of the same
         member: static membership) is taken back with a new epoch, which fences that earlier
         process if it still runs."""

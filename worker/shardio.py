@@ -1,17 +1,21 @@
 """One shard I/O interface for the loop: a batch's fenced reads and its writes.
 
-``ShardIO`` is what ``worker.loop`` reads and writes through; the worker picks the
-implementation once, when it starts (``worker.loop.open_io``), so the loop itself never asks
+``ShardIO`` is what ``eventfleet.worker.loop`` reads and writes through; the worker picks the
+implementation once, when it starts (``eventfleet.worker.loop.open_io``), so the loop itself never
+asks
 whether Redis is one server or a cluster:
 
-- ``worker.singleio.SingleIO``: one Redis. A batch's reads are one pipeline, its effects one
+- ``eventfleet.worker.singleio.SingleIO``: one Redis. A batch's reads are one pipeline, its effects
+one
   pipeline and its acks another, sent only once every effect reply is a success;
-- ``worker.clusterio.ClusterIO``: Redis Cluster, one pipeline per master; a master that fails
+- ``eventfleet.worker.clusterio.ClusterIO``: Redis Cluster, one pipeline per master; a master that
+fails
   fails only its own shards (a status per shard);
 - ``Replicated`` wraps either when ``EVENTFLEET_WAIT_REPLICAS`` is set: effects count as
   written once that many replicas have them (``WAIT``), then the acks go.
 
-How the loop waits for a write follows from it (``ShardIO.behind``, ``worker.writebehind``): on
+How the loop waits for a write follows from it (``ShardIO.behind``,
+``eventfleet.worker.writebehind``): on
 one Redis without ``WAIT`` the write runs behind the next batch's apply; otherwise each write
 is waited for.
 """
@@ -22,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from store.replication import write_replicated
-from worker.conn import Conn
-from worker.effects import Effects, queue_acks, queue_effects
-from worker.owned import Owned
-from worker.pipelines import LOST, UNACKED, WRITTEN
+from eventfleet.store.replication import write_replicated
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.effects import Effects, queue_acks, queue_effects
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.pipelines import LOST, UNACKED, WRITTEN
 
 Status = tuple[str, BaseException | None]
 """A shard's write: ``WRITTEN``, ``LOST`` (some effect may not be written) or ``UNACKED``
@@ -81,7 +85,7 @@ class ShardIO(Protocol):
 
 
 def queue_read(conn: Conn, pipe: Any, o: Owned, args: dict[str, Any]) -> None:
-    """Queue a shard's fenced read (``store/lua/fenced_read.lua``)."""
+    """Queue a shard's fenced read (``eventfleet/store/lua/fenced_read.lua``)."""
     name = o.name
     conn.scripts.fenced_read(
         pipe,
@@ -103,7 +107,7 @@ def queue_ack(conn: Conn, pipe: Any, w: ShardWrite) -> None:
 
 def ack_all(conn: Conn, batch: list[ShardWrite]) -> None:
     """The batch's acks in a pipeline of their own: only once every effect of the batch is
-    confirmed written (``worker.effects.queue_effects``)."""
+    confirmed written (``eventfleet.worker.effects.queue_effects``)."""
     pipe = conn.r.pipeline(transaction=False)
     for w in batch:
         queue_ack(conn, pipe, w)
@@ -112,7 +116,7 @@ def ack_all(conn: Conn, batch: list[ShardWrite]) -> None:
 
 class Replicated:
     """``EVENTFLEET_WAIT_REPLICAS``: a batch's effects count as written once ``replicas``
-    replicas of every master written to have them (``store.replication``); then the acks.
+    replicas of every master written to have them (``eventfleet.store.replication``); then the acks.
     Reads and idle waits are the wrapped implementation's."""
 
     def __init__(self, io: ShardIO, conn: Conn, replicas: int, timeout_ms: int) -> None:

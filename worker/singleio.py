@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from worker.conn import Conn
-from worker.owned import Owned
-from worker.pipelines import failed
-from worker.shardio import WRITTEN, ShardWrite, Status, ack_all, queue_read, queue_write
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.pipelines import failed
+from eventfleet.worker.shardio import WRITTEN, ShardWrite, Status, ack_all, queue_read, queue_write
 
 
 class SingleIO:

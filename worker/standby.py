@@ -8,7 +8,7 @@ folds only entries its owner has acked (below the group's oldest pending entry, 
 last-delivered id when nothing is pending): an acked entry's effects are written (a batch is
 acked only once every reply of its effects is a success: docs/DESIGN-DECISIONS.md, section
 28), so starting a takeover from the warm copy loses nothing, and the takeover replays and
-re-emits the rest as usual (``worker.takeover``).
+re-emits the rest as usual (``eventfleet.worker.takeover``).
 
 Memory: one extra ``ShardState`` per shard a worker stands by for, the size of its owner's
 copy (with one standby and N workers, about 1/N of the fleet's state per worker). A standby
@@ -26,17 +26,17 @@ from typing import Any
 
 import structlog
 
-from ledger.bundle import MAX_EVENTS, events_per_entry, read_count
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
-from store import ids
-from store.connection import TRANSIENT
-from store.fold import fold_entry
-from store.keys import flat_entry_event
-from store.settings import Settings
-from store.shardreads import load_snapshot
-from worker.assignment import weight
-from worker.conn import Conn
+from eventfleet.ledger.bundle import MAX_EVENTS, events_per_entry, read_count
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.fold import fold_entry
+from eventfleet.store.keys import flat_entry_event
+from eventfleet.store.settings import Settings
+from eventfleet.store.shardreads import load_snapshot
+from eventfleet.worker.assignment import weight
+from eventfleet.worker.conn import Conn
 
 log = structlog.get_logger("eventfleet.standby")
 

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import structlog
 
-from store.connection import TRANSIENT
-from store.settings import Settings
-from worker.conn import Conn
-from worker.owned import Owned
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.settings import Settings
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.owned import Owned
 
 log = structlog.get_logger("eventfleet.worker")
 

@@ -15,13 +15,13 @@ from typing import Any
 import redis
 import structlog
 
-from ledger.rules import StepResult
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
-from store import ids
-from store.fold import POISON_REASON, fold
-from store.keys import GROUP, Keys
-from store.shardreads import (
+from eventfleet.ledger.rules import StepResult
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.fold import POISON_REASON, fold
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.shardreads import (
     Restored,
     SnapshotUnusable,
     applied_by_an_owner,
@@ -33,10 +33,10 @@ from store.shardreads import (
     restore,
     written_mark,
 )
-from worker import metrics
-from worker.effects import Effects, queue_effects, queue_model
-from worker.model import UPTO, Changes, Pruned, everything, values
-from worker.scripts import Scripts
+from eventfleet.worker import metrics
+from eventfleet.worker.effects import Effects, queue_effects, queue_model
+from eventfleet.worker.model import UPTO, Changes, Pruned, everything, values
+from eventfleet.worker.scripts import Scripts
 
 log = structlog.get_logger("eventfleet.takeover")
 
@@ -260,11 +260,12 @@ def suspect_poison(
     r: redis.Redis, keys: Keys, shard: str, poison: set[str], after: str, written: str
 ) -> set[str]:
     """Poison marks this replay will meet that no takeover could have set: on entries an owner
-    got past (``store.shardreads.applied_by_an_owner``: at or below the written-mark, or
+    got past (``eventfleet.store.shardreads.applied_by_an_owner``: at or below the written-mark, or
     acked) whose ``max_deliveries`` dead letter was never written (a takeover poisons only a
     pending entry above the mark, and writes its letter before acking it). A leaked worker
     credential's ``SADD``. The fold still honours them (every fold decides the same); their
-    letters say so (``store.fold.SUSPECT_POISON_ERROR``), they are counted and logged, and
+    letters say so (``eventfleet.store.fold.SUSPECT_POISON_ERROR``), they are counted and logged,
+    and
     ``verify`` reports them."""
     candidates = {p for p in poison if ids.after(p, after)}
     if not candidates:

@@ -27,10 +27,10 @@ import functools
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from store.connection import TRANSIENT
-from worker.conn import Conn
-from worker.owned import Owned, earliest_deadline
-from worker.shardio import ShardIO, ShardWrite, Status
+from eventfleet.store.connection import TRANSIENT
+from eventfleet.worker.conn import Conn
+from eventfleet.worker.owned import Owned, earliest_deadline
+from eventfleet.worker.shardio import ShardIO, ShardWrite, Status
 
 LOST = "effects could not be written before the lease deadline"
 

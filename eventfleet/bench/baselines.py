@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.store.keys import EVENT_FIELD, Keys
 
 NAIVE_GROUP = "bench-naive"
 BARE_GROUP = "bench-bare"

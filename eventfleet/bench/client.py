@@ -43,13 +43,13 @@ from eventfleet.bench.env import (
     first_read_and_idle,
 )
 from eventfleet.bench.snapshot import stop_and_peak_rss_mb, users
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ops.reader import current
 from eventfleet.ops.status import is_idle
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.workload import mixed
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
 
 ONE = ShardCounts(1, 1)
 """r and m: every user on one user shard, every item on one item shard."""

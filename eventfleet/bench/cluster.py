@@ -27,20 +27,20 @@ from typing import Any
 import redis
 
 from eventfleet.bench.env import cpu_seconds
+from eventfleet.ledger.events import ExternalEvent
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.events import ExternalEvent
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.workload import mixed
-from store import ids
-from store.connection import connect
-from store.keys import GROUP, Keys
-from store.namespace import init_namespace
-from store.settings import Settings
-from store.shardreads import parse_lease
+from eventfleet.producer.client import Producer
+from eventfleet.producer.workload import mixed
+from eventfleet.store import ids
+from eventfleet.store.connection import connect
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.store.settings import Settings
+from eventfleet.store.shardreads import parse_lease
 
 COUNTS = ShardCounts(16, 16)
 WORKER_ENV = {"EVENTFLEET_LOG_LEVEL": "warning", "EVENTFLEET_LEASE_TTL_MS": "5000"}

@@ -20,18 +20,18 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import ExternalEvent
+from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import is_idle
-from ledger.codec import encode
-from ledger.events import ExternalEvent
-from ledger.shards import ShardCounts, destination
-from producer.client import Producer
-from store import ids
-from store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
-from store.namespace import init_namespace
-from store.shardreads import parse_lease
-from worker.assignment import assign
+from eventfleet.producer.client import Producer
+from eventfleet.store import ids
+from eventfleet.store.keys import EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.store.shardreads import parse_lease
+from eventfleet.worker.assignment import assign
 
 Say = Callable[[str], None]
 

@@ -16,10 +16,10 @@ from typing import Any
 from eventfleet.bench.env import BenchEnv
 from eventfleet.exporter.read import NamespaceReader
 from eventfleet.exporter.serve import Exporter
-from ledger.events import AddItem, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from store.keys import GROUP, Keys
+from eventfleet.ledger.events import AddItem, Topup
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import GROUP, Keys
 
 COUNTS = ShardCounts(512, 512)
 PER_SHARD = 20

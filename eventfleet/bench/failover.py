@@ -19,13 +19,13 @@ from typing import Any
 import redis
 
 from eventfleet.bench.env import BenchEnv, BenchError, log_events, owners, wait_settled
+from eventfleet.ledger.bundle import split
+from eventfleet.ledger.events import AddItem, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.local.fleet import LocalFleet, WorkerProc
-from ledger.bundle import split
-from ledger.events import AddItem, Topup
-from ledger.shards import ShardCounts, item_shard, user_shard
-from producer.client import Producer
-from store import ids
-from store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.producer.client import Producer
+from eventfleet.store import ids
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
 
 COUNTS = ShardCounts(16, 16)
 WORKERS = 4

@@ -25,15 +25,15 @@ from typing import Any
 from eventfleet.bench.cluster import Backend
 from eventfleet.bench.env import BenchError, deadline_wait
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.moves import Move, moves, releases, summary
-from ledger.shards import ShardCounts
-from producer.workload import mixed
-from store import ids
-from store.keys import Keys
-from store.namespace import init_namespace
-from store.shardreads import parse_lease
-from worker.assignment import assign
+from eventfleet.producer.workload import mixed
+from eventfleet.store import ids
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.store.shardreads import parse_lease
+from eventfleet.worker.assignment import assign
 
 COUNTS = ShardCounts(16, 16)
 TARGET_S = 0.3

@@ -19,8 +19,8 @@ from typing import Any
 
 import redis
 
-from store import lua
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.store import lua
+from eventfleet.store.keys import EVENT_FIELD, Keys
 
 GROUP = "bench-loop"
 COUNT = 100

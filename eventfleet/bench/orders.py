@@ -16,7 +16,7 @@ from typing import Any
 from eventfleet.bench import loop_mixed
 from eventfleet.bench.env import BenchEnv, append_to_logs
 from eventfleet.bench.runs import COUNTS, MIXED_ITEMS, MIXED_USERS, backlog
-from ledger.events import AddItem, ExternalEvent, Order, Topup
+from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
 
 
 def settled_orders(setup: int, orders: int, seed: int = 7) -> Iterator[ExternalEvent]:

@@ -22,15 +22,15 @@ from typing import Any
 import redis
 
 from eventfleet.chaos.paced import PacedProducer
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.archive import archive
 from eventfleet.ops.archive.writer import stream_key, streams_of
 from eventfleet.ops.status import is_idle
-from ledger.shards import ShardCounts
-from producer.workload import mixed
-from store.keys import Keys
-from store.namespace import init_namespace
+from eventfleet.producer.workload import mixed
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 
 COUNTS = ShardCounts(8, 8)
 FLEET_ENV = {"EVENTFLEET_LEASE_TTL_MS": "2000", "EVENTFLEET_SNAPSHOT_INTERVAL_S": "1"}

@@ -26,15 +26,15 @@ from eventfleet.bench.env import (
     start_settled,
     swap_in,
 )
+from eventfleet.ledger.events import Order, Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.status import is_idle
-from ledger.events import Order, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from producer.files import parse_lines
-from producer.workload import mixed
-from store import ids
-from store.keys import Keys
+from eventfleet.producer.client import Producer
+from eventfleet.producer.files import parse_lines
+from eventfleet.producer.workload import mixed
+from eventfleet.store import ids
+from eventfleet.store.keys import Keys
 
 COUNTS = ShardCounts(16, 16)
 MIXED_USERS = 10_000

@@ -23,13 +23,13 @@ from eventfleet.bench.env import (
     log_events,
     peak_rss_mb,
 )
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import WorkerProc
-from ledger.events import Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from store.keys import Keys
-from store.shardreads import load_snapshot
-from worker.scripts import Scripts
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import load_snapshot
+from eventfleet.worker.scripts import Scripts
 
 COUNTS = ShardCounts(1, 1)
 REPEATS = 3

@@ -15,7 +15,7 @@ from eventfleet.bench import runs as bench_runs
 from eventfleet.bench.env import BenchEnv, BenchError, deadline_wait, log_events, wait_settled
 from eventfleet.bench.failover import COUNTS, WORKERS, Kill, kill_and_time, replace_and_settle
 from eventfleet.chaos.paced import PacedProducer
-from producer.workload import mixed
+from eventfleet.producer.workload import mixed
 
 RATE = 4000.0
 """Offered load (mixed events/s) while the kills happen."""

@@ -18,10 +18,10 @@ from typing import Any
 
 import redis
 
-from ledger.codec import encode
-from ledger.events import MAX_INT, AddItem, Order, Topup
-from ledger.shards import ShardCounts, item_shard, user_shard
-from store.keys import Keys
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import MAX_INT, AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
+from eventfleet.store.keys import Keys
 
 DEAD_PER_STRIKE = 7
 """Entries of one strike that must end as dead letters."""

@@ -11,10 +11,10 @@ from typing import Any
 import redis
 
 from eventfleet.chaos.config import BACKLOG_CAP, POLL_S, RECOVERY_DEADLINE_S, ChaosError
-from ledger.shards import ShardCounts
-from store import ids, retry
-from store.keys import GROUP, Keys
-from worker.assignment import assign
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import ids, retry
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.worker.assignment import assign
 
 
 @dataclass

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from ledger.events import AddItem, Order, Topup
-from ledger.shards import ShardCounts
-from producer.client import Producer
-from store.keys import Keys
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
 
 FIRST_CHUNK = 25
 MIN_CHUNK, MAX_CHUNK = 25, 500

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 import redis
 
 from eventfleet.client import Client, EventfleetError, Receipt
-from ledger.rules import StepResult
-from ledger.shards import ShardCounts, user_shard
-from ledger.state import ShardState
-from store import ids
-from store.fold import fold
-from store.keys import Keys
-from store.shardreads import poison_ids
+from eventfleet.ledger.rules import StepResult
+from eventfleet.ledger.shards import ShardCounts, user_shard
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.fold import fold
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import poison_ids
 
 SKEW_MS = 1000
 """How far this host's clock may be ahead of Redis' for the no-value-from-the-future check."""

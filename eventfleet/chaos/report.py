@@ -14,10 +14,10 @@ from eventfleet.chaos.config import DEFAULT_KINDS, KINDS, ChaosConfig
 from eventfleet.chaos.faults import FaultRecord
 from eventfleet.chaos.readers import ReadCheck
 from eventfleet.chaos.rerun import FileRun, shortfall
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.verify import Report
-from ledger.shards import ShardCounts
-from producer.client import Producer
+from eventfleet.producer.client import Producer
 
 VERDICT = ("mismatches", "invariant_violations", "duplicates_applied", "lost")
 

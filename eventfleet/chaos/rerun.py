@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger.events import Topup
-from ledger.shards import ShardCounts, destination
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts, destination
 
 LINES = 3000
 RERUN_TIMEOUT_S = 120.0

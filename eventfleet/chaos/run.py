@@ -28,17 +28,17 @@ from eventfleet.chaos.paced import PacedProducer
 from eventfleet.chaos.readers import Readers, check_reads
 from eventfleet.chaos.report import add_reads, build_report
 from eventfleet.client import Client
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.ops.status import wait_idle
 from eventfleet.ops.verify import verify
-from ledger.shards import ShardCounts
-from producer.workload import mixed
-from store.connection import connect
-from store.keys import Keys
-from store.namespace import init_namespace
-from store.reload_safety import guard_init, record
-from store.settings import Settings
+from eventfleet.producer.workload import mixed
+from eventfleet.store.connection import connect
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
+from eventfleet.store.reload_safety import guard_init, record
+from eventfleet.store.settings import Settings
 
 
 class Chaos:

@@ -10,7 +10,7 @@ import click
 
 from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, group_option, json_option
-from ledger.shards import ShardCounts
+from eventfleet.ledger.shards import ShardCounts
 
 DEFAULT_SHARDS = 16
 
@@ -49,8 +49,8 @@ def init(
     as_json: bool,
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
-    from store.namespace import init_namespace
-    from store.reload_safety import UnsafeReload, guard_init, record
+    from eventfleet.store.namespace import init_namespace
+    from eventfleet.store.reload_safety import UnsafeReload, guard_init, record
 
     c = ctx_of(redis_url, namespace)
     user_shards = user_shards or c.settings.user_shards or DEFAULT_SHARDS
@@ -107,7 +107,7 @@ def worker(
     redis_url: str | None, namespace: str | None, metrics_port: int | None, worker_id: str | None
 ) -> None:
     """Run one worker process until SIGTERM (drain) or a second signal (hard stop)."""
-    from worker.main import run_worker
+    from eventfleet.worker.main import run_worker
 
     level = group_option("log_level")  # -v on the group beats EVENTFLEET_LOG_LEVEL
     c = ctx_of(

@@ -155,8 +155,8 @@ def chaos_cmd(
     """
     from eventfleet.chaos.config import ChaosConfig, ChaosError
     from eventfleet.chaos.run import run_chaos
-    from store.logs import configure
-    from store.settings import url_problem
+    from eventfleet.store.logs import configure
+    from eventfleet.store.settings import url_problem
 
     # retries during a Redis restart are expected: quiet unless asked (-v, EVENTFLEET_LOG_LEVEL)
     configure(group_option("log_level") or "error", "auto")

@@ -17,14 +17,19 @@ import redis
 from pydantic import ValidationError
 from redis import exceptions as rx
 
-from ledger.shards import ShardCounts
-from store import retry
-from store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
-from store.errors import NotRedis
-from store.keys import Keys
-from store.namespace import NamespaceError, NamespaceMismatch, NamespaceMissing, read_counts
-from store.settings import Settings
-from store.shardreads import SnapshotUnusable
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import retry
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
+from eventfleet.store.errors import NotRedis
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import (
+    NamespaceError,
+    NamespaceMismatch,
+    NamespaceMissing,
+    read_counts,
+)
+from eventfleet.store.settings import Settings
+from eventfleet.store.shardreads import SnapshotUnusable
 
 EXIT_FAILED = 1
 """Failed: Redis unreachable, a refused command, a timeout."""

@@ -51,8 +51,8 @@ Shell completion (bash; zsh and fish alike):
 @click.pass_context
 def cli(ctx: click.Context, redis_url: str | None, namespace: str | None, verbose: int) -> None:
     """eventfleet: an exactly-once event-sourced ledger on sharded Redis streams."""
-    from store.logs import configure
-    from store.settings import env_log_format, env_log_level, unknown_env_names
+    from eventfleet.store.logs import configure
+    from eventfleet.store.settings import env_log_format, env_log_level, unknown_env_names
 
     chosen = {0: None, 1: "info"}.get(verbose, "debug") or env_log_level()
     remember_group_options(ctx, redis_url=redis_url, namespace=namespace, log_level=chosen)

@@ -2,7 +2,8 @@
 
 ``--redis`` and ``--namespace`` are options of the ``eventfleet`` group (``eventfleet
 --namespace ledger2 init``) and of each command (``eventfleet init --namespace ledger2``); the
-command's own wins, then the group's, then the environment (read by ``store.settings``)."""
+command's own wins, then the group's, then the environment (read by
+``eventfleet.store.settings``)."""
 
 from __future__ import annotations
 

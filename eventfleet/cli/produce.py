@@ -24,10 +24,10 @@ from eventfleet.client import (
     Unavailable,
     WaitTimeout,
 )
-from ledger.events import AddItem, ExternalEvent, Order, Topup
-from producer.client import check_key, source_of
-from producer.files import BadLine, parse_lines
-from producer.workload import mixed
+from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
+from eventfleet.producer.client import check_key, source_of
+from eventfleet.producer.files import BadLine, parse_lines
+from eventfleet.producer.workload import mixed
 
 EXIT_REJECTED = 3
 """``produce order --wait``: the order was rejected (out of stock, unknown item, funds)."""
@@ -102,7 +102,7 @@ def _one(
 def _build(factory: type[ExternalEvent], **fields: object) -> ExternalEvent:
     from pydantic import ValidationError
 
-    from ledger.codec import describe_validation_error
+    from eventfleet.ledger.codec import describe_validation_error
 
     try:
         return factory.model_validate(fields)

@@ -8,7 +8,7 @@ import click
 
 from eventfleet.cli.context import user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
-from ledger.shards import item_shard, user_shard
+from eventfleet.ledger.shards import item_shard, user_shard
 
 EXIT_NO_OUTCOME = 4
 """``state order``: the order has no outcome: no such order, or not applied yet."""

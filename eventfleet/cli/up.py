@@ -80,8 +80,8 @@ def up(
     dev_tool("eventfleet.local.up", "up")  # one clear line where the image left it out
     from eventfleet.local.liveview import LiveView, PlainView
     from eventfleet.local.up import run, summary_lines
-    from store.logs import configure
-    from store.settings import url_problem
+    from eventfleet.store.logs import configure
+    from eventfleet.store.settings import url_problem
 
     # stderr, and quiet unless asked (-v, EVENTFLEET_LOG_LEVEL): the view and summary say it
     configure(group_option("log_level") or "error", "json")

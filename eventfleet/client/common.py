@@ -17,11 +17,11 @@ from redis import exceptions as rx
 
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, Unavailable
 from eventfleet.client.results import OrderResult, Receipt
-from ledger.codec import describe_validation_error
-from ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
-from producer.client import CHUNK, InboxMissing
-from store.connection import TRANSIENT, FatalRedisError, classify, mask_url
-from store.namespace import NamespaceError, NamespaceMissing
+from eventfleet.ledger.codec import describe_validation_error
+from eventfleet.ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
+from eventfleet.producer.client import CHUNK, InboxMissing
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, mask_url
+from eventfleet.store.namespace import NamespaceError, NamespaceMissing
 
 T = TypeVar("T")
 

@@ -35,15 +35,15 @@ from eventfleet.client.common import (
 )
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, WaitTimeout
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
-from ledger.codec import describe_validation_error
-from ledger.events import AddItem, ExternalEvent, Order, Topup
-from ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from producer.client import Producer, check_key, source_of
-from producer.outcomes import wait_outcome
-from store.connection import connect
-from store.keys import Keys
-from store.namespace import read_counts
-from store.settings import Settings
+from eventfleet.ledger.codec import describe_validation_error
+from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
+from eventfleet.ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
+from eventfleet.producer.client import Producer, check_key, source_of
+from eventfleet.producer.outcomes import wait_outcome
+from eventfleet.store.connection import connect
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import read_counts
+from eventfleet.store.settings import Settings
 
 
 class Client:
@@ -148,7 +148,8 @@ class Client:
             return self._receipt(event)
 
     def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
-        """Publish one event, a model (``ledger.events``) or a dict with its ``type``; ``key``
+        """Publish one event, a model (``eventfleet.ledger.events``) or a dict with its ``type``;
+        ``key``
         as for ``topup`` (a top-up or add_item only).
 
         Example::

@@ -17,7 +17,8 @@ from prometheus_client.metrics_core import Metric
 from eventfleet.exporter.read import Reading, ShardReading
 
 NAMESPACE_LABEL = "eventfleet_namespace"
-"""As the workers' (``worker.metrics.NAMESPACE_LABEL``): not ``namespace``, Kubernetes' own."""
+"""As the workers' (``eventfleet.worker.metrics.NAMESPACE_LABEL``): not ``namespace``, Kubernetes'
+own."""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ import structlog
 
 from eventfleet.exporter.read import NamespaceReader
 from eventfleet.exporter.serve import Exporter, run_until_signal, serve
-from store import retry
-from store.connection import TRANSIENT, FatalRedisError, connect, mask_url
-from store.keys import Keys
-from store.logs import configure
-from store.settings import Settings
+from eventfleet.store import retry
+from eventfleet.store.connection import TRANSIENT, FatalRedisError, connect, mask_url
+from eventfleet.store.keys import Keys
+from eventfleet.store.logs import configure
+from eventfleet.store.settings import Settings
 
 EXIT_FATAL = 2
 

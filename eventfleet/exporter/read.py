@@ -7,9 +7,9 @@ epoch, an XRANGE of the dead-letter stream after the last one counted, empty unl
 came, and LLEN of the shard's inbox), and one more only for the shards that need it (the
 oldest undelivered entry of a shard with nothing pending, and LINDEX 1 of an inbox with
 events waiting: the oldest of them, whose age the reader times from the first pass that saw
-it there, since inbox events carry no time; ``store.lag``). Dead letters are counted
+it there, since inbox events carry no time; ``eventfleet.store.lag``). Dead letters are counted
 incrementally, by id: a pass reads only the dead letters added since the last, so retention
-trimming the stream (``worker.retention``) lowers nothing.
+trimming the stream (``eventfleet.worker.retention``) lowers nothing.
 
 Nothing here trusts what it reads: a key of the wrong type, a lease or epoch that does not
 parse, a dead letter without a known reason make that shard ``unreadable`` (or the reason
@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
-from ledger.rules import DEAD_LETTER_REASONS
-from store import ids, lag
-from store.keys import GROUP, Keys
-from store.namespace import read_counts
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.store import ids, lag
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.namespace import read_counts
 
 CHUNK = 256
 """Shards per pipeline: bounds one round trip's reply size and Redis's time on it."""
@@ -44,10 +44,12 @@ OTHER_REASON = "other"
 class ShardReading:
     shard: str
     lag: int
-    """Events not yet applied (``store.lag.unapplied``): waiting in the shard's inbox, not yet
+    """Events not yet applied (``eventfleet.store.lag.unapplied``): waiting in the shard's inbox,
+    not yet
     delivered to the group, or delivered and not acked."""
     lag_seconds: float
-    """Age of the oldest event not yet applied (``store.lag.age_s``, by Redis's clock): a log
+    """Age of the oldest event not yet applied (``eventfleet.store.lag.age_s``, by Redis's clock):
+    a log
     entry's from its id; an inbox event's from the first pass that saw it at the inbox's
     front. 0 when caught up."""
     pending: int

@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from eventfleet.exporter.gauges import PassStats, families
 from eventfleet.exporter.read import NamespaceReader, Reading
-from store import httpserver
-from store.errors import TRANSIENT, FatalRedisError, classify
-from store.namespace import NamespaceError
+from eventfleet.store import httpserver
+from eventfleet.store.errors import TRANSIENT, FatalRedisError, classify
+from eventfleet.store.namespace import NamespaceError
 
 log = structlog.get_logger("eventfleet.exporter")
 EXPECTED: tuple[type[BaseException], ...] = (*TRANSIENT, FatalRedisError, NamespaceError, OSError)
@@ -88,7 +88,7 @@ class Exporter(Collector):
 
 def serve(exporter: Exporter, host: str, port: int) -> ThreadingHTTPServer:
     """``/metrics`` and ``/healthz`` (200 while the process serves) from a daemon thread
-    (``store.httpserver``)."""
+    (``eventfleet.store.httpserver``)."""
     return httpserver.serve(
         host, port, metrics=exporter.exposition, healthy=lambda: True, name="exporter"
     )

@@ -38,7 +38,7 @@ def run(cfg: UpConfig = DEMO) -> int:
         step(f"redis-server on {stack.url} (data in a temp dir, removed at the end)")
         step(f"eventfleet init: {stack.init()}")
         fleet = stack.start_fleet(cfg.workers)
-        step(f"{len(fleet.workers)} workers started (python -m worker)")
+        step(f"{len(fleet.workers)} workers started (python -m eventfleet.worker)")
         stack.start_producer()
         step(f"eventfleet {' '.join(cfg.produce_args())}")
         assert stack.producer is not None

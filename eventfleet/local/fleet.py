@@ -24,7 +24,7 @@ class WorkerProc:
 
 
 class LocalFleet:
-    """Starts ``python -m worker`` processes with the given environment."""
+    """Starts ``python -m eventfleet.worker`` processes with the given environment."""
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class LocalFleet:
         log_path = self.logdir / (f"{wid}.{self._n}.log" if worker_id else f"{wid}.log")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "worker"],
+                [sys.executable, "-m", "eventfleet.worker"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

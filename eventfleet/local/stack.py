@@ -8,7 +8,8 @@ redis       a throwaway ``redis-server`` in a temp dir (``LocalRedis``: appendon
             ``LocalCluster``, the same options on each node), or the server given with
             ``--redis``
 init        ``eventfleet init``, run to completion before anything else starts
-worker xN   ``python -m worker`` (the same as ``eventfleet worker``), through ``LocalFleet``
+worker xN   ``python -m eventfleet.worker`` (the same as ``eventfleet worker``), through
+``LocalFleet``
 producer    ``eventfleet produce load --events E [--rate R] --seed S``
 ==========  ==============================================================================
 
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from eventfleet.ledger.events import Order
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
-from ledger.events import Order
-from producer.workload import mixed
+from eventfleet.producer.workload import mixed
 
 LEASE_TTL_MS = 2000
 """Lease TTL of the workers started here: a killed worker's shards move within ~2 s."""

@@ -22,7 +22,7 @@ from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.local.stack import Stack, UpConfig
 from eventfleet.local.watch import LogTail, Sample, Sampler
 from eventfleet.ops.verify import stream_lengths, verify
-from store.connection import TRANSIENT
+from eventfleet.store.connection import TRANSIENT
 
 SAMPLE_S = 0.5
 DRAIN_S = 30.0

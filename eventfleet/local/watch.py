@@ -13,11 +13,11 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ops.status import ShardStatus, shard_status
-from ledger.codec import decode_outcome
-from ledger.shards import ShardCounts
-from store import ids
-from store.keys import Keys
+from eventfleet.store import ids
+from eventfleet.store.keys import Keys
 
 RATE_WINDOW_S = 3.0
 OUTCOME_CHUNK = 10_000

@@ -16,12 +16,12 @@ from typing import Any
 
 import redis
 
-from ledger.codec import DecodeError, decode, encode, loads_object
-from ledger.events import EXTERNAL_TYPES
-from ledger.rules import DEAD_LETTER_REASONS
-from ledger.shards import ShardCounts, destination
-from store import ids
-from store.keys import EVENT_FIELD, Keys
+from eventfleet.ledger.codec import DecodeError, decode, encode, loads_object
+from eventfleet.ledger.events import EXTERNAL_TYPES
+from eventfleet.ledger.rules import DEAD_LETTER_REASONS
+from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.store import ids
+from eventfleet.store.keys import EVENT_FIELD, Keys
 
 
 def redriven_key(keys: Keys, shard: str) -> str:

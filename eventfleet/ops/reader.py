@@ -1,6 +1,6 @@
 """Reading state without asking any worker: snapshot + read-only fold of the stream tail.
 
-Uses the same ``ledger.rules.step`` as the workers; nothing is written.
+Uses the same ``eventfleet.ledger.rules.step`` as the workers; nothing is written.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 
 import redis
 
-from ledger.codec import decode_outcome
-from ledger.events import OrderOutcome
-from ledger.rules import StepResult
-from ledger.shards import ShardCounts, user_shard
-from ledger.state import ShardState
-from store import ids
-from store.fold import BATCH, fold, fold_entry
-from store.keys import Keys
-from store.shardreads import poison_ids, restore
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.events import OrderOutcome
+from eventfleet.ledger.rules import StepResult
+from eventfleet.ledger.shards import ShardCounts, user_shard
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.fold import BATCH, fold, fold_entry
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import poison_ids, restore
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Folded:
     damaged: str = ""
     """Why the snapshot was not used (it does not decode) and what the state was rebuilt from;
     empty when the snapshot was read. A shard without a provable state raises
-    ``store.shardreads.SnapshotUnusable`` instead."""
+    ``eventfleet.store.shardreads.SnapshotUnusable`` instead."""
 
 
 def fold_stream(

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.events import AddItem, Topup
+from eventfleet.ledger.events import AddItem, Topup
 
 
 def seed_events(doc: dict[str, Any]) -> list[Topup | AddItem]:

@@ -9,10 +9,10 @@ from typing import Any
 
 import redis
 
-from ledger.shards import ShardCounts
-from store import ids, lag
-from store.keys import Keys
-from store.shardreads import group_info, parse_lease
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.store import ids, lag
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import group_info, parse_lease
 
 REPLAY_CAP = 100_000
 
@@ -26,7 +26,8 @@ class ShardStatus:
     last_id: str
     delivered_id: str
     lag: int | None
-    """Events not yet applied: inbox + undelivered + pending (``store.lag.unapplied``, as the
+    """Events not yet applied: inbox + undelivered + pending (``eventfleet.store.lag.unapplied``,
+    as the
     exporter's ``eventfleet_shard_lag``); None when Redis cannot tell the undelivered."""
     pending: int
     snapshot_age_s: float | None

@@ -1,5 +1,5 @@
 """Reading an archive back for ``verify --archive``: a shard's archived events as a
-``store.fold.History`` in front of its live log, and its archived outcome and dead-letter
+``eventfleet.store.fold.History`` in front of its live log, and its archived outcome and dead-letter
 records."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ops.archive.segments import (
     ArchiveError,
     Manifest,
@@ -15,9 +16,8 @@ from eventfleet.ops.archive.segments import (
     load_manifest,
     stream_dir,
 )
-from ledger.shards import ShardCounts
-from store.fold import History
-from store.keys import entry_event
+from eventfleet.store.fold import History
+from eventfleet.store.keys import entry_event
 
 
 class Archive:
@@ -41,7 +41,7 @@ class Archive:
         return entries_between(stream_dir(self.root, shard, stream), m.segments, after, until)
 
     def history(self, shard: str) -> History:
-        """The shard's archived events, for ``store.fold.fold(history=...)``."""
+        """The shard's archived events, for ``eventfleet.store.fold.fold(history=...)``."""
 
         def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool]]:
             for eid, fields in self.entries(shard, "events", after, until):

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from store import ids
+from eventfleet.store import ids
 
 FORMAT = 1
 STREAMS = ("events", "outcomes", "dlq")

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ops.archive.segments import (
     STREAMS,
     ArchiveError,
@@ -45,9 +46,8 @@ from eventfleet.ops.archive.segments import (
     save_manifest,
     stream_dir,
 )
-from ledger.shards import ShardCounts
-from store import ids, lua
-from store.keys import Keys
+from eventfleet.store import ids, lua
+from eventfleet.store.keys import Keys
 
 SEGMENT_ENTRIES = 100_000
 """Entries per segment at most (a run writes fewer when the stream holds fewer new ones)."""
@@ -93,7 +93,7 @@ def locked(root: Path) -> Iterator[None]:
 
 def raise_mark(r: redis.Redis, keys: Keys, shard: str, stream: str, entry_id: str) -> None:
     """Raise the ``stream`` field of the shard's archived-marks hash to ``entry_id``, never
-    lower it (``store/lua/raise_mark.lua``, sent with its text). allow-oom: archiving and
+    lower it (``eventfleet/store/lua/raise_mark.lua``, sent with its text). allow-oom: archiving and
     trimming are how a full Redis recovers."""
     r.eval(lua.source("raise_mark", lua.PRELUDE), 1, keys.archived(shard), stream, entry_id)
 

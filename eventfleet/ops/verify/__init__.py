@@ -1,6 +1,7 @@
 """``eventfleet verify``: recompute every shard from its log and hold Redis to the result.
 
-Each shard stream is folded from its first entry with ``ledger.rules.step``, read-only. The
+Each shard stream is folded from its first entry with ``eventfleet.ledger.rules.step``, read-only.
+The
 fold is then compared with what the workers left behind: the shard's snapshot (at the
 snapshot's own offset), its outcomes and dead-letter streams (record by record, by seq),
 and the internal events it emitted (each must sit in its destination stream, byte for
@@ -22,6 +23,7 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.shards import ShardCounts, family
 from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import (
     check_flows,
@@ -35,11 +37,10 @@ from eventfleet.ops.verify.checks import (
 from eventfleet.ops.verify.fold import fold_shard, inbox_cut
 from eventfleet.ops.verify.model import check_model
 from eventfleet.ops.verify.report import KINDS, SHOWN, Finding, Findings, Report, ShardFold
-from ledger.shards import ShardCounts, family
-from store import ids
-from store.fold import BATCH
-from store.keys import Keys
-from store.shardreads import applied_by_an_owner, poison_ids, written_mark
+from eventfleet.store import ids
+from eventfleet.store.fold import BATCH
+from eventfleet.store.keys import Keys
+from eventfleet.store.shardreads import applied_by_an_owner, poison_ids, written_mark
 
 __all__ = [
     "KINDS",

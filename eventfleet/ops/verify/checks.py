@@ -7,14 +7,14 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.events import OrderOutcome
+from eventfleet.ledger.rules import DLQ, OUTCOMES
+from eventfleet.ledger.shards import family
+from eventfleet.ledger.state import ShardState
 from eventfleet.ops.verify.report import SHOWN, Report, ShardFold, is_shard
-from ledger.codec import decode_outcome
-from ledger.events import OrderOutcome
-from ledger.rules import DLQ, OUTCOMES
-from ledger.shards import family
-from ledger.state import ShardState
-from store import ids
-from store.fold import POISON_REASON, SUSPECT_POISON_ERROR
+from eventfleet.store import ids
+from eventfleet.store.fold import POISON_REASON, SUSPECT_POISON_ERROR
 
 
 def check_state(st: ShardState, shard: str, where: str, report: Report) -> None:

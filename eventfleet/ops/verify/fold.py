@@ -1,4 +1,5 @@
-"""Folding one shard's log for ``verify`` (with ``store.fold``), from its first entry (with
+"""Folding one shard's log for ``verify`` (with ``eventfleet.store.fold``), from its first entry
+(with
 ``--archive``: its archived segments, then the live log) or, when the log was trimmed, from the
 oldest snapshot that covers what is gone, recording what the fold saw on the way: emitted events,
 outcomes, dead letters, every (source, seq) received, and the snapshot compared at its offset.
@@ -12,19 +13,19 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.codec import Wire, loads_object
+from eventfleet.ledger.events import AddItem, Charge, Order, Release, Topup
+from eventfleet.ledger.rules import FORGED, StepResult
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState, SnapshotError
 from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import check_state
 from eventfleet.ops.verify.report import Report, ShardFold, is_shard
-from ledger.codec import Wire, loads_object
-from ledger.events import AddItem, Charge, Order, Release, Topup
-from ledger.rules import FORGED, StepResult
-from ledger.shards import ShardCounts
-from ledger.state import ShardState, SnapshotError
-from store import ids
-from store.fold import History
-from store.fold import fold as fold_log
-from store.keys import HEAD_FIELD, INBOX_HEAD, TAIL_FIELD, VIA_FIELD, VIA_INBOX, Keys
-from store.shardreads import poison_ids
+from eventfleet.store import ids
+from eventfleet.store.fold import History
+from eventfleet.store.fold import fold as fold_log
+from eventfleet.store.keys import HEAD_FIELD, INBOX_HEAD, TAIL_FIELD, VIA_FIELD, VIA_INBOX, Keys
+from eventfleet.store.shardreads import poison_ids
 
 INBOX_CUT = (
     "the inbox's head was not the last element moved before (its chain is broken): events "

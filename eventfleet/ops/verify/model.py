@@ -1,4 +1,5 @@
-"""The read model (``worker.model``) held to the fold: when the fleet is idle, a shard's model
+"""The read model (``eventfleet.worker.model``) held to the fold: when the fleet is idle, a shard's
+model
 hash must hold exactly the values its log folds to. A field the fold has and the model lacks
 is ``lost`` (a read would miss it); one with another value, or one the fold does not have, is
 a ``mismatch`` (a read would return what the ledger never held). A shard with no model at all
@@ -11,8 +12,8 @@ from typing import Any
 import redis
 
 from eventfleet.ops.verify.report import Report, ShardFold
-from store.keys import Keys
-from worker.model import UPTO, everything
+from eventfleet.store.keys import Keys
+from eventfleet.worker.model import UPTO, everything
 
 
 def check_model(r: redis.Redis, keys: Keys, fold: ShardFold, report: Report) -> None:

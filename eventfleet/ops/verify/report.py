@@ -6,9 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.rules import DeadLetter, OutcomeRecord
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
+from eventfleet.ledger.rules import DeadLetter, OutcomeRecord
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
 
 SHOWN = 5
 """Differing records shown per shard and kind of record; all of them are counted."""
@@ -60,7 +60,8 @@ class ShardFold:
     applied_seqs: dict[str, set[int]] = field(default_factory=dict)
     dead_seqs: dict[str, set[int]] = field(default_factory=dict)
     inbox_tail: bytes | None = None
-    """The inbox chain (``store/lua/move_inbox.lua``) at the fold's end: SHA-1 (hex) of the
+    """The inbox chain (``eventfleet/store/lua/move_inbox.lua``) at the fold's end: SHA-1 (hex) of
+    the
     last element moved, None when the fold cannot tell."""
     topups: int = 0
     added: int = 0

@@ -21,13 +21,13 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from store import retry
-from store.errors import TRANSIENT, FatalRedisError, classify, mask_url
-from store.settings import Settings
+from eventfleet.store import retry
+from eventfleet.store.errors import TRANSIENT, FatalRedisError, classify, mask_url
+from eventfleet.store.settings import Settings
 
 CLUSTER_CLIENT_RETRIES = 3
 """Attempts redis-py's cluster client makes on its own (refreshing the slot map between them)
-before a connection error reaches ``store.retry``, which backs off until its deadline."""
+before a connection error reaches ``eventfleet.store.retry``, which backs off until its deadline."""
 
 
 _NOT_DB0 = "REDIS_URL names a database other than 0, and Redis Cluster has only database 0"

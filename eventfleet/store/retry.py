@@ -17,7 +17,7 @@ from tenacity import (
     wait_random,
 )
 
-from store.errors import OOM_HINT, TRANSIENT, FatalRedisError, OutOfMemory, classify
+from eventfleet.store.errors import OOM_HINT, TRANSIENT, FatalRedisError, OutOfMemory, classify
 
 T = TypeVar("T")
 log = structlog.get_logger("eventfleet.retry")
@@ -29,7 +29,7 @@ def _ignore(operation: str) -> None:
 
 class Hooks:
     """Where retries and give-ups are counted: the worker points these at its metrics
-    (``worker.metrics``); other processes count nothing."""
+    (``eventfleet.worker.metrics``); other processes count nothing."""
 
     def __init__(self) -> None:
         self.retried: Callable[[str], None] = _ignore

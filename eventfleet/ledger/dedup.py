@@ -14,7 +14,8 @@ Three things are remembered with the time they were last heard of:
   are never forgotten: there are few of them and they never stop counting;
 - an idempotency key (topup, add_item): a second event with the key within the window of the
   first one is dropped;
-- an order (user shards; ``ledger.shards.order_key``: the user and the order id): the first
+- an order (user shards; ``eventfleet.ledger.shards.order_key``: the user and the order id): the
+first
   charge or reject decides the order; another one of the same user with the same id within the
   window is a duplicate.
 
@@ -24,13 +25,13 @@ Whether something counts as remembered does not depend on when it was pruned: th
 compare times themselves.
 
 The watermark check (producer sources start with ``p``; shard sources are shard names) is
-written out in ``ledger.rules._step_wire``, the hot path, where a function call is a
+written out in ``eventfleet.ledger.rules._step_wire``, the hot path, where a function call is a
 measurable share of a step (docs/PERFORMANCE.md); the other checks are below.
 """
 
 from __future__ import annotations
 
-from ledger.state import ShardState
+from eventfleet.ledger.state import ShardState
 
 
 def entry_ms(entry_id: str) -> int:
@@ -48,7 +49,7 @@ def key_taken(state: ShardState, key: str, now: int, window: int) -> bool:
 
 
 def first_decision(state: ShardState, order: str, now: int, window: int) -> bool | None:
-    """How the order (``ledger.shards.order_key``) was decided within the window (True:
+    """How the order (``eventfleet.ledger.shards.order_key``) was decided within the window (True:
     confirmed), or None."""
     seen = state.orders.get(order)
     if seen is None or now - seen[0] > window:

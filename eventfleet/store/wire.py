@@ -2,8 +2,9 @@
 
 A pipeline through redis-py's ``Pipeline`` does per-command bookkeeping that a few hot paths
 skip: they send commands packed as one write on one connection and read the replies back
-themselves (sometimes later, with another write in between: ``producer.client``'s
-overlapped publishing, ``worker.pipelines``' one pipeline per master). Every such path goes
+themselves (sometimes later, with another write in between: ``eventfleet.producer.client``'s
+overlapped publishing, ``eventfleet.worker.pipelines``' one pipeline per master). Every such path
+goes
 through here, and so shares one rule: **a connection on which anything failed is dropped**
 (disconnected), never reused, because replies left unread on it would answer the next
 command. Reply errors (``-ERR ...``) are no failure of the connection: they come back as

@@ -6,7 +6,7 @@ producers and workers write the events they send to one shard together as one en
 ``[{...},{...},...]``. A single event is written as its object alone
 (docs/DESIGN-DECISIONS.md, section 24).
 
-An entry is split into its events (``split``) and each is folded by ``ledger.rules.step``
+An entry is split into its events (``split``) and each is folded by ``eventfleet.ledger.rules.step``
 on its own, exactly as if it were an entry of its own with the same entry id: decoding,
 forgery checks, dedup by (source, seq), dead letters. One bad element is dead-lettered
 alone; its neighbours apply. The split depends on the entry's text only, so every fold of
@@ -21,7 +21,7 @@ from typing import Annotated, Final, TypeVar
 
 from pydantic import Field, TypeAdapter
 
-from ledger.codec import MAX_ENTRY_BYTES, Wire
+from eventfleet.ledger.codec import MAX_ENTRY_BYTES, Wire
 
 AnyText = TypeVar("AnyText", bytes, str)
 

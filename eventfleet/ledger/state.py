@@ -3,7 +3,7 @@
 A shard's state is everything replay needs to continue exactly where the log left off: the
 domain data (balances or items), the dedup watermark per source, the last sequence number
 it emitted per destination, and the id of the last entry it applied; and the windowed dedup
-state of ``ledger.dedup``: when each producer source was last heard, the idempotency keys
+state of ``eventfleet.ledger.dedup``: when each producer source was last heard, the idempotency keys
 and (user shards) the order ids decided, each with its entry-id time, and when to prune next.
 """
 
@@ -43,7 +43,8 @@ class ShardState:
     keys: dict[str, int] = field(default_factory=dict)
     """Idempotency key -> entry-id ms of the event that took effect with it."""
     orders: dict[str, tuple[int, bool]] = field(default_factory=dict)
-    """Order (``ledger.shards.order_key``: ``<user id>/<order id>``, or the order id alone in
+    """Order (``eventfleet.ledger.shards.order_key``: ``<user id>/<order id>``, or the order id
+    alone in
     a namespace made before orders were per user) -> (entry-id ms when decided, confirmed?);
     user shards only."""
     duplicate_orders: int = 0

@@ -11,7 +11,8 @@ VIA_FIELD = b"via"
 VIA_INBOX = b"inbox"
 TAIL_FIELD = b"tail"
 HEAD_FIELD = b"head"
-"""The inbox chain of a moved entry (``store/lua/move_inbox.lua``): SHA-1 of its last element,
+"""The inbox chain of a moved entry (``eventfleet/store/lua/move_inbox.lua``): SHA-1 of its last
+element,
 and on the first entry of a move, of the inbox's head element before it."""
 """The mark of an entry the shard's owner moved from its inbox into the log (``via inbox``):
 a producer's entry. Only worker scripts write shard streams, so no producer can leave it
@@ -92,11 +93,12 @@ class Keys:
 
     def written(self, shard: str) -> str:
         """Highest entry id whose effects some owner started writing (see
-        ``store/lua/mark_written.lua``)."""
+        ``eventfleet/store/lua/mark_written.lua``)."""
         return f"{self.ns}:{{{shard}}}:written"
 
     def model(self, shard: str) -> str:
-        """Hash: the shard's read model, what applications read in O(1) (``worker.model``):
+        """Hash: the shard's read model, what applications read in O(1)
+        (``eventfleet.worker.model``):
         ``b:<user>`` balance, ``i:<item>`` ``<remain> <price>``, ``o:<user>/<order id>``
         status, ``w:<source>`` the highest seq applied from it, ``_upto`` the entry id folded."""
         return f"{self.ns}:{{{shard}}}:model"

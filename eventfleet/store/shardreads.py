@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 
 import redis
 
-from ledger.state import ShardState, SnapshotError
-from store import ids
-from store.keys import GROUP, Keys
+from eventfleet.ledger.state import ShardState, SnapshotError
+from eventfleet.store import ids
+from eventfleet.store.keys import GROUP, Keys
 
 
 class Lease(NamedTuple):

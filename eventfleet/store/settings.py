@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     have them (0: don't wait). See docs/SCALING.md, section 6."""
     allow_unsafe_reload: bool = False
     """Skip the check, at ``init`` and worker start, that Redis keeps every transaction when it
-    reloads its append-only file (store/reload_safety.py, docs/SECURITY.md)."""
+    reloads its append-only file (eventfleet/store/reload_safety.py, docs/SECURITY.md)."""
     retain_s: float | None = Field(3600.0, ge=0)
     """Retention window: stream entries younger than this stay in Redis even when a snapshot
     covers them; ``off`` never trims (docs/OPERATIONS.md, "Retention and archive")."""

@@ -1,5 +1,6 @@
 """The one read-only fold of a shard's log: XRANGE entries after ``state.last_id`` in batches
-and apply each event with ``ledger.rules.step`` (each event of a bundle, ``ledger.bundle``,
+and apply each event with ``eventfleet.ledger.rules.step`` (each event of a bundle,
+``eventfleet.ledger.bundle``,
 on its own), dead-lettering the poison entries instead.
 
 The worker's takeover replay, ``eventfleet state`` and ``eventfleet verify`` all fold here.
@@ -17,12 +18,12 @@ from typing import Any
 
 import redis
 
-from ledger.bundle import split
-from ledger.rules import StepResult, dead_letter, step, step_entry
-from ledger.shards import ShardCounts
-from ledger.state import ShardState
-from store import ids
-from store.keys import entry_event
+from eventfleet.ledger.bundle import split
+from eventfleet.ledger.rules import StepResult, dead_letter, step, step_entry
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
+from eventfleet.store import ids
+from eventfleet.store.keys import entry_event
 
 BATCH = 2000
 """Entries read per XRANGE."""
@@ -68,7 +69,8 @@ def fold_entry(
     on_step: OnStep | None = None,
     suspect: bool = False,
 ) -> int:
-    """Fold one entry: each event of a bundle (``ledger.bundle``) as an entry of its own with
+    """Fold one entry: each event of a bundle (``eventfleet.ledger.bundle``) as an entry of its own
+    with
     the entry's id, ``on_step`` called with each event's text; a poison entry dead-lettered
     whole. Returns how many events it held.
 

@@ -1,7 +1,7 @@
 """Creating a namespace (``eventfleet init``) and reading its fixed parameters: the shard
 counts, the dedup window (a namespace made before the window existed has the default) and
 what names an order (``order_ids``: ``per_user``; a namespace made before it has order ids per
-user shard, ``ledger.shards.ShardCounts.orders_per_user``)."""
+user shard, ``eventfleet.ledger.shards.ShardCounts.orders_per_user``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import redis
 from redis import exceptions as rx
 
-from ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
-from store.keys import GROUP, INBOX_HEAD, Keys
-from store.scripts import create_inbox
+from eventfleet.ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
+from eventfleet.store.keys import GROUP, INBOX_HEAD, Keys
+from eventfleet.store.scripts import create_inbox
 
 FORMAT_VERSION = "1"
 ORDERS_PER_USER = "per_user"

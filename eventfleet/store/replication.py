@@ -18,7 +18,7 @@ import redis
 from redis import exceptions as rx
 from redis.cluster import RedisCluster
 
-from store.connection import TRANSIENT, is_cluster
+from eventfleet.store.connection import TRANSIENT, is_cluster
 
 
 class ShortOfReplicas(rx.TimeoutError):

@@ -27,9 +27,9 @@ import redis
 from redis import exceptions as rx
 from redis.cluster import RedisCluster
 
-from store.connection import is_cluster
-from store.errors import classify
-from store.keys import GROUP, Keys
+from eventfleet.store.connection import is_cluster
+from eventfleet.store.errors import classify
+from eventfleet.store.keys import GROUP, Keys
 
 FIXED_IN = (8, 8)
 """The first Redis release line whose EXEC skips the ACL check while loading the AOF."""

@@ -2,7 +2,7 @@
 
 ``step`` is the whole per-entry recipe of the design: decode and validate, check the entry
 belongs here, drop a duplicate by (source, seq) or by idempotency key (within the dedup
-window of ``ledger.dedup``, in entry-id time), apply the rule (a user shard decides each
+window of ``eventfleet.ledger.dedup``, in entry-id time), apply the rule (a user shard decides each
 order, a user's order id, once), and stamp what it emits with this shard as source and the
 next sequence number per destination. It does no I/O;
 the worker writes what it returns, and ``verify`` and ``state`` fold with the same code.
@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ledger import dedup
-from ledger.bundle import decode_bundle, is_bundle, split
-from ledger.codec import (
+from eventfleet.ledger import dedup
+from eventfleet.ledger.bundle import decode_bundle, is_bundle, split
+from eventfleet.ledger.codec import (
     AddItemWire,
     ChargeWire,
     DecodeError,
@@ -34,7 +34,7 @@ from ledger.codec import (
     reject_text,
     release_text,
 )
-from ledger.events import (
+from eventfleet.ledger.events import (
     MAX_INT,
     Charge,
     Order,
@@ -44,8 +44,8 @@ from ledger.events import (
     Reject,
     RejectReason,
 )
-from ledger.shards import ShardCounts, item_shard, order_key, shard_index
-from ledger.state import Item, ShardState
+from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, shard_index
+from eventfleet.ledger.state import Item, ShardState
 
 OUTCOMES = "outcomes"
 DLQ = "dlq"
@@ -63,7 +63,7 @@ class Emit:
 @dataclass(slots=True)
 class OutcomeRecord:
     """An order's outcome record: its seq in the user shard's outcome stream and its JSON
-    (``ledger.codec.outcome_text``), with the status and reason the metrics count."""
+    (``eventfleet.ledger.codec.outcome_text``), with the status and reason the metrics count."""
 
     seq: int
     text: str
@@ -137,7 +137,8 @@ _EXTERNAL_WIRES = frozenset({TopupWire, AddItemWire, OrderWire})
 
 
 def _home(wire: Wire, counts: ShardCounts) -> str:
-    """``ledger.shards.destination`` for a decoded entry, without its ``isinstance`` chain."""
+    """``eventfleet.ledger.shards.destination`` for a decoded entry, without its ``isinstance``
+    chain."""
     if type(wire) in _USER_WIRES:
         return _shard_of("u", wire.user_id, counts.users)  # type: ignore[union-attr]
     return _shard_of("i", wire.item_id, counts.items)  # type: ignore[union-attr]
@@ -204,7 +205,8 @@ def step_entry(
     *,
     from_inbox: bool = False,
 ) -> list[StepResult]:
-    """Apply one entry, a single event or a bundle (``ledger.bundle``): one result per event,
+    """Apply one entry, a single event or a bundle (``eventfleet.ledger.bundle``): one result per
+    event,
     each exactly what ``step`` gives for that event's text under the entry's id. Counts the
     entry (``ShardState.entries``; ``step`` alone does not).
 
@@ -275,7 +277,8 @@ def _step_wire(
     if now >= state.prune_at:
         dedup.prune(state, now, window)
     source = wire.source
-    # The watermark of ``ledger.dedup``: a shard source's always holds, a producer's only while
+    # The watermark of ``eventfleet.ledger.dedup``: a shard source's always holds, a producer's
+    # only while
     # the producer was heard within the window.
     producer = source[:1] == "p"
     mark = state.watermarks.get(source, 0)

@@ -13,7 +13,7 @@ from typing import Annotated, Final
 
 from pydantic import Field, StrictInt, TypeAdapter, ValidationError
 
-from ledger.events import (
+from eventfleet.ledger.events import (
     MAX_INT,
     AddItem,
     Charge,
@@ -31,7 +31,7 @@ Source = Annotated[
 Seq = Annotated[StrictInt, Field(ge=1, le=MAX_INT)]
 IdemKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 """An idempotency key: names one topup or add_item; the receiving shard applies one event per
-key within the dedup window (``ledger.dedup``)."""
+key within the dedup window (``eventfleet.ledger.dedup``)."""
 
 
 class TopupWire(Topup):

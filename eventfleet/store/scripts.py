@@ -1,4 +1,5 @@
-"""Calling the Lua scripts of ``store/lua``: EVALSHA on a single Redis, EVAL on a cluster;
+"""Calling the Lua scripts of ``eventfleet/store/lua``: EVALSHA on a single Redis, EVAL on a
+cluster;
 and the wrapper of ``create_inbox``, the one script ``store`` itself runs."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from typing import Any, Protocol
 
 import redis
 
-from store import lua
-from store.connection import is_cluster
+from eventfleet.store import lua
+from eventfleet.store.connection import is_cluster
 
 
 class LuaScript(Protocol):

@@ -2,7 +2,8 @@
 
 Each script touches the keys of one shard only (one hash tag, one cluster slot), or the
 membership keys, which share one hash tag. Every KEYS and ARGV is documented at the top of
-its file; the typed Python wrappers that send them (``worker.scripts``, ``store.scripts``,
+its file; the typed Python wrappers that send them (``eventfleet.worker.scripts``,
+``eventfleet.store.scripts``,
 ``eventfleet.ops.archive.writer.raise_mark``) own their order.
 
 Shared pieces are files too: ``prelude.lua`` (Redis' clock in ms, the entry-id comparison)

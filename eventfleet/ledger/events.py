@@ -2,7 +2,7 @@
 
 External events are what producers publish; internal events are the two steps of the order
 saga that shards send each other. On the wire each event is one flat JSON object with the
-envelope fields ``source`` and ``seq`` beside the payload (see ``ledger.codec``).
+envelope fields ``source`` and ``seq`` beside the payload (see ``eventfleet.ledger.codec``).
 """
 
 from __future__ import annotations

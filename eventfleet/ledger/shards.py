@@ -7,7 +7,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
-from ledger.events import AddItem, Charge, Event, Order, Reject, Release, Topup
+from eventfleet.ledger.events import AddItem, Charge, Event, Order, Reject, Release, Topup
 
 Family = Literal["u", "i"]
 _SHARD_RE = re.compile(r"^([ui])(\d+)$")
@@ -20,7 +20,7 @@ DEFAULT_WINDOW_MS = 7 * 24 * 3600 * 1000
 @dataclass(frozen=True, slots=True)
 class ShardCounts:
     """What every fold of a namespace must agree on, fixed at ``init``: the shard counts, the
-    dedup window (ms of entry-id time; see ``ledger.dedup``) and what names an order.
+    dedup window (ms of entry-id time; see ``eventfleet.ledger.dedup``) and what names an order.
 
     ``orders_per_user``: an order is (user, order id), so two users' orders never collide
     (namespaces made by ``init`` since this existed). False for a namespace made before: its
