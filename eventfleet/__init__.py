@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported on first use: `eventfleet --help` stays fast
     from eventfleet.client import (
+        BacklogFull,
         Client,
         ConfigurationError,
         EventfleetError,
@@ -33,6 +34,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BacklogFull",
     "Client",
     "ConfigurationError",
     "EventfleetError",

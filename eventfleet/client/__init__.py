@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from eventfleet.client import errors
 from eventfleet.client.errors import (
+    BacklogFull,
     ConfigurationError,
     EventfleetError,
     InvalidEvent,
@@ -18,6 +19,7 @@ from eventfleet.client.results import Item, OrderResult, Published, Receipt
 from eventfleet.client.sync import Client
 
 __all__ = [
+    "BacklogFull",
     "Client",
     "ConfigurationError",
     "EventfleetError",

@@ -48,6 +48,22 @@ class Unavailable(EventfleetError):
     order id or ``publish_many`` source, and the shard applies it once."""
 
 
+class BacklogFull(EventfleetError):
+    """Refused: this producer's own bounded backlog (events published and not yet taken by a
+    worker) is full, because it publishes faster than the fleet applies, or floods. Nothing of
+    the refused write was accepted; send it again after ``retry_after`` seconds (the same
+    idempotency key, order id or ``publish_many`` source keeps it once). Other producers are
+    not affected.
+
+    >>> BacklogFull("producer billing: backlog full (10000 events)", retry_after=0.5).retry_after
+    0.5
+    """
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class WaitTimeout(EventfleetError, TimeoutError):
     """An order's outcome, or a read after a receipt, did not come within the time given.
     The write itself was accepted; it is applied when a worker gets to it. ``receipt`` is
@@ -63,6 +79,7 @@ class WaitTimeout(EventfleetError, TimeoutError):
 
 
 __all__ = [
+    "BacklogFull",
     "ConfigurationError",
     "EventfleetError",
     "InvalidEvent",
