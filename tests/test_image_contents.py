@@ -21,8 +21,11 @@ NO_CHECKOUT = (
 
 
 def _pruned_tree(tmp_path: Path) -> Path:
-    for pkg in ("ledger", "store", "worker", "producer", "eventfleet"):
-        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    # the links eventfleet/worker and eventfleet/producer are copied as the folders they name,
+    # as the wheel stores them
+    shutil.copytree(
+        ROOT / "eventfleet", tmp_path / "eventfleet", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for sub in PRUNED:
         shutil.rmtree(tmp_path / "eventfleet" / sub)
     return tmp_path
@@ -49,7 +52,12 @@ def test_production_commands_run_without_the_dev_tools(tmp_path: Path) -> None:
     for command in ("init", "worker", "produce", "state", "status", "dlq", "verify"):
         assert command in done.stdout
     worker = subprocess.run(
-        [sys.executable, "-c", f"{NO_CHECKOUT}; import runpy; runpy.run_module('worker')", "-h"],
+        [
+            sys.executable,
+            "-c",
+            f"{NO_CHECKOUT}; import runpy; runpy.run_module('eventfleet.worker')",
+            "-h",
+        ],
         check=False,
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)},
