@@ -28,6 +28,7 @@ from redis import asyncio as aredis
 from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from eventfleet.client.batch import AsyncReads, afetch
 from eventfleet.client.common import (
     AnyEvent,
     Numbering,
@@ -83,6 +84,7 @@ class Client:
         self._stamper: Stamper | None = None
         self._lock = asyncio.Lock()
         self._sending = asyncio.Lock()  # own seqs sent in order: a later one first drops it
+        self._reads: AsyncReads | None = None  # the read model's reads, batched across tasks
 
     @classmethod
     def from_url(
@@ -390,9 +392,16 @@ class Client:
         self, shard: str, field: str, after: Receipt | OrderResult | None, timeout: float
     ) -> bytes | None:
         r, _counts, _stamper = await self._ready()
+        if self._reads is None:
+            self._reads = AsyncReads(lambda batch: afetch(r, batch))
+        reads = self._reads
         model = self.keys.model(shard)
+
+        async def get(key: str, fields: list[str]) -> list[Any]:
+            return await self._guarded(lambda: reads.get(key, fields))
+
         if not isinstance(after, Receipt):
-            found: Any = await self._guarded(lambda: r.hget(model, field))
+            (found,) = await get(model, [field])
             return None if found is None else bytes(found)
         deadline = time.monotonic() + timeout
         pause = 0.001
@@ -400,12 +409,12 @@ class Client:
         where = self.keys.model(after.shard)
         while True:
             if after.shard == shard:
-                seq, value = await self._guarded(lambda: r.hmget(model, [mark, field]))
+                seq, value = await get(model, [mark, field])
             else:
-                seq, value = await self._guarded(lambda: r.hget(where, mark)), None
+                (seq,), value = await get(where, [mark]), None
             if seq is not None and int(seq) >= after.seq:
                 if after.shard != shard:
-                    value = await self._guarded(lambda: r.hget(model, field))
+                    (value,) = await get(model, [field])
                 return None if value is None else bytes(value)
             if time.monotonic() + pause > deadline:
                 raise WaitTimeout(
@@ -469,6 +478,7 @@ class Client:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+            self._reads = None
 
     async def __aenter__(self) -> Client:
         return self

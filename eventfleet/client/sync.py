@@ -23,6 +23,7 @@ from typing import Any, overload
 import redis
 from pydantic import ValidationError
 
+from eventfleet.client.batch import Reads, fetch
 from eventfleet.client.common import (
     AnyEvent,
     Numbering,
@@ -87,6 +88,8 @@ class Client:
         with translated(self._url):
             self.counts: ShardCounts = read_counts(r, self.keys)
         self._producer = self._new_producer(None)
+        self._reads = Reads(lambda batch: fetch(r, batch))
+        """Reads of the read model, batched across the threads sharing this client."""
         self._lock = threading.Lock()
         """This client's own source: its events leave in seq order, one publish at a time (a
         later seq landing first would make the shard drop the earlier one as a repeat)."""
@@ -322,20 +325,20 @@ class Client:
         model = self.keys.model(shard)
         with translated(self._url):
             if not isinstance(after, Receipt):  # an order's outcome: its model came first
-                value: Any = self.redis.hget(model, field)
+                (value,) = self._reads.get(model, [field])
                 return value if value is None else bytes(value)
             deadline = time.monotonic() + timeout
             pause = 0.001
             mark = f"w:{after.source}"
             while True:
                 if after.shard == shard:
-                    seq, value = self.redis.hmget(model, [mark, field])
+                    seq, value = self._reads.get(model, [mark, field])
                 else:
-                    seq = self.redis.hget(self.keys.model(after.shard), mark)
+                    (seq,) = self._reads.get(self.keys.model(after.shard), [mark])
                     value = None
                 if seq is not None and int(seq) >= after.seq:
                     if after.shard != shard:
-                        value = self.redis.hget(model, field)
+                        (value,) = self._reads.get(model, [field])
                     return value if value is None else bytes(value)
                 if time.monotonic() + pause > deadline:
                     raise WaitTimeout(
