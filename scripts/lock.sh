@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make lock`: re-pin locks/runtime.txt (what the image installs) and locks/dev.txt (what
+# `make lock`: re-pin locks/runtime.txt (what the image installs, the api extra included) and locks/dev.txt (what
 # `make test` and CI install) to the newest versions pyproject.toml allows, each file with the
 # sha256 hash of every release file, for Python 3.11. Uses pip-tools in a venv of its own.
 #
@@ -17,7 +17,8 @@ opts=(-q --generate-hashes --no-emit-index-url --no-emit-find-links --strip-extr
 if [ "${1:-}" != markers ]; then
   (
     cd locks
-    ../"$tools"/bin/pip-compile "${opts[@]}" --upgrade --output-file runtime.txt ../pyproject.toml
+    ../"$tools"/bin/pip-compile "${opts[@]}" --upgrade --extra api --output-file runtime.txt \
+      ../pyproject.toml
     ../"$tools"/bin/pip-compile "${opts[@]}" --upgrade --extra dev --output-file dev.txt \
       ../pyproject.toml
   )
