@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from eventfleet.cli import (
+    api,
     archive,
     basic,
     bench,
@@ -13,6 +14,7 @@ from eventfleet.cli import (
     exporter,
     localredis,
     produce,
+    producers,
     reshard,
     state,
     status,
@@ -26,7 +28,8 @@ EPILOG = """\b
 Exit codes: 0 ok; 1 failed (Redis unreachable, refused, timed out); 2 bad input
 (options, settings, REDIS_URL, files); 3 the check found differences (verify,
 chaos, reshard compare, up). `produce order --wait`: 0 confirmed, 3 rejected,
-4 duplicate order id, 5 no outcome in time. `state order`: 4 no outcome.
+4 duplicate order id, 5 no outcome in time; `produce`: 6 the producer's backlog is
+full (retry later). `state order`: 4 no outcome.
 Shell completion (bash; zsh and fish alike):
   eval "$(_EVENTFLEET_COMPLETE=bash_source eventfleet)"
 """
@@ -71,6 +74,7 @@ for _command in (
     basic.health,
     exporter.exporter,
     produce.produce,
+    producers.producers,
     state.state,
     status.status,
     dlq.dlq,
@@ -81,6 +85,7 @@ for _command in (
     bench.bench,
     up.up,
     localredis.redis_cmd,
+    api.api,
 ):
     cli.add_command(_command)
 

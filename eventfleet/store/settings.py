@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     """Port of ``eventfleet exporter``'s ``/metrics`` (it listens on ``metrics_host``)."""
     exporter_interval_s: float = Field(5.0, ge=0.1, le=3600)
     """The exporter reads Redis at most once per this many seconds, whatever the scrapers."""
+    api_port: int = Field(8080, ge=1, le=65535)
+    """Port of ``eventfleet api`` (the HTTP API, with its ``/metrics``; on ``metrics_host``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -96,6 +98,13 @@ class Settings(BaseSettings):
     dedup_window_s: float = Field(7 * 24 * 3600.0, ge=0.001, le=10 * 365 * 24 * 3600.0)
     """How long (entry-id time) a shard remembers producer watermarks, idempotency keys and
     order ids. Read by ``init`` only, which fixes it in the namespace (docs/EVENTS.md)."""
+    producer_backlog: int = Field(5000, ge=10, le=1_000_000)
+    """Events one producer identity may have waiting in its own inbox of one shard; past it
+    the client refuses the write (BacklogFull) and the move drops what was pushed around the
+    client. Read by ``init`` only, which fixes it in the namespace (docs/SCALING.md)."""
+    producer_backlog_bytes: int = Field(2 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    """Bytes (Redis' MEMORY USAGE of the list) one producer's own inbox of one shard may hold;
+    the move cuts what lies past it. Read by ``init`` only."""
     user_shards: int | None = Field(None, ge=1, le=4096)
     item_shards: int | None = Field(None, ge=1, le=4096)
 

@@ -1,0 +1,60 @@
+"""The API's Prometheus metrics, in a registry of its own, served at ``/metrics``.
+
+Labels are bounded: ``route`` is the route's template (``/v1/users/{user}/balance``, or
+``other`` for a path no route matches), ``method`` one of a fixed few, ``code`` the status
+(a small set: the API answers the statuses docs/API.md lists) and ``class`` its first digit.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ApiMetrics:
+    """One set per app (tests build several apps in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "eventfleet_api_requests",
+            "HTTP requests answered, by route template, method, status code and class",
+            ["route", "method", "code", "class"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "eventfleet_api_request_duration_seconds",
+            "Time from the request's start to its answer, by route template, method and class",
+            ["route", "method", "class"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "eventfleet_api_requests_in_flight",
+            "Requests being answered now",
+            registry=self.registry,
+        )
+        self.replays = Counter(
+            "eventfleet_api_idempotent_replays",
+            "Requests answered from a kept Idempotency-Key record",
+            registry=self.registry,
+        )
+        self.identities = Gauge(
+            "eventfleet_api_identities",
+            "Identities with verified tokens and open clients in this process",
+            registry=self.registry,
+        )
+
+    def observe(self, route: str, method: str, code: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
+        klass = f"{code // 100}xx"
+        self.requests.labels(route, method, str(code), klass).inc()
+        self.latency.labels(route, method, klass).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+__all__ = ["ApiMetrics"]
