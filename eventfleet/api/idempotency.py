@@ -95,12 +95,13 @@ class Batched:
 
     def __init__(self, r: Any) -> None:
         self.r = r
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def call(self, *args: Any) -> asyncio.Future[Any]:
+    def call(self, *args: Any, **options: Any) -> asyncio.Future[Any]:
+        """``args`` as one command; ``options`` go to redis-py's reply parsing."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, fut))
+        self._queue.append((args, options, fut))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._send())
         return fut
@@ -110,18 +111,18 @@ class Batched:
             while self._queue:
                 batch, self._queue = self._queue, []
                 pipe = self.r.pipeline(transaction=False)
-                for args, _ in batch:
-                    pipe.execute_command(*args)
+                for args, options, _ in batch:
+                    pipe.execute_command(*args, **options)
                 try:
                     replies = await pipe.execute(raise_on_error=False)
                 except BaseException as exc:
-                    for _, fut in batch:
+                    for *_, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, fut), reply in zip(batch, replies, strict=True):
+                for (*_, fut), reply in zip(batch, replies, strict=True):
                     if fut.done():
                         continue
                     if isinstance(reply, Exception):
@@ -130,7 +131,7 @@ class Batched:
                         fut.set_result(reply)
         finally:
             self._task = None
-            for _, fut in self._queue:  # cancelled while sending: fail the rest
+            for *_, fut in self._queue:  # cancelled while sending: fail the rest
                 if not fut.done():
                     fut.set_exception(rx.ConnectionError("the batch was cancelled"))
             self._queue = []
@@ -154,7 +155,9 @@ class Store:
         pending = json.dumps({"state": "pending", "fp": fp})
         try:
             # claim it, or read what is there (SET NX GET: Redis 7.0)
-            first = await self.batched.call("SET", name, pending, "NX", "GET", "EX", PENDING_TTL_S)
+            first = await self.batched.call(
+                "SET", name, pending, "NX", "GET", "EX", PENDING_TTL_S, get=True
+            )
         except (rx.NoPermissionError, rx.ResponseError) as exc:
             if isinstance(exc, rx.NoPermissionError) or str(exc).startswith("NOPERM"):
                 raise Problem(

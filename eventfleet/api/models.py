@@ -11,12 +11,12 @@ Receipt(shard='u3', source='p:ab12', seq=7)
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from eventfleet.client.results import Item, OrderResult, Receipt
-from eventfleet.ledger.events import Key, NonNegative, Positive, UserId
+from eventfleet.ledger.events import MAX_INT, Key
 
 RECEIPT_PATTERN = r"^[ui][0-9]{1,6}~[1-9][0-9]{0,17}~[A-Za-z0-9_.:-]{1,100}$"
 _RECEIPT = re.compile(RECEIPT_PATTERN)
@@ -32,6 +32,19 @@ def parse_receipt(text: str) -> Receipt:
         raise ValueError(f"after: {text[:120]!r} is not a receipt (<shard>~<seq>~<source>)")
     shard, seq, source = text.split("~", 2)
     return Receipt(shard, source, int(seq))
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``5.0`` is the integer 5 (as JSON Schema says); ``5.5``,
+    ``"5"`` and ``true`` stay what they are, and the strict check refuses them."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_INT:
+        return int(value)
+    return value
+
+
+UserId = Annotated[StrictInt, Field(ge=1, le=MAX_INT), BeforeValidator(_integral)]
+Positive = Annotated[StrictInt, Field(ge=1, le=MAX_INT), BeforeValidator(_integral)]
+NonNegative = Annotated[StrictInt, Field(ge=0, le=MAX_INT), BeforeValidator(_integral)]
 
 
 class _In(BaseModel):

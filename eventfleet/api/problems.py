@@ -98,7 +98,7 @@ def from_client(exc: EventfleetError) -> Problem:
     if isinstance(exc, Unavailable):
         return Problem(503, "unavailable", str(exc), retry_after=1)
     if isinstance(exc, WaitTimeout):
-        return Problem(412, "not-applied-yet", str(exc), retry_after=1)
+        return Problem(409, "not-applied-yet", str(exc), retry_after=1)
     if isinstance(exc, NotInitialised):
         return Problem(503, "not-initialised", str(exc), retry_after=5)
     if isinstance(exc, ConfigurationError) and is_permission(exc):

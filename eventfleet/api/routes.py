@@ -63,7 +63,7 @@ WRITES: dict[int | str, dict[str, Any]] = {
 }
 READS: dict[int | str, dict[str, Any]] = {
     **COMMON,
-    412: {"description": "the write named by `after` is not applied within `wait`", **_P},
+    409: {"description": "the write named by `after` is not applied within `wait`", **_P},
 }
 
 KEY_PARAM = {

@@ -31,7 +31,9 @@ r. ``client.balance(user)`` latency p50/p99 with 1,000,000 users on one shard (w
 m. the read model's memory per user, item and order (``MEMORY USAGE`` of the model hashes
    after a worker applied 100,000 of each);
 o. calm scaling: each moved shard's time without an owner when 2 workers scale to 4 and
-   back under a paced load, single Redis and 3-master cluster (``eventfleet.bench.handover``).
+   back under a paced load, single Redis and 3-master cluster (``eventfleet.bench.handover``);
+w. the HTTP API (``eventfleet api``, one process) against ``eventfleet.aio.Client`` on the same
+   machine: top-ups and orders with ``wait``, requests/s, p50 and p99 (``eventfleet.bench.api``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventfleet.bench import api as bench_api
 from eventfleet.bench import client as bench_client
 from eventfleet.bench import cluster as bench_cluster
 from eventfleet.bench import exporter as bench_exporter
@@ -53,7 +56,7 @@ from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench import standby as bench_standby
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m", "o")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m", "o", "w")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -170,6 +173,20 @@ FIGURES: tuple[Figure, ...] = (
         for st in ("p50", "max")
     ),
     Figure("o.ready", "moved shard until read, max", "s", "o", "ready_max_s"),
+    Figure("w.http", "HTTP API top-ups (1 process)", "req/s", "w", "http_topup_per_s"),
+    Figure("w.client", "aio.Client top-ups, same callers", "req/s", "w", "client_topup_per_s"),
+    Figure(
+        "w.ratio", "top-ups: HTTP API / client", "ratio", "w", "http_vs_client_topups", ">=", 0.5
+    ),
+    Figure("w.p50", "HTTP top-up p50", "ms", "w", "http_topup_p50_ms"),
+    Figure("w.p99", "HTTP top-up p99", "ms", "w", "http_topup_p99_ms"),
+    Figure("w.cp99", "client top-up p99", "ms", "w", "client_topup_p99_ms"),
+    Figure("w.ohttp", "HTTP orders ?wait=5", "req/s", "w", "http_order_per_s"),
+    Figure("w.op50", "HTTP order ?wait=5 p50", "ms", "w", "http_order_p50_ms"),
+    Figure("w.op99", "HTTP order ?wait=5 p99", "ms", "w", "http_order_p99_ms"),
+    Figure("w.oclient", "client orders wait=5", "req/s", "w", "client_order_per_s"),
+    Figure("w.ocp99", "client order wait=5 p99", "ms", "w", "client_order_p99_ms"),
+    Figure("w.cpu", "API CPU per request", "ms", "w", "api_cpu_ms_per_request"),
 )
 
 
@@ -273,6 +290,13 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             "o",
             "calm scaling",
             lambda: bench_handover.handover(1 if quick else 3, redis_args=redis_args),
+        )
+        step(
+            "w",
+            "HTTP API against the asyncio client",
+            lambda: bench_api.http_vs_client(
+                env, 1_000 if quick else 20_000, 200 if quick else 4_000
+            ),
         )
     scen["ratios"] = ratios(scen)
     figures: dict[str, float] = {}
