@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from redis import asyncio as aredis
@@ -54,6 +55,7 @@ from eventfleet.store import ids
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import NamespaceError, NamespaceMissing, counts_of
+from eventfleet.store.producers import identity_of
 from eventfleet.store.settings import Settings
 
 T = TypeVar("T")
@@ -124,6 +126,12 @@ class Client:
         except FatalRedisError as exc:
             raise ConfigurationError(str(exc)) from None
 
+    def _identity(self) -> str | None:
+        """The producer identity this client logs in as (its own inboxes), or None."""
+        kwargs = self._kwargs()
+        user = kwargs.get("username") or urlsplit(self.settings.redis_url).username
+        return identity_of(self.keys.ns, user)
+
     async def _ready(self) -> tuple[Any, ShardCounts, Stamper]:
         if self._redis is not None and self._counts is not None and self._stamper is not None:
             return self._redis, self._counts, self._stamper
@@ -132,7 +140,7 @@ class Client:
                 self._redis = await self._guarded(self._open)
             if self._counts is None:
                 self._counts = await self._guarded(self._read_counts)
-                self._stamper = Stamper(self.keys, self._counts)
+                self._stamper = Stamper(self.keys, self._counts, identity=self._identity())
         assert self._counts is not None and self._stamper is not None
         return self._redis, self._counts, self._stamper
 
@@ -357,7 +365,7 @@ class Client:
                 raise InvalidEvent("seqs number a named source's events: pass source= too")
         else:
             try:
-                stamper = Stamper(self.keys, counts, source_of(source))
+                stamper = Stamper(self.keys, counts, source_of(source), self._identity())
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
             if seqs == "position":

@@ -15,6 +15,14 @@ Events go to the destination shard's inbox, a list, with ``RPUSHX`` (one command
 per chunk): the only write the producer's ACL user has, and one without options, so it
 cannot trim, choose ids or create keys. The shard's owner moves them into its log with
 server-assigned ids (``eventfleet/store/lua/fenced_read.lua``).
+
+A client logged in as a producer identity's ACL user (``eventfleet producers add``) writes to
+that producer's own inboxes; the shard's owner stamps the name on what it moves, and every
+source, seq and key counts within it (``eventfleet.store.producers``): this client's
+``source`` is then ``<name>/p:...``, as outcome records and the read model name it. Its own
+inbox of a shard holds at most the namespace's bound: a write that would pass it is refused
+whole with ``BacklogFull`` (a cheap check: the lengths ``RPUSHX`` replied, asked again with
+``LLEN`` only near the bound).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.store import retry, wire
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, is_cluster
 from eventfleet.store.keys import Keys
+from eventfleet.store.producers import Bounds, identity_of
 from eventfleet.store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
@@ -61,6 +70,26 @@ _KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 class NotReplicated(FatalRedisError):
     """Fewer replicas than asked acknowledged a chunk, retried for ``retry_for_s``."""
+
+
+class BacklogFull(Exception):
+    """This producer's own inbox of a shard is at its bound (``eventfleet.store.producers``):
+    the write was not sent (or, when another process of the same producer filled the inbox
+    at the same moment, only its part within the bound was kept). ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def username_of(r: Any) -> str | None:
+    """The ACL user a client logs in as (its pool's, or a cluster client's node options)."""
+    pool = getattr(r, "connection_pool", None)
+    if pool is None:
+        pool = getattr(r, "nodes_manager", None)
+    kwargs = getattr(pool, "connection_kwargs", None) or {}
+    user = kwargs.get("username")
+    return str(user) if user else None
 
 
 class InboxMissing(FatalRedisError):
@@ -124,10 +153,21 @@ class Stamper:
     producer an entry the shards can deduplicate (shared by ``Producer`` and the asyncio
     client, which sends the stamped entries its own way)."""
 
-    def __init__(self, keys: Keys, counts: ShardCounts, source: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: Keys,
+        counts: ShardCounts,
+        source: str | None = None,
+        identity: str | None = None,
+    ) -> None:
         self.keys = keys
         self.counts = counts
-        self.source = source or f"p:{uuid.uuid4().hex}"
+        self.identity = identity
+        """The producer identity whose own inboxes this writes to (None: the shared inbox)."""
+        self.wire_source = source or f"p:{uuid.uuid4().hex}"
+        """The source written in each event; the shards count it within ``identity``."""
+        self.source = f"{identity}/{self.wire_source}" if identity else self.wire_source
+        """The source as the shards know it (outcome refs, the read model's watermark)."""
         self.seq: dict[str, int] = {}
 
     def stamp(
@@ -146,7 +186,7 @@ class Stamper:
         elif seq <= last:
             raise ValueError(f"seq {seq} after {last} for shard {shard}: seqs must grow")
         self.seq[shard] = seq
-        return self.keys.inbox(shard), encode(event, self.source, seq, key)
+        return self.keys.inbox(shard, self.identity), encode(event, self.wire_source, seq, key)
 
 
 class Producer(Stamper):
@@ -164,8 +204,11 @@ class Producer(Stamper):
     ) -> None:
         if name is not None:
             source = source_of(name)
-        super().__init__(keys, counts, source)
+        super().__init__(keys, counts, source, identity_of(keys.ns, username_of(r)))
         self.r = r
+        self._bounds: Bounds | None = None
+        self._lens: dict[str, int] = {}
+        """The length (head included) each own inbox had at our last push or check."""
         self.retry_for_s = retry_for_s
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
@@ -204,12 +247,71 @@ class Producer(Stamper):
             queue(pipe)
             return list(pipe.execute())
 
+        deadline = time.monotonic() + self.retry_for_s
+        if self.identity is not None:
+            self._check_backlog(pushes, deadline)
         try:
-            replies = retry.call(go, "publish", deadline=time.monotonic() + self.retry_for_s)
+            replies = retry.call(go, "publish", deadline=deadline)
         except ShortOfReplicas as exc:
             raise NotReplicated(f"{exc}, for {self.retry_for_s:g} s") from None
         check_pushed(pushes, replies)
+        if self.identity is not None:
+            self._check_kept(pushes, replies)
         return len(stamped)
+
+    def _bound(self, deadline: float) -> Bounds:
+        if self._bounds is None:
+            fields = ["producer_backlog", "producer_backlog_bytes"]
+            got: Any = retry.call(
+                lambda: self.r.hmget(self.keys.meta, fields), "meta", deadline=deadline
+            )
+            self._bounds = Bounds.of(dict(zip([f.encode() for f in fields], got, strict=True)))
+        return self._bounds
+
+    def _full(self, inbox: str, waiting: int, bound: int) -> BacklogFull:
+        shard = inbox.split(":")[1].strip("{}")
+        return BacklogFull(
+            f"producer {self.identity}: backlog full on shard {shard} ({waiting} of {bound} "
+            "events not yet taken by a worker); nothing of this write was sent, retry later",
+            retry_after=1.0,
+        )
+
+    def _check_backlog(self, pushes: Sequence[tuple[str, list[str]]], deadline: float) -> None:
+        """Refuse the write whole when it would pass the bound of an own inbox. The lengths
+        known from the last push only grow until asked again (workers shrink them): LLEN is
+        sent, in one round trip, only for the inboxes that look near the bound."""
+        bound = self._bound(deadline).events
+        near = [k for k, texts in pushes if self._lens.get(k, 1) - 1 + len(texts) > bound]
+        if near:
+
+            def ask() -> list[Any]:
+                pipe = self.r.pipeline(transaction=False)
+                for k in near:
+                    pipe.llen(k)
+                return list(pipe.execute())
+
+            for k, n in zip(near, retry.call(ask, "backlog", deadline=deadline), strict=True):
+                self._lens[k] = int(n)
+        for k, texts in pushes:
+            waiting = self._lens.get(k, 1) - 1
+            if waiting + len(texts) > bound:
+                raise self._full(k, waiting, bound)
+
+    def _check_kept(self, pushes: Sequence[tuple[str, list[str]]], replies: Sequence[Any]) -> None:
+        """``RPUSHX`` replied each inbox's length: past the bound (another process of this
+        producer pushed at the same time), the elements past it will be dropped by the move."""
+        bound = self._bound(0.0).events
+        for (k, texts), n in zip(pushes, replies, strict=False):
+            self._lens[k] = int(n)
+            if int(n) - 1 > bound:
+                full = self._full(k, int(n) - 1 - len(texts), bound)
+                full.args = (
+                    f"producer {self.identity}: backlog full on shard {k.split(':')[1]}: "
+                    f"{int(n) - 1 - bound} of the {len(texts)} events just sent are past the "
+                    "bound and will be dropped; send the write again with the same source, "
+                    "seqs or keys (what was kept is applied once)",
+                )
+                raise full
 
     def publish(
         self,
@@ -225,7 +327,12 @@ class Producer(Stamper):
             it: Iterator[tuple[str, str]] = map(self.stamp, events)
         else:
             it = (self.stamp(ev, n) for n, ev in zip(seqs, events, strict=True))
-        if wire.FAST_PACK and not self.wait_replicas and not is_cluster(self.r):
+        if (
+            wire.FAST_PACK
+            and not self.wait_replicas
+            and not is_cluster(self.r)
+            and not self.identity
+        ):
             return self._publish_overlapped(it, chunk, on_chunk)
         return self._publish_sequential(it, chunk, on_chunk)
 

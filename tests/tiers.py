@@ -131,6 +131,7 @@ FILES = {
     "test_worker_faults.py": "fleet",
     "test_worker_startup.py": "fleet",
     "test_producer_acl.py": "fleet",
+    "test_producer_identity.py": "fleet",
     "test_verify.py": "fleet",
     "test_wheel_install.py": "fleet",
 }
@@ -169,6 +170,7 @@ COST_S = {
     "test_redrive_once.py": 30,
     "test_verify.py": 25,
     "test_idempotent_files.py": 25,
+    "test_producer_identity.py": 70,
 }
 """Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine); 10 else."""
 

@@ -45,8 +45,8 @@ def apply_entries(
         eid = eid_b.decode()
         if check and not ids.after(eid, state.last_id):
             continue  # applied already; only its ack is missing
-        raw, via_inbox = flat_entry_event(flat)
-        for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox):
+        raw, via_inbox, by = flat_entry_event(flat)
+        for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by):
             events += 1
             add(res)  # the result itself is dropped here (see Effects)
             note(res, counts)

@@ -12,9 +12,10 @@ import redis
 from eventfleet.store import retry
 from eventfleet.store.connection import is_cluster
 from eventfleet.store.keys import Keys
+from eventfleet.store.producers import Bounds
 from eventfleet.store.settings import Settings
 from eventfleet.worker.pipelines import PerMaster
-from eventfleet.worker.scripts import Scripts
+from eventfleet.worker.scripts import OwnInboxes, Scripts
 
 MAX_RETRY_WAIT_S = 0.5
 
@@ -33,6 +34,28 @@ class Conn:
         """The longest wait between two tries (and after a pass given up on Redis): a tenth
         of the TTL, so a worker is back within that of Redis answering again (a restart's
         AOF load takes seconds; a doubling back-off would sleep on past it)."""
+        self.producers: tuple[str, ...] = ()
+        """The registered producer names (``refresh_producers``), whose own inboxes the
+        shards' moves take."""
+        self.bounds = Bounds()
+        self._own: dict[str, OwnInboxes] = {}
+
+    def refresh_producers(self) -> None:
+        """Read the registered producers and their inboxes' bound (meta): two reads, once
+        per ownership pass; a producer added since starts being moved within one pass."""
+        names: Any = self.r.hgetall(self.keys.producers)
+        meta: Any = self.r.hgetall(self.keys.meta)
+        got = tuple(sorted(n.decode() for n in names))
+        bounds = Bounds.of(meta)
+        if got != self.producers or bounds != self.bounds:
+            self.producers, self.bounds, self._own = got, bounds, {}
+
+    def own(self, shard: str) -> OwnInboxes:
+        """The producers' own inboxes of ``shard`` as its move takes them."""
+        o = self._own.get(shard)
+        if o is None:
+            o = self._own[shard] = OwnInboxes.of(self.keys, shard, self.producers, self.bounds)
+        return o
 
     def per_shard(
         self, keys: list[str], queue: Callable[[Any, int], None], *, all_failed: bool = True

@@ -8,14 +8,14 @@ written again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from eventfleet.ledger.bundle import pack
 from eventfleet.ledger.rules import DeadLetter, StepResult
 from eventfleet.store.keys import GROUP, Keys
 from eventfleet.worker.model import chunks
-from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, Scripts
+from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, OwnInboxes, Scripts
 
 
 def dead_letter_fields(d: DeadLetter) -> list[str]:
@@ -87,6 +87,7 @@ def queue_effects(
     *,
     mark: bool = False,
     token: str | None = None,
+    own: Callable[[str], OwnInboxes] | None = None,
 ) -> None:
     """Queue, on a pipeline, the writes of one shard's batch, in order; the ack is not one of
     them (``queue_acks``): it is sent only once every effect is confirmed written.
@@ -117,6 +118,7 @@ def queue_effects(
             inbox=keys.inbox(dest),
             move_limit=INBOX_MOVE_LIMIT,
             texts=pack(texts),
+            own=own(dest) if own else None,  # producers' own inboxes move first too
         )
     if effects.outcome_args:
         scripts.append_once(

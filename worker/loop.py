@@ -128,6 +128,7 @@ class Worker:
                 if time.monotonic() >= own.next_pass:
                     self.writes.settle()  # no snapshot or hand-over with a write in flight
                     own.maintain()
+                    self.conn.refresh_producers()
                     self.standbys.retarget(own.members, (o.name for o in own.held()))
                 own.drop_overdue()
                 if own.stopping:

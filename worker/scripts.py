@@ -20,6 +20,7 @@ of it, on which the script is queued.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,7 +29,9 @@ from redis.exceptions import ResponseError
 from eventfleet.ledger.bundle import MAX_EVENTS, MAX_PACK_CHARS
 from eventfleet.ledger.codec import MAX_ENTRY_BYTES
 from eventfleet.store import lua
+from eventfleet.store.keys import Keys
 from eventfleet.store.lua import MOVE_INBOX, PRELUDE
+from eventfleet.store.producers import OWN_MAX_ELEMENT, Bounds, moved_names
 from eventfleet.store.scripts import LuaScript, load_script
 
 FENCED = "FENCED"
@@ -44,6 +47,35 @@ MOVE_LIMITS = (MAX_ENTRY_BYTES, MAX_EVENTS, MAX_PACK_CHARS)
 """``move_inbox``'s limits, the first ARGV of the scripts that move an inbox: an element up to
 ``MAX_ENTRY_BYTES`` may join a bundle of up to ``MAX_EVENTS`` events and ``MAX_PACK_CHARS``
 characters (``eventfleet.ledger.bundle``, which cuts bundles back at exactly these elements)."""
+
+DEFAULT_BOUNDS = Bounds()
+
+
+@dataclass(frozen=True, slots=True)
+class OwnInboxes:
+    """The producers' own inboxes of one shard as a move takes them (``move_inbox.lua``):
+    their keys, the producer names (stamped on what is moved), the dropped counts' hash and
+    the bound of each inbox (``eventfleet.store.producers``)."""
+
+    dropped: str
+    inboxes: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+    bounds: Bounds = DEFAULT_BOUNDS
+
+    @classmethod
+    def none(cls, events: str) -> OwnInboxes:
+        """No own inbox (the dropped hash named after the shard of ``events``)."""
+        return cls(events.removesuffix(":events") + ":dropped")
+
+    @classmethod
+    def of(cls, keys: Keys, shard: str, names: Sequence[str], bounds: Bounds) -> OwnInboxes:
+        moved = moved_names(list(names))
+        inboxes = tuple(keys.inbox(shard, n) for n in moved)
+        return cls(keys.dropped(shard), inboxes, tuple(moved), bounds)
+
+    def args(self) -> list[Any]:
+        return [OWN_MAX_ELEMENT, self.bounds.events, self.bounds.bytes, *self.names]
+
 
 REGISTER = lua.source("register", PRELUDE)
 EXPEL = lua.source("expel", PRELUDE)
@@ -163,6 +195,7 @@ class Scripts:
         start: str,
         applied_to: str,
         move_limit: int,
+        own: OwnInboxes | None = None,
     ) -> Any:
         """Read up to ``count`` entries of ``events`` through the group, if the lease holds
         ``token``; else the error reply ``FENCED`` (``is_fenced``) and nothing moves.
@@ -179,15 +212,29 @@ class Scripts:
         valid event is one) are joined into bundles (``MOVE_LIMITS``); any other element gets
         an entry of its own, so no element can change where its neighbours start or end.
         When nothing could be read and the stream refused the move (missing, or at the
-        largest id), the error reply ``BLOCKED`` (``is_blocked``)."""
+        largest id), the error reply ``BLOCKED`` (``is_blocked``).
+
+        ``own``: the producers' own inboxes of the shard, moved with ``inbox`` (the shared
+        one), the move limit shared between those with data; each is first held to its bound
+        and its entries are stamped with the producer's name (``move_inbox.lua``)."""
+        o = own or OwnInboxes.none(events)
         return self._fenced_read(
-            keys=[lease, events, inbox],
-            args=[*MOVE_LIMITS, token, consumer, count, start, applied_to, move_limit],
+            keys=[lease, events, o.dropped, inbox, *o.inboxes],
+            args=[
+                *MOVE_LIMITS, token, consumer, count, start, applied_to, move_limit, *o.args()
+            ],
             client=client,
-        )
+        )  # fmt: skip
 
     def xadd_many(
-        self, client: Any, *, events: str, inbox: str, move_limit: int, texts: Sequence[Any]
+        self,
+        client: Any,
+        *,
+        events: str,
+        inbox: str,
+        move_limit: int,
+        texts: Sequence[Any],
+        own: OwnInboxes | None = None,
     ) -> Any:
         """Append ``texts`` to ``events`` in order with server-made ids, after moving up to
         ``move_limit`` elements of ``inbox`` into the log first (as ``fenced_read`` moves
@@ -203,8 +250,11 @@ class Scripts:
         one refused and a later one accepted (memory freed in between); sent again, the
         refused one would land after a higher seq of the same source and the receiver would
         drop it as a duplicate."""
+        o = own or OwnInboxes.none(events)
         return self._xadd_many(
-            keys=[events, inbox], args=[*MOVE_LIMITS, move_limit, *texts], client=client
+            keys=[events, o.dropped, inbox, *o.inboxes],
+            args=[*MOVE_LIMITS, move_limit, *o.args(), *texts],
+            client=client,
         )
 
     def append_once(self, client: Any, *, stream: str, fields: int, records: Sequence[Any]) -> Any:

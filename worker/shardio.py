@@ -92,13 +92,16 @@ def queue_read(conn: Conn, pipe: Any, o: Owned, args: dict[str, Any]) -> None:
         lease=conn.keys.lease(name),
         events=conn.keys.events(name),
         inbox=conn.keys.inbox(name),
+        own=conn.own(name),
         **args,
     )
 
 
 def queue_write(conn: Conn, pipe: Any, w: ShardWrite) -> None:
     """Queue a shard's effects (not its ack: ``queue_ack``)."""
-    queue_effects(pipe, conn.keys, conn.scripts, w.o.name, w.effects, w.upto, token=w.o.token)
+    queue_effects(
+        pipe, conn.keys, conn.scripts, w.o.name, w.effects, w.upto, token=w.o.token, own=conn.own
+    )
 
 
 def queue_ack(conn: Conn, pipe: Any, w: ShardWrite) -> None:

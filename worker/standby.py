@@ -194,8 +194,8 @@ class Standbys:
         events = 0
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
-            raw, via_inbox = flat_entry_event(flat)
-            events += fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison)
+            raw, via_inbox, by = flat_entry_event(flat)
+            events += fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison, scope=by)
         if entries:  # events per entry (bundles hold many): the next tail reads about a budget
             self._per_entry[shard] = events_per_entry(events, len(entries))
         return len(entries)

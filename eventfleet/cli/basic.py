@@ -50,6 +50,7 @@ def init(
 ) -> None:
     """Create the namespace: meta, shard streams and the consumer group (idempotent)."""
     from eventfleet.store.namespace import init_namespace
+    from eventfleet.store.producers import Bounds
     from eventfleet.store.reload_safety import UnsafeReload, guard_init, record
 
     c = ctx_of(redis_url, namespace)
@@ -62,7 +63,8 @@ def init(
             reload = None if c.settings.allow_unsafe_reload else guard_init(c.redis, c.keys)
         except UnsafeReload as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
-        created = init_namespace(c.redis, c.keys, counts)
+        bounds = Bounds(c.settings.producer_backlog, c.settings.producer_backlog_bytes)
+        created = init_namespace(c.redis, c.keys, counts, bounds)
         if reload is not None:
             record(c.redis, c.keys, reload)
         else:

@@ -15,6 +15,7 @@ from eventfleet.cli.context import EXIT_USAGE, Ctx, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 from eventfleet.cli.progress import bar
 from eventfleet.client import (
+    BacklogFull,
     Client,
     ConfigurationError,
     InvalidEvent,
@@ -35,6 +36,10 @@ EXIT_DUPLICATE = 4
 """``produce order --wait``: the order id was decided before; that first outcome stands."""
 EXIT_TIMEOUT = 5
 """``produce order --wait``: no outcome within ``--timeout``."""
+EXIT_BACKLOG_FULL = 6
+"""``produce``: this producer identity's own backlog on a shard is full (it publishes faster
+than the fleet applies, or floods); nothing more was accepted. Run again later: the same
+source, seqs or keys apply each event once."""
 
 key_option = click.option(
     "--key",
@@ -66,6 +71,8 @@ def client_errors(c: Ctx) -> Iterator[None]:
             yield
         except (InvalidEvent, NotInitialised) as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
+        except BacklogFull as exc:
+            raise UserError(f"{exc} (retry in {exc.retry_after:g} s)", EXIT_BACKLOG_FULL) from None
         except (ConfigurationError, Unavailable) as exc:
             raise UserError(str(exc)) from None
 

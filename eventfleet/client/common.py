@@ -15,11 +15,18 @@ from typing import Any, Literal, TypeVar, cast
 from pydantic import ValidationError
 from redis import exceptions as rx
 
-from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, Unavailable
+from eventfleet.client.errors import (
+    BacklogFull,
+    ConfigurationError,
+    InvalidEvent,
+    NotInitialised,
+    Unavailable,
+)
 from eventfleet.client.results import OrderResult, Receipt
 from eventfleet.ledger.codec import describe_validation_error
 from eventfleet.ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
 from eventfleet.producer.client import CHUNK, InboxMissing
+from eventfleet.producer.client import BacklogFull as _Full
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, mask_url
 from eventfleet.store.namespace import NamespaceError, NamespaceMissing
 
@@ -74,6 +81,8 @@ def translated(url: str) -> Iterator[None]:
         yield
     except NamespaceMissing as exc:
         raise NotInitialised(str(exc)) from None
+    except _Full as exc:  # this producer's own backlog is at its bound
+        raise BacklogFull(str(exc), exc.retry_after) from None
     except InboxMissing as exc:  # the namespace is there, one of its inboxes is not
         raise ConfigurationError(str(exc)) from None
     except (FatalRedisError, NamespaceError) as exc:

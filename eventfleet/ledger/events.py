@@ -23,7 +23,7 @@ RejectReason = Literal["out_of_stock", "unknown_item", "amount_too_large"]
 OutcomeReason = Literal["out_of_stock", "unknown_item", "amount_too_large", "insufficient_funds"]
 Decided = Literal["confirmed", "rejected"]
 OutcomeStatus = Literal["confirmed", "rejected", "duplicate"]
-Ref = Annotated[str, Field(min_length=1, max_length=100)]
+Ref = Annotated[str, Field(min_length=1, max_length=160)]
 """Which published order a saga step or outcome answers: ``<source>/<seq>`` of the order."""
 
 

@@ -179,12 +179,16 @@ def step(
     counts: ShardCounts,
     *,
     from_inbox: bool = False,
+    scope: str = "",
 ) -> StepResult:
     """Apply one entry of this shard's stream. Never raises, whatever ``raw`` holds.
 
     ``from_inbox`` says the entry came through the shard's inbox (the worker's move marks it
     so in the log): it is a producer's, so it may only be an external event from a producer
-    source. A step applies whole or not at all: when a rule fails midway, what it changed is
+    source. ``scope`` is the producer whose own inbox it came from (the move stamps it): its
+    source and idempotency key count as ``<scope>/<source>`` and ``<scope>/<key>``, so no
+    other producer can match them (a source written on the wire never holds a ``/``). A step
+    applies whole or not at all: when a rule fails midway, what it changed is
     put back before the entry is dead-lettered.
     """
     state.last_id = entry_id
@@ -194,7 +198,18 @@ def step(
         wire = decode(raw)
     except DecodeError as exc:
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
+    if scope:
+        _scoped(wire, scope)
     return _step_wire(state, entry_id, dedup.entry_ms(entry_id), wire, raw, counts, from_inbox)
+
+
+def _scoped(wire: Wire, scope: str) -> None:
+    """``wire``'s source and key as its producer's (set on the decoded object: the ledger
+    only ever sees the scoped names; the entry's text stays what the producer wrote)."""
+    # the models are frozen for callers; the decoder's own fresh object is set directly
+    object.__setattr__(wire, "source", f"{scope}/{wire.source}")
+    if type(wire) in _KEYED and wire.key is not None:  # type: ignore[union-attr]
+        object.__setattr__(wire, "key", f"{scope}/{wire.key}")  # type: ignore[union-attr]
 
 
 def step_entry(
@@ -204,6 +219,7 @@ def step_entry(
     counts: ShardCounts,
     *,
     from_inbox: bool = False,
+    scope: str = "",
 ) -> list[StepResult]:
     """Apply one entry, a single event or a bundle (``eventfleet.ledger.bundle``): one result per
     event,
@@ -215,10 +231,15 @@ def step_entry(
     """
     state.entries += 1
     if raw is None or not is_bundle(raw):
-        return [step(state, entry_id, raw, counts, from_inbox=from_inbox)]
+        return [step(state, entry_id, raw, counts, from_inbox=from_inbox, scope=scope)]
     wires = decode_bundle(raw)
     if wires is None:
-        return [step(state, entry_id, t, counts, from_inbox=from_inbox) for t in split(raw)]
+        return [
+            step(state, entry_id, t, counts, from_inbox=from_inbox, scope=scope) for t in split(raw)
+        ]
+    if scope:
+        for w in wires:
+            _scoped(w, scope)
     state.last_id = entry_id
     texts = _Texts(raw)
     now = dedup.entry_ms(entry_id)
@@ -259,7 +280,7 @@ def _step_wire(
     if from_inbox and cls not in _EXTERNAL_WIRES:
         msg = f"a {wire.type} arrived through the inbox: only shards emit it"
         return dead_letter(state, entry_id, _text(raw, index), "forged_internal", msg)
-    if from_inbox and not wire.source.startswith("p:"):
+    if from_inbox and not wire.source.startswith("p:", wire.source.find("/") + 1):
         msg = f"source {wire.source!r} arrived through the inbox: only that shard may use it"
         return dead_letter(state, entry_id, _text(raw, index), "forged_source", msg)
     home = _home(wire, counts)
@@ -280,7 +301,7 @@ def _step_wire(
     # The watermark of ``eventfleet.ledger.dedup``: a shard source's always holds, a producer's
     # only while
     # the producer was heard within the window.
-    producer = source[:1] == "p"
+    producer = source[:1] == "p" or "/" in source  # p:... or <producer>/p:...
     mark = state.watermarks.get(source, 0)
     if mark and producer and now - state.seen.get(source, now - window - 1) > window:
         mark = 0

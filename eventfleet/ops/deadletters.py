@@ -7,6 +7,11 @@ number of re-drives, concurrent or re-run after a crash, publish each letter's e
 the same (source, seq), and the receiving shard applies it once. Within one (shard, reason)
 a re-drive always sends every letter that decodes, in seq order, which is the order a shard's
 watermark needs (the ``--shard`` and ``--reason`` filters select whole groups).
+
+A re-drive's entries are written as the operators' identity (``ops``: fields ``via inbox``
+and ``by ops``, which only the admin user can write into a shard's log), so the shard counts
+their source as ``ops/p:dlq...``: no producer can pre-claim it (a producer's sources count
+within its own name, or unscoped for the shared inbox, never within ``ops``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from eventfleet.ledger.events import EXTERNAL_TYPES
 from eventfleet.ledger.rules import DEAD_LETTER_REASONS
 from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.store import ids
-from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.keys import BY_FIELD, EVENT_FIELD, VIA_FIELD, VIA_INBOX, Keys
+from eventfleet.store.producers import OPS
 
 
 def redriven_key(keys: Keys, shard: str) -> str:
@@ -176,13 +182,13 @@ def redrive(
         dest = destination(event, counts)
         key = getattr(event, "key", None)
         pending.append((d, keys.events(dest), encode(event, source, d["seq"], key)))
-        done.append({**d, "to": dest, "source": source})
+        done.append({**d, "to": dest, "source": f"{OPS}/{source}"})
     if not dry_run:
         for start in range(0, len(pending), 500):
             pipe = r.pipeline(transaction=False)
             chunk = pending[start : start + 500]
             for _d, stream, text in chunk:
-                pipe.xadd(stream, {EVENT_FIELD: text})
+                pipe.xadd(stream, {EVENT_FIELD: text, VIA_FIELD: VIA_INBOX, BY_FIELD: OPS})
             for d, _stream, _text in chunk:  # marked only after its event is out
                 pipe.sadd(redriven_key(keys, d["shard"]), d["dlq_id"])
             pipe.execute()

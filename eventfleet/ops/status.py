@@ -12,6 +12,8 @@ import redis
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.store import ids, lag
 from eventfleet.store.keys import Keys
+from eventfleet.store.producers import registered
+from eventfleet.store.producers import waiting as inbox_waiting
 from eventfleet.store.shardreads import group_info, parse_lease
 
 REPLAY_CAP = 100_000
@@ -51,23 +53,25 @@ class ShardStatus:
 
 def shard_status(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[ShardStatus]:
     shards = counts.all_shards()
+    names = registered(r, keys)
     pipe = r.pipeline(transaction=False)
     for s in shards:
         pipe.xinfo_stream(keys.events(s))
         pipe.xinfo_groups(keys.events(s))
         pipe.get(keys.lease(s))
         pipe.get(keys.snapshot(s))
-        pipe.llen(keys.inbox(s))
         pipe.exists(keys.quarantine(s))
-    replies: list[Any] = list(pipe.execute())
+        for inbox in [keys.inbox(s), *(keys.inbox(s, n) for n in names)]:
+            pipe.llen(inbox)
+    replies = iter(pipe.execute())
     now_ms = time.time() * 1000
     rows = []
-    for i, s in enumerate(shards):
-        info, groups, lease, snap, inbox, quarantined = replies[6 * i : 6 * i + 6]
+    for s in shards:
+        info, groups, lease, snap, quarantined = (next(replies) for _ in range(5))
         group = group_info(groups, s)
         held = parse_lease(lease)
         undelivered, pending = group.get("lag"), int(group["pending"])
-        waiting = max(0, int(inbox) - 1)  # element 0 is the inbox's head
+        waiting = inbox_waiting(replies, 1 + len(names))  # every inbox's head not counted
         age = snap_id = error = None
         if snap is not None:
             try:
@@ -148,18 +152,20 @@ def as_json(rows: list[ShardStatus]) -> dict[str, Any]:
 def _idle_round(r: redis.Redis, keys: Keys, shards: list[str]) -> list[str] | None:
     """The last-generated id of every shard stream if all are delivered and acked and every
     inbox is empty, else None."""
+    names = registered(r, keys)
     pipe = r.pipeline(transaction=False)
     for s in shards:
         pipe.xinfo_stream(keys.events(s))
         pipe.xinfo_groups(keys.events(s))
-        pipe.llen(keys.inbox(s))
-    replies: list[Any] = list(pipe.execute())
+        for inbox in [keys.inbox(s), *(keys.inbox(s, n) for n in names)]:
+            pipe.llen(inbox)
+    replies = iter(pipe.execute())
     tails = []
-    for i in range(len(shards)):
-        info, groups, inbox = replies[3 * i : 3 * i + 3]
-        group = group_info(groups, shards[i])
+    for s in shards:
+        info, groups = next(replies), next(replies)
+        group = group_info(groups, s)
         tail = ids.text(info["last-generated-id"])
-        if int(inbox) > 1 or int(group["pending"]):
+        if inbox_waiting(replies, 1 + len(names)) or int(group["pending"]):
             return None
         if ids.text(group["last-delivered-id"]) != tail:
             return None

@@ -39,9 +39,10 @@ SUSPECT_POISON_ERROR = (
 there (``worker/takeover.py: suspect_poison``): the fold still honours the set, so every fold
 decides the same, but the letter says so and ``verify`` reports it."""
 
-History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool]]]
+History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool, str]]]
 """``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
-``+``), in id order, as ``(entry id, entry text or None, whether it came via the inbox)``."""
+``+``), in id order, as ``(entry id, entry text or None, whether it came via an inbox, the
+ producer whose own inbox it came from or "")``."""
 
 OnFields = Callable[[str, dict[bytes, bytes]], None]
 """``(entry id, the entry's fields)``, called before the entry is folded (live log only)."""
@@ -68,6 +69,8 @@ def fold_entry(
     poisoned: bool,
     on_step: OnStep | None = None,
     suspect: bool = False,
+    *,
+    scope: str = "",
 ) -> int:
     """Fold one entry: each event of a bundle (``eventfleet.ledger.bundle``) as an entry of its own
     with
@@ -83,11 +86,11 @@ def fold_entry(
             on_step(eid, raw, res)
         return 1
     if on_step is None:
-        return len(step_entry(state, eid, raw, counts, from_inbox=via_inbox))
+        return len(step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=scope))
     texts = split(raw) if raw is not None else (raw,)
     state.entries += 1  # as step_entry counts it
     for text in texts:
-        on_step(eid, text, step(state, eid, text, counts, from_inbox=via_inbox))
+        on_step(eid, text, step(state, eid, text, counts, from_inbox=via_inbox, scope=scope))
     return len(texts)
 
 
@@ -117,8 +120,11 @@ def fold(
     n = 0
     if history is not None:
         pending = 0
-        for eid, raw, via_inbox in history(state.last_id, until):
-            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect)
+        for eid, raw, via_inbox, by in history(state.last_id, until):
+            fold_entry(
+                state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect,
+                scope=by,
+            )  # fmt: skip
             n += 1
             pending += 1
             if pending == batch:
@@ -137,8 +143,11 @@ def fold(
             eid = ids.text(eid_b)
             if on_fields is not None:
                 on_fields(eid, fields)
-            raw, via_inbox = entry_event(fields)
-            fold_entry(state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect)
+            raw, via_inbox, by = entry_event(fields)
+            fold_entry(
+                state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect,
+                scope=by,
+            )  # fmt: skip
         if not entries:
             break
         n += len(entries)

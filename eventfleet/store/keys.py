@@ -10,6 +10,9 @@ EVENT_FIELD = b"event"
 VIA_FIELD = b"via"
 VIA_INBOX = b"inbox"
 TAIL_FIELD = b"tail"
+BY_FIELD = b"by"
+"""The producer whose own inbox a moved entry came from (``move_inbox.lua`` stamps it; absent
+on entries of the shared inbox): the scope of its source, seqs and idempotency keys."""
 HEAD_FIELD = b"head"
 """The inbox chain of a moved entry (``eventfleet/store/lua/move_inbox.lua``): SHA-1 of its last
 element,
@@ -22,27 +25,34 @@ INBOX_HEAD = b"head"
 existence (producers may only ``RPUSHX``: append to a list that exists)."""
 
 
-def entry_event(fields: dict[bytes, bytes]) -> tuple[bytes | None, bool]:
-    """The event text of a stream entry and whether it came through the inbox."""
-    return fields.get(EVENT_FIELD), fields.get(VIA_FIELD) == VIA_INBOX
+def entry_event(fields: dict[bytes, bytes]) -> tuple[bytes | None, bool, str]:
+    """The event text of a stream entry, whether it came through an inbox, and the producer
+    whose own inbox it came from ("" for the shared inbox and for shard events)."""
+    by = fields.get(BY_FIELD)
+    return fields.get(EVENT_FIELD), fields.get(VIA_FIELD) == VIA_INBOX, by.decode() if by else ""
 
 
-def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool]:
+def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool, str]:
     """The same from an entry's flat field list (``[name, value, ...]``, as scripts return)."""
     n = len(flat)
     if n == 2 and flat[0] == EVENT_FIELD:  # what workers write
-        return bytes(flat[1]), False
+        return bytes(flat[1]), False, ""
     if n >= 4 and flat[0] == EVENT_FIELD and flat[2] == VIA_FIELD:  # a moved inbox entry
-        return bytes(flat[1]), flat[3] == VIA_INBOX  # (then its chain fields: move_inbox.lua)
+        if n >= 6 and flat[4] == BY_FIELD:  # from a producer's own inbox (move_inbox.lua)
+            return bytes(flat[1]), flat[3] == VIA_INBOX, bytes(flat[5]).decode()
+        return bytes(flat[1]), flat[3] == VIA_INBOX, ""  # (then its chain fields)
     raw: bytes | None = None
     via_inbox = False
+    by = ""
     for i in range(0, n - 1, 2):
         name = flat[i]
         if name == EVENT_FIELD:
             raw = bytes(flat[i + 1])
         elif name == VIA_FIELD:
             via_inbox = flat[i + 1] == VIA_INBOX
-    return raw, via_inbox
+        elif name == BY_FIELD:
+            by = bytes(flat[i + 1]).decode()
+    return raw, via_inbox, by
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +82,24 @@ class Keys:
     def events(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:events"
 
-    def inbox(self, shard: str) -> str:
-        """Where producers append (``RPUSHX``); the owner moves it into ``events``."""
-        return f"{self.ns}:{{{shard}}}:inbox"
+    def inbox(self, shard: str, producer: str | None = None) -> str:
+        """Where producers append (``RPUSHX``); the owner moves it into ``events``. Without
+        ``producer`` the shared inbox (namespaces made before producer identities; tools
+        run as admin), else that producer's own inbox of the shard, which only its ACL user
+        may append to (``eventfleet.store.producers``)."""
+        if producer is None:
+            return f"{self.ns}:{{{shard}}}:inbox"
+        return f"{self.ns}:{{{shard}}}:inbox:{producer}"
+
+    @property
+    def producers(self) -> str:
+        """Hash: registered producer name -> its ACL user (``eventfleet producers``)."""
+        return f"{self.ns}:producers"
+
+    def dropped(self, shard: str) -> str:
+        """Hash: producer name -> events of its own inbox of the shard the move dropped (past
+        its bound, or not one flat JSON object of at most ``OWN_MAX_ELEMENT`` bytes)."""
+        return f"{self.ns}:{{{shard}}}:dropped"
 
     def snapshot(self, shard: str) -> str:
         return f"{self.ns}:{{{shard}}}:snapshot"

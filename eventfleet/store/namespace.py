@@ -12,6 +12,7 @@ from redis import exceptions as rx
 
 from eventfleet.ledger.shards import DEFAULT_WINDOW_MS, ShardCounts
 from eventfleet.store.keys import GROUP, INBOX_HEAD, Keys
+from eventfleet.store.producers import Bounds, moved_names, registered
 from eventfleet.store.scripts import create_inbox
 
 FORMAT_VERSION = "1"
@@ -31,9 +32,13 @@ class NamespaceMismatch(NamespaceError):
     """The namespace exists with other shard counts or another dedup window than asked for."""
 
 
-def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
-    """Create meta, every shard stream and its group, and every shard's inbox. Returns True
-    when it created meta.
+def init_namespace(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, bounds: Bounds | None = None
+) -> bool:
+    """Create meta, every shard stream and its group, and every shard's inboxes (the shared
+    one, the operators' and every registered producer's: ``eventfleet.store.producers``).
+    Returns True when it created meta. ``bounds`` (a producer's own inbox) is fixed in meta
+    the first time it is given.
 
     Idempotent (on a namespace made by an older version it adds the inboxes); refuses to
     change the counts of an existing namespace. The streams, groups and inboxes come first
@@ -42,6 +47,7 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
     """
     if r.exists(keys.meta):
         _same_counts(read_counts(r, keys), counts, keys)
+    names = registered(r, keys)
     for shard in counts.all_shards():
         try:
             r.xgroup_create(keys.events(shard), GROUP, id="0", mkstream=True)
@@ -49,6 +55,8 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
             if "BUSYGROUP" not in str(exc):
                 raise
         create_inbox(r, inbox=keys.inbox(shard), head=INBOX_HEAD)
+        for name in moved_names(names):
+            create_inbox(r, inbox=keys.inbox(shard, name), head=INBOX_HEAD)
     created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)
@@ -56,6 +64,9 @@ def init_namespace(r: redis.Redis, keys: Keys, counts: ShardCounts) -> bool:
         if counts.orders_per_user:
             r.hset(keys.meta, "order_ids", ORDERS_PER_USER)
         r.hset(keys.meta, "item_shards", counts.items)
+    if bounds is not None:
+        r.hsetnx(keys.meta, "producer_backlog", bounds.events)
+        r.hsetnx(keys.meta, "producer_backlog_bytes", bounds.bytes)
     _same_counts(read_counts(r, keys), counts, keys)  # another init may have won the race
     return created
 

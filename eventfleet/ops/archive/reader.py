@@ -43,7 +43,7 @@ class Archive:
     def history(self, shard: str) -> History:
         """The shard's archived events, for ``eventfleet.store.fold.fold(history=...)``."""
 
-        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool]]:
+        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool, str]]:
             for eid, fields in self.entries(shard, "events", after, until):
                 yield eid, *entry_event(fields)  # every field is archived, the mark too
 

@@ -24,7 +24,15 @@ from eventfleet.ops.verify.report import Report, ShardFold, is_shard
 from eventfleet.store import ids
 from eventfleet.store.fold import History
 from eventfleet.store.fold import fold as fold_log
-from eventfleet.store.keys import HEAD_FIELD, INBOX_HEAD, TAIL_FIELD, VIA_FIELD, VIA_INBOX, Keys
+from eventfleet.store.keys import (
+    BY_FIELD,
+    HEAD_FIELD,
+    INBOX_HEAD,
+    TAIL_FIELD,
+    VIA_FIELD,
+    VIA_INBOX,
+    Keys,
+)
 from eventfleet.store.shardreads import poison_ids
 
 INBOX_CUT = (
@@ -37,11 +45,13 @@ def inbox_cut(r: redis.Redis, keys: Keys, fold: ShardFold, report: Report) -> No
     """The inbox as it is now continues the chain: its head is the last element moved (a cut
     since the last move shows here; a cut before a later move shows in that move's ``head``).
     Call only while the fleet is idle: a move in between would look like a cut."""
-    if fold.inbox_tail is None:
-        return
-    head: Any = r.lindex(keys.inbox(fold.shard), 0)
-    if head is not None and hashlib.sha1(head).hexdigest().encode() != fold.inbox_tail:
-        report.findings.add("lost", fold.shard, "inbox", f"now: {INBOX_CUT}")
+    for by, tail in fold.inbox_tails.items():
+        if tail is None:
+            continue
+        head: Any = r.lindex(keys.inbox(fold.shard, by or None), 0)
+        if head is not None and hashlib.sha1(head).hexdigest().encode() != tail:
+            where = f"inbox of producer {by}" if by else "inbox"
+            report.findings.add("lost", fold.shard, where, f"now: {INBOX_CUT}")
 
 
 def _start(
@@ -150,16 +160,21 @@ def fold_shard(
     poison = poison_ids(r, keys, shard)
     stream = keys.events(shard)
     until = ids.text(info["last-generated-id"])
-    if history is None and state.last_id == "0-0":
-        fold.inbox_tail = hashlib.sha1(INBOX_HEAD).hexdigest().encode()  # init's head
+    created = hashlib.sha1(INBOX_HEAD).hexdigest().encode()  # init's and `producers add`'s
+    from_start = history is None and state.last_id == "0-0"
+    if from_start:
+        fold.inbox_tails[""] = created
 
     def on_fields(eid: str, fields: dict[bytes, bytes]) -> None:
         if fields.get(VIA_FIELD) != VIA_INBOX:
             return
+        by = fields.get(BY_FIELD, b"").decode()
+        tail = fold.inbox_tails.get(by, created if from_start else None)
         head = fields.get(HEAD_FIELD)
-        if head is not None and fold.inbox_tail is not None and head != fold.inbox_tail:
-            report.findings.add("lost", shard, "inbox", f"the move at {eid}: {INBOX_CUT}")
-        fold.inbox_tail = fields.get(TAIL_FIELD)  # None before moves carried the chain
+        if head is not None and tail is not None and head != tail:
+            where = f"inbox of producer {by}" if by else "inbox"
+            report.findings.add("lost", shard, where, f"the move at {eid}: {INBOX_CUT}")
+        fold.inbox_tails[by] = fields.get(TAIL_FIELD)  # None before moves carried the chain
 
     def on_step(_eid: str, raw: bytes | None, res: StepResult) -> None:
         fold.entries += 1

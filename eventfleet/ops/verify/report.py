@@ -59,10 +59,10 @@ class ShardFold:
     """Per source, per seq: the entry text (internal sources) or its hash (producers)."""
     applied_seqs: dict[str, set[int]] = field(default_factory=dict)
     dead_seqs: dict[str, set[int]] = field(default_factory=dict)
-    inbox_tail: bytes | None = None
-    """The inbox chain (``eventfleet/store/lua/move_inbox.lua``) at the fold's end: SHA-1 (hex) of
-    the
-    last element moved, None when the fold cannot tell."""
+    inbox_tails: dict[str, bytes | None] = field(default_factory=dict)
+    """The inbox chains (``eventfleet/store/lua/move_inbox.lua``) at the fold's end, per inbox
+    (the producer name, "" for the shared inbox): SHA-1 (hex) of the last element moved, None
+    when the fold cannot tell."""
     topups: int = 0
     added: int = 0
     orders: Counter[tuple[int, str]] = field(default_factory=Counter)
