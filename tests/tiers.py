@@ -76,6 +76,7 @@ FILES = {
     "test_write_behind.py": "fast",
     "test_newcomer.py": "fast",
     "test_client.py": "fast",
+    "test_api_fast.py": "fast",
     "test_lag.py": "fast",
     "test_liveview.py": "fast",
     # Redis servers of their own, the shipped ACL file, TLS, processes
