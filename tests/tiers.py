@@ -99,6 +99,7 @@ FILES = {
     # worker processes
     "test_acl_cli.py": "fleet",
     "test_bench.py": "fleet",
+    "test_api_live.py": "fleet",
     "test_bounded_dedup.py": "fleet",
     "test_chaos.py": "fleet",
     "test_cluster_failover.py": "fleet",
@@ -133,6 +134,7 @@ FILES = {
     "test_worker_startup.py": "fleet",
     "test_producer_acl.py": "fleet",
     "test_producer_identity.py": "fleet",
+    "test_producer_flood.py": "fleet",
     "test_verify.py": "fleet",
     "test_wheel_install.py": "fleet",
 }
@@ -172,6 +174,7 @@ COST_S = {
     "test_verify.py": 25,
     "test_idempotent_files.py": 25,
     "test_producer_identity.py": 70,
+    "test_producer_flood.py": 20,
 }
 """Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine); 10 else."""
 
