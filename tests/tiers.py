@@ -160,6 +160,7 @@ def tier_of(item: pytest.Item) -> str:
 
 
 COST_S = {
+    "test_api_live.py": 40,
     "test_bench.py": 150,
     "test_wheel_install.py": 30,
     "test_cluster.py": 100,

@@ -6,7 +6,10 @@ SIGTERM (or Ctrl-C) stops accepting connections, lets the requests in flight fin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 from typing import Any
 
 from eventfleet.api.app import create_app
@@ -39,8 +42,18 @@ def _installed(name: str) -> bool:
 def run(settings: Settings, config: ApiConfig, host: str, port: int) -> int:
     import uvicorn
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a SIGTERM after the graceful stop is exit 0 (uvicorn raises
+        the signal again once it stopped, which ends the process by the signal)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
     app = create_app(settings, config)
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(
             app,
             host=host,
