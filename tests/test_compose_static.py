@@ -29,6 +29,7 @@ SERVICES = {
     "init",
     "worker",
     "exporter",
+    "api",
     "producer",
     "archive",
     "prometheus",
@@ -151,7 +152,7 @@ def test_ui_ports_bind_to_localhost_only() -> None:
         assert "ports" not in services[name], f"{name} should not publish a host port"
 
 
-EVENTFLEET = {"init", "worker", "exporter", "producer", "archive"}
+EVENTFLEET = {"init", "worker", "exporter", "api", "producer", "archive"}
 """The services that run the eventfleet image."""
 
 

@@ -68,6 +68,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
     assert set(templates) == {
         "StatefulSet/eventfleet-worker",
         "Deployment/eventfleet-exporter",
+        "Deployment/eventfleet-api",
         "StatefulSet/redis",
         "Job/eventfleet-init",
         "CronJob/eventfleet-archive",
