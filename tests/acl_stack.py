@@ -1,10 +1,13 @@
 """A namespace on the redis-server that runs the shipped ACL file, used the documented way:
 ``init``, ``state``, ``verify`` and ``dlq`` as the admin user, ``produce`` as the producer,
-workers as the worker user (tests/secure_redis.py starts the server)."""
+workers as the worker user (tests/secure_redis.py starts the server). Commands run in this
+process (click's runner, each role's environment and nothing else of ours); workers and
+``popen``'s background commands are processes of their own."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import redis
 from eventfleet.ledger.bundle import split
 from eventfleet.local.fleet import LocalFleet
 from tests.fleet_utils import FAST
+from tests.helpers import CliResult, cli
 from tests.secure_redis import cli_env, connect, eventfleet_binary
 
 DEADLINE_S = 240.0
@@ -33,13 +37,12 @@ class AclStack:
         """A client logged in as ``role`` (bytes replies, as the product's own clients)."""
         return connect(self.port, role, decode_responses=False)
 
-    def run(
-        self, role: str, *args: str, timeout: float = DEADLINE_S
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(eventfleet_binary()), *args], env=self.env[role], capture_output=True,
-            text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+    def run(self, role: str, *args: str) -> CliResult:
+        """``eventfleet <args>`` as ``role``, in this process: the role's variables, and every
+        other EVENTFLEET_ or REDIS_ variable of this process unset for the call."""
+        ours = {k: None for k in os.environ if k.startswith(("EVENTFLEET_", "REDIS_"))}
+        env: dict[str, str | None] = {**ours, **self.env[role]}
+        return cli(*args, env=env, check=False)
 
     def ok(self, role: str, *args: str) -> str:
         result = self.run(role, *args)

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,13 +51,14 @@ def _runner() -> CliRunner:
 
 def cli(
     *args: str,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     input: bytes | None = None,
     check: bool = True,
 ) -> CliResult:
     """``eventfleet <args>`` in this process (click's runner: the environment given on top of
-    this process's for the call's duration, its own stdin/stdout/stderr). An exception that is
-    no exit (a bug: a subprocess would print a traceback) fails the test."""
+    this process's for the call's duration, a None value unsets one; its own stdin, stdout and
+    stderr). An exception that is no exit (a bug: a subprocess would print a traceback) fails
+    the test."""
     from eventfleet.cli.main import cli as group
 
     command = next((a for a in args if a in group.commands), None)
