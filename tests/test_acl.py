@@ -25,6 +25,7 @@ from tests.secure_redis import (
     NO_RETRY,
     OUTCOMES,
     POISON,
+    ROOT,
     SCRIPT,
     SNAPSHOT,
     WORKERS,
@@ -44,7 +45,7 @@ def test_default_user_is_off(port: int) -> None:
         redis.Redis(host="127.0.0.1", port=port, password="anything", retry=NO_RETRY).ping()
 
 
-@pytest.mark.parametrize("role", ["admin", "worker", "producer", "exporter"])
+@pytest.mark.parametrize("role", ["admin", "worker", "producer", "exporter", "reader", "api"])
 def test_each_user_logs_in_with_its_demo_password_only(port: int, role: str) -> None:
     assert connect(port, role).ping() is True
     with pytest.raises(rx.AuthenticationError):
@@ -53,7 +54,7 @@ def test_each_user_logs_in_with_its_demo_password_only(port: int, role: str) -> 
 
 def test_demo_passwords_match_the_acl_hashes() -> None:
     text = ACL_FILE.read_text(encoding="utf-8")
-    for role in ("admin", "worker", "producer", "exporter"):
+    for role in ("admin", "worker", "producer", "exporter", "reader", "api"):
         digest = hashlib.sha256(password(role).encode()).hexdigest()
         assert re.search(rf"^user eventfleet-{role} on #{digest} ", text, re.M), role
     assert ">" not in text, "no clear-text password belongs in the shipped ACL file"
@@ -300,3 +301,67 @@ def test_worker_is_refused_commands_it_does_not_need(
     port: int, seeded: dict[str, str], command: tuple[str, ...]
 ) -> None:
     assert refused(connect(port, "worker"), *command)
+
+
+IDEM = "eventfleet:api:idem:0f3a9c1d2e4b5a6978c0d1e2:key-1"
+"""An Idempotency-Key record of the HTTP API (eventfleet/api/idempotency.py: Keys)."""
+
+
+def test_api_user_keeps_its_idempotency_records(port: int, seeded: dict[str, str]) -> None:
+    """What eventfleet/api/ sends on its own login: the claim (SET NX GET EX), the answer
+    (SET EX), dropping a failed claim (DEL), /readyz's EXISTS on meta, in one pipeline."""
+    api = connect(port, "api")
+    api.client_setname("eventfleet-api")
+    assert api.ping() is True
+    pipe = api.pipeline(transaction=False)
+    claim = ("SET", IDEM, '{"state":"pending"}', "NX", "GET", "EX", "30")
+    pipe.execute_command(*claim, get=True)  # type: ignore[no-untyped-call]
+    pipe.execute_command(*claim, get=True)  # type: ignore[no-untyped-call]
+    pipe.execute_command("SET", IDEM, '{"state":"done"}', "EX", "86400")  # type: ignore[no-untyped-call]
+    pipe.exists(META)
+    pipe.delete(IDEM)
+    assert pipe.execute() == [None, '{"state":"pending"}', True, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("GET", IDEM), ("HGETALL", META), ("HGET", META, "user_shards"), ("SET", META, "x"),
+     ("DEL", META), ("EXISTS", INBOX), ("RPUSHX", INBOX, "{}"), ("LLEN", INBOX),
+     ("XADD", EVENTS, "*", "event", "{}"), ("XREAD", "STREAMS", OUTCOMES, "0"),
+     ("HGET", "eventfleet:{u0}:model", "balance"), ("GET", SNAPSHOT), ("DEL", SNAPSHOT),
+     ("SET", "eventfleet:api:other", "x"), ("SET", "other:api:idem:x", "x"),
+     ("EXPIRE", IDEM, "1"), ("KEYS", "*"), ("SCAN", "0"), ("EVAL", "return 1", "0"),
+     ("MULTI",), ("FLUSHALL",)],
+    ids=lambda c: " ".join(c[:2]),
+)  # fmt: skip
+def test_api_user_is_refused_the_ledger(
+    port: int, seeded: dict[str, str], command: tuple[str, ...]
+) -> None:
+    assert refused(connect(port, "api"), *command)
+
+
+def _table_commands(cell: str) -> set[str]:
+    """The commands a SECURITY.md table cell names: its back-quoted upper-case words."""
+    return {c for c in re.findall(r"`([A-Z][A-Z ]*[A-Z])`", cell)}
+
+
+def _acl_commands(line: str) -> set[str]:
+    """The commands a users.acl line allows outside its selectors, as SECURITY.md names them."""
+    outside = re.sub(r"\([^)]*\)", "", line)
+    return {c[1:].replace("|", " ").upper() for c in outside.split() if re.match(r"\+[a-z]", c)}
+
+
+@pytest.mark.parametrize("user", ["producer", "exporter", "reader", "api"])
+def test_security_table_lists_each_users_commands(user: str) -> None:
+    """docs/SECURITY.md's table of users names exactly the commands the shipped file gives
+    each user whose rights are a plain list (every key pattern, then ``-@all +<command>...``)."""
+    table = (ROOT / "docs" / "SECURITY.md").read_text(encoding="utf-8")
+    (row,) = [r for r in table.splitlines() if r.startswith(f"| `eventfleet-{user}` |")]
+    commands_cell = row.split(" | ")[3]
+    (line,) = [
+        ln
+        for ln in ACL_FILE.read_text(encoding="utf-8").splitlines()
+        if ln.startswith(f"user eventfleet-{user} ")
+    ]
+    assert " -@all " in line, "a plain list starts from no command at all"
+    assert _table_commands(commands_cell) == _acl_commands(line), row

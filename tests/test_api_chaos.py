@@ -129,7 +129,7 @@ def run_chaos(tmp: Path, clients: int, seconds: float, restarts: int) -> None:
     fleet = LocalFleet(server.url, NS, tmp / "logs", env=logins.env("worker"))
     for _ in range(2):
         fleet.start()
-    api = LocalApi(server.url, NS, tmp / "api.log", env=logins.env("admin")).start()
+    api = LocalApi(server.url, NS, tmp / "api.log", env=logins.env("api")).start()
     auth = bearer(logins.user("producer"), logins.password("producer"))
     f = Faults(server, fleet, restarts)
     try:

@@ -1,5 +1,5 @@
 """The HTTP API as a process (``eventfleet api``) on Redis as we ship it (flags, ACL file,
-every process logged in as its user: the API's own login is the admin user, tokens are the
+every process logged in as its user: the API's own login is eventfleet-api, tokens are the
 producer's and the reader's credentials) with a worker applying: outcomes long-polled,
 read-your-writes, the README's curl examples, schemathesis against the live API, graceful
 shutdown, and Redis going away (503) and coming back."""
@@ -54,7 +54,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     init_shipped(server, NS)
     fleet = LocalFleet(server.url, NS, tmp / "logs", env=server.logins.env("worker"))
     fleet.start()
-    api = LocalApi(server.url, NS, tmp / "api.log", env=server.logins.env("admin"))
+    api = LocalApi(server.url, NS, tmp / "api.log", env=server.logins.env("api"))
     api.start()
     lg = server.logins
     yield Live(
@@ -98,6 +98,12 @@ def test_a_token_writes_only_what_its_redis_user_may(live: Live) -> None:
     base = live.api.url
     status, headers, doc = call(base, "POST", "/v1/topups", {"user": 1, "amount": 1}, live.reader)
     assert status == 403 and doc["type"].endswith(":forbidden"), doc
+    # the API's own login as a token: it may keep Idempotency-Keys, not touch the ledger
+    assert live.server.logins is not None
+    own = bearer(live.server.logins.user("api"), live.server.logins.password("api"))
+    status, _, doc = call(base, "POST", "/v1/topups", {"user": 1, "amount": 1}, own)
+    assert status == 403 and doc["type"].endswith(":forbidden"), doc
+    assert call(base, "GET", "/v1/users/1/balance", None, own)[0] == 403
     wrong = bearer("eventfleet-producer", "not-the-password")
     status, headers, _ = call(base, "POST", "/v1/topups", {"user": 1, "amount": 1}, wrong)
     assert status == 401 and "bearer" in headers["www-authenticate"].lower()
@@ -132,7 +138,7 @@ def test_schemathesis_finds_nothing(live: Live, tmp_path: Path) -> None:
         live.server.url,
         NS,
         tmp_path / "api.log",
-        env=live.server.logins.env("admin") if live.server.logins else {},
+        env=live.server.logins.env("api") if live.server.logins else {},
         args=("--max-wait", "0.2", "--no-access-log"),
     ).start()
     try:
@@ -156,7 +162,7 @@ def test_sigterm_lets_requests_in_flight_finish(live: Live, tmp_path: Path) -> N
         live.server.url,
         NS,
         tmp_path / "api.log",
-        env=live.server.logins.env("admin") if live.server.logins else {},
+        env=live.server.logins.env("api") if live.server.logins else {},
     ).start()
     got: list[Any] = []
 

@@ -92,6 +92,7 @@ def test_every_role_logs_in_as_its_own_acl_user() -> None:
         "worker": "worker",
         "producer": "producer",
         "exporter": "exporter",
+        "api": "api",
     }
     for service, role in expected.items():
         env = services[service]["environment"]

@@ -126,6 +126,7 @@ def test_pods_get_only_their_own_credentials() -> None:
         "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
         "CronJob/eventfleet-archive": ("eventfleet-admin", "admin-password"),
         "Deployment/eventfleet-exporter": ("eventfleet-exporter", "exporter-password"),
+        "Deployment/eventfleet-api": ("eventfleet-api", "api-password"),
     }
     templates = dict(pod_templates())
     for name, (user, key) in expected.items():

@@ -27,7 +27,7 @@ SHIPPED_FLAGS = (
 """The server flags of the compose file's and the StatefulSet's redis-server, besides
 ``--aclfile`` and ``--dir`` (tests/test_shipped_redis.py holds both files to this list)."""
 
-ROLES = ("admin", "worker", "producer", "exporter", "reader")
+ROLES = ("admin", "worker", "producer", "exporter", "reader", "api")
 
 ROOT = "local-root"
 """A superuser added to the local copy only, for fault injection that needs more than any
