@@ -29,6 +29,7 @@ from redis import asyncio as aredis
 from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from eventfleet.client.backlog import Backlog
 from eventfleet.client.batch import AsyncReads, afetch
 from eventfleet.client.common import (
     AnyEvent,
@@ -39,12 +40,7 @@ from eventfleet.client.common import (
     result_of,
     unavailable,
 )
-from eventfleet.client.errors import (
-    ConfigurationError,
-    InvalidEvent,
-    NotInitialised,
-    WaitTimeout,
-)
+from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, WaitTimeout
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from eventfleet.ledger.codec import decode_outcome, describe_validation_error
 from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
@@ -84,6 +80,7 @@ class Client:
         self._redis: Any = None
         self._counts: ShardCounts | None = None
         self._stamper: Stamper | None = None
+        self._backlog = Backlog(None)  # an identity's own inboxes are bounded (in _ready)
         self._lock = asyncio.Lock()
         self._sending = asyncio.Lock()  # own seqs sent in order: a later one first drops it
         self._reads: AsyncReads | None = None  # the read model's reads, batched across tasks
@@ -141,6 +138,7 @@ class Client:
             if self._counts is None:
                 self._counts = await self._guarded(self._read_counts)
                 self._stamper = Stamper(self.keys, self._counts, identity=self._identity())
+                self._backlog = Backlog(self._stamper.identity, self.keys)
         assert self._counts is not None and self._stamper is not None
         return self._redis, self._counts, self._stamper
 
@@ -193,6 +191,7 @@ class Client:
     # ---- writes --------------------------------------------------------------------------
     async def _send(self, r: Any, stamped: Sequence[tuple[str, str]]) -> None:
         pushes = grouped(stamped)
+        await self._guarded(lambda: self._backlog.before(r, pushes), RETRY_FOR_S)
 
         async def push() -> list[Any]:
             pipe = r.pipeline(transaction=False)
@@ -205,6 +204,7 @@ class Client:
             check_pushed(pushes, replies)
         except FatalRedisError as exc:  # the namespace is there, one of its inboxes is not
             raise ConfigurationError(str(exc)) from None
+        self._backlog.after(pushes, replies)
 
     async def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
         if key is not None:

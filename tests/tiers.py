@@ -101,6 +101,7 @@ FILES = {
     "test_bench.py": "fleet",
     "test_api_live.py": "fleet",
     "test_api_chaos.py": "fleet",
+    "test_api_backlog.py": "fleet",
     "test_bounded_dedup.py": "fleet",
     "test_chaos.py": "fleet",
     "test_cluster_failover.py": "fleet",

@@ -2,10 +2,13 @@
 the ledger's own bounds) and the answers; the compact receipt string.
 
 A receipt names one published event: ``<shard>~<seq>~<source>`` (``~`` is in no shard name,
-sequence number or source name, and needs no escaping in a URL).
+sequence number or source name, and needs no escaping in a URL; a producer identity's source
+is ``<identity>/<source>``).
 
 >>> parse_receipt(receipt_text(Receipt("u3", "p:ab12", 7)))
 Receipt(shard='u3', source='p:ab12', seq=7)
+>>> parse_receipt("u3~7~shop/p:ab12").source
+'shop/p:ab12'
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from eventfleet.client.results import Item, OrderResult, Receipt
 from eventfleet.ledger.events import MAX_INT, Key
 
-RECEIPT_PATTERN = r"^[ui][0-9]{1,6}~[1-9][0-9]{0,17}~[A-Za-z0-9_.:-]{1,100}$"
+RECEIPT_PATTERN = (
+    r"^[ui][0-9]{1,6}~[1-9][0-9]{0,17}~(?:[a-z0-9][a-z0-9_-]{0,31}/)?[A-Za-z0-9_.:-]{1,100}$"
+)
+"""A producer identity's writes name their source within it: ``<identity>/<source>``."""
 _RECEIPT = re.compile(RECEIPT_PATTERN)
 
 
