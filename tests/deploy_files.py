@@ -89,6 +89,17 @@ def contract_exporter_metrics() -> dict[str, str]:
     return metrics
 
 
+def contract_api_metrics() -> dict[str, str]:
+    """Metric name -> kind, from the CONTRACTS.md table of `eventfleet api`'s metrics."""
+    metrics = {}
+    for row in contract_table("API metrics"):
+        name = re.fullmatch(r"`(eventfleet_[a-z0-9_]+)`", row[0])
+        if name:
+            metrics[name.group(1)] = row[1]
+    assert "eventfleet_api_requests_total" in metrics, "could not read the API's metrics table"
+    return metrics
+
+
 def contract_settings() -> set[str]:
     names: set[str] = set()
     for row in contract_table("Settings"):

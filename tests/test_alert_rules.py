@@ -14,6 +14,7 @@ import pytest
 from tests.deploy_files import (
     DEPLOY,
     ROOT,
+    contract_api_metrics,
     contract_exporter_metrics,
     contract_metrics,
     load_yaml,
@@ -97,7 +98,7 @@ def test_every_alert_says_what_it_is_and_links_its_runbook() -> None:
 
 
 def test_alerts_use_only_series_we_expose_and_need_no_shard_count() -> None:
-    metrics = contract_metrics() | contract_exporter_metrics()
+    metrics = contract_metrics() | contract_exporter_metrics() | contract_api_metrics()
     expressions = {rule["alert"]: rule["expr"] for rule in alerts()}
     for name, expr in expressions.items():
         used = promql_metric_names(expr)

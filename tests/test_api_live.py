@@ -172,7 +172,10 @@ def test_sigterm_lets_requests_in_flight_finish(live: Live, tmp_path: Path) -> N
     t = threading.Thread(target=poll)
     t.start()
     wait_for(
-        lambda: "eventfleet_api_requests_in_flight 1.0" in call(api.url, "GET", "/metrics")[2],
+        lambda: (
+            'eventfleet_api_requests_in_flight{eventfleet_namespace="eventfleet"} 1.0'
+            in call(api.url, "GET", "/metrics")[2]
+        ),
         timeout=10,
         what="the long-poll in flight",
     )

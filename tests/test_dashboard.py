@@ -16,6 +16,7 @@ from tests.deploy_files import (
     DASHBOARD_VARIABLES,
     DEPLOY,
     compose,
+    contract_api_metrics,
     contract_exporter_metrics,
     contract_metrics,
     dashboard,
@@ -37,10 +38,11 @@ def test_promql_name_extraction() -> None:
 
 WORKER_SELECTOR = '{eventfleet_namespace="$namespace", job=~"$job", instance=~"$instance"}'
 EXPORTER_SELECTOR = '{eventfleet_namespace="$namespace"}'
+API_SELECTOR = r'\{eventfleet_namespace="\$namespace"(, (class|code)=~?"[0-9x|]+")?\}'
 
 
 def test_dashboard_uses_only_contract_metrics() -> None:
-    metrics = contract_metrics() | contract_exporter_metrics()
+    metrics = contract_metrics() | contract_exporter_metrics() | contract_api_metrics()
     for expr in dashboard_exprs():
         names = promql_metric_names(expr)
         assert names, f"no metric in {expr!r}"
@@ -77,6 +79,20 @@ def test_dashboard_covers_the_fleet() -> None:
     assert autoscaling in exprs, "the autoscaling signal should be on show"
 
 
+def test_dashboard_has_an_http_api_row() -> None:
+    exprs = dashboard_exprs()
+
+    def has(pattern: str) -> bool:
+        return any(re.search(pattern, e) for e in exprs)
+
+    assert has(r"by \(route, class\) \(rate\(eventfleet_api_requests_total\{"), "rate by route"
+    for q in ("0.5", "0.99"):
+        assert has(rf"histogram_quantile\({q}, .*eventfleet_api_request_duration_seconds_bucket")
+    assert has(r'eventfleet_api_requests_total\{[^}]*class=~"4xx\|5xx"'), "4xx/5xx"
+    assert has(r'eventfleet_api_requests_total\{[^}]*class="5xx"'), "the 5xx ratio"
+    assert has(r'eventfleet_api_requests_total\{[^}]*code="429"'), "429s"
+
+
 def test_every_alert_has_its_series_on_the_dashboard() -> None:
     """What an alert fires on can be looked at: each metric of each shipped rule is in some
     panel (Redis memory and the exporter's passes had alerts and no panel)."""
@@ -92,8 +108,14 @@ def test_every_series_is_selected_by_the_dashboard_variables() -> None:
     """Worker series by namespace, job and instance; the exporter's by namespace: two fleets
     in one Prometheus are never summed together."""
     exporter = set(contract_exporter_metrics())
+    api = {contract_base_name(n, contract_api_metrics()) for n in contract_api_metrics()}
     for expr in dashboard_exprs():
         for name, selector in re.findall(r"\b(eventfleet_[a-z_]+)(\{[^}]*\})?", expr):
+            if contract_base_name(name, contract_api_metrics()) in api:
+                # the API processes by namespace (not the workers' job and instance), and
+                # optionally a status class or code
+                assert re.fullmatch(API_SELECTOR, selector), f"{name} in {expr!r}"
+                continue
             expected = EXPORTER_SELECTOR if name in exporter else WORKER_SELECTOR
             assert selector == expected, f"{name} in {expr!r} is not selected by {expected}"
 

@@ -27,12 +27,25 @@ def monitoring_files() -> list[Path]:
     return sorted(p for p in MONITORING.glob("*.yaml") if p.name != "kustomization.yaml")
 
 
+API_MONITOR = "eventfleet-api"
+
+
+def all_monitoring_docs() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in monitoring_files()
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    ]
+
+
 def monitoring_docs() -> dict[str, dict[str, Any]]:
-    docs = {}
-    for path in monitoring_files():
-        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-            docs[doc["kind"]] = doc
-    return docs
+    """Each kind's one document, the API's PodMonitor aside (``api_monitor``)."""
+    return {d["kind"]: d for d in all_monitoring_docs() if d["metadata"]["name"] != API_MONITOR}
+
+
+def api_monitor() -> dict[str, Any]:
+    (monitor,) = [d for d in all_monitoring_docs() if d["metadata"]["name"] == API_MONITOR]
+    return monitor
 
 
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -46,7 +59,7 @@ def test_it_is_a_component_listing_every_file() -> None:
     assert sorted(component["resources"]) == [p.name for p in monitoring_files()]
     base = load_yaml(K8S / "kustomization.yaml")
     assert "monitoring" not in str(base.get("components", [])), "opt-in: the base leaves it out"
-    for doc in monitoring_docs().values():
+    for doc in all_monitoring_docs():
         assert doc["metadata"]["namespace"] == base["namespace"]
 
 
@@ -63,7 +76,7 @@ def test_kubernetes_validate_passes_and_skips_only_the_operator_resources() -> N
     assert result.returncode == 0, output
     assert "ERROR" not in output, output
     warned = sorted(re.findall(r"^WARN .*?kind (\w+) ", output, re.M))
-    assert warned == ["PodMonitor", "PrometheusRule", "ServiceMonitor"], output
+    assert warned == ["PodMonitor", "PodMonitor", "PrometheusRule", "ServiceMonitor"], output
     assert output.count("passed for resource") == 1, output  # the dashboard ConfigMap
 
 
@@ -87,6 +100,23 @@ def test_the_podmonitor_scrapes_every_worker_pod() -> None:
     assert not selects(monitor["spec"]["selector"]["matchLabels"], redis_pods["labels"])
     exporter = k8s_resource("Deployment", "eventfleet-exporter")["spec"]["template"]
     assert not selects(monitor["spec"]["selector"]["matchLabels"], exporter["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    endpoint_check(endpoint)
+    (container,) = template["spec"]["containers"]
+    assert endpoint["port"] in {p["name"] for p in container["ports"]}
+    assert monitor["spec"]["jobLabel"] in template["metadata"]["labels"]
+
+
+def test_a_podmonitor_scrapes_every_api_pod() -> None:
+    monitor = api_monitor()
+    assert monitor["kind"] == "PodMonitor" and monitor["apiVersion"] == OPERATOR_API
+    assert set(monitor["spec"]) == {"jobLabel", "selector", "podMetricsEndpoints"}
+    template = k8s_resource("Deployment", "eventfleet-api")["spec"]["template"]
+    assert selects(monitor["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
+    worker = k8s_resource("StatefulSet", "eventfleet-worker")["spec"]["template"]
+    assert not selects(monitor["spec"]["selector"]["matchLabels"], worker["metadata"]["labels"])
+    worker_monitor = monitoring_docs()["PodMonitor"]["spec"]["selector"]["matchLabels"]
+    assert not selects(worker_monitor, template["metadata"]["labels"])
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     endpoint_check(endpoint)
     (container,) = template["spec"]["containers"]

@@ -1,5 +1,5 @@
-"""The shipped dashboard and alerts against a REAL Prometheus server scraping two workers and
-the exporter under load, with a worker killed and a malformed entry injected: the
+"""The shipped dashboard and alerts against a REAL Prometheus server scraping two workers,
+the exporter and an HTTP API (``eventfleet api``, answering a few 200s and 401s) under load, with a worker killed and a malformed entry injected: the
 dashboard's variable queries list the namespace, job and instances, every dashboard query
 (variables filled in) returns data, every alert expression evaluates, the
 fleet-absent alert fires once the workers are stopped, and the exporter alone shows the
@@ -20,11 +20,13 @@ import redis
 
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.ledger.events import Topup
+from eventfleet.local.api import LocalApi
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import LocalRedis
 from eventfleet.producer.client import Producer
 from eventfleet.producer.workload import mixed
 from eventfleet.store.keys import EVENT_FIELD, Keys
+from tests.api_helpers import bearer, call
 from tests.deploy_files import (
     DASHBOARD_VARIABLES,
     dashboard,
@@ -94,19 +96,31 @@ def test_dashboard_and_alerts_against_a_real_prometheus(
     wait_ready(b)
     with (
         running_exporter(env, tmp_path / "exporter", interval_s=0.5) as ex,
+        LocalApi(redis_server.url, namespace, tmp_path / "api.log") as api,
         running_prometheus(
             tmp_path / "prometheus",
-            {"eventfleet-worker": [a.port, b.port], "eventfleet-exporter": [ex.port]},
+            {
+                "eventfleet-worker": [a.port, b.port],
+                "eventfleet-exporter": [ex.port],
+                "eventfleet-api": [api.port],
+            },
             rules_without_for(),
         ) as prom,
     ):
+        # the API row's series: 200s (any password logs in as the session Redis' default
+        # user) and 401s (no token)
+        assert call(api.url, "GET", "/v1/users/1/balance", None, bearer("default", "x"))[0] == 200
+        assert call(api.url, "GET", "/v1/users/1/balance")[0] == 401
         load = PacedProducer(r, keys, counts, mixed(50_000, seed=3), rate=500)
         load.start()
         try:
             wait_for(
-                lambda: prom.targets_up() == {"eventfleet-worker": 2, "eventfleet-exporter": 1},
+                lambda: (
+                    prom.targets_up()
+                    == {"eventfleet-worker": 2, "eventfleet-exporter": 1, "eventfleet-api": 1}
+                ),
                 DEADLINE_S,
-                "Prometheus to scrape both workers and the exporter",
+                "Prometheus to scrape both workers, the exporter and the API",
             )
             # A malformed entry (a dead letter), then one worker killed under load.
             r.xadd(keys.events("i1"), {EVENT_FIELD: b"{oops"})

@@ -38,9 +38,10 @@ class ApiState:
     auth: Authenticator = field(init=False)
     redis: Any = field(init=False)
     idempotency: Store = field(init=False)
-    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    metrics: ApiMetrics = field(init=False)
 
     def __post_init__(self) -> None:
+        self.metrics = ApiMetrics(self.settings.namespace)
         self.auth = Authenticator(
             self.settings,
             cache_ttl=self.config.token_cache_s,
