@@ -1,4 +1,4 @@
-"""docs/OBSERVABILITY.md: a row per contract metric (workers' and exporter's), a row per
+"""docs/OBSERVABILITY.md: a row per contract metric (workers', exporter's and API's), a row per
 shipped alert, and PromQL examples that promtool accepts and that use only series we expose."""
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ import yaml
 
 from eventfleet.exporter.gauges import NAMESPACE_LABEL as EXPORTER_NAMESPACE_LABEL
 from eventfleet.worker.metrics import NAMESPACE_LABEL
-from tests.deploy_files import contract_exporter_metrics, contract_metrics, promtool_check
+from tests.deploy_files import (
+    contract_api_metrics,
+    contract_exporter_metrics,
+    contract_metrics,
+    promtool_check,
+)
 from tests.promql import (
     DOC,
     KIND_SUFFIXES,
@@ -30,7 +35,7 @@ RENAMED = {
 def test_the_observability_doc_covers_every_metric_and_its_promql_is_valid(
     tmp_path: Path,
 ) -> None:
-    metrics = contract_metrics() | contract_exporter_metrics()
+    metrics = contract_metrics() | contract_exporter_metrics() | contract_api_metrics()
     text = DOC.read_text(encoding="utf-8")
     named = set(re.findall(r"`(eventfleet_[a-z][a-z_]*)`", text))
     assert named - {NAMESPACE_LABEL} - set(RENAMED) == set(metrics)
