@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import pytest
 import redis
 
+from eventfleet.cli import context
 from eventfleet.ledger.state import ShardState
 from eventfleet.local.redisserver import free_port
 from eventfleet.store.keys import Keys
@@ -52,8 +55,9 @@ def test_global_redis_and_namespace_reach_every_command(
 
 
 def test_exit_codes_tell_differences_from_outages_and_bad_input(
-    r: redis.Redis, env: dict[str, str], namespace: str
+    r: redis.Redis, env: dict[str, str], namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(context, "CONNECT_WAIT_S", 0.3)  # an outage, told sooner
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
     assert cli("verify", env=env).returncode == 0
     top = one_json(cli("produce", "topup", "--user", "5", "--amount", "10", "--json",
@@ -122,17 +126,27 @@ def test_json_outputs_of_produce_dlq_and_wait_idle(
 
 @pytest.mark.redis  # processes, four of them waiting out a retry deadline
 def test_log_level_verbose_and_unknown_variables(env: dict[str, str]) -> None:
-    """Processes of their own: the log set-up is per process."""
+    """Processes of their own: the log set-up is per process. Each waits out the retry window
+    of an unreachable Redis, so they run side by side."""
     down = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    quiet = cli_process("status", env=down, check=False)
+    runs = {
+        "quiet": (("status",), down),
+        "loud": (("status",), {**down, "EVENTFLEET_LOG_LEVEL": "warning"}),
+        "verbose": (("-v", "status"), down),
+        "typo": (("status",), {**down, "EVENTFLEET_LEASE_TTL": "1000"}),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = {
+            k: pool.submit(partial(cli_process, *args, env=e, check=False))
+            for k, (args, e) in runs.items()
+        }
+    quiet, loud, verbose = (done[k].result() for k in ("quiet", "loud", "verbose"))
     assert "redis_retry" not in quiet.stderr  # errors only, by default
-    loud = cli_process("status", env={**down, "EVENTFLEET_LOG_LEVEL": "warning"}, check=False)
     assert "redis_retry" in loud.stderr
-    verbose = cli_process("-v", "status", env=down, check=False)
     assert "redis_retry" in verbose.stderr
     typo = cli_process("--help", env={**env, "EVENTFLEET_LEASE_TTL": "1000"})
     assert "unknown" not in typo.stderr  # --help runs no command
-    typo = cli_process("status", env={**down, "EVENTFLEET_LEASE_TTL": "1000"}, check=False)
+    typo = done["typo"].result()
     assert (
         "warning: unknown setting EVENTFLEET_LEASE_TTL (did you mean EVENTFLEET_LEASE_TTL_MS?)"
         in typo.stderr

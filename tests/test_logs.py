@@ -22,7 +22,7 @@ def test_cli_commands_keep_retry_warnings_out_of_their_output(env: dict[str, str
 
 
 LOG_SNIPPET = (
-    "from store.logs import configure; import structlog; configure('info', 'auto'); "
+    "from eventfleet.store.logs import configure; import structlog; configure('info', 'auto'); "
     "structlog.get_logger('t').info('hello', shard='u1'); "
     "structlog.get_logger('t').debug('hidden')"
 )

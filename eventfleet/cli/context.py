@@ -31,6 +31,9 @@ from eventfleet.store.namespace import (
 from eventfleet.store.settings import Settings
 from eventfleet.store.shardreads import SnapshotUnusable
 
+CONNECT_WAIT_S = 3.0
+"""How long a command retries its first reply from Redis before it says Redis is unreachable."""
+
 EXIT_FAILED = 1
 """Failed: Redis unreachable, a refused command, a timeout."""
 EXIT_USAGE = 2
@@ -64,8 +67,8 @@ class Ctx:
     @property
     def redis(self) -> redis.Redis:
         if self._r is None:
-            self._r = connect(self.settings, timeout=10.0)
-            retry.call(self._r.ping, "connect", deadline=time.monotonic() + 3.0)
+            self._r = connect(self.settings, timeout=10.0, wait_s=CONNECT_WAIT_S)
+            retry.call(self._r.ping, "connect", deadline=time.monotonic() + CONNECT_WAIT_S)
         return self._r
 
     def counts(self) -> ShardCounts:
