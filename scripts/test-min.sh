@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # `make test-min`: the tests against the lowest version of every runtime dependency that
 # pyproject.toml allows (locks/minimum.txt), in a venv of its own (.venv-min). The test tools
-# themselves are the newest that fit. Extra arguments go to pytest (default: the fast and redis
-# tiers of tests/tiers.py, which exercise the client libraries in this process: the Redis
-# client on one server, TLS, the shipped ACLs and Cluster, the CLI, settings, metrics, logs, a
-# Worker's loop; the fleet tier runs the same libraries again in worker processes).
+# themselves are the newest that fit. Extra arguments go to pytest (default: the files of
+# LIBRARY_FILES in tests/tiers.py, their fast and redis tier tests: those that exercise the
+# client libraries' API in this process: the Redis client on one server, TLS, the shipped ACLs
+# and Cluster, the CLI, settings, metrics, logs; the fleet tier runs the same calls again in
+# worker processes, and static checks call none). `scripts/test-min.sh --install-only` makes
+# the venv and checks the floors, and runs no test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh >/dev/null  # redis-server on PATH
@@ -34,7 +36,11 @@ if wrong:
     sys.exit("not at the floor: " + ", ".join(wrong))
 print("runtime dependencies at their floors:", Path("locks/minimum.txt").read_text().count("=="))
 PYEOF
+if [ "${1:-}" = --install-only ]; then
+  exit 0  # .ci/run makes the venv while make test runs
+fi
 if [ $# -eq 0 ]; then
-  set -- -m "fast or redis"
+  files=$("$venv/bin/python" -c 'from tests.tiers import LIBRARY_FILES; print(*LIBRARY_FILES)')
+  set -- -m "fast or redis" $(printf 'tests/%s ' $files)
 fi
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -7,7 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from tests.tiers import COST_S, FILES, TIERS, TIMEOUT_S, shard_of
+from tests.tiers import COST_S, FILES, LIBRARY_FILES, TIERS, TIMEOUT_S, shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +17,13 @@ def test_every_test_file_is_in_a_tier_and_every_listed_file_exists() -> None:
     assert sorted(on_disk - set(FILES)) == [], "add these to FILES in tests/tiers.py"
     assert sorted(set(FILES) - on_disk) == [], "listed in tests/tiers.py, but gone"
     assert set(FILES.values()) <= set(TIERS) - {"chaos"}, "chaos is a per-test marker"
+
+
+def test_make_test_min_runs_library_files_of_the_fast_and_redis_tiers() -> None:
+    assert len(set(LIBRARY_FILES)) == len(LIBRARY_FILES)
+    wrong = [f for f in LIBRARY_FILES if FILES.get(f) not in ("fast", "redis")]
+    assert wrong == [], "LIBRARY_FILES: not a file of the fast or redis tier"
+    assert "LIBRARY_FILES" in (ROOT / "scripts" / "test-min.sh").read_text()
 
 
 def test_each_tier_is_a_declared_marker_with_a_timeout() -> None:
@@ -29,12 +36,18 @@ def test_each_tier_is_a_declared_marker_with_a_timeout() -> None:
 
 def test_make_test_runs_every_tier_but_chaos() -> None:
     makefile = (ROOT / "Makefile").read_text()
-    test_target = re.search(r"^test:(.*)$", makefile, re.M)
+    test_target = re.search(r"^test:(.*)\n((?:\t.*\n)*)", makefile, re.M)
     assert test_target is not None
+    prerequisites, recipe = test_target.group(1), test_target.group(2)
+    selected = re.findall(r'-m "([^"]*)"', recipe)
     for tier in TIERS[:-1]:
-        assert f"test-{tier}" in test_target.group(1), tier
+        runs = f"test-{tier}" in prerequisites + recipe or any(
+            tier in expr.split(" or ") for expr in selected
+        )
+        assert runs, f"make test runs no {tier} tests"
         assert re.search(rf"^test-{tier}:", makefile, re.M), tier
         assert f"-m {tier}" in makefile, tier
+    assert "chaos" not in recipe
 
 
 def test_shards_split_the_files_into_balanced_parts() -> None:

@@ -17,7 +17,8 @@ missing from ``FILES`` still runs, in the tier its fixtures give, and
 or redis tier that starts a worker process (``LocalFleet.start``) fails: the table is wrong.
 
 ``--shard I/N`` keeps the I-th of N disjoint parts of what ``-m`` selected, split by file and
-balanced by ``COST_S``: ``make test-fleet`` runs two side by side (scripts/test-shards.sh).
+balanced by ``COST_S``: ``make test`` runs the redis and fleet tiers as three side by side,
+``make test-fleet`` the fleet tier as two (scripts/test-shards.sh).
 """
 
 from __future__ import annotations
@@ -142,6 +143,46 @@ FILES = {
 }
 """Each test file's tier (a test may raise its own with a marker)."""
 
+LIBRARY_FILES = (
+    # redis-py and hiredis: connections, pipelines, scripts, streams, Cluster, ACL users, TLS,
+    # asyncio, the wire helper on redis-py's parser, errors from a server that is not Redis
+    "test_wire.py",
+    "test_write_behind.py",
+    "test_shardio.py",
+    "test_producer.py",
+    "test_client.py",
+    "test_client_batch.py",
+    "test_lag.py",
+    "test_inbox_bounds.py",
+    "test_lua_scripts.py",
+    "test_lua_liveness.py",
+    "test_lua_write_model.py",
+    "test_acl.py",
+    "test_acl_exporter.py",
+    "test_cluster.py",
+    "test_cluster_acl.py",
+    "test_tls.py",
+    "test_not_redis.py",
+    # pydantic and pydantic-settings: the events, the codec, hostile input, settings errors
+    "test_domain.py",
+    "test_codec_fast.py",
+    "test_bundle.py",
+    "test_hostile_entries.py",
+    # click, tenacity (the CLI's retries), settings from the environment
+    "test_cli.py",
+    "test_cli_global.py",
+    "test_cli_help.py",
+    # structlog, prometheus-client, rich
+    "test_logs.py",
+    "test_httpserver.py",
+    "test_metric_labels.py",
+    "test_liveview.py",
+)
+"""The fast and redis tier files that exercise the runtime dependencies' API in this process:
+``make test-min`` runs these at the dependency floors (locks/minimum.txt). Static checks of
+the shipped files, the pure ledger rules and tests that run processes to check our own logic
+are left out: they call no library API the files above do not."""
+
 
 def _later(a: str, b: str) -> str:
     return a if TIERS.index(a) >= TIERS.index(b) else b
@@ -174,13 +215,19 @@ COST_S = {
     "test_worker_faults.py": 45,
     "test_exporter.py": 35,
     "test_standby.py": 30,
-    "test_redrive_once.py": 30,
+    "test_redrive_once.py": 12,
     "test_verify.py": 25,
-    "test_idempotent_files.py": 25,
+    "test_idempotent_files.py": 15,
+    "test_archive.py": 45,
+    "test_restart_shipped.py": 60,
+    "test_reload_guard.py": 20,
+    "test_image_contents.py": 20,
+    "test_damage.py": 15,
     "test_producer_identity.py": 70,
     "test_producer_flood.py": 20,
 }
-"""Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine); 10 else."""
+"""Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine; ``make
+test`` shards the redis and fleet tiers together); 10 else."""
 
 
 def shard_of(files: list[str], n: int) -> dict[str, int]:
