@@ -47,7 +47,7 @@ from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
 from eventfleet.ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
 from eventfleet.producer.client import Stamper, check_key, check_pushed, grouped, source_of
 from eventfleet.producer.outcomes import LOOKBACK_MS
-from eventfleet.store import ids
+from eventfleet.store import ids, wire
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import NamespaceError, NamespaceMissing, counts_of
@@ -83,6 +83,7 @@ class Client:
         self._backlog = Backlog(None)  # an identity's own inboxes are bounded (in _ready)
         self._lock = asyncio.Lock()
         self._sending = asyncio.Lock()  # own seqs sent in order: a later one first drops it
+        self._inflight: asyncio.Task[None] | None = None  # the last send started (_in_order)
         self._reads: AsyncReads | None = None  # the read model's reads, batched across tasks
 
     @classmethod
@@ -194,6 +195,9 @@ class Client:
         await self._guarded(lambda: self._backlog.before(r, pushes), RETRY_FOR_S)
 
         async def push() -> list[Any]:
+            if not isinstance(r, AsyncRedisCluster):  # one packed write, no per-command work
+                commands = [("RPUSHX", key, *texts) for key, texts in pushes]
+                return wire.raise_first_error(await wire.apipeline(r.connection_pool, commands))
             pipe = r.pipeline(transaction=False)
             for key, texts in pushes:
                 pipe.rpushx(key, *texts)
@@ -219,8 +223,29 @@ class Client:
             stamped = stamper.stamp(event, key=key)
             shard = destination(event, counts)
             receipt = Receipt(shard, stamper.source, stamper.seq[shard])
-            await self._send(r, [stamped])
+            sent = await self._in_order(r, [stamped])
+        await sent
         return receipt
+
+    async def _in_order(
+        self, r: Any, stamped: Sequence[tuple[str, str]], prev: asyncio.Task[None] | None = None
+    ) -> asyncio.Task[None]:
+        """Start sending ``stamped`` once the send before it (of any caller) is over: sends
+        leave in the order they were stamped, so no seq lands ahead of a lower one. Called
+        under ``_sending``; the caller awaits the task for its outcome, and the next send
+        starts while this one's round trip is out (a bulk publish stamps its next chunk
+        meanwhile). ``prev``: this caller's own previous send; if it failed, nothing more
+        is sent (a later chunk landing would let the shards drop the failed one's seqs as
+        repeats when it is sent again)."""
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])
+        if prev is not None:
+            prev.result()  # done by now; its error stops the rest
+        task = asyncio.get_running_loop().create_task(self._send(r, stamped))
+        task.add_done_callback(_observed)
+        self._inflight = task
+        await asyncio.sleep(0)  # let it send before the caller goes on stamping
+        return task
 
     async def publish(self, event: AnyEvent | dict[str, Any], *, key: str | None = None) -> Receipt:
         """As ``eventfleet.Client.publish``: one event, a model or a dict with its ``type``.
@@ -376,6 +401,8 @@ class Client:
                     raise InvalidEvent(f"{len(numbers)} seqs for {len(models)} events")
         size = chunk_for(rate)
         began = time.monotonic()
+        pending: asyncio.Task[None] | None = None  # the previous chunk's send, still out
+        sizes: list[int] = []  # chunks sent and not yet confirmed, for ``progress``
         for start in range(0, len(models), size):
             if rate:
                 await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
@@ -388,10 +415,20 @@ class Client:
                         nums = numbers[start : start + size]
                         stamped = [stamper.stamp(e, n) for e, n in zip(chunk, nums, strict=True)]
                 except ValueError as exc:  # numbers that do not grow per shard
+                    if pending is not None:
+                        await pending
                     raise InvalidEvent(str(exc)) from None
-                await self._send(r, stamped)
+                sending = await self._in_order(r, stamped, pending)
+            if pending is not None:
+                await pending
+                if progress is not None:
+                    progress(sizes.pop(0))
+            pending = sending
+            sizes.append(len(chunk))
+        if pending is not None:
+            await pending
             if progress is not None:
-                progress(len(chunk))
+                progress(sizes.pop(0))
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
         return Published(len(models), stamper.source, last)
 
@@ -495,6 +532,13 @@ class Client:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _observed(task: asyncio.Task[None]) -> None:
+    """A send's error is its caller's; a caller cancelled meanwhile leaves it unread, which
+    asyncio would report as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 __all__ = ["Client"]

@@ -290,3 +290,24 @@ def test_concurrent_publishes_of_one_client_are_all_applied(
     settle(r, namespace, fleet)
     assert balance(r, namespace, fleet, 21) == 240
     assert balance(r, namespace, fleet, 22) == 240
+
+
+def test_asyncio_bulk_and_single_publishes_interleave_without_loss(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str, fleet: ShardCounts
+) -> None:
+    """The asyncio client starts a send while the one before it is still out (a bulk publish
+    stamps its next chunk meanwhile), yet sends leave in stamp order: single top-ups racing
+    two bulk publishes of small chunks on one client lose none to the seq check."""
+    rows = [{"type": "topup", "user_id": 23, "amount": 1} for _ in range(300)]
+
+    async def main() -> None:
+        async with aio.Client.from_url(redis_server.url, namespace=namespace) as ac:
+            await asyncio.gather(
+                ac.publish_many(rows, rate=3000.0),  # chunks of 150: two sends
+                ac.publish_many(rows[:100]),
+                *(ac.topup(user=23, amount=1) for _ in range(100)),
+            )
+
+    asyncio.run(main())
+    settle(r, namespace, fleet)
+    assert balance(r, namespace, fleet, 23) == 500

@@ -139,3 +139,25 @@ def borrowed(pool: Any) -> Iterator[Any]:
         raise
     finally:
         pool.release(conn)
+
+
+async def apipeline(pool: Any, commands: Sequence[Command]) -> list[Any]:
+    """For redis-py's asyncio clients: ``commands`` packed as one write on a connection of
+    ``pool`` and their replies read back in order, reply errors as values (as ``send`` and
+    ``read``). A connection on which anything failed, or that was cancelled midway, is dropped
+    before it goes back to the pool."""
+    conn = await (pool.get_connection("PIPELINE") if _NEEDS_COMMAND_NAME else pool.get_connection())
+    try:
+        await conn.send_packed_command(pack(conn, commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except rx.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+    return replies
