@@ -29,8 +29,9 @@ from redis import asyncio as aredis
 from redis import exceptions as rx
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
+from eventfleet.client.aioreads import ReadMethods
 from eventfleet.client.backlog import Backlog
-from eventfleet.client.batch import AsyncReads, afetch
+from eventfleet.client.batch import AsyncReads
 from eventfleet.client.common import (
     AnyEvent,
     Numbering,
@@ -41,10 +42,10 @@ from eventfleet.client.common import (
     unavailable,
 )
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, WaitTimeout
-from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
+from eventfleet.client.results import OrderResult, Published, Receipt
 from eventfleet.ledger.codec import decode_outcome, describe_validation_error
 from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
-from eventfleet.ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
+from eventfleet.ledger.shards import ShardCounts, destination, user_shard
 from eventfleet.producer.client import Stamper, check_key, check_pushed, grouped, source_of
 from eventfleet.producer.outcomes import LOOKBACK_MS
 from eventfleet.store import ids, wire
@@ -61,7 +62,7 @@ RETRY_FOR_S = 60.0
 _BLOCK_MS = 500
 
 
-class Client:
+class Client(ReadMethods):
     """A connection to one namespace of the ledger for asyncio code (one per event loop).
 
     ``from_url`` does no I/O; the first call connects, asks whether the URL names a Redis
@@ -431,92 +432,6 @@ class Client:
                 progress(sizes.pop(0))
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
         return Published(len(models), stamper.source, last)
-
-    # ---- reads ---------------------------------------------------------------------------
-    async def _read(
-        self, shard: str, field: str, after: Receipt | OrderResult | None, timeout: float
-    ) -> bytes | None:
-        r, _counts, _stamper = await self._ready()
-        if self._reads is None:
-            self._reads = AsyncReads(lambda batch: afetch(r, batch))
-        reads = self._reads
-        model = self.keys.model(shard)
-
-        async def get(key: str, fields: list[str]) -> list[Any]:
-            return await self._guarded(lambda: reads.get(key, fields))
-
-        if not isinstance(after, Receipt):
-            (found,) = await get(model, [field])
-            return None if found is None else bytes(found)
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        mark = f"w:{after.source}"
-        where = self.keys.model(after.shard)
-        while True:
-            if after.shard == shard:
-                seq, value = await get(model, [mark, field])
-            else:
-                (seq,), value = await get(where, [mark]), None
-            if seq is not None and int(seq) >= after.seq:
-                if after.shard != shard:
-                    (value,) = await get(model, [field])
-                return None if value is None else bytes(value)
-            if time.monotonic() + pause > deadline:
-                raise WaitTimeout(
-                    f"shard {after.shard} has not applied {after.ref} within {timeout:g} s"
-                )
-            await asyncio.sleep(pause)
-            pause = min(0.05, pause * 2)
-
-    async def balance(
-        self, user: int, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
-    ) -> int:
-        """As ``eventfleet.Client.balance``.
-
-        Example::
-
-            await client.balance(7, after=await client.topup(user=7, amount=5))
-        """
-        _r, counts, _s = await self._ready()
-        value = await self._read(user_shard(user, counts), f"b:{user}", after, timeout)
-        return 0 if value is None else int(value)
-
-    async def item(
-        self, item: str, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
-    ) -> Item | None:
-        """As ``eventfleet.Client.item``.
-
-        Example::
-
-            await client.item("sku-1")
-        """
-        _r, counts, _s = await self._ready()
-        value = await self._read(item_shard(item, counts), f"i:{item}", after, timeout)
-        if value is None:
-            return None
-        remain, price = value.split()
-        return Item(item, int(remain), int(price))
-
-    async def order_status(
-        self,
-        order_id: str,
-        *,
-        user: int,
-        after: Receipt | OrderResult | None = None,
-        timeout: float = 5.0,
-    ) -> Decided | None:
-        """As ``eventfleet.Client.order_status``.
-
-        Example::
-
-            await client.order_status("o-1", user=7)
-        """
-        _r, counts, _s = await self._ready()
-        key = order_key(user, order_id, counts.orders_per_user)
-        value = await self._read(user_shard(user, counts), f"o:{key}", after, timeout)
-        if value is None:
-            return None
-        return "confirmed" if value == b"confirmed" else "rejected"
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def aclose(self) -> None:
