@@ -138,6 +138,7 @@ FILES = {
     "test_producer_acl.py": "fleet",
     "test_producer_identity.py": "fleet",
     "test_producer_flood.py": "fleet",
+    "test_exporter_producers.py": "fleet",
     "test_verify.py": "fleet",
     "test_wheel_install.py": "fleet",
 }

@@ -15,10 +15,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from eventfleet.exporter.read import Reading, ShardReading
+from eventfleet.store.producers import LEGACY
 
 NAMESPACE_LABEL = "eventfleet_namespace"
 """As the workers' (``eventfleet.worker.metrics.NAMESPACE_LABEL``): not ``namespace``, Kubernetes'
 own."""
+PRODUCER_LABEL = "producer"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ NAMESPACE_GAUGES = (
         lambda r: r.maxmemory,
     ),
     NamespaceGauge(
+        "eventfleet_producers",
+        "Producer identities registered in the namespace (at most 50 have series of their own)",
+        lambda r: r.producers_registered,
+    ),
+    NamespaceGauge(
         "eventfleet_exporter_unreadable_shards",
         "Shards whose keys could not be read or parsed in the last pass",
         lambda r: len(r.unreadable),
@@ -149,6 +156,37 @@ def families(namespace: str, reading: Reading | None, stats: PassStats) -> Itera
         for reason, n in sorted(s.dead_letters_by_reason.items()):
             by_reason.add_metric([namespace, s.shard, reason], n)
     yield by_reason
+    yield from _producer_families(namespace, reading)
+
+
+def _producer_families(namespace: str, reading: Reading) -> Iterator[Metric]:
+    """Per producer identity (``eventfleet.exporter.producers``): ``legacy`` has a backlog
+    only (its inboxes have no bound and drop nothing)."""
+    labels = [NAMESPACE_LABEL, PRODUCER_LABEL]
+    backlog = GaugeMetricFamily(
+        "eventfleet_producer_backlog",
+        "Events waiting in the producer's own inboxes, summed over the shards (legacy: the "
+        "shared inboxes)",
+        labels=labels,
+    )
+    fill = GaugeMetricFamily(
+        "eventfleet_producer_backlog_fill_ratio",
+        "The producer's fullest shard inbox against its bound in events (1: writes refused)",
+        labels=labels,
+    )
+    dropped = GaugeMetricFamily(
+        "eventfleet_producer_dropped",
+        "Elements the moves dropped from the producer's inboxes: past its bound, or not one event",
+        labels=labels,
+    )
+    for p in reading.producers:
+        backlog.add_metric([namespace, p.name], p.waiting)
+        if p.name != LEGACY:
+            fill.add_metric([namespace, p.name], p.fill)
+            dropped.add_metric([namespace, p.name], p.dropped)
+    yield backlog
+    yield fill
+    yield dropped
 
 
 def _gauge(name: str, help: str, value: float, labels: dict[str, str]) -> GaugeMetricFamily:

@@ -1,10 +1,12 @@
 """One pass over a namespace in Redis: every shard's backlog, owner and dead letters.
 
 A pass costs a fixed number of pipelined round trips, whatever the shard count: one for
-the meta hash, the clock and the live workers, then per chunk of ``CHUNK`` shards one
-pipeline of six cheap commands per shard (XINFO GROUPS, XPENDING summary, GET lease, GET
-epoch, an XRANGE of the dead-letter stream after the last one counted, empty unless new ones
-came, and LLEN of the shard's inbox), and one more only for the shards that need it (the
+the meta hash and the registered producer identities, one for the clock and the live
+workers, then per chunk of ``CHUNK`` shards one pipeline of cheap commands per shard (XINFO
+GROUPS, XPENDING summary, GET lease, GET epoch, an XRANGE of the dead-letter stream after the
+last one counted, empty unless new ones came, LLEN of the shard's shared inbox, EXISTS of its
+quarantine key, and per producer identity one LLEN of its own inbox plus one HGETALL of the
+shard's dropped counts: ``producers.py``), and one more only for the shards that need it (the
 oldest undelivered entry of a shard with nothing pending, and LINDEX 1 of an inbox with
 events waiting: the oldest of them, whose age the reader times from the first pass that saw
 it there, since inbox events carry no time; ``eventfleet.store.lag``). Dead letters are counted
@@ -24,10 +26,11 @@ from typing import Any
 
 import redis
 
+from eventfleet.exporter.producers import ProducerReading, ProducerTally, split
 from eventfleet.ledger.rules import DEAD_LETTER_REASONS
 from eventfleet.store import ids, lag
 from eventfleet.store.keys import GROUP, Keys
-from eventfleet.store.namespace import read_counts
+from eventfleet.store.namespace import counts_of
 
 CHUNK = 256
 """Shards per pipeline: bounds one round trip's reply size and Redis's time on it."""
@@ -61,7 +64,8 @@ class ShardReading:
     and every one added since."""
     dead_letters_by_reason: dict[str, int]
     inbox: int = 0
-    """Events waiting in the shard's inbox (part of ``lag``)."""
+    """Events waiting in the shard's inboxes, the shared one and every identity's (part of
+    ``lag``)."""
     quarantined: bool = False
     """A snapshot of the shard that did not decode is kept in ``NS:{f}:quarantine`` (a
     takeover put it there: ``worker/takeover.py``); an operator removes it once handled."""
@@ -78,6 +82,10 @@ class Reading:
     """Redis' ``used_memory`` (bytes); on a cluster, that of the fullest master."""
     maxmemory: int = 0
     """Redis' ``maxmemory`` (bytes; 0: no limit) of the same node."""
+    producers: list[ProducerReading] = field(default_factory=list)
+    """``legacy`` (the shared inboxes), then the registered identities exported
+    (``producers.MAX_SERIES`` at most, the fullest first)."""
+    producers_registered: int = 0
 
 
 @dataclass
@@ -109,7 +117,12 @@ class _Raw:
     epoch: int
     new_dead_letters: list[Any]
     inbox: int = 0
-    """Events waiting in the shard's inbox (element 0, its head, not counted)."""
+    """Events waiting in the shard's shared inbox (element 0, its head, not counted)."""
+    own: int = 0
+    """Events waiting in the identities' own inboxes of the shard."""
+    front: str | None = None
+    """The inbox whose oldest event is timed: the shared one, else the first identity's
+    with events (a lower bound of the shard's oldest inbox event)."""
     quarantined: bool = False
 
 
@@ -126,7 +139,12 @@ class NamespaceReader:
 
     def read(self) -> Reading:
         """One pass. Raises on Redis errors and on a namespace that is missing or damaged."""
-        counts = read_counts(self._r, self._keys)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._keys.meta)
+        pipe.hgetall(self._keys.producers)
+        meta, registry = pipe.execute()
+        counts = counts_of(meta, self._keys)
+        tally = ProducerTally.of(registry, meta)
         now_s, now_us = self._r.time()
         now_ms = now_s * 1000 + now_us // 1000
         live: Any = self._r.zcount(self._keys.workers, f"({now_ms}", "+inf")
@@ -135,7 +153,7 @@ class NamespaceReader:
         unreadable: list[str] = []
         for start in range(0, len(shards), CHUNK):
             chunk = shards[start : start + CHUNK]
-            for shard, raw in zip(chunk, self._first(chunk), strict=True):
+            for shard, raw in zip(chunk, self._first(chunk, tally), strict=True):
                 if raw is None:
                     unreadable.append(shard)
                 else:
@@ -148,27 +166,37 @@ class NamespaceReader:
             oldest_id = raw.oldest_pending or first_undelivered
             log_ms = None if oldest_id is None else ids.millis(oldest_id)
             age = lag.age_s(now_ms, log_ms, waiting.get(raw.shard))
-            tally = self._tally(raw.shard)
-            tally.add(raw.new_dead_letters)
+            dead = self._tally(raw.shard)
+            dead.add(raw.new_dead_letters)
             readings.append(
                 ShardReading(
                     shard=raw.shard,
-                    lag=lag.unapplied(raw.inbox, undelivered, raw.pending),
+                    lag=lag.unapplied(raw.inbox + raw.own, undelivered, raw.pending),
                     lag_seconds=age,
                     pending=raw.pending,
                     owned=raw.owned,
                     epoch=raw.epoch,
-                    dead_letters=tally.count,
-                    dead_letters_by_reason=dict(tally.by_reason),
-                    inbox=raw.inbox,
+                    dead_letters=dead.count,
+                    dead_letters_by_reason=dict(dead.by_reason),
+                    inbox=raw.inbox + raw.own,
                     quarantined=raw.quarantined,
                 )
             )
         used, limit = redis_memory(self._r)
-        return Reading(readings, unreadable, len(shards), int(live), used, limit)
+        legacy = sum(raw.inbox for raw in raws)
+        return Reading(
+            readings,
+            unreadable,
+            len(shards),
+            int(live),
+            used,
+            limit,
+            tally.readings(legacy),
+            len(tally.names),
+        )
 
     # ---- round trips ---------------------------------------------------------------------
-    def _first(self, chunk: list[str]) -> list[_Raw | None]:
+    def _first(self, chunk: list[str], producers: ProducerTally) -> list[_Raw | None]:
         keys = self._keys
         pipe = self._r.pipeline(transaction=False)
         for s in chunk:
@@ -180,8 +208,20 @@ class NamespaceReader:
             pipe.xrange(keys.dlq(s), after, "+", count=DEAD_LETTER_BATCH)
             pipe.llen(keys.inbox(s))
             pipe.exists(keys.quarantine(s))
+            producers.queue(pipe, keys, s)
         replies: list[Any] = list(pipe.execute(raise_on_error=False))
-        return [_check(s, replies[7 * i : 7 * i + 7]) for i, s in enumerate(chunk)]
+        out = []
+        for s, (own, theirs) in zip(
+            chunk, split(replies, 7, producers.replies_per_shard()), strict=True
+        ):
+            waiting = producers.add(theirs)
+            raw = _check(s, own)
+            if raw is not None and waiting:
+                raw.own = sum(waiting.values())
+                if not raw.inbox:
+                    raw.front = keys.inbox(s, min(waiting))
+            out.append(raw)
+        return out
 
     def _oldest_undelivered(self, raws: list[_Raw]) -> dict[str, tuple[int, str | None]]:
         """(undelivered count, oldest undelivered id) of the shards whose lag Redis could not
@@ -209,7 +249,7 @@ class NamespaceReader:
         """For each shard with events in its inbox, since when (Redis ms) its oldest waiting
         event has been seen at the front: the time kept from an earlier pass when the front is
         the same event, else now. One LINDEX per such shard, none when every inbox is empty."""
-        wanted = [raw for raw in raws if raw.inbox > 0]
+        wanted = [raw for raw in raws if raw.inbox + raw.own > 0]
         seen = {raw.shard for raw in wanted}
         for shard in [s for s in self._fronts if s not in seen]:
             del self._fronts[shard]  # emptied (or unreadable this pass): start over
@@ -218,7 +258,7 @@ class NamespaceReader:
             chunk = wanted[start : start + CHUNK]
             pipe = self._r.pipeline(transaction=False)
             for raw in chunk:
-                pipe.lindex(self._keys.inbox(raw.shard), 1)
+                pipe.lindex(raw.front or self._keys.inbox(raw.shard), 1)
             for raw, front in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
                 if not isinstance(front, bytes | str):
                     self._fronts.pop(raw.shard, None)
