@@ -139,6 +139,7 @@ FILES = {
     "test_producer_identity.py": "fleet",
     "test_producer_flood.py": "fleet",
     "test_exporter_producers.py": "fleet",
+    "test_producer_upgrade.py": "fleet",
     "test_verify.py": "fleet",
     "test_wheel_install.py": "fleet",
 }
@@ -226,6 +227,7 @@ COST_S = {
     "test_damage.py": 15,
     "test_producer_identity.py": 70,
     "test_producer_flood.py": 20,
+    "test_producer_upgrade.py": 35,
 }
 """Rough seconds per file, for ``--shard`` to balance (measured on a loaded machine; ``make
 test`` shards the redis and fleet tiers together); 10 else."""
