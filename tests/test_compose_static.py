@@ -6,6 +6,7 @@ schema or tool that its consumer uses, and against the names fixed by docs/CONTR
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -27,6 +28,7 @@ from tests.deploy_files import (
 SERVICES = {
     "redis",
     "init",
+    "identities",
     "worker",
     "exporter",
     "api",
@@ -90,17 +92,46 @@ def test_every_role_logs_in_as_its_own_acl_user() -> None:
     expected = {
         "init": "admin",
         "worker": "worker",
-        "producer": "producer",
+        "producer": "producer-app",
         "exporter": "exporter",
         "api": "api",
     }
     for service, role in expected.items():
         env = services[service]["environment"]
         assert env["EVENTFLEET_REDIS_USERNAME"] == f"eventfleet-{role}", service
-        secret = f"redis_{role}_password"
+        secret = f"redis_{role.replace('-', '_')}_password"
         assert services[service]["secrets"] == [secret], service
         assert env["REDIS_PASSWORD_FILE"] == f"/run/secrets/{secret}", service
         assert set(env) <= contract_settings(), f"{service} sets a variable not in CONTRACTS"
+
+
+def test_the_producer_publishes_as_an_identity_that_survives_a_redis_restart() -> None:
+    """The `identities` one-shot (after init, before the producer) runs `producers add app`
+    as the admin with the password of the producer's secret, and users.acl, which Redis loads
+    read-only, declares that very user with exactly the rules `producers add` sets: a Redis
+    restart alone (no `up`, so no `identities` run) keeps it."""
+    from eventfleet.store.producers import acl_rules
+
+    services = compose()["services"]
+    one_shot = services["identities"]
+    secret = "/run/secrets/redis_producer_app_password"
+    assert one_shot["command"] == ["producers", "add", "app", "--password-file", secret]
+    assert one_shot["environment"]["EVENTFLEET_REDIS_USERNAME"] == "eventfleet-admin"
+    assert one_shot["secrets"] == ["redis_admin_password", "redis_producer_app_password"]
+    assert one_shot["depends_on"]["init"]["condition"] == "service_completed_successfully"
+    assert one_shot["restart"] == "no"
+    producer = services["producer"]
+    assert producer["depends_on"]["identities"] == {"condition": "service_completed_successfully"}
+    assert producer["environment"]["REDIS_PASSWORD_FILE"] == secret
+    password_file = compose()["secrets"]["redis_producer_app_password"]["file"]
+    password = (ROOT / password_file).read_text(encoding="utf-8").strip()
+    digest = hashlib.sha256(password.encode()).hexdigest()
+    rules = acl_rules("eventfleet", "app", password)
+    expected = " ".join(["user", "eventfleet-producer-app"] + [
+        f"#{digest}" if r.startswith(">") else r for r in rules[1:]
+    ])  # fmt: skip
+    lines = (ROOT / "deploy/redis/users.acl").read_text(encoding="utf-8").splitlines()
+    assert expected in lines, "users.acl must declare the identity as `producers add` sets it"
 
 
 def test_redis_service_is_durable_and_locked_down() -> None:
@@ -153,7 +184,7 @@ def test_ui_ports_bind_to_localhost_only() -> None:
         assert "ports" not in services[name], f"{name} should not publish a host port"
 
 
-EVENTFLEET = {"init", "worker", "exporter", "api", "producer", "archive"}
+EVENTFLEET = {"init", "identities", "worker", "exporter", "api", "producer", "archive"}
 """The services that run the eventfleet image."""
 
 

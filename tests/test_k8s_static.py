@@ -15,6 +15,7 @@ from typing import Any
 
 from tests.deploy_files import (
     K8S,
+    ROOT,
     contract_settings,
     k8s_docs,
     k8s_resource,
@@ -84,7 +85,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard() -> None:
             assert spec.get("automountServiceAccountToken") is False, name
         for volume in spec.get("volumes", []):
             assert "hostPath" not in volume, name
-        for container in spec["containers"]:
+        for container in spec.get("initContainers", []) + spec["containers"]:
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False, name
             assert security["readOnlyRootFilesystem"] is True, name
@@ -123,7 +124,6 @@ def test_configmap_holds_only_contract_settings() -> None:
 def test_pods_get_only_their_own_credentials() -> None:
     expected = {
         "StatefulSet/eventfleet-worker": ("eventfleet-worker", "worker-password"),
-        "Job/eventfleet-init": ("eventfleet-admin", "admin-password"),
         "CronJob/eventfleet-archive": ("eventfleet-admin", "admin-password"),
         "Deployment/eventfleet-exporter": ("eventfleet-exporter", "exporter-password"),
         "Deployment/eventfleet-api": ("eventfleet-api", "api-password"),
@@ -139,6 +139,28 @@ def test_pods_get_only_their_own_credentials() -> None:
         assert env["EVENTFLEET_REDIS_USERNAME"] == user, name
         (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
         assert env["REDIS_PASSWORD_FILE"] == f"{mount['mountPath']}/{key}", name
+
+
+def test_the_init_job_ensures_the_producer_identity_after_init() -> None:
+    """`init` first (an init container), then `producers add app --password-file` as the
+    admin with the Secret's producer-app-password: the identity the shipped users.acl declares
+    (Redis loads it read-only from the Secret, so a Redis restart keeps the user)."""
+    spec = dict(pod_templates())["Job/eventfleet-init"]
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    keys = [item["key"] for item in volume["secret"]["items"]]
+    assert keys == ["admin-password", "producer-app-password"]
+    (init,) = spec["initContainers"]
+    (identities,) = spec["containers"]
+    for container in (init, identities):
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["EVENTFLEET_REDIS_USERNAME"] == "eventfleet-admin"
+        assert env["REDIS_PASSWORD_FILE"] == "/var/run/secrets/eventfleet/admin-password"
+    secret_file = "/var/run/secrets/eventfleet/producer-app-password"
+    assert identities["args"] == ["producers", "add", "app", "--password-file", secret_file]
+    acl = (ROOT / "deploy" / "redis" / "users.acl").read_text(encoding="utf-8")
+    assert re.search(r"^user eventfleet-producer-app on #[0-9a-f]{64} ", acl, re.M)
+    example = (ROOT / "k8s" / "redis-credentials.secret.example.yaml").read_text()
+    assert "producer-app-password" in example and "eventfleet-producer-app" in example
 
 
 def test_redis_statefulset_persists_with_aof() -> None:
@@ -225,7 +247,8 @@ def test_scaledobject_scales_the_workers_on_total_lag() -> None:
     assert trigger["metadata"]["serverAddress"].startswith("http")
     assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     # the shard counts live in the ConfigMap alone: init reads them from there
-    init = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]["containers"][0]
+    job = k8s_resource("Job", "eventfleet-init")["spec"]["template"]["spec"]
+    (init,) = job["initContainers"]
     assert init["args"] == ["init"]
     assert init["envFrom"] == [{"configMapRef": {"name": "eventfleet-config"}}]
     shards = int(config["EVENTFLEET_USER_SHARDS"]) + int(config["EVENTFLEET_ITEM_SHARDS"])

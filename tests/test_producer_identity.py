@@ -169,3 +169,26 @@ def test_producers_add_list_remove(port: int, tmp_path: Path) -> None:
     assert names == ["legacy", "other"]
     missing = run_cli(admin, "producers", "remove", "shop")
     assert missing.returncode == 2 and "no producer" in missing.stderr
+
+
+def test_add_with_a_password_file_sets_that_password(port: int, tmp_path: Path) -> None:
+    """`producers add app --password-file` (what the shipped set-ups run after init, again on
+    every start): the user logs in with the file's password, the URL printed carries the user
+    only, a second run changes nothing, and a short password is refused (exit 2)."""
+    admin = init(port)
+    short = tmp_path / "short"
+    short.write_text("hunter2\n")
+    refused = run_cli(admin, "producers", "add", "app", "--password-file", str(short))
+    assert refused.returncode == 2 and "at least 32" in refused.stderr
+    secret = tmp_path / "app.password"
+    password = "p" * 40
+    secret.write_text(password + "\n")
+    for _ in range(2):
+        out = ok(run_cli(admin, "producers", "add", "app", "--password-file", str(secret)))
+        assert out.strip() == f"REDIS_URL=redis://eventfleet-producer-app@127.0.0.1:{port}/0"
+    env = {k: v for k, v in admin.items() if k != "EVENTFLEET_REDIS_USERNAME"}
+    env.update({"EVENTFLEET_REDIS_USERNAME": "eventfleet-producer-app",
+                "REDIS_PASSWORD_FILE": str(secret)})  # fmt: skip
+    ok(run_cli(env, "produce", "topup", "--user", "3", "--amount", "5"))
+    root = connect(port, "root")
+    assert root.llen(KEYS.inbox(user_shard(3, COUNTS), "app")) == 2

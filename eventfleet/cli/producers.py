@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from eventfleet.cli.context import EXIT_FAILED, EXIT_USAGE, UserError, user_errors
@@ -27,9 +29,9 @@ def _unsaved(unsaved: list[str], line: str | None) -> None:
     if not unsaved:
         return
     click.echo(
-        f"warning: ACL SAVE failed ({unsaved[0]}): the change holds until Redis restarts; "
-        "put it in the ACL file Redis loads (docs/OPERATIONS.md, producer identities)"
-        + (f":\n{line}" if line else ""),
+        f"warning: ACL SAVE failed ({unsaved[0]}): the change holds until Redis restarts "
+        "unless the ACL file Redis loads has this line (the shipped set-ups declare theirs: "
+        "docs/DEPLOYMENT.md, producer identities)" + (f":\n{line}" if line else ""),
         err=True,
     )
 
@@ -37,15 +39,34 @@ def _unsaved(unsaved: list[str], line: str | None) -> None:
 @producers.command("add")
 @common
 @json_option
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="set the password in this file (a deployment's secret) instead of a new one; "
+    "the URL printed then carries the user only",
+)
 @click.argument("name")
-def producers_add(redis_url: str | None, namespace: str | None, as_json: bool, name: str) -> None:
+def producers_add(
+    redis_url: str | None,
+    namespace: str | None,
+    as_json: bool,
+    password_file: Path | None,
+    name: str,
+) -> None:
     """Create producer NAME (or give it a fresh password) and print its REDIS_URL."""
-    from eventfleet.ops.producers import add
+    from eventfleet.ops.producers import WeakPassword, add
 
     _check(name)
+    password = None
+    if password_file is not None:
+        password = password_file.read_text(encoding="utf-8").strip()
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
-        added = add(c.redis, c.keys, c.counts(), name, c.settings.redis_url)
+        try:
+            added = add(c.redis, c.keys, c.counts(), name, c.settings.redis_url, password)
+        except WeakPassword as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
     _unsaved(added.unsaved, added.acl_line)
     if as_json:
         emit_json({"name": added.name, "redis_url": added.redis_url})

@@ -48,21 +48,49 @@ def nodes(r: Any) -> list[Any]:
     return [r.get_redis_connection(n) for n in r.get_nodes()]
 
 
-def url_for(base: str, user: str, password: str) -> str:
-    """``base`` with ``user:password`` as its credentials."""
+def url_for(base: str, user: str, password: str | None) -> str:
+    """``base`` with ``user:password`` (or ``user`` alone) as its credentials."""
     u = urlsplit(base)
     host = u.hostname or "localhost"
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    netloc = quote(user, safe="")
+    if password is not None:
+        netloc += ":" + quote(password, safe="")
+    netloc += f"@{host}"
     if u.port:
         netloc += f":{u.port}"
     return urlunsplit((u.scheme or "redis", netloc, u.path, u.query, u.fragment))
 
 
-def add(r: Any, keys: Keys, counts: ShardCounts, name: str, base_url: str) -> Added:
+MIN_PASSWORD = 32
+"""The shortest password ``add`` takes from a file (its own are 64 hex digits)."""
+
+
+class WeakPassword(ValueError):
+    """A given password that is too short or not one line of visible characters."""
+
+
+def add(
+    r: Any,
+    keys: Keys,
+    counts: ShardCounts,
+    name: str,
+    base_url: str,
+    password: str | None = None,
+) -> Added:
+    """Create producer ``name`` (or give it a fresh password). ``password``: the one to set
+    (a deployment's secret, e.g. one the ACL file Redis loads already declares), and the URL
+    returned then carries the user only; else a new random one, and the URL carries it."""
     check_name(name)
-    password = secrets.token_hex(32)
+    given = password is not None
+    if password is None:
+        password = secrets.token_hex(32)
+    elif len(password) < MIN_PASSWORD or not password.isprintable() or " " in password:
+        raise WeakPassword(
+            f"the password for producer {name} must be one line of at least {MIN_PASSWORD} "
+            "visible characters"
+        )
     user = acl_user(keys.ns, name)
     rules = acl_rules(keys.ns, name, password)
     unsaved = []
@@ -77,7 +105,8 @@ def add(r: Any, keys: Keys, counts: ShardCounts, name: str, base_url: str) -> Ad
     r.hset(keys.producers, name, user)
     digest = hashlib.sha256(password.encode()).hexdigest()
     line = " ".join(["user", user, *(f"#{digest}" if x[:1] == ">" else x for x in rules[1:])])
-    return Added(name, url_for(base_url, user, password), line, unsaved)
+    url = url_for(base_url, user, None if given else password)
+    return Added(name, url, line, unsaved)
 
 
 @dataclass
