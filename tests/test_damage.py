@@ -155,11 +155,12 @@ def test_a_poison_mark_on_an_applied_entry_is_reported(
     fleet = stack.workers(0)
     w = fleet.start({"EVENTFLEET_SNAPSHOT_INTERVAL_S": "3600"})
     wait_for(lambda: _owned(stack)["u0"]["owner"], 60, "u0 owned")
-    for _ in range(3):
+    for _ in range(3):  # one entry each (not one bundle), applied before the next is sent
         stack.ok("producer", "produce", "topup", "--user", str(U0), "--amount", "100")
-    stack.idle()
+        stack.idle()
     worker = stack.client("worker")
     applied = [eid for eid, _ in worker.xrange(_key("u0", "events"))]
+    assert len(applied) == 3
     worker.sadd(_key("u0", "poison"), *applied)
     lease = worker.get(_key("u0", "lease"))
     worker.delete(_key("u0", "lease"))
