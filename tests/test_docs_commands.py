@@ -57,7 +57,7 @@ from tests.fleet_utils import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-RUN = {"init", "produce", "state", "status", "verify", "dlq", "reshard", "archive"}
+RUN = {"init", "produce", "producers", "state", "status", "verify", "dlq", "reshard", "archive"}
 """Commands that finish by themselves within seconds on an empty namespace: run in-process."""
 CHEAP_BENCH = {"x"}
 """Bench scenarios that take seconds (x: the exporter's pass over 1,024 shards)."""
@@ -271,6 +271,9 @@ def run_in_process(
     if bare and cmd.params and any(p.required for p in cmd.params):
         return  # a command named in prose; its options are checked above
     env = {"REDIS_URL": redis_server.url, "EVENTFLEET_LOG_FORMAT": "json"}
+    if path == ["producers", "remove"]:  # an identity to remove: the doc adds it just before
+        added = CliRunner().invoke(cli, ["producers", "add", words[-1]], env=env)
+        assert added.exit_code == 0, added.output
     result = CliRunner().invoke(cli, words, env=env, catch_exceptions=False)
     assert result.exit_code == 0, f"{where}: {line}\n{result.output}"
 
