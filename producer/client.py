@@ -31,16 +31,16 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import redis
-from redis import exceptions as rx
 
 from eventfleet.ledger.codec import encode
 from eventfleet.ledger.events import AddItem, ExternalEvent, Topup
 from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.store import retry, wire
-from eventfleet.store.connection import TRANSIENT, FatalRedisError, is_cluster
+from eventfleet.store.connection import FatalRedisError, is_cluster
 from eventfleet.store.keys import Keys
 from eventfleet.store.producers import Bounds, identity_of
 from eventfleet.store.replication import ShortOfReplicas, write_replicated
@@ -146,6 +146,24 @@ def push_all(r: redis.Redis, pushes: Sequence[tuple[str, list[str]]]) -> list[An
     with wire.borrowed(r.connection_pool) as conn:
         wire.send(conn, pack_pushes(conn, pushes))
         return read_replies(conn, len(pushes))
+
+
+def _chunks(it: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+    buf: list[tuple[str, str]] = []
+    for entry in it:
+        buf.append(entry)
+        if len(buf) >= size:
+            yield buf
+            buf = []
+    if buf:
+        yield buf
+
+
+def _confirmed(out: Future[int], on_chunk: Callable[[int], None] | None) -> int:
+    n = out.result()
+    if on_chunk:
+        on_chunk(n)
+    return n
 
 
 class Stamper:
@@ -359,58 +377,19 @@ class Producer(Stamper):
     def _publish_overlapped(
         self, it: Iterator[tuple[str, str]], chunk: int, on_chunk: Callable[[int], None] | None
     ) -> int:
-        """Two chunks in flight on one connection: chunk n+1 is stamped and sent while Redis
-        still works on chunk n, whose replies are read afterwards (Redis answers in order).
-
-        On any failure the connection is dropped and every chunk not yet confirmed is sent
-        again through ``send`` (with its retries), oldest first: its events keep their seq
-        numbers, so what already landed is dropped by the shards as duplicates.
+        """Chunk n+1 is stamped while chunk n is sent and confirmed (``send``, with its
+        retries) on a thread of its own, whose wait on the socket leaves the GIL free; n+1 is
+        sent only once n is confirmed. Sending it earlier on the same connection, as a
+        pipeline would, lets n+1 land while Redis refused part of n (out of memory for a
+        moment): n's seqs, sent again, would then be dropped by the shards as repeats.
         """
-        pool = self.r.connection_pool
-        conn: Any = wire.checkout(pool)
-        unread: list[list[tuple[str, str]]] = []
-        in_flight: list[list[tuple[str, list[str]]]] = []
         sent = 0
-
-        def confirm(stamped: list[tuple[str, str]]) -> None:
-            nonlocal sent
-            pushes = in_flight.pop(0)
-            check_pushed(pushes, read_replies(conn, len(pushes)))
-            sent += len(stamped)
-            if on_chunk:
-                on_chunk(len(stamped))
-
-        def flush(stamped: list[tuple[str, str]]) -> None:
-            unread.append(stamped)  # from here on it is re-sent if anything fails
-            pushes = grouped(stamped)
-            in_flight.append(pushes)
-            wire.send(conn, pack_pushes(conn, pushes))
-            if len(unread) > 1:
-                confirm(unread[0])
-                unread.pop(0)
-
-        try:
-            buf: list[tuple[str, str]] = []
-            for entry in it:
-                buf.append(entry)
-                if len(buf) >= chunk:
-                    flush(buf)
-                    buf = []
-            if buf:
-                flush(buf)
-            while unread:
-                confirm(unread[0])
-                unread.pop(0)
-        except BaseException as exc:
-            wire.release(pool, conn, in_step=False)  # a chunk's replies may be unread on it
-            if not isinstance(exc, (*TRANSIENT, rx.ResponseError)):
-                raise
-            for stamped in unread:  # not confirmed: send again, oldest first
-                self.send(stamped)
-                sent += len(stamped)
-                if on_chunk:
-                    on_chunk(len(stamped))
-            # the events not read from the iterator yet go the sequential way
-            return sent + self._publish_sequential(it, chunk, on_chunk)
-        wire.release(pool, conn, in_step=True)
+        with ThreadPoolExecutor(1, thread_name_prefix="eventfleet-send") as sender:
+            out: Future[int] | None = None
+            for stamped in _chunks(it, chunk):  # stamped here while the previous one is out
+                if out is not None:
+                    sent += _confirmed(out, on_chunk)
+                out = sender.submit(self.send, stamped)
+            if out is not None:
+                sent += _confirmed(out, on_chunk)
         return sent

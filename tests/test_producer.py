@@ -1,5 +1,5 @@
-"""The producer keeps two chunks in flight on one connection; a connection killed under it
-must lose nothing and leave every shard's (source, seq) run complete."""
+"""The producer sends each chunk on a thread while it stamps the next; a connection killed
+under it must lose nothing and leave every shard's (source, seq) run complete."""
 
 from __future__ import annotations
 

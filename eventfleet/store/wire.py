@@ -2,13 +2,13 @@
 
 A pipeline through redis-py's ``Pipeline`` does per-command bookkeeping that a few hot paths
 skip: they send commands packed as one write on one connection and read the replies back
-themselves (sometimes later, with another write in between: ``eventfleet.producer.client``'s
-overlapped publishing, ``eventfleet.worker.pipelines``' one pipeline per master). Every such path
-goes
-through here, and so shares one rule: **a connection on which anything failed is dropped**
-(disconnected), never reused, because replies left unread on it would answer the next
-command. Reply errors (``-ERR ...``) are no failure of the connection: they come back as
-values, in order, and the connection stays in step.
+themselves (sometimes later, with another write in between: ``eventfleet.worker.pipelines``'
+one pipeline per master); the producers' pushes (sync and asyncio) and the liveness
+connection do too. Every such path goes through here, and so shares one rule: **a
+connection on which anything failed is dropped** (disconnected), never reused, because
+replies left unread on it would answer the next command. Reply errors (``-ERR ...``) are
+no failure of the connection: they come back as values, in order, and the connection stays
+in step.
 
 Works with every redis-py from the floor in ``locks/minimum.txt`` on: it uses only
 ``Connection.send_packed_command``, ``pack_commands``, ``read_response`` and ``disconnect``,
@@ -141,16 +141,26 @@ def borrowed(pool: Any) -> Iterator[Any]:
         pool.release(conn)
 
 
-async def apipeline(pool: Any, commands: Sequence[Command]) -> list[Any]:
-    """For redis-py's asyncio clients: ``commands`` packed as one write on a connection of
-    ``pool`` and their replies read back in order, reply errors as values (as ``send`` and
-    ``read``). A connection on which anything failed, or that was cancelled midway, is dropped
-    before it goes back to the pool."""
-    conn = await (pool.get_connection("PIPELINE") if _NEEDS_COMMAND_NAME else pool.get_connection())
+async def acheckout(pool: Any) -> Any:
+    """``checkout`` for redis-py's asyncio pools."""
+    return await (pool.get_connection("PIPELINE") if _NEEDS_COMMAND_NAME else pool.get_connection())
+
+
+async def asend(conn: Any, packed: bytes | Sequence[bytes]) -> None:
+    """``send`` for an asyncio connection: a failure (or a cancel) drops it and raises."""
     try:
-        await conn.send_packed_command(pack(conn, commands))
-        replies: list[Any] = []
-        for _ in commands:
+        await conn.send_packed_command(packed)
+    except BaseException:
+        await conn.disconnect()
+        raise
+
+
+async def aread(conn: Any, n: int) -> list[Any]:
+    """``read`` for an asyncio connection: ``n`` replies in order, reply errors as values;
+    any other failure (or a cancel) drops the connection and raises."""
+    replies: list[Any] = []
+    try:
+        for _ in range(n):
             try:
                 replies.append(await conn.read_response())
             except rx.ResponseError as exc:
@@ -158,6 +168,27 @@ async def apipeline(pool: Any, commands: Sequence[Command]) -> list[Any]:
     except BaseException:
         await conn.disconnect()
         raise
+    return replies
+
+
+async def arelease(pool: Any, conn: Any, *, in_step: bool) -> None:
+    """``release`` for an asyncio pool."""
+    if not in_step:
+        await conn.disconnect()
+    await pool.release(conn)
+
+
+async def apipeline(pool: Any, commands: Sequence[Command]) -> list[Any]:
+    """For redis-py's asyncio clients: ``commands`` packed as one write on a connection of
+    ``pool`` and their replies read back in order, reply errors as values (as ``send`` and
+    ``read``). A connection on which anything failed, or that was cancelled midway, is dropped
+    before it goes back to the pool."""
+    conn = await acheckout(pool)
+    in_step = False
+    try:
+        await asend(conn, pack(conn, commands))
+        replies = await aread(conn, len(commands))
+        in_step = True
     finally:
-        await pool.release(conn)
+        await arelease(pool, conn, in_step=in_step)
     return replies
