@@ -21,7 +21,12 @@ from eventfleet.producer.client import Producer
 from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.worker.assignment import assign
 from eventfleet.worker.metrics import OPERATIONS, OUTCOME_LABELS, package_version
-from tests.deploy_files import contract_exporter_metrics, contract_metrics, dashboard_exprs
+from tests.deploy_files import (
+    contract_api_metrics,
+    contract_exporter_metrics,
+    contract_metrics,
+    dashboard_exprs,
+)
 from tests.fleet_utils import owners, setup_namespace
 from tests.helpers import cli_json
 from tests.live_worker import (
@@ -288,8 +293,18 @@ def check_counters_start_at_zero(m: Scrape, held: set[str]) -> None:
 
 def check_queries_against(m: Scrape) -> None:
     """The dashboard's queries, and the examples and alerts of docs/OBSERVABILITY.md, use
-    only series a live worker or the exporter exposes."""
-    exposed = m.exposed_names() | PROMETHEUS_OWN | set(contract_exporter_metrics())
+    only series a live worker, the exporter or the HTTP API exposes (the API's are checked
+    live by tests/test_prometheus_live.py)."""
+    exposed = (
+        m.exposed_names()
+        | PROMETHEUS_OWN
+        | set(contract_exporter_metrics())
+        | {
+            name + suffix
+            for name, kind in contract_api_metrics().items()
+            for suffix in (("_bucket", "_sum", "_count", "") if kind == "histogram" else ("",))
+        }
+    )
     for expr in dashboard_exprs() + doc_queries():
         names = promql_metric_names(expr)
         assert names, f"no metric name found in {expr!r}"

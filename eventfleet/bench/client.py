@@ -287,7 +287,7 @@ def read_latency(
     Producer(r, keys, ONE).publish(users(n_users))
     fleet = env.fleet(keys.ns)
     owner = fleet.start()
-    win = first_read_and_idle(env, keys, ONE, 900, [owner])
+    win = first_read_and_idle(env, keys, ONE, 900, [owner], base=0)  # a new namespace
     model = keys.model("u0")
     held = int(r.hlen(model))
     if held < n_users:

@@ -167,11 +167,19 @@ class Window:
 
 
 def first_read_and_idle(
-    env: BenchEnv, keys: Keys, counts: ShardCounts, timeout: float, workers: list[WorkerProc]
+    env: BenchEnv,
+    keys: Keys,
+    counts: ShardCounts,
+    timeout: float,
+    workers: list[WorkerProc],
+    base: int | None = None,
 ) -> Window:
-    """Wait for the group's first delivery, then for idle (``perf_counter`` times)."""
+    """Wait for the group's first delivery, then for idle (``perf_counter`` times). ``base``:
+    the entries read before the backlog was put in place (taken now when not given; a caller
+    whose workers may take the whole backlog before this call reads it must pass it)."""
     r, shards = env.client, counts.all_shards()
-    base = entries_read(r, keys, shards)
+    if base is None:
+        base = entries_read(r, keys, shards)
     redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
 
     def cpu() -> tuple[float, float]:

@@ -112,8 +112,9 @@ def backlog(
     keys = env.namespace(name, COUNTS)
     fleet, procs = start_settled(env, keys.ns, keys, COUNTS, workers, extra or {})
     staged = stage(env, keys, COUNTS, events)
-    swap_in(env, staged, keys, COUNTS)
-    win = first_read_and_idle(env, keys, COUNTS, 300, procs)
+    base = entries_read(env.client, keys, COUNTS.all_shards())  # settled workers may take
+    swap_in(env, staged, keys, COUNTS)  # the whole backlog before the wait below starts
+    win = first_read_and_idle(env, keys, COUNTS, 300, procs, base)
     applied = entries_read(env.client, keys, COUNTS.all_shards())
     lost = _lost_leases(procs)
     rss = max(peak_rss_mb(w.proc.pid) for w in procs)

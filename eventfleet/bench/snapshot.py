@@ -85,7 +85,7 @@ def snapshot(env: BenchEnv, n: int) -> dict[str, Any]:
     Producer(r, keys, COUNTS).publish(users(n))
     fleet = env.fleet(keys.ns)
     builder = fleet.start()
-    win = first_read_and_idle(env, keys, COUNTS, 600, [builder])
+    win = first_read_and_idle(env, keys, COUNTS, 600, [builder], base=0)  # a new namespace
     rss_builder = stop_and_peak_rss_mb(builder)
     written = log_events(builder, "snapshot_written")
     if not written:
