@@ -122,6 +122,7 @@ FILES = {
     "test_partition.py": "fleet",
     "test_prometheus_live.py": "fleet",
     "test_read_ahead.py": "fleet",
+    "test_redrive_bundle.py": "fleet",
     "test_redrive_once.py": "fleet",
     "test_rejoin_check.py": "fleet",
     "test_restart_shipped.py": "fleet",

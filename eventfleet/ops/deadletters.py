@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from eventfleet.ledger.bundle import is_bundle, split
 from eventfleet.ledger.codec import DecodeError, decode, encode, loads_object
 from eventfleet.ledger.events import EXTERNAL_TYPES
 from eventfleet.ledger.rules import DEAD_LETTER_REASONS
@@ -84,20 +85,41 @@ def check_filters(counts: ShardCounts, shard: str | None, reason: str | None) ->
         )
 
 
+def letter_events(d: dict[str, Any], counts: ShardCounts) -> list[tuple[Any, str, int]] | str:
+    """The events a letter re-drives as (event, source, seq), or why it cannot be: it still
+    does not decode, or holds what is no external event. A letter that is a bundle (a poison
+    mark on an entry of several events) re-drives each of its events, under a source of the
+    letter's own (``redrive_source`` + ``.<letter seq>``, numbered 1, 2, ...), since the
+    shard's one re-drive source counts one seq per letter; every part must decode, or none is
+    sent."""
+    raw = d["raw"]
+    parts = split(raw) if is_bundle(raw) else (raw,)
+    base = redrive_source(d["shard"], d["reason"])
+    if len(parts) == 1 and not is_bundle(raw):
+        numbered = [(parts[0], base, int(d["seq"]))]
+    else:
+        own = f"{base}.{d['seq']}"
+        numbered = [(part, own, i) for i, part in enumerate(parts, 1)]
+    out = []
+    for part, source, seq in numbered:
+        try:
+            doc = loads_object(part)
+            if doc is None:
+                raise DecodeError("bad_json", "not a readable JSON object")
+            doc["source"], doc["seq"] = source, seq
+            event = decode(json.dumps(doc))
+        except (ValueError, RecursionError, DecodeError) as exc:
+            return f"still invalid ({exc})"
+        if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
+            return f"a {event.type} is not redriven"
+        out.append((event, source, seq))
+    return out
+
+
 def still_invalid(d: dict[str, Any], counts: ShardCounts) -> str | None:
-    """Why a letter cannot be re-driven (it still does not decode, or is no external
-    event), or None when it can."""
-    try:
-        doc = loads_object(d["raw"])
-        if doc is None:
-            raise DecodeError("bad_json", "not a readable JSON object")
-        doc["source"], doc["seq"] = redrive_source(d["shard"], d["reason"]), d["seq"]
-        event = decode(json.dumps(doc))
-    except (ValueError, RecursionError, DecodeError) as exc:
-        return f"still invalid ({exc})"
-    if event.type not in EXTERNAL_TYPES:  # only shards emit these (docs/SECURITY.md)
-        return f"a {event.type} is not redriven"
-    return None
+    """Why a letter cannot be re-driven (``letter_events``), or None when it can."""
+    got = letter_events(d, counts)
+    return got if isinstance(got, str) else None
 
 
 def discard(
@@ -166,30 +188,31 @@ def redrive(
     """
     done: list[dict[str, Any]] = []
     problems = []
-    pending: list[tuple[dict[str, Any], str, str]] = []
+    pending: list[tuple[dict[str, Any], str, str, bool]] = []
     for d in list_dead(r, keys, counts):
         if (shard and d["shard"] != shard) or (reason and d["reason"] != reason):
             continue
-        source = redrive_source(d["shard"], d["reason"])
-        why = still_invalid(d, counts)
-        if why is not None:
-            problems.append(f"{d['shard']} {d['entry_id']}: {why}")
+        got = letter_events(d, counts)
+        if isinstance(got, str):
+            problems.append(f"{d['shard']} {d['entry_id']}: {got}")
             continue
-        doc = loads_object(d["raw"])
-        assert doc is not None  # still_invalid read it
-        doc["source"], doc["seq"] = source, d["seq"]
-        event = decode(json.dumps(doc))
-        dest = destination(event, counts)
-        key = getattr(event, "key", None)
-        pending.append((d, keys.events(dest), encode(event, source, d["seq"], key)))
-        done.append({**d, "to": dest, "source": f"{OPS}/{source}"})
+        dests = []
+        for n, (event, source, seq) in enumerate(got):
+            dest = destination(event, counts)
+            dests.append(dest)
+            key = getattr(event, "key", None)
+            last = n == len(got) - 1  # the letter is marked with its last event
+            pending.append((d, keys.events(dest), encode(event, source, seq, key), last))
+        sources = sorted({f"{OPS}/{source}" for _e, source, _s in got})
+        done.append({**d, "to": ",".join(sorted(set(dests))), "source": ",".join(sources)})
     if not dry_run:
         for start in range(0, len(pending), 500):
             pipe = r.pipeline(transaction=False)
             chunk = pending[start : start + 500]
-            for _d, stream, text in chunk:
+            for _d, stream, text, _last in chunk:
                 pipe.xadd(stream, {EVENT_FIELD: text, VIA_FIELD: VIA_INBOX, BY_FIELD: OPS})
-            for d, _stream, _text in chunk:  # marked only after its event is out
-                pipe.sadd(redriven_key(keys, d["shard"]), d["dlq_id"])
+            for d, _stream, _text, last in chunk:  # marked only after its events are out
+                if last:
+                    pipe.sadd(redriven_key(keys, d["shard"]), d["dlq_id"])
             pipe.execute()
     return done, problems
