@@ -79,7 +79,7 @@ def test_workers_and_producer_wait_for_init() -> None:
         "--events",
         "100000",
         "--rate",
-        "2000",
+        "4000",
         "--seed",
         "1",
         "--source",
