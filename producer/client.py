@@ -42,7 +42,7 @@ from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.store import retry, wire
 from eventfleet.store.connection import FatalRedisError, is_cluster
 from eventfleet.store.keys import Keys
-from eventfleet.store.producers import Bounds, identity_of
+from eventfleet.store.producers import Bounds, Lengths, identity_of
 from eventfleet.store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
@@ -225,7 +225,7 @@ class Producer(Stamper):
         super().__init__(keys, counts, source, identity_of(keys.ns, username_of(r)))
         self.r = r
         self._bounds: Bounds | None = None
-        self._lens: dict[str, int] = {}
+        self._lens = Lengths()
         """The length (head included) each own inbox had at our last push or check."""
         self.retry_for_s = retry_for_s
         self.wait_replicas = wait_replicas
@@ -286,20 +286,13 @@ class Producer(Stamper):
             self._bounds = Bounds.of(dict(zip([f.encode() for f in fields], got, strict=True)))
         return self._bounds
 
-    def _full(self, inbox: str, waiting: int, bound: int) -> BacklogFull:
-        shard = inbox.split(":")[1].strip("{}")
-        return BacklogFull(
-            f"producer {self.identity}: backlog full on shard {shard} ({waiting} of {bound} "
-            "events not yet taken by a worker); nothing of this write was sent, retry later",
-            retry_after=1.0,
-        )
-
     def _check_backlog(self, pushes: Sequence[tuple[str, list[str]]], deadline: float) -> None:
-        """Refuse the write whole when it would pass the bound of an own inbox. The lengths
-        known from the last push only grow until asked again (workers shrink them): LLEN is
-        sent, in one round trip, only for the inboxes that look near the bound."""
+        """Refuse the write whole when it would pass the bound of an own inbox
+        (``eventfleet.store.producers.Lengths``: ``LLEN`` in one round trip, only for the
+        inboxes that look near the bound)."""
+        assert self.identity is not None
         bound = self._bound(deadline).events
-        near = [k for k, texts in pushes if self._lens.get(k, 1) - 1 + len(texts) > bound]
+        near = self._lens.near(pushes, bound)
         if near:
 
             def ask() -> list[Any]:
@@ -308,28 +301,18 @@ class Producer(Stamper):
                     pipe.llen(k)
                 return list(pipe.execute())
 
-            for k, n in zip(near, retry.call(ask, "backlog", deadline=deadline), strict=True):
-                self._lens[k] = int(n)
-        for k, texts in pushes:
-            waiting = self._lens.get(k, 1) - 1
-            if waiting + len(texts) > bound:
-                raise self._full(k, waiting, bound)
+            self._lens.learn(near, retry.call(ask, "backlog", deadline=deadline))
+        why = self._lens.refused(self.identity, pushes, bound)
+        if why is not None:
+            raise BacklogFull(why)
 
     def _check_kept(self, pushes: Sequence[tuple[str, list[str]]], replies: Sequence[Any]) -> None:
         """``RPUSHX`` replied each inbox's length: past the bound (another process of this
         producer pushed at the same time), the elements past it will be dropped by the move."""
-        bound = self._bound(0.0).events
-        for (k, texts), n in zip(pushes, replies, strict=False):
-            self._lens[k] = int(n)
-            if int(n) - 1 > bound:
-                full = self._full(k, int(n) - 1 - len(texts), bound)
-                full.args = (
-                    f"producer {self.identity}: backlog full on shard {k.split(':')[1]}: "
-                    f"{int(n) - 1 - bound} of the {len(texts)} events just sent are past the "
-                    "bound and will be dropped; send the write again with the same source, "
-                    "seqs or keys (what was kept is applied once)",
-                )
-                raise full
+        assert self.identity is not None
+        why = self._lens.kept(self.identity, pushes, replies, self._bound(0.0).events)
+        if why is not None:
+            raise BacklogFull(why)
 
     def publish(
         self,

@@ -17,29 +17,21 @@ from typing import Any
 
 from eventfleet.client.errors import BacklogFull
 from eventfleet.store.keys import Keys
-from eventfleet.store.producers import Bounds
+from eventfleet.store.producers import Bounds, Lengths
 
 FIELDS = ["producer_backlog", "producer_backlog_bytes"]
 
 
-def _full(identity: str, inbox: str, waiting: int, bound: int) -> BacklogFull:
-    shard = inbox.split(":")[1].strip("{}")
-    return BacklogFull(
-        f"producer {identity}: backlog full on shard {shard} ({waiting} of {bound} events not "
-        "yet taken by a worker); nothing of this write was sent, retry later",
-        retry_after=1.0,
-    )
-
-
 class Backlog:
     """The bound (read from the namespace's meta once) and each own inbox's last known length
-    (its head included) for one client; without an identity, nothing is checked."""
+    (``eventfleet.store.producers.Lengths``) for one client; without an identity, nothing is
+    checked."""
 
     def __init__(self, identity: str | None, keys: Keys | None = None) -> None:
         self.identity = identity
         self.keys = keys
         self._bounds: Bounds | None = None
-        self._lens: dict[str, int] = {}
+        self._lens = Lengths()
 
     async def before(self, r: Any, pushes: Sequence[tuple[str, list[str]]]) -> None:
         """Raise ``BacklogFull`` if a push would pass its inbox's bound (nothing sent)."""
@@ -49,35 +41,24 @@ class Backlog:
             got = await r.hmget(self.keys.meta, FIELDS)
             self._bounds = Bounds.of(dict(zip([f.encode() for f in FIELDS], got, strict=True)))
         bound = self._bounds.events
-        near = [k for k, texts in pushes if self._lens.get(k, 1) - 1 + len(texts) > bound]
+        near = self._lens.near(pushes, bound)
         if near:
             pipe = r.pipeline(transaction=False)
             for k in near:
                 pipe.llen(k)
-            for k, n in zip(near, await pipe.execute(), strict=True):
-                self._lens[k] = int(n)
-        for k, texts in pushes:
-            waiting = self._lens.get(k, 1) - 1
-            if waiting + len(texts) > bound:
-                raise _full(self.identity, k, waiting, bound)
+            self._lens.learn(near, await pipe.execute())
+        why = self._lens.refused(self.identity, pushes, bound)
+        if why is not None:
+            raise BacklogFull(why, retry_after=1.0)
 
     def after(self, pushes: Sequence[tuple[str, list[str]]], replies: Sequence[Any]) -> None:
         """Keep the lengths ``RPUSHX`` replied; raise ``BacklogFull`` for a push past the bound
         (the elements past it will be dropped by the move: send them again later)."""
         if self.identity is None or self._bounds is None:
             return
-        bound = self._bounds.events
-        for (k, texts), n in zip(pushes, replies, strict=False):
-            self._lens[k] = int(n)
-            if int(n) - 1 > bound:
-                full = _full(self.identity, k, int(n) - 1 - len(texts), bound)
-                full.args = (
-                    f"producer {self.identity}: backlog full on shard {k.split(':')[1]}: "
-                    f"{int(n) - 1 - bound} of the {len(texts)} events just sent are past the "
-                    "bound and will be dropped; send the write again with the same source, "
-                    "seqs or keys (what was kept is applied once)",
-                )
-                raise full
+        why = self._lens.kept(self.identity, pushes, replies, self._bounds.events)
+        if why is not None:
+            raise BacklogFull(why, retry_after=1.0)
 
 
 __all__ = ["Backlog"]

@@ -16,6 +16,7 @@ sources stay unscoped, as they were).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,59 @@ class Bounds:
             int(ev) if ev else DEFAULT_BACKLOG,
             int(by) if by else DEFAULT_BACKLOG_BYTES,
         )
+
+
+class Lengths:
+    """One client's last known length (its head included) of each own inbox, and the checks
+    the sync and the asyncio client make with it against the bound. Lengths known from the last
+    push only grow until asked again (workers shrink them), so ``LLEN`` is needed only for the
+    inboxes that look near the bound (``near``)."""
+
+    def __init__(self) -> None:
+        self.lens: dict[str, int] = {}
+
+    def near(self, pushes: Sequence[tuple[str, list[str]]], bound: int) -> list[str]:
+        """The inboxes whose push may pass ``bound``: ask their ``LLEN`` (``learn``)."""
+        return [k for k, texts in pushes if self.lens.get(k, 1) - 1 + len(texts) > bound]
+
+    def learn(self, inboxes: Sequence[str], lengths: Sequence[Any]) -> None:
+        for k, n in zip(inboxes, lengths, strict=True):
+            self.lens[k] = int(n)
+
+    def refused(
+        self, identity: str, pushes: Sequence[tuple[str, list[str]]], bound: int
+    ) -> str | None:
+        """Why the write must not be sent (a push would pass its inbox's bound), or None."""
+        for k, texts in pushes:
+            waiting = self.lens.get(k, 1) - 1
+            if waiting + len(texts) > bound:
+                return (
+                    f"producer {identity}: backlog full on shard {k.split(':')[1].strip('{}')} "
+                    f"({waiting} of {bound} events not yet taken by a worker); nothing of this "
+                    "write was sent, retry later"
+                )
+        return None
+
+    def kept(
+        self,
+        identity: str,
+        pushes: Sequence[tuple[str, list[str]]],
+        replies: Sequence[Any],
+        bound: int,
+    ) -> str | None:
+        """Keep the lengths ``RPUSHX`` replied; what to say when a push went past the bound
+        (another client of the identity pushed at the same time: the move drops the elements
+        past it), or None."""
+        for (k, texts), n in zip(pushes, replies, strict=False):
+            self.lens[k] = int(n)
+            if int(n) - 1 > bound:
+                return (
+                    f"producer {identity}: backlog full on shard {k.split(':')[1]}: "
+                    f"{int(n) - 1 - bound} of the {len(texts)} events just sent are past the "
+                    "bound and will be dropped; send the write again with the same source, "
+                    "seqs or keys (what was kept is applied once)"
+                )
+        return None
 
 
 def registered(r: Any, keys: Keys) -> list[str]:
