@@ -43,6 +43,7 @@ from eventfleet.client.common import (
 )
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, WaitTimeout
 from eventfleet.client.results import OrderResult, Published, Receipt
+from eventfleet.client.texts import Envelope, prepared
 from eventfleet.ledger.codec import decode_outcome, describe_validation_error
 from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
 from eventfleet.ledger.shards import ShardCounts, destination, user_shard
@@ -191,8 +192,7 @@ class Client(ReadMethods):
                 raise ConfigurationError(str(classify(exc) or exc)[:300]) from None
 
     # ---- writes --------------------------------------------------------------------------
-    async def _send(self, r: Any, stamped: Sequence[tuple[str, str]]) -> None:
-        pushes = grouped(stamped)
+    async def _send(self, r: Any, pushes: Sequence[tuple[str, list[str]]]) -> None:
         await self._guarded(lambda: self._backlog.before(r, pushes), RETRY_FOR_S)
 
         async def push() -> list[Any]:
@@ -224,14 +224,17 @@ class Client(ReadMethods):
             stamped = stamper.stamp(event, key=key)
             shard = destination(event, counts)
             receipt = Receipt(shard, stamper.source, stamper.seq[shard])
-            sent = await self._in_order(r, [stamped])
+            sent = await self._in_order(r, grouped([stamped]))
         await sent
         return receipt
 
     async def _in_order(
-        self, r: Any, stamped: Sequence[tuple[str, str]], prev: asyncio.Task[None] | None = None
+        self,
+        r: Any,
+        pushes: Sequence[tuple[str, list[str]]],
+        prev: asyncio.Task[None] | None = None,
     ) -> asyncio.Task[None]:
-        """Start sending ``stamped`` once the send before it (of any caller) is over: sends
+        """Start sending ``pushes`` once the send before it (of any caller) is over: sends
         leave in the order they were stamped, so no seq lands ahead of a lower one. Called
         under ``_sending``; the caller awaits the task for its outcome, and the next send
         starts while this one's round trip is out (a bulk publish stamps its next chunk
@@ -242,7 +245,7 @@ class Client(ReadMethods):
             await asyncio.wait([self._inflight])
         if prev is not None:
             prev.result()  # done by now; its error stops the rest
-        task = asyncio.get_running_loop().create_task(self._send(r, stamped))
+        task = asyncio.get_running_loop().create_task(self._send(r, pushes))
         task.add_done_callback(_observed)
         self._inflight = task
         await asyncio.sleep(0)  # let it send before the caller goes on stamping
@@ -384,7 +387,7 @@ class Client(ReadMethods):
             await client.publish_many(rows, source="nightly-2026-12-07")
         """
         r, counts, stamper = await self._ready()
-        models = [event_of(e) for e in events]  # every event valid before the first is sent
+        shards, bodies = prepared(events, counts)  # every event valid before the first is sent
         numbers: list[int] | None = None
         if source is None:
             if seqs != "position":
@@ -395,43 +398,41 @@ class Client(ReadMethods):
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
             if seqs == "position":
-                numbers = list(range(1, len(models) + 1))
+                numbers = list(range(1, len(shards) + 1))
             elif seqs != "shard":
                 numbers = list(seqs)
-                if len(numbers) != len(models):
-                    raise InvalidEvent(f"{len(numbers)} seqs for {len(models)} events")
+                if len(numbers) != len(shards):
+                    raise InvalidEvent(f"{len(numbers)} seqs for {len(shards)} events")
         size = chunk_for(rate)
         began = time.monotonic()
         pending: asyncio.Task[None] | None = None  # the previous chunk's send, still out
         sizes: list[int] = []  # chunks sent and not yet confirmed, for ``progress``
-        for start in range(0, len(models), size):
+        envelope = Envelope(stamper)
+        for start in range(0, len(shards), size):
             if rate:
                 await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
-            chunk = models[start : start + size]
+            end = start + size
+            nums = None if numbers is None else numbers[start:end]
             async with self._sending:  # in seq order with this client's other sends
                 try:
-                    if numbers is None:
-                        stamped = [stamper.stamp(e) for e in chunk]
-                    else:
-                        nums = numbers[start : start + size]
-                        stamped = [stamper.stamp(e, n) for e, n in zip(chunk, nums, strict=True)]
+                    pushes = envelope.pushes(shards[start:end], bodies[start:end], nums)
                 except ValueError as exc:  # numbers that do not grow per shard
                     if pending is not None:
                         await pending
                     raise InvalidEvent(str(exc)) from None
-                sending = await self._in_order(r, stamped, pending)
+                sending = await self._in_order(r, pushes, pending)
             if pending is not None:
                 await pending
                 if progress is not None:
                     progress(sizes.pop(0))
             pending = sending
-            sizes.append(len(chunk))
+            sizes.append(len(shards[start:end]))
         if pending is not None:
             await pending
             if progress is not None:
                 progress(sizes.pop(0))
         last = {s: Receipt(s, stamper.source, n) for s, n in stamper.seq.items()}
-        return Published(len(models), stamper.source, last)
+        return Published(len(shards), stamper.source, last)
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def aclose(self) -> None:

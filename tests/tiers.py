@@ -49,6 +49,7 @@ FILES = {
     "test_architecture_checker.py": "fast",
     "test_bundle.py": "fast",
     "test_client_batch.py": "fast",
+    "test_client_texts.py": "fast",
     "test_cli_help.py": "fast",
     "test_codec_fast.py": "fast",
     "test_compose_static.py": "fast",

@@ -8,7 +8,7 @@ and the store's, results from outcome records, and the publish's numbering and p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast
 
@@ -37,17 +37,20 @@ AnyEvent = Topup | AddItem | Order
 
 
 _MODELS = frozenset({Topup, AddItem, Order})
+_VALIDATE: Callable[[Any], AnyEvent] = EXTERNAL_ADAPTER.validator.validate_python
+"""``EXTERNAL_ADAPTER.validate_python`` without its keyword handling (the same defaults)."""
 
 
 def event_of(value: AnyEvent | dict[str, Any]) -> AnyEvent:
     """An event model from a model or a dict (``{"type": "topup", ...}``); ``InvalidEvent``
     for anything else."""
-    if type(value) in _MODELS:  # pydantic's isinstance costs a microsecond or two
+    kind = type(value)
+    if kind in _MODELS:  # pydantic's isinstance costs a microsecond or two
         return cast(AnyEvent, value)
-    if isinstance(value, Topup | AddItem | Order):
+    if kind is not dict and isinstance(value, Topup | AddItem | Order):
         return value
     try:
-        return EXTERNAL_ADAPTER.validate_python(value)
+        return _VALIDATE(value)
     except ValidationError as err:
         raise InvalidEvent(describe_validation_error(err)) from None
 
