@@ -426,7 +426,7 @@ class Client(ReadMethods):
                 if progress is not None:
                     progress(sizes.pop(0))
             pending = sending
-            sizes.append(len(shards[start:end]))
+            sizes.append(min(end, len(shards)) - start)
         if pending is not None:
             await pending
             if progress is not None:
