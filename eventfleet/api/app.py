@@ -1,6 +1,5 @@
-"""The ASGI app: the routes, problem+json for every error, and one ASGI middleware that gives
-each request its id (``X-Request-Id``, accepted or made, echoed), counts and times it per route
-template, and logs it as one structured line.
+"""The ASGI app: the routes, problem+json for every error, and ``front.Front`` around every
+request (its id, metrics and log line; the writes answered directly).
 
 >>> from eventfleet.store.settings import Settings
 >>> sorted(r.path for r in create_app(Settings()).routes if "v1" in r.path)[:2]
@@ -9,10 +8,6 @@ template, and logs it as one structured line.
 
 from __future__ import annotations
 
-import json
-import re
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,15 +18,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from eventfleet.api import reads, routes
-from eventfleet.api.problems import MEDIA_TYPE, Problem
+from eventfleet.api.front import Front, internal_error, problem_response
+from eventfleet.api.problems import Problem
 from eventfleet.api.state import ApiConfig, ApiState
 from eventfleet.store.settings import Settings
 
 log = structlog.get_logger("eventfleet.api")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERSION = "1"
 DESCRIPTION = """The ledger over HTTP. Writes answer 202 with a receipt (`<shard>~<seq>~<source>`);
 pass it as `after` to a read to read your own write. Authenticate with
@@ -39,62 +34,20 @@ pass it as `after` to a read to read your own write. Authenticate with
 Errors are RFC 9457 problem details. See docs/API.md."""
 
 
-def problem_response(p: Problem, request: Request) -> Response:
-    rid = request.scope.get("state", {}).get("request_id")
-    body = json.dumps(p.body(request.url.path, rid), separators=(",", ":")).encode()
-    return Response(body, p.status, headers=p.headers, media_type=MEDIA_TYPE)
+class Api(FastAPI):
+    """FastAPI with ``front.Front`` around every HTTP request: it answers the writes directly
+    and passes the rest to FastAPI."""
 
-
-class Observe:
-    """Request id, metrics and the access log, as plain ASGI (no per-request task)."""
-
-    def __init__(self, app: ASGIApp, state: ApiState) -> None:
-        self.app = app
-        self.state = state
+    front: Front | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                text = value.decode("latin-1")
-                rid = text if _REQUEST_ID.match(text) else ""
-                break
-        rid = rid or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-        status = 500
-        header = (b"x-request-id", rid.encode())
+        if self.front is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
 
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        metrics = self.state.metrics
-        metrics.inflight.inc()
-        began = time.perf_counter()
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            took = time.perf_counter() - began
-            metrics.inflight.dec()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "other"
-            metrics.observe(template, scope["method"], status, took)
-            if self.state.config.access_log:
-                log.info(
-                    "api_request",
-                    request_id=rid,
-                    method=scope["method"],
-                    route=template,
-                    status=status,
-                    ms=round(took * 1000, 2),
-                    identity=scope["state"].get("identity"),
-                )
+    async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
@@ -107,7 +60,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
         await state.aclose()
         log.info("api_stopped")
 
-    app = FastAPI(
+    app = Api(
         title="eventfleet",
         version=VERSION,
         description=DESCRIPTION,
@@ -144,10 +97,10 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def on_error(request: Request, exc: Exception) -> Response:
-        log.error("api_request_failed", path=request.url.path, error=repr(exc)[:300])
-        return problem_response(Problem(500, "internal", "internal error"), request)
+        return internal_error(request, exc)
 
-    app.add_middleware(Observe, state=state)
+    direct = {("POST", path): endpoint for path, endpoint in routes.DIRECT.items()}
+    app.front = Front(app.fastapi, state, app, direct)
     return app
 
 
@@ -195,4 +148,4 @@ async def metrics(request: Request) -> Response:
     return Response(routes.state_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["Observe", "create_app"]
+__all__ = ["Api", "create_app"]

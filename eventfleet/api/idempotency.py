@@ -26,6 +26,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from eventfleet.api.problems import Problem
+from eventfleet.store import wire
 
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 _KEY = re.compile(KEY_PATTERN)
@@ -63,11 +64,14 @@ def order_id_for(identity: str, key: str) -> str:
     return "k-" + _digest(identity, key)[:30]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def fingerprint(method: str, path: str, body: bytes) -> str:
     """What makes two requests the same: method, path and body (JSON with its keys sorted, so
     the order and spacing of fields do not matter)."""
     try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+        canonical = _CANONICAL(json.loads(body))
     except ValueError:
         canonical = body.decode("utf-8", "replace")
     return _digest(method, path, canonical)
@@ -91,38 +95,46 @@ def unavailable() -> Problem:
 
 class Batched:
     """Commands on one connection, sent together: those issued while a round trip is in flight
-    go in the next one, as one pipeline (many requests at once cost a few round trips)."""
+    go in the next one, packed as one write (``store.wire``: no per-command pipeline
+    bookkeeping), so many requests at once cost a few round trips. A batch whose connection
+    failed is sent once more on a fresh one (as redis-py's retry would); then its callers get
+    the error."""
 
     def __init__(self, r: Any) -> None:
         self.r = r
-        self._queue: list[tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def call(self, *args: Any, **options: Any) -> asyncio.Future[Any]:
-        """``args`` as one command; ``options`` go to redis-py's reply parsing."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, options, fut))
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        """``args`` as one command; its raw reply (bytes, an int, None) or its error."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((args, fut))
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._send())
+            self._task = loop.create_task(self._send())
         return fut
+
+    async def _roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pool = self.r.connection_pool
+        try:
+            return await wire.apipeline(pool, commands)
+        except (rx.ConnectionError, rx.TimeoutError, OSError):
+            return await wire.apipeline(pool, commands)  # the dead connection was dropped
 
     async def _send(self) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                pipe = self.r.pipeline(transaction=False)
-                for args, options, _ in batch:
-                    pipe.execute_command(*args, **options)
                 try:
-                    replies = await pipe.execute(raise_on_error=False)
+                    replies = await self._roundtrip([args for args, _ in batch])
                 except BaseException as exc:
-                    for *_, fut in batch:
+                    for _, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (*_, fut), reply in zip(batch, replies, strict=True):
+                for (_, fut), reply in zip(batch, replies, strict=True):
                     if fut.done():
                         continue
                     if isinstance(reply, Exception):
@@ -131,7 +143,7 @@ class Batched:
                         fut.set_result(reply)
         finally:
             self._task = None
-            for *_, fut in self._queue:  # cancelled while sending: fail the rest
+            for _, fut in self._queue:  # cancelled while sending: fail the rest
                 if not fut.done():
                     fut.set_exception(rx.ConnectionError("the batch was cancelled"))
             self._queue = []
@@ -155,9 +167,7 @@ class Store:
         pending = json.dumps({"state": "pending", "fp": fp})
         try:
             # claim it, or read what is there (SET NX GET: Redis 7.0)
-            first = await self.batched.call(
-                "SET", name, pending, "NX", "GET", "EX", PENDING_TTL_S, get=True
-            )
+            first = await self.batched.call("SET", name, pending, "NX", "GET", "EX", PENDING_TTL_S)
         except (rx.NoPermissionError, rx.ResponseError) as exc:
             if isinstance(exc, rx.NoPermissionError) or str(exc).startswith("NOPERM"):
                 raise Problem(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -57,12 +58,23 @@ class ApiMetrics:
             "Identities with verified tokens and open clients in this process",
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, code: int, seconds: float) -> None:
-        method = method if method in METHODS else "other"
-        klass = f"{code // 100}xx"
-        self.requests.labels(route, method, str(code), klass).inc()
-        self.latency.labels(route, method, klass).observe(seconds)
+        """Count and time one request (its series looked up once per route, method and code)."""
+        key = (route, method, code)
+        children = self._children.get(key)
+        if children is None:
+            verb = method if method in METHODS else "other"
+            klass = f"{code // 100}xx"
+            children = (
+                self.requests.labels(route, verb, str(code), klass),
+                self.latency.labels(route, verb, klass),
+            )
+            if verb == method:  # another method's name is not kept: the keys stay bounded
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self._exposed)

@@ -64,6 +64,7 @@ def run(settings: Settings, config: ApiConfig, host: str, port: int) -> int:
             access_log=False,  # ours: one structured line per request (app.Observe)
             log_config=None,
             server_header=False,
+            proxy_headers=False,  # nothing here reads the client's address or scheme
             timeout_graceful_shutdown=GRACE_S,
             timeout_keep_alive=30,
         )
