@@ -200,9 +200,17 @@ def test_request_ids_metrics_and_readiness(
     made = call(base, "GET", "/healthz")[1]["x-request-id"]
     assert len(made) == 32
     call(base, "GET", "/v1/users/3/balance", None, users["reader"])
+    # a write, answered past FastAPI (api.front): the same id, problem and metrics
+    bad = {**users["writer"], "X-Request-Id": "req-43"}
+    status, headers, doc = call(base, "POST", "/v1/topups", {"user": 3, "amount": 0}, bad)
+    assert status == 422 and headers["x-request-id"] == doc["request_id"] == "req-43"
+    assert doc["instance"] == "/v1/topups" and doc["type"].endswith(":invalid-request")
+    status, headers, doc = call(base, "GET", "/v1/topups", None, users["writer"])
+    assert status == 405 and doc["type"].endswith(":method-not-allowed") and doc["request_id"]
     status, _, text = call(base, "GET", "/metrics")
     assert status == 200
     assert 'route="/v1/users/{user}/balance"' in text and 'code="200"' in text
+    assert 'code="422"' in text and 'route="/v1/topups"' in text
     assert "eventfleet_api_request_duration_seconds_bucket" in text
     assert call(base, "GET", "/readyz")[0] == 200
     with served(Settings(redis_url=redis_server.url, namespace="never-made")) as other:
