@@ -61,3 +61,22 @@ def test_an_invalid_event_anywhere_refuses_the_whole_list() -> None:
         prepared(rows, COUNTS)
     with pytest.raises(InvalidEvent):
         prepared([{"type": "topup", "user_id": 1, "amount": 1, "seq": 4}], COUNTS)
+
+
+class _Tagged(Topup):
+    """An application's own subclass of an event's model, with a field of its own."""
+
+    note: str = "from the shop"
+
+
+def test_a_subclass_of_an_event_model_is_stamped_as_the_stamper_stamps_it() -> None:
+    events: list[Topup | AddItem] = [
+        _Tagged(user_id=5, amount=3),
+        AddItem(item_id="sku-1", count=1, price=2),
+    ]
+    shards, bodies = prepared(events, COUNTS)
+    assert shards == [destination(e, COUNTS) for e in events]
+    reference = Stamper(KEYS, COUNTS, "p:sub")
+    want = grouped([reference.stamp(e) for e in events])
+    assert Envelope(Stamper(KEYS, COUNTS, "p:sub")).pushes(shards, bodies) == want
+    assert '"note":"from the shop"' in want[0][1][0]
