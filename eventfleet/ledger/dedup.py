@@ -63,6 +63,8 @@ def prune(state: ShardState, now: int, window: int) -> None:
     for source in [s for s, t in state.seen.items() if t < horizon]:
         del state.seen[source]
         state.watermarks.pop(source, None)
+        if state.fwd:  # its forwarded paths go with it (eventfleet.ledger.split)
+            state.fwd.pop(source, None)
     for key in [k for k, t in state.keys.items() if t < horizon]:
         del state.keys[key]
     for oid in [o for o, (t, _) in state.orders.items() if t < horizon]:

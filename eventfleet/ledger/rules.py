@@ -11,10 +11,9 @@ the worker writes what it returns, and ``verify`` and ``state`` fold with the sa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 from eventfleet.ledger import dedup
+from eventfleet.ledger import split as shard_split
 from eventfleet.ledger.bundle import decode_bundle, is_bundle, split
 from eventfleet.ledger.codec import (
     AddItemWire,
@@ -26,10 +25,8 @@ from eventfleet.ledger.codec import (
     TopupWire,
     Wire,
     bounded,
-    bounded_text,
     charge_text,
     decode,
-    decode_outcome,
     outcome_text,
     reject_text,
     release_text,
@@ -38,42 +35,31 @@ from eventfleet.ledger.events import (
     MAX_INT,
     Charge,
     Order,
-    OrderOutcome,
     OutcomeReason,
     OutcomeStatus,
     Reject,
     RejectReason,
 )
+from eventfleet.ledger.results import DLQ, DeadLetter, Emit, OutcomeRecord, StepResult, dead_letter
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, shard_index
 from eventfleet.ledger.state import Item, ShardState
 
+__all__ = [  # the results moved to eventfleet.ledger.results; importers here keep working
+    "DEAD_LETTER_REASONS",
+    "DLQ",
+    "FORGED",
+    "OUTCOMES",
+    "DeadLetter",
+    "Emit",
+    "OutcomeRecord",
+    "Refused",
+    "StepResult",
+    "dead_letter",
+    "step",
+    "step_entry",
+]
+
 OUTCOMES = "outcomes"
-DLQ = "dlq"
-
-
-@dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs more (PERFORMANCE.md)
-class Emit:
-    """An event for another shard's stream, already encoded with source and seq."""
-
-    dest: str
-    seq: int
-    text: str
-
-
-@dataclass(slots=True)
-class OutcomeRecord:
-    """An order's outcome record: its seq in the user shard's outcome stream and its JSON
-    (``eventfleet.ledger.codec.outcome_text``), with the status and reason the metrics count."""
-
-    seq: int
-    text: str
-    status: str
-    reason: str | None
-
-    @property
-    def outcome(self) -> OrderOutcome:
-        """The record as the model (read tools; the worker writes the text)."""
-        return decode_outcome(self.text)
 
 
 DEAD_LETTER_REASONS = (
@@ -93,29 +79,6 @@ DEAD_LETTER_REASONS = (
 )
 """Every reason a dead letter can give (ledger.codec, ``step`` below, and the poison skip of
 entries delivered too often): the bounded label set of the dead-letter metrics."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    seq: int
-    shard: str
-    entry_id: str
-    reason: str
-    error: str
-    raw: str
-
-
-@dataclass(slots=True)
-class StepResult:
-    kind: Literal["applied", "duplicate", "dead"]
-    event_type: str | None = None
-    by_key: bool = False
-    """A duplicate dropped for its idempotency key (its own seq was new, and is consumed)."""
-    emits: Sequence[Emit] = ()
-    outcomes: Sequence[OutcomeRecord] = ()
-    dead: DeadLetter | None = None
-    wire: Wire | None = None
-    """The decoded entry, when it decoded (read tools use it instead of parsing again)."""
 
 
 FORGED = frozenset({"forged_internal", "forged_source"})
@@ -180,6 +143,8 @@ def step(
     *,
     from_inbox: bool = False,
     scope: str = "",
+    fwd: str = "",
+    splits: bool = False,
 ) -> StepResult:
     """Apply one entry of this shard's stream. Never raises, whatever ``raw`` holds.
 
@@ -190,6 +155,9 @@ def step(
     other producer can match them (a source written on the wire never holds a ``/``). A step
     applies whole or not at all: when a rule fails midway, what it changed is
     put back before the entry is dead-lettered.
+
+    ``fwd`` is the path of an entry forwarded by a split shard; ``splits`` lets a split marker
+    apply (``eventfleet.ledger.split``; otherwise it is an ``unknown_type`` dead letter).
     """
     state.last_id = entry_id
     if raw is None:
@@ -197,10 +165,18 @@ def step(
     try:
         wire = decode(raw)
     except DecodeError as exc:
+        marker = shard_split.parse_marker(raw) if splits and not from_inbox else None
+        if marker is not None and exc.reason == "unknown_type":
+            return shard_split.split(state, entry_id, raw, marker, counts)
         return dead_letter(state, entry_id, raw, exc.reason, exc.message)
     if scope:
         _scoped(wire, scope)
-    return _step_wire(state, entry_id, dedup.entry_ms(entry_id), wire, raw, counts, from_inbox)
+    if state.routing is not None:
+        counts = shard_split.routed(counts, state.routing)
+    now = dedup.entry_ms(entry_id)
+    if fwd:
+        return _forwarded(state, entry_id, now, wire, raw, counts, from_inbox, 0, fwd)
+    return _step_wire(state, entry_id, now, wire, raw, counts, from_inbox)
 
 
 def _scoped(wire: Wire, scope: str) -> None:
@@ -220,6 +196,8 @@ def step_entry(
     *,
     from_inbox: bool = False,
     scope: str = "",
+    fwd: str = "",
+    splits: bool = False,
 ) -> list[StepResult]:
     """Apply one entry, a single event or a bundle (``eventfleet.ledger.bundle``): one result per
     event,
@@ -231,11 +209,23 @@ def step_entry(
     """
     state.entries += 1
     if raw is None or not is_bundle(raw):
-        return [step(state, entry_id, raw, counts, from_inbox=from_inbox, scope=scope)]
+        return [
+            step(
+                state,
+                entry_id,
+                raw,
+                counts,
+                from_inbox=from_inbox,
+                scope=scope,
+                fwd=fwd,
+                splits=splits,
+            )
+        ]
     wires = decode_bundle(raw)
     if wires is None:
         return [
-            step(state, entry_id, t, counts, from_inbox=from_inbox, scope=scope) for t in split(raw)
+            step(state, entry_id, t, counts, from_inbox=from_inbox, scope=scope, fwd=fwd)
+            for t in split(raw)
         ]
     if scope:
         for w in wires:
@@ -243,6 +233,13 @@ def step_entry(
     state.last_id = entry_id
     texts = _Texts(raw)
     now = dedup.entry_ms(entry_id)
+    if state.routing is not None:
+        counts = shard_split.routed(counts, state.routing)
+    if fwd:
+        return [
+            _forwarded(state, entry_id, now, w, texts, counts, from_inbox, i, fwd)
+            for i, w in enumerate(wires)
+        ]
     return [
         _step_wire(state, entry_id, now, w, texts, counts, from_inbox, i)
         for i, w in enumerate(wires)
@@ -285,6 +282,10 @@ def _step_wire(
         return dead_letter(state, entry_id, _text(raw, index), "forged_source", msg)
     home = _home(wire, counts)
     if home != state.shard:
+        if state.splits:  # a key this shard owned before a split: its child's now
+            forwarded = shard_split.forward(state, now, wire, _text(raw, index), counts)
+            if forwarded is not None:
+                return forwarded
         misrouted = dead_letter(
             state,
             entry_id,
@@ -337,18 +338,27 @@ def _step_wire(
     return result
 
 
+def _forwarded(
+    state: ShardState,
+    entry_id: str,
+    now: int,
+    wire: Wire,
+    raw: bytes | str | _Texts,
+    counts: ShardCounts,
+    from_inbox: bool,
+    index: int,
+    fwd: str,
+) -> StepResult:
+    """``_step_wire`` of an event forwarded along ``fwd`` (``eventfleet.ledger.split``)."""
+
+    def run() -> StepResult:
+        return _step_wire(state, entry_id, now, wire, raw, counts, from_inbox, index)
+
+    return shard_split.on_path(state, wire.source, fwd, now, counts, run)
+
+
 def _text(raw: bytes | str | _Texts, index: int) -> bytes | str:
     return raw.at(index) if isinstance(raw, _Texts) else raw
-
-
-def dead_letter(
-    state: ShardState, entry_id: str, raw: bytes | str, reason: str, error: str
-) -> StepResult:
-    state.last_id = entry_id
-    letter = DeadLetter(
-        state.next_seq(DLQ), state.shard, entry_id, reason, bounded(error), bounded_text(raw)
-    )
-    return StepResult("dead", None, dead=letter)
 
 
 def _checked(value: int, what: str) -> int:

@@ -56,6 +56,16 @@ class ShardState:
     its end, unless entries were removed that no fold saw (``eventfleet verify``)."""
     entries_known: bool = True
     """False for a state restored from a snapshot written before entries were counted."""
+    routing: tuple[int, int] | None = None
+    """(user count, item count) this shard routes with since a split marker or its seed; None:
+    the namespace's counts at ``init`` (``eventfleet.ledger.split``)."""
+    splits: list[int] = field(default_factory=list)
+    """Its own family's counts since its birth, one per split it went through (empty: never
+    split, born at ``init``)."""
+    fwd: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Source -> forwarding path -> watermark of forwarded entries (``eventfleet.ledger.split``)."""
+    path: str = ""
+    """The forwarding path of the event being stepped (empty: direct); not state."""
 
     def next_seq(self, destination: str) -> int:
         seq = self.out_seq.get(destination, 0) + 1
@@ -93,6 +103,10 @@ class ShardState:
         }
         if self.entries_known:
             doc["entries"] = self.entries
+        if self.routing is not None:  # only a shard that went through a split has these
+            doc["routing"] = list(self.routing)
+            doc["splits"] = self.splits
+            doc["fwd"] = self.fwd
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -136,6 +150,19 @@ class ShardState:
                 prune_at=int(doc.get("prune_at", 0)),
                 entries=int(doc.get("entries", 0)),
                 entries_known="entries" in doc,
+                routing=_routing(doc.get("routing")),
+                splits=[int(c) for c in doc.get("splits", [])],
+                fwd={
+                    str(s): {str(p): int(w) for p, w in paths.items()}
+                    for s, paths in doc.get("fwd", {}).items()
+                },
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise SnapshotError(f"snapshot of {shard} is malformed: {exc}") from None
+
+
+def _routing(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    users, items = value
+    return int(users), int(items)
