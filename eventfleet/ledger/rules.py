@@ -11,6 +11,7 @@ the worker writes what it returns, and ``verify`` and ``state`` fold with the sa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from eventfleet.ledger import dedup
 from eventfleet.ledger import split as shard_split
@@ -175,7 +176,8 @@ def step(
         counts = shard_split.routed(counts, state.routing)
     now = dedup.entry_ms(entry_id)
     if fwd:
-        return _forwarded(state, entry_id, now, wire, raw, counts, from_inbox, 0, fwd)
+        run = partial(_step_wire, state, entry_id, now, wire, raw, counts, from_inbox)
+        return shard_split.on_path(state, wire.source, fwd, now, counts, run)
     return _step_wire(state, entry_id, now, wire, raw, counts, from_inbox)
 
 
@@ -237,7 +239,14 @@ def step_entry(
         counts = shard_split.routed(counts, state.routing)
     if fwd:
         return [
-            _forwarded(state, entry_id, now, w, texts, counts, from_inbox, i, fwd)
+            shard_split.on_path(
+                state,
+                w.source,
+                fwd,
+                now,
+                counts,
+                partial(_step_wire, state, entry_id, now, w, texts, counts, from_inbox, i),
+            )
             for i, w in enumerate(wires)
         ]
     return [
@@ -336,25 +345,6 @@ def _step_wire(
     state.applied += 1
     result.wire = wire
     return result
-
-
-def _forwarded(
-    state: ShardState,
-    entry_id: str,
-    now: int,
-    wire: Wire,
-    raw: bytes | str | _Texts,
-    counts: ShardCounts,
-    from_inbox: bool,
-    index: int,
-    fwd: str,
-) -> StepResult:
-    """``_step_wire`` of an event forwarded along ``fwd`` (``eventfleet.ledger.split``)."""
-
-    def run() -> StepResult:
-        return _step_wire(state, entry_id, now, wire, raw, counts, from_inbox, index)
-
-    return shard_split.on_path(state, wire.source, fwd, now, counts, run)
 
 
 def _text(raw: bytes | str | _Texts, index: int) -> bytes | str:
