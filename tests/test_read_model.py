@@ -20,7 +20,7 @@ from eventfleet.ops.verify import verify
 from eventfleet.producer.client import Producer
 from eventfleet.producer.workload import mixed
 from eventfleet.store.keys import Keys
-from eventfleet.worker.model import UPTO, everything
+from eventfleet.worker.model import UPTO, fields
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
 
@@ -35,8 +35,7 @@ def model_is_the_fold(r: redis.Redis, ns: str, counts: ShardCounts) -> None:
     for shard, fold in report.folds.items():
         raw: Any = r.hgetall(Keys(ns).model(shard))
         stored = {k.decode(): v.decode() for k, v in raw.items() if k != UPTO.encode()}
-        flat = everything(fold.state)
-        assert stored == dict(zip(flat[::2], flat[1::2], strict=True)), shard
+        assert stored == fields(fold.state), shard
 
 
 def test_the_model_survives_kills_and_a_lost_model_is_rebuilt(

@@ -35,6 +35,8 @@ def apply_entries(
     state = o.state
     changes = Changes()
     note = changes.note
+    applied: list[Any] = []  # the applied events' wires, noted in one go (Changes.touched)
+    keep = applied.append
     pruned = Pruned(state, bool(entries) and ids.millis(entries[-1][0]) >= state.prune_at)
     # Entries come in id order, so only a batch that starts at or below the last applied
     # id needs a per-entry check: after a lost reply (resync), or if the group's position
@@ -46,20 +48,28 @@ def apply_entries(
         if check and not ids.after(eid, state.last_id):
             continue  # applied already; only its ack is missing
         raw, via_inbox, by = flat_entry_event(flat)
-        for res in step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by):
-            events += 1
-            add(res)  # the result itself is dropped here (see Effects)
-            note(res, counts)
-            if res.kind == "applied":
+        results = step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by)
+        events += len(results)
+        for res in results:
+            if res.kind == "applied":  # most results: a top-up emits and records nothing
+                keep(res.wire)
                 types[res.event_type or "?"] += 1
                 if oldest is None:
                     oldest = eid
-            elif res.kind == "duplicate":
+                if res.emits or res.outcomes:
+                    add(res)
+                    for out in res.outcomes:
+                        outcomes[out.status, out.reason or "none"] += 1
+                continue
+            add(res)  # the result itself is dropped here (see Effects)
+            note(res, counts)
+            if res.kind == "duplicate":
                 dups += 1
             for out in res.outcomes:
                 outcomes[out.status, out.reason or "none"] += 1
     if entries:
         o.per_entry = events_per_entry(events, len(entries))
+        changes.touched(applied, counts)
         effects.model = values(state, changes)
         effects.model_removed = pruned.removed(state)
     if types or dups:

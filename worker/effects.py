@@ -14,7 +14,7 @@ from typing import Any
 from eventfleet.ledger.bundle import pack
 from eventfleet.ledger.rules import DeadLetter, StepResult
 from eventfleet.store.keys import GROUP, Keys
-from eventfleet.worker.model import chunks
+from eventfleet.worker.model import ModelWrite
 from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, OwnInboxes, Scripts
 
 
@@ -49,8 +49,8 @@ class Effects:
         self.outcome_args: list[Any] = []
         """``seq, "outcome", text`` per outcome record, in seq order (``append_once``)."""
         self.dead: list[DeadLetter] = []
-        self.model: list[str] = []
-        """Read-model field/value pairs the batch changed (``eventfleet.worker.model``)."""
+        self.model = ModelWrite()
+        """The read-model fields the batch changed (``eventfleet.worker.model``)."""
         self.model_removed: list[str] = []
         """Read-model fields the batch's prune let go."""
 
@@ -107,7 +107,7 @@ def queue_effects(
     outcome record finds the model already past it.
     """
     if token is not None and (effects.model or effects.model_removed):
-        queue_model(pipe, keys, scripts, shard, token, upto, effects.model, effects.model_removed)
+        queue_model(pipe, keys, scripts, shard, token, upto, [effects.model], effects.model_removed)
     elif mark or effects:
         scripts.mark_written(pipe, written=keys.written(shard), upto=upto)
     for dest, texts in effects.emits.items():  # in order per destination: its seqs ascend
@@ -138,12 +138,12 @@ def queue_model(
     shard: str,
     token: str,
     upto: str,
-    values: list[str],
+    writes: Sequence[ModelWrite],
     removed: Sequence[str] = (),
 ) -> None:
-    """Queue the read model's writes (``write_model.lua``), in slices that keep each script
-    run short; the removed fields go with the first."""
-    for i, part in enumerate(chunks(values)):
+    """Queue the read model's writes (``write_model.lua``), one script run per write (a whole
+    model comes in slices that keep each run short); the removed fields go with the first."""
+    for i, part in enumerate(writes or [ModelWrite()]):
         scripts.write_model(
             pipe,
             written=keys.written(shard),
@@ -151,7 +151,7 @@ def queue_model(
             model=keys.model(shard),
             token=token,
             upto=upto,
-            values=part,
+            texts=part.args(),
             removed=removed if i == 0 else (),
         )
 

@@ -247,12 +247,12 @@ def sync_model(
     was lost, or fell behind its snapshot): one HGET to tell, then fenced writes."""
     cur: Any = r.hget(keys.model(shard), UPTO)
     whole = cur is None or ids.after(restored_at, ids.text(cur))
-    pairs = everything(state) if whole else values(state, changes)
+    writes = everything(state) if whole else [values(state, changes)]
     removed = pruned.removed(state)
-    if not pairs and not removed:
+    if not any(writes) and not removed:
         return
     pipe = r.pipeline(transaction=False)
-    queue_model(pipe, keys, scripts, shard, token, state.last_id, pairs, removed)
+    queue_model(pipe, keys, scripts, shard, token, state.last_id, writes, removed)
     pipe.execute()
 
 

@@ -13,7 +13,7 @@ import redis
 
 from eventfleet.ops.verify.report import Report, ShardFold
 from eventfleet.store.keys import Keys
-from eventfleet.worker.model import UPTO, everything
+from eventfleet.worker.model import UPTO, fields
 
 
 def check_model(r: redis.Redis, keys: Keys, fold: ShardFold, report: Report) -> None:
@@ -25,8 +25,7 @@ def check_model(r: redis.Redis, keys: Keys, fold: ShardFold, report: Report) -> 
                 f"{fold.shard}: no read model yet (its next owner writes it whole)"
             )
         return
-    flat = everything(fold.state)
-    expected = dict(zip(flat[::2], flat[1::2], strict=True))
+    expected = fields(fold.state)
     shard = fold.shard
     for field, value in expected.items():
         got = stored.get(field)
