@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+import structlog
 
 from eventfleet.cli.context import EXIT_USAGE, UserError
 from eventfleet.cli.options import common, ctx_of, group_option
@@ -81,6 +82,8 @@ def api(
     c = ctx_of(redis_url, namespace, **({"api_port": port} if port else {}))
     # A server logs at info by default (EVENTFLEET_LOG_LEVEL; -v/-vv win), as the worker does.
     configure(group_option("log_level") or c.settings.log_level, c.settings.log_format)
+    # the same lines, each line and its newline in one write (print() makes two): one a request
+    structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
     config = ApiConfig(
         idempotency_ttl_s=idempotency_ttl,
         clients_per_identity=clients_per_identity,
