@@ -206,6 +206,21 @@ class Stamper:
         self.seq[shard] = seq
         return self.keys.inbox(shard, self.identity), encode(event, self.wire_source, seq, key)
 
+    def regrow(self, counts: ShardCounts) -> None:
+        """Route with ``counts`` from now on: each count the one before or a multiple of it
+        (the namespace's counts grew, docs/DESIGN-DECISIONS.md section 35). Each new shard's
+        counter starts at its parent's (the shard that held its keys before), so the first
+        seq sent to it is above all this source sent its ancestors, as its dedup requires."""
+        old = self.counts
+        for fam, before, after in (("u", old.users, counts.users), ("i", old.items, counts.items)):
+            if after < before or after % before:
+                raise ValueError(f"{fam} shards cannot go from {before} to {after}")
+            for n in range(before, after):
+                last = self.seq.get(f"{fam}{n % before}")
+                if last is not None:
+                    self.seq[f"{fam}{n}"] = max(self.seq.get(f"{fam}{n}", 0), last)
+        self.counts = counts
+
 
 class Producer(Stamper):
     def __init__(

@@ -15,12 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventfleet.ledger import split as shard_split
-from eventfleet.ledger.codec import encode
+from eventfleet.ledger.codec import decode, encode
 from eventfleet.ledger.events import AddItem, Event, Order, Topup
 from eventfleet.ledger.results import ForwardResult, SplitResult, StepResult
 from eventfleet.ledger.rules import step, step_entry
 from eventfleet.ledger.shards import ShardCounts, destination, item_shard, user_shard
 from eventfleet.ledger.state import ShardState
+from eventfleet.store.keys import Keys
+from producer.client import Stamper
 
 WINDOW = 10**9
 USERS = range(1, 13)
@@ -252,7 +254,14 @@ def test_a_line_sent_stale_then_again_directly_applies_once() -> None:
     assert child.balances[3] == 5
 
 
-# --- a whole fleet ----------------------------------------------------------------------
+# --- a whole fleet -------------------------------------------------------------------
+
+
+def event_id(wire: Event) -> tuple[str, int, str, str]:
+    """What names a producer's event here: its source and seq, and its type and key (the
+    client's seqs count per shard, so a seq alone repeats across shards)."""
+    key = str(getattr(wire, "user_id", "")) if wire.type == "topup" else wire.item_id  # type: ignore[union-attr]
+    return wire.source, wire.seq, wire.type, key  # type: ignore[union-attr]
 
 
 @dataclass
@@ -262,7 +271,7 @@ class Fleet:
     logs: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
     pos: Counter[str] = field(default_factory=Counter)
     clock: int = 1_000
-    applied: Counter[tuple[str, int]] = field(default_factory=Counter)
+    applied: Counter[tuple[str, int, str, str]] = field(default_factory=Counter)
     decided: dict[str, tuple[str, int, int, str]] = field(default_factory=dict)
     decisions: Counter[str] = field(default_factory=Counter)
     paid: Counter[int] = field(default_factory=Counter)
@@ -298,7 +307,7 @@ class Fleet:
             for e in res.emits:
                 self.append(e.dest, e.text)
             if res.kind == "applied" and res.wire is not None and "/" in res.wire.source:
-                self.applied[res.wire.source, res.wire.seq] += 1
+                self.applied[event_id(res.wire)] += 1
             for rec in res.outcomes:
                 o = rec.outcome
                 key = f"{o.user_id}/{o.order_id}"
@@ -353,19 +362,20 @@ def test_a_fleet_split_under_load_applies_every_event_once_on_the_right_shard(
     for ku, ki in growth:
         levels.append((levels[-1][0] * ku, levels[-1][1] * ki))
     published = 0  # how many levels the command has published
-    routes = [0, 0, 0]  # the level each producer routes with
-    seqs = [0, 0, 0]
+    # producers 0 and 1 are the client library (a seq counter per shard, regrown when it
+    # switches); producer 2 a named source numbering its events like file lines
+    stampers = [Stamper(Keys("t"), init, f"p:w{who}", "app") for who in range(3)]
+    lines = 0
     last: list[tuple[str, str] | None] = [None, None, None]
     topped: Counter[int] = Counter()
     stock: Counter[str] = Counter()
-    sent: set[tuple[str, int]] = set()
+    sent: set[tuple[str, int, str, str]] = set()
     for who, what, user, item, which in script:
-        source = f"p:w{who}"
         if what == "reshard" and published + 1 < len(levels):
             published += 1
             fleet.reshard(levels[published - 1], levels[published])
         elif what == "switch":
-            routes[who] = published
+            stampers[who].regrow(counts(*levels[published]))
         elif what == "step":
             fleet.step_one(sorted(fleet.logs)[which % len(fleet.logs)])
         elif what == "retry" and last[who] is not None:
@@ -380,13 +390,15 @@ def test_a_fleet_split_under_load_applies_every_event_once_on_the_right_shard(
                 event = AddItem(item_id=item, count=2, price=PRICE)
                 stock[item] += 2
             else:
-                event = Order(order_id=f"o{who}x{seqs[who]}", user_id=user, item_id=item, qty=1)
-            seqs[who] += 1
-            dest = destination(event, counts(*levels[routes[who]]))
-            text = encode(event, source, seqs[who])
+                event = Order(order_id=f"o{len(sent)}", user_id=user, item_id=item, qty=1)
+            stamper = stampers[who]
+            dest = destination(event, stamper.counts)
+            lines += 1
+            _, text = stamper.stamp(event, lines if who == 2 else None)  # type: ignore[arg-type]
             fleet.append(dest, text, scope="app")
             last[who] = (dest, text)
-            sent.add((f"app/{source}", seqs[who]))
+            source, seq, kind, key = event_id(decode(text))
+            sent.add((f"app/{source}", seq, kind, key))
     while published + 1 < len(levels):  # the command finishes
         published += 1
         fleet.reshard(levels[published - 1], levels[published])
@@ -482,3 +494,18 @@ def test_forwarded_paths_fold_the_same_resumed_from_a_snapshot(spec: list, cut: 
     assert set(straight.fwd) <= set(straight.seen)
     for source, paths in straight.fwd.items():  # a producer's direct mark is its largest
         assert straight.watermarks.get(source, 0) >= max(paths.values())
+
+
+def test_the_client_starts_a_new_shards_counter_at_its_parents() -> None:
+    stamper = Stamper(Keys("t"), counts(2, 2), "p:c")
+    for user in (1, 1, 3, 3, 3):
+        stamper.stamp(Topup(user_id=user, amount=1))
+    before = dict(stamper.seq)
+    stamper.regrow(counts(8, 2))
+    for child in range(2, 8):
+        assert stamper.seq.get(f"u{child}") == before.get(f"u{child % 2}")
+    _, text = stamper.stamp(Topup(user_id=3, amount=1))  # u3 under 8: a child of u1
+    assert decode(text).seq == before[user_shard(3, counts(2, 2))] + 1
+    for bad in (counts(4, 2), counts(12, 2), counts(8, 3)):
+        with pytest.raises(ValueError, match="cannot go from"):
+            stamper.regrow(bad)

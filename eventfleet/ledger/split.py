@@ -9,7 +9,8 @@ split happens where its marker is in its log, so every fold splits at the same e
 Forwarded entries carry their path (the shards that forwarded them, first hop first, joined
 by ``.``). A child checks a forwarded entry against the watermark of its (source, path) in
 ``ShardState.fwd``; a direct entry as before, against ``ShardState.watermarks``. For a
-producer source (one counter for every shard it writes to) the direct watermark is kept at
+producer source (whose first direct seq to a new shard is above all it sent that shard's
+ancestors: ``producer/client.py: Stamper.regrow``) the direct watermark is kept at
 the largest of every path's, so a direct entry is a duplicate iff its seq is at or below all
 of them, at no extra cost. A shard source numbers per destination: its paths are separate
 counters, and the direct one is checked alone.
