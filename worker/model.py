@@ -65,7 +65,12 @@ class Changes:
         self.touched([w], counts)
 
     def touched(self, wires: list[Wire], counts: ShardCounts) -> None:
-        """Note the applied events ``wires`` (a batch's, in one loop: no call per event)."""
+        """Note the applied events ``wires`` (a batch's, in one go: no call per event; a
+        batch of top-ups alone, the common case, in two set comprehensions)."""
+        if all(type(w) is TopupWire for w in wires):
+            self.users.update({w.user_id for w in wires})  # type: ignore[union-attr]
+            self.sources.update({w.source for w in wires})
+            return
         users, items, sources = self.users, self.items, self.sources
         for w in wires:
             sources.add(w.source)

@@ -111,17 +111,28 @@ def _home(wire: Wire, counts: ShardCounts) -> str:
 def _shard_of(family: str, key: int | str, count: int) -> str:
     """``user_shard`` / ``item_shard``, remembered per id: a pure function of the id and the
     count, so ids seen before are not hashed again."""
-    homes = _HOMES.get((family, count))
+    homes = (_USER_HOMES if family == "u" else _ITEM_HOMES).get(count)
+    if homes is not None:
+        home = homes.get(key)
+        if home is not None:
+            return home
+    return _remember(family, key, count)
+
+
+def _remember(family: str, key: int | str, count: int) -> str:
+    """Hash ``key`` and remember its shard (the table per count starts afresh when full)."""
+    table = _USER_HOMES if family == "u" else _ITEM_HOMES
+    homes = table.get(count)
     if homes is None or len(homes) >= _HOMES_MAX:
-        homes = _HOMES[family, count] = {}
-    home = homes.get(key)
-    if home is None:
-        home = homes[key] = f"{family}{shard_index(key, count)}"
+        homes = table[count] = {}
+    home = homes[key] = f"{family}{shard_index(key, count)}"
     return home
 
 
-_HOMES: dict[tuple[str, int], dict[int | str, str]] = {}
-"""Shard name per (family, count) and id, as ``_home`` computed it; started afresh when full."""
+_USER_HOMES: dict[int, dict[int | str, str]] = {}
+"""User shard name per user count and user id, as ``_shard_of`` computed it."""
+_ITEM_HOMES: dict[int, dict[int | str, str]] = {}
+"""Item shard name per item count and item id."""
 _HOMES_MAX = 200_000
 
 
@@ -283,13 +294,21 @@ def _step_wire(
     """``step`` after decoding; ``raw`` is the event's text, or its bundle's (``index``);
     ``now`` the entry id's time (``dedup.entry_ms``)."""
     cls = type(wire)
-    if from_inbox and cls not in _EXTERNAL_WIRES:
-        msg = f"a {wire.type} arrived through the inbox: only shards emit it"
-        return dead_letter(state, entry_id, _text(raw, index), "forged_internal", msg)
-    if from_inbox and not wire.source.startswith("p:", wire.source.find("/") + 1):
-        msg = f"source {wire.source!r} arrived through the inbox: only that shard may use it"
-        return dead_letter(state, entry_id, _text(raw, index), "forged_source", msg)
-    home = _home(wire, counts)
+    source = wire.source
+    if from_inbox:
+        if cls not in _EXTERNAL_WIRES:
+            msg = f"a {wire.type} arrived through the inbox: only shards emit it"
+            return dead_letter(state, entry_id, _text(raw, index), "forged_internal", msg)
+        if not source.startswith("p:", source.find("/") + 1):
+            msg = f"source {source!r} arrived through the inbox: only that shard may use it"
+            return dead_letter(state, entry_id, _text(raw, index), "forged_source", msg)
+    if cls in _USER_WIRES:  # _home, inlined: this runs for every event
+        homes, hkey = _USER_HOMES.get(counts.users), wire.user_id  # type: ignore[union-attr]
+    else:
+        homes, hkey = _ITEM_HOMES.get(counts.items), wire.item_id  # type: ignore[union-attr]
+    home = homes.get(hkey) if homes is not None else None
+    if home is None:
+        home = _home(wire, counts)
     if home != state.shard:
         if state.splits:  # a key this shard owned before a split: its child's now
             forwarded = shard_split.forward(state, now, wire, _text(raw, index), counts)
@@ -307,11 +326,9 @@ def _step_wire(
     window = counts.window_ms
     if now >= state.prune_at:
         dedup.prune(state, now, window)
-    source = wire.source
     # The watermark of ``eventfleet.ledger.dedup``: a shard source's always holds, a producer's
-    # only while
-    # the producer was heard within the window.
-    producer = source[:1] == "p" or "/" in source  # p:... or <producer>/p:...
+    # only while the producer was heard within the window.
+    producer = source[0] == "p" or "/" in source  # p:... or <producer>/p:... (never empty)
     mark = state.watermarks.get(source, 0)
     if mark and producer and now - state.seen.get(source, now - window - 1) > window:
         mark = 0
@@ -394,16 +411,19 @@ def _apply(state: ShardState, ev: Wire, counts: ShardCounts, now: int) -> StepRe
     the seqs it would take), which is where it can fail, and only then changes the state,
     with plain assignments: a rule that raises has changed nothing."""
     res = StepResult("applied", ev.type)
+    if type(ev) is TopupWire:  # the most common event first: _checked inlined
+        balance = state.balances.get(ev.user_id, 0) + ev.amount
+        if balance > MAX_INT:
+            raise Refused("balance_overflow", f"balance would reach {balance} (limit {MAX_INT})")
+        state.balances[ev.user_id] = balance
+        return res
     if type(ev) is ChargeWire or type(ev) is RejectWire:
         order = order_key(ev.user_id, ev.order_id, counts.orders_per_user)
         first = dedup.first_decision(state, order, now, counts.window_ms)
         if first is not None:
             _duplicate_order(state, res, ev, first, counts)
             return res
-    if type(ev) is TopupWire:
-        balance = _checked(state.balances.get(ev.user_id, 0) + ev.amount, "balance")
-        state.balances[ev.user_id] = balance
-    elif type(ev) is AddItemWire:
+    if type(ev) is AddItemWire:
         item = state.items.get(ev.item_id)
         if item is None:
             state.items[ev.item_id] = Item(ev.price, ev.count)
