@@ -52,8 +52,7 @@ def apply_entries(
         events += len(results)
         for res in results:
             if res.kind == "applied":  # most results: a top-up emits and records nothing
-                keep(res.wire)
-                types[res.event_type or "?"] += 1
+                keep(res.wire)  # (counted by type after the loop)
                 if oldest is None:
                     oldest = eid
                 if res.emits or res.outcomes:
@@ -69,7 +68,14 @@ def apply_entries(
                 outcomes[out.status, out.reason or "none"] += 1
     if entries:
         o.per_entry = events_per_entry(events, len(entries))
-        changes.touched(applied, counts)
+        if applied:
+            kind = type(applied[0])
+            if all(type(w) is kind for w in applied):  # a batch of one kind (top-ups)
+                types[applied[0].type] += len(applied)
+                changes.touched(applied, counts, kind)
+            else:
+                types.update(w.type for w in applied)
+                changes.touched(applied, counts)
         effects.model = values(state, changes)
         effects.model_removed = pruned.removed(state)
     if types or dups:

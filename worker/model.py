@@ -64,10 +64,11 @@ class Changes:
             return
         self.touched([w], counts)
 
-    def touched(self, wires: list[Wire], counts: ShardCounts) -> None:
-        """Note the applied events ``wires`` (a batch's, in one go: no call per event; a
-        batch of top-ups alone, the common case, in two set comprehensions)."""
-        if all(type(w) is TopupWire for w in wires):
+    def touched(self, wires: list[Wire], counts: ShardCounts, kind: type | None = None) -> None:
+        """Note the applied events ``wires`` (a batch's, in one go: no call per event).
+        ``kind``: every one of them is of that class; a batch of top-ups alone, the common
+        case, is then noted in two set comprehensions."""
+        if kind is TopupWire:
             self.users.update({w.user_id for w in wires})  # type: ignore[union-attr]
             self.sources.update({w.source for w in wires})
             return
