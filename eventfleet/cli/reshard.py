@@ -12,9 +12,57 @@ from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError, user
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
 
 
-@click.group()
-def reshard() -> None:
-    """Move a ledger to a namespace with more shards (docs/SCALING.md)."""
+@click.group(invoke_without_command=True)
+@click.option(
+    "--user-shards",
+    type=click.IntRange(1),
+    default=None,
+    help="grow this namespace to this many user shards (a multiple of the current count)",
+)
+@click.option(
+    "--item-shards",
+    type=click.IntRange(1),
+    default=None,
+    help="grow this namespace to this many item shards (a multiple of the current count)",
+)
+@click.pass_context
+def reshard(ctx: click.Context, user_shards: int | None, item_shards: int | None) -> None:
+    """Grow this namespace's shard counts in place (--user-shards, --item-shards; not
+    available yet, docs/DESIGN-DECISIONS.md section 35), or move a ledger to a namespace with
+    more shards (export, compare: docs/SCALING.md)."""
+    if ctx.invoked_subcommand is not None:
+        if user_shards is not None or item_shards is not None:
+            raise UserError("--user-shards and --item-shards go without a subcommand", EXIT_USAGE)
+        return
+    if user_shards is None and item_shards is None:
+        raise UserError("give --user-shards and/or --item-shards, or a subcommand", EXIT_USAGE)
+    grow(user_shards, item_shards)
+
+
+def grow(user_shards: int | None, item_shards: int | None) -> None:
+    """Check the growth and the lease, then refuse: nothing publishes new counts yet."""
+    from eventfleet.ops.reshard_online import ReshardBusy, ReshardRefused, Run, check_growth
+
+    c = ctx_of(None, None)
+    with user_errors(c.settings):
+        current = c.counts()
+        users = current.users if user_shards is None else user_shards
+        items = current.items if item_shards is None else item_shards
+        try:
+            check_growth(current, users, items)
+        except ReshardRefused as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
+        run = Run(c.redis, c.keys)
+        try:
+            run.take()
+        except ReshardBusy as exc:
+            raise UserError(str(exc)) from None
+        run.release()
+    raise UserError(
+        f"growing to {users} user and {items} item shards is not available yet: the workers "
+        "of this version do not apply split markers (docs/DESIGN-DECISIONS.md, section 35); "
+        "nothing was changed. Move to a new namespace instead (docs/SCALING.md, section 7)"
+    )
 
 
 @reshard.command("export")

@@ -47,16 +47,7 @@ def init_namespace(
     """
     if r.exists(keys.meta):
         _same_counts(read_counts(r, keys), counts, keys)
-    names = registered(r, keys)
-    for shard in counts.all_shards():
-        try:
-            r.xgroup_create(keys.events(shard), GROUP, id="0", mkstream=True)
-        except rx.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        create_inbox(r, inbox=keys.inbox(shard), head=INBOX_HEAD)
-        for name in moved_names(names):
-            create_inbox(r, inbox=keys.inbox(shard, name), head=INBOX_HEAD)
+    create_shards(r, keys, counts.all_shards())
     created = bool(r.hsetnx(keys.meta, "user_shards", counts.users))
     if created:
         r.hset(keys.meta, "version", FORMAT_VERSION)
@@ -69,6 +60,21 @@ def init_namespace(
         r.hsetnx(keys.meta, "producer_backlog_bytes", bounds.bytes)
     _same_counts(read_counts(r, keys), counts, keys)  # another init may have won the race
     return created
+
+
+def create_shards(r: redis.Redis, keys: Keys, shards: list[str]) -> None:
+    """Create each shard's stream and group, and its inboxes (the shared one, the operators'
+    and every registered producer's); what exists is left as it is."""
+    names = registered(r, keys)
+    for shard in shards:
+        try:
+            r.xgroup_create(keys.events(shard), GROUP, id="0", mkstream=True)
+        except rx.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        create_inbox(r, inbox=keys.inbox(shard), head=INBOX_HEAD)
+        for name in moved_names(names):
+            create_inbox(r, inbox=keys.inbox(shard, name), head=INBOX_HEAD)
 
 
 def _same_counts(existing: ShardCounts, counts: ShardCounts, keys: Keys) -> None:

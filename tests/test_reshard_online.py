@@ -1,0 +1,138 @@
+"""The online `reshard` command as far as it is built (eventfleet/ops/reshard_online.py,
+docs/DESIGN-DECISIONS.md section 35): its refusals and exit codes, its lease (two runs never
+both proceed; a run that lost its lease writes nothing), the record of its target and of the
+counts at init, and the new shards' keys; against the session's Redis."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ops.reshard_online import (
+    ReshardBusy,
+    ReshardRefused,
+    Run,
+    check_growth,
+    lease_key,
+    new_shards,
+)
+from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.namespace import init_namespace, read_counts
+from tests.helpers import cli
+from tests.secure_redis import connect
+
+
+@pytest.mark.parametrize(
+    ("users", "items", "why"),
+    [
+        (1, 2, "cannot shrink from 2 to 1"),
+        (3, 2, "only grow by a multiple of 2, not to 3"),
+        (4, 6, "only grow by a multiple of 4, not to 6"),
+        (8192, 4, "at most 4096"),
+        (2, 4, "nothing to do"),
+    ],
+)
+def test_growth_must_be_a_multiple(users: int, items: int, why: str) -> None:
+    with pytest.raises(ReshardRefused, match=why):
+        check_growth(ShardCounts(2, 4), users, items)
+    check_growth(ShardCounts(2, 4), 2, 8)
+    check_growth(ShardCounts(2, 4), 6, 4)
+    assert new_shards(ShardCounts(2, 4), 4, 8) == ["u2", "u3", "i4", "i5", "i6", "i7"]
+
+
+def test_the_command_refuses_bad_counts_and_then_refuses_to_write(
+    r: redis.Redis, env: dict[str, str], namespace: str
+) -> None:
+    cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
+    meta = r.hgetall(f"{namespace}:meta")
+    for args, why in (
+        (["--user-shards", "3"], "multiple of 2"),
+        (["--item-shards", "1"], "cannot shrink"),
+        (["--user-shards", "2", "--item-shards", "2"], "nothing to do"),
+        ([], "--user-shards"),
+        (["--user-shards", "4", "export"], "without a subcommand"),
+    ):
+        res = cli("reshard", *args, env=env, check=False)
+        assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
+    res = cli("reshard", "--user-shards", "4", "--item-shards", "8", env=env, check=False)
+    assert res.returncode == 1 and "not available yet" in res.stderr, res.stderr
+    assert "nothing was changed" in res.stderr
+    assert r.hgetall(f"{namespace}:meta") == meta
+    assert not r.exists(lease_key(Keys(namespace)))  # its lease was let go
+    assert not r.exists(Keys(namespace).events("u2"))
+    held = Run(r, Keys(namespace))
+    held.take()
+    res = cli("reshard", "--user-shards", "4", env=env, check=False)
+    assert res.returncode == 1 and "holds the lease" in res.stderr, res.stderr
+
+
+def test_two_runs_never_both_proceed_and_a_superseded_one_writes_nothing(
+    r: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    first, second = Run(r, keys, ttl_ms=60_000), Run(r, keys, ttl_ms=60_000)
+    first.take()
+    with pytest.raises(ReshardBusy, match="holds the lease"):
+        second.take()
+    first.write_meta({"reshard_state": "a"})
+    r.delete(lease_key(keys))  # first's lease lapsed (a pause past its TTL)
+    second.take()
+    with pytest.raises(ReshardBusy, match="lost the reshard lease"):
+        first.write_meta({"reshard_state": "b"})
+    with pytest.raises(ReshardBusy, match="lost the reshard lease"):
+        first.renew()
+    assert r.hget(keys.meta, "reshard_state") == b"a"
+    second.write_meta({"reshard_state": "c"})
+    first.release()  # not its lease any more: left alone
+    assert r.get(lease_key(keys)) == second.token.encode()
+    second.release()
+    assert not r.exists(lease_key(keys))
+
+
+def test_begin_records_the_target_and_init_counts_and_prepare_creates_the_new_shards(
+    r: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    current = ShardCounts(2, 2)
+    init_namespace(r, keys, current)
+    r.hset(keys.producers, "app", "eventfleet-producer-app")  # a registered identity
+    run = Run(r, keys)
+    run.take()
+    run.begin(current, 4, 2)
+    run.begin(current, 4, 2)  # a re-run continues
+    meta = r.hgetall(keys.meta)
+    assert meta[b"reshard_target"] == b"4,2" and meta[b"reshard_state"] == b"preparing"
+    assert (meta[b"init_user_shards"], meta[b"init_item_shards"]) == (b"2", b"2")
+    with pytest.raises(ReshardRefused, match="not finished"):
+        run.begin(current, 8, 2)
+    assert run.prepare(current, 4, 2) == ["u2", "u3"]
+    assert run.prepare(current, 4, 2) == ["u2", "u3"]  # idempotent
+    for shard in ("u2", "u3"):
+        assert r.xinfo_groups(keys.events(shard))[0]["name"] == GROUP.encode()
+        assert r.llen(keys.inbox(shard)) == 1 and r.llen(keys.inbox(shard, "app")) == 1
+    assert not r.exists(keys.events("u4"))
+    assert read_counts(r, keys) == current  # nothing published: workers see what they saw
+    r.hset(keys.meta, "reshard_state", "done")
+    run.begin(ShardCounts(4, 2), 8, 2)  # the next one, once the last is done
+    assert r.hget(keys.meta, "init_user_shards") == b"2"  # kept from the first
+    run.release()
+
+
+@pytest.mark.redis  # a Redis of its own with the shipped ACL file
+def test_the_lease_and_its_meta_writes_as_the_shipped_admin_user(port: int) -> None:
+    admin, worker = connect(port, "admin"), connect(port, "worker")
+    keys = Keys("eventfleet")
+    admin.hset(keys.meta, mapping={"user_shards": 2, "item_shards": 2})
+    run = Run(admin, keys)
+    run.take()
+    run.begin(ShardCounts(2, 2), 4, 4)
+    assert admin.hget(keys.meta, "reshard_target") == "4,4"
+    with pytest.raises(ReshardBusy):
+        Run(worker, keys).take()
+    run.release()
+    assert not admin.exists(lease_key(keys))
+    with pytest.raises(redis.exceptions.ResponseError, match=r"can.t access"):
+        Run(worker, keys).take()  # only the admin may run a reshard
+    assert not admin.exists(lease_key(keys))
