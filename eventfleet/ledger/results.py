@@ -14,6 +14,29 @@ from eventfleet.ledger.state import ShardState
 
 DLQ = "dlq"
 
+DEAD_LETTER_REASONS = (
+    "bad_entry",
+    "too_large",
+    "bad_json",
+    "unknown_type",
+    "invalid_event",
+    "forged_internal",
+    "forged_source",
+    "wrong_shard",
+    "balance_overflow",
+    "stock_overflow",
+    "unknown_item",
+    "handler_error",
+    "max_deliveries",
+)
+"""Every reason a dead letter can give (ledger.codec, ``eventfleet.ledger.rules.step``, and the
+poison skip of entries delivered too often): the bounded label set of the dead-letter metrics."""
+
+
+FORGED = frozenset({"forged_internal", "forged_source"})
+"""Reasons of entries from a shard's inbox (what producers write) that claim to come from a
+shard: an internal event type, or a shard's source name. Neither takes effect."""
+
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass' __init__ costs more (PERFORMANCE.md)
 class Emit:

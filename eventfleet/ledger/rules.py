@@ -41,7 +41,16 @@ from eventfleet.ledger.events import (
     Reject,
     RejectReason,
 )
-from eventfleet.ledger.results import DLQ, DeadLetter, Emit, OutcomeRecord, StepResult, dead_letter
+from eventfleet.ledger.results import (
+    DEAD_LETTER_REASONS,
+    DLQ,
+    FORGED,
+    DeadLetter,
+    Emit,
+    OutcomeRecord,
+    StepResult,
+    dead_letter,
+)
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, shard_index
 from eventfleet.ledger.state import Item, ShardState
 
@@ -61,30 +70,6 @@ __all__ = [  # the results moved to eventfleet.ledger.results; importers here ke
 ]
 
 OUTCOMES = "outcomes"
-
-
-DEAD_LETTER_REASONS = (
-    "bad_entry",
-    "too_large",
-    "bad_json",
-    "unknown_type",
-    "invalid_event",
-    "forged_internal",
-    "forged_source",
-    "wrong_shard",
-    "balance_overflow",
-    "stock_overflow",
-    "unknown_item",
-    "handler_error",
-    "max_deliveries",
-)
-"""Every reason a dead letter can give (ledger.codec, ``step`` below, and the poison skip of
-entries delivered too often): the bounded label set of the dead-letter metrics."""
-
-
-FORGED = frozenset({"forged_internal", "forged_source"})
-"""Reasons of entries from a shard's inbox (what producers write) that claim to come from a
-shard: an internal event type, or a shard's source name. Neither takes effect."""
 
 
 _KEYED = frozenset({TopupWire, AddItemWire})
