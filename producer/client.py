@@ -42,10 +42,14 @@ from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.store import retry, wire
 from eventfleet.store.connection import FatalRedisError, is_cluster
 from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import NamespaceError, read_counts
 from eventfleet.store.producers import Bounds, Lengths, identity_of
 from eventfleet.store.replication import ShortOfReplicas, write_replicated
 
 CHUNK = 1000
+COUNTS_EVERY_S = 5.0
+"""How often a producer re-reads the namespace's shard counts (they only grow, online:
+docs/DESIGN-DECISIONS.md section 35), checked between chunks."""
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,62}$")
 
 
@@ -234,6 +238,7 @@ class Producer(Stamper):
         retry_for_s: float = 60.0,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        counts_every_s: float = COUNTS_EVERY_S,
     ) -> None:
         if name is not None:
             source = source_of(name)
@@ -245,6 +250,23 @@ class Producer(Stamper):
         self.retry_for_s = retry_for_s
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.counts_every_s = counts_every_s
+        self._counts_due = time.monotonic() + counts_every_s
+
+    def learn_counts(self) -> None:
+        """Re-read the shard counts when due and route with them once they grew
+        (``regrow``). Called between chunks, never while one is out: a chunk sent again goes
+        to the inboxes of its first attempt. A read that fails is tried at the next chunk."""
+        now = time.monotonic()
+        if now < self._counts_due:
+            return
+        self._counts_due = now + self.counts_every_s
+        try:
+            counts = read_counts(self.r, self.keys)
+        except (redis.RedisError, NamespaceError):
+            return
+        if (counts.users, counts.items) != (self.counts.users, self.counts.items):
+            self.regrow(counts)
 
     def publish_one(self, event: ExternalEvent, *, key: str | None = None) -> str:
         """Publish one event now; returns the shard whose inbox took it. With ``key`` (a topup
@@ -254,6 +276,7 @@ class Producer(Stamper):
             if not isinstance(event, Topup | AddItem):
                 raise ValueError(f"an idempotency key is for topup and add_item, not {event.type}")
             check_key(key)
+        self.learn_counts()
         inbox, text = self.stamp(event, key=key)
         self.send([(inbox, text)])
         return inbox.split(":")[1].strip("{}")
@@ -365,6 +388,7 @@ class Producer(Stamper):
                 if on_chunk:
                     on_chunk(len(buf))
                 buf = []
+                self.learn_counts()
         if buf:
             self.send(buf)
             sent += len(buf)
@@ -388,6 +412,7 @@ class Producer(Stamper):
                 if out is not None:
                     sent += _confirmed(out, on_chunk)
                 out = sender.submit(self.send, stamped)
+                self.learn_counts()  # before the next chunk is stamped
             if out is not None:
                 sent += _confirmed(out, on_chunk)
         return sent

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.codec import decode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.ops.reshard_online import (
     ReshardBusy,
     ReshardRefused,
@@ -17,8 +19,9 @@ from eventfleet.ops.reshard_online import (
     lease_key,
     new_shards,
 )
+from eventfleet.producer.client import Producer
 from eventfleet.store.keys import GROUP, Keys
-from eventfleet.store.namespace import init_namespace, read_counts
+from eventfleet.store.namespace import create_shards, init_namespace, read_counts
 from tests.helpers import cli
 from tests.secure_redis import connect
 
@@ -136,3 +139,35 @@ def test_the_lease_and_its_meta_writes_as_the_shipped_admin_user(port: int) -> N
     with pytest.raises(redis.exceptions.ResponseError, match=r"can.t access"):
         Run(worker, keys).take()  # only the admin may run a reshard
     assert not admin.exists(lease_key(keys))
+
+
+def test_a_producer_learns_grown_counts_between_chunks(r: redis.Redis, namespace: str) -> None:
+    """The counts grow (as the command will publish them, the new inboxes made first): the
+    chunk already stamped goes where it was routed, the next ones to the new shards, each
+    new shard's seqs going on from its parent's."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    producer = Producer(r, keys, ShardCounts(2, 2), counts_every_s=0)
+    users = range(1, 41)
+    producer.publish([Topup(user_id=u, amount=1) for u in users])
+    parents = dict(producer.seq)
+    create_shards(r, keys, ["u2", "u3"])
+    r.hset(keys.meta, "user_shards", 4)
+    producer.publish([Topup(user_id=u, amount=1) for u in users], chunk=10)
+    producer.publish_one(Topup(user_id=41, amount=1))
+    assert producer.counts.users == 4
+    grown = ShardCounts(4, 2)
+    for child in ("u2", "u3"):
+        parent = f"u{int(child[1:]) % 2}"
+        direct = [decode(e) for e in r.lrange(keys.inbox(child), 1, -1)]
+        stale = [
+            decode(e)
+            for e in r.lrange(keys.inbox(parent), 1, -1)
+            if user_shard(decode(e).user_id, grown) == child  # type: ignore[union-attr]
+        ]
+        assert direct and stale, child
+        seqs = [e.seq for e in direct]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        # above all the source sent the parent for the child's keys, as its dedup needs
+        assert seqs[0] > max(e.seq for e in stale) and seqs[0] > parents[parent]
+        assert all(user_shard(e.user_id, grown) == child for e in direct)  # type: ignore[union-attr]
