@@ -387,8 +387,6 @@ class Client(ReadMethods):
             await client.publish_many(rows, source="nightly-2026-12-07")
         """
         r, counts, stamper = await self._ready()
-        shards, bodies = prepared(events, counts)  # every event valid before the first is sent
-        numbers: list[int] | None = None
         if source is None:
             if seqs != "position":
                 raise InvalidEvent("seqs number a named source's events: pass source= too")
@@ -397,12 +395,13 @@ class Client(ReadMethods):
                 stamper = Stamper(self.keys, counts, source_of(source), self._identity())
             except ValueError as exc:
                 raise InvalidEvent(str(exc)) from None
-            if seqs == "position":
-                numbers = list(range(1, len(shards) + 1))
-            elif seqs != "shard":
-                numbers = list(seqs)
-                if len(numbers) != len(shards):
-                    raise InvalidEvent(f"{len(numbers)} seqs for {len(shards)} events")
+        # every event valid before the first is sent, routed as its stamper routes
+        shards, bodies = prepared(events, stamper.counts)
+        numbers: list[int] | None = None
+        if source is not None and seqs != "shard":
+            numbers = list(range(1, len(shards) + 1)) if seqs == "position" else list(seqs)
+            if len(numbers) != len(shards):
+                raise InvalidEvent(f"{len(numbers)} seqs for {len(shards)} events")
         size = chunk_for(rate)
         began = time.monotonic()
         pending: asyncio.Task[None] | None = None  # the previous chunk's send, still out
