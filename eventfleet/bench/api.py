@@ -5,7 +5,8 @@ Each side runs ``concurrency`` callers: HTTP callers on keep-alive connections o
 minimal client (``eventfleet.bench.http``), every top-up with an Idempotency-Key; client
 callers as tasks sharing one ``eventfleet.aio.Client`` (one call per top-up, as a handler
 would). Requests per second, p50 and p99 latency per side; the API process' CPU per request
-and the machine's load. Two workers apply everything; orders find stock and money enough.
+(and per top-up and per order apart) and the machine's load. Two workers apply everything;
+orders find stock and money enough.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ async def _client_side(url: str, ns: str, callers: int, n: int, orders: int) -> 
 
 
 async def _http_side(api: LocalApi, callers: int, n: int, orders: int) -> dict[str, Any]:
+    """Both phases over HTTP; with the API process' CPU seconds in each (``cpu_s``)."""
+    assert api.proc is not None
+    pid = api.proc.pid
     parts = urlsplit(api.url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     conns = [await Conn.open(host, port) for _ in range(callers)]
@@ -102,12 +106,16 @@ async def _http_side(api: LocalApi, callers: int, n: int, orders: int) -> dict[s
                 raise BenchError(f"POST /v1/orders?wait=5: {status} {body}")
 
         await topup(0, -1)  # the identity verified, its clients connected
+        cpu0 = cpu_seconds(pid)
         lats, secs = await _drive(callers, n, topup)
+        cpu1 = cpu_seconds(pid)
         olats, osecs = await _drive(callers, orders, order)
+        cpu2 = cpu_seconds(pid)
     finally:
         for c in conns:
             await c.close()
-    return {"topups": _figures(lats, secs), "orders": _figures(olats, osecs)}
+    cpu_s = {"topups": cpu1 - cpu0, "orders": cpu2 - cpu1}
+    return {"topups": _figures(lats, secs), "orders": _figures(olats, osecs), "cpu_s": cpu_s}
 
 
 def http_vs_client(env: BenchEnv, n: int, orders: int, callers: int = 32) -> dict[str, Any]:
@@ -159,6 +167,8 @@ def http_vs_client(env: BenchEnv, n: int, orders: int, callers: int = 32) -> dic
         "client_order_p50_ms": client["orders"]["p50_ms"],
         "client_order_p99_ms": client["orders"]["p99_ms"],
         "api_cpu_ms_per_request": round(api_cpu * 1000 / (n + orders + 1), 3),
+        "api_cpu_ms_per_topup": round(http["cpu_s"]["topups"] * 1000 / max(1, n), 3),
+        "api_cpu_ms_per_order": round(http["cpu_s"]["orders"] * 1000 / max(1, orders), 3),
         "load_during": load_before,
     }
 
