@@ -104,6 +104,7 @@ def test_every_lua_file_is_a_known_script_or_piece() -> None:
         "acquire", "renew", "release", "save_snapshot", "fenced_read", "xadd_many",
         "append_once", "mark_written", "heartbeat", "retain", "tail", "register", "expel",
         "create_inbox", "raise_mark", "bench_loop_order", "write_model", "reshard_meta",
+        "forward_once",
     }  # fmt: skip
     assert set(lua.names()) == scripts | lua.PIECES
     for name in lua.names():

@@ -74,6 +74,7 @@ FILES = {
     "test_dedup_window.py": "fast",
     "test_split.py": "fast",
     "test_split_fleet.py": "fast",
+    "test_split_worker.py": "fast",
     "test_reshard_online.py": "fast",
     "test_inbox_bounds.py": "fast",
     "test_perf_paths.py": "fast",

@@ -12,8 +12,10 @@ from eventfleet.ledger.bundle import events_per_entry
 from eventfleet.ledger.rules import DeadLetter, step_entry
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.store import ids
-from eventfleet.store.keys import flat_entry_event
+from eventfleet.store.keys import flat_entry_event, flat_entry_fwd
 from eventfleet.worker.effects import Effects
+from eventfleet.worker.forwards import MOVED_KINDS as _MOVED
+from eventfleet.worker.forwards import note as note_moved
 from eventfleet.worker.model import Changes, Pruned, values
 from eventfleet.worker.observe import Observer
 from eventfleet.worker.owned import Owned
@@ -22,9 +24,13 @@ log = structlog.get_logger("eventfleet.worker")
 
 
 def apply_entries(
-    o: Owned, entries: list[Any], counts: ShardCounts, observe: Observer
+    o: Owned, entries: list[Any], counts: ShardCounts, observe: Observer, splits: bool = False
 ) -> tuple[Effects, list[bytes], int]:
-    """Apply a shard's entries: their effects, the ids to ack and how many events."""
+    """Apply a shard's entries: their effects, the ids to ack and how many events.
+
+    ``splits``: split markers apply and forwarded entries are stepped on their path
+    (``eventfleet.ledger.split``; ``counts`` are then the namespace's at ``init``); without it
+    a marker is an ``unknown_type`` dead letter, as before."""
     effects = Effects()
     add = effects.add
     acks: list[bytes] = []
@@ -42,13 +48,24 @@ def apply_entries(
     # id needs a per-entry check: after a lost reply (resync), or if the group's position
     # ever fell behind a snapshot (a Redis that lost writes).
     check = bool(entries) and not ids.after(entries[0][0], state.last_id)
+    # only a shard born of a split is sent forwarded entries: one test per batch for others
+    fwd_of = flat_entry_fwd if splits and state.splits else None
     for eid_b, flat in entries:
         acks.append(eid_b)
         eid = eid_b.decode()
         if check and not ids.after(eid, state.last_id):
             continue  # applied already; only its ack is missing
         raw, via_inbox, by = flat_entry_event(flat)
-        results = step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by)
+        results = step_entry(
+            state,
+            eid,
+            raw,
+            counts,
+            from_inbox=via_inbox,
+            scope=by,
+            fwd=fwd_of(flat) if fwd_of else "",
+            splits=splits,
+        )
         events += len(results)
         for res in results:
             if res.kind == "applied":  # most results: a top-up emits and records nothing
@@ -64,6 +81,8 @@ def apply_entries(
             note(res, counts)
             if res.kind == "duplicate":
                 dups += 1
+            elif res.kind in _MOVED:
+                effects.moved = note_moved(effects.moved, res, eid, state)
             for out in res.outcomes:
                 outcomes[out.status, out.reason or "none"] += 1
     if entries:
@@ -78,6 +97,8 @@ def apply_entries(
                 changes.touched(applied, counts)
         effects.model = values(state, changes)
         effects.model_removed = pruned.removed(state)
+        if effects.moved is not None:
+            effects.model_removed += effects.moved.removed
     if types or dups:
         observe.shard_applied(o.name, o.family, types, dups, oldest)
     if outcomes:

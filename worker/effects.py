@@ -14,6 +14,7 @@ from typing import Any
 from eventfleet.ledger.bundle import pack
 from eventfleet.ledger.rules import DeadLetter, StepResult
 from eventfleet.store.keys import GROUP, Keys
+from eventfleet.worker.forwards import Moved, queue_moved
 from eventfleet.worker.model import ModelWrite
 from eventfleet.worker.scripts import INBOX_MOVE_LIMIT, OwnInboxes, Scripts
 
@@ -41,7 +42,7 @@ class Effects:
     meanwhile; the texts and numbers kept here are not tracked by the GC at all.
     """
 
-    __slots__ = ("dead", "emits", "model", "model_removed", "outcome_args")
+    __slots__ = ("dead", "emits", "model", "model_removed", "moved", "outcome_args")
 
     def __init__(self) -> None:
         self.emits: dict[str, list[str]] = {}
@@ -53,6 +54,8 @@ class Effects:
         """The read-model fields the batch changed (``eventfleet.worker.model``)."""
         self.model_removed: list[str] = []
         """Read-model fields the batch's prune let go."""
+        self.moved: Moved | None = None
+        """A split shard's forwards and its children's seeds (``eventfleet.worker.forwards``)."""
 
     @classmethod
     def of(cls, results: Iterable[StepResult]) -> Effects:
@@ -74,7 +77,7 @@ class Effects:
             self.dead.append(res.dead)
 
     def __bool__(self) -> bool:
-        return bool(self.emits or self.outcome_args or self.dead)
+        return bool(self.emits or self.outcome_args or self.dead or self.moved)
 
 
 def queue_effects(
@@ -120,6 +123,8 @@ def queue_effects(
             texts=pack(texts),
             own=own(dest) if own else None,  # producers' own inboxes move first too
         )
+    if effects.moved is not None:
+        queue_moved(pipe, keys, scripts, shard, effects.moved)
     if effects.outcome_args:
         scripts.append_once(
             pipe, stream=keys.outcomes(shard), fields=1, records=effects.outcome_args

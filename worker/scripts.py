@@ -134,6 +134,7 @@ class Scripts:
         self._xadd_many = load("xadd_many", MOVE_INBOX)
         self._tail = load("tail")
         self._write_model = load("write_model", PRELUDE)
+        self._forward_once = load("forward_once", PRELUDE)
 
     @classmethod
     def register(cls, r: redis.Redis) -> Scripts:
@@ -263,6 +264,25 @@ class Scripts:
         then ``fields`` name/value pairs. Records at or below the stream's last seq are
         skipped. Returns how many were added."""
         return self._append_once(keys=[stream], args=[fields, *records], client=client)
+
+    def forward_once(
+        self,
+        client: Any,
+        *,
+        events: str,
+        marks: str,
+        snapshot: str,
+        sender: str,
+        seed: bytes | str,
+        records: Sequence[Any],
+    ) -> Any:
+        """What a split shard (``sender``) writes to one child: its ``seed`` snapshot where the
+        child has none (``b""``: none in this call), and the forwarded entries, flat: per
+        entry the sender's entry id, the path, the scope and the text; each sender entry's at
+        most once (``forward_once.lua``). Returns how many entries were appended."""
+        return self._forward_once(
+            keys=[events, marks, snapshot], args=[sender, seed, *records], client=client
+        )
 
     def mark_written(self, client: Any, *, written: str, upto: str) -> Any:
         """Raise the shard's "effects written up to" mark to the entry id ``upto``; never lower

@@ -35,6 +35,8 @@ from eventfleet.store.shardreads import (
 )
 from eventfleet.worker import metrics
 from eventfleet.worker.effects import Effects, queue_effects, queue_model
+from eventfleet.worker.forwards import MOVED_KINDS
+from eventfleet.worker.forwards import note as note_moved
 from eventfleet.worker.model import UPTO, Changes, Pruned, everything, values
 from eventfleet.worker.scripts import Scripts
 
@@ -74,13 +76,16 @@ def take_over(
     warm: ShardState | None = None,
     restored: Callable[[ShardState], None] = lambda state: None,
     token: str | None = None,
+    splits: bool = False,
 ) -> tuple[ShardState, TakeoverStats]:
     """``keepalive`` is called between replay chunks: it renews leases and raises
     ``LeaseLost`` when this shard's lease is gone, which abandons the takeover. ``warm``: a
     standby's copy of the shard (every entry it folded was acked by an owner), used instead
     of the snapshot when it is not past the group's last-delivered id. ``restored`` gets the
     snapshot's state when the takeover starts from the snapshot, before anything is replayed
-    (retention trims up to it there; never up to a warm copy, which no snapshot covers)."""
+    (retention trims up to it there; never up to a warm copy, which no snapshot covers).
+    ``splits``: the replay applies split markers and forwards as the worker does
+    (``eventfleet.worker.forwards``: written once, whoever wrote them before)."""
     t0 = time.monotonic()
     stats = TakeoverStats()
     for counter in (metrics.LOG_GAPS, metrics.SUSPECT_POISON, metrics.SNAPSHOTS_QUARANTINED):
@@ -174,10 +179,15 @@ def take_over(
     effects = Effects()
     changes = Changes()
     pruned = Pruned(state, ids.millis(end) >= state.prune_at)
+    moved_fields: list[str] = []  # the read model's fields of keys handed to children
 
-    def on_step(_eid: str, _raw: bytes | None, res: StepResult) -> None:
+    def on_step(eid: str, _raw: bytes | None, res: StepResult) -> None:
         effects.add(res)
         changes.note(res, counts)
+        if res.kind in MOVED_KINDS:
+            effects.moved = note_moved(effects.moved, res, eid, state)
+            moved_fields.extend(effects.moved.removed)
+            effects.moved.removed.clear()
 
     def on_batch(n: int, *, mark: bool = False) -> None:
         nonlocal effects
@@ -191,7 +201,7 @@ def take_over(
     if redelivered:  # up to the floor as usual, then the suspects one by one
         fold(
             r, stream, state, counts, poison, until=floor, on_step=on_step, on_batch=on_batch,
-            suspect=suspect,
+            suspect=suspect, splits=splits,
         )  # fmt: skip
         fold(
             r,
@@ -204,16 +214,19 @@ def take_over(
             on_step=on_step,
             on_batch=lambda n: on_batch(n, mark=True),
             suspect=suspect,
+            splits=splits,
         )
     fold(
         r, stream, state, counts, poison, until=end, on_step=on_step, on_batch=on_batch,
-        suspect=suspect,
+        suspect=suspect, splits=splits,
     )  # fmt: skip
     if ids.after(end, state.last_id):
         # entries up to `end` were deleted from the stream (XDEL or trimming): skip past them
         state.last_id = end
     if token is not None:  # the read model, before the replayed entries are acked
-        sync_model(r, keys, scripts, shard, token, state, changes, pruned, stats.snapshot_id)
+        sync_model(
+            r, keys, scripts, shard, token, state, changes, pruned, stats.snapshot_id, moved_fields
+        )
 
     for i in range(0, len(claimed), CHUNK):
         r.xack(stream, GROUP, *claimed[i : i + CHUNK])
@@ -241,14 +254,16 @@ def sync_model(
     changes: Changes,
     pruned: Pruned,
     restored_at: str,
+    moved: list[str] | None = None,
 ) -> None:
     """Bring the shard's read model to ``state``: what the replay changed, or every value when
     the model lacks what came before the state the takeover restored (a model that is new,
-    was lost, or fell behind its snapshot): one HGET to tell, then fenced writes."""
+    was lost, or fell behind its snapshot): one HGET to tell, then fenced writes. ``moved``:
+    fields of keys the replay handed to children at a split, removed."""
     cur: Any = r.hget(keys.model(shard), UPTO)
     whole = cur is None or ids.after(restored_at, ids.text(cur))
     writes = everything(state) if whole else [values(state, changes)]
-    removed = pruned.removed(state)
+    removed = pruned.removed(state) + (moved or [])
     if not any(writes) and not removed:
         return
     pipe = r.pipeline(transaction=False)

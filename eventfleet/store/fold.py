@@ -23,7 +23,7 @@ from eventfleet.ledger.rules import StepResult, dead_letter, step, step_entry
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ledger.state import ShardState
 from eventfleet.store import ids
-from eventfleet.store.keys import entry_event
+from eventfleet.store.keys import FWD_FIELD, entry_event
 
 BATCH = 2000
 """Entries read per XRANGE."""
@@ -71,6 +71,8 @@ def fold_entry(
     suspect: bool = False,
     *,
     scope: str = "",
+    fwd: str = "",
+    splits: bool = False,
 ) -> int:
     """Fold one entry: each event of a bundle (``eventfleet.ledger.bundle``) as an entry of its own
     with
@@ -78,7 +80,8 @@ def fold_entry(
     whole. Returns how many events it held.
 
     Without ``on_step`` no event's text is needed: ``step_entry`` validates a bundle in one
-    call (the same results, see tests/test_bundle.py)."""
+    call (the same results, see tests/test_bundle.py). ``fwd`` and ``splits``: as
+    ``eventfleet.ledger.rules.step`` takes them."""
     if poisoned:
         state.entries += 1
         res = poison_letter(state, eid, raw, suspect)
@@ -86,11 +89,18 @@ def fold_entry(
             on_step(eid, raw, res)
         return 1
     if on_step is None:
-        return len(step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=scope))
+        return len(
+            step_entry(
+                state, eid, raw, counts, from_inbox=via_inbox, scope=scope, fwd=fwd, splits=splits
+            )
+        )
     texts = split(raw) if raw is not None else (raw,)
     state.entries += 1  # as step_entry counts it
     for text in texts:
-        on_step(eid, text, step(state, eid, text, counts, from_inbox=via_inbox, scope=scope))
+        res = step(
+            state, eid, text, counts, from_inbox=via_inbox, scope=scope, fwd=fwd, splits=splits
+        )
+        on_step(eid, text, res)
     return len(texts)
 
 
@@ -108,6 +118,7 @@ def fold(
     history: History | None = None,
     suspect: Collection[str] = (),
     on_fields: OnFields | None = None,
+    splits: bool = False,
 ) -> int:
     """Fold the entries of ``stream`` after ``state.last_id``, up to ``until`` included, into
     ``state``; return how many were folded. Entries in ``poison`` are dead-lettered (those also
@@ -116,6 +127,8 @@ def fold(
     With ``history``, its entries in that range come first, then the stream's entries after
     the last of them (the stream may still hold some of the same entries: each is folded once).
     A batch shorter than ``batch`` ends the fold: the range held no more entries when read.
+    ``splits``: split markers apply and forwarded entries (field ``fwd``) are stepped on
+    their path (``eventfleet.ledger.split``; ``counts`` are then the namespace's at ``init``).
     """
     n = 0
     if history is not None:
@@ -144,9 +157,10 @@ def fold(
             if on_fields is not None:
                 on_fields(eid, fields)
             raw, via_inbox, by = entry_event(fields)
+            path = fields.get(FWD_FIELD) if splits else None
             fold_entry(
                 state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect,
-                scope=by,
+                scope=by, fwd=path.decode() if path else "", splits=splits,
             )  # fmt: skip
         if not entries:
             break

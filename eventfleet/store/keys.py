@@ -13,6 +13,8 @@ TAIL_FIELD = b"tail"
 BY_FIELD = b"by"
 """The producer whose own inbox a moved entry came from (``move_inbox.lua`` stamps it; absent
 on entries of the shared inbox): the scope of its source, seqs and idempotency keys."""
+FWD_FIELD = b"fwd"
+"""The path of an entry a split shard forwarded to its child (``eventfleet.ledger.split``)."""
 HEAD_FIELD = b"head"
 """The inbox chain of a moved entry (``eventfleet/store/lua/move_inbox.lua``): SHA-1 of its last
 element,
@@ -53,6 +55,14 @@ def flat_entry_event(flat: list[Any]) -> tuple[bytes | None, bool, str]:
         elif name == BY_FIELD:
             by = bytes(flat[i + 1]).decode()
     return raw, via_inbox, by
+
+
+def flat_entry_fwd(flat: list[Any]) -> str:
+    """The forwarding path of an entry from its flat field list ("" when it came directly)."""
+    for i in range(2, len(flat) - 1, 2):
+        if flat[i] == FWD_FIELD:
+            return bytes(flat[i + 1]).decode()
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,11 @@ class Keys:
         ``b:<user>`` balance, ``i:<item>`` ``<remain> <price>``, ``o:<user>/<order id>``
         status, ``w:<source>`` the highest seq applied from it, ``_upto`` the entry id folded."""
         return f"{self.ns}:{{{shard}}}:model"
+
+    def forwarded(self, shard: str) -> str:
+        """Hash: per shard that forwards to this one (its parent at a split), the last of its
+        entry ids forwarded here (``eventfleet/store/lua/forward_once.lua``)."""
+        return f"{self.ns}:{{{shard}}}:forwarded"
 
     def poison(self, shard: str) -> str:
         """Entry ids dead-lettered for too many deliveries; replay and verify skip them."""

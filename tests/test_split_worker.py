@@ -1,0 +1,192 @@
+"""A split shard's worker against the session's Redis (docs/DESIGN-DECISIONS.md section 35,
+eventfleet/worker/forwards.py): ``apply_entries`` with ``splits`` writes each child's seed and
+the entries it forwards before the batch is acked, once however often the batch is written
+again or replayed by a takeover; the child, started from its seed, applies what was forwarded
+and what came to it directly, each event once; the parent's read model lets go of what moved.
+Without ``splits`` (what the worker runs today) a marker is dead-lettered as before."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from eventfleet.ledger.codec import encode
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.shards import ShardCounts, user_shard
+from eventfleet.ledger.split import marker_text
+from eventfleet.ledger.state import ShardState
+from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.namespace import create_shards, init_namespace, read_counts
+from eventfleet.worker.apply import apply_entries
+from eventfleet.worker.effects import Effects, queue_acks, queue_effects
+from eventfleet.worker.observe import Observer
+from eventfleet.worker.owned import Owned
+from eventfleet.worker.scripts import Scripts
+from eventfleet.worker.takeover import take_over
+
+GROWN = ShardCounts(4, 2)
+TOKEN = "w:1"
+
+
+def topup(user: int, seq: int, amount: int = 1, source: str = "p:a") -> str:
+    return encode(Topup(user_id=user, amount=amount), source, seq)
+
+
+def users_of(shard: str, counts: ShardCounts, n: int = 200) -> list[int]:
+    return [u for u in range(1, n) if user_shard(u, counts) == shard]
+
+
+def owned(shard: str, state: ShardState | None = None) -> Owned:
+    return Owned(shard, 1, TOKEN, state or ShardState(shard), time.monotonic() + 60, 0.0, 0.0)
+
+
+def read(r: redis.Redis, keys: Keys, shard: str) -> list[Any]:
+    """What the group delivers next to the worker, as ``fenced_read`` hands it (flat)."""
+    reply: Any = r.xreadgroup(GROUP, "w", {keys.events(shard): ">"})
+    if not reply:
+        return []
+    return [(eid, [x for kv in fields.items() for x in kv]) for eid, fields in reply[0][1]]
+
+
+def write(r: redis.Redis, keys: Keys, shard: str, effects: Effects, upto: str) -> None:
+    pipe = r.pipeline(transaction=False)
+    queue_effects(pipe, keys, Scripts(r), shard, effects, upto, token=TOKEN)
+    pipe.execute()
+
+
+def setup(r: redis.Redis, namespace: str) -> tuple[Keys, ShardCounts]:
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    create_shards(r, keys, ["u2", "u3"])
+    for shard in ("u0", "u2"):
+        r.set(keys.lease(shard), TOKEN)  # the model's writes are fenced by the lease
+    return keys, read_counts(r, keys)
+
+
+def parent_log(r: redis.Redis, keys: Keys) -> tuple[list[int], list[int]]:
+    """u0's log: top-ups of p:a for its users, a bundle of more, the marker, then top-ups a
+    stale router still sends u0 (seq 1..), some for the users u2 now owns."""
+    init = ShardCounts(2, 2)
+    mine = users_of("u0", init)
+    stay = [u for u in mine if user_shard(u, GROWN) == "u0"][:5]
+    move = [u for u in mine if user_shard(u, GROWN) == "u2"][:5]
+    stream = keys.events("u0")
+    seq = 0
+    for u in stay + move:
+        seq += 1
+        r.xadd(stream, {EVENT_FIELD: topup(u, seq, 10)})
+    bundle = [topup(u, seq + i + 1, 5) for i, u in enumerate(move[:2] + stay[:1])]
+    seq += len(bundle)
+    r.xadd(stream, {EVENT_FIELD: f"[{','.join(bundle)}]"})
+    r.xadd(stream, {EVENT_FIELD: marker_text(4, 2)})
+    for u in move + stay:
+        seq += 1
+        r.xadd(stream, {EVENT_FIELD: topup(u, seq, 100)})
+    bundle = [topup(u, seq + i + 1, 1000) for i, u in enumerate(move[2:4] + stay[1:2])]
+    r.xadd(stream, {EVENT_FIELD: f"[{','.join(bundle)}]"})
+    return stay, move
+
+
+def expected(stay: list[int], move: list[int]) -> dict[int, int]:
+    out = {u: 10 + 100 for u in stay + move}
+    for u in move[:2] + stay[:1]:
+        out[u] += 5
+    for u in move[2:4] + stay[1:2]:
+        out[u] += 1000
+    return out
+
+
+def applied_split(r: redis.Redis, namespace: str) -> tuple[Any, ...]:
+    """``parent_log`` read and applied by u0's owner, its effects written, not acked: keys,
+    counts, the users staying and moving, the entries, the owned shard, effects and acks."""
+    keys, counts = setup(r, namespace)
+    stay, move = parent_log(r, keys)
+    entries = read(r, keys, "u0")
+    parent = owned("u0")
+    effects, acks, _n = apply_entries(parent, entries, counts, Observer(60), splits=True)
+    write(r, keys, "u0", effects, parent.state.last_id)
+    return keys, counts, stay, move, entries, parent, effects, acks
+
+
+def test_a_split_shard_writes_seeds_and_forwards_once_and_the_child_applies_them(
+    r: redis.Redis, namespace: str
+) -> None:
+    keys, counts, stay, move, entries, parent, effects, acks = applied_split(r, namespace)
+    want = expected(stay, move)
+    assert not effects.dead
+    assert parent.state.balances == {u: want[u] for u in stay}
+    seed = r.get(keys.snapshot("u2"))
+    assert seed is not None and not r.exists(keys.snapshot("u0"))
+    child = ShardState.from_snapshot(seed, "u2")
+    forwarded = r.xrange(keys.events("u2"))
+    assert forwarded and all(f[b"fwd"] == b"u0" and b"by" not in f for _i, f in forwarded)
+    assert r.hget(keys.forwarded("u2"), "u0") == entries[-1][0]
+    model = r.hgetall(keys.model("u0"))
+    assert not any(f"b:{u}".encode() in model for u in move)
+    assert all(model[f"b:{u}".encode()] == str(want[u]).encode() for u in stay)
+
+    # The same batch written again (its reply lost), and applied again from the start (a
+    # takeover from no snapshot): the same seed, nothing forwarded twice.
+    write(r, keys, "u0", effects, parent.state.last_id)
+    again, _acks, _n = apply_entries(owned("u0"), entries, counts, Observer(60), splits=True)
+    write(r, keys, "u0", again, parent.state.last_id)
+    assert r.xrange(keys.events("u2")) == forwarded and r.get(keys.snapshot("u2")) == seed
+    pipe = r.pipeline(transaction=False)
+    queue_acks(pipe, keys, "u0", acks)
+    pipe.execute()
+
+    # The child from its seed: what was forwarded, and a producer that learnt the counts
+    # sending u2 directly from above every seq it sent u0 (Stamper.regrow), one of them
+    # twice; each applied once.
+    top = len(stay + move) * 2 + 6
+    r.xadd(keys.events("u2"), {EVENT_FIELD: topup(move[0], top + 1, 7)})
+    r.xadd(keys.events("u2"), {EVENT_FIELD: topup(move[0], top + 1, 7)})
+    kid = owned("u2", child)
+    fx, _acks, _n = apply_entries(kid, read(r, keys, "u2"), counts, Observer(60), splits=True)
+    assert not fx.dead and not fx.moved
+    assert kid.state.balances == {u: want[u] + (7 if u == move[0] else 0) for u in move}
+
+
+def test_without_splits_a_marker_is_dead_lettered_as_before(r: redis.Redis, namespace: str) -> None:
+    keys, counts = setup(r, namespace)
+    r.xadd(keys.events("u0"), {EVENT_FIELD: marker_text(4, 2)})
+    effects, _acks, _n = apply_entries(owned("u0"), read(r, keys, "u0"), counts, Observer(60))
+    assert [d.reason for d in effects.dead] == ["unknown_type"] and not effects.moved
+
+
+def test_a_takeover_replays_a_split_writing_nothing_twice(r: redis.Redis, namespace: str) -> None:
+    """The owner applied the log and wrote its effects, then died before the ack: the
+    takeover replays every entry, the marker included, and writes the same seed and no
+    forward again; the parent's model holds no moved user."""
+    keys, counts, stay, move, entries, parent, _fx, _acks = applied_split(r, namespace)
+    want = expected(stay, move)
+    seed, forwarded = r.get(keys.snapshot("u2")), r.xrange(keys.events("u2"))
+    r.hset(keys.model("u0"), f"b:{move[0]}", "1")  # as a model written before the split
+    state, stats = take_over(r, keys, Scripts(r), "u0", "w2", counts, 5, token=TOKEN, splits=True)
+    assert stats.replayed == len(entries) and stats.claimed == len(entries)
+    assert state.balances == parent.state.balances == {u: want[u] for u in stay}
+    assert r.get(keys.snapshot("u2")) == seed and r.xrange(keys.events("u2")) == forwarded
+    assert not r.hexists(keys.model("u0"), f"b:{move[0]}")
+    assert r.xpending(keys.events("u0"), GROUP)["pending"] == 0
+
+
+def test_a_takeover_that_runs_first_writes_the_seed_and_forwards(
+    r: redis.Redis, namespace: str
+) -> None:
+    """The owner died before writing anything: the takeover's replay writes the seed and the
+    forwards, the same bytes the worker writes."""
+    keys, counts = setup(r, namespace)
+    stay, move = parent_log(r, keys)
+    entries = read(r, keys, "u0")
+    take_over(r, keys, Scripts(r), "u0", "w2", counts, 5, token=TOKEN, splits=True)
+    seed, forwarded = r.get(keys.snapshot("u2")), r.xrange(keys.events("u2"))
+    assert seed is not None and forwarded
+    effects, _acks, _n = apply_entries(owned("u0"), entries, counts, Observer(60), splits=True)
+    write(r, keys, "u0", effects, entries[-1][0].decode())
+    assert r.get(keys.snapshot("u2")) == seed and r.xrange(keys.events("u2")) == forwarded
+    child = ShardState.from_snapshot(seed, "u2")
+    kid = owned("u2", child)
+    apply_entries(kid, read(r, keys, "u2"), counts, Observer(60), splits=True)
+    assert kid.state.balances == {u: expected(stay, move)[u] for u in move}
