@@ -96,3 +96,24 @@ def test_with_wait_replicas_and_none_there_nothing_is_acked(primary: redis.Redis
         worker.writes.write([w])
     assert lost == [("i0", LOST)]
     assert primary.xpending(stream, GROUP)["pending"] == 1, "acked without its replicas"
+
+
+def test_scripts_flushed_before_a_write_are_loaded_and_the_write_sent_once(
+    primary: redis.Redis,
+) -> None:
+    """SingleIO sends scripts by SHA without asking Redis first: after SCRIPT FLUSH (or a
+    restart) the write's replies are NOSCRIPT; the scripts are loaded, the write is sent again,
+    its effects land once and the batch is acked."""
+    counts = setup_namespace(primary, NS, 1, 1)
+    worker = Worker(Settings(namespace=NS), primary, counts)
+    assert isinstance(worker.io, SingleIO)
+    w, stream = one_batch(primary, worker, 5.0)
+    worker.io.write([w])
+    primary.script_flush()
+    w2, _ = one_batch(primary, worker, 5.0)
+    w2.effects.emits["u0"] = [charge_text("o-2", 1, "sku", 1, 10, None, "i0", 2)]
+    worker.io.write([w2])
+    assert primary.xpending(stream, GROUP)["pending"] == 0
+    entries: Any = primary.xrange(Keys(NS).events("u0"))
+    texts = [fields[EVENT_FIELD] for _eid, fields in entries]
+    assert len(texts) == 2 and len(set(texts)) == 2, texts

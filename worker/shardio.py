@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eventfleet.store import wire
 from eventfleet.store.replication import write_replicated
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.effects import Effects, queue_acks, queue_effects
@@ -111,10 +112,10 @@ def queue_ack(conn: Conn, pipe: Any, w: ShardWrite) -> None:
 def ack_all(conn: Conn, batch: list[ShardWrite]) -> None:
     """The batch's acks in a pipeline of their own: only once every effect of the batch is
     confirmed written (``eventfleet.worker.effects.queue_effects``)."""
-    pipe = conn.r.pipeline(transaction=False)
+    queue = wire.Queue()
     for w in batch:
-        queue_ack(conn, pipe, w)
-    pipe.execute()
+        queue_ack(conn, queue, w)
+    wire.raise_first_error(wire.exchange(conn.r.connection_pool, queue.commands))
 
 
 class Replicated:

@@ -6,6 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
+from eventfleet.store import wire
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.owned import Owned
 from eventfleet.worker.pipelines import failed
@@ -47,13 +50,25 @@ class SingleIO:
         raise bad
 
     def write(self, batch: list[ShardWrite]) -> list[Status]:
-        """The effects in one pipeline, which raises at a refused write (nothing is acked
-        then); the acks in another once every effect is written."""
+        """The effects as one write (``store.wire``), which raises at a refused write (nothing
+        is acked then); the acks in another once every effect is written.
+
+        Scripts are sent by their SHA without first asking Redis whether it has them (redis-py's
+        pipeline does, a round trip per batch): when Redis answers ``NOSCRIPT`` (it restarted,
+        or its scripts were flushed), the scripts are loaded and the whole write is sent
+        again, as a retry after a dropped connection sends it again. Every effect is written
+        so that a second copy changes nothing: a model's values are absolute and never behind
+        its ``_upto``, outcomes and dead letters are appended once, emitted events are
+        dropped as duplicates by their destination."""
         conn = self.conn
-        pipe = conn.r.pipeline(transaction=False)
+        queue = wire.Queue()
         for w in batch:
-            queue_write(conn, pipe, w)
-        pipe.execute()
+            queue_write(conn, queue, w)
+        replies = wire.exchange(conn.r.connection_pool, queue.commands)
+        if any(isinstance(rep, NoScriptError) for rep in replies):
+            load_scripts(conn)
+            replies = wire.exchange(conn.r.connection_pool, queue.commands)
+        wire.raise_first_error(replies)
         ack_all(conn, batch)
         return [(WRITTEN, None)] * len(batch)
 
@@ -69,3 +84,12 @@ class SingleIO:
             "wait",
             time.monotonic() + conn.ttl,
         )
+
+
+def load_scripts(conn: Conn) -> None:
+    """Load every script of the worker's ``Scripts`` into Redis (``SCRIPT LOAD``; redis-py's
+    registered scripts keep their text and SHA)."""
+    for script in vars(conn.scripts).values():
+        text = getattr(script, "script", None)
+        if isinstance(text, str | bytes) and hasattr(script, "sha"):
+            script.sha = conn.r.script_load(text)
