@@ -93,6 +93,12 @@ class Worker:
         self.ownership.warm_copy = self.standbys.take
         self.ownership.on_handed_over = self.standbys.adopt
 
+    def allow_splits(self) -> None:
+        """Apply split markers and forwarded entries (docs/DESIGN-DECISIONS.md, section 35):
+        for tests only until the reshard command publishes counts and appends markers; the
+        worker's ``counts`` must then be the namespace's at ``init``."""
+        self.ownership.growth.splits = self.standbys.splits = True
+
     # ---- signals -------------------------------------------------------------------
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -166,11 +172,12 @@ class Worker:
         t0 = time.monotonic()
         batch: list[ShardWrite] = []
         applied = events = 0
+        splits = self.ownership.growth.splits
         for o, rep in zip(shards, replies, strict=True):
             entries = self._entries(o, rep)
             if entries is None:
                 continue
-            effects, acks, n = apply_entries(o, entries, self.counts, self.observe)
+            effects, acks, n = apply_entries(o, entries, self.counts, self.observe, splits)
             applied += len(entries)
             events += n
             if acks:

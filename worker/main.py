@@ -17,7 +17,13 @@ from eventfleet.store import retry
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, connect, mask_url
 from eventfleet.store.keys import Keys
 from eventfleet.store.logs import configure
-from eventfleet.store.namespace import NamespaceError, NamespaceMissing, check_counts, read_counts
+from eventfleet.store.namespace import (
+    NamespaceError,
+    NamespaceMissing,
+    check_counts,
+    read_counts,
+    read_init_counts,
+)
 from eventfleet.store.reload_safety import UnsafeReload, guard_worker
 from eventfleet.store.settings import Settings, unknown_env_names
 from eventfleet.worker.health import HealthState, serve
@@ -135,6 +141,8 @@ def run_worker(settings: Settings) -> int:
         retry.call(r.ping, "connect", deadline=deadline)
         counts = wait_for_namespace(r, Keys(settings.namespace), settings, health, log)
         check_counts(counts, settings.user_shards, settings.item_shards)
+        # every fold starts with the counts at init (a split shard routes with its own after)
+        init = read_init_counts(r, Keys(settings.namespace))
         if settings.allow_unsafe_reload:
             log.warning("reload_check_skipped", hint="EVENTFLEET_ALLOW_UNSAFE_RELOAD is set")
         else:
@@ -156,7 +164,7 @@ def run_worker(settings: Settings) -> int:
         )
         return EXIT_FATAL
     gc.set_threshold(*GC_THRESHOLDS)
-    worker = Worker(settings, r, counts, health)
+    worker = Worker(settings, r, init, health)
     worker.install_signals()
     log.info(
         "connected",

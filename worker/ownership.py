@@ -21,6 +21,7 @@ from eventfleet.store.settings import Settings
 from eventfleet.store.shardreads import SnapshotUnusable
 from eventfleet.worker.assignment import targets
 from eventfleet.worker.conn import Conn
+from eventfleet.worker.growth import Growth
 from eventfleet.worker.handover import Claim, Incoming, first_pass_acquires, holder_of
 from eventfleet.worker.health import HealthState
 from eventfleet.worker.observe import Observer
@@ -71,10 +72,9 @@ class Ownership:
         self._s = settings
         self._conn = conn
         self._observe = observe
-        self._counts = counts
         self._wid = settings.worker_id
         self._ttl = conn.ttl
-        self._all_shards = counts.all_shards()
+        self.growth = Growth(conn, counts)
         self._owned: dict[str, Owned] = {}
         self._members: list[str] = []
         self._target: set[str] = set()
@@ -140,7 +140,7 @@ class Ownership:
             # a static member keeps its shards until its drain suspends them
             self._target = set(self._owned) if self._static else set()
         else:
-            self._target = targets(self._all_shards, self._members, self._wid)
+            self._target = targets(self.growth.current(), self._members, self._wid)
         targeted = self._target  # what readiness waits for, even on the first pass
         if not self._joined:
             # Our first heartbeat is now visible; workers started with us see it at their next
@@ -153,8 +153,7 @@ class Ownership:
         self._incoming.keep(self._target)
         for name in [n for n in self._owned if n not in self._target]:
             self._hand_over(self._owned[name])
-        wanted = [s for s in sorted(self._target) if s not in self._owned]
-        if wanted:
+        if wanted := self.growth.seeded(self._target, self._owned):
             self._acquire(wanted)
         if self._joined and targeted is self._target:
             self._reclaim = False
@@ -381,12 +380,13 @@ class Ownership:
                     conn.scripts,
                     claim.shard,
                     self._wid,
-                    self._counts,
+                    self.growth.init,
                     self._s.max_deliveries,
                     functools.partial(self._keep_alive, claim),
                     restored=functools.partial(self._trim_restored, claim),
                     warm=self.warm_copy(claim.shard),
                     token=claim.token,
+                    splits=self.growth.splits,
                 )
         except TRANSIENT:
             self._release_token(claim.shard, claim.token)

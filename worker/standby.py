@@ -32,7 +32,7 @@ from eventfleet.ledger.state import ShardState
 from eventfleet.store import ids
 from eventfleet.store.connection import TRANSIENT
 from eventfleet.store.fold import fold_entry
-from eventfleet.store.keys import flat_entry_event
+from eventfleet.store.keys import flat_entry_event, flat_entry_fwd
 from eventfleet.store.settings import Settings
 from eventfleet.store.shardreads import load_snapshot
 from eventfleet.worker.assignment import weight
@@ -78,6 +78,9 @@ class Standbys:
         self._all = counts.all_shards()
         self._wanted: set[str] = set()
         self._warm: dict[str, ShardState] = {}
+        self.splits = False
+        """Fold as the owner does: split markers apply, forwarded entries on their path
+        (``eventfleet.worker.growth``)."""
         self._deleted: dict[str, str] = {}
         self.next_tail = 0.0 if self._k else float("inf")
 
@@ -195,7 +198,11 @@ class Standbys:
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
             raw, via_inbox, by = flat_entry_event(flat)
-            events += fold_entry(state, eid, raw, via_inbox, self._counts, eid in poison, scope=by)
+            fwd = flat_entry_fwd(flat) if self.splits and state.splits else ""
+            events += fold_entry(
+                state, eid, raw, via_inbox, self._counts, eid in poison,
+                scope=by, fwd=fwd, splits=self.splits,
+            )  # fmt: skip
         if entries:  # events per entry (bundles hold many): the next tail reads about a budget
             self._per_entry[shard] = events_per_entry(events, len(entries))
         return len(entries)

@@ -120,6 +120,22 @@ def counts_of(meta: Any, keys: Keys) -> ShardCounts:
         raise NamespaceError(f"namespace {keys.ns!r} has a damaged meta hash: {exc}") from None
 
 
+def read_init_counts(r: redis.Redis, keys: Keys) -> ShardCounts:
+    return init_counts_of(r.hgetall(keys.meta), keys)
+
+
+def init_counts_of(meta: Any, keys: Keys) -> ShardCounts:
+    """``counts_of`` with the counts the namespace had at ``init`` (``init_user_shards``,
+    ``init_item_shards``, recorded by the first online reshard; the current ones before it):
+    what every fold of a shard starts with (a split shard routes with its own counts from its
+    marker on, ``eventfleet.ledger.split``)."""
+    counts = counts_of(meta, keys)
+    users, items = meta.get(b"init_user_shards"), meta.get(b"init_item_shards")
+    if users is None or items is None:
+        return counts
+    return ShardCounts(int(users), int(items), counts.window_ms, counts.orders_per_user)
+
+
 def check_counts(actual: ShardCounts, users: int | None, items: int | None) -> None:
     """A worker configured for other counts refuses to start."""
     if (users is not None and users != actual.users) or (

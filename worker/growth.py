@@ -1,0 +1,64 @@
+"""The shards a worker may own while its namespace grows in place (docs/DESIGN-DECISIONS.md,
+section 35), and whether its folds apply split markers.
+
+With ``splits`` off (what a worker runs today) nothing here costs a round trip: the shard list
+is the one read at start, and every shard of it exists from ``init``. With it on, each
+ownership pass re-reads the shard list from ``NS:meta`` (a grown count adds shards), and a
+shard born of a split (its index at or above its family's count at ``init``) is not taken
+over before its seed, the snapshot its parent's owner writes at the marker, exists: a child
+started from nothing would apply forwarded entries to an empty state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+from typing import Any
+
+from eventfleet.ledger.shards import ShardCounts, parse_shard
+from eventfleet.store.namespace import counts_of
+from eventfleet.worker.conn import Conn
+
+
+class Growth:
+    """``shards``: the namespace's shards as last read; ``init``: its counts at ``init``,
+    which every fold starts with."""
+
+    def __init__(self, conn: Conn, counts: ShardCounts) -> None:
+        self.splits = False
+        """Split markers apply and forwarded entries are stepped on their path; off until
+        the reshard command's remaining steps exist."""
+        self.init = counts
+        self.shards = counts.all_shards()
+        self._conn = conn
+
+    def current(self) -> list[str]:
+        """The namespace's shards, re-read from ``NS:meta`` (only with ``splits``; an
+        ownership pass asks once)."""
+        if self.splits:
+            conn = self._conn
+            meta: Any = conn.call(lambda: conn.r.hgetall(conn.keys.meta), "read_meta")
+            self.shards = counts_of(meta, conn.keys).all_shards()
+        return self.shards
+
+    def seeded(self, target: Iterable[str], owned: Container[str]) -> list[str]:
+        """The shards of ``target`` not ``owned`` yet, in order, without those born of a
+        split whose seed does not exist yet (one round trip, only when one of them was born
+        so)."""
+        wanted = [s for s in sorted(target) if s not in owned]
+        born = [s for s in wanted if self.born(s)]
+        if not born or not self.splits:
+            return wanted
+        conn = self._conn
+        keys = [conn.keys.snapshot(s) for s in born]
+
+        def queue(pipe: Any, i: int) -> None:
+            pipe.exists(keys[i])
+
+        got = conn.call(lambda: conn.per_shard(keys, queue, all_failed=False), "read_seeds")
+        missing = {s for s, n in zip(born, got, strict=True) if not n}
+        return [s for s in wanted if s not in missing]
+
+    def born(self, shard: str) -> bool:
+        """Whether ``shard`` was born of a split (not there at ``init``)."""
+        fam, index = parse_shard(shard)
+        return index >= (self.init.users if fam == "u" else self.init.items)
