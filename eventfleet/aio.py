@@ -36,6 +36,7 @@ from eventfleet.client.common import (
     AnyEvent,
     Numbering,
     build,
+    check_event_key,
     chunk_for,
     event_of,
     result_of,
@@ -47,7 +48,7 @@ from eventfleet.client.texts import Envelope, prepared
 from eventfleet.ledger.codec import decode_outcome, describe_validation_error
 from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
 from eventfleet.ledger.shards import ShardCounts, destination, user_shard
-from eventfleet.producer.client import Stamper, check_key, check_pushed, grouped, source_of
+from eventfleet.producer.client import Stamper, check_pushed, grouped, source_of
 from eventfleet.producer.outcomes import LOOKBACK_MS
 from eventfleet.store import ids, wire
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
@@ -212,13 +213,7 @@ class Client(ReadMethods):
         self._backlog.after(pushes, replies)
 
     async def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
-        if key is not None:
-            try:
-                check_key(key)
-            except ValueError as exc:
-                raise InvalidEvent(str(exc)) from None
-            if isinstance(event, Order):
-                raise InvalidEvent("an idempotency key is for topup and add_item, not order")
+        check_event_key(event, key)
         r, counts, stamper = await self._ready()
         async with self._sending:
             stamped = stamper.stamp(event, key=key)
@@ -227,6 +222,31 @@ class Client(ReadMethods):
             sent = await self._in_order(r, grouped([stamped]))
         await sent
         return receipt
+
+    async def publish_each(self, events: Sequence[tuple[AnyEvent, str | None]]) -> list[Receipt]:
+        """Each ``(event, idempotency key or None)`` as ``publish`` would, stamped together and
+        sent in one round trip (one ``RPUSHX`` per inbox): each one's receipt, in order. All or
+        nothing: one bad key raises ``InvalidEvent`` before anything is sent, and a failed send
+        (``BacklogFull``, Redis down) is every event's. For a server that answers many callers
+        at once (``eventfleet api``): a round trip per batch instead of per event.
+
+        Example::
+
+            receipts = await client.publish_each([(Topup(user_id=7, amount=5), "inv-1")])
+        """
+        for event, key in events:
+            check_event_key(event, key)
+        r, counts, stamper = await self._ready()
+        async with self._sending:
+            stamped: list[tuple[str, str]] = []
+            receipts: list[Receipt] = []
+            for event, key in events:
+                stamped.append(stamper.stamp(event, key=key))
+                shard = destination(event, counts)
+                receipts.append(Receipt(shard, stamper.source, stamper.seq[shard]))
+            sent = await self._in_order(r, grouped(stamped))
+        await sent
+        return receipts
 
     async def _in_order(
         self,

@@ -7,8 +7,8 @@ The earlier commit is checked out into a git worktree (removed afterwards) and r
 same Python (``PYTHONPATH`` and the working directory set to its tree, so the bench and the
 worker processes it starts import that tree's code); this tree is run the same way. Prints
 each figure's range per side (and b's worker and Redis CPU per event in microseconds,
-``b.wcpu`` and ``b.rcpu``, which the machine's load moves least) and writes every run's JSON
-into ``--out``.
+``b.wcpu`` and ``b.rcpu``, which the machine's load moves least; w's API CPU per HTTP top-up
+in milliseconds, ``w.tcpu``) and writes every run's JSON into ``--out``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ FIGURES = (
     "k.r2",
     "e",
     "f",
+    "w.http",
+    "w.client",
+    "w.ratio",
+    "w.p50",
+    "w.tcpu",
 )
 
 
@@ -67,6 +72,14 @@ def cpu_per_event(doc: dict[str, Any]) -> dict[str, float]:
         "b.wcpu": round(b["worker_cpu_util"] * per, 2),
         "b.rcpu": round(b["redis_cpu_util"] * per, 2),
     }
+
+
+def api_cpu(doc: dict[str, Any]) -> dict[str, float]:
+    """w's API CPU per HTTP top-up (ms), apart from its orders."""
+    w = doc["scenarios"].get("w")
+    if not w or "api_cpu_ms_per_topup" not in w:
+        return {}
+    return {"w.tcpu": w["api_cpu_ms_per_topup"]}
 
 
 def span(values: list[float]) -> str:
@@ -106,7 +119,7 @@ def main() -> int:
             for side in order:
                 out = args.out / f"{side}-{i + 1}.json"
                 doc = run_bench(sides[side], args.only, args.quick, out)
-                doc["figures"] |= cpu_per_event(doc)
+                doc["figures"] |= cpu_per_event(doc) | api_cpu(doc)
                 runs[side].append(doc)
                 figs = {k: doc["figures"][k] for k in FIGURES if k in doc["figures"]}
                 sys.stderr.write(

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from eventfleet.api.app import create_app
+from eventfleet.api.serve import http_protocol
 from eventfleet.api.state import ApiConfig
 from eventfleet.local.redisserver import free_port
 from eventfleet.store.settings import Settings
@@ -34,6 +35,7 @@ def served(settings: Settings, config: ApiConfig | None = None) -> Iterator[str]
             log_config=None,
             access_log=False,
             lifespan="on",
+            http=http_protocol(),  # as `eventfleet api`: one write per response
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

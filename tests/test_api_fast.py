@@ -5,6 +5,7 @@ worker, request ids, metrics, readiness, and how the client's errors map to stat
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ pytest.importorskip("fastapi")
 
 from eventfleet.api import idempotency
 from eventfleet.api.auth import parse_token
+from eventfleet.api.coalesce import Coalesced
+from eventfleet.api.corked import Corked
 from eventfleet.api.models import parse_receipt, receipt_text
 from eventfleet.api.problems import Problem, from_client
 from eventfleet.api.serve import openapi_text
@@ -215,3 +218,70 @@ def test_request_ids_metrics_and_readiness(
     assert call(base, "GET", "/readyz")[0] == 200
     with served(Settings(redis_url=redis_server.url, namespace="never-made")) as other:
         assert call(other, "GET", "/readyz")[0] == 503
+
+
+def test_coalesced_calls_go_together_and_fail_one_by_one_or_together() -> None:
+    """``coalesce.Coalesced``: calls made while a round trip is out go in the next one; an
+    exception as a reply is that call's error, a round trip that raises is every call's."""
+    trips: list[list[int]] = []
+
+    async def trip(batch: list[int]) -> list[object]:
+        trips.append(batch)
+        await asyncio.sleep(0.01)
+        if 13 in batch:
+            raise ConnectionError("down")
+        return [ValueError(x) if x < 0 else x * 2 for x in batch]
+
+    async def main() -> None:
+        together = Coalesced(trip)
+        first = together.call(1)
+        await asyncio.sleep(0)  # the first trip is out
+        rest = [together.call(x) for x in (2, -3, 4)]
+        assert await first == 2
+        got = await asyncio.gather(*rest, return_exceptions=True)
+        assert got[0] == 4 and isinstance(got[1], ValueError) and got[2] == 8
+        failed = await asyncio.gather(together.call(13), together.call(5), return_exceptions=True)
+        assert all(isinstance(x, ConnectionError) for x in failed)
+        assert await together.call(6) == 12  # goes on after a failed trip
+
+    asyncio.run(main())
+    assert trips == [[1], [2, -3, 4], [13, 5], [6]]
+
+
+def test_a_corked_transport_sends_a_turns_writes_as_one() -> None:
+    """``corked.Corked``: uvicorn's head and body writes of one turn leave in one write, at the
+    end of the turn or when the connection closes; the rest is the transport's."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_extra_info(self, name: str) -> str:
+            return f"info:{name}"
+
+    async def main() -> None:
+        t = Recorder()
+        c = Corked(t)  # type: ignore[arg-type]
+        c.write(b"HTTP/1.1 202 Accepted\r\n\r\n")
+        c.write(memoryview(b"{}"))
+        assert t.writes == []
+        await asyncio.sleep(0)
+        assert t.writes == [b"HTTP/1.1 202 Accepted\r\n\r\n{}"]
+        c.writelines([b"a", b"b"])
+        c.close()  # flushed first
+        assert t.writes[1:] == [b"ab"] and t.closed
+        assert c.get_extra_info("peername") == "info:peername"
+        await asyncio.sleep(0)
+        assert len(t.writes) == 2
+
+    asyncio.run(main())

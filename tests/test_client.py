@@ -311,3 +311,39 @@ def test_asyncio_bulk_and_single_publishes_interleave_without_loss(
     asyncio.run(main())
     settle(r, namespace, fleet)
     assert balance(r, namespace, fleet, 23) == 500
+
+
+def test_publish_each_sends_events_together_with_a_receipt_each(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str, fleet: ShardCounts
+) -> None:
+    """``aio.Client.publish_each`` (the HTTP API's coalesced sends): each event its own
+    receipt, seqs numbered on from the client's single publishes, a key applied once however
+    often it is sent, a bad key refused before anything is sent; racing single top-ups on the
+    same client lose none."""
+    from eventfleet.client.errors import InvalidEvent
+    from eventfleet.ledger.events import Order, Topup
+
+    async def main() -> None:
+        async with aio.Client.from_url(redis_server.url, namespace=namespace) as ac:
+            first = await ac.topup(user=24, amount=1)
+            each = [(Topup(user_id=24, amount=1), f"e-{i}") for i in range(5)]
+            receipts = await ac.publish_each([*each, (Topup(user_id=25, amount=1), None)])
+            assert [x.seq for x in receipts[:5]] == [first.seq + i for i in range(1, 6)]
+            assert {x.source for x in receipts} == {first.source}
+            assert receipts[5].shard == user_shard(25, fleet)
+            again = await asyncio.gather(
+                ac.publish_each(each[:3]), *(ac.topup(user=24, amount=1) for _ in range(20))
+            )
+            assert len(again[0]) == 3
+            with pytest.raises(InvalidEvent):
+                await ac.publish_each(
+                    [(Topup(user_id=24, amount=1), "ok"), (Topup(user_id=24, amount=1), "bad key!")]
+                )
+            order = Order(order_id="pe-1", user_id=24, item_id="sku-pe", qty=1)
+            with pytest.raises(InvalidEvent):
+                await ac.publish_each([(order, "k")])
+
+    asyncio.run(main())
+    settle(r, namespace, fleet)
+    assert balance(r, namespace, fleet, 24) == 1 + 5 + 20
+    assert balance(r, namespace, fleet, 25) == 1

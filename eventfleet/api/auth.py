@@ -26,7 +26,10 @@ from redis import asyncio as aredis
 from redis import exceptions as rx
 
 from eventfleet import aio
+from eventfleet.api.coalesce import Coalesced
 from eventfleet.api.problems import Problem
+from eventfleet.client.common import AnyEvent
+from eventfleet.client.results import Receipt
 from eventfleet.store.connection import TRANSIENT, client_kwargs
 from eventfleet.store.settings import Settings
 
@@ -79,10 +82,19 @@ class Identity:
     verified_at: float
     clients: list[aio.Client] = field(default_factory=list)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
+    _sends: list[Coalesced[tuple[AnyEvent, str | None]]] = field(default_factory=list)
 
     def client(self) -> aio.Client:
         """The next of the identity's clients (round robin)."""
         return self.clients[next(self._turn) % len(self.clients)]
+
+    def publish(self, event: AnyEvent, key: str | None) -> asyncio.Future[Receipt]:
+        """``event`` (with its ledger idempotency key) published by the next of the identity's
+        clients, in one push with the other requests' events queued on that client while its
+        send before is out (``aio.Client.publish_each``); its receipt."""
+        if len(self._sends) != len(self.clients):
+            self._sends = [Coalesced(c.publish_each) for c in self.clients]
+        return self._sends[next(self._turn) % len(self._sends)].call((event, key))
 
 
 class Authenticator:

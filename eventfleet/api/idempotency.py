@@ -25,6 +25,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
+from eventfleet.api.coalesce import Coalesced, ignore
 from eventfleet.api.problems import Problem
 from eventfleet.store import wire
 
@@ -94,25 +95,19 @@ def unavailable() -> Problem:
 
 
 class Batched:
-    """Commands on one connection, sent together: those issued while a round trip is in flight
-    go in the next one, packed as one write (``store.wire``: no per-command pipeline
-    bookkeeping), so many requests at once cost a few round trips. A batch whose connection
-    failed is sent once more on a fresh one (as redis-py's retry would); then its callers get
-    the error."""
+    """Redis commands on the API's own connection, coalesced (``coalesce.Coalesced``): those
+    issued while a round trip is in flight go in the next one, packed as one write
+    (``store.wire``: no per-command pipeline bookkeeping). A batch whose connection failed is
+    sent once more on a fresh one (as redis-py's retry would); then its callers get the
+    error."""
 
     def __init__(self, r: Any) -> None:
         self.r = r
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._together: Coalesced[tuple[Any, ...]] = Coalesced(self._roundtrip)
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """``args`` as one command; its raw reply (bytes, an int, None) or its error."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((args, fut))
-        if self._task is None:
-            self._task = loop.create_task(self._send())
-        return fut
+        return self._together.call(args)
 
     async def _roundtrip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         pool = self.r.connection_pool
@@ -120,33 +115,6 @@ class Batched:
             return await wire.apipeline(pool, commands)
         except (rx.ConnectionError, rx.TimeoutError, OSError):
             return await wire.apipeline(pool, commands)  # the dead connection was dropped
-
-    async def _send(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    replies = await self._roundtrip([args for args, _ in batch])
-                except BaseException as exc:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (_, fut), reply in zip(batch, replies, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(reply, Exception):
-                        fut.set_exception(reply)
-                    else:
-                        fut.set_result(reply)
-        finally:
-            self._task = None
-            for _, fut in self._queue:  # cancelled while sending: fail the rest
-                if not fut.done():
-                    fut.set_exception(rx.ConnectionError("the batch was cancelled"))
-            self._queue = []
 
 
 class Store:
@@ -181,20 +149,13 @@ class Store:
         try:
             status, body, headers = await answer()
         except BaseException:
-            self.batched.call("DEL", name).add_done_callback(_ignore)  # else it lapses
+            self.batched.call("DEL", name).add_done_callback(ignore)  # else it lapses
             raise
         done = {"state": "done", "fp": fp, "status": status, "body": body.decode(), "h": headers}
         # Kept in the next round trip; not awaited. Lost (Redis gone): a retry once the pending
         # record lapses publishes again with the same ledger key, which the ledger applies once.
-        self.batched.call("SET", name, json.dumps(done), "EX", self.ttl_s).add_done_callback(
-            _ignore
-        )
+        self.batched.call("SET", name, json.dumps(done), "EX", self.ttl_s).add_done_callback(ignore)
         return (status, body, headers), False
-
-
-def _ignore(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: nothing to do about it
 
 
 def _in_progress() -> Problem:

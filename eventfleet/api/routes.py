@@ -30,10 +30,11 @@ from eventfleet.api.models import (
 )
 from eventfleet.api.problems import MEDIA_TYPE, PROBLEM_SCHEMA, Problem, from_client
 from eventfleet.api.state import ApiState
+from eventfleet.client.common import build
 from eventfleet.client.errors import EventfleetError, WaitTimeout
 from eventfleet.client.results import Receipt
 from eventfleet.ledger.codec import describe_validation_error
-from eventfleet.ledger.events import MAX_INT
+from eventfleet.ledger.events import MAX_INT, AddItem, Topup
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -242,7 +243,8 @@ async def post_topup(request: Request) -> Response:
     async def answer(k: str | None) -> tuple[int, dict[str, Any]]:
         lk = None if k is None else idempotency.ledger_key(who.user, k)
         async with client_errors():
-            r = await bounded(who.client().topup(topup.user, topup.amount, key=lk))
+            event = build(Topup, user_id=topup.user, amount=topup.amount)
+            r = await bounded(who.publish(event, lk))
         return 202, receipt_out(r)
 
     return await answered(request, who, key, body, answer)
@@ -263,7 +265,8 @@ async def post_item(request: Request) -> Response:
     async def answer(k: str | None) -> tuple[int, dict[str, Any]]:
         lk = None if k is None else idempotency.ledger_key(who.user, k)
         async with client_errors():
-            r = await bounded(who.client().add_item(item.item, item.count, item.price, key=lk))
+            event = build(AddItem, item_id=item.item, count=item.count, price=item.price)
+            r = await bounded(who.publish(event, lk))
         return 202, receipt_out(r)
 
     return await answered(request, who, key, body, answer)

@@ -6,6 +6,7 @@ SIGTERM (or Ctrl-C) stops accepting connections, lets the requests in flight fin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventfleet.api.app import create_app
+from eventfleet.api.corked import corked
 from eventfleet.api.state import ApiConfig
 from eventfleet.store.settings import Settings
 
@@ -39,6 +41,18 @@ def _installed(name: str) -> bool:
     return True
 
 
+def http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools where installed, else h11), one write per response
+    (``corked``)."""
+    if _installed("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return corked(HttpToolsProtocol)
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return corked(H11Protocol)
+
+
 def run(settings: Settings, config: ApiConfig, host: str, port: int) -> int:
     import uvicorn
 
@@ -59,7 +73,7 @@ def run(settings: Settings, config: ApiConfig, host: str, port: int) -> int:
             host=host,
             port=port,
             loop="uvloop" if _installed("uvloop") else "asyncio",
-            http="httptools" if _installed("httptools") else "h11",
+            http=http_protocol(),
             lifespan="on",
             access_log=False,  # ours: one structured line per request (app.Observe)
             log_config=None,
@@ -73,4 +87,4 @@ def run(settings: Settings, config: ApiConfig, host: str, port: int) -> int:
     return 0 if server.started else 1
 
 
-__all__ = ["GRACE_S", "openapi_document", "openapi_text", "run"]
+__all__ = ["GRACE_S", "http_protocol", "openapi_document", "openapi_text", "run"]

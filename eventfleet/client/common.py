@@ -25,7 +25,7 @@ from eventfleet.client.errors import (
 from eventfleet.client.results import OrderResult, Receipt
 from eventfleet.ledger.codec import describe_validation_error
 from eventfleet.ledger.events import EXTERNAL_ADAPTER, AddItem, Order, OrderOutcome, Topup
-from eventfleet.producer.client import CHUNK, InboxMissing
+from eventfleet.producer.client import CHUNK, InboxMissing, check_key
 from eventfleet.producer.client import BacklogFull as _Full
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, mask_url
 from eventfleet.store.namespace import NamespaceError, NamespaceMissing
@@ -53,6 +53,17 @@ def event_of(value: AnyEvent | dict[str, Any]) -> AnyEvent:
         return _VALIDATE(value)
     except ValidationError as err:
         raise InvalidEvent(describe_validation_error(err)) from None
+
+
+def check_event_key(event: AnyEvent, key: str | None) -> None:
+    """``InvalidEvent`` for a malformed idempotency key, or a key on an order."""
+    if key is not None:
+        try:
+            check_key(key)
+        except ValueError as exc:
+            raise InvalidEvent(str(exc)) from None
+        if isinstance(event, Order):
+            raise InvalidEvent("an idempotency key is for topup and add_item, not order")
 
 
 def build(kind: type[AnyEvent], **fields: Any) -> AnyEvent:

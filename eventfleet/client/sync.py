@@ -28,6 +28,7 @@ from eventfleet.client.common import (
     AnyEvent,
     Numbering,
     build,
+    check_event_key,
     chunk_for,
     event_of,
     paced,
@@ -39,7 +40,7 @@ from eventfleet.client.results import Decided, Item, OrderResult, Published, Rec
 from eventfleet.ledger.codec import describe_validation_error
 from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
 from eventfleet.ledger.shards import ShardCounts, destination, item_shard, order_key, user_shard
-from eventfleet.producer.client import Producer, check_key, source_of
+from eventfleet.producer.client import Producer, source_of
 from eventfleet.producer.outcomes import wait_outcome
 from eventfleet.store.connection import connect
 from eventfleet.store.keys import Keys
@@ -139,13 +140,7 @@ class Client:
         return Receipt(shard, self._producer.source, self._producer.seq[shard])
 
     def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
-        if key is not None:
-            try:
-                check_key(key)
-            except ValueError as exc:
-                raise InvalidEvent(str(exc)) from None
-            if isinstance(event, Order):
-                raise InvalidEvent("an idempotency key is for topup and add_item, not order")
+        check_event_key(event, key)
         with translated(self._url), self._lock:
             self._producer.publish_one(event, key=key)
             return self._receipt(event)
