@@ -156,7 +156,7 @@ def queue_model(
             model=keys.model(shard),
             token=token,
             upto=upto,
-            texts=part.args(),
+            pairs=part.args(),
             removed=removed if i == 0 else (),
         )
 

@@ -351,16 +351,16 @@ class Scripts:
         model: str,
         token: str,
         upto: str,
-        texts: Sequence[str],
+        pairs: Sequence[str],
         removed: Sequence[str] = (),
     ) -> Any:
         """Raise the ``written`` mark to ``upto`` (as ``mark_written``), then set the fields
-        ``texts`` name (``eventfleet.worker.model.ModelWrite.args``: balances, items, orders,
-        marks) in the shard's read model and delete ``removed`` fields, fenced by the lease and
-        never behind the model's own ``_upto``: 1 when written, 2 when written into a model
-        that had no ``_upto`` (write every value next), 0 when refused (not the holder, or the
-        model folds past ``upto`` already)."""
-        if len(texts) != 4:
-            raise ValueError("write_model takes four texts: balances, items, orders, marks")
-        args: list[Any] = [token, upto, *texts, *removed]
+        ``pairs`` holds (``eventfleet.worker.model.ModelWrite.args``: field, value, field,
+        value ...) in the shard's read model and delete ``removed`` fields, fenced by the lease
+        and never behind the model's own ``_upto``: 1 when written, 2 when written into a
+        model that had no ``_upto`` (write every value next), 0 when refused (not the holder,
+        or the model folds past ``upto`` already)."""
+        if len(pairs) % 2:
+            raise ValueError("write_model takes field/value pairs: an even number of words")
+        args: list[Any] = [token, upto, len(pairs), *pairs, *removed]
         return self._write_model(keys=[written, lease, model], args=args, client=client)
