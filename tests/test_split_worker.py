@@ -7,8 +7,10 @@ Without ``splits`` (what the worker runs today) a marker is dead-lettered as bef
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -209,6 +211,36 @@ def outcomes(r: redis.Redis, keys: Keys, shards: list[str]) -> list[Any]:
     return [decode_outcome(f[b"outcome"]) for s in shards for _eid, f in r.xrange(keys.outcomes(s))]
 
 
+def balances(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[int, int]:
+    """Every balance in the user shards' read models, each asserted once and on its shard
+    under ``counts``."""
+    out: dict[int, int] = {}
+    for s in (f"u{n}" for n in range(counts.users)):
+        for name, value in r.hgetall(keys.model(s)).items():
+            if name.startswith(b"b:"):
+                user = int(name[2:])
+                assert user_shard(user, counts) == s and user not in out, (user, s)
+                out[user] = int(value)
+    return out
+
+
+@contextlib.contextmanager
+def running_worker(r: redis.Redis, namespace: str) -> Iterator[Worker]:
+    """A worker with splits on, running on a thread of this process, stopped (drained) on
+    the way out; it folds with the counts at init, as the worker's main reads them."""
+    counts = read_init_counts(r, Keys(namespace))
+    worker = Worker(Settings(namespace=namespace, worker_id="w", lease_ttl_ms=900), r, counts)
+    worker.allow_splits()
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.ownership.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
 def test_a_running_worker_splits_its_shards_and_applies_every_event_once(
     r: redis.Redis, namespace: str
 ) -> None:
@@ -229,13 +261,8 @@ def test_a_running_worker_splits_its_shards_and_applies_every_event_once(
     create_shards(r, keys, ["u2", "u3"])
     r.hset(keys.meta, mapping={"init_user_shards": 2, "init_item_shards": 2})
     r.hset(keys.meta, "user_shards", 4)
-    counts = read_init_counts(r, keys)  # as the worker's main reads them
-    assert (counts.users, counts.items) == (2, 2)
-    worker = Worker(Settings(namespace=namespace, worker_id="w", lease_ttl_ms=900), r, counts)
-    worker.allow_splits()
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
+    with running_worker(r, namespace) as worker:
+        assert (worker.counts.users, worker.counts.items) == (2, 2)
         old = {"u0", "u1", "i0", "i1"}
         wait_for(lambda: {o.name for o in worker.ownership.held()} == old, 20, "the old shards")
         # u2 and u3 were targeted in the same pass, but have no seed yet
@@ -251,28 +278,13 @@ def test_a_running_worker_splits_its_shards_and_applies_every_event_once(
         every = ["u0", "u1", "u2", "u3"]
         wait_for(lambda: len(outcomes(r, keys, every)) >= len(orders), 30, "every outcome")
         grown = ShardCounts(4, 2)
-
-        def balances() -> dict[int, int]:
-            out = {}
-            for s in every:
-                for name, value in r.hgetall(keys.model(s)).items():
-                    if name.startswith(b"b:"):
-                        user = int(name[2:])
-                        assert user_shard(user, grown) == s and user not in out, (user, s)
-                        out[user] = int(value)
-            return out
-
         got = outcomes(r, keys, every)
         assert sorted(o.order_id for o in got) == sorted(o.order_id for o in orders)
         paid = {o.user_id: o.amount for o in got if o.status == "confirmed"}
         assert len(paid) == len(orders)  # every user had the money
         want = {u: 220 - paid[u] for u in users}
-        wait_for(lambda: balances() == want, 30, "every balance on its shard")
+        wait_for(lambda: balances(r, keys, grown) == want, 30, "every balance on its shard")
         assert {o.name for o in worker.ownership.held()} == {"u0", "u1", "u2", "u3", "i0", "i1"}
         assert not any(r.xlen(keys.dlq(s)) for s in [*every, "i0", "i1"])
         for child in ("u2", "u3"):  # each heard stale routers through its parent
             assert any(f.get(b"fwd") for _i, f in r.xrange(keys.events(child))), child
-    finally:
-        worker.ownership.stop()
-        thread.join(30)
-    assert not thread.is_alive()

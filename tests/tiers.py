@@ -75,6 +75,7 @@ FILES = {
     "test_split.py": "fast",
     "test_split_fleet.py": "fast",
     "test_split_worker.py": "fast",
+    "test_reshard_grow.py": "fast",
     "test_reshard_online.py": "fast",
     "test_inbox_bounds.py": "fast",
     "test_perf_paths.py": "fast",

@@ -8,15 +8,17 @@ goes through that check (``eventfleet/store/lua/reshard_meta.lua``), so a run th
 lease, paused past its TTL or superseded by a second run, writes nothing more, and two runs
 never both proceed. Every step is idempotent, so a re-run continues where one was killed.
 
-Built so far: the checks, the lease, the record of the target and of the counts at ``init``
-(which every fold of a shard born then starts with), and creating the new shards' streams,
-groups and inboxes. Publishing the new counts and appending the split markers are not: the
-workers of this version do not apply markers yet, so ``eventfleet reshard`` stops before any
-write (``eventfleet/cli/reshard.py``).
+Built: the checks, the lease, the record of the target, of the counts it grows from and of
+the counts at ``init`` (which every fold starts with), creating the new shards' streams,
+groups and inboxes, publishing the new counts, appending the split markers (each once) and
+waiting for the children's seeds (``grow``). The shipped workers do not apply markers yet
+(``eventfleet.worker.growth``: off), so ``eventfleet reshard`` stops before any write
+(``eventfleet/cli/reshard.py``) and ``grow`` is reached from tests only.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -24,16 +26,19 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
-from eventfleet.ledger.split import growth_error
+from eventfleet.ledger.split import growth_error, marker_text
 from eventfleet.store import lua
-from eventfleet.store.keys import Keys
-from eventfleet.store.namespace import create_shards
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import counts_of, create_shards
 from eventfleet.store.scripts import load_script
 from eventfleet.worker.scripts import Scripts
 
 LEASE_TTL_MS = 30_000
 """A run renews its lease between steps; one killed frees it after this long."""
-PREPARING = "preparing"
+PREPARING, PUBLISHED, MARKED, DONE = "preparing", "published", "marked", "done"
+"""``reshard_state`` in meta, in the order a run goes through them."""
+SCAN = 1000
+"""Log entries read per XRANGE while looking for a marker."""
 
 
 class ReshardRefused(Exception):
@@ -139,14 +144,21 @@ class Run:
         got: list[Any] = self.r.hmget(self.keys.meta, ["reshard_target", "reshard_state"])
         recorded, state = (_text(v) for v in got)
         target = f"{users},{items}"
-        if recorded and recorded != target and state != "done":
+        if recorded == target and state != DONE:
+            self.renew()  # a re-run continues where the last one stopped
+            return
+        if recorded and recorded != target and state != DONE:
             to_users, _, to_items = recorded.partition(",")
             raise ReshardRefused(
                 f"a reshard to {to_users} user and {to_items} item shards is not finished: "
                 "re-run it with those counts first"
             )
         self.write_meta(
-            {"reshard_target": target, "reshard_state": PREPARING},
+            {
+                "reshard_target": target,
+                "reshard_from": f"{current.users},{current.items}",
+                "reshard_state": PREPARING,
+            },
             {"init_user_shards": current.users, "init_item_shards": current.items},
         )
 
@@ -156,6 +168,102 @@ class Run:
         shards = new_shards(current, users, items)
         create_shards(self.r, self.keys, shards)
         return shards
+
+    def publish(self, users: int, items: int) -> None:
+        """Publish the new counts in meta (after ``prepare``: the new shards' keys exist), and
+        Redis' time then: the markers come after it (``mark``). Once per run's target."""
+        if _text(self.r.hget(self.keys.meta, "reshard_state")) != PREPARING:
+            self.renew()
+            return
+        secs, micros = self.r.time()
+        self.write_meta(
+            {
+                "user_shards": users,
+                "item_shards": items,
+                "reshard_published_ms": secs * 1000 + micros // 1000,
+                "reshard_state": PUBLISHED,
+            }
+        )
+
+    def mark(self, old: ShardCounts, users: int, items: int) -> list[str]:
+        """Append the split marker to the log of every shard of ``old`` that does not hold it
+        since the counts were published (a re-run appends none twice; one appended twice
+        anyway would be a duplicate in the domain); the shards it was appended to."""
+        text = marker_text(users, items)
+        since = int(_text(self.r.hget(self.keys.meta, "reshard_published_ms")) or 0)
+        appended = []
+        for shard in old.all_shards():
+            self.renew()
+            if not self.holds(shard, text, since):
+                self.r.xadd(self.keys.events(shard), {EVENT_FIELD: text})
+                appended.append(shard)
+        self.write_meta({"reshard_state": MARKED})
+        return appended
+
+    def holds(self, shard: str, text: str, since_ms: int) -> bool:
+        """Whether ``shard``'s log holds ``text`` at or after ``since_ms``."""
+        start, want = f"{since_ms}-0", text.encode()
+        while True:
+            got: Any = self.r.xrange(self.keys.events(shard), min=start, count=SCAN)
+            if any(fields.get(EVENT_FIELD) == want for _eid, fields in got):
+                return True
+            if len(got) < SCAN:
+                return False
+            start = f"({_text(got[-1][0])}"
+
+    def unseeded(self, old: ShardCounts, users: int, items: int) -> list[str]:
+        """The new shards whose seed snapshot does not exist yet."""
+        shards = new_shards(old, users, items)
+        return [s for s in shards if not self.r.exists(self.keys.snapshot(s))]
+
+    def wait_seeded(
+        self, old: ShardCounts, users: int, items: int, timeout_s: float, every_s: float = 0.2
+    ) -> None:
+        """Wait until the workers have applied every marker (each new shard seeded), renewing
+        the lease; ``ReshardRefused`` after ``timeout_s`` (re-run to go on waiting)."""
+        deadline = time.monotonic() + timeout_s
+        while missing := self.unseeded(old, users, items):
+            if time.monotonic() >= deadline:
+                raise ReshardRefused(
+                    f"the workers have not seeded {', '.join(missing)} within {timeout_s:g} s "
+                    "(are workers running?): re-run the same command to go on waiting"
+                )
+            self.renew()
+            time.sleep(every_s)
+
+    def finish(self) -> None:
+        self.write_meta({"reshard_state": DONE})
+
+
+def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
+    """The counts a run to ``users`` and ``items`` grows from: those it recorded when a run to
+    that target is unfinished (its counts may be published already), else the current ones."""
+    counts = counts_of(meta, keys)
+    recorded = _text(meta.get(b"reshard_from"))
+    if (
+        recorded
+        and _text(meta.get(b"reshard_target")) == f"{users},{items}"
+        and _text(meta.get(b"reshard_state")) not in ("", DONE)
+    ):
+        u, _, i = recorded.partition(",")
+        return ShardCounts(int(u), int(i), counts.window_ms, counts.orders_per_user)
+    return counts
+
+
+def grow(run: Run, users: int, items: int, wait_s: float) -> ShardCounts:
+    """Every step of a reshard to ``users`` and ``items`` under ``run`` (its lease taken),
+    each idempotent, so a re-run after a kill continues: record, create the new shards,
+    publish the counts, append the markers, wait for the seeds, done. Returns the counts it
+    grew from. Not reachable from the command until the workers apply markers."""
+    old = resume_from(run.r.hgetall(run.keys.meta), run.keys, users, items)
+    check_growth(old, users, items)
+    run.begin(old, users, items)
+    run.prepare(old, users, items)
+    run.publish(users, items)
+    run.mark(old, users, items)
+    run.wait_seeded(old, users, items, wait_s)
+    run.finish()
+    return old
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,153 @@
+"""The online reshard's steps end to end (eventfleet/ops/reshard_online.py: ``grow``,
+docs/DESIGN-DECISIONS.md section 35) against the session's Redis, under a worker with splits
+on running in this process (tests/test_split_worker.py: ``running_worker``) while producers
+publish: every event applied once, on the shard the new counts give it; a run killed midway
+and re-run appends no marker twice. The command itself still refuses
+(tests/test_reshard_online.py) until the shipped workers apply markers."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts, item_shard
+from eventfleet.ledger.split import marker_text
+from eventfleet.ops.reshard_online import DONE, Run, grow, lease_key
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import init_namespace, read_counts
+from tests.helpers import wait_for
+from tests.test_split_worker import balances, outcomes, running_worker
+
+USERS = range(1, 61)
+ITEMS = [f"sku{i}" for i in range(8)]
+
+
+class Publishing:
+    """Two producers publishing rounds of top-ups and orders on a thread until stopped: one
+    never re-reads the counts, one learns them."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, counts: ShardCounts) -> None:
+        self.stale = Producer(r, keys, counts, counts_every_s=10**9)
+        self.learner = Producer(r, keys, counts, counts_every_s=0)
+        self.rounds = 0
+        self.orders: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            n = self.rounds
+            for p in (self.stale, self.learner):
+                p.publish([Topup(user_id=u, amount=5) for u in USERS], chunk=20)
+            orders = [
+                Order(order_id=f"o{n}-{u}", user_id=u, item_id=ITEMS[(u + n) % 8], qty=1)
+                for u in USERS[n % 6 :: 6]
+            ]
+            (self.stale if n % 2 else self.learner).publish(orders)
+            self.orders += [o.order_id for o in orders]
+            self.rounds += 1
+
+    def __enter__(self) -> Publishing:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.halt()
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def settled(r: redis.Redis, keys: Keys, pub: Publishing, grown: ShardCounts) -> None:
+    """Every order decided once, every balance and stock once on its shard under ``grown``
+    and what the top-ups and decisions make it."""
+    users = [f"u{n}" for n in range(grown.users)]
+    wait_for(lambda: len(outcomes(r, keys, users)) >= len(pub.orders), 30, "every outcome")
+    got = outcomes(r, keys, users)
+    assert sorted(o.order_id for o in got) == sorted(pub.orders)  # each decided once
+    spent: dict[int, int] = {}
+    sold: dict[str, int] = {}
+    for o in got:
+        if o.status == "confirmed":
+            spent[o.user_id] = spent.get(o.user_id, 0) + o.amount
+            sold[o.item_id] = sold.get(o.item_id, 0) + o.qty
+    want = {u: 2 * 5 * pub.rounds - spent.get(u, 0) for u in USERS}
+    wait_for(lambda: balances(r, keys, grown) == want, 30, "every balance on its shard")
+
+    def stock() -> dict[str, int]:
+        out = {}
+        for item in ITEMS:
+            model: Any = r.hget(keys.model(item_shard(item, grown)), f"i:{item}")
+            out[item] = -1 if model is None else int(model.split()[0])
+        return out
+
+    want_stock = {i: 10**6 - sold.get(i, 0) for i in ITEMS}  # releases given back
+    wait_for(lambda: stock() == want_stock, 30, "every item's stock on its shard")
+    for s in grown.all_shards():
+        assert not r.xlen(keys.dlq(s)), s
+
+
+def stocked(r: redis.Redis, namespace: str) -> Keys:
+    """A namespace of 2 + 2 shards with ``ITEMS`` in stock."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    Producer(r, keys, read_counts(r, keys)).publish(
+        [AddItem(item_id=i, count=10**6, price=1) for i in ITEMS]
+    )
+    return keys
+
+
+def one_marker_each(r: redis.Redis, keys: Keys, users: int, items: int) -> None:
+    """Each shard of 2 + 2 holds the marker for ``users`` and ``items`` once."""
+    for shard in ("u0", "u1", "i0", "i1"):
+        logged = [f for _i, f in r.xrange(keys.events(shard))]
+        assert sum(f[EVENT_FIELD] == marker_text(users, items).encode() for f in logged) == 1
+
+
+def test_grow_reshards_a_live_namespace_and_applies_every_event_once(
+    r: redis.Redis, namespace: str
+) -> None:
+    keys = stocked(r, namespace)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
+        run = Run(r, keys)
+        run.take()
+        assert (grow(run, 4, 4, wait_s=30).users, read_counts(r, keys).users) == (2, 4)
+        run.release()
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 30, "more")
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(4, 4))
+        for child in ("u2", "u3", "i2", "i3"):  # stale routers reached each through its parent
+            assert any(f.get(b"fwd") for _i, f in r.xrange(keys.events(child))), child
+    assert r.hget(keys.meta, "reshard_state").decode() == DONE
+    one_marker_each(r, keys, 4, 4)
+
+
+def test_a_run_killed_after_publishing_and_one_marker_is_continued_by_a_re_run(
+    r: redis.Redis, namespace: str
+) -> None:
+    keys = stocked(r, namespace)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        killed = Run(r, keys)
+        killed.take()
+        old = read_counts(r, keys)
+        killed.begin(old, 8, 2)
+        killed.prepare(old, 8, 2)
+        killed.publish(8, 2)
+        r.xadd(keys.events("u1"), {EVENT_FIELD: marker_text(8, 2)})  # then killed
+        r.delete(lease_key(keys))  # its lease lapsed
+        assert read_counts(r, keys).users == 8
+        wait_for(lambda: pub.learner.counts.users == 8, 30, "a producer learning 8")
+        run = Run(r, keys)
+        run.take()
+        assert grow(run, 8, 2, wait_s=30).users == 2  # from what the killed run recorded
+        run.release()
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(8, 2))
+    one_marker_each(r, keys, 8, 2)
