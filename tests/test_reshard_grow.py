@@ -129,7 +129,7 @@ def test_grow_reshards_a_live_namespace_and_applies_every_event_once(
     one_marker_each(r, keys, 4, 4)
 
 
-def test_a_run_killed_after_publishing_and_one_marker_is_continued_by_a_re_run(
+def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
     r: redis.Redis, namespace: str
 ) -> None:
     keys = stocked(r, namespace)
@@ -139,15 +139,33 @@ def test_a_run_killed_after_publishing_and_one_marker_is_continued_by_a_re_run(
         old = read_counts(r, keys)
         killed.begin(old, 8, 2)
         killed.prepare(old, 8, 2)
-        killed.publish(8, 2)
         r.xadd(keys.events("u1"), {EVENT_FIELD: marker_text(8, 2)})  # then killed
         r.delete(lease_key(keys))  # its lease lapsed
-        assert read_counts(r, keys).users == 8
-        wait_for(lambda: pub.learner.counts.users == 8, 30, "a producer learning 8")
+        wait_for(lambda: r.exists(keys.snapshot("u3")), 30, "u1 split")
+        assert read_counts(r, keys).users == 2  # not published before every parent split
         run = Run(r, keys)
         run.take()
         assert grow(run, 8, 2, wait_s=30).users == 2  # from what the killed run recorded
+        wait_for(lambda: pub.learner.counts.users == 8, 30, "a producer learning 8")
         run.release()
         pub.halt()
         settled(r, keys, pub, ShardCounts(8, 2))
     one_marker_each(r, keys, 8, 2)
+
+
+def test_two_growths_in_a_row_forward_through_two_levels(r: redis.Redis, namespace: str) -> None:
+    """2+2 -> 4+2 -> 8+2 live: a stale router's event for a key that moved twice goes
+    through its parent and its parent's child (path ``u0.u2``, say), applied once."""
+    keys = stocked(r, namespace)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        for users in (4, 8):
+            run = Run(r, keys)
+            run.take()
+            grow(run, users, 2, wait_s=30)
+            run.release()
+            at = pub.rounds
+            wait_for(lambda at=at: pub.rounds >= at + 2, 30, "more rounds")
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(8, 2))
+    paths = {f.get(b"fwd") for s in ("u4", "u5", "u6", "u7") for _i, f in r.xrange(keys.events(s))}
+    assert {p for p in paths if p and p.count(b".") == 1}, paths  # two hops

@@ -21,7 +21,7 @@ from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.ledger.split import marker_text
 from eventfleet.ledger.state import ShardState
 from eventfleet.producer.client import Producer
-from eventfleet.store.keys import EVENT_FIELD, GROUP, Keys
+from eventfleet.store.keys import BY_FIELD, EVENT_FIELD, GROUP, VIA_FIELD, VIA_INBOX, Keys
 from eventfleet.store.namespace import (
     create_shards,
     init_namespace,
@@ -288,3 +288,31 @@ def test_a_running_worker_splits_its_shards_and_applies_every_event_once(
         assert not any(r.xlen(keys.dlq(s)) for s in [*every, "i0", "i1"])
         for child in ("u2", "u3"):  # each heard stale routers through its parent
             assert any(f.get(b"fwd") for _i, f in r.xrange(keys.events(child))), child
+
+
+def test_a_forward_keeps_the_producer_scope_of_its_own_inbox(
+    r: redis.Redis, namespace: str
+) -> None:
+    """An entry moved from producer app's own inbox (``by``) and forwarded keeps its scope:
+    the child counts its source and seqs as app's, apart from another producer's."""
+    keys, counts = setup(r, namespace)
+    move = [u for u in users_of("u0", ShardCounts(2, 2)) if user_shard(u, GROWN) == "u2"]
+    stream = keys.events("u0")
+    moved = {EVENT_FIELD: topup(move[0], 1, 3), VIA_FIELD: VIA_INBOX, BY_FIELD: b"app"}
+    r.xadd(stream, moved)
+    r.xadd(stream, {EVENT_FIELD: marker_text(4, 2)})
+    for seq in (2, 2, 3):  # a retry among them
+        r.xadd(stream, {**moved, EVENT_FIELD: topup(move[0], seq, 3).encode()})
+    r.xadd(stream, {EVENT_FIELD: topup(move[0], 2, 1000)})  # the same source, not app's
+    parent = owned("u0")
+    effects, _acks, _n = apply_entries(parent, read(r, keys, "u0"), counts, Observer(60), True)
+    write(r, keys, "u0", effects, parent.state.last_id)
+    fields = [f for _i, f in r.xrange(keys.events("u2"))]
+    assert [(f[b"fwd"], f.get(b"by")) for f in fields] == [(b"u0", b"app")] * 2 + [(b"u0", None)]
+    seed = r.get(keys.snapshot("u2"))
+    assert seed is not None
+    kid = owned("u2", ShardState.from_snapshot(seed, "u2"))
+    fx, _acks, _n = apply_entries(kid, read(r, keys, "u2"), counts, Observer(60), True)
+    assert not fx.dead
+    assert kid.state.balances == {move[0]: 3 + 3 + 3 + 1000}
+    assert kid.state.watermarks["app/p:a"] == 3 and kid.state.watermarks["p:a"] == 2

@@ -10,10 +10,11 @@ never both proceed. Every step is idempotent, so a re-run continues where one wa
 
 Built: the checks, the lease, the record of the target, of the counts it grows from and of
 the counts at ``init`` (which every fold starts with), creating the new shards' streams,
-groups and inboxes, publishing the new counts, appending the split markers (each once) and
-waiting for the children's seeds (``grow``). The shipped workers do not apply markers yet
-(``eventfleet.worker.growth``: off), so ``eventfleet reshard`` stops before any write
-(``eventfleet/cli/reshard.py``) and ``grow`` is reached from tests only.
+groups and inboxes, appending the split markers (each once), waiting for the children's
+seeds, and only then publishing the new counts (``grow``; ``Run.publish`` says why). The
+shipped workers do not apply markers yet (``eventfleet.worker.growth``: off), so
+``eventfleet reshard`` stops before any write (``eventfleet/cli/reshard.py``) and ``grow``
+is reached from tests only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from eventfleet.worker.scripts import Scripts
 
 LEASE_TTL_MS = 30_000
 """A run renews its lease between steps; one killed frees it after this long."""
-PREPARING, PUBLISHED, MARKED, DONE = "preparing", "published", "marked", "done"
+PREPARING, MARKED, PUBLISHED, DONE = "preparing", "marked", "published", "done"
 """``reshard_state`` in meta, in the order a run goes through them."""
 SCAN = 1000
 """Log entries read per XRANGE while looking for a marker."""
@@ -157,6 +158,7 @@ class Run:
             {
                 "reshard_target": target,
                 "reshard_from": f"{current.users},{current.items}",
+                "reshard_begun_ms": self.redis_ms(),
                 "reshard_state": PREPARING,
             },
             {"init_user_shards": current.users, "init_item_shards": current.items},
@@ -169,28 +171,25 @@ class Run:
         create_shards(self.r, self.keys, shards)
         return shards
 
-    def publish(self, users: int, items: int) -> None:
-        """Publish the new counts in meta (after ``prepare``: the new shards' keys exist), and
-        Redis' time then: the markers come after it (``mark``). Once per run's target."""
-        if _text(self.r.hget(self.keys.meta, "reshard_state")) != PREPARING:
-            self.renew()
-            return
+    def redis_ms(self) -> int:
         secs, micros = self.r.time()
-        self.write_meta(
-            {
-                "user_shards": users,
-                "item_shards": items,
-                "reshard_published_ms": secs * 1000 + micros // 1000,
-                "reshard_state": PUBLISHED,
-            }
-        )
+        return int(secs) * 1000 + int(micros) // 1000
+
+    def publish(self, users: int, items: int) -> None:
+        """Publish the new counts in meta, once every parent has split (``wait_seeded``): a
+        producer that learns them starts each child's seqs at its parent's
+        (``Stamper.regrow``), so everything the parent applied before its marker must have been
+        sent before the producer learnt them. Published earlier, events a learning producer
+        sends to a parent for the keys it keeps would reach its log before the marker, with
+        seqs the child's counter reuses, and the child would drop those as repeats."""
+        self.write_meta({"user_shards": users, "item_shards": items, "reshard_state": PUBLISHED})
 
     def mark(self, old: ShardCounts, users: int, items: int) -> list[str]:
         """Append the split marker to the log of every shard of ``old`` that does not hold it
-        since the counts were published (a re-run appends none twice; one appended twice
-        anyway would be a duplicate in the domain); the shards it was appended to."""
+        since the run began (a re-run appends none twice; one appended twice anyway would be
+        a duplicate in the domain); the shards it was appended to."""
         text = marker_text(users, items)
-        since = int(_text(self.r.hget(self.keys.meta, "reshard_published_ms")) or 0)
+        since = int(_text(self.r.hget(self.keys.meta, "reshard_begun_ms")) or 0)
         appended = []
         for shard in old.all_shards():
             self.renew()
@@ -253,15 +252,16 @@ def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
 def grow(run: Run, users: int, items: int, wait_s: float) -> ShardCounts:
     """Every step of a reshard to ``users`` and ``items`` under ``run`` (its lease taken),
     each idempotent, so a re-run after a kill continues: record, create the new shards,
-    publish the counts, append the markers, wait for the seeds, done. Returns the counts it
-    grew from. Not reachable from the command until the workers apply markers."""
+    append the markers, wait for the seeds (every parent split), publish the counts, done.
+    Returns the counts it grew from. Not reachable from the command until the workers apply
+    markers."""
     old = resume_from(run.r.hgetall(run.keys.meta), run.keys, users, items)
     check_growth(old, users, items)
     run.begin(old, users, items)
     run.prepare(old, users, items)
-    run.publish(users, items)
     run.mark(old, users, items)
     run.wait_seeded(old, users, items, wait_s)
+    run.publish(users, items)
     run.finish()
     return old
 
