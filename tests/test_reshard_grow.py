@@ -19,7 +19,7 @@ from eventfleet.ops.reshard_online import DONE, Run, grow, lease_key
 from eventfleet.producer.client import Producer
 from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.store.namespace import init_namespace, read_counts
-from tests.helpers import wait_for
+from tests.helpers import cli, cli_json, wait_for
 from tests.test_split_worker import balances, outcomes, running_worker
 
 USERS = range(1, 61)
@@ -130,8 +130,9 @@ def test_grow_reshards_a_live_namespace_and_applies_every_event_once(
 
 
 def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
-    r: redis.Redis, namespace: str
+    r: redis.Redis, namespace: str, env: dict[str, str]
 ) -> None:
+    """``status`` shows the run's progress meanwhile."""
     keys = stocked(r, namespace)
     with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
         killed = Run(r, keys)
@@ -141,8 +142,18 @@ def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
         killed.prepare(old, 8, 2)
         r.xadd(keys.events("u1"), {EVENT_FIELD: marker_text(8, 2)})  # then killed
         r.delete(lease_key(keys))  # its lease lapsed
-        wait_for(lambda: r.exists(keys.snapshot("u3")), 30, "u1 split")
+        seeds = [keys.snapshot(s) for s in ("u3", "u5", "u7")]
+        wait_for(lambda: r.exists(*seeds) == 3, 30, "u1 split")
         assert read_counts(r, keys).users == 2  # not published before every parent split
+        shown = cli_json("status", "--json", env=env)["reshard"]
+        assert shown == {
+            "target": "8,2",
+            "from": "2,2",
+            "state": "preparing",
+            "split": ["u1"],
+            "waiting": ["u0"],
+        }
+        assert "split: u1; waiting: u0" in cli("status", env=env).stdout
         run = Run(r, keys)
         run.take()
         assert grow(run, 8, 2, wait_s=30).users == 2  # from what the killed run recorded
@@ -151,6 +162,7 @@ def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
         pub.halt()
         settled(r, keys, pub, ShardCounts(8, 2))
     one_marker_each(r, keys, 8, 2)
+    assert cli_json("status", "--json", env=env)["reshard"]["state"] == DONE
 
 
 def test_two_growths_in_a_row_forward_through_two_levels(r: redis.Redis, namespace: str) -> None:

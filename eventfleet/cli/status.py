@@ -30,6 +30,7 @@ def status(
 ) -> None:
     """Shards, owners, epochs, lag, pending, snapshot age and replay estimate."""
     from eventfleet.ops import status as st
+    from eventfleet.ops.reshard_online import progress
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
@@ -42,8 +43,12 @@ def status(
                 click.echo("idle" if ok else f"not idle after {timeout:g}s", err=not ok)
             sys.exit(0 if ok else EXIT_FAILED)
         rows = st.shard_status(c.redis, c.keys, counts)
+        reshard = progress(c.redis, c.keys)
     if as_json:
-        emit_json(st.as_json(rows))
+        doc = st.as_json(rows)
+        if reshard is not None:
+            doc["reshard"] = reshard
+        emit_json(doc)
         return
     click.echo(
         f"{'shard':<6} {'owner':<28} {'epoch':>5} {'inbox':>7} {'length':>8} {'lag':>7} "
@@ -64,3 +69,9 @@ def status(
     )
     for line in st.damage_lines(rows):
         click.echo(line)
+    if reshard is not None and reshard["state"] != "done":
+        click.echo(
+            f"reshard {reshard['from']} -> {reshard['target']} (users,items): "
+            f"{reshard['state']}; split: {' '.join(reshard['split']) or '-'}; "
+            f"waiting: {' '.join(reshard['waiting']) or '-'}"
+        )

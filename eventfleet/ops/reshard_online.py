@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
-from eventfleet.ledger.split import growth_error, marker_text
+from eventfleet.ledger.split import children, growth_error, marker_text
 from eventfleet.store import lua
 from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.store.namespace import counts_of, create_shards
@@ -232,6 +232,31 @@ class Run:
 
     def finish(self) -> None:
         self.write_meta({"reshard_state": DONE})
+
+
+def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
+    """What ``eventfleet status`` shows of a reshard recorded in meta (None: none ever was):
+    its target, the counts it grows from, its state, and which old shards of a growing family
+    have split (every child of theirs seeded) and which are still waited for."""
+    meta: Any = r.hgetall(keys.meta)
+    target, state = _text(meta.get(b"reshard_target")), _text(meta.get(b"reshard_state"))
+    if not target:
+        return None
+    users, _, items = target.partition(",")
+    old = resume_from(meta, keys, int(users), int(items))
+    if state == DONE:
+        return {"target": target, "state": state, "split": [], "waiting": []}
+    split: list[str] = []
+    waiting: list[str] = []
+    for shard in old.all_shards():
+        fam = shard[0]
+        before, after = (old.users, int(users)) if fam == "u" else (old.items, int(items))
+        kids = children(shard, before, after)[1:]
+        if kids:  # a family that does not grow has no child to wait for
+            seeded = all(r.exists(keys.snapshot(k)) for k in kids)
+            (split if seeded else waiting).append(shard)
+    frm = f"{old.users},{old.items}"
+    return {"target": target, "from": frm, "state": state, "split": split, "waiting": waiting}
 
 
 def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
