@@ -12,10 +12,11 @@ from eventfleet.ledger.bundle import events_per_entry
 from eventfleet.ledger.rules import DeadLetter, step_entry
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.store import ids
-from eventfleet.store.keys import flat_entry_event, flat_entry_fwd
+from eventfleet.store.keys import flat_entry_event
 from eventfleet.worker.effects import Effects
 from eventfleet.worker.forwards import MOVED_KINDS as _MOVED
 from eventfleet.worker.forwards import note as note_moved
+from eventfleet.worker.forwards import step_splitting
 from eventfleet.worker.model import Changes, Pruned, values
 from eventfleet.worker.observe import Observer
 from eventfleet.worker.owned import Owned
@@ -48,24 +49,17 @@ def apply_entries(
     # id needs a per-entry check: after a lost reply (resync), or if the group's position
     # ever fell behind a snapshot (a Redis that lost writes).
     check = bool(entries) and not ids.after(entries[0][0], state.last_id)
-    # only a shard born of a split is sent forwarded entries: one test per batch for others
-    fwd_of = flat_entry_fwd if splits and state.splits else None
+    splitting = step_splitting if splits else None  # one test per entry while it is off
     for eid_b, flat in entries:
         acks.append(eid_b)
         eid = eid_b.decode()
         if check and not ids.after(eid, state.last_id):
             continue  # applied already; only its ack is missing
         raw, via_inbox, by = flat_entry_event(flat)
-        results = step_entry(
-            state,
-            eid,
-            raw,
-            counts,
-            from_inbox=via_inbox,
-            scope=by,
-            fwd=fwd_of(flat) if fwd_of else "",
-            splits=splits,
-        )
+        if splitting is None:
+            results = step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by)
+        else:
+            results = splitting(state, eid, raw, counts, via_inbox, by, flat)
         events += len(results)
         for res in results:
             if res.kind == "applied":  # most results: a top-up emits and records nothing

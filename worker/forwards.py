@@ -20,8 +20,10 @@ from typing import Any
 
 from eventfleet.ledger.bundle import pack
 from eventfleet.ledger.results import ForwardResult, SplitResult, StepResult
+from eventfleet.ledger.rules import step_entry
+from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ledger.state import ShardState
-from eventfleet.store.keys import Keys
+from eventfleet.store.keys import Keys, flat_entry_fwd
 from eventfleet.worker.scripts import Scripts
 
 MOVED_KINDS = frozenset({"forwarded", "split"})
@@ -62,6 +64,22 @@ class Moved:
             for text in pack([f[3] for f in group]):
                 out += (eid, path, scope, text)
         return out
+
+
+def step_splitting(
+    state: ShardState,
+    eid: str,
+    raw: bytes | None,
+    counts: ShardCounts,
+    via_inbox: bool,
+    by: str,
+    flat: list[Any],
+) -> list[StepResult]:
+    """``step_entry`` of an entry with split markers applying, and on its forwarding path
+    (field ``fwd``) when it has one: only a shard born of a split is sent forwarded entries,
+    so only such a shard looks for the field."""
+    fwd = flat_entry_fwd(flat) if state.splits else ""
+    return step_entry(state, eid, raw, counts, from_inbox=via_inbox, scope=by, fwd=fwd, splits=True)
 
 
 def note(moved: Moved | None, res: StepResult, entry_id: str, state: ShardState) -> Moved:

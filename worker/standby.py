@@ -198,10 +198,15 @@ class Standbys:
         for eid_b, flat in entries:
             eid = ids.text(eid_b)
             raw, via_inbox, by = flat_entry_event(flat)
-            fwd = flat_entry_fwd(flat) if self.splits and state.splits else ""
+            if not self.splits:
+                events += fold_entry(
+                    state, eid, raw, via_inbox, self._counts, eid in poison, scope=by
+                )
+                continue
+            fwd = flat_entry_fwd(flat) if state.splits else ""
             events += fold_entry(
                 state, eid, raw, via_inbox, self._counts, eid in poison,
-                scope=by, fwd=fwd, splits=self.splits,
+                scope=by, fwd=fwd, splits=True,
             )  # fmt: skip
         if entries:  # events per entry (bundles hold many): the next tail reads about a budget
             self._per_entry[shard] = events_per_entry(events, len(entries))
