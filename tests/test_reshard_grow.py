@@ -20,7 +20,7 @@ from eventfleet.producer.client import Producer
 from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.store.namespace import init_namespace, read_counts
 from tests.helpers import cli, cli_json, wait_for
-from tests.test_split_worker import balances, outcomes, running_worker
+from tests.test_split_worker import Killed, balances, outcomes, running_worker
 
 USERS = range(1, 61)
 ITEMS = [f"sku{i}" for i in range(8)]
@@ -181,3 +181,43 @@ def test_two_growths_in_a_row_forward_through_two_levels(r: redis.Redis, namespa
         settled(r, keys, pub, ShardCounts(8, 2))
     paths = {f.get(b"fwd") for s in ("u4", "u5", "u6", "u7") for _i, f in r.xrange(keys.events(s))}
     assert {p for p in paths if p and p.count(b".") == 1}, paths  # two hops
+
+
+def test_a_worker_killed_while_its_shards_split_is_taken_over_once(
+    r: redis.Redis, namespace: str
+) -> None:
+    """Two workers share the shards; one dies (its loop raises: no drain, its leases lapse)
+    right after the markers are appended, with batches of the split and the writes of its
+    forwards and seeds possibly done but not acked. The other takes its shards over and
+    replays them: the reshard completes and every event is applied once."""
+    keys = stocked(r, namespace)
+    with (
+        running_worker(r, namespace, "a") as a,
+        running_worker(r, namespace, "b") as b,
+        Publishing(r, keys, read_counts(r, keys)) as pub,
+    ):
+        wait_for(lambda: len(a.ownership.held()) and len(b.ownership.held()), 30, "both own")
+        run = Run(r, keys)
+        run.take()
+        old = read_counts(r, keys)
+        run.begin(old, 4, 4)
+        run.prepare(old, 4, 4)
+        run.mark(old, 4, 4)
+
+        def killed() -> int:
+            raise Killed
+
+        a.poll = killed  # type: ignore[method-assign]
+        run.wait_seeded(old, 4, 4, timeout_s=30)
+        run.publish(4, 4)
+        run.finish()
+        run.release()
+        wait_for(
+            lambda: {o.name for o in b.ownership.held()} == set(ShardCounts(4, 4).all_shards()),
+            30,
+            "b owning every shard",
+        )
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 2, 30, "more rounds")
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(4, 4))

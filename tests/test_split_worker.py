@@ -224,20 +224,39 @@ def balances(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[int, int]:
     return out
 
 
+class Killed(Exception):
+    """Raised in a running worker's loop to kill it (``running_worker``)."""
+
+
 @contextlib.contextmanager
-def running_worker(r: redis.Redis, namespace: str) -> Iterator[Worker]:
-    """A worker with splits on, running on a thread of this process, stopped (drained) on
-    the way out; it folds with the counts at init, as the worker's main reads them."""
-    counts = read_init_counts(r, Keys(namespace))
-    worker = Worker(Settings(namespace=namespace, worker_id="w", lease_ttl_ms=900), r, counts)
+def running_worker(r: redis.Redis, namespace: str, name: str = "w") -> Iterator[Worker]:
+    """A worker with splits on, running on a thread of this process with a client of its
+    own, stopped (drained) on the way out; it folds with the counts at init, as the
+    worker's main reads them."""
+    pool = r.connection_pool
+    own = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
+    )
+    counts = read_init_counts(own, Keys(namespace))
+    settings = Settings(namespace=namespace, worker_id=name, lease_ttl_ms=900)
+    worker = Worker(settings, own, counts)
     worker.allow_splits()
-    thread = threading.Thread(target=worker.run, daemon=True)
+
+    def run() -> None:
+        with contextlib.suppress(Killed):  # the test's kill: no drain, leases left to lapse
+            worker.run()
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield worker
     finally:
         worker.ownership.stop()
         thread.join(30)
+        own.close()
+        own.connection_pool.disconnect()
     assert not thread.is_alive()
 
 
