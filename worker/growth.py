@@ -26,7 +26,8 @@ class Growth:
     def __init__(self, conn: Conn, counts: ShardCounts) -> None:
         self.splits = False
         """Split markers apply and forwarded entries are stepped on their path; off until
-        the reshard command's remaining steps exist."""
+        the shipped ``reshard`` command runs its steps (``reshard_online.grow``: tests only)
+        and ``verify`` and ``state`` fold across a split."""
         self.init = counts
         self.shards = counts.all_shards()
         self._conn = conn

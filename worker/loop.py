@@ -95,8 +95,8 @@ class Worker:
 
     def allow_splits(self) -> None:
         """Apply split markers and forwarded entries (docs/DESIGN-DECISIONS.md, section 35):
-        for tests only until the reshard command publishes counts and appends markers; the
-        worker's ``counts`` must then be the namespace's at ``init``."""
+        for tests only until the shipped ``reshard`` command runs ``reshard_online.grow``;
+        the worker's ``counts`` must then be the namespace's at ``init``."""
         self.ownership.growth.splits = self.standbys.splits = True
 
     # ---- signals -------------------------------------------------------------------
