@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 import redis
 
 from eventfleet.ledger.events import AddItem, Order, Topup
@@ -19,6 +20,7 @@ from eventfleet.ops.reshard_online import DONE, Run, grow, lease_key
 from eventfleet.producer.client import Producer
 from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.store.namespace import init_namespace, read_counts
+from eventfleet.worker import singleio
 from tests.helpers import cli, cli_json, wait_for
 from tests.test_split_worker import Killed, balances, outcomes, running_worker
 
@@ -217,6 +219,42 @@ def test_a_worker_killed_while_its_shards_split_is_taken_over_once(
             30,
             "b owning every shard",
         )
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 2, 30, "more rounds")
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(4, 4))
+
+
+def test_a_worker_killed_between_writing_a_split_and_acking_it_writes_nothing_twice(
+    r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker a writes the batch that splits its shard (the seeds, the forwards, the model),
+    then dies before acking it; b takes the shard over and replays the batch: the same seeds,
+    no forward twice, every event applied once."""
+    keys = stocked(r, namespace)
+    acked = singleio.ack_all
+    with (
+        running_worker(r, namespace, "a") as a,
+        running_worker(r, namespace, "b") as b,
+        Publishing(r, keys, read_counts(r, keys)) as pub,
+    ):
+
+        def ack_all(conn: Any, batch: list[Any]) -> None:
+            if conn is a.conn and any(w.effects.moved and w.effects.moved.seeds for w in batch):
+                a.poll = killed  # type: ignore[method-assign]
+                raise Killed  # written, not acked
+            acked(conn, batch)
+
+        def killed() -> int:
+            raise Killed
+
+        monkeypatch.setattr(singleio, "ack_all", ack_all)
+        wait_for(lambda: len(a.ownership.held()) and len(b.ownership.held()), 30, "both own")
+        run = Run(r, keys)
+        run.take()
+        grow(run, 4, 4, wait_s=30)
+        run.release()
+        assert a.poll is killed  # it died as it split
         at = pub.rounds
         wait_for(lambda: pub.rounds >= at + 2, 30, "more rounds")
         pub.halt()
