@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from eventfleet.ledger.bundle import split
 from eventfleet.ledger.events import AddItem, Order, Topup
 from eventfleet.ledger.shards import ShardCounts, item_shard
 from eventfleet.ledger.split import marker_text
@@ -92,6 +93,13 @@ def settled(r: redis.Redis, keys: Keys, pub: Publishing, grown: ShardCounts) -> 
     wait_for(lambda: stock() == want_stock, 30, "every item's stock on its shard")
     for s in grown.all_shards():
         assert not r.xlen(keys.dlq(s)), s
+        forwarded = [
+            (f.get(b"by"), t)
+            for _i, f in r.xrange(keys.events(s))
+            if f.get(b"fwd")
+            for t in split(f[EVENT_FIELD])
+        ]
+        assert len(forwarded) == len(set(forwarded)), f"{s}: an event forwarded twice"
 
 
 def stocked(r: redis.Redis, namespace: str) -> Keys:
