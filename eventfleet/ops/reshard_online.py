@@ -193,9 +193,13 @@ class Run:
         appended = []
         for shard in old.all_shards():
             self.renew()
-            if not self.holds(shard, text, since):
-                self.r.xadd(self.keys.events(shard), {EVENT_FIELD: text})
-                appended.append(shard)
+            # a parent whose children are seeded applied it: its log need not be read
+            if split_yet(self.r, self.keys, shard, old, users, items) or self.holds(
+                shard, text, since
+            ):
+                continue
+            self.r.xadd(self.keys.events(shard), {EVENT_FIELD: text})
+            appended.append(shard)
         self.write_meta({"reshard_state": MARKED})
         return appended
 
@@ -249,14 +253,23 @@ def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     split: list[str] = []
     waiting: list[str] = []
     for shard in old.all_shards():
-        fam = shard[0]
-        before, after = (old.users, int(users)) if fam == "u" else (old.items, int(items))
-        kids = children(shard, before, after)[1:]
-        if kids:  # a family that does not grow has no child to wait for
-            seeded = all(r.exists(keys.snapshot(k)) for k in kids)
-            (split if seeded else waiting).append(shard)
+        done = split_yet(r, keys, shard, old, int(users), int(items))
+        if done is not None:  # a family that does not grow has no child to wait for
+            (split if done else waiting).append(shard)
     frm = f"{old.users},{old.items}"
     return {"target": target, "from": frm, "state": state, "split": split, "waiting": waiting}
+
+
+def split_yet(
+    r: redis.Redis, keys: Keys, shard: str, old: ShardCounts, users: int, items: int
+) -> bool | None:
+    """Whether ``shard`` (of ``old``) has split for ``users`` and ``items``: every child of
+    it seeded. None when its family does not grow (no child tells)."""
+    before, after = (old.users, users) if shard[0] == "u" else (old.items, items)
+    kids = children(shard, before, after)[1:]
+    if not kids:
+        return None
+    return all(r.exists(keys.snapshot(k)) for k in kids)
 
 
 def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
