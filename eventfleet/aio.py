@@ -44,13 +44,20 @@ from eventfleet.client.common import (
 )
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, NotInitialised, WaitTimeout
 from eventfleet.client.results import OrderResult, Published, Receipt
-from eventfleet.client.texts import Envelope, prepared
-from eventfleet.ledger.codec import decode_outcome, describe_validation_error
-from eventfleet.ledger.events import AddItem, Order, OrderOutcome, Topup
-from eventfleet.ledger.shards import ShardCounts, destination, user_shard
-from eventfleet.producer.client import Stamper, check_pushed, grouped, source_of
-from eventfleet.producer.outcomes import LOOKBACK_MS
-from eventfleet.store import ids, wire
+from eventfleet.client.texts import Envelope, prepared, rerouted
+from eventfleet.ledger.codec import describe_validation_error
+from eventfleet.ledger.events import AddItem, Order, Topup
+from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.producer.client import (
+    COUNTS_EVERY_S,
+    Stamper,
+    check_pushed,
+    grouped,
+    grown,
+    log,
+    source_of,
+)
+from eventfleet.store import wire
 from eventfleet.store.connection import TRANSIENT, FatalRedisError, classify, client_kwargs
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import NamespaceError, NamespaceMissing, counts_of
@@ -61,7 +68,6 @@ T = TypeVar("T")
 
 RETRY_FOR_S = 60.0
 """How long a publish is retried while Redis does not answer (as the sync client)."""
-_BLOCK_MS = 500
 
 
 class Client(ReadMethods):
@@ -88,6 +94,9 @@ class Client(ReadMethods):
         self._sending = asyncio.Lock()  # own seqs sent in order: a later one first drops it
         self._inflight: asyncio.Task[None] | None = None  # the last send started (_in_order)
         self._reads: AsyncReads | None = None  # the read model's reads, batched across tasks
+        self.counts_every_s = COUNTS_EVERY_S
+        """How often the shard counts are re-read (they grow online: ``_learn``)."""
+        self._counts_due = 0.0
 
     @classmethod
     def from_url(
@@ -134,13 +143,18 @@ class Client(ReadMethods):
         return identity_of(self.keys.ns, user)
 
     async def _ready(self) -> tuple[Any, ShardCounts, Stamper]:
+        """The connection, the counts to route with and the client's own stamper; the counts
+        re-read first when due (``_learn``), a clock check otherwise."""
         if self._redis is not None and self._counts is not None and self._stamper is not None:
+            if time.monotonic() >= self._counts_due:
+                await self._learn()
             return self._redis, self._counts, self._stamper
         async with self._lock:
             if self._redis is None:
                 self._redis = await self._guarded(self._open)
             if self._counts is None:
                 self._counts = await self._guarded(self._read_counts)
+                self._counts_due = time.monotonic() + self.counts_every_s
                 self._stamper = Stamper(self.keys, self._counts, identity=self._identity())
                 self._backlog = Backlog(self._stamper.identity, self.keys)
         assert self._counts is not None and self._stamper is not None
@@ -172,6 +186,34 @@ class Client(ReadMethods):
             raise NotInitialised(str(exc)) from None
         except NamespaceError as exc:
             raise ConfigurationError(str(exc)) from None
+
+    @property
+    def counts(self) -> ShardCounts | None:
+        """The shard counts this client routes with, as ``eventfleet.Client.counts`` (None
+        until its first call connects)."""
+        return self._counts
+
+    async def _learn(self) -> None:
+        """Re-read the shard counts (one ``HMGET``) and route with them once they grew
+        (docs/DESIGN-DECISIONS.md section 35): the client's stamper regrows (each new shard's
+        seqs going on from its parent's) and what is stamped from then on goes to the new
+        shards. What was stamped before keeps its inboxes: a send's retries push the texts
+        it was given, and a bulk publish routes its chunks not yet stamped again
+        (``publish_many``). A shrink or a count that is not a multiple is logged and
+        ignored; a read that fails is tried again when next due."""
+        self._counts_due = time.monotonic() + self.counts_every_s
+        try:
+            users, items = await self._redis.hmget(self.keys.meta, ["user_shards", "item_shards"])
+            assert self._counts is not None and self._stamper is not None
+            counts = grown(self._counts, int(users), int(items))
+        except (rx.RedisError, TypeError):  # Redis away, or no namespace: the old counts
+            return
+        except ValueError as exc:
+            log.warning("shard_counts_ignored", namespace=self.keys.ns, reason=str(exc))
+            return
+        if counts is not None:  # no await from here: no stamp sees half of it
+            self._stamper.regrow(counts)
+            self._counts = counts
 
     async def _guarded(self, fn: Callable[[], Awaitable[T]], retry_s: float = 3.0) -> T:
         """``fn()``, retried on transient errors for ``retry_s``; errors as the client's."""
@@ -214,10 +256,10 @@ class Client(ReadMethods):
 
     async def _publish_one(self, event: AnyEvent, key: str | None) -> Receipt:
         check_event_key(event, key)
-        r, counts, stamper = await self._ready()
+        r, _counts, stamper = await self._ready()
         async with self._sending:
             stamped = stamper.stamp(event, key=key)
-            shard = destination(event, counts)
+            shard = destination(event, stamper.counts)  # regrown since _ready, maybe
             receipt = Receipt(shard, stamper.source, stamper.seq[shard])
             sent = await self._in_order(r, grouped([stamped]))
         await sent
@@ -236,13 +278,13 @@ class Client(ReadMethods):
         """
         for event, key in events:
             check_event_key(event, key)
-        r, counts, stamper = await self._ready()
+        r, _counts, stamper = await self._ready()
         async with self._sending:
             stamped: list[tuple[str, str]] = []
             receipts: list[Receipt] = []
             for event, key in events:
                 stamped.append(stamper.stamp(event, key=key))
-                shard = destination(event, counts)
+                shard = destination(event, stamper.counts)
                 receipts.append(Receipt(shard, stamper.source, stamper.seq[shard]))
             sent = await self._in_order(r, grouped(stamped))
         await sent
@@ -357,36 +399,6 @@ class Client(ReadMethods):
             )
         return result_of(outcome, receipt)
 
-    async def _wait_outcome(
-        self, order: Order, ref: str, at_ms: int, timeout_s: float
-    ) -> OrderOutcome | None:
-        r, counts, _stamper = await self._ready()
-        stream = self.keys.outcomes(user_shard(order.user_id, counts))
-        start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            block = max(1, min(_BLOCK_MS, left_ms))
-
-            async def read(begin: str = start, ms: int = block) -> Any:
-                return await r.xread({stream: begin}, count=1000, block=ms)
-
-            reply = await self._guarded(read)
-            for _name, entries in reply or []:
-                for eid, fields in entries:
-                    start = ids.text(eid)
-                    raw = fields.get(b"outcome")
-                    if raw is None:
-                        continue
-                    try:
-                        outcome = decode_outcome(raw)
-                    except ValueError:
-                        continue
-                    if outcome.ref == ref and outcome.order_id == order.order_id:
-                        return outcome
-            if time.monotonic() >= deadline:
-                return None
-
     async def publish_many(
         self,
         events: Iterable[AnyEvent | dict[str, Any]],
@@ -417,6 +429,7 @@ class Client(ReadMethods):
                 raise InvalidEvent(str(exc)) from None
         # every event valid before the first is sent, routed as its stamper routes
         shards, bodies = prepared(events, stamper.counts)
+        routed = stamper.counts
         numbers: list[int] | None = None
         if source is not None and seqs != "shard":
             numbers = list(range(1, len(shards) + 1)) if seqs == "position" else list(seqs)
@@ -432,7 +445,13 @@ class Client(ReadMethods):
                 await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
             end = start + size
             nums = None if numbers is None else numbers[start:end]
+            _r, counts, _s = await self._ready()  # the counts re-read when due
             async with self._sending:  # in seq order with this client's other sends
+                if stamper.counts != self._counts:  # grown: a named source's stamper too
+                    stamper.regrow(self._counts or counts)
+                if stamper.counts is not routed:  # the rest goes where the new counts say
+                    shards[start:] = rerouted(bodies[start:], stamper.counts)
+                    routed = stamper.counts
                 try:
                     pushes = envelope.pushes(shards[start:end], bodies[start:end], nums)
                 except ValueError as exc:  # numbers that do not grow per shard

@@ -27,6 +27,7 @@ whole with ``BacklogFull`` (a cheap check: the lengths ``RPUSHX`` replied, asked
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -35,6 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import redis
+import structlog
 
 from eventfleet.ledger.codec import encode
 from eventfleet.ledger.events import AddItem, ExternalEvent, Topup
@@ -51,6 +53,20 @@ COUNTS_EVERY_S = 5.0
 """How often a producer re-reads the namespace's shard counts (they only grow, online:
 docs/DESIGN-DECISIONS.md section 35), checked between chunks."""
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,62}$")
+log = structlog.get_logger("eventfleet.client")
+
+
+def grown(old: ShardCounts, users: int, items: int) -> ShardCounts | None:
+    """``old`` with ``users`` user and ``items`` item shards when the namespace's counts grew
+    (each the one before or a multiple of it), None when they are the same. A shrink or a
+    count that is not a multiple never comes from an online reshard (it refuses them):
+    ``ValueError``, which a client re-reading the counts logs and ignores."""
+    if (users, items) == (old.users, old.items):
+        return None
+    for fam, before, after in (("u", old.users, users), ("i", old.items, items)):
+        if after < before or after % before:
+            raise ValueError(f"{fam} shards cannot go from {before} to {after}")
+    return dataclasses.replace(old, users=users, items=items)
 
 
 def source_of(name: str) -> str:
@@ -263,10 +279,18 @@ class Producer(Stamper):
         self._counts_due = now + self.counts_every_s
         try:
             counts = read_counts(self.r, self.keys)
+            to = grown(self.counts, counts.users, counts.items)
         except (redis.RedisError, NamespaceError):
             return
-        if (counts.users, counts.items) != (self.counts.users, self.counts.items):
-            self.regrow(counts)
+        except ValueError as exc:  # not a growth: routing on with the counts it has is safe
+            log.warning("shard_counts_ignored", namespace=self.keys.ns, reason=str(exc))
+            return
+        if to is not None:
+            self.regrow(to)
+
+    def counts_due(self) -> bool:
+        """Whether ``learn_counts`` would re-read the counts now (a clock check)."""
+        return time.monotonic() >= self._counts_due
 
     def publish_one(self, event: ExternalEvent, *, key: str | None = None) -> str:
         """Publish one event now; returns the shard whose inbox took it. With ``key`` (a topup

@@ -1,7 +1,8 @@
 """The asyncio client's reads of the read model (``eventfleet.aio.Client`` inherits them):
 ``balance``, ``item`` and ``order_status``, each one field of one hash, batched across the
 tasks sharing the client (``eventfleet.client.batch.AsyncReads``); with a receipt ``after``,
-once its shard has applied it (read-your-writes)."""
+once its shard has applied it (read-your-writes); and an order's outcome, awaited in the
+user shard's outcome stream (``order(wait=)``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from typing import Any, TypeVar
 from eventfleet.client.batch import AsyncReads, afetch
 from eventfleet.client.errors import WaitTimeout
 from eventfleet.client.results import Decided, Item, OrderResult, Receipt
+from eventfleet.ledger.codec import decode_outcome
+from eventfleet.ledger.events import Order, OrderOutcome
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, user_shard
 from eventfleet.producer.client import Stamper
+from eventfleet.producer.outcomes import LOOKBACK_MS
+from eventfleet.store import ids
 from eventfleet.store.keys import Keys
 
 T = TypeVar("T")
+_BLOCK_MS = 500
 
 
 class ReadMethods:
@@ -117,6 +123,36 @@ class ReadMethods:
         if value is None:
             return None
         return "confirmed" if value == b"confirmed" else "rejected"
+
+    async def _wait_outcome(
+        self, order: Order, ref: str, at_ms: int, timeout_s: float
+    ) -> OrderOutcome | None:
+        r, counts, _stamper = await self._ready()
+        stream = self.keys.outcomes(user_shard(order.user_id, counts))
+        start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            block = max(1, min(_BLOCK_MS, left_ms))
+
+            async def read(begin: str = start, ms: int = block) -> Any:
+                return await r.xread({stream: begin}, count=1000, block=ms)
+
+            reply = await self._guarded(read)
+            for _name, entries in reply or []:
+                for eid, fields in entries:
+                    start = ids.text(eid)
+                    raw = fields.get(b"outcome")
+                    if raw is None:
+                        continue
+                    try:
+                        outcome = decode_outcome(raw)
+                    except ValueError:
+                        continue
+                    if outcome.ref == ref and outcome.order_id == order.order_id:
+                        return outcome
+            if time.monotonic() >= deadline:
+                return None
 
 
 __all__ = ["ReadMethods"]

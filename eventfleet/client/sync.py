@@ -87,13 +87,31 @@ class Client:
         self._url = url or "Redis"
         self.wait_replicas = wait_replicas
         with translated(self._url):
-            self.counts: ShardCounts = read_counts(r, self.keys)
-        self._producer = self._new_producer(None)
+            counts = read_counts(r, self.keys)
+        self._producer = Producer(r, self.keys, counts, wait_replicas=wait_replicas)
         self._reads = Reads(lambda batch: fetch(r, batch))
         """Reads of the read model, batched across the threads sharing this client."""
         self._lock = threading.Lock()
         """This client's own source: its events leave in seq order, one publish at a time (a
         later seq landing first would make the shard drop the earlier one as a repeat)."""
+
+    @property
+    def counts(self) -> ShardCounts:
+        """The shard counts this client routes with: the namespace's, re-read every few
+        seconds as it publishes and reads (they grow online, docs/DESIGN-DECISIONS.md
+        section 35)."""
+        return self._producer.counts
+
+    def _routing(self) -> ShardCounts:
+        """The counts a read routes with, re-read first when due (a clock check otherwise),
+        so a read after the counts grew reads the shard that now holds the key."""
+        # regrown between this client's sends; one under way re-reads them itself
+        if self._producer.counts_due() and self._lock.acquire(blocking=False):
+            try:
+                self._producer.learn_counts()
+            finally:
+                self._lock.release()
+        return self._producer.counts
 
     def _new_producer(self, source: str | None) -> Producer:
         return Producer(
@@ -358,7 +376,7 @@ class Client:
             client.balance(7, after=receipt)
             # -> 500 (or more)
         """
-        shard = user_shard(user, self.counts)
+        shard = user_shard(user, self._routing())
         value = self._read(shard, f"b:{user}", after, timeout)
         return 0 if value is None else int(value)
 
@@ -373,7 +391,7 @@ class Client:
             client.item("sku-1", after=client.add_item(item="sku-1", count=10, price=250))
             # -> Item(item_id='sku-1', remain=10, price=250)
         """
-        shard = item_shard(item, self.counts)
+        shard = item_shard(item, self._routing())
         value = self._read(shard, f"i:{item}", after, timeout)
         if value is None:
             return None
@@ -399,8 +417,9 @@ class Client:
             client.order_status("o-1", user=7)
             # -> None at first, then 'confirmed'
         """
-        shard = user_shard(user, self.counts)
-        key = order_key(user, order_id, self.counts.orders_per_user)
+        counts = self._routing()
+        shard = user_shard(user, counts)
+        key = order_key(user, order_id, counts.orders_per_user)
         value = self._read(shard, f"o:{key}", after, timeout)
         if value is None:
             return None

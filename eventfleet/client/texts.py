@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from eventfleet.client.common import AnyEvent, event_of
 from eventfleet.ledger.events import AddItem, Order, Topup
-from eventfleet.ledger.shards import ShardCounts, destination
+from eventfleet.ledger.shards import ShardCounts, destination, item_shard, user_shard
 from eventfleet.producer.client import Stamper
 
 _MODELS: frozenset[type[AnyEvent]] = frozenset({Topup, AddItem, Order})
@@ -72,6 +72,28 @@ def prepared(
     return shards, bodies
 
 
+def rerouted(bodies: Sequence[str], counts: ShardCounts) -> list[str]:
+    """Each prepared event's shard under ``counts``, read back from its text: when the client
+    learns grown counts during a bulk publish, what it has not stamped yet goes where they say
+    (never what it stamped: docs/DESIGN-DECISIONS.md section 35). Rare, so parsed, not kept.
+
+    >>> rerouted(['{"type":"topup","user_id":3,"amount":5}'], ShardCounts(4, 2))
+    ['u3']
+    """
+    users: dict[int, str] = {}
+    items: dict[str, str] = {}
+    shards: list[str] = []
+    for text in bodies:
+        fields = json.loads(text)
+        if fields["type"] == "topup":  # a top-up's user; an item's or an order's item
+            uid = fields["user_id"]
+            shards.append(users.get(uid) or users.setdefault(uid, user_shard(uid, counts)))
+        else:
+            iid = fields["item_id"]
+            shards.append(items.get(iid) or items.setdefault(iid, item_shard(iid, counts)))
+    return shards
+
+
 class Envelope:
     """Stamps prepared events as ``stamper`` would: its source, its seqs, its inboxes."""
 
@@ -108,4 +130,4 @@ class Envelope:
         return [(inbox(shard, identity), texts) for shard, texts in by_shard.items()]
 
 
-__all__ = ["Envelope", "prepared"]
+__all__ = ["Envelope", "prepared", "rerouted"]
