@@ -206,7 +206,7 @@ class Client(ReadMethods):
             users, items = await self._redis.hmget(self.keys.meta, ["user_shards", "item_shards"])
             assert self._counts is not None and self._stamper is not None
             counts = grown(self._counts, int(users), int(items))
-        except (rx.RedisError, TypeError):  # Redis away, or no namespace: the old counts
+        except (rx.RedisError, OSError, TypeError):  # Redis away, or no namespace
             return
         except ValueError as exc:
             log.warning("shard_counts_ignored", namespace=self.keys.ns, reason=str(exc))

@@ -25,6 +25,7 @@ from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.producer.client import Producer, grown
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import create_shards, init_namespace
+from tests.secure_redis import SECRETS, connect
 
 
 @given(
@@ -218,3 +219,28 @@ def test_reads_after_growth_read_the_shard_that_now_holds_the_key(
             assert sync.counts == new
 
     asyncio.run(main())
+
+
+def test_the_shipped_producer_user_learns_the_counts_and_reads_with_them(port: int) -> None:
+    """As ``eventfleet-producer`` of the shipped ACL file: the ``HMGET`` of the counts, the
+    pushes to the new shards' inboxes and the reads of their models are all allowed."""
+    root, keys = connect(port, "root", decode_responses=False), Keys("eventfleet")
+    init_namespace(root, keys, ShardCounts(2, 2))
+    root.hset(keys.model("u3"), "b:3", 9)  # user 3: u1 of 2, u3 of 4
+    url = f"redis://127.0.0.1:{port}/0"
+    secret = SECRETS / "eventfleet-producer.password"
+
+    async def main() -> None:
+        async with aio.Client.from_url(
+            url, username="eventfleet-producer", password_file=secret
+        ) as client:
+            client.counts_every_s = 0.0
+            assert (await client.topup(user=3, amount=1)).shard == "u1"
+            create_shards(root, keys, ["u2", "u3"])
+            root.hset(keys.meta, "user_shards", 4)
+            assert (await client.topup(user=3, amount=1)).shard == "u3"
+            assert await client.balance(3) == 9 and client.counts == ShardCounts(4, 2)
+
+    asyncio.run(main())
+    assert len(root.lrange(keys.inbox("u3"), 1, -1)) == 1
+    root.close()
