@@ -144,7 +144,7 @@ def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
 ) -> None:
     """``status`` shows the run's progress meanwhile."""
     keys = stocked(r, namespace)
-    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+    with running_worker(r, namespace) as w, Publishing(r, keys, read_counts(r, keys)) as pub:
         killed = Run(r, keys)
         killed.take()
         old = read_counts(r, keys)
@@ -155,6 +155,10 @@ def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
         seeds = [keys.snapshot(s) for s in ("u3", "u5", "u7")]
         wait_for(lambda: r.exists(*seeds) == 3, 30, "u1 split")
         assert read_counts(r, keys).users == 2  # not published before every parent split
+        # u1's children are served before the counts are published (their parent let go of
+        # their keys' read-model fields)
+        held = {"u3", "u5", "u7"}
+        wait_for(lambda: held <= {o.name for o in w.ownership.held()}, 30, "u1's children")
         shown = cli_json("status", "--json", env=env)["reshard"]
         assert shown == {
             "target": "8,2",

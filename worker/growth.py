@@ -34,11 +34,20 @@ class Growth:
 
     def current(self) -> list[str]:
         """The namespace's shards, re-read from ``NS:meta`` (only with ``splits``; an
-        ownership pass asks once)."""
+        ownership pass asks once), with those of a reshard's target as soon as it is recorded:
+        a child is taken once seeded, before the counts are published (routers learn them
+        only once every parent has split), so the keys its parent let go are served again
+        from its read model at the next pass."""
         if self.splits:
             conn = self._conn
             meta: Any = conn.call(lambda: conn.r.hgetall(conn.keys.meta), "read_meta")
-            self.shards = counts_of(meta, conn.keys).all_shards()
+            counts = counts_of(meta, conn.keys)
+            users, items = counts.users, counts.items
+            target = meta.get(b"reshard_target")
+            if target:
+                u, _, i = target.decode().partition(",")
+                users, items = max(users, int(u)), max(items, int(i))
+            self.shards = ShardCounts(users, items).all_shards()
         return self.shards
 
     def seeded(self, target: Iterable[str], owned: Container[str]) -> list[str]:
