@@ -147,6 +147,55 @@ def test_the_asyncio_client_regrows_between_chunks_and_keeps_a_stamped_chunk_whe
         assert got.user_id == user
 
 
+def test_a_bulk_publish_and_single_publishes_sharing_a_source_across_a_growth(
+    redis_server: Any, r: redis.Redis, namespace: str
+) -> None:
+    """Single publishes running beside a bulk publish of the same client (one source, one
+    stamper, whichever learns the counts first): nothing is stamped for a parent after the
+    stamper regrew, so each child's first direct seq is above every seq its parent got for
+    the child's keys, and every event lands once."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    new = ShardCounts(4, 2)
+    bulk = [Topup(user_id=i % 40 + 1, amount=i + 1) for i in range(600)]
+
+    def grow(_count: int) -> None:
+        if r.hget(keys.meta, "user_shards") == b"2":
+            create_shards(r, keys, ["u2", "u3"])
+            r.hset(keys.meta, "user_shards", 4)
+
+    async def main() -> int:
+        async with aio.Client.from_url(redis_server.url, namespace=namespace) as client:
+            client.counts_every_s = 0.0
+            done = asyncio.Event()
+
+            async def singles() -> int:
+                n = 0
+                while not done.is_set():
+                    await client.topup(user=n % 40 + 1, amount=1000)
+                    n += 1
+                return n
+
+            async def many() -> None:
+                await client.publish_many(bulk, progress=grow, rate=3000)
+                done.set()
+
+            n, _ = await asyncio.gather(singles(), many())
+            return n
+
+    n = asyncio.run(main())
+    seen = {s: _inbox(r, keys, s) for s in ("u0", "u1", "u2", "u3")}
+    amounts = sorted(e.amount for evs in seen.values() for e in evs)
+    assert amounts == list(range(1, 601)) + [1000] * n
+    assert {e.source for evs in seen.values() for e in evs} == {seen["u0"][0].source}
+    for child in ("u2", "u3"):
+        parent = f"u{int(child[1:]) % 2}"
+        direct = [e.seq for e in seen[child]]
+        stale = [e.seq for e in seen[parent] if user_shard(e.user_id, new) == child]
+        assert direct == sorted(set(direct)) and stale
+        assert direct[0] > max(stale), child
+
+
 def test_counts_that_shrink_or_are_not_multiples_are_ignored_then_a_growth_is_learnt(
     redis_server: Any, r: redis.Redis, namespace: str
 ) -> None:
