@@ -30,7 +30,7 @@ def status(
 ) -> None:
     """Shards, owners, epochs, lag, pending, snapshot age and replay estimate."""
     from eventfleet.ops import status as st
-    from eventfleet.ops.reshard_online import progress
+    from eventfleet.ops.reshard_progress import progress
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):

@@ -27,17 +27,23 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
-from eventfleet.ledger.split import children, growth_error, marker_text
+from eventfleet.ledger.split import growth_error, marker_text
+from eventfleet.ops.reshard_progress import (
+    DONE,
+    MARKED,
+    PREPARING,
+    PUBLISHED,
+    resume_from,
+    split_yet,
+)
 from eventfleet.store import lua
 from eventfleet.store.keys import EVENT_FIELD, Keys
-from eventfleet.store.namespace import counts_of, create_shards
+from eventfleet.store.namespace import create_shards
 from eventfleet.store.scripts import load_script
 from eventfleet.worker.scripts import Scripts
 
 LEASE_TTL_MS = 30_000
 """A run renews its lease between steps; one killed frees it after this long."""
-PREPARING, MARKED, PUBLISHED, DONE = "preparing", "marked", "published", "done"
-"""``reshard_state`` in meta, in the order a run goes through them."""
 SCAN = 1000
 """Log entries read per XRANGE while looking for a marker."""
 
@@ -236,55 +242,6 @@ class Run:
 
     def finish(self) -> None:
         self.write_meta({"reshard_state": DONE})
-
-
-def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
-    """What ``eventfleet status`` shows of a reshard recorded in meta (None: none ever was):
-    its target, the counts it grows from, its state, and which old shards of a growing family
-    have split (every child of theirs seeded) and which are still waited for."""
-    meta: Any = r.hgetall(keys.meta)
-    target, state = _text(meta.get(b"reshard_target")), _text(meta.get(b"reshard_state"))
-    if not target:
-        return None
-    users, _, items = target.partition(",")
-    old = resume_from(meta, keys, int(users), int(items))
-    if state == DONE:
-        return {"target": target, "state": state, "split": [], "waiting": []}
-    split: list[str] = []
-    waiting: list[str] = []
-    for shard in old.all_shards():
-        done = split_yet(r, keys, shard, old, int(users), int(items))
-        if done is not None:  # a family that does not grow has no child to wait for
-            (split if done else waiting).append(shard)
-    frm = f"{old.users},{old.items}"
-    return {"target": target, "from": frm, "state": state, "split": split, "waiting": waiting}
-
-
-def split_yet(
-    r: redis.Redis, keys: Keys, shard: str, old: ShardCounts, users: int, items: int
-) -> bool | None:
-    """Whether ``shard`` (of ``old``) has split for ``users`` and ``items``: every child of
-    it seeded. None when its family does not grow (no child tells)."""
-    before, after = (old.users, users) if shard[0] == "u" else (old.items, items)
-    kids = children(shard, before, after)[1:]
-    if not kids:
-        return None
-    return all(r.exists(keys.snapshot(k)) for k in kids)
-
-
-def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
-    """The counts a run to ``users`` and ``items`` grows from: those it recorded when a run to
-    that target is unfinished (its counts may be published already), else the current ones."""
-    counts = counts_of(meta, keys)
-    recorded = _text(meta.get(b"reshard_from"))
-    if (
-        recorded
-        and _text(meta.get(b"reshard_target")) == f"{users},{items}"
-        and _text(meta.get(b"reshard_state")) not in ("", DONE)
-    ):
-        u, _, i = recorded.partition(",")
-        return ShardCounts(int(u), int(i), counts.window_ms, counts.orders_per_user)
-    return counts
 
 
 def grow(run: Run, users: int, items: int, wait_s: float) -> ShardCounts:

@@ -1,0 +1,126 @@
+"""How far a recorded online reshard has got (docs/DESIGN-DECISIONS.md, section 35), from
+``NS:meta`` (``reshard_target``, ``reshard_from``, ``reshard_state``, ``reshard_begun_ms``)
+and the new shards' seed snapshots: an old shard of a growing family has split once every
+child of its own is seeded. Shared by ``eventfleet status`` (``progress``), the exporter
+(``Recorded``, whose ``children`` it checks in its own pipeline) and the command
+(``split_yet``, ``resume_from``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.split import children
+from eventfleet.store.ids import text
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import counts_of
+
+PREPARING, MARKED, PUBLISHED, DONE = "preparing", "marked", "published", "done"
+"""``reshard_state`` in meta, in the order a run goes through them."""
+STATES = (PREPARING, MARKED, PUBLISHED, DONE)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A reshard recorded in meta: its target, the counts it grows from, its state."""
+
+    users: int
+    items: int
+    old: ShardCounts
+    state: str
+    begun_ms: int | None
+
+    @property
+    def running(self) -> bool:
+        return self.state != DONE
+
+    def children(self) -> dict[str, list[str]]:
+        """Old shard -> its new children (itself left out), for the families that grow."""
+        out: dict[str, list[str]] = {}
+        for shard in self.old.all_shards():
+            before, after = (
+                (self.old.users, self.users) if shard[0] == "u" else (self.old.items, self.items)
+            )
+            kids = children(shard, before, after)[1:]
+            if kids:
+                out[shard] = kids
+        return out
+
+    def split_waiting(self, seeded: Collection[str]) -> tuple[list[str], list[str]]:
+        """The old shards that have split (every child in ``seeded``) and those waited for."""
+        split: list[str] = []
+        waiting: list[str] = []
+        for shard, kids in self.children().items():
+            (split if all(k in seeded for k in kids) else waiting).append(shard)
+        return split, waiting
+
+
+def recorded(meta: Any, keys: Keys) -> Recorded | None:
+    """The reshard recorded in ``meta`` (``HGETALL``'s reply), None if none ever was; raises
+    ``ValueError`` on fields that do not parse."""
+    target = text(meta.get(b"reshard_target") or b"")
+    if not target:
+        return None
+    state = text(meta.get(b"reshard_state") or b"")
+    if state not in STATES:
+        raise ValueError(f"reshard_state is {state!r}")
+    users, _, items = target.partition(",")
+    begun = meta.get(b"reshard_begun_ms")
+    return Recorded(
+        int(users),
+        int(items),
+        resume_from(meta, keys, int(users), int(items)),
+        state,
+        None if begun is None else int(begun),
+    )
+
+
+def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
+    """What ``eventfleet status`` shows of a reshard recorded in meta (None: none ever was):
+    its target, the counts it grows from, its state, and which old shards of a growing family
+    have split (every child of theirs seeded) and which are still waited for."""
+    rec = recorded(r.hgetall(keys.meta), keys)
+    if rec is None:
+        return None
+    target = f"{rec.users},{rec.items}"
+    if not rec.running:
+        return {"target": target, "state": rec.state, "split": [], "waiting": []}
+    kids = [k for ks in rec.children().values() for k in ks]
+    pipe = r.pipeline(transaction=False)
+    for k in kids:
+        pipe.exists(keys.snapshot(k))
+    seeded = {k for k, there in zip(kids, pipe.execute(), strict=True) if there}
+    split, waiting = rec.split_waiting(seeded)
+    frm = f"{rec.old.users},{rec.old.items}"
+    return {"target": target, "from": frm, "state": rec.state, "split": split, "waiting": waiting}
+
+
+def split_yet(
+    r: redis.Redis, keys: Keys, shard: str, old: ShardCounts, users: int, items: int
+) -> bool | None:
+    """Whether ``shard`` (of ``old``) has split for ``users`` and ``items``: every child of
+    it seeded. None when its family does not grow (no child tells)."""
+    before, after = (old.users, users) if shard[0] == "u" else (old.items, items)
+    kids = children(shard, before, after)[1:]
+    if not kids:
+        return None
+    return all(r.exists(keys.snapshot(k)) for k in kids)
+
+
+def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
+    """The counts a run to ``users`` and ``items`` grows from: those it recorded when a run to
+    that target is unfinished (its counts may be published already), else the current ones."""
+    counts = counts_of(meta, keys)
+    recorded_from = text(meta.get(b"reshard_from") or b"")
+    if (
+        recorded_from
+        and text(meta.get(b"reshard_target") or b"") == f"{users},{items}"
+        and text(meta.get(b"reshard_state") or b"") not in ("", DONE)
+    ):
+        u, _, i = recorded_from.partition(",")
+        return ShardCounts(int(u), int(i), counts.window_ms, counts.orders_per_user)
+    return counts
