@@ -78,6 +78,7 @@ FILES = {
     "test_reshard_grow.py": "fast",
     "test_reshard_online.py": "fast",
     "test_reshard_clients.py": "fast",
+    "test_exporter_reshard.py": "fast",
     "test_inbox_bounds.py": "fast",
     "test_perf_paths.py": "fast",
     "test_wire.py": "fast",

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from eventfleet.exporter.read import Reading, ShardReading
+from eventfleet.exporter.reshard import reshard_families
 from eventfleet.store.producers import LEGACY
 
 NAMESPACE_LABEL = "eventfleet_namespace"
@@ -157,6 +158,7 @@ def families(namespace: str, reading: Reading | None, stats: PassStats) -> Itera
             by_reason.add_metric([namespace, s.shard, reason], n)
     yield by_reason
     yield from _producer_families(namespace, reading)
+    yield from reshard_families(ns, reading.reshard)
 
 
 def _producer_families(namespace: str, reading: Reading) -> Iterator[Metric]:

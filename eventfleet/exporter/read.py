@@ -6,7 +6,8 @@ workers, then per chunk of ``CHUNK`` shards one pipeline of cheap commands per s
 GROUPS, XPENDING summary, GET lease, GET epoch, an XRANGE of the dead-letter stream after the
 last one counted, empty unless new ones came, LLEN of the shard's shared inbox, EXISTS of its
 quarantine key, and per producer identity one LLEN of its own inbox plus one HGETALL of the
-shard's dropped counts: ``producers.py``), and one more only for the shards that need it (the
+shard's dropped counts: ``producers.py``), one while an online reshard runs (its new shards'
+seeds: ``reshard.py``), and one more only for the shards that need it (the
 oldest undelivered entry of a shard with nothing pending, and LINDEX 1 of an inbox with
 events waiting: the oldest of them, whose age the reader times from the first pass that saw
 it there, since inbox events carry no time; ``eventfleet.store.lag``). Dead letters are counted
@@ -27,6 +28,7 @@ from typing import Any
 import redis
 
 from eventfleet.exporter.producers import ProducerReading, ProducerTally, split
+from eventfleet.exporter.reshard import ReshardReading, read_reshard
 from eventfleet.ledger.rules import DEAD_LETTER_REASONS
 from eventfleet.store import ids, lag
 from eventfleet.store.keys import GROUP, Keys
@@ -86,6 +88,8 @@ class Reading:
     """``legacy`` (the shared inboxes), then the registered identities exported
     (``producers.MAX_SERIES`` at most, the fullest first)."""
     producers_registered: int = 0
+    reshard: ReshardReading | None = field(default_factory=ReshardReading)
+    """An online reshard's progress (``reshard.py``); None when its meta fields do not parse."""
 
 
 @dataclass
@@ -184,6 +188,7 @@ class NamespaceReader:
             )
         used, limit = redis_memory(self._r)
         legacy = sum(raw.inbox for raw in raws)
+        reshard = read_reshard(self._r, self._keys, meta, now_ms, CHUNK)
         return Reading(
             readings,
             unreadable,
@@ -193,6 +198,7 @@ class NamespaceReader:
             limit,
             tally.readings(legacy),
             len(tally.names),
+            reshard,
         )
 
     # ---- round trips ---------------------------------------------------------------------
