@@ -387,12 +387,13 @@ class Client(ReadMethods):
         event = build(Order, order_id=oid, user_id=user, item_id=item, qty=qty)
         assert isinstance(event, Order)
         at = int(time.time() * 1000)
+        then = self._counts  # routed with these or grown ones: the wait reads from them on
         receipt = await self._publish_one(event, None)
         if on_published is not None:
             on_published(receipt)
         if wait is None:
             return receipt
-        outcome = await self._wait_outcome(event, receipt.ref, at, float(wait))
+        outcome = await self._wait_outcome(event, receipt.ref, at, float(wait), then)
         if outcome is None:
             raise WaitTimeout(
                 f"order {oid}: no outcome within {wait:g} s (it is still applied)", receipt

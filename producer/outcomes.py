@@ -14,21 +14,62 @@ before; ``first`` says how, and that decision stands).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from eventfleet.ledger.codec import decode_outcome
 from eventfleet.ledger.events import Order, OrderOutcome
-from eventfleet.ledger.shards import ShardCounts, destination, user_shard
+from eventfleet.ledger.shards import ShardCounts, destination, user_shards_since
 from eventfleet.producer.client import Producer
 from eventfleet.store import ids
+from eventfleet.store.connection import is_cluster
 from eventfleet.store.keys import Keys
 
 LOOKBACK_MS = 60_000
 """How far before the publish the wait starts reading outcomes."""
 
 _BLOCK_MS = 500
+
+
+def outcome_streams(keys: Keys, user_id: int, then: ShardCounts, now: ShardCounts) -> list[str]:
+    """The outcome streams an order of ``user_id`` routed with ``then`` may be decided on once
+    the namespace has ``now``: its user shard under every count between (an order routed with
+    old counts is forwarded to the child that holds the user, which decides it)."""
+    return [keys.outcomes(s) for s in user_shards_since(user_id, then.users, now.users)]
+
+
+def read_outcomes(r: redis.Redis, starts: dict[str, str], block_ms: int) -> list[Any]:
+    """``XREAD`` of the outcome streams ``starts`` names, from their positions: one call on a
+    single Redis; on a cluster one per stream (each is in its shard's slot), the block split
+    between them. Returns XREAD's ``[(stream, entries)]``."""
+    if len(starts) == 1 or not is_cluster(r):
+        return list(r.xread(starts, count=1000, block=block_ms) or [])  # type: ignore[arg-type]
+    out: list[Any] = []
+    each = max(1, block_ms // len(starts))
+    for stream, begin in starts.items():
+        out += r.xread({stream: begin}, count=1000, block=each) or []
+    return out
+
+
+def matching(entries: Any, ref: str, order: Order) -> OrderOutcome | None:
+    """The outcome record among ``entries`` (``(id, fields)``) that answers ``order`` placed
+    with ``ref``."""
+    for _eid, fields in entries:
+        raw = fields.get(b"outcome", fields.get("outcome"))
+        if raw is None:
+            continue
+        try:
+            outcome = decode_outcome(raw)
+        except ValueError:  # not a record a worker wrote: not ours either
+            continue
+        if outcome.ref == ref and (outcome.user_id, outcome.order_id) == (
+            order.user_id,
+            order.order_id,
+        ):
+            return outcome
+    return None
 
 
 def wait_outcome(
@@ -39,31 +80,27 @@ def wait_outcome(
     ref: str,
     entry_id: str,
     timeout_s: float,
+    counts_now: Callable[[], ShardCounts] | None = None,
 ) -> OrderOutcome | None:
     """The outcome record of ``order``, published at ``entry_id`` (``<ms>-0``, the producer's
-    clock) with (source, seq) ``ref`` (``<source>/<seq>``), or None when none arrives within
-    ``timeout_s`` seconds."""
-    stream = keys.outcomes(user_shard(order.user_id, counts))
+    clock) with (source, seq) ``ref`` (``<source>/<seq>``) routed with ``counts``, or None
+    when none arrives within ``timeout_s`` seconds. ``counts_now`` gives the counts as they
+    are learnt meanwhile (re-read when due): once they grew, the outcome streams of the
+    shards the order may have been forwarded to are read too."""
     start = f"{max(0, ids.millis(entry_id) - LOOKBACK_MS)}-0"
+    starts = dict.fromkeys(outcome_streams(keys, order.user_id, counts, counts), start)
     deadline = time.monotonic() + timeout_s
     while True:
+        if counts_now is not None:
+            for stream in outcome_streams(keys, order.user_id, counts, counts_now()):
+                starts.setdefault(stream, start)
         left_ms = int((deadline - time.monotonic()) * 1000)
-        reply: Any = r.xread({stream: start}, count=1000, block=max(1, min(_BLOCK_MS, left_ms)))
-        for _name, entries in reply or []:
-            for eid, fields in entries:
-                start = ids.text(eid)
-                raw = fields.get(b"outcome", fields.get("outcome"))
-                if raw is None:
-                    continue
-                try:
-                    outcome = decode_outcome(raw)
-                except ValueError:  # not a record a worker wrote: not ours either
-                    continue
-                if outcome.ref == ref and (outcome.user_id, outcome.order_id) == (
-                    order.user_id,
-                    order.order_id,
-                ):
-                    return outcome
+        for name, entries in read_outcomes(r, starts, max(1, min(_BLOCK_MS, left_ms))):
+            if entries:
+                starts[ids.text(name)] = ids.text(entries[-1][0])
+            found = matching(entries, ref, order)
+            if found is not None:
+                return found
         if time.monotonic() >= deadline:
             return None
 
@@ -81,4 +118,10 @@ def place_order(p: Producer, order: Order, timeout_s: float) -> OrderOutcome | N
     """Publish ``order`` and wait up to ``timeout_s`` seconds for its outcome record (None
     when none came): ``status`` is ``confirmed``, ``rejected`` or ``duplicate``."""
     entry, ref = publish_order(p, order)
-    return wait_outcome(p.r, p.keys, p.counts, order, ref, entry, timeout_s)
+    then = p.counts
+
+    def counts_now() -> ShardCounts:
+        p.learn_counts()
+        return p.counts
+
+    return wait_outcome(p.r, p.keys, then, order, ref, entry, timeout_s, counts_now)

@@ -7,18 +7,20 @@ user shard's outcome stream (``order(wait=)``)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.asyncio.cluster import RedisCluster as AsyncCluster
+
 from eventfleet.client.batch import AsyncReads, afetch
 from eventfleet.client.errors import WaitTimeout
 from eventfleet.client.results import Decided, Item, OrderResult, Receipt
-from eventfleet.ledger.codec import decode_outcome
 from eventfleet.ledger.events import Order, OrderOutcome
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, user_shard
 from eventfleet.producer.client import Stamper
-from eventfleet.producer.outcomes import LOOKBACK_MS
+from eventfleet.producer.outcomes import LOOKBACK_MS, matching, outcome_streams
 from eventfleet.store import ids
 from eventfleet.store.keys import Keys
 
@@ -125,34 +127,50 @@ class ReadMethods:
         return "confirmed" if value == b"confirmed" else "rejected"
 
     async def _wait_outcome(
-        self, order: Order, ref: str, at_ms: int, timeout_s: float
+        self,
+        order: Order,
+        ref: str,
+        at_ms: int,
+        timeout_s: float,
+        routed: ShardCounts | None = None,
     ) -> OrderOutcome | None:
-        r, counts, _stamper = await self._ready()
-        stream = self.keys.outcomes(user_shard(order.user_id, counts))
+        """As ``eventfleet.producer.outcomes.wait_outcome``: the outcome streams of the user's
+        shard under the counts the order was routed with and, once the counts grew, of the
+        shards it may have been forwarded to (the counts re-read when due, by ``_ready``).
+        ``routed``: the counts the client had before it published the order (None: those of
+        now), which the order was routed with or grew from."""
+        r, then, _stamper = await self._ready()
+        then = routed or then
         start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
+        starts = dict.fromkeys(outcome_streams(self.keys, order.user_id, then, then), start)
         deadline = time.monotonic() + timeout_s
         while True:
+            r, now, _stamper = await self._ready()
+            for stream in outcome_streams(self.keys, order.user_id, then, now):
+                starts.setdefault(stream, start)
             left_ms = int((deadline - time.monotonic()) * 1000)
             block = max(1, min(_BLOCK_MS, left_ms))
 
-            async def read(begin: str = start, ms: int = block) -> Any:
-                return await r.xread({stream: begin}, count=1000, block=ms)
-
-            reply = await self._guarded(read)
-            for _name, entries in reply or []:
-                for eid, fields in entries:
-                    start = ids.text(eid)
-                    raw = fields.get(b"outcome")
-                    if raw is None:
-                        continue
-                    try:
-                        outcome = decode_outcome(raw)
-                    except ValueError:
-                        continue
-                    if outcome.ref == ref and outcome.order_id == order.order_id:
-                        return outcome
+            read = functools.partial(_xread_outcomes, r, dict(starts), block)
+            for name, entries in await self._guarded(read):
+                if entries:
+                    starts[ids.text(name)] = ids.text(entries[-1][0])
+                found = matching(entries, ref, order)
+                if found is not None:
+                    return found
             if time.monotonic() >= deadline:
                 return None
+
+
+async def _xread_outcomes(r: Any, starts: dict[str, str], block_ms: int) -> list[Any]:
+    """``producer.outcomes.read_outcomes`` for redis-py's asyncio clients."""
+    if len(starts) == 1 or not isinstance(r, AsyncCluster):
+        return list(await r.xread(starts, count=1000, block=block_ms) or [])
+    out: list[Any] = []  # a cluster: each stream in its own slot, the block split between
+    each = max(1, block_ms // len(starts))
+    for stream, begin in starts.items():
+        out += await r.xread({stream: begin}, count=1000, block=each) or []
+    return out
 
 
 __all__ = ["ReadMethods"]

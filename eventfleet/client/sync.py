@@ -250,6 +250,7 @@ class Client:
         event = build(Order, order_id=oid, user_id=user, item_id=item, qty=qty)
         assert isinstance(event, Order)
         at = f"{int(time.time() * 1000)}-0"
+        then = self.counts  # routed with these or grown ones: the wait reads from them on
         receipt = self._publish_one(event, None)
         if on_published is not None:
             on_published(receipt)
@@ -257,7 +258,14 @@ class Client:
             return receipt
         with translated(self._url):
             outcome = wait_outcome(
-                self.redis, self.keys, self.counts, event, receipt.ref, at, float(wait)
+                self.redis,
+                self.keys,
+                then,
+                event,
+                receipt.ref,
+                at,
+                float(wait),
+                counts_now=self._routing,  # grown meanwhile: the children's streams too
             )
         if outcome is None:
             raise WaitTimeout(

@@ -62,6 +62,30 @@ def item_shard(item_id: str, counts: ShardCounts) -> str:
     return f"i{shard_index(item_id, counts.items)}"
 
 
+def user_shards_since(user_id: int, then: int, now: int) -> list[str]:
+    """The user shards that may hold ``user_id`` at some point between a time its family had
+    ``then`` shards and one it has ``now`` (a multiple of ``then``: counts only grow, by
+    multiples, docs/DESIGN-DECISIONS.md section 35): its shard under every count ``c`` with
+    ``then | c | now``, the order of counts kept, each named once. An event routed with
+    ``then`` shards is applied by one of them (its parent forwards it one split at a time).
+
+    >>> user_shards_since(1, 2, 2)
+    ['u1']
+    >>> user_shards_since(1, 2, 8)
+    ['u1', 'u3', 'u7']
+    """
+    if then <= 0 or now % then:
+        return [f"u{shard_index(user_id, now)}"]
+    out: list[str] = []
+    ratio = now // then
+    for k in range(1, ratio + 1):
+        if ratio % k == 0:
+            name = f"u{shard_index(user_id, then * k)}"
+            if name not in out:
+                out.append(name)
+    return out
+
+
 _USER_EVENTS = (Topup, Charge, Reject)
 _ITEM_EVENTS = (AddItem, Order, Release)
 
