@@ -84,6 +84,7 @@ def test_every_alert_says_what_it_is_and_links_its_runbook() -> None:
         "EventfleetTakeoversFlapping",
         "EventfleetSnapshotsStale",
         "EventfleetRedisErrors",
+        "EventfleetReshardStuck",
     }
     assert required <= set(names)
     for rule in alerts():
@@ -111,3 +112,6 @@ def test_alerts_use_only_series_we_expose_and_need_no_shard_count() -> None:
     assert "eventfleet_shard_has_owner" in expressions["EventfleetShardWithoutOwner"]
     assert not re.search(r"\b(16|32|64)\b", expressions["EventfleetShardWithoutOwner"])
     assert "eventfleet_shard_lag_seconds" in expressions["EventfleetLagHigh"]
+    stuck = expressions["EventfleetReshardStuck"]
+    assert "changes(eventfleet_reshard_state[" in stuck, "a state that does not move"
+    assert 'changes(eventfleet_reshard_parents{status="waiting"}[' in stuck, "nor its waiting"

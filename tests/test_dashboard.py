@@ -75,6 +75,10 @@ def test_dashboard_covers_the_fleet() -> None:
     for name in ("snapshot_age_seconds", "dead_letters_total", "redis_errors_total"):
         assert f"eventfleet_{name}" in joined
     assert has(r"histogram_quantile\(.*eventfleet_recovery_duration_seconds_bucket")
+    assert has(r"max\(eventfleet_reshard_state\{"), "a running reshard's state"
+    assert has(r"by \(family, status\) \(eventfleet_reshard_parents\{"), "parents split, waiting"
+    assert has(r"by \(family\) \(eventfleet_reshard_target_shards\{"), "the reshard's target"
+    assert has(r"eventfleet_reshard_running_seconds\{"), "how long it has run"
     autoscaling = f"sum(eventfleet_shard_lag{EXPORTER_SELECTOR})"
     assert autoscaling in exprs, "the autoscaling signal should be on show"
 
