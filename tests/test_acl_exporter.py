@@ -23,6 +23,19 @@ def test_the_exporter_user_can_read_a_whole_pass(port: int, seeded: dict[str, st
     assert u0.lag_seconds >= 0
     assert "u0" in reader._fronts, "the oldest inbox event was read (LINDEX)"
 
+    # an online reshard 1+8 -> 2+8 recorded as a run records it, u0's child seeded: the
+    # meta fields (HGETALL) and the seed's EXISTS are all the exporter reads of it
+    root.hset(
+        "eventfleet:meta",
+        mapping={"reshard_target": "2,8", "reshard_from": "1,8", "reshard_state": "marked"},
+    )
+    reshard = reader.read().reshard
+    assert reshard is not None and reshard.state == 2
+    assert reshard.parents[("user", "waiting")] == 1
+    root.set("eventfleet:{u1}:snapshot", "{}")
+    reshard = reader.read().reshard
+    assert reshard is not None and reshard.parents[("user", "split")] == 1
+
 
 @pytest.mark.parametrize(
     "command",
