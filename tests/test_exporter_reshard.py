@@ -104,8 +104,12 @@ def test_the_reshard_gauges_at_each_state(r: redis.Redis, namespace: str) -> Non
 
     # u0's owner applied its marker; i0's wrote one of its two seeds: i0 is still waited for
     seed(r, keys, "u2", "i2")
-    got = served(namespace, reader.read())
+    reading = reader.read()
+    got = served(namespace, reading)
     assert got["eventfleet_reshard_parents"] == parents(split=(1, 0), waiting=(1, 2))
+    # the seeded children have their shard gauges before the counts are published
+    assert [s.shard for s in reading.shards] == ["u0", "u1", "i0", "i1", "u2", "i2"]
+    assert reading.shard_count == 4 and not reading.unreadable
     agrees_with_status(r, keys, got)
     seed(r, keys, "i4", "u3")
     got = served(namespace, reader.read())
@@ -173,7 +177,8 @@ def test_reshard_fields_that_do_not_parse_cost_only_the_reshard_gauges(
 
 
 def test_a_seed_snapshot_is_all_that_tells_a_split(r: redis.Redis, namespace: str) -> None:
-    """Another key of the child (its stream, made by ``prepare``) is no seed."""
+    """Another key of the child (its stream, made by ``prepare``) is no seed: the child has
+    no split counted and no shard gauge until its seed exists."""
     keys = Keys(namespace)
     old = ShardCounts(1, 1)
     setup_namespace(r, namespace, users=1, items=1)
@@ -182,8 +187,12 @@ def test_a_seed_snapshot_is_all_that_tells_a_split(r: redis.Redis, namespace: st
     run.begin(old, 2, 1)
     run.prepare(old, 2, 1)
     reader = NamespaceReader(r, keys)
-    got = served(namespace, reader.read())
+    reading = reader.read()
+    got = served(namespace, reading)
     assert got["eventfleet_reshard_parents"] == parents(split=(0, 0), waiting=(1, 0))
+    assert [s.shard for s in reading.shards] == ["u0", "i0"], "no shard gauge before its seed"
     seed(r, keys, "u1")
-    got = served(namespace, reader.read())
+    reading = reader.read()
+    got = served(namespace, reading)
     assert got["eventfleet_reshard_parents"] == parents(split=(1, 0), waiting=(0, 0))
+    assert [s.shard for s in reading.shards] == ["u0", "i0", "u1"]

@@ -76,6 +76,7 @@ class ShardReading:
 @dataclass(frozen=True)
 class Reading:
     shards: list[ShardReading]
+    """Every shard of the published counts, and the new shards a running reshard has seeded."""
     unreadable: list[str]
     """Shards whose keys could not be read or parsed this pass (logged, no gauges)."""
     shard_count: int
@@ -152,7 +153,12 @@ class NamespaceReader:
         now_s, now_us = self._r.time()
         now_ms = now_s * 1000 + now_us // 1000
         live: Any = self._r.zcount(self._keys.workers, f"({now_ms}", "+inf")
-        shards = counts.all_shards()
+        reshard = read_reshard(self._r, self._keys, meta, now_ms, CHUNK)
+        published = counts.all_shards()
+        # a running reshard's seeded children are served before their counts are published:
+        # workers take each over once its seed exists
+        known = set(published)
+        shards = published + [s for s in (reshard.seeded if reshard else ()) if s not in known]
         raws: list[_Raw] = []
         unreadable: list[str] = []
         for start in range(0, len(shards), CHUNK):
@@ -188,11 +194,10 @@ class NamespaceReader:
             )
         used, limit = redis_memory(self._r)
         legacy = sum(raw.inbox for raw in raws)
-        reshard = read_reshard(self._r, self._keys, meta, now_ms, CHUNK)
         return Reading(
             readings,
             unreadable,
-            len(shards),
+            len(published),
             int(live),
             used,
             limit,

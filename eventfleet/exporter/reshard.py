@@ -4,7 +4,9 @@ snapshots (``eventfleet.ops.reshard_progress``).
 
 Labels are bounded: ``family`` (``user``, ``item``) and ``status`` (``split``, ``waiting``),
 never a shard. A pass costs one more pipeline while a reshard runs (one EXISTS per new shard,
-``CHUNK`` at a time), none otherwise: the meta hash is read by the pass anyway.
+``CHUNK`` at a time), none otherwise: the meta hash is read by the pass anyway. The new
+shards found seeded get the per-shard gauges too (``read.py``), before the counts are
+published: workers take each over once its seed exists.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class ReshardReading:
     seeded) or waited for; 0 and 0 for a family that does not grow."""
     seconds: float | None = None
     """Since the run began (``reshard_begun_ms``, by Redis's clock)."""
+    seeded: tuple[str, ...] = ()
+    """The new shards whose seed snapshot exists (workers take them over from then)."""
 
 
 def read_reshard(
@@ -79,6 +83,7 @@ def _reading(rec: Recorded, seeded: set[str], now_ms: int) -> ReshardReading:
         source={"user": rec.old.users, "item": rec.old.items},
         parents=parents,
         seconds=None if rec.begun_ms is None else max(0.0, (now_ms - rec.begun_ms) / 1000),
+        seeded=tuple(k for ks in rec.children().values() for k in ks if k in seeded),
     )
 
 
