@@ -19,6 +19,7 @@ from eventfleet.ledger.state import ShardState
 from eventfleet.store import ids
 from eventfleet.store.fold import BATCH, fold, fold_entry
 from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_counts_of
 from eventfleet.store.shardreads import poison_ids, restore
 
 
@@ -43,8 +44,11 @@ def fold_stream(
     until: str = "+",
     on_entry: Callable[[str, StepResult], None] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    splits: bool = False,
 ) -> int:
-    """Fold entries after ``state.last_id`` (up to ``until``) into ``state``; return how many."""
+    """Fold entries after ``state.last_id`` (up to ``until``) into ``state``; return how many.
+    ``splits``: split markers apply and forwarded entries go on their path
+    (``eventfleet.store.fold.fold``; ``counts`` are then the namespace's at ``init``)."""
     step_cb = None if on_entry is None else lambda eid, _raw, res: on_entry(eid, res)
     poison = poison_ids(r, keys, shard)
     return fold(
@@ -56,7 +60,19 @@ def fold_stream(
         until=until,
         on_step=step_cb,
         on_batch=on_chunk,
+        splits=splits,
     )
+
+
+def fold_counts(r: redis.Redis, keys: Keys, counts: ShardCounts) -> tuple[ShardCounts, bool]:
+    """The counts a read-only fold starts with, and whether split markers apply: once an
+    online reshard recorded the counts at ``init`` (docs/DESIGN-DECISIONS.md, section 35),
+    those, with splits; before, ``counts`` as given, without (a never-grown namespace folds
+    as it always did)."""
+    meta: Any = r.hgetall(keys.meta)
+    if b"init_user_shards" not in meta:
+        return counts, False
+    return init_counts_of(meta, keys), True
 
 
 def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: ShardState) -> int:
@@ -77,11 +93,17 @@ def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: 
 
 def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Folded:
     """The shard's state from its snapshot, the log after it, and the events waiting in its
-    inbox (so ``state`` shows a published event before a worker has moved it)."""
+    inbox (so ``state`` shows a published event before a worker has moved it).
+
+    In a namespace grown online the fold starts with the counts at ``init`` and applies split
+    markers (``fold_counts``): a parent's log splits where its worker split it, and a shard
+    created by growth folds its log from its seed (its first snapshot, written at its
+    parent's marker) or a later snapshot of its own, forwarded entries on their path."""
+    counts, splits = fold_counts(r, keys, counts)
     start = restore(r, keys, shard)
     snap = start.state
     state = snap if snap is not None else ShardState(shard)
-    tail = fold_stream(r, keys, shard, counts, state)
+    tail = fold_stream(r, keys, shard, counts, state, splits=splits)
     tail += fold_inbox(r, keys, shard, counts, state)
     damaged = (
         f"shard {shard}: its snapshot does not decode ({start.error}); read from its "

@@ -39,13 +39,14 @@ SUSPECT_POISON_ERROR = (
 there (``worker/takeover.py: suspect_poison``): the fold still honours the set, so every fold
 decides the same, but the letter says so and ``verify`` reports it."""
 
-History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool, str]]]
+History = Callable[[str, str], Iterable[tuple[str, bytes | None, bool, str, str]]]
 """``(after, until)`` -> the archived entries with ids in ``(after, until]`` (``until`` may be
 ``+``), in id order, as ``(entry id, entry text or None, whether it came via an inbox, the
- producer whose own inbox it came from or "")``."""
+ producer whose own inbox it came from or "", its forwarding path (field ``fwd``) or "")``."""
 
 OnFields = Callable[[str, dict[bytes, bytes]], None]
-"""``(entry id, the entry's fields)``, called before the entry is folded (live log only)."""
+"""``(entry id, the entry's fields)``, called before the entry is folded (live log only;
+``verify`` learns an archived entry's forwarding path from ``History`` instead)."""
 
 OnStep = Callable[[str, bytes | None, StepResult], None]
 """``(entry id, entry text or None, step result)``, called right after the entry is folded."""
@@ -133,10 +134,10 @@ def fold(
     n = 0
     if history is not None:
         pending = 0
-        for eid, raw, via_inbox, by in history(state.last_id, until):
+        for eid, raw, via_inbox, by, on_path in history(state.last_id, until):
             fold_entry(
                 state, eid, raw, via_inbox, counts, eid in poison, on_step, eid in suspect,
-                scope=by,
+                scope=by, fwd=on_path if splits else "", splits=splits,
             )  # fmt: skip
             n += 1
             pending += 1

@@ -17,7 +17,7 @@ from eventfleet.ops.archive.segments import (
     stream_dir,
 )
 from eventfleet.store.fold import History
-from eventfleet.store.keys import entry_event
+from eventfleet.store.keys import FWD_FIELD, entry_event
 
 
 class Archive:
@@ -43,9 +43,12 @@ class Archive:
     def history(self, shard: str) -> History:
         """The shard's archived events, for ``eventfleet.store.fold.fold(history=...)``."""
 
-        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool, str]]:
+        def between(after: str, until: str) -> Iterator[tuple[str, bytes | None, bool, str, str]]:
             for eid, fields in self.entries(shard, "events", after, until):
-                yield eid, *entry_event(fields)  # every field is archived, the mark too
+                # every field is archived, the mark and a forwarded entry's path (``fwd``)
+                # too; a segment from before forwarding holds none: ""
+                path = fields.get(FWD_FIELD)
+                yield eid, *entry_event(fields), path.decode() if path else ""
 
         return between
 

@@ -23,10 +23,12 @@ from typing import Any
 
 import redis
 
-from eventfleet.ledger.shards import ShardCounts, family
+from eventfleet.ledger.shards import ShardCounts, family, parse_shard
+from eventfleet.ledger.state import ShardState
 from eventfleet.ops.archive import Archive
 from eventfleet.ops.verify.checks import (
     check_flows,
+    check_forwards,
     check_poison,
     check_sequences,
     check_state,
@@ -50,6 +52,7 @@ __all__ = [
     "Report",
     "ShardFold",
     "check_flows",
+    "check_forwards",
     "check_poison",
     "check_sequences",
     "check_state",
@@ -96,14 +99,23 @@ def verify(
     archive: Archive | None = None,
 ) -> Report:
     """Check the namespace; with ``archive``, every shard from its first event: its archived
-    segments, then what Redis still holds."""
+    segments, then what Redis still holds.
+
+    A namespace grown online (docs/DESIGN-DECISIONS.md, section 35) is folded with its counts
+    at ``init`` and its split markers applied: shards in index order, so a parent is folded
+    before the shards created by its splits, each of which starts from the seed its parent's
+    fold gave at the marker (its stored seed is compared with that one); what parents
+    forwarded is checked against their children's logs (``check_forwards``)."""
+    from eventfleet.ops.reader import fold_counts
     from eventfleet.ops.status import is_idle
 
     report = Report(counts)
     before = _last_ids(r, keys, counts)
     report.quiescent = is_idle(r, keys, counts)
     stored_orders: Counter[tuple[int, str]] = Counter()
-    for shard in counts.all_shards():
+    init, splits = fold_counts(r, keys, counts)
+    seeds: dict[str, ShardState] = {}
+    for shard in counts.all_shards():  # index order: a child after the parents it came from
         stored_out = (
             _stored_records(r, keys.outcomes(shard), _archived(archive, shard, "outcomes"))
             if family(shard) == "u"
@@ -114,9 +126,15 @@ def verify(
         stored_orders.update(
             (rec[1].user_id, rec[1].order_id) for rec in records if rec is not None
         )
-        fold = fold_shard(r, keys, counts, shard, report, on_chunk, archive)
+        fam, index = parse_shard(shard)
+        child = splits and index >= (init.users if fam == "u" else init.items)
+        fold = fold_shard(
+            r, keys, init, shard, report, on_chunk, archive,
+            splits=splits, seed=seeds.pop(shard, None), child=child,
+        )  # fmt: skip
         if fold is None:
             continue
+        seeds.update(fold.seeds)
         report.folds[shard] = fold
         check_stored(fold, stored_out, stored_dead, report)
         written = written_mark(r, keys, shard)
@@ -134,6 +152,7 @@ def verify(
         for fold in report.folds.values():
             inbox_cut(r, keys, fold, report)
     check_flows(report)
+    check_forwards(report)
     check_sequences(report)
     check_totals(report, stored_orders)
     return report

@@ -165,6 +165,38 @@ def check_flows(report: Report) -> None:
                     )  # fmt: skip
 
 
+def check_forwards(report: Report) -> None:
+    """Every event a split shard's fold forwards to a child is in the child's log once, with
+    its path and producer scope; the child's log holds nothing forwarded by that shard that its
+    fold does not forward (a forged forward, or one written twice). What a sender folded from a
+    snapshot forwarded before it is not recomputed, nor what a child folded from a snapshot
+    got before it: only what is missing, or only what is extra, is counted then."""
+    folds = report.folds
+    for sender, fold in folds.items():
+        for dest in fold.forwards.keys() | {
+            d for d, f in folds.items() if sender in f.forwarded_in
+        }:
+            target = folds.get(dest)
+            if target is None:
+                continue  # not folded: said in `unchecked`
+            want = fold.forwards.get(dest, Counter())
+            got = target.forwarded_in.get(sender, Counter())
+            if report.quiescent and target.complete:  # else what came before it is unseen
+                for (path, _scope, text), n in sorted((want - got).items()):
+                    report.findings.add(
+                        "lost", sender, f"forwarded to {dest}",
+                        f"{n} x not in {dest}'s log (path {path}): {text[:200]}",
+                    )  # fmt: skip
+            if not fold.complete:
+                continue
+            for (path, _scope, text), n in sorted((got - want).items()):
+                report.findings.add(
+                    "duplicate", dest, f"forwarded by {sender}",
+                    f"{n} x more in the log than {sender}'s fold forwards (path {path}): "
+                    f"{text[:200]}",
+                )  # fmt: skip
+
+
 def check_sequences(report: Report) -> None:
     """Per source, every seq a shard received above its starting watermark was applied or
     dead-lettered. A seq dropped as a duplicate without ever being applied was lost (a higher

@@ -8,6 +8,7 @@ outcomes, dead letters, every (source, seq) received, and the snapshot compared 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import redis
 
 from eventfleet.ledger.codec import Wire, loads_object
 from eventfleet.ledger.events import AddItem, Charge, Order, Release, Topup
+from eventfleet.ledger.results import ForwardResult, SplitResult
 from eventfleet.ledger.rules import FORGED, StepResult
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ledger.state import ShardState, SnapshotError
@@ -26,6 +28,7 @@ from eventfleet.store.fold import History
 from eventfleet.store.fold import fold as fold_log
 from eventfleet.store.keys import (
     BY_FIELD,
+    FWD_FIELD,
     HEAD_FIELD,
     INBOX_HEAD,
     TAIL_FIELD,
@@ -135,7 +138,14 @@ def fold_shard(
     report: Report,
     on_chunk: Callable[[int], None],
     archive: Archive | None = None,
+    *,
+    splits: bool = False,
+    seed: ShardState | None = None,
+    child: bool = False,
 ) -> ShardFold | None:
+    """``splits``: the namespace was grown online (``counts`` are then its counts at
+    ``init``): split markers apply, forwarded entries go on their path, and a ``child``
+    (a shard created by growth) starts from ``seed``, the one its parent's fold gave."""
     # Read in the order they are written: the trim base is a copy of an earlier snapshot, and
     # the log loses entries only after the base covering them was copied. Read the other way
     # round, a trim in between could pair a newer base with an older snapshot.
@@ -152,7 +162,11 @@ def fold_shard(
         state = _start(shard, info, snaps, report)
     if state is None:
         return None
+    if child and state is not snap and state is not base:  # from its first entry
+        state = _seeded(shard, seed, snap, report)
     fold = ShardFold(shard, state, state.last_id, dict(state.out_seq), dict(state.watermarks))
+    for source, paths in state.fwd.items():
+        fold.base.update({_on_path(source, path): mark for path, mark in paths.items()})
     if snap is not None and snap is not state:
         check_state(snap, shard, "snapshot", report)
     else:
@@ -165,7 +179,12 @@ def fold_shard(
     if from_start:
         fold.inbox_tails[""] = created
 
+    entry = {"fwd": "", "by": ""}  # the forwarding path and scope of the entry being folded
+
     def on_fields(eid: str, fields: dict[bytes, bytes]) -> None:
+        if splits:
+            path, scope = fields.get(FWD_FIELD), fields.get(BY_FIELD)
+            entry["fwd"], entry["by"] = (path or b"").decode(), (scope or b"").decode()
         if fields.get(VIA_FIELD) != VIA_INBOX:
             return
         by = fields.get(BY_FIELD, b"").decode()
@@ -178,14 +197,17 @@ def fold_shard(
 
     def on_step(_eid: str, raw: bytes | None, res: StepResult) -> None:
         fold.entries += 1
-        _record(fold, res, raw, report)
+        _record(fold, res, raw, report, entry["fwd"], entry["by"])
+
+    if history is not None and splits:
+        history = _noting(history, entry)
 
     if snap is not None and snap is not state:
         # the log up to the snapshot's own offset, the snapshot against that, then the rest
         upto = snap.last_id if ids.after(until, snap.last_id) else until
         fold_log(
             r, stream, state, counts, poison, until=upto, on_step=on_step, on_batch=on_chunk,
-            history=history, on_fields=on_fields,
+            history=history, on_fields=on_fields, splits=splits,
         )  # fmt: skip
         if ids.after(snap.last_id, until):
             report.findings.add(
@@ -197,10 +219,48 @@ def fold_shard(
         fold.snapshot = _compare_snapshot(snap, state, report)
     fold_log(
         r, stream, state, counts, poison, until=until, on_step=on_step, on_batch=on_chunk,
-        history=history, on_fields=on_fields,
+        history=history, on_fields=on_fields, splits=splits,
     )  # fmt: skip
     _check_entry_count(shard, info, state, report)
     return fold
+
+
+def _seeded(
+    shard: str, seed: ShardState | None, snap: ShardState | None, report: Report
+) -> ShardState:
+    """Where a shard created by growth starts when folded from its first entry: a copy of the
+    seed its parent's fold gave (its stored snapshot is then compared with it at ``0-0``);
+    without one (its parent was folded from a snapshot after its marker, or not at all), its
+    stored seed, unchecked."""
+    if seed is not None:
+        return ShardState.from_snapshot(seed.to_snapshot(), shard)
+    stored = snap is not None and snap.last_id == "0-0"
+    report.unchecked.append(
+        f"{shard}: its parent's fold did not reach the split that seeded it: folded from "
+        + ("its stored seed, not checked" if stored else "nothing (no seed stored)")
+    )
+    return (
+        ShardState.from_snapshot(snap.to_snapshot(), shard)
+        if stored and snap
+        else (ShardState(shard))
+    )
+
+
+def _noting(history: History, entry: dict[str, str]) -> History:
+    """``history`` noting each archived entry's path and scope in ``entry`` as it is folded
+    (``on_fields`` does so for the live log)."""
+
+    def between(after: str, until: str) -> Any:
+        for item in history(after, until):
+            entry["fwd"], entry["by"] = item[4], item[3]
+            yield item
+
+    return between
+
+
+def _on_path(source: str, path: str) -> str:
+    """The name a forwarded source's seqs are counted under: each path numbers on its own."""
+    return f"{source}@{path}"
 
 
 def _check_entry_count(shard: str, info: dict[str, Any], state: ShardState, rep: Report) -> None:
@@ -252,17 +312,26 @@ def _identity(res: StepResult, raw: bytes | None) -> tuple[str, int] | None:
     return source, seq
 
 
-def _record(fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report) -> None:
+def _record(
+    fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report, path: str, scope: str
+) -> None:
     for e in res.emits:
         fold.emits.setdefault(e.dest, []).append(e.text)
     fold.outcomes.extend(res.outcomes)
     if res.dead is not None:
         fold.dead.append(res.dead)
+    if isinstance(res, SplitResult):
+        fold.seeds.update(res.seeds)
+    text = raw.decode("utf-8", "replace") if raw is not None else ""
+    if path:
+        sender = path.rpartition(".")[2]
+        fold.forwarded_in.setdefault(sender, Counter())[path, scope, text] += 1
     ident = _identity(res, raw)
     if ident is None:
         return
     source, seq = ident
-    text = raw.decode("utf-8", "replace") if raw is not None else ""
+    if path:
+        source = _on_path(source, path)
     token: str | int = text if is_shard(source) else hash(text)
     seen = fold.received.setdefault(source, {})
     if seq in seen and seen[seq] != token:
@@ -273,6 +342,12 @@ def _record(fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report) ->
             f"two different entries carry ({source}, {seq}): {str(seen[seq])[:160]} / {text[:160]}",
         )
     seen.setdefault(seq, token)
+    if isinstance(res, ForwardResult) and res.forward is not None:
+        f = res.forward  # received here, applied by the child: consumed, never lost
+        sent = f.text.decode("utf-8", "replace") if isinstance(f.text, bytes) else f.text
+        fold.forwards.setdefault(f.dest, Counter())[f.path, f.scope, sent] += 1
+        fold.dead_seqs.setdefault(source, set()).add(seq)
+        return
     if res.kind == "duplicate":
         fold.duplicates += 1
         if res.by_key:  # its own seq was new: consumed without effect, never lost
@@ -305,8 +380,19 @@ def _totals_and_invariants(fold: ShardFold, ev: Wire, rep: Report) -> None:
             rep.findings.add("invariant", fold.shard, "remain", f"item {ev.item_id} < 0")
 
 
+def _pair(routing: Any) -> tuple[int, int] | None:
+    return None if routing is None else (int(routing[0]), int(routing[1]))
+
+
 def _compare_snapshot(snap: ShardState, fold: ShardState, report: Report) -> str:
-    shard, where = snap.shard, f"snapshot @{snap.last_id}"
+    """A seed (a grown shard's first snapshot) is compared with the seed its parent's fold
+    gave, as any snapshot with the fold at its offset."""
+    shard = snap.shard
+    where = (
+        "seed (snapshot @0-0)"
+        if snap.splits and snap.last_id == "0-0"
+        else (f"snapshot @{snap.last_id}")
+    )
     diffs: list[str] = []
     if snap.applied != fold.applied:
         diffs.append(f"applied: snapshot {snap.applied}, log {fold.applied}")
@@ -319,6 +405,8 @@ def _compare_snapshot(snap: ShardState, fold: ShardState, report: Report) -> str
         ("seen", snap.seen, fold.seen),
         ("keys", snap.keys, fold.keys),
         ("orders", snap.orders, fold.orders),
+        ("split", {"routing": _pair(snap.routing), "splits": snap.splits, "fwd": snap.fwd},
+         {"routing": _pair(fold.routing), "splits": fold.splits, "fwd": fold.fwd}),
         ("counters", {"duplicate_orders": snap.duplicate_orders, "prune_at": snap.prune_at},
          {"duplicate_orders": fold.duplicate_orders, "prune_at": fold.prune_at}),
     ]  # fmt: skip

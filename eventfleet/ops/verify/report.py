@@ -59,6 +59,14 @@ class ShardFold:
     """Per source, per seq: the entry text (internal sources) or its hash (producers)."""
     applied_seqs: dict[str, set[int]] = field(default_factory=dict)
     dead_seqs: dict[str, set[int]] = field(default_factory=dict)
+    forwards: dict[str, Counter[tuple[str, str, str]]] = field(default_factory=dict)
+    """Per child, the (path, scope, text) of each event the fold forwarded to it (a split
+    shard's, docs/DESIGN-DECISIONS.md section 35)."""
+    forwarded_in: dict[str, Counter[tuple[str, str, str]]] = field(default_factory=dict)
+    """Per sender (the last shard of an entry's ``fwd`` path), the (path, scope, text) of each
+    forwarded event the log holds."""
+    seeds: dict[str, ShardState] = field(default_factory=dict)
+    """The seeds the fold's split markers gave, per child."""
     inbox_tails: dict[str, bytes | None] = field(default_factory=dict)
     """The inbox chains (``eventfleet/store/lua/move_inbox.lua``) at the fold's end, per inbox
     (the producer name, "" for the shared inbox): SHA-1 (hex) of the last element moved, None

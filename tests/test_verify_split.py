@@ -1,0 +1,181 @@
+"""``verify`` and ``state`` across an online growth (docs/DESIGN-DECISIONS.md section 35)
+against the session's Redis: a namespace grown live by ``reshard_online.grow`` under a worker
+with splits on (tests/test_reshard_grow.py's helpers) verifies clean, each shard created by
+growth folded from the seed its parent's fold gives; a damaged seed, a forwarded entry deleted
+and a forward written twice are found; ``state`` of a parent and of a child equals the
+worker's states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ops.reader import current
+from eventfleet.ops.reshard_online import Run, grow
+from eventfleet.ops.verify import Report, verify
+from eventfleet.ops.verify.report import Finding
+from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import read_counts
+from tests.helpers import wait_for
+from tests.test_reshard_grow import Publishing, settled, stocked
+from tests.test_split_worker import running_worker
+
+
+def grown(r: redis.Redis, namespace: str, steps: list[tuple[int, int]]) -> Keys:
+    """A namespace of 2 + 2 grown live through each (users, items) of ``steps`` while two
+    producers publish (one stale, one learning the counts), then left idle with its worker
+    stopped."""
+    keys = stocked(r, namespace)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
+        # each parent's state holds keys its children take: the seeds are not empty
+        old = ShardCounts(2, 2).all_shards()
+        wait_for(lambda: all(r.hlen(keys.model(s)) > 5 for s in old), 30, "events applied")
+        for users, items in steps:
+            run = Run(r, keys)
+            run.take()
+            grow(run, users, items, wait_s=30)
+            run.release()
+            at = pub.rounds
+            wait_for(lambda at=at: pub.rounds >= at + 2, 30, "more rounds")
+        pub.halt()
+        settled(r, keys, pub, ShardCounts(*steps[-1]))
+        idle(r, keys)
+    return keys
+
+
+def idle(r: redis.Redis, keys: Keys) -> None:
+    from eventfleet.ops.status import is_idle
+
+    wait_for(lambda: is_idle(r, keys, read_counts(r, keys)), 30, "the fleet idle")
+
+
+def check(r: redis.Redis, keys: Keys) -> Report:
+    return verify(r, keys, read_counts(r, keys))
+
+
+def shown(report: Report) -> list[Finding]:
+    return report.findings.shown
+
+
+def forwarded(r: redis.Redis, keys: Keys, shard: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    got: Any = r.xrange(keys.events(shard))
+    return [(eid, f) for eid, f in got if f.get(b"fwd")]
+
+
+def test_a_namespace_grown_once_verifies_clean(r: redis.Redis, namespace: str) -> None:
+    keys = grown(r, namespace, [(4, 4)])
+    report = check(r, keys)
+    assert report.ok, shown(report)
+    assert report.quiescent
+    assert set(report.folds) == set(ShardCounts(4, 4).all_shards())
+    assert all(f.complete for f in report.folds.values())
+    assert not [u for u in report.unchecked if "conservation" in u], report.unchecked
+    # each child's stored snapshot (its seed or a later one) was compared with the fold
+    assert {report.folds[s].snapshot for s in ("u2", "u3", "i2", "i3")} == {"match"}
+    for child in ("u2", "u3", "i2", "i3"):  # what the parents forwarded was accounted
+        sender = f"{child[0]}{int(child[1:]) - 2}"
+        assert report.folds[sender].forwards.get(child), child
+
+
+def test_a_namespace_grown_twice_verifies_clean(r: redis.Redis, namespace: str) -> None:
+    """2+2 -> 4+2 -> 8+2: a grandchild starts from the seed its parent's fold gave, itself
+    folded from the seed of the first growth; entries forwarded twice (path ``u0.u2``)."""
+    keys = grown(r, namespace, [(4, 2), (8, 2)])
+    report = check(r, keys)
+    assert report.ok, shown(report)
+    assert set(report.folds) == set(ShardCounts(8, 2).all_shards())
+    paths = {p for f in report.folds.values() for per in f.forwarded_in.values() for p, *_ in per}
+    assert {p for p in paths if p.count(".") == 1}, paths  # two hops accounted
+
+
+def test_a_damaged_seed_is_a_mismatch(r: redis.Redis, namespace: str) -> None:
+    keys = grown(r, namespace, [(4, 4)])
+    seed = check(r, keys).folds["u0"].seeds["u2"]
+    user = next(iter(seed.balances))
+    seed.balances[user] += 7
+    r.set(keys.snapshot("u2"), seed.to_snapshot())
+    report = check(r, keys)
+    assert [(f.kind, f.shard, f.what) for f in shown(report)] == [
+        ("mismatch", "u2", "seed (snapshot @0-0)")
+    ], shown(report)
+    assert f"balances[{user}]" in shown(report)[0].detail
+
+
+def _without(r: redis.Redis, keys: Keys, shard: str, gone: bytes) -> None:
+    """``shard``'s log rewritten without the entry ``gone``, the same ids, leaving no trace
+    of a deletion (as if the forward had never been written)."""
+    tmp = f"{keys.events(shard)}:rewrite"
+    for eid, fields in r.xrange(keys.events(shard)):  # type: ignore[union-attr]
+        if eid != gone:
+            r.xadd(tmp, fields, id=eid)
+    r.rename(tmp, keys.events(shard))
+    r.xgroup_create(keys.events(shard), "workers", id="$")
+
+
+def test_a_forward_missing_from_the_childs_log_is_lost(r: redis.Redis, namespace: str) -> None:
+    keys = grown(r, namespace, [(4, 4)])
+    r.delete(keys.snapshot("u2"))  # so the child is folded from its seed, not a later state
+    r.set(keys.snapshot("u2"), check(r, keys).folds["u0"].seeds["u2"].to_snapshot())
+    eid, fields = forwarded(r, keys, "u2")[0]
+    _without(r, keys, "u2", eid)
+    report = check(r, keys)
+    assert not report.ok
+    lost = [
+        f for f in shown(report) if (f.kind, f.shard, f.what) == ("lost", "u0", "forwarded to u2")
+    ]
+    assert lost, shown(report)
+    assert fields[b"fwd"] == b"u0"
+
+
+def test_a_forward_written_twice_is_a_duplicate(r: redis.Redis, namespace: str) -> None:
+    keys = grown(r, namespace, [(4, 4)])
+    _eid, fields = forwarded(r, keys, "i3")[-1]
+    r.xadd(keys.events("i3"), fields)  # the child's dedup drops it: only verify can tell
+    report = check(r, keys)
+    assert {(f.kind, f.shard, f.what) for f in shown(report)} == {
+        ("duplicate", "i3", "forwarded by i1")
+    }, shown(report)
+
+
+def test_state_of_a_parent_and_a_child_is_the_workers(r: redis.Redis, namespace: str) -> None:
+    """``state``'s fold (snapshot, then the log) of every shard, parent or created by
+    growth, equals the read model its worker wrote."""
+    from eventfleet.worker.model import UPTO, fields
+
+    keys = grown(r, namespace, [(4, 2), (8, 2)])
+    counts = read_counts(r, keys)
+    for shard in counts.all_shards():
+        for snapshot in (True, False):  # from the stored snapshot, then from the seed
+            if not snapshot and shard in ("u2", "u3", "u4", "u5", "u6", "u7"):
+                seeds = check(r, keys).folds
+                parent = f"u{int(shard[1:]) % (4 if int(shard[1:]) >= 4 else 2)}"
+                r.set(keys.snapshot(shard), seeds[parent].seeds[shard].to_snapshot())
+            st = current(r, keys, shard, counts).state
+            model: Any = r.hgetall(keys.model(shard))
+            want = {k.decode(): v.decode() for k, v in model.items() if k != UPTO.encode()}
+            assert fields(st) == want, shard
+    assert check(r, keys).ok
+
+
+def test_verify_archive_folds_across_a_split(
+    r: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """The archive keeps a forwarded entry's path (``fwd``) and scope (``by``): a fold from
+    the archived segments forwards and deduplicates as one of the live log."""
+    from eventfleet.ops.archive import Archive
+    from eventfleet.ops.archive.segments import decode_line  # noqa: F401 (the format read)
+    from eventfleet.ops.archive.writer import archive
+
+    keys = grown(r, namespace, [(4, 2), (8, 2)])
+    counts = read_counts(r, keys)
+    root = tmp_path / "archive"
+    archive(r, keys, counts, root, segment_entries=50)
+    report = verify(r, keys, counts, archive=Archive(root, namespace, counts))
+    assert report.ok, shown(report)
+    assert report.unchecked == [], report.unchecked
+    assert all(f.complete for f in report.folds.values())
+    assert report.folds["u2"].forwarded_in.get("u0"), "forwards read from the archive"
