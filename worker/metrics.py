@@ -135,6 +135,8 @@ OPERATIONS = (
     "trim",
     "suspend",
     "leave",
+    "read_meta",  # the shard list of a growing namespace (worker.growth)
+    "read_seeds",  # whether new shards' seeds exist (worker.growth)
 )
 """Every ``operation`` the worker passes to ``eventfleet.store.retry.call``."""
 
