@@ -7,6 +7,8 @@ worker's states."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +22,26 @@ from eventfleet.ops.verify.report import Finding
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import read_counts
 from tests.helpers import wait_for
-from tests.test_reshard_grow import Publishing, settled, stocked
+from tests.test_reshard_grow import ITEMS, USERS, Publishing, settled, stocked
 from tests.test_split_worker import running_worker
 
 
-def grown(r: redis.Redis, namespace: str, steps: list[tuple[int, int]]) -> Keys:
+def grown(
+    r: redis.Redis,
+    namespace: str,
+    steps: list[tuple[int, int]],
+    before: Callable[[Keys], object] = lambda keys: None,
+) -> Keys:
     """A namespace of 2 + 2 grown live through each (users, items) of ``steps`` while two
     producers publish (one stale, one learning the counts), then left idle with its worker
-    stopped."""
+    stopped. ``before`` runs once events are applied, before the first growth."""
     keys = stocked(r, namespace)
     with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
         wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
         # each parent's state holds keys its children take: the seeds are not empty
         old = ShardCounts(2, 2).all_shards()
         wait_for(lambda: all(r.hlen(keys.model(s)) > 5 for s in old), 30, "events applied")
+        before(keys)
         for users, items in steps:
             run = Run(r, keys)
             run.take()
@@ -179,3 +187,45 @@ def test_verify_archive_folds_across_a_split(
     assert report.unchecked == [], report.unchecked
     assert all(f.complete for f in report.folds.values())
     assert report.folds["u2"].forwarded_in.get("u0"), "forwards read from the archive"
+
+
+def test_an_archive_begun_before_a_growth_goes_on_after_it(
+    r: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """Archived at 2 + 2, grown twice, archived again: the archive takes the grown counts and
+    ``verify --archive`` folds each shard from its first event across both splits."""
+    from eventfleet.ops.archive import Archive
+    from eventfleet.ops.archive.segments import TOP
+    from eventfleet.ops.archive.writer import archive
+
+    root = tmp_path / "archive"
+    keys = grown(
+        r, namespace, [(4, 2), (8, 2)], before=lambda k: archive(r, k, ShardCounts(2, 2), root)
+    )
+    counts = read_counts(r, keys)
+    archive(r, keys, counts, root, segment_entries=50)
+    assert json.loads((root / TOP).read_text())["user_shards"] == 8
+    report = verify(r, keys, counts, archive=Archive(root, namespace, counts))
+    assert report.ok, shown(report)
+    assert report.unchecked == [], report.unchecked
+
+
+def test_the_commands_across_a_growth(r: redis.Redis, namespace: str, env: dict[str, str]) -> None:
+    """``eventfleet verify`` exits 0 and ``state user`` / ``state item`` read every user and
+    item where its worker left it, parent or child."""
+    from tests.helpers import cli, cli_json
+
+    keys = grown(r, namespace, [(4, 4)])
+    assert cli("verify", env=env, check=False).returncode == 0
+    counts = read_counts(r, keys)
+    model = {}
+    for s in counts.all_shards():
+        got: Any = r.hgetall(keys.model(s))
+        model.update({k.decode(): v.decode() for k, v in got.items()})
+    for user in USERS:
+        assert cli_json("state", "user", str(user), "--json", env=env)["balance"] == int(
+            model[f"b:{user}"]
+        ), user
+    for item in ITEMS:
+        doc = cli_json("state", "item", item, "--json", env=env)["item"]
+        assert str(doc["remain"]) == model[f"i:{item}"].split()[0], item

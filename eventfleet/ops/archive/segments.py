@@ -124,8 +124,22 @@ def save_manifest(root: Path, m: Manifest) -> None:
     write_atomic(stream_dir(root, m.shard, m.stream) / MANIFEST, json.dumps(doc, indent=1).encode())
 
 
+def grown_from(have: dict[str, object], want: dict[str, object]) -> bool:
+    """Whether ``want`` is ``have`` with its shard counts grown online (each a multiple of the
+    archive's: docs/DESIGN-DECISIONS.md, section 35)."""
+    if any(have.get(k) != want[k] for k in ("format", "namespace")):
+        return False
+    for name in ("user_shards", "item_shards"):
+        old, new = have.get(name), want[name]
+        if type(old) is not int or type(new) is not int or old <= 0 or new % old:
+            return False
+    return True
+
+
 def check_top(root: Path, namespace: str, users: int, items: int, create: bool) -> None:
-    """The archive belongs to this namespace and shard counts (written on first use)."""
+    """The archive belongs to this namespace and shard counts (written on first use). An
+    archive begun before the namespace grew online is this namespace's too: the writer records
+    the grown counts, the reader takes it as it is."""
     want = {"format": FORMAT, "namespace": namespace, "user_shards": users, "item_shards": items}
     path = root / TOP
     try:
@@ -137,6 +151,10 @@ def check_top(root: Path, namespace: str, users: int, items: int, create: bool) 
         return
     except ValueError as exc:
         raise ArchiveError(f"{path} is damaged: {exc}") from None
+    if have != want and isinstance(have, dict) and grown_from(have, want):
+        if create:
+            write_atomic(path, json.dumps(want).encode())
+        return
     if have != want:
         raise ArchiveError(
             f"{root} archives namespace {have.get('namespace')!r} with "
