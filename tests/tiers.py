@@ -77,7 +77,6 @@ FILES = {
     "test_split_worker.py": "fast",
     "test_reshard_grow.py": "fast",
     "test_verify_split.py": "fast",
-    "test_verify_split.py": "fast",
     "test_reshard_online.py": "fast",
     "test_reshard_clients.py": "fast",
     "test_order_wait_growth.py": "fast",
