@@ -229,3 +229,31 @@ def test_the_commands_across_a_growth(r: redis.Redis, namespace: str, env: dict[
     for item in ITEMS:
         doc = cli_json("state", "item", item, "--json", env=env)["item"]
         assert str(doc["remain"]) == model[f"i:{item}"].split()[0], item
+
+
+def test_a_namespace_verified_while_its_reshard_runs(r: redis.Redis, namespace: str) -> None:
+    """Every parent split, the counts not published yet: ``verify`` folds the target's new
+    shards too (what the parents moved into their seeds), and it is clean."""
+    from eventfleet.ops.status import is_idle
+
+    keys = stocked(r, namespace)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        old = read_counts(r, keys)
+        wait_for(lambda: all(r.hlen(keys.model(s)) > 5 for s in old.all_shards()), 30, "events")
+        run = Run(r, keys)
+        run.take()
+        run.begin(old, 4, 4)
+        run.prepare(old, 4, 4)
+        run.mark(old, 4, 4)
+        run.wait_seeded(old, 4, 4, timeout_s=30)
+        pub.halt()
+        wait_for(lambda: is_idle(r, keys, ShardCounts(4, 4)), 30, "the fleet idle")
+        assert read_counts(r, keys).users == 2  # not published
+        report = check(r, keys)
+        run.publish(4, 4)
+        run.finish()
+        run.release()
+    assert report.ok, shown(report)
+    assert (report.counts.users, report.counts.items) == (4, 4)
+    assert set(report.folds) == set(ShardCounts(4, 4).all_shards())
+    assert not [u for u in report.unchecked if "conservation" in u], report.unchecked
