@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
 from eventfleet.ops.reader import current
 from eventfleet.ops.reshard_online import Run, grow
 from eventfleet.ops.verify import Report, verify
@@ -257,3 +258,19 @@ def test_a_namespace_verified_while_its_reshard_runs(r: redis.Redis, namespace: 
     assert (report.counts.users, report.counts.items) == (4, 4)
     assert set(report.folds) == set(ShardCounts(4, 4).all_shards())
     assert not [u for u in report.unchecked if "conservation" in u], report.unchecked
+
+
+def test_a_parent_trimmed_past_its_marker_leaves_its_children_unchecked(
+    r: redis.Redis, namespace: str
+) -> None:
+    """The parent's log trimmed (its snapshot covering what went): its fold starts after the
+    marker and gives no seed, so its children start from their own snapshots, said so, with
+    no finding."""
+    keys = grown(r, namespace, [(4, 4)])
+    snap: Any = r.get(keys.snapshot("u0"))
+    last = ShardState.from_snapshot(snap, "u0").last_id
+    r.xtrim(keys.events("u0"), minid=last)  # the snapshot's own entry stays: it covers the rest
+    report = check(r, keys)
+    assert report.ok, shown(report)
+    assert not report.folds["u0"].complete and not report.folds["u2"].complete
+    assert [u for u in report.unchecked if u.startswith("u2: its parent's fold")], report.unchecked

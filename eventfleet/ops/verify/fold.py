@@ -228,22 +228,22 @@ def fold_shard(
 def _seeded(
     shard: str, seed: ShardState | None, snap: ShardState | None, report: Report
 ) -> ShardState:
-    """Where a shard created by growth starts when folded from its first entry: a copy of the
-    seed its parent's fold gave (its stored snapshot is then compared with it at ``0-0``);
-    without one (its parent was folded from a snapshot after its marker, or not at all), its
-    stored seed, unchecked."""
+    """Where a shard created by growth starts when its whole log is there: a copy of the seed
+    its parent's fold gave (its stored snapshot is then compared with it at its offset). The
+    parent's fold may not have reached the split (it started from a snapshot after its marker,
+    its log trimmed): then from the stored snapshot, the seed or a later one, unchecked."""
     if seed is not None:
         return ShardState.from_snapshot(seed.to_snapshot(), shard)
-    stored = snap is not None and snap.last_id == "0-0"
+    if snap is None:
+        report.unchecked.append(
+            f"{shard}: no seed: its parent's fold did not reach its split and it has no snapshot"
+        )
+        return ShardState(shard)
     report.unchecked.append(
-        f"{shard}: its parent's fold did not reach the split that seeded it: folded from "
-        + ("its stored seed, not checked" if stored else "nothing (no seed stored)")
+        f"{shard}: its parent's fold did not reach the split that seeded it (folded from a "
+        f"snapshot after it): folded from its own snapshot at {snap.last_id}, not checked"
     )
-    return (
-        ShardState.from_snapshot(snap.to_snapshot(), shard)
-        if stored and snap
-        else (ShardState(shard))
-    )
+    return snap
 
 
 def _noting(history: History, entry: dict[str, str]) -> History:
