@@ -32,10 +32,12 @@ def grown(
     namespace: str,
     steps: list[tuple[int, int]],
     before: Callable[[Keys], object] = lambda keys: None,
+    after: Callable[[Keys], object] = lambda keys: None,
 ) -> Keys:
     """A namespace of 2 + 2 grown live through each (users, items) of ``steps`` while two
     producers publish (one stale, one learning the counts), then left idle with its worker
-    stopped. ``before`` runs once events are applied, before the first growth."""
+    stopped. ``before`` runs once events are applied, before the first growth; ``after``
+    after the last one, while the producers still publish."""
     keys = stocked(r, namespace)
     with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
         wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
@@ -50,6 +52,7 @@ def grown(
             run.release()
             at = pub.rounds
             wait_for(lambda at=at: pub.rounds >= at + 2, 30, "more rounds")
+        after(keys)
         pub.halt()
         settled(r, keys, pub, ShardCounts(*steps[-1]))
         idle(r, keys)
@@ -144,6 +147,8 @@ def test_a_forward_written_twice_is_a_duplicate(r: redis.Redis, namespace: str) 
     keys = grown(r, namespace, [(4, 4)])
     _eid, fields = forwarded(r, keys, "i3")[-1]
     r.xadd(keys.events("i3"), fields)  # the child's dedup drops it: only verify can tell
+    with running_worker(r, namespace):  # consumed, so the fleet is idle again
+        idle(r, keys)
     report = check(r, keys)
     assert {(f.kind, f.shard, f.what) for f in shown(report)} == {
         ("duplicate", "i3", "forwarded by i1")
@@ -274,3 +279,19 @@ def test_a_parent_trimmed_past_its_marker_leaves_its_children_unchecked(
     assert report.ok, shown(report)
     assert not report.folds["u0"].complete and not report.folds["u2"].complete
     assert [u for u in report.unchecked if u.startswith("u2: its parent's fold")], report.unchecked
+
+
+def test_verify_on_a_live_grown_namespace_finds_nothing(r: redis.Redis, namespace: str) -> None:
+    """Run while the producers publish and the worker applies, forwards included: a parent
+    is folded before its children, which meanwhile get more forwards; nothing in flight is a
+    finding."""
+    reports: list[Report] = []
+
+    def live(keys: Keys) -> None:
+        for _ in range(3):
+            reports.append(check(r, keys))
+
+    grown(r, namespace, [(4, 2), (8, 2)], after=live)
+    for report in reports:
+        assert report.ok, shown(report)
+    assert not all(report.quiescent for report in reports)
