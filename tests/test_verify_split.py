@@ -1,9 +1,12 @@
 """``verify`` and ``state`` across an online growth (docs/DESIGN-DECISIONS.md section 35)
-against the session's Redis: a namespace grown live by ``reshard_online.grow`` under a worker
-with splits on (tests/test_reshard_grow.py's helpers) verifies clean, each shard created by
-growth folded from the seed its parent's fold gives; a damaged seed, a forwarded entry deleted
-and a forward written twice are found; ``state`` of a parent and of a child equals the
-worker's states."""
+against the session's Redis, on namespaces grown live by ``reshard_online.grow`` under a
+worker with splits on (tests/test_reshard_grow.py's helpers): grown once or twice they verify
+clean, each shard created by growth folded from the seed its parent's fold gives; a damaged
+seed, a forward missing from a child's log and a forward written twice are found; a parent
+trimmed past its marker leaves its children unchecked, not reported; a live fleet's forwards
+in flight are no finding; a run not yet published is verified with its new shards; ``state``
+of every parent and child equals the worker's read model, and the commands agree;
+``verify --archive`` folds across the splits, an archive begun before them included."""
 
 from __future__ import annotations
 
