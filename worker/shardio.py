@@ -111,7 +111,15 @@ def queue_ack(conn: Conn, pipe: Any, w: ShardWrite) -> None:
 
 def ack_all(conn: Conn, batch: list[ShardWrite]) -> None:
     """The batch's acks in a pipeline of their own: only once every effect of the batch is
-    confirmed written (``eventfleet.worker.effects.queue_effects``)."""
+    confirmed written (``eventfleet.worker.effects.queue_effects``). On one Redis packed by
+    hiredis as one write (``store.wire``); on a cluster through its pipeline, which sends
+    each ack to its shard's master."""
+    if conn.cluster:
+        pipe = conn.r.pipeline(transaction=False)
+        for w in batch:
+            queue_ack(conn, pipe, w)
+        pipe.execute()
+        return
     queue = wire.Queue()
     for w in batch:
         queue_ack(conn, queue, w)
