@@ -298,3 +298,51 @@ def test_verify_on_a_live_grown_namespace_finds_nothing(r: redis.Redis, namespac
     for report in reports:
         assert report.ok, shown(report)
     assert not all(report.quiescent for report in reports)
+
+
+def test_state_reads_a_moved_key_from_its_child_before_the_counts_are_published(
+    r: redis.Redis, namespace: str, env: dict[str, str]
+) -> None:
+    """Every parent split, the counts not published yet: ``state user`` and ``state item``
+    read a key from the child that now holds it (its parent no longer has it), and agree
+    with that child's read model."""
+    from eventfleet.ledger.shards import item_shard, user_shard
+    from eventfleet.ops.status import is_idle
+    from tests.helpers import cli_json
+
+    keys = stocked(r, namespace)
+    target = ShardCounts(4, 4)
+    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
+        old = read_counts(r, keys)
+        wait_for(lambda: all(r.hlen(keys.model(s)) > 5 for s in old.all_shards()), 30, "events")
+        run = Run(r, keys)
+        run.take()
+        run.begin(old, 4, 4)
+        run.prepare(old, 4, 4)
+        run.mark(old, 4, 4)
+        run.wait_seeded(old, 4, 4, timeout_s=30)
+        pub.halt()
+        wait_for(lambda: is_idle(r, keys, target), 30, "the fleet idle")
+        assert read_counts(r, keys).users == 2  # not published
+        moved = [u for u in USERS if user_shard(u, target) != user_shard(u, old)]
+        assert moved, "no user moved to a child"
+
+        def field(shard: str, name: str) -> Any:
+            return r.hget(keys.model(shard), name)
+
+        wait_for(
+            lambda: all(field(user_shard(u, target), f"b:{u}") is not None for u in moved),
+            30,
+            "the children's models",
+        )
+        for u in USERS:
+            want = field(user_shard(u, target), f"b:{u}")
+            got = cli_json("state", "user", str(u), "--json", env=env)["balance"]
+            assert want is not None and got == int(want), u
+        for item in ITEMS:
+            want = field(item_shard(item, target), f"i:{item}")
+            doc = cli_json("state", "item", item, "--json", env=env)["item"]
+            assert want is not None and str(doc["remain"]) == want.decode().split()[0], item
+        run.publish(4, 4)
+        run.finish()
+        run.release()

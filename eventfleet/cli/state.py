@@ -31,11 +31,13 @@ def state() -> None:
 def state_user(redis_url: str | None, namespace: str | None, user_id: int, as_json: bool) -> None:
     """A user's balance (snapshot plus the log's tail, read from Redis alone)."""
     from eventfleet.ops.reader import current
+    from eventfleet.ops.reshard_progress import holding_shard
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         counts = c.counts()
-        folded = current(c.redis, c.keys, user_shard(user_id, counts), counts)
+        shard = holding_shard(c.redis, c.keys, counts, lambda k: user_shard(user_id, k))
+        folded = current(c.redis, c.keys, shard, counts)
     _warn(folded.damaged)
     st = folded.state
     balance = st.balances.get(user_id)
@@ -54,11 +56,13 @@ def state_user(redis_url: str | None, namespace: str | None, user_id: int, as_js
 def state_item(redis_url: str | None, namespace: str | None, item_id: str, as_json: bool) -> None:
     """An item's stock and price (snapshot plus the log's tail, read from Redis alone)."""
     from eventfleet.ops.reader import current
+    from eventfleet.ops.reshard_progress import holding_shard
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         counts = c.counts()
-        folded = current(c.redis, c.keys, item_shard(item_id, counts), counts)
+        shard = holding_shard(c.redis, c.keys, counts, lambda k: item_shard(item_id, k))
+        folded = current(c.redis, c.keys, shard, counts)
     _warn(folded.damaged)
     st = folded.state
     item = st.items.get(item_id)

@@ -3,12 +3,12 @@
 and the new shards' seed snapshots: an old shard of a growing family has split once every
 child of its own is seeded. Shared by ``eventfleet status`` (``progress``), the exporter
 (``Recorded``, whose ``children`` it checks in its own pipeline) and the command
-(``split_yet``, ``resume_from``)."""
+(``split_yet``, ``resume_from``); ``state`` (``holding_shard``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -124,3 +124,23 @@ def resume_from(meta: Any, keys: Keys, users: int, items: int) -> ShardCounts:
         u, _, i = recorded_from.partition(",")
         return ShardCounts(int(u), int(i), counts.window_ms, counts.orders_per_user)
     return counts
+
+
+def holding_shard(
+    r: redis.Redis, keys: Keys, counts: ShardCounts, shard_of: Callable[[ShardCounts], str]
+) -> str:
+    """The shard that holds a key now (``shard_of`` names it under given counts): under the
+    published ``counts``, or, while a recorded reshard runs, under its target once that
+    shard's seed snapshot exists (its parent applied the split marker and the key moved
+    there; the counts are published only after every seed exists)."""
+    here = shard_of(counts)
+    try:
+        rec = recorded(r.hgetall(keys.meta), keys)
+    except ValueError:  # fields that do not parse: the published counts
+        return here
+    if rec is None or not rec.running:
+        return here
+    there = shard_of(replace(counts, users=rec.users, items=rec.items))
+    if there != here and r.exists(keys.snapshot(there)):
+        return there
+    return here
