@@ -11,7 +11,8 @@ of every parent and child equals the worker's read model, and the commands agree
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -240,9 +241,10 @@ def test_the_commands_across_a_growth(r: redis.Redis, namespace: str, env: dict[
         assert str(doc["remain"]) == model[f"i:{item}"].split()[0], item
 
 
-def test_a_namespace_verified_while_its_reshard_runs(r: redis.Redis, namespace: str) -> None:
-    """Every parent split, the counts not published yet: ``verify`` folds the target's new
-    shards too (what the parents moved into their seeds), and it is clean."""
+@contextmanager
+def split_not_published(r: redis.Redis, namespace: str) -> Iterator[Keys]:
+    """A namespace of 2 + 2 whose every parent split for 4 + 4 under a live worker and
+    producers, then idle with the counts not published yet; published and finished after."""
     from eventfleet.ops.status import is_idle
 
     keys = stocked(r, namespace)
@@ -258,10 +260,17 @@ def test_a_namespace_verified_while_its_reshard_runs(r: redis.Redis, namespace: 
         pub.halt()
         wait_for(lambda: is_idle(r, keys, ShardCounts(4, 4)), 30, "the fleet idle")
         assert read_counts(r, keys).users == 2  # not published
-        report = check(r, keys)
+        yield keys
         run.publish(4, 4)
         run.finish()
         run.release()
+
+
+def test_a_namespace_verified_while_its_reshard_runs(r: redis.Redis, namespace: str) -> None:
+    """Every parent split, the counts not published yet: ``verify`` folds the target's new
+    shards too (what the parents moved into their seeds), and it is clean."""
+    with split_not_published(r, namespace) as keys:
+        report = check(r, keys)
     assert report.ok, shown(report)
     assert (report.counts.users, report.counts.items) == (4, 4)
     assert set(report.folds) == set(ShardCounts(4, 4).all_shards())
@@ -307,23 +316,10 @@ def test_state_reads_a_moved_key_from_its_child_before_the_counts_are_published(
     read a key from the child that now holds it (its parent no longer has it), and agree
     with that child's read model."""
     from eventfleet.ledger.shards import item_shard, user_shard
-    from eventfleet.ops.status import is_idle
     from tests.helpers import cli_json
 
-    keys = stocked(r, namespace)
-    target = ShardCounts(4, 4)
-    with running_worker(r, namespace), Publishing(r, keys, read_counts(r, keys)) as pub:
-        old = read_counts(r, keys)
-        wait_for(lambda: all(r.hlen(keys.model(s)) > 5 for s in old.all_shards()), 30, "events")
-        run = Run(r, keys)
-        run.take()
-        run.begin(old, 4, 4)
-        run.prepare(old, 4, 4)
-        run.mark(old, 4, 4)
-        run.wait_seeded(old, 4, 4, timeout_s=30)
-        pub.halt()
-        wait_for(lambda: is_idle(r, keys, target), 30, "the fleet idle")
-        assert read_counts(r, keys).users == 2  # not published
+    old, target = ShardCounts(2, 2), ShardCounts(4, 4)
+    with split_not_published(r, namespace) as keys:
         moved = [u for u in USERS if user_shard(u, target) != user_shard(u, old)]
         assert moved, "no user moved to a child"
 
@@ -343,6 +339,3 @@ def test_state_reads_a_moved_key_from_its_child_before_the_counts_are_published(
             want = field(item_shard(item, target), f"i:{item}")
             doc = cli_json("state", "item", item, "--json", env=env)["item"]
             assert want is not None and str(doc["remain"]) == want.decode().split()[0], item
-        run.publish(4, 4)
-        run.finish()
-        run.release()
