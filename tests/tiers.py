@@ -80,6 +80,7 @@ FILES = {
     "test_reshard_online.py": "fast",
     "test_reshard_clients.py": "fast",
     "test_order_wait_growth.py": "fast",
+    "test_counts_config.py": "fast",
     "test_exporter_reshard.py": "fast",
     "test_inbox_bounds.py": "fast",
     "test_perf_paths.py": "fast",

@@ -140,9 +140,9 @@ def run_worker(settings: Settings) -> int:
         deadline = time.monotonic() + settings.connect_timeout_s
         retry.call(r.ping, "connect", deadline=deadline)
         counts = wait_for_namespace(r, Keys(settings.namespace), settings, health, log)
-        check_counts(counts, settings.user_shards, settings.item_shards)
         # every fold starts with the counts at init (a split shard routes with its own after)
         init = read_init_counts(r, Keys(settings.namespace))
+        check_counts(counts, settings.user_shards, settings.item_shards, init)
         if settings.allow_unsafe_reload:
             log.warning("reload_check_skipped", hint="EVENTFLEET_ALLOW_UNSAFE_RELOAD is set")
         else:

@@ -136,10 +136,23 @@ def init_counts_of(meta: Any, keys: Keys) -> ShardCounts:
     return ShardCounts(int(users), int(items), counts.window_ms, counts.orders_per_user)
 
 
-def check_counts(actual: ShardCounts, users: int | None, items: int | None) -> None:
-    """A worker configured for other counts refuses to start."""
-    if (users is not None and users != actual.users) or (
-        items is not None and items != actual.items
+def check_counts(
+    actual: ShardCounts, users: int | None, items: int | None, init: ShardCounts | None = None
+) -> None:
+    """A worker configured for other counts refuses to start. In a namespace grown online
+    (``init``: its counts at ``init``, when a reshard recorded them) a configured count on
+    the way from the ``init`` count to the current one is accepted (a multiple of the first,
+    dividing the second): the configuration written before a growth still names the
+    namespace; any other count is a mistake."""
+
+    def fits(configured: int | None, now: int, first: int | None) -> bool:
+        if configured is None or configured == now:
+            return True
+        return first is not None and now % configured == 0 and configured % first == 0
+
+    if not (
+        fits(users, actual.users, init.users if init else None)
+        and fits(items, actual.items, init.items if init else None)
     ):
         raise NamespaceMismatch(
             f"configured for {users} user / {items} item shards but the namespace has "
