@@ -72,6 +72,54 @@ def matching(entries: Any, ref: str, order: Order) -> OrderOutcome | None:
     return None
 
 
+class OutcomeWait:
+    """One order's wait over the outcome streams that may answer it: where each is read from,
+    the deadline, and which record answers. The sync wait (``wait_outcome``) and the asyncio
+    client's share it; only their reads differ.
+
+    ``at_ms``: when the order was published (the producer's clock); ``then``: the counts it
+    was routed with (or grew from)."""
+
+    def __init__(
+        self,
+        keys: Keys,
+        order: Order,
+        ref: str,
+        at_ms: int,
+        then: ShardCounts,
+        timeout_s: float,
+    ) -> None:
+        self.keys, self.order, self.ref, self.then = keys, order, ref, then
+        self.start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
+        self.starts = dict.fromkeys(outcome_streams(keys, order.user_id, then, then), self.start)
+        """Each outcome stream read, and the id it is read after."""
+        self.deadline = time.monotonic() + timeout_s
+
+    def watch(self, now: ShardCounts) -> None:
+        """Once the counts grew to ``now``: read the streams of the shards the order may have
+        been forwarded to as well, from the start."""
+        for stream in outcome_streams(self.keys, self.order.user_id, self.then, now):
+            self.starts.setdefault(stream, self.start)
+
+    def block_ms(self) -> int:
+        """How long the next read may block: what is left of the wait, at most ``_BLOCK_MS``."""
+        return max(1, min(_BLOCK_MS, int((self.deadline - time.monotonic()) * 1000)))
+
+    def answer(self, replies: Any) -> OrderOutcome | None:
+        """The outcome among XREAD's ``[(stream, entries)]`` that answers the order; each
+        stream's position moved past what was read."""
+        for name, entries in replies:
+            if entries:
+                self.starts[ids.text(name)] = ids.text(entries[-1][0])
+            found = matching(entries, self.ref, self.order)
+            if found is not None:
+                return found
+        return None
+
+    def over(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
 def wait_outcome(
     r: redis.Redis,
     keys: Keys,
@@ -87,21 +135,14 @@ def wait_outcome(
     when none arrives within ``timeout_s`` seconds. ``counts_now`` gives the counts as they
     are learnt meanwhile (re-read when due): once they grew, the outcome streams of the
     shards the order may have been forwarded to are read too."""
-    start = f"{max(0, ids.millis(entry_id) - LOOKBACK_MS)}-0"
-    starts = dict.fromkeys(outcome_streams(keys, order.user_id, counts, counts), start)
-    deadline = time.monotonic() + timeout_s
+    wait = OutcomeWait(keys, order, ref, ids.millis(entry_id), counts, timeout_s)
     while True:
         if counts_now is not None:
-            for stream in outcome_streams(keys, order.user_id, counts, counts_now()):
-                starts.setdefault(stream, start)
-        left_ms = int((deadline - time.monotonic()) * 1000)
-        for name, entries in read_outcomes(r, starts, max(1, min(_BLOCK_MS, left_ms))):
-            if entries:
-                starts[ids.text(name)] = ids.text(entries[-1][0])
-            found = matching(entries, ref, order)
-            if found is not None:
-                return found
-        if time.monotonic() >= deadline:
+            wait.watch(counts_now())
+        found = wait.answer(read_outcomes(r, wait.starts, wait.block_ms()))
+        if found is not None:
+            return found
+        if wait.over():
             return None
 
 

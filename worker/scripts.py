@@ -141,6 +141,15 @@ class Scripts:
         """The scripts loaded for ``r`` (the same as ``Scripts(r)``)."""
         return cls(r)
 
+    def load(self, r: redis.Redis) -> None:
+        """``SCRIPT LOAD`` every script into ``r``: for a caller that sends them by SHA alone
+        and met ``NOSCRIPT`` (Redis restarted, or its scripts were flushed). Each is a
+        redis-py registered script, which keeps its text and SHA."""
+        for script in vars(self).values():
+            text = getattr(script, "script", None)
+            if isinstance(text, str | bytes) and hasattr(script, "sha"):
+                script.sha = r.script_load(text)
+
     # ---- leases and membership --------------------------------------------------------
     def acquire(
         self,

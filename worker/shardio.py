@@ -114,16 +114,13 @@ def ack_all(conn: Conn, batch: list[ShardWrite]) -> None:
     confirmed written (``eventfleet.worker.effects.queue_effects``). On one Redis packed by
     hiredis as one write (``store.wire``); on a cluster through its pipeline, which sends
     each ack to its shard's master."""
-    if conn.cluster:
-        pipe = conn.r.pipeline(transaction=False)
-        for w in batch:
-            queue_ack(conn, pipe, w)
-        pipe.execute()
-        return
-    queue = wire.Queue()
+    queue: Any = conn.r.pipeline(transaction=False) if conn.cluster else wire.Queue()
     for w in batch:
         queue_ack(conn, queue, w)
-    wire.raise_first_error(wire.exchange(conn.r.connection_pool, queue.commands))
+    if conn.cluster:
+        queue.execute()
+    else:
+        wire.raise_first_error(wire.exchange(conn.r.connection_pool, queue.commands))
 
 
 class Replicated:

@@ -66,7 +66,7 @@ class SingleIO:
             queue_write(conn, queue, w)
         replies = wire.exchange(conn.r.connection_pool, queue.commands)
         if any(isinstance(rep, NoScriptError) for rep in replies):
-            load_scripts(conn)
+            conn.scripts.load(conn.r)
             replies = wire.exchange(conn.r.connection_pool, queue.commands)
         wire.raise_first_error(replies)
         ack_all(conn, batch)
@@ -84,12 +84,3 @@ class SingleIO:
             "wait",
             time.monotonic() + conn.ttl,
         )
-
-
-def load_scripts(conn: Conn) -> None:
-    """Load every script of the worker's ``Scripts`` into Redis (``SCRIPT LOAD``; redis-py's
-    registered scripts keep their text and SHA)."""
-    for script in vars(conn.scripts).values():
-        text = getattr(script, "script", None)
-        if isinstance(text, str | bytes) and hasattr(script, "sha"):
-            script.sha = conn.r.script_load(text)

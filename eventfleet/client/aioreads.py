@@ -20,12 +20,10 @@ from eventfleet.client.results import Decided, Item, OrderResult, Receipt
 from eventfleet.ledger.events import Order, OrderOutcome
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, user_shard
 from eventfleet.producer.client import Stamper
-from eventfleet.producer.outcomes import LOOKBACK_MS, matching, outcome_streams
-from eventfleet.store import ids
+from eventfleet.producer.outcomes import OutcomeWait
 from eventfleet.store.keys import Keys
 
 T = TypeVar("T")
-_BLOCK_MS = 500
 
 
 class ReadMethods:
@@ -139,26 +137,16 @@ class ReadMethods:
         shards it may have been forwarded to (the counts re-read when due, by ``_ready``).
         ``routed``: the counts the client had before it published the order (None: those of
         now), which the order was routed with or grew from."""
-        r, then, _stamper = await self._ready()
-        then = routed or then
-        start = f"{max(0, at_ms - LOOKBACK_MS)}-0"
-        starts = dict.fromkeys(outcome_streams(self.keys, order.user_id, then, then), start)
-        deadline = time.monotonic() + timeout_s
+        r, now, _stamper = await self._ready()
+        wait = OutcomeWait(self.keys, order, ref, at_ms, routed or now, timeout_s)
         while True:
             r, now, _stamper = await self._ready()
-            for stream in outcome_streams(self.keys, order.user_id, then, now):
-                starts.setdefault(stream, start)
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            block = max(1, min(_BLOCK_MS, left_ms))
-
-            read = functools.partial(_xread_outcomes, r, dict(starts), block)
-            for name, entries in await self._guarded(read):
-                if entries:
-                    starts[ids.text(name)] = ids.text(entries[-1][0])
-                found = matching(entries, ref, order)
-                if found is not None:
-                    return found
-            if time.monotonic() >= deadline:
+            wait.watch(now)
+            read = functools.partial(_xread_outcomes, r, dict(wait.starts), wait.block_ms())
+            found = wait.answer(await self._guarded(read))
+            if found is not None:
+                return found
+            if wait.over():
                 return None
 
 
