@@ -199,7 +199,10 @@ WORKER_CALLS: dict[str, tuple[str, ...]] = {
 }
 
 
-WORKER_EXTRA_CALLS: dict[str, tuple[str, ...]] = {}
+WORKER_EXTRA_CALLS: dict[str, tuple[str, ...]] = {
+    # a split parent's mark of what it forwarded to a child (inside forward_once.lua)
+    "HSET forwarded": ("HSET", SNAPSHOT.replace("snapshot", "forwarded"), "u0", "5-0"),
+}
 
 
 def contract_command_list(who: str) -> list[str]:
@@ -294,7 +297,10 @@ def test_worker_is_refused_keys_outside_the_namespace(
      ("INCR", LEASE), ("INCR", META), ("SADD", LEASE, "x"), ("PEXPIRE", SNAPSHOT, "1"),
      ("PEXPIRE", OUTCOMES, "1"), ("LTRIM", EVENTS, "0", "0"), ("RPUSH", INBOX, "x"),
      ("ZADD", LEASE, "1", "x"), ("ZREM", POISON, "x"), ("RENAME", EVENTS, WRITTEN),
-     ("UNLINK", EVENTS), ("EXPIRE", EVENTS, "1")],
+     ("UNLINK", EVENTS), ("EXPIRE", EVENTS, "1"),
+     ("HDEL", SNAPSHOT.replace("snapshot", "forwarded"), "u0"),
+     ("DEL", SNAPSHOT.replace("snapshot", "forwarded")),
+     ("HSET", SNAPSHOT.replace("snapshot", "lease"), "u0", "5-0")],
     ids=lambda c: " ".join(c[:2]),
 )  # fmt: skip
 def test_worker_is_refused_commands_it_does_not_need(

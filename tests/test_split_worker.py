@@ -3,7 +3,8 @@ eventfleet/worker/forwards.py): ``apply_entries`` with ``splits`` writes each ch
 the entries it forwards before the batch is acked, once however often the batch is written
 again or replayed by a takeover; the child, started from its seed, applies what was forwarded
 and what came to it directly, each event once; the parent's read model lets go of what moved.
-Without ``splits`` (what the worker runs today) a marker is dead-lettered as before."""
+The shipped worker applies a marker in a shard's log (the admin's); one that came through an
+inbox is an ``unknown_type`` dead letter, and so is any marker with ``splits`` off."""
 
 from __future__ import annotations
 
@@ -168,6 +169,46 @@ def test_without_splits_a_marker_is_dead_lettered_as_before(r: redis.Redis, name
     assert [d.reason for d in effects.dead] == ["unknown_type"] and not effects.moved
 
 
+def test_a_marker_moved_out_of_an_inbox_is_dead_lettered_even_with_splits(
+    r: redis.Redis, namespace: str
+) -> None:
+    """Only the admin appends a marker to a log: one a producer pushed to an inbox (shared or
+    its own) is moved into the log ``via inbox`` and refused, splitting nothing."""
+    keys, counts = setup(r, namespace)
+    for by in (b"", b"app"):
+        fields = {EVENT_FIELD: marker_text(4, 2), VIA_FIELD: VIA_INBOX}
+        r.xadd(keys.events("u0"), {**fields, BY_FIELD: by} if by else fields)
+    parent = owned("u0")
+    effects, _acks, _n = apply_entries(parent, read(r, keys, "u0"), counts, Observer(60), True)
+    assert [d.reason for d in effects.dead] == ["unknown_type"] * 2 and not effects.moved
+    assert parent.state.routing is None and not parent.state.splits
+
+
+def test_the_shipped_worker_applies_a_logged_marker_and_refuses_one_from_an_inbox(
+    r: redis.Redis, namespace: str
+) -> None:
+    """A worker as ``eventfleet worker`` builds it (no switch turned on by the test): a
+    marker pushed to u1's inbox, as a producer could, becomes a dead letter of reason
+    ``unknown_type`` and seeds nothing; the admin's marker appended to u0's log splits u0
+    (u2's seed written, then u2 taken over)."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    create_shards(r, keys, ["u2", "u3"])
+    r.hset(keys.meta, mapping={"init_user_shards": 2, "init_item_shards": 2})
+    r.hset(keys.meta, "reshard_target", "4,2")
+    r.rpushx(keys.inbox("u1"), marker_text(4, 2))
+    r.xadd(keys.events("u0"), {EVENT_FIELD: marker_text(4, 2)})
+    with running_worker(r, namespace, splits=None) as worker:
+        assert worker.ownership.growth.splits and worker.standbys.splits
+        wait_for(lambda: r.xlen(keys.dlq("u1")), 20, "u1's dead letter")
+        ((_id, letter),) = r.xrange(keys.dlq("u1"))
+        assert letter[b"reason"] == b"unknown_type", letter
+        wait_for(lambda: "u2" in {o.name for o in worker.ownership.held()}, 20, "u2 taken")
+        assert not r.exists(keys.snapshot("u3")) and not r.xlen(keys.dlq("u0"))
+        held = {o.name: o for o in worker.ownership.held()}
+        assert held["u0"].state.routing == (4, 2) and held["u1"].state.routing is None
+
+
 def test_a_takeover_replays_a_split_writing_nothing_twice(r: redis.Redis, namespace: str) -> None:
     """The owner applied the log and wrote its effects, then died before the ack: the
     takeover replays every entry, the marker included, and writes the same seed and no
@@ -229,10 +270,12 @@ class Killed(Exception):
 
 
 @contextlib.contextmanager
-def running_worker(r: redis.Redis, namespace: str, name: str = "w") -> Iterator[Worker]:
-    """A worker with splits on, running on a thread of this process with a client of its
-    own, stopped (drained) on the way out; it folds with the counts at init, as the
-    worker's main reads them."""
+def running_worker(
+    r: redis.Redis, namespace: str, name: str = "w", splits: bool | None = True
+) -> Iterator[Worker]:
+    """A worker running on a thread of this process with a client of its own, stopped
+    (drained) on the way out; it folds with the counts at init, as the worker's main reads
+    them. ``splits``: set on the worker (None: left as the shipped worker has it)."""
     pool = r.connection_pool
     own = redis.Redis(
         connection_pool=redis.ConnectionPool(
@@ -242,7 +285,8 @@ def running_worker(r: redis.Redis, namespace: str, name: str = "w") -> Iterator[
     counts = read_init_counts(own, Keys(namespace))
     settings = Settings(namespace=namespace, worker_id=name, lease_ttl_ms=900)
     worker = Worker(settings, own, counts)
-    worker.allow_splits()
+    if splits is not None:
+        worker.ownership.growth.splits = worker.standbys.splits = splits
 
     def run() -> None:
         with contextlib.suppress(Killed):  # the test's kill: no drain, leases left to lapse

@@ -1,12 +1,13 @@
 """The shards a worker may own while its namespace grows in place (docs/DESIGN-DECISIONS.md,
 section 35), and whether its folds apply split markers.
 
-With ``splits`` off (what a worker runs today) nothing here costs a round trip: the shard list
-is the one read at start, and every shard of it exists from ``init``. With it on, each
-ownership pass re-reads the shard list from ``NS:meta`` (a grown count adds shards), and a
-shard born of a split (its index at or above its family's count at ``init``) is not taken
-over before its seed, the snapshot its parent's owner writes at the marker, exists: a child
-started from nothing would apply forwarded entries to an empty state.
+Each ownership pass re-reads the shard list from ``NS:meta`` (one ``HGETALL``: a grown count,
+or a reshard's recorded target, adds shards), and a shard born of a split (its index at or
+above its family's count at ``init``) is not taken over before its seed, the snapshot its
+parent's owner writes at the marker, exists: a child started from nothing would apply
+forwarded entries to an empty state. With ``splits`` off (tests that want the behaviour from
+before online resharding only) the shard list is the one read at start and none of this costs
+a round trip.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ class Growth:
     which every fold starts with."""
 
     def __init__(self, conn: Conn, counts: ShardCounts) -> None:
-        self.splits = False
-        """Split markers apply and forwarded entries are stepped on their path; off until
-        the shipped ``reshard`` command runs its steps (``reshard_online.grow``: tests only)
-        and ``verify`` and ``state`` fold across a split."""
+        self.splits = True
+        """Split markers in a shard's log apply and forwarded entries are stepped on their
+        path (a marker that came through an inbox is still an ``unknown_type`` dead letter:
+        only the admin appends one to a log). Off only in tests of the worker as it was."""
         self.init = counts
         self.shards = counts.all_shards()
         self._conn = conn
 
     def current(self) -> list[str]:
-        """The namespace's shards, re-read from ``NS:meta`` (only with ``splits``; an
-        ownership pass asks once), with those of a reshard's target as soon as it is recorded:
+        """The namespace's shards, re-read from ``NS:meta`` (with ``splits``; an ownership
+        pass asks once), with those of a reshard's target as soon as it is recorded:
         a child is taken once seeded, before the counts are published (routers learn them
         only once every parent has split), so the keys its parent let go are served again
         from its read model at the next pass."""

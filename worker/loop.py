@@ -93,12 +93,6 @@ class Worker:
         self.ownership.warm_copy = self.standbys.take
         self.ownership.on_handed_over = self.standbys.adopt
 
-    def allow_splits(self) -> None:
-        """Apply split markers and forwarded entries (docs/DESIGN-DECISIONS.md, section 35):
-        for tests only until the shipped ``reshard`` command runs ``reshard_online.grow``;
-        the worker's ``counts`` must then be the namespace's at ``init``."""
-        self.ownership.growth.splits = self.standbys.splits = True
-
     # ---- signals -------------------------------------------------------------------
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)

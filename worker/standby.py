@@ -78,7 +78,7 @@ class Standbys:
         self._all = counts.all_shards()
         self._wanted: set[str] = set()
         self._warm: dict[str, ShardState] = {}
-        self.splits = False
+        self.splits = True
         """Fold as the owner does: split markers apply, forwarded entries on their path
         (``eventfleet.worker.growth``)."""
         self._deleted: dict[str, str] = {}
