@@ -2,8 +2,8 @@
 docs/DESIGN-DECISIONS.md section 35) against the session's Redis, under a worker with splits
 on running in this process (tests/test_split_worker.py: ``running_worker``) while producers
 publish: every event applied once, on the shard the new counts give it; a run killed midway
-and re-run appends no marker twice. The command itself still refuses
-(tests/test_reshard_online.py) until the shipped workers apply markers."""
+and re-run appends no marker twice. The command that runs these steps:
+tests/test_reshard_command.py."""
 
 from __future__ import annotations
 
@@ -33,7 +33,11 @@ class Publishing:
     """Two producers publishing rounds of top-ups and orders on a thread until stopped: one
     never re-reads the counts, one learns them."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, counts: ShardCounts) -> None:
+    def __init__(
+        self, r: redis.Redis, keys: Keys, counts: ShardCounts, pace_s: float = 0.0
+    ) -> None:
+        self.pace_s = pace_s
+        """Between rounds (a fleet that stops for a while gets no unbounded backlog)."""
         self.stale = Producer(r, keys, counts, counts_every_s=10**9)
         self.learner = Producer(r, keys, counts, counts_every_s=0)
         self.rounds = 0
@@ -53,6 +57,8 @@ class Publishing:
             (self.stale if n % 2 else self.learner).publish(orders)
             self.orders += [o.order_id for o in orders]
             self.rounds += 1
+            if self.pace_s:
+                self.stop.wait(self.pace_s)
 
     def __enter__(self) -> Publishing:
         self.thread.start()
@@ -127,7 +133,7 @@ def test_grow_reshards_a_live_namespace_and_applies_every_event_once(
         wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
         run = Run(r, keys)
         run.take()
-        assert (grow(run, 4, 4, wait_s=30).users, read_counts(r, keys).users) == (2, 4)
+        assert (grow(run, 4, 4, wait_s=30).old.users, read_counts(r, keys).users) == (2, 4)
         run.release()
         at = pub.rounds
         wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 30, "more")
@@ -170,7 +176,7 @@ def test_a_run_killed_after_one_marker_is_continued_by_a_re_run(
         assert "split: u1; waiting: u0" in cli("status", env=env).stdout
         run = Run(r, keys)
         run.take()
-        assert grow(run, 8, 2, wait_s=30).users == 2  # from what the killed run recorded
+        assert grow(run, 8, 2, wait_s=30).old.users == 2  # from what the killed run recorded
         wait_for(lambda: pub.learner.counts.users == 8, 30, "a producer learning 8")
         run.release()
         pub.halt()

@@ -1,7 +1,8 @@
-"""The online `reshard` command as far as it is built (eventfleet/ops/reshard_online.py,
-docs/DESIGN-DECISIONS.md section 35): its refusals and exit codes, its lease (two runs never
-both proceed; a run that lost its lease writes nothing), the record of its target and of the
-counts at init, and the new shards' keys; against the session's Redis."""
+"""The online `reshard` command's parts (eventfleet/ops/reshard_online.py,
+docs/DESIGN-DECISIONS.md section 35): its refusals and exit codes (nothing written when it
+refuses), its bounded wait, its lease (two runs never both proceed; a run that lost its lease
+writes nothing), the record of its target and of the counts at init, and the new shards' keys;
+against the session's Redis without workers. Under workers: tests/test_reshard_command.py."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_growth_must_be_a_multiple(users: int, items: int, why: str) -> None:
     assert new_shards(ShardCounts(2, 4), 4, 8) == ["u2", "u3", "i4", "i5", "i6", "i7"]
 
 
-def test_the_command_refuses_bad_counts_and_then_refuses_to_write(
+def test_the_command_refuses_bad_counts_and_a_held_lease_before_writing(
     r: redis.Redis, env: dict[str, str], namespace: str
 ) -> None:
     cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
@@ -52,22 +53,47 @@ def test_the_command_refuses_bad_counts_and_then_refuses_to_write(
     for args, why in (
         (["--user-shards", "3"], "multiple of 2"),
         (["--item-shards", "1"], "cannot shrink"),
+        (["--user-shards", "8192"], "at most 4096"),
         (["--user-shards", "2", "--item-shards", "2"], "nothing to do"),
         ([], "--user-shards"),
         (["--user-shards", "4", "export"], "without a subcommand"),
     ):
         res = cli("reshard", *args, env=env, check=False)
         assert res.returncode == 2 and why in res.stderr, (args, res.stderr)
-    res = cli("reshard", "--user-shards", "4", "--item-shards", "8", env=env, check=False)
-    assert res.returncode == 1 and "not available yet" in res.stderr, res.stderr
-    assert "nothing was changed" in res.stderr
-    assert r.hgetall(f"{namespace}:meta") == meta
-    assert not r.exists(lease_key(Keys(namespace)))  # its lease was let go
-    assert not r.exists(Keys(namespace).events("u2"))
     held = Run(r, Keys(namespace))
     held.take()
     res = cli("reshard", "--user-shards", "4", env=env, check=False)
     assert res.returncode == 1 and "holds the lease" in res.stderr, res.stderr
+    held.release()
+    assert r.hgetall(f"{namespace}:meta") == meta
+    assert not r.exists(lease_key(Keys(namespace)))
+    assert not r.exists(Keys(namespace).events("u2"))
+
+
+def test_the_command_times_out_with_the_run_recorded_and_refuses_another_target(
+    r: redis.Redis, env: dict[str, str], namespace: str
+) -> None:
+    """No worker applies the markers: past ``--wait`` the command exits 1, saying a re-run
+    goes on, its lease let go and the counts not published; a run to another target is then
+    refused (exit 2) before it writes anything."""
+    cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
+    res = cli("reshard", "--user-shards", "4", "--wait", "0.3", env=env, check=False)
+    assert res.returncode == 1, res.stderr
+    assert "re-run the same command to go on waiting" in res.stderr
+    assert "no seed yet for u2 u3" in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("reshard: ")]
+    assert lines[0] == "reshard: recorded 2,2 -> 4,2 (users,items)", lines
+    assert "reshard: split markers appended: u0 u1 i0 i1" in lines
+    keys = Keys(namespace)
+    assert not r.exists(lease_key(keys))
+    assert read_counts(r, keys) == ShardCounts(2, 2)
+    meta = r.hgetall(keys.meta)
+    res = cli("reshard", "--user-shards", "8", env=env, check=False)
+    assert res.returncode == 2 and "4 user and 2 item shards is not finished" in res.stderr
+    assert r.hgetall(keys.meta) == meta and not r.exists(keys.events("u4"))
+    res = cli("reshard", "--user-shards", "4", "--wait", "0", env=env, check=False)
+    assert res.returncode == 1 and "continuing the run 2,2 -> 4,2" in res.stderr, res.stderr
+    assert "split markers appended: - (4 held one" in res.stderr  # none twice
 
 
 def test_two_runs_never_both_proceed_and_a_superseded_one_writes_nothing(

@@ -79,6 +79,7 @@ FILES = {
     "test_verify_split.py": "fast",
     "test_reshard_online.py": "fast",
     "test_reshard_clients.py": "fast",
+    "test_reshard_command.py": "redis",
     "test_order_wait_growth.py": "fast",
     "test_counts_config.py": "fast",
     "test_exporter_reshard.py": "fast",

@@ -1,15 +1,23 @@
-"""``eventfleet reshard``: export a quiet namespace's state as seed events, compare two."""
+"""``eventfleet reshard``: grow a live namespace's shard counts in place (``--user-shards``,
+``--item-shards``: docs/DESIGN-DECISIONS.md, section 35), or export a quiet namespace's state
+as seed events and compare two (the offline path, for shrinking: docs/SCALING.md)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
 from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError, user_errors
 from eventfleet.cli.options import common, ctx_of, emit_json, json_option
+
+WAIT_S = 300.0
+"""How long the command waits, by default, for the workers to apply every split marker."""
 
 
 @click.group(invoke_without_command=True)
@@ -25,31 +33,51 @@ from eventfleet.cli.options import common, ctx_of, emit_json, json_option
     default=None,
     help="grow this namespace to this many item shards (a multiple of the current count)",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(0),
+    default=WAIT_S,
+    show_default=True,
+    help="seconds to wait for the workers to apply the split markers; past it, exit 1 with "
+    "the run recorded (re-run the same command to go on)",
+)
+@json_option
 @click.pass_context
-def reshard(ctx: click.Context, user_shards: int | None, item_shards: int | None) -> None:
-    """Grow this namespace's shard counts in place (--user-shards, --item-shards; not
-    available yet, docs/DESIGN-DECISIONS.md section 35), or move a ledger to a namespace with
-    more shards (export, compare: docs/SCALING.md)."""
+def reshard(
+    ctx: click.Context,
+    user_shards: int | None,
+    item_shards: int | None,
+    wait_s: float,
+    as_json: bool,
+) -> None:
+    """Grow this namespace's shard counts in place, workers running and producers publishing
+    (--user-shards, --item-shards: each a multiple of the current count; progress on stderr;
+    re-run the same command after a kill or a timeout to continue: docs/SCALING.md, section
+    7), or move a ledger to a namespace with other counts (export, compare)."""
     if ctx.invoked_subcommand is not None:
         if user_shards is not None or item_shards is not None:
             raise UserError("--user-shards and --item-shards go without a subcommand", EXIT_USAGE)
         return
     if user_shards is None and item_shards is None:
         raise UserError("give --user-shards and/or --item-shards, or a subcommand", EXIT_USAGE)
-    grow(user_shards, item_shards)
+    grow(user_shards, item_shards, wait_s, as_json)
 
 
-def grow(user_shards: int | None, item_shards: int | None) -> None:
-    """Check the growth and the lease, then refuse: nothing publishes new counts yet."""
-    from eventfleet.ops.reshard_online import ReshardBusy, ReshardRefused, Run, check_growth
+def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_json: bool) -> None:
+    """Check the counts (refused: exit 2, nothing written), take the lease (held by another
+    run: exit 1), run every step (``reshard_online.grow``), and let the lease go whatever
+    happens; a SIGTERM stops the run as a timeout does (the lease let go, a re-run goes on)."""
+    from eventfleet.ops.reshard_online import ReshardBusy, ReshardRefused, Run, SeedsLate, plan
+    from eventfleet.ops.reshard_online import grow as run_steps
+
+    def say(line: str) -> None:
+        click.echo(f"reshard: {line}", err=True)
 
     c = ctx_of(None, None)
     with user_errors(c.settings):
-        current = c.counts()
-        users = current.users if user_shards is None else user_shards
-        items = current.items if item_shards is None else item_shards
         try:
-            check_growth(current, users, items)
+            _old, users, items = plan(c.redis, c.keys, user_shards, item_shards)
         except ReshardRefused as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
         run = Run(c.redis, c.keys)
@@ -57,12 +85,38 @@ def grow(user_shards: int | None, item_shards: int | None) -> None:
             run.take()
         except ReshardBusy as exc:
             raise UserError(str(exc)) from None
-        run.release()
-    raise UserError(
-        f"growing to {users} user and {items} item shards is not available yet: the workers "
-        "of this version do not apply split markers (docs/DESIGN-DECISIONS.md, section 35); "
-        "nothing was changed. Move to a new namespace instead (docs/SCALING.md, section 7)"
-    )
+        previous = _on_sigterm(_stop)
+        try:
+            done = run_steps(run, users, items, wait_s, say)
+        except (ReshardBusy, SeedsLate) as exc:
+            raise UserError(str(exc)) from None
+        except ReshardRefused as exc:  # another target unfinished: nothing written
+            raise UserError(str(exc), EXIT_USAGE) from None
+        except _Stopped:
+            raise UserError(
+                "stopped by SIGTERM: the run stays recorded; re-run the same command to go on"
+            ) from None
+        finally:
+            _on_sigterm(previous)
+            run.release()
+    if as_json:
+        emit_json(done.as_json())
+
+
+class _Stopped(Exception):
+    """SIGTERM during a run: unwound so that the lease is let go."""
+
+
+def _stop(_signum: int, _frame: object) -> None:
+    raise _Stopped
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Set SIGTERM's handler, returning the one before (only the main thread may: elsewhere,
+    as when a test calls the command on a thread, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return handler
+    return signal.signal(signal.SIGTERM, handler)
 
 
 @reshard.command("export")

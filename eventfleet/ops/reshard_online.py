@@ -8,26 +8,26 @@ goes through that check (``eventfleet/store/lua/reshard_meta.lua``), so a run th
 lease, paused past its TTL or superseded by a second run, writes nothing more, and two runs
 never both proceed. Every step is idempotent, so a re-run continues where one was killed.
 
-Built: the checks, the lease, the record of the target, of the counts it grows from and of
-the counts at ``init`` (which every fold starts with), creating the new shards' streams,
-groups and inboxes, appending the split markers (each once), waiting for the children's
-seeds, and only then publishing the new counts (``grow``; ``Run.publish`` says why). The
-shipped workers do not apply markers yet (``eventfleet.worker.growth``: off), so
-``eventfleet reshard`` stops before any write (``eventfleet/cli/reshard.py``) and ``grow``
-is reached from tests only.
+The steps (``grow``, which ``eventfleet reshard --user-shards N --item-shards M`` runs:
+``eventfleet/cli/reshard.py``): check the counts (``plan``, before anything is written), record
+the target, the counts it grows from and the counts at ``init`` (which every fold starts with),
+create the new shards' streams, groups and inboxes, append the split markers (each once), wait
+a bounded time for the children's seeds (every parent split: its owner applied the marker),
+and only then publish the new counts (``Run.publish`` says why), then record the run done.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
-from eventfleet.ledger.split import growth_error, marker_text
+from eventfleet.ledger.split import children, growth_error, marker_text
 from eventfleet.ops.reshard_progress import (
     DONE,
     MARKED,
@@ -38,7 +38,7 @@ from eventfleet.ops.reshard_progress import (
 )
 from eventfleet.store import lua
 from eventfleet.store.keys import EVENT_FIELD, Keys
-from eventfleet.store.namespace import create_shards
+from eventfleet.store.namespace import counts_of, create_shards
 from eventfleet.store.scripts import load_script
 from eventfleet.worker.scripts import Scripts
 
@@ -53,7 +53,20 @@ class ReshardRefused(Exception):
 
 
 class ReshardBusy(ReshardRefused):
-    """Another run holds the reshard lease."""
+    """Another run holds the reshard lease, or this one lost it."""
+
+
+class SeedsLate(ReshardRefused):
+    """The workers have not seeded every new shard within the wait: the run is recorded and
+    a re-run of the same command goes on from where it stopped."""
+
+
+Say = Callable[[str], None]
+"""Where a run reports each step it completed (the command: a line on stderr)."""
+
+
+def _quiet(_line: str) -> None:
+    pass
 
 
 def lease_key(keys: Keys) -> str:
@@ -85,6 +98,22 @@ def check_growth(current: ShardCounts, users: int, items: int) -> None:
         raise ReshardRefused(
             f"the namespace already has {users} user and {items} item shards: nothing to do"
         )
+
+
+def plan(
+    r: redis.Redis, keys: Keys, users: int | None, items: int | None
+) -> tuple[ShardCounts, int, int]:
+    """The counts a run grows from and its target (a family not given keeps its current
+    count), checked (``ReshardRefused``) before anything is written. A run to the same target
+    that is unfinished grows from the counts it recorded, even once it published them, so a
+    re-run after a kill continues instead of finding nothing to do."""
+    meta: Any = r.hgetall(keys.meta)
+    current = counts_of(meta, keys)
+    users = current.users if users is None else users
+    items = current.items if items is None else items
+    old = resume_from(meta, keys, users, items)
+    check_growth(old, users, items)
+    return old, users, items
 
 
 def new_shards(current: ShardCounts, users: int, items: int) -> list[str]:
@@ -145,20 +174,22 @@ class Run:
         if not script(keys=[lease_key(self.keys), self.keys.meta], args=args, client=self.r):
             raise ReshardBusy("this run lost the reshard lease (paused too long?): re-run it")
 
-    def begin(self, current: ShardCounts, users: int, items: int) -> None:
+    def begin(self, current: ShardCounts, users: int, items: int) -> str | None:
         """Record the target (a run already recorded with another target must be finished
-        first: ``ReshardRefused``) and the counts at ``init``."""
+        first: ``ReshardRefused``, nothing written) and the counts at ``init``; the state of
+        the unfinished run to this target it continues (None: a new run)."""
         got: list[Any] = self.r.hmget(self.keys.meta, ["reshard_target", "reshard_state"])
         recorded, state = (_text(v) for v in got)
         target = f"{users},{items}"
         if recorded == target and state != DONE:
             self.renew()  # a re-run continues where the last one stopped
-            return
+            return state
         if recorded and recorded != target and state != DONE:
             to_users, _, to_items = recorded.partition(",")
             raise ReshardRefused(
                 f"a reshard to {to_users} user and {to_items} item shards is not finished: "
-                "re-run it with those counts first"
+                "re-run it with those counts first (--user-shards "
+                f"{to_users} --item-shards {to_items})"
             )
         self.write_meta(
             {
@@ -169,6 +200,7 @@ class Run:
             },
             {"init_user_shards": current.users, "init_item_shards": current.items},
         )
+        return None
 
     def prepare(self, current: ShardCounts, users: int, items: int) -> list[str]:
         """Create the new shards' streams, groups and inboxes (idempotent); their names."""
@@ -226,16 +258,35 @@ class Run:
         return [s for s in shards if not self.r.exists(self.keys.snapshot(s))]
 
     def wait_seeded(
-        self, old: ShardCounts, users: int, items: int, timeout_s: float, every_s: float = 0.2
+        self,
+        old: ShardCounts,
+        users: int,
+        items: int,
+        timeout_s: float,
+        every_s: float = 0.2,
+        say: Say = _quiet,
     ) -> None:
         """Wait until the workers have applied every marker (each new shard seeded), renewing
-        the lease; ``ReshardRefused`` after ``timeout_s`` (re-run to go on waiting)."""
+        the lease and saying which parent split as it does; ``SeedsLate`` after
+        ``timeout_s`` (the run stays recorded: a re-run goes on waiting)."""
         deadline = time.monotonic() + timeout_s
-        while missing := self.unseeded(old, users, items):
+        told: set[str] = set()
+        while True:
+            missing = self.unseeded(old, users, items)
+            split, waiting = parents_split(old, users, items, missing)
+            for shard in split:
+                if shard not in told:
+                    told.add(shard)
+                    say(f"{shard} split ({len(split)} of {len(split) + len(waiting)} parents)")
+            if not missing:
+                return
             if time.monotonic() >= deadline:
-                raise ReshardRefused(
-                    f"the workers have not seeded {', '.join(missing)} within {timeout_s:g} s "
-                    "(are workers running?): re-run the same command to go on waiting"
+                raise SeedsLate(
+                    f"the workers have not applied the split marker of {' '.join(waiting)} "
+                    f"within {timeout_s:g} s (no seed yet for {' '.join(missing)}; are workers "
+                    "of this version running and owning them? `eventfleet status` shows the "
+                    "shards' owners and lag): the run stays recorded and nothing was "
+                    "published; re-run the same command to go on waiting"
                 )
             self.renew()
             time.sleep(every_s)
@@ -244,21 +295,74 @@ class Run:
         self.write_meta({"reshard_state": DONE})
 
 
-def grow(run: Run, users: int, items: int, wait_s: float) -> ShardCounts:
+def parents_split(
+    old: ShardCounts, users: int, items: int, unseeded: list[str]
+) -> tuple[list[str], list[str]]:
+    """The old shards of the growing families that have split (no child of theirs in
+    ``unseeded``) and those still waited for."""
+    missing = set(unseeded)
+    split: list[str] = []
+    waiting: list[str] = []
+    for shard in old.all_shards():
+        before, after = (old.users, users) if shard[0] == "u" else (old.items, items)
+        kids = children(shard, before, after)[1:]
+        if kids:
+            (waiting if missing.intersection(kids) else split).append(shard)
+    return split, waiting
+
+
+@dataclass
+class Grown:
+    """What a run did: the counts it grew from, the target, the new shards, the shards a
+    marker was appended to by this run, and the state of the run it continued (None: new)."""
+
+    old: ShardCounts
+    users: int
+    items: int
+    created: list[str] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)
+    continued: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "from": f"{self.old.users},{self.old.items}",
+            "target": f"{self.users},{self.items}",
+            "state": DONE,
+            "continued": self.continued,
+            "new_shards": self.created,
+            "markers_appended": self.marked,
+        }
+
+
+def grow(run: Run, users: int, items: int, wait_s: float, say: Say = _quiet) -> Grown:
     """Every step of a reshard to ``users`` and ``items`` under ``run`` (its lease taken),
     each idempotent, so a re-run after a kill continues: record, create the new shards,
-    append the markers, wait for the seeds (every parent split), publish the counts, done.
-    Returns the counts it grew from. Not reachable from the command until the workers apply
-    markers."""
-    old = resume_from(run.r.hgetall(run.keys.meta), run.keys, users, items)
-    check_growth(old, users, items)
-    run.begin(old, users, items)
-    run.prepare(old, users, items)
-    run.mark(old, users, items)
-    run.wait_seeded(old, users, items, wait_s)
+    append the markers, wait up to ``wait_s`` for the seeds (every parent split: ``SeedsLate``
+    otherwise), publish the counts, done. ``say`` hears each step as it completes."""
+    old, users, items = plan(run.r, run.keys, users, items)
+    done = Grown(old, users, items)
+    done.continued = run.begin(old, users, items)
+    route = f"{old.users},{old.items} -> {users},{items} (users,items)"
+    say(
+        f"recorded {route}"
+        if done.continued is None
+        else f"continuing the run {route}, left {done.continued}"
+    )
+    done.created = run.prepare(old, users, items)
+    say(f"new shards made: {' '.join(done.created)}")
+    done.marked = run.mark(old, users, items)
+    held = len(old.all_shards()) - len(done.marked)
+    say(
+        f"split markers appended: {' '.join(done.marked) or '-'}"
+        + (f" ({held} held one or had split already)" if held else "")
+    )
+    run.wait_seeded(old, users, items, wait_s, say=say)
+    say("every parent split: every new shard seeded")
     run.publish(users, items)
+    say(f"counts published: {users} user and {items} item shards")
     run.finish()
-    return old
+    say("done")
+    return done
 
 
 def _text(value: Any) -> str:
