@@ -1,7 +1,9 @@
 """`eventfleet bench --quick`: a smoke run so the benchmark never rots.
 
 No thresholds: the machine running the tests is shared and its speed is not ours to assert.
-It checks that one run measures every figure and that each is a positive number.
+It checks that one run measures every figure and that each is a positive number; that the
+online resharding scenario (n) grows a loaded namespace with every order decided once and no
+push refused; and how n reads its pushes and outcome times.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from eventfleet.bench.reshard import WINDOW_S, Push, longest_unaccepted, per_window
 from eventfleet.bench.suite import FIGURES
 from tests.helpers import cli_process
 
@@ -40,3 +43,39 @@ def test_bench_refuses_an_unknown_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "--only" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.timeout(240)
+def test_reshard_scenario_grows_a_loaded_namespace_without_refusing_a_push(
+    tmp_path: Path,
+) -> None:
+    """Scenario n alone: 4+4 -> 8+8 under worker processes and two producers; the bench
+    itself fails unless every order published has exactly one outcome."""
+    out = tmp_path / "bench.json"
+    proc = cli_process("bench", "--quick", "--only", "n", "--json", "--out", str(out), timeout=200)
+    doc = json.loads(proc.stdout)
+    n = doc["scenarios"]["n"]
+    assert (n["from"], n["to"], n["refused_pushes"]) == ("4+4", "8+8", 0), n["refused"]
+    assert n["orders"] > 0 and n["pushes"] > 0
+    assert n["windows_during_per_s"], "throughput windows during the reshard"
+    keys = sorted(f.key for f in FIGURES if f.scenario == "n")
+    assert sorted(k for k in doc["figures"] if k.startswith("n.")) == keys
+    assert all(doc["figures"][k] > 0 for k in keys), doc["figures"]
+
+
+def test_a_refused_push_leaves_its_shards_without_writes_until_the_next_one_is_accepted() -> None:
+    pushes = [
+        Push(0.0, 0.01, frozenset({"u0", "u1"}), True),
+        Push(1.0, 1.02, frozenset({"u0", "u1"}), False),
+        Push(1.5, 1.51, frozenset({"u1"}), True),
+        Push(2.0, 2.03, frozenset({"u0"}), True),
+        Push(9.0, 9.5, frozenset({"u2"}), True),
+    ]
+    got = longest_unaccepted(pushes, 0.5, 5.0)
+    assert {s: round(v, 3) for s, v in got.items()} == {"u0": 1.03, "u1": 0.51}
+    assert longest_unaccepted(pushes, 5.0, 10.0) == {"u2": 0.5}
+
+
+def test_throughput_windows_count_whole_windows_only() -> None:
+    times = [10.1, 10.2, 10.6, 11.4, 11.6]
+    assert per_window(times, 10.0, 11.7) == [2 / WINDOW_S, 1 / WINDOW_S, 1 / WINDOW_S]

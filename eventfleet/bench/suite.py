@@ -33,7 +33,10 @@ m. the read model's memory per user, item and order (``MEMORY USAGE`` of the mod
 o. calm scaling: each moved shard's time without an owner when 2 workers scale to 4 and
    back under a paced load, single Redis and 3-master cluster (``eventfleet.bench.handover``);
 w. the HTTP API (``eventfleet api``, one process) against ``eventfleet.aio.Client`` on the same
-   machine: top-ups and orders with ``wait``, requests/s, p50 and p99 (``eventfleet.bench.api``).
+   machine: top-ups and orders with ``wait``, requests/s, p50 and p99 (``eventfleet.bench.api``);
+n. online resharding 4+4 -> 8+8 under two workers and a paced load: the longest time a shard
+   accepted no writes, the longest wait of an order for its owner, the lowest throughput
+   window, each during the reshard against before it (``eventfleet.bench.reshard``).
 """
 
 from __future__ import annotations
@@ -51,12 +54,13 @@ from eventfleet.bench import exporter as bench_exporter
 from eventfleet.bench import failover as bench_failover
 from eventfleet.bench import handover as bench_handover
 from eventfleet.bench import orders as bench_orders
+from eventfleet.bench import reshard as bench_reshard
 from eventfleet.bench import runs as bench_runs
 from eventfleet.bench import snapshot as bench_snapshot
 from eventfleet.bench import standby as bench_standby
 from eventfleet.bench.env import BenchEnv, Say, load, machine_info
 
-SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m", "o", "w")
+SCENARIOS = ("a", "b", "c", "d", "k", "g", "h", "s", "i", "j", "x", "p", "r", "m", "o", "w", "n")
 """Runnable groups; ``b`` also runs e and f on its data."""
 FORMAT = 1
 
@@ -187,6 +191,14 @@ FIGURES: tuple[Figure, ...] = (
     Figure("w.oclient", "client orders wait=5", "req/s", "w", "client_order_per_s"),
     Figure("w.ocp99", "client order wait=5 p99", "ms", "w", "client_order_p99_ms"),
     Figure("w.cpu", "API CPU per request", "ms", "w", "api_cpu_ms_per_request"),
+    Figure("n.gap", "a shard took no writes, resharding", "ms", "n", "gap_during_ms"),
+    Figure("n.gap0", "a shard took no writes, before", "ms", "n", "gap_before_ms"),
+    Figure("n.wait", "order waits for owner, resharding", "ms", "n", "wait_during_ms"),
+    Figure("n.wait0", "order waits for owner, before", "ms", "n", "wait_before_ms"),
+    Figure("n.low", "orders decided, lowest window", "orders/s", "n", "lowest_during_per_s"),
+    Figure("n.med", "orders decided, median before", "orders/s", "n", "median_before_per_s"),
+    Figure("n.dip", "lowest window / median before", "ratio", "n", "dip_ratio"),
+    Figure("n.s", "reshard 4+4 -> 8+8, all steps", "s", "n", "reshard_s"),
 )
 
 
@@ -296,6 +308,13 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
             "HTTP API against the asyncio client",
             lambda: bench_api.http_vs_client(
                 env, 1_000 if quick else 20_000, 200 if quick else 4_000
+            ),
+        )
+        step(
+            "n",
+            "online resharding under load",
+            lambda: bench_reshard.reshard_under_load(
+                env, 400.0 if quick else 2000.0, 3.0 if quick else 10.0, 3.0 if quick else 10.0
             ),
         )
     scen["ratios"] = ratios(scen)

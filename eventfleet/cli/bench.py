@@ -22,11 +22,11 @@ from eventfleet.cli.context import EXIT_FAILED, UserError, dev_tool
 )
 @click.option(
     "--only",
-    default="a,b,c,d,k,g,h,s,i,j,x,p,r,m,o,w",
+    default="a,b,c,d,k,g,h,s,i,j,x,p,r,m,o,w,n",
     show_default=True,
     help="scenarios to run, comma-separated (b also runs e and f; p: client publish, "
     "r: client read latency against the fold, m: read model memory, o: calm scaling, "
-    "w: the HTTP API against the asyncio client)",
+    "w: the HTTP API against the asyncio client, n: online resharding under load)",
 )
 @click.option(
     "--appendfsync",
