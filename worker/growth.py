@@ -71,5 +71,11 @@ class Growth:
 
     def born(self, shard: str) -> bool:
         """Whether ``shard`` was born of a split (not there at ``init``)."""
-        fam, index = parse_shard(shard)
-        return index >= (self.init.users if fam == "u" else self.init.items)
+        return born_of_split(shard, self.init)
+
+
+def born_of_split(shard: str, init: ShardCounts) -> bool:
+    """Whether ``shard`` was born of a split: its index is at or above its family's count at
+    ``init``, so its state starts from the seed its parent's owner writes, never empty."""
+    fam, index = parse_shard(shard)
+    return index >= (init.users if fam == "u" else init.items)

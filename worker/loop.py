@@ -129,7 +129,8 @@ class Worker:
                     self.writes.settle()  # no snapshot or hand-over with a write in flight
                     own.maintain()
                     self.conn.refresh_producers()
-                    self.standbys.retarget(own.members, (o.name for o in own.held()))
+                    held = (o.name for o in own.held())
+                    self.standbys.retarget(own.members, held, own.growth.shards)
                 own.drop_overdue()
                 if own.stopping:
                     break

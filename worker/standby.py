@@ -10,6 +10,11 @@ acked only once every reply of its effects is a success: docs/DESIGN-DECISIONS.m
 28), so starting a takeover from the warm copy loses nothing, and the takeover replays and
 re-emits the rest as usual (``eventfleet.worker.takeover``).
 
+The shards stood by for follow the namespace's growth (``retarget`` gets the ownership pass's
+shard list, ``eventfleet.worker.growth``), and a shard born of a split is stood by only once
+its seed exists: a copy started empty would fold the forwarded entries onto nothing, and a
+takeover would start from it instead of the seed.
+
 Memory: one extra ``ShardState`` per shard a worker stands by for, the size of its owner's
 copy (with one standby and N workers, about 1/N of the fleet's state per worker). A standby
 that falls behind (a slow worker, a burst) reads ``EVENTFLEET_BATCH_SIZE`` entries per shard
@@ -37,6 +42,7 @@ from eventfleet.store.settings import Settings
 from eventfleet.store.shardreads import load_snapshot
 from eventfleet.worker.assignment import weight
 from eventfleet.worker.conn import Conn
+from eventfleet.worker.growth import born_of_split
 
 log = structlog.get_logger("eventfleet.standby")
 
@@ -77,6 +83,8 @@ class Standbys:
         self._counts = counts
         self._all = counts.all_shards()
         self._wanted: set[str] = set()
+        self._unseeded: set[str] = set()
+        """Born of a split, wanted, and found without a seed since the last ``retarget``."""
         self._warm: dict[str, ShardState] = {}
         self.splits = True
         """Fold as the owner does: split markers apply, forwarded entries on their path
@@ -89,10 +97,18 @@ class Standbys:
         """The shards with a warm copy now."""
         return sorted(self._warm)
 
-    def retarget(self, members: list[str], owned: Iterable[str]) -> None:
-        """Stand by for the shards this worker ranks next for, except those it owns."""
+    def retarget(
+        self, members: list[str], owned: Iterable[str], shards: Iterable[str] | None = None
+    ) -> None:
+        """Stand by for the shards this worker ranks next for, except those it owns.
+        ``shards``: the namespace's shards as the ownership pass read them (a growth adds
+        some; None: as before). A shard born of a split found without its seed is looked
+        at again after the next call, not at every tail."""
         if not self._k:
             return
+        if shards is not None:
+            self._all = list(shards)
+        self._unseeded.clear()
         self._wanted = standby_shards(self._all, members, self._wid, self._k) - set(owned)
         for s in [s for s in self._warm if s not in self._wanted]:
             self._drop(s)
@@ -124,7 +140,7 @@ class Standbys:
         self.next_tail = time.monotonic() + (TAIL_BUSY_S if busy else TAIL_S)
         budget = max(1, self._batch // BUSY_SHARE) if busy else self._batch  # events per shard
         t0 = time.monotonic()
-        for s in sorted(self._wanted - set(self._warm)):
+        for s in sorted(self._wanted - set(self._warm) - self._unseeded):
             self._restore(s)
             if busy or time.monotonic() - t0 >= RESTORE_BUDGET_S:
                 break  # the rest at the next tails
@@ -168,6 +184,9 @@ class Standbys:
             return  # the next tail tries again
         except Exception as exc:  # an unreadable snapshot: the takeover will say so
             log.warning("standby_dropped", shard=shard, error=f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if state is None and born_of_split(shard, self._counts):
+            self._unseeded.add(shard)  # its parent has not split yet: no copy from nothing
             return
         self._warm[shard] = state if state is not None else ShardState(shard)
         log.info("standby_started", shard=shard, last_id=self._warm[shard].last_id)
