@@ -1,11 +1,13 @@
 """``eventfleet reshard --user-shards N --item-shards M`` as a process of its own, growing a
-live namespace (docs/DESIGN-DECISIONS.md section 35, docs/SCALING.md section 7) under workers
-while two producers publish (one never re-reads the counts, one learns them): its progress
-lines and ``--json`` result; SIGKILLed once its markers are appended, refused while the killed
-run's lease holds, then re-run to completion with no marker twice; a second run while one
-holds the lease refused (exit 1), the first stopped by SIGTERM letting its lease go;
-``eventfleet status`` showing the run's progress meanwhile. Every event applied once, on the
-shard the new counts give it (tests/test_reshard_grow.py: ``settled``)."""
+live namespace (docs/DESIGN-DECISIONS.md section 35, docs/SCALING.md section 7) the way we
+ship it: the redis-server with the shipped ACL file, the command as the admin user, worker
+processes as the worker user, two producers as the producer user publishing meanwhile (one
+never re-reads the counts, one learns them). Its progress lines and ``--json`` result;
+SIGKILLed once its markers are appended, refused while the killed run's lease holds, then
+re-run to completion with no marker twice; a second run while one holds the lease refused
+(exit 1), the first stopped by SIGTERM letting its lease go; ``eventfleet status`` showing the
+run's progress meanwhile. Every event applied once, on the shard the new counts give it
+(tests/test_reshard_grow.py: ``settled``), and ``verify`` clean."""
 
 from __future__ import annotations
 
@@ -17,27 +19,82 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import redis
-
+from eventfleet.ledger.events import AddItem
 from eventfleet.ledger.shards import ShardCounts
+from eventfleet.local.fleet import LocalFleet
 from eventfleet.ops.reshard_online import lease_key
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import read_counts
-from tests.helpers import cli, cli_json, cli_process, wait_for
-from tests.test_reshard_grow import Publishing, one_marker_each, settled, stocked
-from tests.test_split_worker import running_worker
+from tests.acl_stack import AclStack
+from tests.helpers import wait_for
+from tests.secure_redis import connect
+from tests.test_reshard_grow import ITEMS, Publishing, one_marker_each, settled
 
 PACE_S = 0.05
 """Between the producers' rounds: the fleet stops for a while in some tests."""
+KEYS = Keys("eventfleet")
 
 
-@contextlib.contextmanager
-def workers(r: redis.Redis, namespace: str) -> Iterator[None]:
-    """The namespace's workers, stopped (drained) on the way out."""
-    with running_worker(r, namespace):
-        yield
+class Shipped:
+    """The namespace at 2 + 2 shards with ``ITEMS`` in stock, as the shipped users make it:
+    ``root`` for the test's checks, ``producer`` for the producers."""
+
+    def __init__(self, port: int, tmp: Path, fleets: list[LocalFleet]) -> None:
+        self.stack = AclStack(port, tmp, fleets)
+        self.stack.init("--user-shards", "2", "--item-shards", "2")
+        self.root = connect(port, "root", decode_responses=False)
+        self.producer = self.stack.client("producer")
+        Producer(self.producer, KEYS, ShardCounts(2, 2)).publish(
+            [AddItem(item_id=i, count=10**6, price=1) for i in ITEMS]
+        )
+
+    def publishing(self) -> Publishing:
+        return Publishing(self.producer, KEYS, read_counts(self.root, KEYS), PACE_S)
+
+    def workers(self) -> LocalFleet:
+        """Two worker processes, once they own every shard."""
+        fleet = self.stack.workers(2)
+        shards = read_counts(self.root, KEYS).all_shards()
+        wait_for(
+            lambda: self.root.exists(*(KEYS.lease(s) for s in shards)) == len(shards),
+            60,
+            "the workers owning every shard",
+        )
+        return fleet
+
+    def stop_workers(self) -> None:
+        fleet = self.stack.fleet
+        assert fleet is not None
+        for w in fleet.live():
+            assert fleet.terminate(w, timeout=60) == 0
+
+    def reshard(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``eventfleet reshard <args>`` as a process, logged in as the admin user (a wait
+        shorter than the default: a fleet that never seeds fails the test sooner)."""
+        return subprocess.run(
+            [sys.executable, "-m", "eventfleet", "reshard", "--wait", "120", *args],
+            env=self.stack.env["admin"],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+
+    def command(self, *args: str) -> Command:
+        return Command(self.stack.env["admin"], "reshard", *args)
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.stack.ok("admin", "status", "--json"))
+        return doc
+
+    def verified(self) -> None:
+        self.stack.idle()
+        doc = self.stack.verify()
+        assert doc["ok"], doc
 
 
 class Command:
@@ -86,12 +143,14 @@ class Command:
 
 
 def test_the_command_grows_a_live_namespace(
-    r: redis.Redis, namespace: str, env: dict[str, str]
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
-    keys = stocked(r, namespace)
-    with workers(r, namespace), Publishing(r, keys, read_counts(r, keys), PACE_S) as pub:
-        wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
-        res = cli_process("reshard", "--user-shards", "4", "--item-shards", "4", "--json", env=env)
+    ns = Shipped(port, tmp_path, fleet_factory)
+    ns.workers()
+    with ns.publishing() as pub:
+        wait_for(lambda: pub.rounds >= 2, 60, "producers publishing")
+        res = ns.reshard("--user-shards", "4", "--item-shards", "4", "--json")
+        assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout) == {
             "from": "2,2",
             "target": "4,4",
@@ -100,94 +159,95 @@ def test_the_command_grows_a_live_namespace(
             "new_shards": ["u2", "u3", "i2", "i3"],
             "markers_appended": ["u0", "u1", "i0", "i1"],
         }
-        steps = [line.removeprefix("reshard: ") for line in res.stderr.splitlines()]
+        steps = [
+            line.removeprefix("reshard: ")
+            for line in res.stderr.splitlines()
+            if line.startswith("reshard: ")
+        ]
         assert steps[:3] == [
             "recorded 2,2 -> 4,4 (users,items)",
             "new shards made: u2 u3 i2 i3",
             "split markers appended: u0 u1 i0 i1",
         ], res.stderr
-        assert sorted(s.partition(" ")[0] for s in steps if " split (" in s) == [
-            "i0",
-            "i1",
-            "u0",
-            "u1",
-        ]
+        split = sorted(s.partition(" ")[0] for s in steps if " split (" in s)
+        assert split == ["i0", "i1", "u0", "u1"], steps
         assert steps[-3:] == [
             "every parent split: every new shard seeded",
             "counts published: 4 user and 4 item shards",
             "done",
         ]
-        assert read_counts(r, keys).users == 4 and not r.exists(lease_key(keys))
+        assert read_counts(ns.root, KEYS).users == 4 and not ns.root.exists(lease_key(KEYS))
         at = pub.rounds
-        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 30, "more")
+        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 60, "more")
         pub.halt()
-        settled(r, keys, pub, ShardCounts(4, 4))
-    one_marker_each(r, keys, 4, 4)
-    assert cli_json("status", "--json", env=env)["reshard"]["state"] == "done"
-    res = cli("reshard", "--user-shards", "4", "--item-shards", "4", env=env, check=False)
+        settled(ns.root, KEYS, pub, ShardCounts(4, 4))
+    one_marker_each(ns.root, KEYS, 4, 4)
+    assert ns.status()["reshard"]["state"] == "done"
+    ns.verified()
+    res = ns.reshard("--user-shards", "4", "--item-shards", "4")
     assert res.returncode == 2 and "nothing to do" in res.stderr
 
 
 def test_a_run_killed_after_its_markers_is_re_run_to_completion(
-    r: redis.Redis, namespace: str, env: dict[str, str]
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
     """The fleet stopped, the producers going on: the command appends its markers and waits;
     SIGKILLed there, its lease holds (a re-run refused, exit 1) until it lapses, and `status`
     shows every parent waited for; with the fleet back, a re-run continues and completes."""
-    keys = stocked(r, namespace)
-    with Publishing(r, keys, read_counts(r, keys), PACE_S) as pub:
-        with workers(r, namespace):
-            wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
-        killed = Command(env, "reshard", "--user-shards", "8", "--item-shards", "4")
+    ns = Shipped(port, tmp_path, fleet_factory)
+    ns.workers()
+    with ns.publishing() as pub:
+        wait_for(lambda: pub.rounds >= 2, 60, "producers publishing")
+        ns.stop_workers()
+        killed = ns.command("--user-shards", "8", "--item-shards", "4")
         killed.until("split markers appended: u0 u1 i0 i1")
         assert killed.end(signal.SIGKILL) == -signal.SIGKILL
-        meta = r.hgetall(keys.meta)
+        meta = ns.root.hgetall(KEYS.meta)
         assert (meta[b"reshard_state"], meta[b"user_shards"]) == (b"marked", b"2")
-        shown = cli_json("status", "--json", env=env)["reshard"]
-        assert shown == {
+        assert ns.status()["reshard"] == {
             "target": "8,4",
             "from": "2,2",
             "state": "marked",
             "split": [],
             "waiting": ["u0", "u1", "i0", "i1"],
         }
-        assert "reshard 2,2 -> 8,4 (users,items): marked; split: -; waiting: u0 u1 i0 i1" in (
-            cli("status", env=env).stdout
-        )
-        res = cli_process(
-            "reshard", "--user-shards", "8", "--item-shards", "4", env=env, check=False
-        )
+        shown = ns.stack.ok("admin", "status")
+        assert "reshard 2,2 -> 8,4 (users,items): marked; split: -; waiting: u0 u1 i0 i1" in shown
+        res = ns.reshard("--user-shards", "8", "--item-shards", "4")
         assert res.returncode == 1 and "holds the lease" in res.stderr, res.stderr
-        assert 0 < r.pttl(lease_key(keys)) <= 30_000
-        r.delete(lease_key(keys))  # it lapsed (30 s at most)
-        with workers(r, namespace):
-            res = cli_process("reshard", "--user-shards", "8", "--item-shards", "4", env=env)
-            assert "continuing the run 2,2 -> 8,4 (users,items), left marked" in res.stderr
-            assert "split markers appended: - (4 held one or had split already)" in res.stderr
-            assert read_counts(r, keys) == ShardCounts(8, 4)
-            at = pub.rounds
-            wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 8, 30, "more")
-            pub.halt()
-            settled(r, keys, pub, ShardCounts(8, 4))
-    one_marker_each(r, keys, 8, 4)
+        assert 0 < ns.root.pttl(lease_key(KEYS)) <= 30_000
+        ns.root.delete(lease_key(KEYS))  # it lapsed (30 s at most)
+        ns.workers()
+        res = ns.reshard("--user-shards", "8", "--item-shards", "4")
+        assert res.returncode == 0, res.stderr
+        assert "continuing the run 2,2 -> 8,4 (users,items), left marked" in res.stderr
+        assert "split markers appended: - (4 held one or had split already)" in res.stderr
+        assert read_counts(ns.root, KEYS) == ShardCounts(8, 4)
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 8, 60, "more")
+        pub.halt()
+        settled(ns.root, KEYS, pub, ShardCounts(8, 4))
+    one_marker_each(ns.root, KEYS, 8, 4)
+    ns.verified()
 
 
 def test_a_second_run_is_refused_and_a_sigterm_lets_the_lease_go(
-    r: redis.Redis, namespace: str, env: dict[str, str]
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
     """No fleet: the first run waits for its seeds; a second run exits 1 naming the lease;
     SIGTERM stops the first (exit 1, the run left to a re-run, its lease let go); with the
     fleet up, a re-run completes."""
-    keys = stocked(r, namespace)
-    first = Command(env, "reshard", "--user-shards", "4")
+    ns = Shipped(port, tmp_path, fleet_factory)
+    first = ns.command("--user-shards", "4")
     first.until("split markers appended")
-    second = cli_process("reshard", "--user-shards", "4", env=env, check=False)
+    second = ns.reshard("--user-shards", "4")
     assert second.returncode == 1 and "another reshard run holds the lease" in second.stderr
     assert first.end(signal.SIGTERM) == 1
     assert any("stopped by SIGTERM" in line for line in first.seen), first.seen
-    assert not r.exists(lease_key(keys))
-    assert read_counts(r, keys) == ShardCounts(2, 2)
-    with workers(r, namespace), Publishing(r, keys, read_counts(r, keys), PACE_S) as pub:
-        cli_process("reshard", "--user-shards", "4", env=env)
+    assert not ns.root.exists(lease_key(KEYS))
+    assert read_counts(ns.root, KEYS) == ShardCounts(2, 2)
+    ns.workers()
+    with ns.publishing() as pub:
+        assert ns.reshard("--user-shards", "4").returncode == 0
         pub.halt()
-        settled(r, keys, pub, ShardCounts(4, 2))
+        settled(ns.root, KEYS, pub, ShardCounts(4, 2))
