@@ -119,6 +119,7 @@ FILES = {
     "test_bounded_dedup.py": "fleet",
     "test_chaos.py": "fleet",
     "test_cluster_failover.py": "fleet",
+    "test_reshard_cluster.py": "fleet",
     "test_docs_commands.py": "fleet",
     "test_exporter.py": "fleet",
     "test_fast_failover.py": "fleet",
@@ -220,7 +221,7 @@ def tier_of(item: pytest.Item) -> str:
 
 
 COST_S = {
-    "test_bench.py": 180,
+    "test_bench.py": 210,
     "test_cluster.py": 130,
     "test_chaos.py": 70,
     "test_restart_shipped.py": 65,
@@ -231,6 +232,7 @@ COST_S = {
     "test_cluster_acl.py": 35,
     "test_static_membership.py": 30,
     "test_cluster_failover.py": 25,
+    "test_reshard_cluster.py": 25,
     "test_api_chaos.py": 25,
     "test_standby.py": 25,
     "test_up.py": 20,
