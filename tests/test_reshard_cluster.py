@@ -32,20 +32,10 @@ from eventfleet.store.settings import Settings
 from tests.fleet_utils import FAST
 from tests.helpers import cli_process, wait_for
 from tests.test_reshard_grow import ITEMS, Publishing, settled
+from tests.test_restart_shipped import NS, env_of
 
-NS = "eventfleet"
 KEYS = Keys(NS)
 INIT, GROWN = ShardCounts(2, 2), ShardCounts(8, 4)
-
-
-def env_of(url: str, logins: Logins, role: str) -> dict[str, str]:
-    return {
-        "REDIS_URL": url,
-        "EVENTFLEET_NAMESPACE": NS,
-        "EVENTFLEET_LOG_FORMAT": "json",
-        "EVENTFLEET_METRICS_PORT": "0",
-        **logins.env(role),
-    }
 
 
 def login(url: str, logins: Logins, role: str) -> redis.Redis:
