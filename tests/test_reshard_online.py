@@ -6,6 +6,8 @@ against the session's Redis without workers. Under workers: tests/test_reshard_c
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 
@@ -94,6 +96,29 @@ def test_the_command_times_out_with_the_run_recorded_and_refuses_another_target(
     res = cli("reshard", "--user-shards", "4", "--wait", "0", env=env, check=False)
     assert res.returncode == 1 and "continuing the run 2,2 -> 4,2" in res.stderr, res.stderr
     assert "split markers appended: - (4 held one" in res.stderr  # none twice
+
+
+def test_a_run_killed_after_publishing_is_finished_by_a_re_run(
+    r: redis.Redis, env: dict[str, str], namespace: str
+) -> None:
+    """Killed between publishing the counts and recording the run done: a re-run of the same
+    command grows from the counts the run recorded (not the published ones, which would leave
+    nothing to do), finds every marker and seed there, and records the run done."""
+    cli("init", "--user-shards", "2", "--item-shards", "2", env=env)
+    keys = Keys(namespace)
+    assert cli("reshard", "--user-shards", "4", "--wait", "0", env=env, check=False).returncode
+    for child in ("u2", "u3"):
+        r.set(keys.snapshot(child), "{}")  # as the parents' owners seed them
+    killed = Run(r, keys)
+    killed.take()
+    killed.publish(4, 2)
+    r.delete(lease_key(keys))  # killed; its lease lapsed
+    res = cli("reshard", "--user-shards", "4", "--json", env=env)
+    assert "continuing the run 2,2 -> 4,2 (users,items), left published" in res.stderr
+    assert json.loads(res.stdout)["from"] == "2,2"
+    assert r.hget(keys.meta, "reshard_state") == b"done"
+    res = cli("reshard", "--user-shards", "4", env=env, check=False)
+    assert res.returncode == 2 and "nothing to do" in res.stderr
 
 
 def test_two_runs_never_both_proceed_and_a_superseded_one_writes_nothing(
