@@ -5,7 +5,8 @@ clean, each shard created by growth folded from the seed its parent's fold gives
 seed, a forward missing from a child's log and a forward written twice are found; a parent
 trimmed past its marker leaves its children unchecked, not reported; a live fleet's forwards
 in flight are no finding; a run not yet published is verified with its new shards; ``state``
-of every parent and child equals the worker's read model, and the commands agree;
+of every parent and child equals the worker's read model, and the commands agree, ``state
+all`` before the counts are published included;
 ``verify --archive`` folds across the splits, an archive begun before them included."""
 
 from __future__ import annotations
@@ -339,3 +340,37 @@ def test_state_reads_a_moved_key_from_its_child_before_the_counts_are_published(
             want = field(item_shard(item, target), f"i:{item}")
             doc = cli_json("state", "item", item, "--json", env=env)["item"]
             assert want is not None and str(doc["remain"]) == want.decode().split()[0], item
+
+
+def test_state_all_lists_a_moved_key_from_its_child_before_the_counts_are_published(
+    r: redis.Redis, namespace: str, env: dict[str, str]
+) -> None:
+    """Every parent split, the counts not published yet: ``state all`` reads the seeded new
+    shards too and lists every user and item once, as the shard that holds it now has it in
+    its read model (the published counts alone would miss every moved key: its parent
+    dropped it at the marker), and every order's outcome, the children's included."""
+    from eventfleet.ledger.shards import item_shard, user_shard
+    from tests.helpers import cli_json
+    from tests.test_split_worker import outcomes
+
+    target = ShardCounts(4, 4)
+    with split_not_published(r, namespace) as keys:
+
+        def field(shard: str, name: str) -> Any:
+            return r.hget(keys.model(shard), name)
+
+        wait_for(
+            lambda: all(field(user_shard(u, target), f"b:{u}") is not None for u in USERS),
+            30,
+            "the children's models",
+        )
+        doc = cli_json("state", "all", "--json", env=env)
+        assert doc["users"] == {
+            str(u): {"balance": int(field(user_shard(u, target), f"b:{u}"))} for u in USERS
+        }
+        assert {i: str(it["remain"]) for i, it in doc["items"].items()} == {
+            i: field(item_shard(i, target), f"i:{i}").decode().split()[0] for i in ITEMS
+        }
+        decided = outcomes(r, keys, [f"u{n}" for n in range(4)])
+        assert sorted(doc["orders"]) == sorted({o.order_id for o in decided})
+        assert any(user_shard(o.user_id, target) in ("u2", "u3") for o in decided)

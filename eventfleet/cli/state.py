@@ -119,15 +119,18 @@ def state_order(
 @common
 @json_option
 def state_all_cmd(redis_url: str | None, namespace: str | None, as_json: bool) -> None:
-    """Every user's balance, every item's stock and every order's outcome."""
+    """Every user's balance, every item's stock and every order's outcome (while an online
+    reshard runs, each key from the shard that holds it now)."""
     from eventfleet.cli.progress import bar
     from eventfleet.ops.reader import state_all
+    from eventfleet.ops.reshard_progress import holders
 
     c = ctx_of(redis_url, namespace)
     with user_errors(c.settings):
         counts = c.counts()
-        with bar("reading shards (snapshot + tail replay)", len(counts.all_shards())) as advance:
-            doc = state_all(c.redis, c.keys, counts, on_shard=advance)
+        held = holders(c.redis, c.keys, counts)  # a running reshard's seeded shards too
+        with bar("reading shards (snapshot + tail replay)", len(held.shards)) as advance:
+            doc = state_all(c.redis, c.keys, counts, on_shard=advance, held=held)
     for line in doc.get("damaged", []):
         _warn(line)
     if as_json:

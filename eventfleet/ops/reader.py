@@ -16,6 +16,7 @@ from eventfleet.ledger.events import OrderOutcome
 from eventfleet.ledger.rules import StepResult
 from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.ledger.state import ShardState
+from eventfleet.ops.reshard_progress import Holders, holders
 from eventfleet.store import ids
 from eventfleet.store.fold import BATCH, fold, fold_entry
 from eventfleet.store.keys import Keys
@@ -75,15 +76,24 @@ def fold_counts(r: redis.Redis, keys: Keys, counts: ShardCounts) -> tuple[ShardC
     return init_counts_of(meta, keys), True
 
 
-def fold_inbox(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts, st: ShardState) -> int:
+def fold_inbox(
+    r: redis.Redis,
+    keys: Keys,
+    shard: str,
+    counts: ShardCounts,
+    st: ShardState,
+    splits: bool = False,
+) -> int:
     """Fold what waits in the shard's inbox into ``st`` after its log, in order, as the owner
     will when it moves it (marked as from the inbox); return how many. ``st.last_id`` stays
-    the log's. A read tool's view: entries the owner moves meanwhile may be missed."""
+    the log's. A read tool's view: entries the owner moves meanwhile may be missed, and one a
+    split parent will forward (a stale router's, for a key a child took) is not seen in the
+    child. ``splits``: as ``fold_stream``."""
     last, n, start = st.last_id, 0, 1
     while True:
         chunk: Any = r.lrange(keys.inbox(shard), start, start + BATCH - 1)
         for entry in chunk:  # split and folded as the owner's move and fold will
-            n += fold_entry(st, last, entry, True, counts, False)
+            n += fold_entry(st, last, entry, True, counts, False, splits=splits)
         start += len(chunk)
         if len(chunk) < BATCH:
             break
@@ -104,7 +114,7 @@ def current(r: redis.Redis, keys: Keys, shard: str, counts: ShardCounts) -> Fold
     snap = start.state
     state = snap if snap is not None else ShardState(shard)
     tail = fold_stream(r, keys, shard, counts, state, splits=splits)
-    tail += fold_inbox(r, keys, shard, counts, state)
+    tail += fold_inbox(r, keys, shard, counts, state, splits)
     damaged = (
         f"shard {shard}: its snapshot does not decode ({start.error}); read from its "
         f"{start.rebuilt_from} instead"
@@ -187,13 +197,21 @@ def state_all(
     keys: Keys,
     counts: ShardCounts,
     on_shard: Callable[[int], None] | None = None,
+    held: Holders | None = None,
 ) -> dict[str, Any]:
-    """``on_shard(1)`` is called as each shard is read (a progress bar's advance)."""
+    """Every balance, item and order outcome. While an online reshard runs, the new shards
+    already seeded are read too, and each key is listed from the shard that holds it now
+    (``reshard_progress.Holders``): before the counts are published a key that moved is in
+    its child, not in the parent the published counts name. ``on_shard(1)`` is called as
+    each shard is read (a progress bar's advance over ``held.shards``, which ``holders``
+    gives when not passed)."""
+    if held is None:
+        held = holders(r, keys, counts)
     users: dict[str, Any] = {}
     items: dict[str, Any] = {}
     orders: dict[tuple[int, str], dict[str, Any]] = {}
     damaged: list[str] = []
-    for shard in counts.all_shards():
+    for shard in held.shards:
         folded = current(r, keys, shard, counts)
         st = folded.state
         if folded.damaged:
@@ -201,9 +219,11 @@ def state_all(
         if on_shard is not None:
             on_shard(1)
         for uid in sorted(st.balances):
-            users[str(uid)] = {"balance": st.balances[uid]}
+            if held.of_user(uid) == shard:
+                users[str(uid)] = {"balance": st.balances[uid]}
         for iid in sorted(st.items):
-            items[iid] = {"price": st.items[iid].price, "remain": st.items[iid].remain}
+            if held.of_item(iid) == shard:
+                items[iid] = {"price": st.items[iid].price, "remain": st.items[iid].remain}
         if shard.startswith("u"):
             for _seq, o in read_outcomes(r, keys, shard):
                 add_outcome(orders, o)

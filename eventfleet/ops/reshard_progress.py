@@ -3,7 +3,7 @@
 and the new shards' seed snapshots: an old shard of a growing family has split once every
 child of its own is seeded. Shared by ``eventfleet status`` (``progress``), the exporter
 (``Recorded``, whose ``children`` it checks in its own pipeline) and the command
-(``split_yet``, ``resume_from``); ``state`` (``holding_shard``)."""
+(``split_yet``, ``resume_from``); ``state`` (``holding_shard``, ``Holders``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
 from eventfleet.ledger.split import children
 from eventfleet.store.ids import text
 from eventfleet.store.keys import Keys
@@ -144,3 +144,50 @@ def holding_shard(
     if there != here and r.exists(keys.snapshot(there)):
         return there
     return here
+
+
+@dataclass(frozen=True)
+class Holders:
+    """Which shard holds a key now, for a read of every shard (``state all``): under the
+    published ``counts``, or, while a recorded reshard runs, under its ``target`` once that
+    shard is one of the ``seeded`` new shards (its parent applied the marker and dropped the
+    key). ``shards``: what to read, the published shards then the seeded new ones."""
+
+    counts: ShardCounts
+    target: ShardCounts
+    seeded: frozenset[str]
+
+    @property
+    def shards(self) -> list[str]:
+        have = set(self.counts.all_shards())
+        grown = [s for s in self.target.all_shards() if s not in have and s in self.seeded]
+        return self.counts.all_shards() + grown
+
+    def holder(self, shard_of: Callable[[ShardCounts], str]) -> str:
+        there = shard_of(self.target)
+        return there if there in self.seeded else shard_of(self.counts)
+
+    def of_user(self, user_id: int) -> str:
+        return self.holder(lambda c: user_shard(user_id, c))
+
+    def of_item(self, item_id: str) -> str:
+        return self.holder(lambda c: item_shard(item_id, c))
+
+
+def holders(r: redis.Redis, keys: Keys, counts: ShardCounts) -> Holders:
+    """``Holders`` as of now: one ``HGETALL`` and, while a reshard runs, an ``EXISTS`` per new
+    shard of its target (fields that do not parse: the published counts alone)."""
+    try:
+        rec = recorded(r.hgetall(keys.meta), keys)
+    except ValueError:
+        rec = None
+    if rec is None or not rec.running:
+        return Holders(counts, counts, frozenset())
+    target = replace(counts, users=rec.users, items=rec.items)
+    have = set(counts.all_shards())
+    new = [s for s in target.all_shards() if s not in have]
+    pipe = r.pipeline(transaction=False)
+    for s in new:
+        pipe.exists(keys.snapshot(s))
+    seeded = frozenset(s for s, there in zip(new, pipe.execute(), strict=True) if there)
+    return Holders(counts, target, seeded)
