@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis
 
 from eventfleet.ledger.codec import decode_outcome, encode
@@ -30,10 +31,12 @@ from eventfleet.store.namespace import (
     read_init_counts,
 )
 from eventfleet.store.settings import Settings
+from eventfleet.worker import forwards
 from eventfleet.worker.apply import apply_entries
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.effects import Effects, queue_acks, queue_effects
 from eventfleet.worker.loop import Worker
+from eventfleet.worker.model import fields
 from eventfleet.worker.observe import Observer
 from eventfleet.worker.owned import Owned
 from eventfleet.worker.scripts import Scripts
@@ -141,13 +144,22 @@ def test_a_split_shard_writes_seeds_and_forwards_once_and_the_child_applies_them
     model = r.hgetall(keys.model("u0"))
     assert not any(f"b:{u}".encode() in model for u in move)
     assert all(model[f"b:{u}".encode()] == str(want[u]).encode() for u in stay)
+    assert model[b"_routing"] == b"4,2"
+    # the child's model holds its seed from the moment the seed exists: no gap for moved keys
+    kid_model = {k.decode(): v.decode() for k, v in r.hgetall(keys.model("u2")).items()}
+    assert kid_model == {**fields(child), "_upto": "0-0"}
+    assert kid_model["f:u0:p:a"] == kid_model["w:p:a"] and kid_model["_routing"] == "4,2"
+    assert {f"b:{u}" for u in move} <= kid_model.keys()
 
     # The same batch written again (its reply lost), and applied again from the start (a
     # takeover from no snapshot): the same seed, nothing forwarded twice.
+    # The child's owner wrote a newer value meanwhile: no replay of the parent overwrites it.
+    r.hset(keys.model("u2"), mapping={f"b:{move[0]}": "999999", "_upto": "9-0"})
     write(r, keys, "u0", effects, parent.state.last_id)
     again, _acks, _n = apply_entries(owned("u0"), entries, counts, Observer(60), splits=True)
     write(r, keys, "u0", again, parent.state.last_id)
     assert r.xrange(keys.events("u2")) == forwarded and r.get(keys.snapshot("u2")) == seed
+    assert r.hmget(keys.model("u2"), [f"b:{move[0]}", "_upto"]) == [b"999999", b"9-0"]
     pipe = r.pipeline(transaction=False)
     queue_acks(pipe, keys, "u0", acks)
     pipe.execute()
@@ -162,6 +174,20 @@ def test_a_split_shard_writes_seeds_and_forwards_once_and_the_child_applies_them
     fx, _acks, _n = apply_entries(kid, read(r, keys, "u2"), counts, Observer(60), splits=True)
     assert not fx.dead and not fx.moved
     assert kid.state.balances == {u: want[u] + (7 if u == move[0] else 0) for u in move}
+
+
+def test_a_large_seeds_model_comes_in_slices_before_the_seed(
+    r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With slices of 3 fields the child's model is still whole, with the seed."""
+    monkeypatch.setattr(forwards, "FULL_CHUNK", 3)
+    keys, _counts, _stay, move, _entries, _parent, effects, _acks = applied_split(r, namespace)
+    assert effects.moved is not None and len(effects.moved.models["u2"]) > 4 * 3
+    seed = r.get(keys.snapshot("u2"))
+    assert seed is not None
+    kid_model = {k.decode(): v.decode() for k, v in r.hgetall(keys.model("u2")).items()}
+    assert kid_model == {**fields(ShardState.from_snapshot(seed, "u2")), "_upto": "0-0"}
+    assert {f"b:{u}" for u in move} <= kid_model.keys()
 
 
 def test_without_splits_a_marker_is_dead_lettered_as_before(r: redis.Redis, namespace: str) -> None:

@@ -109,6 +109,13 @@ def queue_effects(
     first, with the mark (``write_model.lua`` raises it too): a client that sees an order's
     outcome record finds the model already past it.
     """
+    moved = effects.moved
+    if moved is not None and moved.seeds:
+        # a split: each child's seed and read model before the parent's model lets go of the
+        # keys it took (a key's field is always in one of them), behind the written mark
+        scripts.mark_written(pipe, written=keys.written(shard), upto=upto)
+        queue_moved(pipe, keys, scripts, shard, moved)
+        moved = None
     if token is not None and (effects.model or effects.model_removed):
         queue_model(pipe, keys, scripts, shard, token, upto, [effects.model], effects.model_removed)
     elif mark or effects:
@@ -123,8 +130,8 @@ def queue_effects(
             texts=pack(texts),
             own=own(dest) if own else None,  # producers' own inboxes move first too
         )
-    if effects.moved is not None:
-        queue_moved(pipe, keys, scripts, shard, effects.moved)
+    if moved is not None:
+        queue_moved(pipe, keys, scripts, shard, moved)
     if effects.outcome_args:
         scripts.append_once(
             pipe, stream=keys.outcomes(shard), fields=1, records=effects.outcome_args

@@ -6,8 +6,10 @@ child's slot, queued with the batch's other effects, before its ack.
 Both are written at most once whoever writes them: a seed with ``SET NX`` (every replay of
 the parent gives the same bytes), a forwarded entry only above the child's mark for its
 parent's entry ids. So a batch written again after a lost reply, a zombie owner and a
-takeover's replay write each the same thing, once. The parent's read-model fields of what
-moved to a child are removed with the batch's model write.
+takeover's replay write each the same thing, once. With its seed, each child gets the seed's
+read-model fields (only while it has no snapshot: no owner of it can have written its model
+yet), queued before the parent's model write that removes them from the parent's model, so a
+key that moved always has a field in one of the two (docs/DESIGN-DECISIONS.md, section 35).
 
 Collected only from results of kind ``forwarded`` and ``split``: a shard that never split
 pays nothing here.
@@ -15,6 +17,7 @@ pays nothing here.
 
 from __future__ import annotations
 
+import functools
 from itertools import groupby
 from typing import Any
 
@@ -24,6 +27,7 @@ from eventfleet.ledger.rules import step_entry
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ledger.state import ShardState
 from eventfleet.store.keys import Keys, flat_entry_fwd
+from eventfleet.worker.model import FULL_CHUNK, fields
 from eventfleet.worker.scripts import Scripts
 
 MOVED_KINDS = frozenset({"forwarded", "split"})
@@ -33,13 +37,15 @@ MOVED_KINDS = frozenset({"forwarded", "split"})
 class Moved:
     """A batch's forwards and seeds, per child, and the read-model fields that moved."""
 
-    __slots__ = ("forwards", "removed", "seeds")
+    __slots__ = ("forwards", "models", "removed", "seeds")
 
     def __init__(self) -> None:
         self.forwards: dict[str, list[tuple[str, str, str, str]]] = {}
         """Child -> (parent entry id, path, scope, event text) per forwarded event, in order."""
         self.seeds: dict[str, bytes] = {}
         """Child -> its seed snapshot."""
+        self.models: dict[str, list[str]] = {}
+        """Child -> its seed's read-model fields, flat field/value pairs."""
         self.removed: list[str] = []
         """The parent's read-model fields of the keys its children took."""
 
@@ -52,6 +58,7 @@ class Moved:
         elif isinstance(res, SplitResult):
             for child, seed in res.seeds.items():
                 self.seeds[child] = seed.to_snapshot()
+                self.models[child] = [x for kv in fields(seed).items() for x in kv]
                 self.removed += (f"b:{u}" for u in seed.balances)
                 self.removed += (f"i:{i}" for i in seed.items)
                 self.removed += (f"o:{o}" for o in seed.orders if o not in state.orders)
@@ -92,14 +99,21 @@ def note(moved: Moved | None, res: StepResult, entry_id: str, state: ShardState)
 
 def queue_moved(pipe: Any, keys: Keys, scripts: Scripts, shard: str, moved: Moved) -> None:
     """Queue, on a pipeline, the seeds and forwards of ``shard``'s batch: one script call per
-    child, in the child's slot."""
+    child, in the child's slot (a seed's read model in slices of ``FULL_CHUNK`` fields, each
+    a call of its own before the last, which sets the seed: each run stays short)."""
     for child in dict.fromkeys([*moved.seeds, *moved.forwards]):
-        scripts.forward_once(
+        pairs = moved.models.get(child, [])
+        step = 2 * FULL_CHUNK
+        head = max(0, (len(pairs) - 1) // step) * step  # the last slice goes with the seed
+        call = functools.partial(
+            scripts.forward_once,
             pipe,
             events=keys.events(child),
             marks=keys.forwarded(child),
             snapshot=keys.snapshot(child),
+            model=keys.model(child),
             sender=shard,
-            seed=moved.seeds.get(child, b""),
-            records=moved.records(child),
         )
+        for i in range(0, head, step):
+            call(seed=b"", pairs=pairs[i : i + step], records=[])
+        call(seed=moved.seeds.get(child, b""), pairs=pairs[head:], records=moved.records(child))

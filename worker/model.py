@@ -12,6 +12,13 @@ by the lease, never behind the model's own ``_upto``). Fields:
 ``eventfleet.ledger.shards.order_key``);
 - ``w:<source>``: the highest seq applied from that source (read-your-writes: a receipt
   ``(shard, source, seq)`` is applied once ``w:<source>`` >= seq);
+- on a shard born of a split, ``f:<origin>:<source>``: the highest seq of that source that
+  reached it forwarded from ``origin``, the shard a stale router sent it to (the first shard
+  of its path; its seed holds what ``origin`` applied before the split), so a receipt naming
+  ``origin`` is applied here once ``f:<origin>:<source>`` >= seq;
+- on a shard that split, ``_routing``: ``<users>,<items>``, the counts it routes with since
+  its last marker: a client that read a key's old shard finds the field gone and this, and
+  reads the key's new shard (docs/DESIGN-DECISIONS.md section 35);
 - ``_upto``: the last entry id folded.
 
 Orders and sources leave the model when the shard's dedup window lets them go (``prune``),
@@ -20,6 +27,7 @@ as they leave the state; balances and items stay.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from eventfleet.ledger.codec import (
@@ -37,6 +45,8 @@ from eventfleet.ledger.state import ShardState
 
 UPTO = "_upto"
 """The model's field holding the last entry id it folds."""
+ROUTING = "_routing"
+"""The model's field holding the counts a shard routes with once it split."""
 
 FULL_CHUNK = 20_000
 """Fields per script call when every value is written (a model that was missing): each call
@@ -136,7 +146,32 @@ def values(state: ShardState, changes: Changes) -> ModelWrite:
     srcs = [s for s in changes.sources if s in marks]
     names += [f"w:{s}" for s in srcs]
     vals += [str(marks[s]) for s in srcs]
+    if state.routing is not None:  # a shard that split: one test per batch for the others
+        _split_fields(state, changes.sources, names, vals)
     return ModelWrite(_pairs(names, vals))
+
+
+def _split_fields(
+    state: ShardState, sources: Iterable[str], names: list[str], vals: list[str]
+) -> None:
+    """A split shard's ``_routing`` and the forwarded marks of ``sources``."""
+    names.append(ROUTING)
+    vals.append(routing_text(state))
+    fwd = state.fwd
+    for s in sources:
+        for path, mark in fwd.get(s, {}).items():
+            names.append(forwarded_field(path, s))
+            vals.append(str(mark))
+
+
+def routing_text(state: ShardState) -> str:
+    assert state.routing is not None
+    return f"{state.routing[0]},{state.routing[1]}"
+
+
+def forwarded_field(path: str, source: str) -> str:
+    """The field of the mark of ``source`` forwarded along ``path`` (named by its origin)."""
+    return f"f:{path.partition('.')[0]}:{source}"
 
 
 def _all(state: ShardState) -> Changes:
@@ -145,6 +180,7 @@ def _all(state: ShardState) -> Changes:
     changes.items.update(state.items)
     changes.orders.update(state.orders)
     changes.sources.update(state.watermarks)
+    changes.sources.update(state.fwd)  # a shard source's forwarded marks: no direct one
     return changes
 
 
@@ -174,6 +210,11 @@ def fields(state: ShardState) -> dict[str, str]:
         out[f"o:{o}"] = "confirmed" if d[1] else "rejected"
     for s, q in state.watermarks.items():
         out[f"w:{s}"] = str(q)
+    if state.routing is not None:
+        out[ROUTING] = routing_text(state)
+        for s, paths in state.fwd.items():
+            for path, q in paths.items():
+                out[forwarded_field(path, s)] = str(q)
     return out
 
 
@@ -181,11 +222,14 @@ class Pruned:
     """Orders and sources the batch's prune let go (their model fields go too). Only a batch
     that may prune (its last entry reaches ``state.prune_at``) pays for the comparison."""
 
-    __slots__ = ("orders", "sources")
+    __slots__ = ("forwarded", "orders", "sources")
 
     def __init__(self, state: ShardState, due: bool) -> None:
         self.orders = set(state.orders) if due else None
         self.sources = set(state.watermarks) if due else None
+        self.forwarded = _forwarded_fields(state) if state.fwd else None
+        """A split child's ``f:`` fields: a source's paths go with the window, or while a
+        forwarded entry is stepped (``split.on_path``), with or without a prune due."""
 
     def removed(self, state: ShardState) -> list[str]:
         out: list[str] = []
@@ -193,7 +237,13 @@ class Pruned:
             out += (f"o:{o}" for o in self.orders.difference(state.orders))
         if self.sources is not None:
             out += (f"w:{s}" for s in self.sources.difference(state.watermarks))
+        if self.forwarded is not None:
+            out += self.forwarded.difference(_forwarded_fields(state))
         return out
 
 
-__all__ = ["UPTO", "Changes", "ModelWrite", "Pruned", "everything", "fields", "values"]
+def _forwarded_fields(state: ShardState) -> set[str]:
+    return {forwarded_field(p, s) for s, paths in state.fwd.items() for p in paths}
+
+
+__all__ = ["ROUTING", "UPTO", "Changes", "ModelWrite", "Pruned", "everything", "fields", "values"]

@@ -281,16 +281,22 @@ class Scripts:
         events: str,
         marks: str,
         snapshot: str,
+        model: str,
         sender: str,
         seed: bytes | str,
+        pairs: Sequence[str],
         records: Sequence[Any],
     ) -> Any:
-        """What a split shard (``sender``) writes to one child: its ``seed`` snapshot where the
-        child has none (``b""``: none in this call), and the forwarded entries, flat: per
-        entry the sender's entry id, the path, the scope and the text; each sender entry's at
-        most once (``forward_once.lua``). Returns how many entries were appended."""
+        """What a split shard (``sender``) writes to one child: the seed's read-model
+        ``pairs`` (flat field/value words) and its ``seed`` snapshot, both only where the
+        child has no snapshot yet (``b""``: no seed in this call), and the forwarded entries,
+        flat: per entry the sender's entry id, the path, the scope and the text; each sender
+        entry's at most once (``forward_once.lua``). Returns how many entries were
+        appended."""
         return self._forward_once(
-            keys=[events, marks, snapshot], args=[sender, seed, *records], client=client
+            keys=[events, marks, snapshot, model],
+            args=[sender, seed, len(pairs), *pairs, *records],
+            client=client,
         )
 
     def mark_written(self, client: Any, *, written: str, upto: str) -> Any:
