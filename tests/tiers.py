@@ -141,6 +141,7 @@ FILES = {
     "test_rejoin_check.py": "fleet",
     "test_restart_shipped.py": "fleet",
     "test_readme_python.py": "fleet",
+    "test_model_defer.py": "fleet",
     "test_read_model.py": "fleet",
     "test_chaos_readers.py": "fast",
     "test_retention.py": "fleet",

@@ -3,6 +3,7 @@ writes (``Effects``) and acks is collected as it goes. No I/O here."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,13 +26,20 @@ log = structlog.get_logger("eventfleet.worker")
 
 
 def apply_entries(
-    o: Owned, entries: list[Any], counts: ShardCounts, observe: Observer, splits: bool = False
+    o: Owned,
+    entries: list[Any],
+    counts: ShardCounts,
+    observe: Observer,
+    splits: bool = False,
+    defer: bool = False,
 ) -> tuple[Effects, list[bytes], int]:
     """Apply a shard's entries: their effects, the ids to ack and how many events.
 
     ``splits``: split markers apply and forwarded entries are stepped on their path
     (``eventfleet.ledger.split``; ``counts`` are then the namespace's at ``init``); without it
-    a marker is an ``unknown_type`` dead letter, as before."""
+    a marker is an ``unknown_type`` dead letter, as before. ``defer``: the read-model write
+    may wait for a later batch (``eventfleet.worker.modeldefer``) when this batch writes
+    nothing else."""
     effects = Effects()
     add = effects.add
     acks: list[bytes] = []
@@ -89,10 +97,20 @@ def apply_entries(
             else:
                 types.update(w.type for w in applied)
                 changes.touched(applied, counts)
-        effects.model = values(state, changes)
-        effects.model_removed = pruned.removed(state)
+        if o.pending is not None:  # the small batch into the deferred set, not the other way
+            o.pending.merge(changes)
+            changes = o.pending
+        removed = pruned.removed(state)
         if effects.moved is not None:
-            effects.model_removed += effects.moved.removed
+            removed += effects.moved.removed
+        effects.model_removed = removed
+        if defer and changes and not removed and not effects:
+            if o.pending is None:
+                o.pending_since = time.monotonic()
+            o.pending = changes
+        else:
+            o.pending = None
+            effects.model = values(state, changes)
     if types or dups:
         observe.shard_applied(o.name, o.family, types, dups, oldest)
     if outcomes:

@@ -13,6 +13,7 @@ each pass renews every lease and so bounds how long a batch may take. Metrics go
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -33,6 +34,7 @@ from eventfleet.worker.clusterio import ClusterIO
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.health import HealthState
 from eventfleet.worker.liveness import check_peers, leave, open_liveness
+from eventfleet.worker.modeldefer import flush_writes, may_defer
 from eventfleet.worker.observe import Observer
 from eventfleet.worker.owned import Owned
 from eventfleet.worker.ownership import Ownership
@@ -126,6 +128,7 @@ class Worker:
                 if own.joined and time.monotonic() >= self.liveness.next_check:
                     check_peers(self.liveness, own)
                 if time.monotonic() >= own.next_pass:
+                    self.flush_models()  # a snapshot covers no entry whose model waits
                     self.writes.settle()  # no snapshot or hand-over with a write in flight
                     own.maintain()
                     self.conn.refresh_producers()
@@ -152,6 +155,8 @@ class Worker:
                 self.writes.settle_quietly()
                 own.drop_overdue()
                 time.sleep(self.conn.retry_wait)  # back off; the next pass retries
+        with contextlib.suppress(*TRANSIENT):
+            self.flush_models()
         self.writes.settle_quietly()
         clean = own.drain(announce=lambda: leave(self.liveness))
         leave(self.liveness)
@@ -168,11 +173,16 @@ class Worker:
         batch: list[ShardWrite] = []
         applied = events = 0
         splits = self.ownership.growth.splits
+        size, defer_s = self.s.batch_size, self.s.model_defer_ms / 1000
         for o, rep in zip(shards, replies, strict=True):
             entries = self._entries(o, rep)
             if entries is None:
                 continue
-            effects, acks, n = apply_entries(o, entries, self.counts, self.observe, splits)
+            if not entries:  # caught up: what waited for a later batch is written now
+                batch += flush_writes([o])
+                continue
+            defer = may_defer(o, entries, size, defer_s)
+            effects, acks, n = apply_entries(o, entries, self.counts, self.observe, splits, defer)
             applied += len(entries)
             events += n
             if acks:
@@ -183,6 +193,12 @@ class Worker:
             self.writes.write(batch)
             self.observe.batch_applied(events, time.monotonic() - t0)
         return events
+
+    def flush_models(self) -> None:
+        """Write every held shard's deferred read-model fields (``worker.modeldefer``)."""
+        batch = flush_writes(self.ownership.held())
+        if batch:
+            self.writes.write(batch)
 
     def _entries(self, o: Owned, rep: Any) -> list[Any] | None:
         """A shard's entries to apply from its read's reply; None when there are none: its

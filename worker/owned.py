@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from eventfleet.ledger.bundle import MAX_EVENTS, read_count
 from eventfleet.ledger.state import ShardState
+from eventfleet.worker.model import Changes
 
 
 @dataclass
@@ -27,6 +28,11 @@ class Owned:
     """Events per entry in the last batch (bundles hold many: ``eventfleet.ledger.bundle``),
     rounded up;
     at first the most a bundle holds, so a first read of bundles is not a huge batch."""
+    pending: Changes | None = None
+    """What applied batches touched whose read-model write is deferred while the shard is
+    behind (``eventfleet.worker.modeldefer``); written with a later batch's effects."""
+    pending_since: float = 0.0
+    """Monotonic time of the oldest deferred batch."""
 
     @property
     def family(self) -> str:

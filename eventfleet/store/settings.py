@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     snapshot_interval_s: float = Field(30.0, gt=0)
     batch_size: int = Field(1000, ge=1, le=100_000)
     block_ms: int = Field(100, ge=1, le=10_000)
+    model_defer_ms: int = Field(1000, ge=0, le=60_000)
+    """While a shard works through a backlog, its read-model write may wait this long for a
+    later batch's, so a key touched again is written once (worker/modeldefer.py). 0: every
+    batch writes its model."""
     drain_timeout_s: float = Field(10.0, gt=0)
     rejoin_grace_ms: int = Field(0, ge=0, le=600_000)
     """Static membership: on SIGTERM keep this worker's membership and leases this long (after
