@@ -18,6 +18,7 @@ and only then publish the new counts (``Run.publish`` says why), then record the
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable
@@ -33,7 +34,10 @@ from eventfleet.ops.reshard_progress import (
     MARKED,
     PREPARING,
     PUBLISHED,
+    SEED_DIGEST,
+    is_seed,
     resume_from,
+    seed_digests,
     split_yet,
 )
 from eventfleet.store import lua
@@ -271,8 +275,10 @@ class Run:
         ``timeout_s`` (the run stays recorded: a re-run goes on waiting)."""
         deadline = time.monotonic() + timeout_s
         told: set[str] = set()
+        noted = set(seed_digests(self.r.hgetall(self.keys.meta)))
         while True:
             missing = self.unseeded(old, users, items)
+            self.note_seeds([s for s in new_shards(old, users, items) if s not in missing], noted)
             split, waiting = parents_split(old, users, items, missing)
             for shard in split:
                 if shard not in told:
@@ -290,6 +296,22 @@ class Run:
                 )
             self.renew()
             time.sleep(every_s)
+
+    def note_seeds(self, seeded: list[str], noted: set[str]) -> None:
+        """Record the SHA-1 of each of ``seeded``'s seed in meta (``SEED_DIGEST``, once) while
+        its snapshot is still the seed: ``verify`` checks a child's seed with it after the
+        child's own snapshots replaced it and its log was trimmed. A child that wrote a
+        snapshot of its own before this run looked (one interval after its takeover) gets
+        none, and ``verify`` says its seed was not checked then. ``noted``: the children
+        looked at, updated."""
+        for shard in seeded:
+            if shard in noted:
+                continue
+            raw: Any = self.r.get(self.keys.snapshot(shard))
+            noted.add(shard)
+            if raw is not None and is_seed(raw):
+                digest = hashlib.sha1(raw).hexdigest()
+                self.write_meta({}, {f"{SEED_DIGEST}{shard}": digest})
 
     def finish(self) -> None:
         self.write_meta({"reshard_state": DONE})

@@ -7,6 +7,7 @@ child of its own is seeded. Shared by ``eventfleet status`` (``progress``), the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +19,12 @@ from eventfleet.ledger.split import children
 from eventfleet.store.ids import text
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import counts_of
+
+SEED_DIGEST = "seed_sha1:"
+"""Meta field ``seed_sha1:<child>``: the SHA-1 (hex) of a child's seed snapshot, recorded by
+the command as it finds the seed (``Run.note_seeds``), before the child's own snapshots
+replace it: ``verify`` compares it with the seed its parent's fold gives, even once the
+child's log is trimmed and its fold starts from a later snapshot."""
 
 PREPARING, MARKED, PUBLISHED, DONE = "preparing", "marked", "published", "done"
 """``reshard_state`` in meta, in the order a run goes through them."""
@@ -57,6 +64,22 @@ class Recorded:
         for shard, kids in self.children().items():
             (split if all(k in seeded for k in kids) else waiting).append(shard)
         return split, waiting
+
+
+def seed_digests(meta: Any) -> dict[str, str]:
+    """Child -> its seed's SHA-1 as recorded in ``meta`` (``HGETALL``'s reply)."""
+    prefix = SEED_DIGEST.encode()
+    return {k[len(prefix) :].decode(): text(v) for k, v in meta.items() if k.startswith(prefix)}
+
+
+def is_seed(raw: bytes) -> bool:
+    """Whether a snapshot's bytes are a seed as its parent's owner writes it (at the child's
+    log position ``0-0`` and with no time taken: a worker's own snapshots carry theirs)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("last_id") == "0-0" and doc.get("taken_ms") == 0
 
 
 def recorded(meta: Any, keys: Keys) -> Recorded | None:

@@ -17,6 +17,7 @@ than the log gives), ``lost`` (the log gives something Redis does not hold), ``d
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -107,6 +108,7 @@ def verify(
     fold gave at the marker (its stored seed is compared with that one); what parents
     forwarded is checked against their children's logs (``check_forwards``)."""
     from eventfleet.ops.reader import fold_counts
+    from eventfleet.ops.reshard_progress import seed_digests
     from eventfleet.ops.status import is_idle
 
     counts = _with_running_reshard(r, keys, counts)
@@ -116,6 +118,8 @@ def verify(
     stored_orders: Counter[tuple[int, str]] = Counter()
     init, splits = fold_counts(r, keys, counts)
     seeds: dict[str, ShardState] = {}
+    digests = seed_digests(r.hgetall(keys.meta)) if splits else {}
+    seed_ok: set[str] = set()
     for shard in counts.all_shards():  # index order: a child after the parents it came from
         stored_out = (
             _stored_records(r, keys.outcomes(shard), _archived(archive, shard, "outcomes"))
@@ -129,13 +133,22 @@ def verify(
         )
         fam, index = parse_shard(shard)
         child = splits and index >= (init.users if fam == "u" else init.items)
+        seed = seeds.pop(shard, None)
         fold = fold_shard(
             r, keys, init, shard, report, on_chunk, archive,
-            splits=splits, seed=seeds.pop(shard, None), child=child,
+            splits=splits, seed=seed, child=child,
         )  # fmt: skip
         if fold is None:
             continue
         seeds.update(fold.seeds)
+        seed_ok |= check_seeds(fold, digests, report)
+        if seed is not None and not fold.complete and shard not in seed_ok:
+            report.unchecked.append(
+                f"{shard}: folded from a snapshot after its seed (its log trimmed), and no "
+                "digest of its seed was recorded when it was written (`reshard` records one "
+                "as it finds each seed): its seed was not compared with the one its parent's "
+                "fold gives"
+            )
         report.folds[shard] = fold
         check_stored(fold, stored_out, stored_dead, report)
         written = written_mark(r, keys, shard)
@@ -143,6 +156,8 @@ def verify(
         check_poison(fold, poison_ids(r, keys, shard), stored_dead, applied_of, report)
         if report.quiescent:  # the read model is written with the batches: idle, it is whole
             check_model(r, keys, fold, report)
+    if report.quiescent and splits:  # idle: each mark stands where its sender's owner left it
+        report.marks = _forwarded_marks(r, keys, counts)
     if report.quiescent and (_last_ids(r, keys, counts) != before or not is_idle(r, keys, counts)):
         report.quiescent = False
     if not report.quiescent:
@@ -157,6 +172,41 @@ def verify(
     check_sequences(report)
     check_totals(report, stored_orders)
     return report
+
+
+def check_seeds(fold: ShardFold, digests: dict[str, str], report: Report) -> set[str]:
+    """Each seed ``fold``'s split markers gave against the digest the command recorded of
+    the seed its owner wrote (``reshard_progress.SEED_DIGEST``): a difference is a
+    ``mismatch`` of the child (it started from another state than the marker gives). Returns
+    the children whose seed was compared, which holds even once their log is trimmed and
+    their own fold starts from a later snapshot."""
+    compared: set[str] = set()
+    for child, seed in fold.seeds.items():
+        want = digests.get(child)
+        if want is None:
+            continue
+        compared.add(child)
+        got = hashlib.sha1(seed.to_snapshot()).hexdigest()
+        if got != want:
+            report.findings.add(
+                "mismatch", child, "seed (digest recorded when it was written)",
+                f"the seed {fold.shard}'s log gives at its marker has SHA-1 {got}, the one "
+                f"{fold.shard}'s owner wrote had {want}: {child} started from another state",
+            )  # fmt: skip
+    return compared
+
+
+def _forwarded_marks(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[str, dict[str, str]]:
+    """Every shard's forwarded marks (``NS:{shard}:forwarded``: sender -> entry id)."""
+    shards = counts.all_shards()
+    pipe = r.pipeline(transaction=False)
+    for s in shards:
+        pipe.hgetall(keys.forwarded(s))
+    out: dict[str, dict[str, str]] = {}
+    for s, marks in zip(shards, pipe.execute(), strict=True):
+        if marks:
+            out[s] = {ids.text(k): ids.text(v) for k, v in marks.items()}
+    return out
 
 
 def _with_running_reshard(r: redis.Redis, keys: Keys, counts: ShardCounts) -> ShardCounts:

@@ -172,8 +172,11 @@ def check_forwards(report: Report) -> None:
     snapshot forwarded before it is not recomputed, nor what a child folded from a snapshot
     got before it: only what is missing, or only what is extra, is counted then. Both only
     while the fleet is idle: a parent is folded before its child, which may meanwhile get
-    forwards of entries the parent's fold did not reach."""
+    forwards of entries the parent's fold did not reach. A child's forwarded mark past what
+    its sender's log forwards is found first (``_forged_marks``): it names the likely cause of
+    the forwards lost after it."""
     folds = report.folds
+    forged = _forged_marks(report)
     for sender, fold in folds.items():
         for dest in fold.forwards.keys() | {
             d for d, f in folds.items() if sender in f.forwarded_in
@@ -183,11 +186,17 @@ def check_forwards(report: Report) -> None:
                 continue  # not folded: said in `unchecked`
             want = fold.forwards.get(dest, Counter())
             got = target.forwarded_in.get(sender, Counter())
+            why = (
+                f" (suppressed: {dest}'s forwarded mark for {sender} was raised past them, see "
+                f"'forwarded mark of {sender}')"
+                if (dest, sender) in forged
+                else ""
+            )
             if report.quiescent and target.complete:  # else what came before it is unseen
                 for (path, _scope, text), n in sorted((want - got).items()):
                     report.findings.add(
                         "lost", sender, f"forwarded to {dest}",
-                        f"{n} x not in {dest}'s log (path {path}): {text[:200]}",
+                        f"{n} x not in {dest}'s log (path {path}): {text[:200]}{why}",
                     )  # fmt: skip
             if not fold.complete or not report.quiescent:  # live: folded before the child
                 continue
@@ -197,6 +206,40 @@ def check_forwards(report: Report) -> None:
                     f"{n} x more in the log than {sender}'s fold forwards (path {path}): "
                     f"{text[:200]}",
                 )  # fmt: skip
+
+
+def _forged_marks(report: Report) -> set[tuple[str, str]]:
+    """A child's forwarded mark for a sender (``NS:{child}:forwarded``) is raised only by the
+    sender's owner, to the last sender entry whose forwards it appends, so, the fleet idle, it
+    stands at the last entry the sender's fold forwards to that child (or before the fold's
+    start). One past it suppresses every forward up to it (``forward_once.lua`` appends only
+    entries above the mark): a ``mismatch`` naming the likely cause, a leaked worker
+    credential (docs/DESIGN-DECISIONS.md, sections 30 and 35). Returns (child, sender) of
+    each."""
+    forged: set[tuple[str, str]] = set()
+    if not report.quiescent:
+        return forged
+    for dest, marks in report.marks.items():
+        for sender, mark in sorted(marks.items()):
+            fold = report.folds.get(sender)
+            if fold is None:
+                continue  # not folded: said in `unchecked`
+            last = fold.forward_last.get(dest, "0-0")
+            floor = last if ids.after(last, fold.start_id) else fold.start_id
+            if not ids.after(mark, floor):
+                continue
+            forged.add((dest, sender))
+            report.findings.add(
+                "mismatch", dest, f"forwarded mark of {sender}",
+                f"at {mark}, past the last entry of {sender} that forwards here "
+                f"({fold.forward_last.get(dest, 'none')}, log read to {fold.state.last_id}): "
+                f"{sender}'s owner raises it only to entries it forwards, so something else "
+                f"wrote it, most likely a leaked worker credential (the worker user may HSET "
+                f"it); every forward of {sender}'s entries up to {mark} is suppressed (the "
+                f"'lost' findings of 'forwarded to {dest}' list them). Rotate the worker "
+                f"password; setting the mark back to {last} lets later forwards through",
+            )  # fmt: skip
+    return forged
 
 
 def check_sequences(report: Report) -> None:

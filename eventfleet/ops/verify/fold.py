@@ -195,9 +195,9 @@ def fold_shard(
             report.findings.add("lost", shard, where, f"the move at {eid}: {INBOX_CUT}")
         fold.inbox_tails[by] = fields.get(TAIL_FIELD)  # None before moves carried the chain
 
-    def on_step(_eid: str, raw: bytes | None, res: StepResult) -> None:
+    def on_step(eid: str, raw: bytes | None, res: StepResult) -> None:
         fold.entries += 1
-        _record(fold, res, raw, report, entry["fwd"], entry["by"])
+        _record(fold, res, raw, report, entry["fwd"], entry["by"], eid)
 
     if history is not None and splits:
         history = _noting(history, entry)
@@ -313,7 +313,13 @@ def _identity(res: StepResult, raw: bytes | None) -> tuple[str, int] | None:
 
 
 def _record(
-    fold: ShardFold, res: StepResult, raw: bytes | None, rep: Report, path: str, scope: str
+    fold: ShardFold,
+    res: StepResult,
+    raw: bytes | None,
+    rep: Report,
+    path: str,
+    scope: str,
+    eid: str = "",
 ) -> None:
     for e in res.emits:
         fold.emits.setdefault(e.dest, []).append(e.text)
@@ -346,6 +352,7 @@ def _record(
         f = res.forward  # received here, applied by the child: consumed, never lost
         sent = f.text.decode("utf-8", "replace") if isinstance(f.text, bytes) else f.text
         fold.forwards.setdefault(f.dest, Counter())[f.path, f.scope, sent] += 1
+        fold.forward_last[f.dest] = eid  # in log order: the last one stays
         fold.dead_seqs.setdefault(source, set()).add(seq)
         return
     if res.kind == "duplicate":

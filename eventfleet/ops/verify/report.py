@@ -67,6 +67,9 @@ class ShardFold:
     forwarded event the log holds."""
     seeds: dict[str, ShardState] = field(default_factory=dict)
     """The seeds the fold's split markers gave, per child."""
+    forward_last: dict[str, str] = field(default_factory=dict)
+    """Per child, the last of this shard's entry ids the fold forwarded to it: where the
+    child's forwarded mark for this shard stands when its owner wrote what the log gives."""
     inbox_tails: dict[str, bytes | None] = field(default_factory=dict)
     """The inbox chains (``eventfleet/store/lua/move_inbox.lua``) at the fold's end, per inbox
     (the producer name, "" for the shared inbox): SHA-1 (hex) of the last element moved, None
@@ -92,6 +95,9 @@ class Report:
     unchecked: list[str] = field(default_factory=list)
     quiescent: bool = True
     totals: dict[str, Any] = field(default_factory=dict)
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per shard, its forwarded marks (``NS:{shard}:forwarded``: sender -> entry id), read
+    while the fleet is idle (``check_forwards``)."""
 
     def count(self, kind: str) -> int:
         return self.findings.counts[kind]
