@@ -16,6 +16,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncCluster
 
 from eventfleet.client.batch import AsyncReads, afetch
 from eventfleet.client.errors import WaitTimeout
+from eventfleet.client.modelread import ModelRead
 from eventfleet.client.results import Decided, Item, OrderResult, Receipt
 from eventfleet.ledger.events import Order, OrderOutcome
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, user_shard
@@ -39,40 +40,32 @@ class ReadMethods:
     async def _guarded(self, fn: Callable[[], Awaitable[T]], retry_s: float = 3.0) -> T:
         raise NotImplementedError
 
-    async def _read(
-        self, shard: str, field: str, after: Receipt | OrderResult | None, timeout: float
-    ) -> bytes | None:
+    async def _read(self, read: ModelRead, timeout: float) -> bytes | None:
+        """As ``eventfleet.Client._read``: the fetches batched across the client's tasks."""
         r, _counts, _stamper = await self._ready()
         if self._reads is None:
             self._reads = AsyncReads(lambda batch: afetch(r, batch))
         reads = self._reads
-        model = self.keys.model(shard)
 
         async def get(key: str, fields: list[str]) -> list[Any]:
             return await self._guarded(lambda: reads.get(key, fields))
 
-        if not isinstance(after, Receipt):
-            (found,) = await get(model, [field])
-            return None if found is None else bytes(found)
         deadline = time.monotonic() + timeout
         pause = 0.001
-        mark = f"w:{after.source}"
-        where = self.keys.model(after.shard)
         while True:
-            if after.shard == shard:
-                seq, value = await get(model, [mark, field])
-            else:
-                (seq,), value = await get(where, [mark]), None
-            if seq is not None and int(seq) >= after.seq:
-                if after.shard != shard:
-                    (value,) = await get(model, [field])
-                return None if value is None else bytes(value)
+            while (ask := read.ask()) is not None:
+                read.got(await get(*ask))
+            if read.applied:
+                return read.value
+            after = read.receipt
+            assert after is not None
             if time.monotonic() + pause > deadline:
                 raise WaitTimeout(
                     f"shard {after.shard} has not applied {after.ref} within {timeout:g} s"
                 )
             await asyncio.sleep(pause)
             pause = min(0.05, pause * 2)
+            read.again()
 
     async def balance(
         self, user: int, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
@@ -84,7 +77,8 @@ class ReadMethods:
             await client.balance(7, after=await client.topup(user=7, amount=5))
         """
         _r, counts, _s = await self._ready()
-        value = await self._read(user_shard(user, counts), f"b:{user}", after, timeout)
+        read = ModelRead(self.keys, user, user_shard(user, counts), counts, f"b:{user}", after)
+        value = await self._read(read, timeout)
         return 0 if value is None else int(value)
 
     async def item(
@@ -97,7 +91,8 @@ class ReadMethods:
             await client.item("sku-1")
         """
         _r, counts, _s = await self._ready()
-        value = await self._read(item_shard(item, counts), f"i:{item}", after, timeout)
+        read = ModelRead(self.keys, item, item_shard(item, counts), counts, f"i:{item}", after)
+        value = await self._read(read, timeout)
         if value is None:
             return None
         remain, price = value.split()
@@ -119,7 +114,8 @@ class ReadMethods:
         """
         _r, counts, _s = await self._ready()
         key = order_key(user, order_id, counts.orders_per_user)
-        value = await self._read(user_shard(user, counts), f"o:{key}", after, timeout)
+        read = ModelRead(self.keys, user, user_shard(user, counts), counts, f"o:{key}", after)
+        value = await self._read(read, timeout)
         if value is None:
             return None
         return "confirmed" if value == b"confirmed" else "rejected"

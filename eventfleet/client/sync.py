@@ -36,6 +36,7 @@ from eventfleet.client.common import (
     translated,
 )
 from eventfleet.client.errors import ConfigurationError, InvalidEvent, WaitTimeout
+from eventfleet.client.modelread import ModelRead
 from eventfleet.client.results import Decided, Item, OrderResult, Published, Receipt
 from eventfleet.ledger.codec import describe_validation_error
 from eventfleet.ledger.events import AddItem, ExternalEvent, Order, Topup
@@ -334,39 +335,27 @@ class Client:
         return Published(sent, producer.source, last)
 
     # ---- reads (the read model: one key per read, whatever the shard's size) --------------
-    def _read(
-        self,
-        shard: str,
-        field: str,
-        after: Receipt | OrderResult | None,
-        timeout: float,
-    ) -> bytes | None:
-        """One field of ``shard``'s read model; with a receipt ``after``, once its shard has
-        applied it (``WaitTimeout`` after ``timeout`` seconds)."""
-        model = self.keys.model(shard)
+    def _read(self, read: ModelRead, timeout: float) -> bytes | None:
+        """One field of a key's read model (``eventfleet.client.modelread``: the shard its
+        counts give it, or the one a split shard's ``_routing`` names); with a receipt, once
+        that shard has applied it (``WaitTimeout`` after ``timeout`` seconds)."""
         with translated(self._url):
-            if not isinstance(after, Receipt):  # an order's outcome: its model came first
-                (value,) = self._reads.get(model, [field])
-                return value if value is None else bytes(value)
             deadline = time.monotonic() + timeout
             pause = 0.001
-            mark = f"w:{after.source}"
             while True:
-                if after.shard == shard:
-                    seq, value = self._reads.get(model, [mark, field])
-                else:
-                    (seq,) = self._reads.get(self.keys.model(after.shard), [mark])
-                    value = None
-                if seq is not None and int(seq) >= after.seq:
-                    if after.shard != shard:
-                        (value,) = self._reads.get(model, [field])
-                    return value if value is None else bytes(value)
+                while (ask := read.ask()) is not None:
+                    read.got(self._reads.get(*ask))
+                if read.applied:
+                    return read.value
+                after = read.receipt
+                assert after is not None
                 if time.monotonic() + pause > deadline:
                     raise WaitTimeout(
                         f"shard {after.shard} has not applied {after.ref} within {timeout:g} s"
                     )
                 time.sleep(pause)
                 pause = min(0.05, pause * 2)
+                read.again()
 
     def balance(
         self, user: int, *, after: Receipt | OrderResult | None = None, timeout: float = 5.0
@@ -384,8 +373,9 @@ class Client:
             client.balance(7, after=receipt)
             # -> 500 (or more)
         """
-        shard = user_shard(user, self._routing())
-        value = self._read(shard, f"b:{user}", after, timeout)
+        counts = self._routing()
+        shard = user_shard(user, counts)
+        value = self._read(ModelRead(self.keys, user, shard, counts, f"b:{user}", after), timeout)
         return 0 if value is None else int(value)
 
     def item(
@@ -399,8 +389,9 @@ class Client:
             client.item("sku-1", after=client.add_item(item="sku-1", count=10, price=250))
             # -> Item(item_id='sku-1', remain=10, price=250)
         """
-        shard = item_shard(item, self._routing())
-        value = self._read(shard, f"i:{item}", after, timeout)
+        counts = self._routing()
+        shard = item_shard(item, counts)
+        value = self._read(ModelRead(self.keys, item, shard, counts, f"i:{item}", after), timeout)
         if value is None:
             return None
         remain, price = value.split()
@@ -428,7 +419,7 @@ class Client:
         counts = self._routing()
         shard = user_shard(user, counts)
         key = order_key(user, order_id, counts.orders_per_user)
-        value = self._read(shard, f"o:{key}", after, timeout)
+        value = self._read(ModelRead(self.keys, user, shard, counts, f"o:{key}", after), timeout)
         if value is None:
             return None
         return "confirmed" if value == b"confirmed" else "rejected"
