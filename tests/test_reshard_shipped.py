@@ -94,3 +94,5 @@ def test_a_forwarded_mark_forged_with_the_worker_credential_is_a_lost_forward_in
         if (f["kind"], f["shard"], f["what"]) == ("lost", "u0", "forwarded to u2")
     }
     assert lost == {str(u) for u in moving}, report["findings"]
+    marks = [f for f in report["findings"] if f["what"] == "forwarded mark of u0"]
+    assert [(f["kind"], f["shard"]) for f in marks] == [("mismatch", "u2")], report["findings"]
