@@ -122,6 +122,7 @@ FILES = {
     "test_chaos.py": "fleet",
     "test_cluster_failover.py": "fleet",
     "test_reshard_cluster.py": "fleet",
+    "test_reshard_retention.py": "fleet",
     "test_docs_commands.py": "fleet",
     "test_exporter.py": "fleet",
     "test_fast_failover.py": "fleet",

@@ -1,0 +1,123 @@
+"""Online resharding with retention and the archive on (docs/DESIGN-DECISIONS.md, section
+35): worker processes trim every log up to each periodic snapshot once ``eventfleet archive``
+has it (``EVENTFLEET_RETAIN_S=0``, ``EVENTFLEET_ARCHIVE_REQUIRED=1``), an archiver runs over
+and over with the counts it reads each time, and ``eventfleet reshard`` grows the live
+namespace 2+2 -> 8+4 while two producers publish (one stale, one learning the counts). The
+outcome streams are trimmed too, so what was decided is read from the archive. Every
+parent's log is trimmed past its split marker and every child's past its first entries, so
+only the archive holds where the seeds and the first forwards came from; ``verify --archive``
+folds every shard from its first entry and is clean, checking every seed; ``verify`` without
+the archive is clean too and says what it could not check."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import redis
+
+from eventfleet.ledger.events import AddItem
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.split import marker_text
+from eventfleet.local.fleet import LocalFleet
+from eventfleet.ops.archive import archive
+from eventfleet.ops.status import is_idle
+from eventfleet.producer.client import Producer
+from eventfleet.store.keys import EVENT_FIELD, Keys
+from eventfleet.store.namespace import init_namespace, read_counts
+from tests.fleet_utils import make_fleet
+from tests.helpers import cli_json, cli_process, wait_for
+from tests.test_reshard_grow import ITEMS, USERS, Publishing
+from tests.test_retention import _settled
+from tests.test_split_worker import balances
+
+INIT, GROWN = ShardCounts(2, 2), ShardCounts(8, 4)
+TRIMMING = {
+    "EVENTFLEET_RETAIN_S": "0",
+    "EVENTFLEET_SNAPSHOT_INTERVAL_S": "0.3",
+    "EVENTFLEET_ARCHIVE_REQUIRED": "1",
+}
+"""Every log trimmed to each snapshot once the archive has it."""
+
+
+class Archiver:
+    """``archive`` run over and over on a thread, with the counts read before each run."""
+
+    def __init__(self, url: str, keys: Keys, root: Path) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.keys, self.root = keys, root
+        self.runs, self.errors = 0, list[str]()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                counts = read_counts(self.client, self.keys)
+                archive(self.client, self.keys, counts, self.root, segment_entries=200)
+                self.runs += 1
+            except Exception as exc:  # reported by the test
+                self.errors.append(repr(exc))
+                return
+
+    def __enter__(self) -> Archiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        self.client.close()
+
+
+def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archive(
+    r: redis.Redis,
+    namespace: str,
+    env: dict[str, str],
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    keys = Keys(namespace)
+    init_namespace(r, keys, INIT)
+    Producer(r, keys, INIT).publish([AddItem(item_id=i, count=10**6, price=1) for i in ITEMS])
+    url = env["REDIS_URL"]
+    fleet = make_fleet(url, namespace, tmp_path, fleet_factory, **TRIMMING)
+    fleet.start(), fleet.start()
+    root = tmp_path / "archive"
+    with Archiver(url, keys, root) as archiver:
+        with Publishing(r, keys, INIT, pace_s=0.05) as pub:
+            wait_for(lambda: pub.rounds >= 3 and archiver.runs >= 2, 60, "publishing, archived")
+            cli_process("reshard", "--user-shards", "8", "--item-shards", "4", env=env)
+            wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
+            at = pub.rounds
+            wait_for(lambda: pub.rounds >= at + 3, 60, "rounds published after the growth")
+        shards = GROWN.all_shards()
+        try:
+            wait_for(lambda: is_idle(r, keys, GROWN), 120, "the fleet to become idle")
+            # every log down to its last snapshot: possible only once the archive has it all
+            wait_for(lambda: all(_settled(r, keys, s) for s in shards), 90, "the last trims")
+        except AssertionError as exc:
+            shown = cli_process("status", env=env, check=False)
+            raise AssertionError(f"{exc}:\n{shown.stdout}{shown.stderr}") from None
+    assert not archiver.errors, archiver.errors
+    assert all(w.alive for w in fleet.workers)
+    assert sum(balances(r, keys, GROWN).values()) > 0  # each once, on its shard under 8+4
+    marker = marker_text(8, 4).encode()
+    for parent in INIT.all_shards():  # each marker is only in the archive now
+        assert all(f[EVENT_FIELD] != marker for _i, f in r.xrange(keys.events(parent)))
+    for child in set(shards) - set(INIT.all_shards()):  # and so are the first forwards
+        info = r.xinfo_stream(keys.events(child))
+        assert int(info["entries-added"]) > int(info["length"]), child
+    archive(r, keys, GROWN, root, segment_entries=200)
+    report = cli_json("verify", "--archive", str(root), "--json", env=env)
+    assert report["ok"] and report["quiescent"], report["findings"]
+    assert report["unchecked"] == [], report["unchecked"]
+    assert sorted(s["shard"] for s in report["shards"]) == sorted(shards)
+    assert all(s["from"] == "first entry" for s in report["shards"]), report["shards"]
+    t = report["totals"]  # the outcomes are trimmed too: what was decided, from the archive
+    assert (t["orders"], sum(t["outcomes"].values())) == (len(pub.orders), len(pub.orders))
+    assert t["topups"] == 2 * 5 * len(USERS) * pub.rounds
+    assert t["added"] == 10**6 * len(ITEMS)
+    bare = cli_json("verify", "--json", env=env)
+    assert bare["ok"], bare["findings"]
+    assert bare["unchecked"], "without the archive, the trimmed history is not checked"
