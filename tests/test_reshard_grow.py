@@ -72,9 +72,12 @@ class Publishing:
         self.thread.join(30)
 
 
-def settled(r: redis.Redis, keys: Keys, pub: Publishing, grown: ShardCounts) -> None:
+def settled(
+    r: redis.Redis, keys: Keys, pub: Publishing, grown: ShardCounts, dead_markers: bool = False
+) -> None:
     """Every order decided once, every balance and stock once on its shard under ``grown``
-    and what the top-ups and decisions make it."""
+    and what the top-ups and decisions make it; no dead letter (``dead_markers``: but split
+    markers a worker that does not apply them dead-lettered)."""
     users = [f"u{n}" for n in range(grown.users)]
     wait_for(lambda: len(outcomes(r, keys, users)) >= len(pub.orders), 30, "every outcome")
     got = outcomes(r, keys, users)
@@ -98,7 +101,8 @@ def settled(r: redis.Redis, keys: Keys, pub: Publishing, grown: ShardCounts) -> 
     want_stock = {i: 10**6 - sold.get(i, 0) for i in ITEMS}  # releases given back
     wait_for(lambda: stock() == want_stock, 30, "every item's stock on its shard")
     for s in grown.all_shards():
-        assert not r.xlen(keys.dlq(s)), s
+        dead = [f for _i, f in r.xrange(keys.dlq(s))]
+        assert not dead or (dead_markers and all(b'"split"' in f[b"raw"] for f in dead)), dead
         forwarded = [
             (f.get(b"by"), t)
             for _i, f in r.xrange(keys.events(s))
@@ -277,3 +281,28 @@ def test_a_worker_killed_between_writing_a_split_and_acking_it_writes_nothing_tw
         wait_for(lambda: pub.rounds >= at + 2, 30, "more rounds")
         pub.halt()
         settled(r, keys, pub, ShardCounts(4, 4))
+
+
+def test_a_marker_dead_lettered_by_a_worker_of_an_older_version_is_appended_again(
+    r: redis.Redis, namespace: str, env: dict[str, str]
+) -> None:
+    """A worker that does not apply split markers (the versions before online resharding)
+    dead-letters each one as ``unknown_type``: the command stops (exit 1) naming the shards
+    and what to do, nothing published; once the workers apply markers, the same command
+    appends the marker again to those shards and completes, every event applied once."""
+    keys = stocked(r, namespace)
+    with Publishing(r, keys, read_counts(r, keys), pace_s=0.05) as pub:
+        with running_worker(r, namespace, splits=False):
+            wait_for(lambda: pub.rounds >= 2, 30, "producers publishing")
+            res = cli("reshard", "--user-shards", "4", "--wait", "60", env=env, check=False)
+        assert res.returncode == 1, res.stderr
+        assert "the owner of u0 u1 dead-lettered the split marker" in res.stderr
+        assert "Upgrade every worker, then re-run the same command" in res.stderr
+        assert read_counts(r, keys).users == 2
+        with running_worker(r, namespace):
+            res = cli("reshard", "--user-shards", "4", "--wait", "60", env=env)
+            assert "split markers appended: u0 u1 i0 i1" in res.stderr
+            at = pub.rounds
+            wait_for(lambda: pub.rounds >= at + 2, 30, "more rounds")
+            pub.halt()
+            settled(r, keys, pub, ShardCounts(4, 2), dead_markers=True)

@@ -35,6 +35,7 @@ from eventfleet.ops.reshard_progress import (
     PREPARING,
     PUBLISHED,
     SEED_DIGEST,
+    dead_markers,
     is_seed,
     resume_from,
     seed_digests,
@@ -50,6 +51,9 @@ LEASE_TTL_MS = 30_000
 """A run renews its lease between steps; one killed frees it after this long."""
 SCAN = 1000
 """Log entries read per XRANGE while looking for a marker."""
+DEAD_EVERY = 10
+"""While waiting for the seeds, the waiting parents' dead letters are read every this many
+polls (about 2 s), for a marker a worker that does not apply them dead-lettered."""
 
 
 class ReshardRefused(Exception):
@@ -63,6 +67,11 @@ class ReshardBusy(ReshardRefused):
 class SeedsLate(ReshardRefused):
     """The workers have not seeded every new shard within the wait: the run is recorded and
     a re-run of the same command goes on from where it stopped."""
+
+
+class MarkerDeadLettered(SeedsLate):
+    """A parent's owner dead-lettered its split marker: it runs a version that does not apply
+    markers. Once every worker is upgraded, a re-run appends the marker again."""
 
 
 Say = Callable[[str], None]
@@ -231,7 +240,7 @@ class Run:
         since the run began (a re-run appends none twice; one appended twice anyway would be
         a duplicate in the domain); the shards it was appended to."""
         text = marker_text(users, items)
-        since = int(_text(self.r.hget(self.keys.meta, "reshard_begun_ms")) or 0)
+        since = self.begun_ms()
         appended = []
         for shard in old.all_shards():
             self.renew()
@@ -245,16 +254,40 @@ class Run:
         self.write_meta({"reshard_state": MARKED})
         return appended
 
+    def begun_ms(self) -> int:
+        return int(_text(self.r.hget(self.keys.meta, "reshard_begun_ms")) or 0)
+
     def holds(self, shard: str, text: str, since_ms: int) -> bool:
-        """Whether ``shard``'s log holds ``text`` at or after ``since_ms``."""
+        """Whether ``shard``'s log holds ``text`` at or after ``since_ms``, not dead-lettered
+        (one a worker that does not apply markers dead-lettered is appended again)."""
+        dead = dead_markers(self.r, self.keys, shard, text, since_ms)
         start, want = f"{since_ms}-0", text.encode()
         while True:
             got: Any = self.r.xrange(self.keys.events(shard), min=start, count=SCAN)
-            if any(fields.get(EVENT_FIELD) == want for _eid, fields in got):
+            if any(f.get(EVENT_FIELD) == want and _text(e) not in dead for e, f in got):
                 return True
             if len(got) < SCAN:
                 return False
             start = f"({_text(got[-1][0])}"
+
+    def refused_markers(self, waiting: list[str], text: str, since_ms: int) -> None:
+        """``MarkerDeadLettered`` when a ``waiting`` parent's owner dead-lettered every marker
+        this run appended to it (one ``XRANGE`` of its dead letters; its log is read only when
+        one is there)."""
+        refused = [
+            shard
+            for shard in waiting
+            if dead_markers(self.r, self.keys, shard, text, since_ms)
+            and not self.holds(shard, text, since_ms)
+        ]
+        if refused:
+            raise MarkerDeadLettered(
+                f"the owner of {' '.join(refused)} dead-lettered the split marker "
+                "(unknown_type): a worker of a version that does not apply split markers "
+                "owns it. Upgrade every worker, then re-run the same command: it appends the "
+                "marker again to those shards. Nothing was published; producers and clients "
+                "go on with the current counts"
+            )
 
     def unseeded(self, old: ShardCounts, users: int, items: int) -> list[str]:
         """The new shards whose seed snapshot does not exist yet."""
@@ -276,6 +309,7 @@ class Run:
         deadline = time.monotonic() + timeout_s
         told: set[str] = set()
         noted = set(seed_digests(self.r.hgetall(self.keys.meta)))
+        text, since, polls = marker_text(users, items), self.begun_ms(), 0
         while True:
             missing = self.unseeded(old, users, items)
             self.note_seeds([s for s in new_shards(old, users, items) if s not in missing], noted)
@@ -286,6 +320,9 @@ class Run:
                     say(f"{shard} split ({len(split)} of {len(split) + len(waiting)} parents)")
             if not missing:
                 return
+            polls += 1
+            if polls % DEAD_EVERY == 1 or time.monotonic() >= deadline:
+                self.refused_markers(waiting, text, since)
             if time.monotonic() >= deadline:
                 raise SeedsLate(
                     f"the workers have not applied the split marker of {' '.join(waiting)} "

@@ -214,3 +214,18 @@ def holders(r: redis.Redis, keys: Keys, counts: ShardCounts) -> Holders:
         pipe.exists(keys.snapshot(s))
     seeded = frozenset(s for s, there in zip(new, pipe.execute(), strict=True) if there)
     return Holders(counts, target, seeded)
+
+
+def dead_markers(r: redis.Redis, keys: Keys, shard: str, text_: str, since_ms: int) -> set[str]:
+    """The entry ids of split markers ``text_`` that ``shard``'s owner dead-lettered since
+    ``since_ms`` (``unknown_type``: a worker of a version that does not apply markers owned
+    it). One ``XRANGE`` of the shard's dead letters (few, as a rule)."""
+    want, start, out = text_.encode(), f"{since_ms}-0", set()
+    while True:
+        got: Any = r.xrange(keys.dlq(shard), min=start, count=1000)
+        for _eid, f in got:
+            if f.get(b"reason") == b"unknown_type" and f.get(b"raw") == want:
+                out.add(text(f.get(b"entry_id") or b""))
+        if len(got) < 1000:
+            return out
+        start = f"({text(got[-1][0])}"
