@@ -489,3 +489,24 @@ def test_running_workers_stand_by_for_children_once_seeded(r: redis.Redis, names
             )
 
         wait_for(covered, 30, "every child owned by one worker and stood by by the other")
+
+
+def test_a_grandchild_lets_go_of_a_forgotten_sources_other_paths_in_its_model() -> None:
+    """u6, born of u2 born of u0, holds two forwarded marks of p:a (paths ``u2`` and
+    ``u0.u2``). A forwarded entry of p:a once the window forgot it keeps only its own path:
+    the model's field of the other goes with the batch, so the model stays the fold's."""
+    init = ShardCounts(2, 2)
+    user = next(u for u in range(1, 500) if user_shard(u, ShardCounts(8, 2)) == "u6")
+    state = ShardState(
+        "u6", routing=(8, 2), splits=[8], fwd={"p:a": {"u2": 5, "u0.u2": 3}},
+        watermarks={"p:a": 5}, seen={"p:a": 1000}, prune_at=10**15,
+    )  # fmt: skip
+    kid = owned("u6", state)
+    later = f"{1000 + init.window_ms + 10}-0"
+    entries = [(later.encode(), [b"event", topup(user, 1, 9).encode(), b"fwd", b"u2"])]
+    effects, _acks, _n = apply_entries(kid, entries, init, Observer(60), splits=True)
+    assert not effects.dead and kid.state.balances == {user: 9}
+    assert kid.state.fwd == {"p:a": {"u2": 1}}
+    assert effects.model_removed == ["f:u0:p:a"]
+    written = dict(zip(effects.model.pairs[0::2], effects.model.pairs[1::2], strict=True))
+    assert written["f:u2:p:a"] == "1" and written["_routing"] == "8,2"

@@ -13,7 +13,7 @@ from eventfleet.ledger.bundle import events_per_entry
 from eventfleet.ledger.rules import DeadLetter, step_entry
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.store import ids
-from eventfleet.store.keys import flat_entry_event
+from eventfleet.store.keys import flat_entry_event, flat_entry_fwd
 from eventfleet.worker.effects import Effects
 from eventfleet.worker.forwards import MOVED_KINDS as _MOVED
 from eventfleet.worker.forwards import note as note_moved
@@ -52,7 +52,8 @@ def apply_entries(
     note = changes.note
     applied: list[Any] = []  # the applied events' wires, noted in one go (Changes.touched)
     keep = applied.append
-    pruned = Pruned(state, bool(entries) and ids.millis(entries[-1][0]) >= state.prune_at)
+    due = bool(entries) and ids.millis(entries[-1][0]) >= state.prune_at
+    pruned = Pruned(state, due, bool(state.fwd) and any(flat_entry_fwd(f) for _e, f in entries))
     # Entries come in id order, so only a batch that starts at or below the last applied
     # id needs a per-entry check: after a lost reply (resync), or if the group's position
     # ever fell behind a snapshot (a Redis that lost writes).

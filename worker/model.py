@@ -231,12 +231,14 @@ class Pruned:
 
     __slots__ = ("forwarded", "orders", "sources")
 
-    def __init__(self, state: ShardState, due: bool) -> None:
+    def __init__(self, state: ShardState, due: bool, forwarded: bool = False) -> None:
+        """``forwarded``: the batch holds forwarded entries."""
         self.orders = set(state.orders) if due else None
         self.sources = set(state.watermarks) if due else None
-        self.forwarded = _forwarded_fields(state) if state.fwd else None
-        """A split child's ``f:`` fields: a source's paths go with the window, or while a
-        forwarded entry is stepped (``split.on_path``), with or without a prune due."""
+        self.forwarded = _forwarded_fields(state) if state.fwd and (due or forwarded) else None
+        """A split child's ``f:`` fields: a source's paths go with the window at a prune, or
+        when a forwarded entry of a source the window forgot is stepped (``split.on_path``),
+        so only a batch that may prune or holds forwarded entries compares them."""
 
     def removed(self, state: ShardState) -> list[str]:
         out: list[str] = []

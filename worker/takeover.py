@@ -178,7 +178,7 @@ def take_over(
     # Replay (snapshot id, last delivered id], writing each batch's effects before the next
     effects = Effects()
     changes = Changes()
-    pruned = Pruned(state, ids.millis(end) >= state.prune_at)
+    pruned = Pruned(state, ids.millis(end) >= state.prune_at, forwarded=True)
     moved_fields: list[str] = []  # the read model's fields of keys handed to children
 
     def on_step(eid: str, _raw: bytes | None, res: StepResult) -> None:
