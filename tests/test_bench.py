@@ -57,7 +57,7 @@ def test_reshard_scenario_grows_a_loaded_namespace_without_refusing_a_push(
     n = doc["scenarios"]["n"]
     assert (n["from"], n["to"], n["refused_pushes"]) == ("4+4", "8+8", 0), n["refused"]
     assert n["orders"] > 0 and n["pushes"] > 0
-    assert n["windows_during_per_s"], "throughput windows during the reshard"
+    assert n["windows_during_per_s"] and n["windows_after_per_s"], "throughput windows"
     keys = sorted(f.key for f in FIGURES if f.scenario == "n")
     assert sorted(k for k in doc["figures"] if k.startswith("n.")) == keys
     assert all(doc["figures"][k] > 0 for k in keys), doc["figures"]

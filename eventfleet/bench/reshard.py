@@ -19,7 +19,9 @@ figure before it:
 - *throughput*: order outcomes per second in windows of ``WINDOW_S``, the lowest window
   during the reshard against the median window before it.
 
-Redis runs on this host, so the producer's clock and the entry ids are the same clock.
+The same after the tail, to the end of the load (the fleet caught up or not), and the
+workers' and Redis' CPU in each period. Redis runs on this host, so the producer's clock and
+the entry ids are the same clock.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ from typing import Any
 
 import redis
 
-from eventfleet.bench.env import BenchEnv, BenchError, check_alive, deadline_wait, start_settled
+from eventfleet.bench.env import (
+    BenchEnv,
+    BenchError,
+    check_alive,
+    cpu_seconds,
+    deadline_wait,
+    start_settled,
+)
 from eventfleet.ledger.codec import decode_outcome
 from eventfleet.ledger.events import ExternalEvent, Order
 from eventfleet.ledger.shards import ShardCounts
@@ -174,14 +183,23 @@ def outcome_times(r: redis.Redis, keys: Keys, counts: ShardCounts) -> dict[str, 
     return out
 
 
+@dataclass(frozen=True)
+class Timeline:
+    """Wall-clock seconds: the load began, the reshard began, ``TAIL_S`` after it returned,
+    the load stopped."""
+
+    load0: float
+    begin: float
+    end: float
+    stopped: float
+
+
 def figures(
-    pushers: list[Pusher],
-    outcomes: dict[str, list[float]],
-    load0: float,
-    begin: float,
-    end: float,
+    pushers: list[Pusher], outcomes: dict[str, list[float]], tl: Timeline
 ) -> dict[str, Any]:
-    """The three figures, during [begin, end) against before [load0 + WARMUP_S, begin)."""
+    """The three figures, during [begin, end) against before [load0 + WARMUP_S, begin), and
+    the throughput and waits after it, [end, stopped): whether the fleet caught up."""
+    begin, end = tl.begin, tl.end
     pushes = [p for x in pushers for p in x.pushes]
     placed = {oid: t for x in pushers for oid, t in x.placed.items()}
     lost = sorted(oid for oid in placed if oid not in outcomes)
@@ -191,7 +209,7 @@ def figures(
             f"orders without an outcome: {lost[:5]} ({len(lost)}), "
             f"decided more than once: {twice[:5]} ({len(twice)})"
         )
-    before = load0 + WARMUP_S
+    before = tl.load0 + WARMUP_S
     gaps_before = longest_unaccepted(pushes, before, begin)
     gaps_during = longest_unaccepted(pushes, begin, end)
     waits = {oid: outcomes[oid][0] - t for oid, t in placed.items()}
@@ -202,6 +220,7 @@ def figures(
     decided = [ts[0] for oid, ts in outcomes.items() if oid in placed]
     rates_before = per_window(decided, before, begin)
     rates_during = per_window(decided, begin, end)
+    rates_after = per_window(decided, end, tl.stopped)
     if not rates_before or not rates_during:
         raise BenchError("too short a load for a throughput window before and during")
     median = statistics.median(rates_before)
@@ -220,16 +239,25 @@ def figures(
         "lowest_during_per_s": round(min(rates_during), 1),
         "dip_ratio": round(min(rates_during) / median, 3) if median else 0.0,
         "windows_during_per_s": [round(x, 1) for x in rates_during],
+        "wait_after_ms": round(1000 * longest_wait(end, tl.stopped), 1),
+        "median_after_per_s": round(statistics.median(rates_after), 1) if rates_after else 0.0,
+        "windows_after_per_s": [round(x, 1) for x in rates_after],
     }
 
 
 def reshard_under_load(
-    env: BenchEnv, rate: float, before_s: float, after_s: float, workers: int = 2
+    env: BenchEnv,
+    rate: float,
+    before_s: float,
+    after_s: float,
+    workers: int = 2,
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``FROM`` -> ``TO`` under ``workers`` worker processes and two producers at ``rate``
-    events/s in all, ``before_s`` seconds of load before the reshard and ``after_s`` after."""
+    """``FROM`` -> ``TO`` under ``workers`` worker processes (the shipped settings, or
+    ``worker_env``) and two producers at ``rate`` events/s in all, ``before_s`` seconds of
+    load before the reshard and ``after_s`` after."""
     keys = env.namespace("bench-n", FROM)
-    fleet, procs = start_settled(env, keys.ns, keys, FROM, workers, {})
+    fleet, procs = start_settled(env, keys.ns, keys, FROM, workers, worker_env or {})
     chunk = max(10, int(rate / 40))  # each producer pushes every 1/20 s
     users, items = 10_000, 1_000
     pushers = [
@@ -245,11 +273,14 @@ def reshard_under_load(
         )
         for n, (name, every) in enumerate((("stale", 10.0**9), ("learner", LEARN_EVERY_S)))
     ]
+    redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
+    cpu = [_cpu(procs, redis_pid)]
     load0 = time.time()
     for p in pushers:
         p.start()
     try:
         deadline_wait(lambda: _alive(procs, before_s, load0), before_s + 30, "the load before")
+        cpu.append(_cpu(procs, redis_pid))
         begin = time.time()
         run = Run(env.client, keys)
         run.take()
@@ -258,12 +289,16 @@ def reshard_under_load(
         finally:
             run.release()
         returned = time.time()
+        deadline_wait(lambda: _alive(procs, TAIL_S, returned), TAIL_S + 30, "the tail")
+        cpu.append(_cpu(procs, redis_pid))
         deadline_wait(lambda: _alive(procs, after_s, returned), after_s + 30, "the load after")
+        cpu.append(_cpu(procs, redis_pid))
     finally:
         for p in pushers:
             p.stop.set()
         for p in pushers:
             p.join(30)
+        stopped = time.time()
 
     def idle() -> bool:
         check_alive(procs)
@@ -274,7 +309,8 @@ def reshard_under_load(
         raise BenchError(f"a producer failed: {failed[0]}")
     deadline_wait(idle, 120, "idle after the reshard", poll=0.05)
     fleet.stop_all(timeout=15)
-    out = figures(pushers, outcome_times(env.client, keys, TO), load0, begin, returned + TAIL_S)
+    tl = Timeline(load0, begin, returned + TAIL_S, stopped)
+    out = figures(pushers, outcome_times(env.client, keys, TO), tl)
     env.drop(keys)
     return out | {
         "from": f"{FROM.users}+{FROM.items}",
@@ -283,8 +319,23 @@ def reshard_under_load(
         "offered_per_s": rate,
         "reshard_s": round(returned - begin, 3),
         "window_s": WINDOW_S,
+        **_utilization(cpu, [load0, begin, tl.end, stopped], workers),
         "tail_s": TAIL_S,
     }
+
+
+def _cpu(procs: list[Any], redis_pid: int) -> tuple[float, float]:
+    return sum(cpu_seconds(w.proc.pid) for w in procs), cpu_seconds(redis_pid)
+
+
+def _utilization(cpu: list[tuple[float, float]], at: list[float], workers: int) -> dict[str, float]:
+    """The workers' CPU per worker and Redis' CPU, as a share of one core, in each period."""
+    out = {}
+    for k, period in enumerate(("before", "during", "after")):
+        s = max(at[k + 1] - at[k], 1e-9)
+        out[f"worker_cpu_{period}"] = round((cpu[k + 1][0] - cpu[k][0]) / s / workers, 2)
+        out[f"redis_cpu_{period}"] = round((cpu[k + 1][1] - cpu[k][1]) / s, 2)
+    return out
 
 
 def _alive(procs: list[Any], seconds: float, since: float) -> bool:
