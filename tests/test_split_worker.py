@@ -510,3 +510,23 @@ def test_a_grandchild_lets_go_of_a_forgotten_sources_other_paths_in_its_model() 
     assert effects.model_removed == ["f:u0:p:a"]
     written = dict(zip(effects.model.pairs[0::2], effects.model.pairs[1::2], strict=True))
     assert written["f:u2:p:a"] == "1" and written["_routing"] == "8,2"
+
+
+def test_a_split_batch_queues_the_childs_seed_and_model_before_the_parent_lets_go(
+    r: redis.Redis, namespace: str
+) -> None:
+    """The marker's batch: the written mark, then each child's ``forward_once`` (its seed
+    and model), then the parent's model write that removes the moved fields: a reader
+    between two of them finds a moved key's field in one of the two models."""
+    keys, counts = setup(r, namespace)
+    parent_log(r, keys)
+    parent = owned("u0")
+    effects, _acks, _n = apply_entries(parent, read(r, keys, "u0"), counts, Observer(60), True)
+    pipe = r.pipeline(transaction=False)
+    queue_effects(pipe, keys, Scripts(r), "u0", effects, parent.state.last_id, token=TOKEN)
+    touched = [[str(a) for a in args[3 : 3 + int(args[2])]] for args, _opts in pipe.command_stack]
+    assert touched == [
+        [keys.written("u0")],
+        [keys.events("u2"), keys.forwarded("u2"), keys.snapshot("u2"), keys.model("u2")],
+        [keys.written("u0"), keys.lease("u0"), keys.model("u0")],
+    ]
