@@ -259,6 +259,11 @@ def test_a_second_run_is_refused_and_a_sigterm_lets_the_lease_go(
     assert read_counts(ns.root, KEYS) == ShardCounts(2, 2)
     ns.workers()
     with ns.publishing() as pub:
-        assert ns.reshard("--user-shards", "4").returncode == 0
+        res = ns.reshard("--user-shards", "4")
+        assert res.returncode == 0, res.stderr
+        assert (
+            res.stdout
+            == "grown from 2 user and 2 item shards to 4 and 2: the counts are published\n"
+        )
         pub.halt()
         settled(ns.root, KEYS, pub, ShardCounts(4, 2))

@@ -101,6 +101,11 @@ def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_jso
             run.release()
     if as_json:
         emit_json(done.as_json())
+        return
+    click.echo(
+        f"grown from {done.old.users} user and {done.old.items} item shards to {users} and "
+        f"{items}: the counts are published"
+    )
 
 
 class _Stopped(Exception):
