@@ -75,6 +75,7 @@ FILES = {
     "test_split.py": "fast",
     "test_split_fleet.py": "fast",
     "test_split_worker.py": "fast",
+    "test_split_standby.py": "fast",
     "test_read_split.py": "fast",
     "test_reshard_grow.py": "fast",
     "test_verify_split.py": "fast",
