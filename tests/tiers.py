@@ -234,6 +234,7 @@ COST_S = {
     "test_worker_faults.py": 45,
     "test_api_live.py": 40,
     "test_archive.py": 35,
+    "test_reshard_command.py": 35,
     "test_cluster_acl.py": 35,
     "test_static_membership.py": 30,
     "test_cluster_failover.py": 25,
