@@ -7,13 +7,17 @@ outcome streams are trimmed too, so what was decided is read from the archive. E
 parent's log is trimmed past its split marker and every child's past its first entries, so
 only the archive holds where the seeds and the first forwards came from; ``verify --archive``
 folds every shard from its first entry and is clean, checking every seed; ``verify`` without
-the archive is clean too and says what it could not check."""
+the archive is clean too and says what it could not check. The same with worker processes
+SIGKILLed while the command runs and after."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from eventfleet.ledger.events import AddItem
@@ -70,12 +74,48 @@ class Archiver:
         self.client.close()
 
 
+def grow_killing(
+    r: redis.Redis, keys: Keys, fleet: LocalFleet, env: dict[str, str], kills: int
+) -> None:
+    """The reshard command; with ``kills``, the owner of ``u0`` SIGKILLed as soon as the run
+    has recorded its target (most often before it applied its marker: the command then waits
+    for ``u0``'s children's seeds until a takeover applies it), then ``kills - 1`` random
+    workers every half second, each replaced at once: a parent may be taken over before,
+    during or after its split, its log trimmed to a snapshot on either side of its marker."""
+    failed: list[str] = []
+
+    def command() -> None:
+        done = cli_process(
+            "reshard", "--user-shards", "8", "--item-shards", "4", env=env, timeout=180,
+            check=False,
+        )  # fmt: skip
+        if done.returncode:
+            failed.append(done.stderr)
+
+    thread = threading.Thread(target=command, daemon=True)
+    thread.start()
+    if kills:
+        wait_for(lambda: r.hget(keys.meta, "reshard_target"), 60, "the run begun", 0.002)
+        owner = r.get(keys.lease("u0")).decode().rpartition(":")[0]
+        fleet.kill(next(w for w in fleet.live() if w.worker_id == owner))
+        fleet.start()
+    rng = random.Random(kills)
+    for _ in range(kills - 1):
+        time.sleep(0.5)  # the fault schedule, not a wait for a result
+        fleet.kill(rng.choice(fleet.live()))
+        fleet.start()
+    thread.join(180)
+    assert not thread.is_alive() and not failed, failed
+
+
+@pytest.mark.parametrize("kills", [0, 6], ids=["calm", "sigkills"])
 def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archive(
     r: redis.Redis,
     namespace: str,
     env: dict[str, str],
     tmp_path: Path,
     fleet_factory: list[LocalFleet],
+    kills: int,
 ) -> None:
     keys = Keys(namespace)
     init_namespace(r, keys, INIT)
@@ -83,11 +123,13 @@ def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archiv
     url = env["REDIS_URL"]
     fleet = make_fleet(url, namespace, tmp_path, fleet_factory, **TRIMMING)
     fleet.start(), fleet.start()
+    leases = [keys.lease(s) for s in INIT.all_shards()]
+    wait_for(lambda: all(r.mget(leases)), 60, "every shard owned")
     root = tmp_path / "archive"
     with Archiver(url, keys, root) as archiver:
         with Publishing(r, keys, INIT, pace_s=0.05) as pub:
             wait_for(lambda: pub.rounds >= 3 and archiver.runs >= 2, 60, "publishing, archived")
-            cli_process("reshard", "--user-shards", "8", "--item-shards", "4", env=env)
+            grow_killing(r, keys, fleet, env, kills)
             wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
             at = pub.rounds
             wait_for(lambda: pub.rounds >= at + 3, 60, "rounds published after the growth")
@@ -100,7 +142,7 @@ def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archiv
             shown = cli_process("status", env=env, check=False)
             raise AssertionError(f"{exc}:\n{shown.stdout}{shown.stderr}") from None
     assert not archiver.errors, archiver.errors
-    assert all(w.alive for w in fleet.workers)
+    assert len(fleet.live()) == 2
     assert sum(balances(r, keys, GROWN).values()) > 0  # each once, on its shard under 8+4
     marker = marker_text(8, 4).encode()
     for parent in INIT.all_shards():  # each marker is only in the archive now
