@@ -7,12 +7,16 @@ lists), worker processes logged in as ``eventfleet-worker``, two producers as
 lease and meta script (the lease tagged with the meta key's name), a parent's batch and the
 ``forward_once.lua`` call in its child's slot queued with it, the seeds, the workers' reads of
 the new shards. Every order is decided once, every balance and stock once on the shard the
-grown counts give it, no dead letter, no event forwarded twice, ``verify`` clean."""
+grown counts give it, no dead letter, no event forwarded twice, ``verify`` clean. The same
+with retention trimming every log and ``eventfleet archive`` run over and over as the admin:
+``verify --archive`` clean from every shard's first entry."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ import redis
 
 from eventfleet.ledger.events import AddItem
 from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.split import marker_text
 from eventfleet.local.cluster import LocalCluster
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.local.redisserver import RedisNotInstalled
@@ -27,12 +32,14 @@ from eventfleet.local.shipped import Logins
 from eventfleet.ops.status import is_idle
 from eventfleet.producer.client import Producer
 from eventfleet.store.connection import connect
-from eventfleet.store.keys import Keys
+from eventfleet.store.keys import EVENT_FIELD, Keys
 from eventfleet.store.settings import Settings
 from tests.fleet_utils import FAST
 from tests.helpers import cli_process, wait_for
 from tests.test_reshard_grow import ITEMS, Publishing, settled
+from tests.test_reshard_retention import TRIMMING, Archiver
 from tests.test_restart_shipped import NS, env_of
+from tests.test_retention import _settled
 
 KEYS = Keys(NS)
 INIT, GROWN = ShardCounts(2, 2), ShardCounts(8, 4)
@@ -65,54 +72,109 @@ def owned(r: redis.Redis, counts: ShardCounts) -> bool:
     return all(pipe.execute())
 
 
-def test_a_live_namespace_grows_on_a_shipped_cluster_and_verify_is_clean(
-    shipped_cluster: LocalCluster, tmp_path: Path, fleet_factory: list[LocalFleet]
-) -> None:
-    c = shipped_cluster
+@dataclass
+class Shipped:
+    """A 2+2 namespace on a shipped cluster, its items stocked, two workers owning it."""
+
+    cluster: LocalCluster
+    admin: redis.Redis
+    producer: redis.Redis
+    admin_env: dict[str, str]
+    fleet: LocalFleet
+
+
+@contextlib.contextmanager
+def shipped_fleet(
+    c: LocalCluster, tmp_path: Path, fleet_factory: list[LocalFleet], **worker_env: str
+) -> Iterator[Shipped]:
     assert c.logins is not None
     logins, url = c.logins, c.url
     admin_env = env_of(url, logins, "admin")
     cli_process("init", "--user-shards", "2", "--item-shards", "2", env=admin_env)
     admin, producer = login(url, logins, "admin"), login(url, logins, "producer")
     try:
-        grown = GROWN.all_shards()
-        parents = {s: f"{s[0]}{int(s[1:]) % 2}" for s in grown if s not in INIT.all_shards()}
-        apart = [s for s, p in parents.items() if c.master_of(KEYS.events(s)).port
-                 != c.master_of(KEYS.events(p)).port]  # fmt: skip
-        assert apart, "some child should be on another master than its parent"
         Producer(producer, KEYS, INIT).publish(
             [AddItem(item_id=i, count=10**6, price=1) for i in ITEMS]
         )
-        fleet = LocalFleet(url, NS, tmp_path / "workers", env={**FAST, **logins.env("worker")})
+        env = {**FAST, **logins.env("worker"), **worker_env}
+        fleet = LocalFleet(url, NS, tmp_path / "workers", env=env)
         fleet_factory.append(fleet)
         fleet.start(), fleet.start()
         wait_for(lambda: owned(admin, INIT), 60, "every shard owned")
-        with Publishing(producer, KEYS, INIT, pace_s=0.05) as pub:
-            wait_for(lambda: pub.rounds >= 2, 60, "the producers publishing")
-            done = cli_process(
-                "reshard", "--user-shards", "8", "--item-shards", "4", "--json",
-                env=admin_env, timeout=180,
-            )  # fmt: skip
-            got = json.loads(done.stdout)
-            assert (got["from"], got["target"], got["state"]) == ("2,2", "8,4", "done"), got
-            assert sorted(got["markers_appended"]) == sorted(INIT.all_shards()), got
-            wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
-            at = pub.rounds
-            wait_for(lambda: pub.rounds >= at + 2, 60, "rounds published after the growth")
-        try:
-            wait_for(lambda: is_idle(admin, KEYS, GROWN), 120, "the fleet to become idle")
-        except AssertionError:
-            shown = cli_process("status", env=admin_env, check=False)
-            raise AssertionError(f"not idle:\n{shown.stdout}{shown.stderr}") from None
-        assert all(w.alive for w in fleet.workers)
-        settled(admin, KEYS, pub, GROWN)
-        for child in apart:  # the forwards crossed masters
-            assert any(f.get(b"fwd") for _i, f in admin.xrange(KEYS.events(child))), child
-        assert owned(admin, GROWN)
-        report = json.loads(cli_process("verify", "--json", env=admin_env).stdout)
-        assert report["ok"] and report["quiescent"], report["findings"]
-        status = json.loads(cli_process("status", "--json", env=admin_env).stdout)
-        assert status["reshard"]["state"] == "done" and status["totals"]["shards"] == 12
+        yield Shipped(c, admin, producer, admin_env, fleet)
     finally:
         admin.close()
         producer.close()
+
+
+def grow_under_load(s: Shipped) -> Publishing:
+    """``eventfleet reshard`` 2+2 -> 8+4 as the admin while the producers publish, until
+    the fleet is idle on the grown counts."""
+    with Publishing(s.producer, KEYS, INIT, pace_s=0.05) as pub:
+        wait_for(lambda: pub.rounds >= 2, 60, "the producers publishing")
+        done = cli_process(
+            "reshard", "--user-shards", "8", "--item-shards", "4", "--json",
+            env=s.admin_env, timeout=180,
+        )  # fmt: skip
+        got = json.loads(done.stdout)
+        assert (got["from"], got["target"], got["state"]) == ("2,2", "8,4", "done"), got
+        assert sorted(got["markers_appended"]) == sorted(INIT.all_shards()), got
+        wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 2, 60, "rounds published after the growth")
+    try:
+        wait_for(lambda: is_idle(s.admin, KEYS, GROWN), 120, "the fleet to become idle")
+    except AssertionError:
+        shown = cli_process("status", env=s.admin_env, check=False)
+        raise AssertionError(f"not idle:\n{shown.stdout}{shown.stderr}") from None
+    assert all(w.alive for w in s.fleet.workers)
+    return pub
+
+
+def test_a_live_namespace_grows_on_a_shipped_cluster_and_verify_is_clean(
+    shipped_cluster: LocalCluster, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    c = shipped_cluster
+    parents = {
+        s: f"{s[0]}{int(s[1:]) % 2}" for s in GROWN.all_shards() if s not in INIT.all_shards()
+    }
+    apart = [s for s, p in parents.items() if c.master_of(KEYS.events(s)).port
+             != c.master_of(KEYS.events(p)).port]  # fmt: skip
+    assert apart, "some child should be on another master than its parent"
+    with shipped_fleet(c, tmp_path, fleet_factory) as s:
+        pub = grow_under_load(s)
+        settled(s.admin, KEYS, pub, GROWN)
+        for child in apart:  # the forwards crossed masters
+            assert any(f.get(b"fwd") for _i, f in s.admin.xrange(KEYS.events(child))), child
+        assert owned(s.admin, GROWN)
+        report = json.loads(cli_process("verify", "--json", env=s.admin_env).stdout)
+        assert report["ok"] and report["quiescent"], report["findings"]
+        status = json.loads(cli_process("status", "--json", env=s.admin_env).stdout)
+        assert status["reshard"]["state"] == "done" and status["totals"]["shards"] == 12
+
+
+def test_a_growth_under_retention_and_the_archive_on_a_shipped_cluster(
+    shipped_cluster: LocalCluster, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """tests/test_reshard_retention.py's growth on the cluster: every log trimmed to each
+    snapshot once ``eventfleet archive``, run over and over as the admin, has it; then
+    ``verify --archive`` is clean from every shard's first entry."""
+    c, root = shipped_cluster, tmp_path / "archive"
+    assert c.logins is not None
+    with shipped_fleet(c, tmp_path, fleet_factory, **TRIMMING) as s:
+        with Archiver(login(c.url, c.logins, "admin"), KEYS, root) as archiver:
+            wait_for(lambda: archiver.runs >= 1, 60, "a first archive")
+            pub = grow_under_load(s)
+            shards = GROWN.all_shards()
+            wait_for(lambda: all(_settled(s.admin, KEYS, x) for x in shards), 90, "the trims")
+        assert not archiver.errors, archiver.errors
+        marker = marker_text(8, 4).encode()
+        for parent in INIT.all_shards():  # each marker is only in the archive now
+            assert all(f[EVENT_FIELD] != marker for _i, f in s.admin.xrange(KEYS.events(parent)))
+        cli_process("archive", str(root), env=s.admin_env)
+        got = cli_process("verify", "--archive", str(root), "--json", env=s.admin_env)
+        report = json.loads(got.stdout)
+        assert report["ok"] and report["quiescent"], report["findings"]
+        assert report["unchecked"] == [], report["unchecked"]
+        assert all(x["from"] == "first entry" for x in report["shards"]), report["shards"]
+        assert report["totals"]["orders"] == len(pub.orders)

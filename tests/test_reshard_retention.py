@@ -47,8 +47,9 @@ TRIMMING = {
 class Archiver:
     """``archive`` run over and over on a thread, with the counts read before each run."""
 
-    def __init__(self, url: str, keys: Keys, root: Path) -> None:
-        self.client = redis.Redis.from_url(url)
+    def __init__(self, client: redis.Redis, keys: Keys, root: Path) -> None:
+        self.client = client
+        """Its own (closed on the way out): a client is not shared between threads."""
         self.keys, self.root = keys, root
         self.runs, self.errors = 0, list[str]()
         self.stop = threading.Event()
@@ -126,7 +127,7 @@ def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archiv
     leases = [keys.lease(s) for s in INIT.all_shards()]
     wait_for(lambda: all(r.mget(leases)), 60, "every shard owned")
     root = tmp_path / "archive"
-    with Archiver(url, keys, root) as archiver:
+    with Archiver(redis.Redis.from_url(url), keys, root) as archiver:
         with Publishing(r, keys, INIT, pace_s=0.05) as pub:
             wait_for(lambda: pub.rounds >= 3 and archiver.runs >= 2, 60, "publishing, archived")
             grow_killing(r, keys, fleet, env, kills)
