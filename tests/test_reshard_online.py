@@ -14,6 +14,7 @@ import redis
 from eventfleet.ledger.codec import decode
 from eventfleet.ledger.events import Topup
 from eventfleet.ledger.shards import ShardCounts, user_shard
+from eventfleet.ledger.split import marker_text
 from eventfleet.ops.reshard_online import (
     ReshardBusy,
     ReshardRefused,
@@ -22,6 +23,7 @@ from eventfleet.ops.reshard_online import (
     lease_key,
     new_shards,
 )
+from eventfleet.ops.reshard_progress import run_key
 from eventfleet.producer.client import Producer
 from eventfleet.store.keys import GROUP, Keys
 from eventfleet.store.namespace import create_shards, init_namespace, read_counts
@@ -89,6 +91,10 @@ def test_the_command_times_out_with_the_run_recorded_and_refuses_another_target(
     keys = Keys(namespace)
     assert not r.exists(lease_key(keys))
     assert read_counts(r, keys) == ShardCounts(2, 2)
+    for shard in ("u0", "u1", "i0", "i1"):  # each marker's entry id recorded for a re-run
+        (eid, fields), *_ = r.xrange(keys.events(shard))
+        assert fields[b"event"] == marker_text(4, 2).encode()
+        assert r.hget(run_key(keys), f"marker:4,2:{shard}") == eid
     meta = r.hgetall(keys.meta)
     res = cli("reshard", "--user-shards", "8", env=env, check=False)
     assert res.returncode == 2 and "4 user and 2 item shards is not finished" in res.stderr

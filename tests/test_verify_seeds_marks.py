@@ -16,7 +16,7 @@ from eventfleet.ledger.events import Topup
 from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.ledger.state import ShardState
 from eventfleet.ops.reshard_online import Run, grow
-from eventfleet.ops.reshard_progress import SEED_DIGEST
+from eventfleet.ops.reshard_progress import SEED_DIGEST, run_key
 from eventfleet.producer.client import Producer
 from tests.test_reshard_grow import stocked
 from tests.test_split_worker import running_worker
@@ -27,11 +27,11 @@ def test_the_command_records_each_seed_digest_and_verify_compares_it(
     r: redis.Redis, namespace: str
 ) -> None:
     keys = grown(r, namespace, [(4, 4)])
-    meta: Any = r.hgetall(keys.meta)
-    recorded = {k.decode() for k in meta if k.startswith(SEED_DIGEST.encode())}
+    record: Any = r.hgetall(run_key(keys))
+    recorded = {k.decode() for k in record if k.startswith(SEED_DIGEST.encode())}
     assert recorded == {f"{SEED_DIGEST}{s}" for s in ("u2", "u3", "i2", "i3")}
     assert check(r, keys).ok
-    r.hset(keys.meta, f"{SEED_DIGEST}u2", "0" * 40)  # as if u0's owner wrote another seed
+    r.hset(run_key(keys), f"{SEED_DIGEST}u2", "0" * 40)  # as if u0's owner wrote another seed
     report = check(r, keys)
     assert [(f.kind, f.shard, f.what) for f in shown(report)] == [
         ("mismatch", "u2", "seed (digest recorded when it was written)")
@@ -57,12 +57,12 @@ def test_a_childs_trimmed_log_leaves_its_seed_checked_by_its_digest(
     assert report.ok, shown(report)
     assert not report.folds["u2"].complete
     assert not [u for u in report.unchecked if "its seed was not compared" in u]
-    digest = r.hget(keys.meta, f"{SEED_DIGEST}u2")
-    r.hdel(keys.meta, f"{SEED_DIGEST}u2")
+    digest = r.hget(run_key(keys), f"{SEED_DIGEST}u2")
+    r.hdel(run_key(keys), f"{SEED_DIGEST}u2")
     report = check(r, keys)
     assert report.ok, shown(report)
     assert [u for u in report.unchecked if u.startswith("u2: folded from a snapshot after its")]
-    r.hset(keys.meta, f"{SEED_DIGEST}u2", "f" * 40)
+    r.hset(run_key(keys), f"{SEED_DIGEST}u2", "f" * 40)
     assert [f.what for f in shown(check(r, keys))] == ["seed (digest recorded when it was written)"]
     assert digest is not None
 

@@ -28,16 +28,18 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
-from eventfleet.ledger.split import children, growth_error, marker_text
+from eventfleet.ledger.split import children, growth_error, marker_text, parse_marker
 from eventfleet.ops.reshard_progress import (
     DONE,
     MARKED,
+    MARKER,
     PREPARING,
     PUBLISHED,
     SEED_DIGEST,
     dead_markers,
     is_seed,
     resume_from,
+    run_key,
     seed_digests,
     split_yet,
 )
@@ -174,9 +176,11 @@ class Run:
             Scripts(self.r).release(self.r, lease=lease_key(self.keys), token=self.token)
             self.token = ""
 
-    def write_meta(self, fields: dict[str, Any], absent: dict[str, Any] | None = None) -> None:
-        """Set ``fields`` in meta, and ``absent`` where not set yet, only while this run
-        holds the lease (else ``ReshardBusy``, nothing written)."""
+    def write_meta(
+        self, fields: dict[str, Any], absent: dict[str, Any] | None = None, key: str = ""
+    ) -> None:
+        """Set ``fields`` in meta (or the hash ``key``, in its slot), and ``absent`` where not
+        set yet, only while this run holds the lease (else ``ReshardBusy``, nothing written)."""
         args: list[Any] = [self.token]
         for name, value in fields.items():
             args += [name, value]
@@ -184,7 +188,8 @@ class Run:
         for name, value in (absent or {}).items():
             args += [name, value]
         script = load_script(self.r, lua.source("reshard_meta"))
-        if not script(keys=[lease_key(self.keys), self.keys.meta], args=args, client=self.r):
+        target = key or self.keys.meta
+        if not script(keys=[lease_key(self.keys), target], args=args, client=self.r):
             raise ReshardBusy("this run lost the reshard lease (paused too long?): re-run it")
 
     def begin(self, current: ShardCounts, users: int, items: int) -> str | None:
@@ -238,7 +243,8 @@ class Run:
     def mark(self, old: ShardCounts, users: int, items: int) -> list[str]:
         """Append the split marker to the log of every shard of ``old`` that does not hold it
         since the run began (a re-run appends none twice; one appended twice anyway would be
-        a duplicate in the domain); the shards it was appended to."""
+        a duplicate in the domain), each one's entry id recorded (``MARKER``); the shards it
+        was appended to."""
         text = marker_text(users, items)
         since = self.begun_ms()
         appended = []
@@ -249,7 +255,8 @@ class Run:
                 shard, text, since
             ):
                 continue
-            self.r.xadd(self.keys.events(shard), {EVENT_FIELD: text})
+            eid: Any = self.r.xadd(self.keys.events(shard), {EVENT_FIELD: text})
+            self.write_meta({_marker_field(text, shard): _text(eid)}, key=run_key(self.keys))
             appended.append(shard)
         self.write_meta({"reshard_state": MARKED})
         return appended
@@ -259,8 +266,13 @@ class Run:
 
     def holds(self, shard: str, text: str, since_ms: int) -> bool:
         """Whether ``shard``'s log holds ``text`` at or after ``since_ms``, not dead-lettered
-        (one a worker that does not apply markers dead-lettered is appended again)."""
+        (one a worker that does not apply markers dead-lettered is appended again): the entry
+        recorded when it was appended (gone from the log: trimmed once applied), else, killed
+        between the append and the record, the log read from ``since_ms``."""
         dead = dead_markers(self.r, self.keys, shard, text, since_ms)
+        recorded: Any = self.r.hget(run_key(self.keys), _marker_field(text, shard))
+        if recorded is not None:
+            return _text(recorded) not in dead
         start, want = f"{since_ms}-0", text.encode()
         while True:
             got: Any = self.r.xrange(self.keys.events(shard), min=start, count=SCAN)
@@ -308,7 +320,7 @@ class Run:
         ``timeout_s`` (the run stays recorded: a re-run goes on waiting)."""
         deadline = time.monotonic() + timeout_s
         told: set[str] = set()
-        noted = set(seed_digests(self.r.hgetall(self.keys.meta)))
+        noted = set(seed_digests(self.r.hgetall(run_key(self.keys))))
         text, since, polls = marker_text(users, items), self.begun_ms(), 0
         while True:
             missing = self.unseeded(old, users, items)
@@ -335,7 +347,7 @@ class Run:
             time.sleep(every_s)
 
     def note_seeds(self, seeded: list[str], noted: set[str]) -> None:
-        """Record the SHA-1 of each of ``seeded``'s seed in meta (``SEED_DIGEST``, once) while
+        """Record the SHA-1 of each of ``seeded``'s seed (``SEED_DIGEST``, once) while
         its snapshot is still the seed: ``verify`` checks a child's seed with it after the
         child's own snapshots replaced it and its log was trimmed. A child that wrote a
         snapshot of its own before this run looked (one interval after its takeover) gets
@@ -348,7 +360,7 @@ class Run:
             noted.add(shard)
             if raw is not None and is_seed(raw):
                 digest = hashlib.sha1(raw).hexdigest()
-                self.write_meta({}, {f"{SEED_DIGEST}{shard}": digest})
+                self.write_meta({}, {f"{SEED_DIGEST}{shard}": digest}, run_key(self.keys))
 
     def finish(self) -> None:
         self.write_meta({"reshard_state": DONE})
@@ -422,6 +434,13 @@ def grow(run: Run, users: int, items: int, wait_s: float, say: Say = _quiet) -> 
     run.finish()
     say("done")
     return done
+
+
+def _marker_field(text: str, shard: str) -> str:
+    """The run record's field for ``shard``'s marker ``text`` (its counts name the target)."""
+    target = parse_marker(text)
+    assert target is not None
+    return f"{MARKER}{target[0]},{target[1]}:{shard}"
 
 
 def _text(value: Any) -> str:

@@ -21,10 +21,23 @@ from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import counts_of
 
 SEED_DIGEST = "seed_sha1:"
-"""Meta field ``seed_sha1:<child>``: the SHA-1 (hex) of a child's seed snapshot, recorded by
-the command as it finds the seed (``Run.note_seeds``), before the child's own snapshots
-replace it: ``verify`` compares it with the seed its parent's fold gives, even once the
-child's log is trimmed and its fold starts from a later snapshot."""
+"""Field ``seed_sha1:<child>`` of the run record (``run_key``): the SHA-1 (hex) of a child's
+seed snapshot, recorded by the command as it finds the seed (``Run.note_seeds``), before the
+child's own snapshots replace it: ``verify`` compares it with the seed its parent's fold
+gives, even once the child's log is trimmed and its fold starts from a later snapshot."""
+MARKER = "marker:"
+"""Field ``marker:<users>,<items>:<shard>`` of the run record: the entry id of the split marker
+the command appended to that shard's log for that target, so a re-run finds it without
+reading the log."""
+
+
+def run_key(keys: Keys) -> str:
+    """The online reshards' own record (a hash: ``SEED_DIGEST`` and ``MARKER`` fields), apart
+    from ``NS:meta``, which workers and producers read whole and often; in the meta hash's
+    slot (its tag), so the fenced script writes it with the lease checked on Redis Cluster
+    too."""
+    return f"{keys.ns}:{{{keys.meta}}}:reshard"
+
 
 PREPARING, MARKED, PUBLISHED, DONE = "preparing", "marked", "published", "done"
 """``reshard_state`` in meta, in the order a run goes through them."""
@@ -66,10 +79,10 @@ class Recorded:
         return split, waiting
 
 
-def seed_digests(meta: Any) -> dict[str, str]:
-    """Child -> its seed's SHA-1 as recorded in ``meta`` (``HGETALL``'s reply)."""
+def seed_digests(record: Any) -> dict[str, str]:
+    """Child -> its seed's SHA-1 as recorded in ``record`` (``HGETALL`` of ``run_key``)."""
     prefix = SEED_DIGEST.encode()
-    return {k[len(prefix) :].decode(): text(v) for k, v in meta.items() if k.startswith(prefix)}
+    return {k[len(prefix) :].decode(): text(v) for k, v in record.items() if k.startswith(prefix)}
 
 
 def is_seed(raw: bytes) -> bool:

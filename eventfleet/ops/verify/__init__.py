@@ -108,7 +108,7 @@ def verify(
     fold gave at the marker (its stored seed is compared with that one); what parents
     forwarded is checked against their children's logs (``check_forwards``)."""
     from eventfleet.ops.reader import fold_counts
-    from eventfleet.ops.reshard_progress import seed_digests
+    from eventfleet.ops.reshard_progress import run_key, seed_digests
     from eventfleet.ops.status import is_idle
 
     counts = _with_running_reshard(r, keys, counts)
@@ -118,7 +118,7 @@ def verify(
     stored_orders: Counter[tuple[int, str]] = Counter()
     init, splits = fold_counts(r, keys, counts)
     seeds: dict[str, ShardState] = {}
-    digests = seed_digests(r.hgetall(keys.meta)) if splits else {}
+    digests = seed_digests(r.hgetall(run_key(keys))) if splits else {}
     seed_ok: set[str] = set()
     for shard in counts.all_shards():  # index order: a child after the parents it came from
         stored_out = (
