@@ -96,6 +96,8 @@ class FaultInjector:
         self.root_r: Any = None
         """A superuser connection for ``client_kill`` (CLIENT KILL), when there is one."""
         self._hostile: list[tuple[str, bytes]] = []
+        self.on_strike: Callable[[str], None] = lambda kind: None
+        """Called right before each fault strikes (``--reshard`` notes whether a step ran)."""
 
     def live(self) -> list[WorkerProc]:
         return [w for w in self.fleet.live() if w.worker_id not in self.stopped_on_purpose]
@@ -151,6 +153,7 @@ class FaultInjector:
             rec.unowned_up_s = [m.unowned_s for m in self._moves(t_up)]
         t_down = time.time()
         t0 = time.monotonic()
+        self.on_strike(kind)
         self._strike(kind, victims, rec)
         by_worker = kind in ("kill", "pause", "scale")
         rec.recovery_s, rec.unrecovered = self.observer.await_recovery(t0, before, by_worker)

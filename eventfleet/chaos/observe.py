@@ -12,8 +12,10 @@ import redis
 
 from eventfleet.chaos.config import BACKLOG_CAP, POLL_S, RECOVERY_DEADLINE_S, ChaosError
 from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ops.reshard_progress import MARKED, PUBLISHED
 from eventfleet.store import ids, retry
 from eventfleet.store.keys import GROUP, Keys
+from eventfleet.store.namespace import counts_of
 from eventfleet.worker.assignment import assign
 
 
@@ -44,18 +46,35 @@ def holders(view: dict[str, View]) -> dict[str, list[str]]:
 
 
 class Observer:
-    """The fleet's shards as Redis sees them, read through ``retry.call``."""
+    """The fleet's shards as Redis sees them, read through ``retry.call``.
+
+    ``growing`` (``--reshard``): the shards are re-read from meta at each view, the
+    published counts' and, once a running reshard has made them (its state ``marked`` or
+    ``published``), its target's."""
 
     def __init__(self, r: redis.Redis, keys: Keys, counts: ShardCounts) -> None:
         self.r = r
         self.keys = keys
         self.counts = counts
+        self.growing = False
 
     def call(self, fn: Callable[[], Any], op: str) -> Any:
         return retry.call(fn, op, deadline=time.monotonic() + 60.0)
 
+    def shards(self) -> list[str]:
+        """The shards to watch (re-read from meta while ``growing``)."""
+        if not self.growing:
+            return self.counts.all_shards()
+        meta: Any = self.call(lambda: self.r.hgetall(self.keys.meta), "read_meta")
+        self.counts = counts_of(meta, self.keys)
+        users, items = self.counts.users, self.counts.items
+        if (meta.get(b"reshard_state") or b"").decode() in (MARKED, PUBLISHED):
+            u, _, i = (meta.get(b"reshard_target") or b"0,0").decode().partition(",")
+            users, items = max(users, int(u)), max(items, int(i))
+        return ShardCounts(users, items).all_shards()
+
     def view(self) -> dict[str, View]:
-        shards = self.counts.all_shards()
+        shards = self.shards()
 
         def go() -> list[Any]:
             pipe = self.r.pipeline(transaction=False)
@@ -110,10 +129,22 @@ class Observer:
             raw: Any = self.call(lambda: self.r.zrange(self.keys.workers, 0, -1), "members")
             members = {ids.text(m) for m in raw}
             if want <= members:
-                target = assign(self.counts.all_shards(), members)
+                target = assign(self.shards(), members)
                 view = self.view()
                 if all(view[s].owner == owner for s, owner in target.items()):
                     return True
+            time.sleep(POLL_S)
+        return False
+
+    def wait_joined(self, worker_ids: Iterable[str]) -> bool:
+        """Until ``worker_ids`` have all registered (a worker started by the last fault is
+        past its start-up before it is sent SIGTERM); False after RECOVERY_DEADLINE_S."""
+        deadline = time.monotonic() + RECOVERY_DEADLINE_S
+        want = set(worker_ids)
+        while time.monotonic() < deadline:
+            raw: Any = self.call(lambda: self.r.zrange(self.keys.workers, 0, -1), "members")
+            if want <= {ids.text(m) for m in raw}:
+                return True
             time.sleep(POLL_S)
         return False
 

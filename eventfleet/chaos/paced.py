@@ -1,7 +1,10 @@
 """``PacedProducer``: publish a workload from a background thread, in chunks, at a pace.
 
 Used by ``eventfleet chaos`` (a rate that adapts so that publishing spans the fault
-schedule) and by the fault tests (a fixed rate).
+schedule) and by the fault tests (a fixed rate). With ``learn`` (``chaos --reshard``) it
+re-reads the shard counts between chunks as the library's producers do
+(``Producer.learn_counts``: every 5 s) and keeps every (shard, seq) it stamped, so that each
+event can be followed to where it was applied, forwarded or not.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterable
 import redis
 
 from eventfleet.ledger.events import AddItem, Order, Topup
-from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.shards import ShardCounts, destination
 from eventfleet.producer.client import Producer
 from eventfleet.store.keys import Keys
 
@@ -39,6 +42,7 @@ class PacedProducer(threading.Thread):
         rate: float | Callable[[int], float],
         chunk: int | None = None,
         name: str = "paced-producer",
+        learn: bool = False,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.producer = Producer(client, keys, counts)
@@ -50,6 +54,9 @@ class PacedProducer(threading.Thread):
         self.error: str | None = None
         self.stop = threading.Event()
         self.chunk_sent = threading.Event()
+        self.learn = learn
+        self.sent: dict[str, list[int]] = {}
+        """With ``learn``: per shard the seqs stamped for it, in order."""
 
     @property
     def done(self) -> bool:
@@ -64,7 +71,9 @@ class PacedProducer(threading.Thread):
         buf: list[tuple[str, str]] = []
         try:
             for ev in self.events:
-                buf.append(self.producer.stamp(ev))
+                if self.learn and not buf:  # between chunks, never while one is out
+                    self.producer.learn_counts()
+                buf.append(self._stamp(ev))
                 if len(buf) < chunk:
                     continue
                 chunk = self._send(buf)
@@ -75,6 +84,14 @@ class PacedProducer(threading.Thread):
                 self._send(buf)
         except Exception as exc:  # reported, not raised: the caller must still clean up
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
+
+    def _stamp(self, ev: Topup | AddItem | Order) -> tuple[str, str]:
+        if not self.learn:
+            return self.producer.stamp(ev)
+        shard = destination(ev, self.producer.counts)
+        stamped = self.producer.stamp(ev)
+        self.sent.setdefault(shard, []).append(self.producer.seq[shard])
+        return stamped
 
     def current_rate(self) -> float:
         return self.rate(self.published) if callable(self.rate) else self.rate

@@ -48,20 +48,18 @@ class ReadCheck:
     """Reads that raised (Redis restarting: the reader tried again)."""
 
 
-class Readers(threading.Thread):
-    """``n`` loops of write-then-read on one client each, until ``stop`` is set."""
+class ClientLoops(threading.Thread):
+    """``n`` loops on one client each (``connect``), until ``stop`` is set: ``loop`` is what
+    each does with its client; a client that cannot connect is reported in ``error``."""
 
-    def __init__(
-        self, connect: Callable[[], Client], users: int, n: int = 2, seed: int = 0
-    ) -> None:
-        super().__init__(name="chaos-readers", daemon=True)
+    def __init__(self, name: str, connect: Callable[[], Client], n: int, seed: int) -> None:
+        super().__init__(name=name, daemon=True)
         self.connect = connect
-        self.users = users
         self.n = n
         self.rng = random.Random(seed)
         self.stop = threading.Event()
-        self.reads: list[Read] = []
         self.errors = 0
+        """Calls that raised (Redis restarting, a wait timed out): counted, then retried."""
         self.error: str | None = None
         self._lock = threading.Lock()
 
@@ -79,6 +77,32 @@ class Readers(threading.Thread):
         except Exception as exc:  # reported, not raised: the run must still clean up
             self.error = f"{type(exc).__name__}: {exc}"
             return
+        try:
+            self.loop(client, rng, i)
+        finally:
+            client.close()
+
+    def loop(self, client: Client, rng: random.Random, i: int) -> None:
+        raise NotImplementedError
+
+    def failed(self) -> None:
+        """A call raised: count it, pause a little (Redis restarting)."""
+        with self._lock:
+            self.errors += 1
+        self.stop.wait(0.05)
+
+
+class Readers(ClientLoops):
+    """``n`` loops of write-then-read on one client each, until ``stop`` is set."""
+
+    def __init__(
+        self, connect: Callable[[], Client], users: int, n: int = 2, seed: int = 0
+    ) -> None:
+        super().__init__("chaos-readers", connect, n, seed)
+        self.users = users
+        self.reads: list[Read] = []
+
+    def loop(self, client: Client, rng: random.Random, i: int) -> None:
         pending: Receipt | None = None
         user = 0
         while not self.stop.is_set():
@@ -88,14 +112,11 @@ class Readers(threading.Thread):
                     pending = client.topup(user=user, amount=1)
                 value = client.balance(user, after=pending, timeout=READ_TIMEOUT_S)
             except EventfleetError:
-                with self._lock:
-                    self.errors += 1
-                self.stop.wait(0.05)  # Redis restarting: the same receipt is read again
+                self.failed()  # the same receipt is read again
                 continue
             with self._lock:
                 self.reads.append(Read(user, pending, value, int(time.time() * 1000)))
             pending = None
-        client.close()
 
 
 def check_reads(
@@ -148,4 +169,4 @@ def _history(
     return history, where
 
 
-__all__ = ["Read", "ReadCheck", "Readers", "check_reads"]
+__all__ = ["ClientLoops", "Read", "ReadCheck", "Readers", "check_reads"]

@@ -14,6 +14,8 @@ from eventfleet.chaos.config import DEFAULT_KINDS, KINDS, ChaosConfig
 from eventfleet.chaos.faults import FaultRecord
 from eventfleet.chaos.readers import ReadCheck
 from eventfleet.chaos.rerun import FileRun, shortfall
+from eventfleet.chaos.reshard import ReshardStep, step_problems
+from eventfleet.chaos.waiters import OrderCheck, OrderWaiters
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import WorkerProc
 from eventfleet.ops.verify import Report
@@ -37,7 +39,10 @@ def build_report(
     workers: list[WorkerProc],
     duration_s: float,
     files: list[FileRun] | None = None,
+    grown: bool = False,
 ) -> dict[str, Any]:
+    """``grown``: the counts grew during the run: the producer's events are followed one by
+    one across the splits by ``add_growth`` instead of counted per shard here."""
     lost = result.count("lost")
     files = files or []
     taken = {
@@ -45,7 +50,7 @@ def build_report(
                 for src in {run.source for run in files}}
         for shard, f in result.folds.items()
     }  # fmt: skip
-    missing = producer_shortfall(result, producer) + shortfall(files, taken)
+    missing = shortfall(files, taken) + (0 if grown else producer_shortfall(result, producer))
     samples = [s for r in records for s in r.recovery_s]
     replayed, errors, takeovers = scan_logs(workers)
     problems = []
@@ -203,3 +208,45 @@ def scan_logs(workers: list[WorkerProc]) -> tuple[int, int, dict[str, int]]:
                 takeovers["broke_a_dead_workers_lease"] += bool(doc.get("broke"))
             errors += doc.get("level") == "error"
     return replayed, errors, dict(takeovers)
+
+
+def add_growth(
+    doc: dict[str, Any],
+    counts: ShardCounts,
+    steps: list[ReshardStep],
+    sends: tuple[int, int],
+    unowned: list[str],
+    orders: OrderCheck,
+    waiters: OrderWaiters,
+) -> None:
+    """A ``--reshard`` run's verdict in the report: each step's duration, re-runs and faults,
+    the producer's events followed across the splits (lost, taken twice), the final counts
+    and their ownership, and the orders the waiters were told are confirmed."""
+    lost, twice = sends
+    doc["lost"] += lost
+    doc["duplicates_applied"] += twice
+    doc["reshards"] = [s.as_json() for s in steps]
+    doc["final_counts"] = f"{counts.users}x{counts.items}"
+    doc["unowned_shards"] = unowned
+    doc["orders_waited"] = {
+        "told": orders.told,
+        "confirmed": orders.confirmed,
+        "not_confirmed_now": len(orders.wrong),
+        "wait_errors": waiters.errors,
+    }
+    doc["orders_wrong"] = orders.wrong[:20]
+    problems = doc["problems"]
+    problems += step_problems(steps)
+    want = steps[-1] if steps else None
+    if want is not None and (counts.users, counts.items) != (want.users, want.items):
+        wanted = f"{want.users}x{want.items}"
+        problems.append(f"the final counts are {doc['final_counts']}, not {wanted}")
+    if unowned:
+        problems.append(f"{len(unowned)} shards without an owner at the end: {unowned[:8]}")
+    if orders.wrong:
+        problems.append(f"{len(orders.wrong)} orders told confirmed are not confirmed now")
+    if waiters.error:
+        problems.append(f"the order waiters failed: {waiters.error}")
+    elif waiters.n and not orders.confirmed:
+        problems.append("the order waiters were told of no confirmed order")
+    doc["ok"] = doc["ok"] and not problems and not lost and not twice

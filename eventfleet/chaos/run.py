@@ -8,6 +8,11 @@ Faults, one at a time, each chosen while a worker holds shards and the producer 
 After each fault the run waits until every affected shard applies again (a new lease holder
 for worker faults, then its group's delivered id advances or it is idle) and records how
 long that took. The producer paces itself so that publishing spans the fault schedule.
+
+``--reshard 8x8,16x16`` grows the namespace's counts online, one step after the other, spread
+through the fault schedule, with faults striking while each step runs (``chaos.reshard``);
+the producer and the clients learn the counts as they grow, and the end adds the checks of
+``chaos.grown`` and the order waiters' (``chaos.waiters``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from typing import Any
 
 from eventfleet.chaos.config import GUESS_S, POLL_S, PRODUCER_NAME, ChaosConfig, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
+from eventfleet.chaos.grown import follow_sends, owned, reads_across
 from eventfleet.chaos.observe import Observer
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.chaos.readers import Readers, check_reads
-from eventfleet.chaos.report import add_reads, build_report
+from eventfleet.chaos.report import add_growth, add_reads, build_report
+from eventfleet.chaos.reshard import ReshardRunner, ReshardStep, run_step
+from eventfleet.chaos.waiters import OrderWaiters, check_orders
 from eventfleet.client import Client
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.local.fleet import LocalFleet
@@ -36,7 +44,7 @@ from eventfleet.ops.verify import verify
 from eventfleet.producer.workload import mixed
 from eventfleet.store.connection import connect
 from eventfleet.store.keys import Keys
-from eventfleet.store.namespace import init_namespace
+from eventfleet.store.namespace import init_namespace, read_counts
 from eventfleet.store.reload_safety import guard_init, record
 from eventfleet.store.settings import Settings
 
@@ -55,6 +63,9 @@ class Chaos:
         self.url = cfg.redis_url or ""
         self.plan: list[str] = []
         self.records: list[FaultRecord] = []
+        self.steps: list[ReshardStep] = []
+        self.plan_done = 0
+        """Items of the plan done (a ``reshard`` step strikes several faults)."""
         self.t_start = time.monotonic()
 
     def login_env(self, role: str) -> dict[str, str]:
@@ -86,14 +97,17 @@ class Chaos:
 
     def remaining_s(self) -> float:
         """A guess of how long the faults still to come take (the producer's time budget)."""
-        done = len(self.records)
+        done = self.plan_done
         left = self.plan[done:]
         if not left:
             return 0.0
-        if done:
-            guess = (time.monotonic() - self.t_faults) / done * len(left)
-        else:
-            guess = sum(GUESS_S[k] + self.cfg.fault_interval for k in left)
+
+        def guessed(kinds: list[str]) -> float:
+            return sum(GUESS_S[k] + self.cfg.fault_interval for k in kinds)
+
+        guess = guessed(left)
+        if done:  # as much slower or faster than guessed as the faults so far were
+            guess *= (time.monotonic() - self.t_faults) / guessed(self.plan[:done])
         return 1.2 * guess
 
     def pace(self, published: int) -> float:
@@ -122,6 +136,8 @@ class Chaos:
         })  # fmt: skip
         kinds = list(cfg.faults)
         self.plan = [k for _ in range(cfg.rounds) for k in self.rng.sample(kinds, len(kinds))]
+        for n in range(len(cfg.reshard), 0, -1):  # spread through the faults, none last
+            self.plan.insert(len(self.plan) * n // (len(cfg.reshard) + 1), "reshard")
         report: dict[str, Any] = {}
         try:
             report = self._run()
@@ -150,12 +166,14 @@ class Chaos:
         for _ in range(cfg.workers):
             self.fleet.start()
         self.observer.wait_all_owned()
+        self.observer.growing = bool(cfg.reshard)
         prod_r = connect(self.settings("producer"), timeout=10, name=PRODUCER_NAME)
         self.t_faults = time.monotonic()
         events = mixed(cfg.events, seed=cfg.seed)
         producer = PacedProducer(
-            prod_r, self.keys, self.counts, events, self.pace, name=PRODUCER_NAME
-        )
+            prod_r, self.keys, self.counts, events, self.pace, name=PRODUCER_NAME,
+            learn=bool(cfg.reshard),
+        )  # fmt: skip
         root = None
         if self.local is not None and self.local.logins is not None:
             root = connect(self.settings("root"), timeout=10)
@@ -168,10 +186,18 @@ class Chaos:
         readers = Readers(self.reader_client, users=500, n=cfg.readers, seed=cfg.seed)
         if cfg.readers:
             readers.start()
+        waiters = OrderWaiters(self.reader_client, 200, 50, cfg.order_waiters, cfg.seed)
+        if cfg.order_waiters and cfg.reshard:
+            waiters.start()
         producer.start()
         while producer.published == 0 and producer.is_alive():
             time.sleep(POLL_S)
-        for kind in self.plan:
+        for i, kind in enumerate(self.plan):
+            self.plan_done = i
+            if kind == "reshard":
+                self._reshard(injector)
+                producer.stop.wait(cfg.fault_interval)
+                continue
             rec = injector.inject(kind)
             self.records.append(rec)
             moved = rec.unowned_up_s + rec.unowned_down_s
@@ -182,21 +208,36 @@ class Chaos:
                 + (f"  {len(moved)} moved, unowned max {max(moved):.2f}s" if moved else "")
             )
             producer.stop.wait(cfg.fault_interval)
+        self.plan_done = len(self.plan)
         producer.join()
         readers.stop.set()
+        waiters.stop.set()
         if cfg.readers:
             readers.join(timeout=120)
+        if waiters.is_alive():
+            waiters.join(timeout=120)
         prod_r.close()
         if root is not None:
             root.close()
         injector.check_exits()
+        if cfg.reshard:
+            self.counts = read_counts(self.r, self.keys)
         idle = wait_idle(self.r, self.keys, self.counts, cfg.idle_timeout_s)
+        unowned = owned(self.r, self.keys, self.counts)
         live = injector.live()
+        self.observer.wait_joined(w.worker_id for w in live)
         injector.stopped_on_purpose.update(w.worker_id for w in live)
+        status_now = self._statuses(waiters)
         self.fleet.stop_all(timeout=30)
         stop_codes = {w.worker_id: int(w.proc.returncode or 0) for w in live}
         result = verify(self.r, self.keys, self.counts)
-        reads = check_reads(self.r, self.keys, self.counts, readers.reads, readers.errors)
+        if cfg.reshard:
+            init = ShardCounts(cfg.user_shards, cfg.item_shards)
+            reads = reads_across(
+                self.r, self.keys, init, cfg.reshard, readers.reads, readers.errors
+            )
+        else:
+            reads = check_reads(self.r, self.keys, self.counts, readers.reads, readers.errors)
         report = build_report(
             cfg,
             self.counts,
@@ -211,9 +252,39 @@ class Chaos:
             workers=self.fleet.workers,
             duration_s=time.monotonic() - self.t_start,
             files=injector.files,
+            grown=bool(cfg.reshard),
         )
         add_reads(report, reads, readers.error, wanted=bool(cfg.readers))
+        if cfg.reshard:
+            p = producer.producer
+            sends = follow_sends(result, p.source, p.wire_source, producer.sent)
+            orders = check_orders(result, waiters.told, status_now)
+            add_growth(report, self.counts, self.steps, sends, unowned, orders, waiters)
         return report
+
+    def _reshard(self, injector: FaultInjector) -> None:
+        """The next ``--reshard`` step, run as the admin user, with its faults."""
+        cfg = self.cfg
+        users, items = cfg.reshard[len(self.steps)]
+        last = self.steps[-1] if self.steps else None
+        before = (last.users, last.items) if last else (cfg.user_shards, cfg.item_shards)
+        step = ReshardStep(users, items, *before)
+        step.began_s = round(time.monotonic() - self.t_start, 3)
+        self.steps.append(step)
+        env = {"REDIS_URL": self.url, "EVENTFLEET_NAMESPACE": self.keys.ns,
+               **self.login_env("admin")}  # fmt: skip
+        runner = ReshardRunner(step, env, cfg.reshard_wait_s, injector.workdir)
+        run_step(runner, injector, self.rng, self.records, self.say)
+
+    def _statuses(self, waiters: OrderWaiters) -> dict[str, str | None]:
+        """What the read model says now of each order a waiter was told is confirmed (read
+        with the clients' library, routed with the counts it learns)."""
+        with self.reader_client() as client:
+            return {
+                t.order_id: client.order_status(t.order_id, user=t.user)
+                for t in waiters.told
+                if t.status == "confirmed"
+            }
 
 
 def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -224,4 +295,9 @@ def run_chaos(cfg: ChaosConfig, log: Callable[[str], None] = lambda s: None) -> 
         )
     if cfg.workers < 1 or cfg.events < 1 or cfg.rounds < 1:
         raise ChaosError("--workers, --events and --rounds must be at least 1")
+    if cfg.reshard and cfg.redis_url:
+        raise ChaosError(
+            "--reshard strikes redis_restart while each step runs: it needs the throwaway "
+            "redis-server (leave out --redis)"
+        )
     return Chaos(cfg, log).run()

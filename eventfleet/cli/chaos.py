@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from eventfleet.cli.context import EXIT_DIFFERENCES, EXIT_USAGE, UserError
 from eventfleet.cli.options import group_option
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FIELDS = (
     "events",
@@ -42,6 +45,11 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
     if bad or not kinds:
         raise click.BadParameter(f"choose among {', '.join(KINDS)} (got {value!r})")
     return tuple(dict.fromkeys(kinds))
+
+
+def _clients(flag: str, help: str) -> Callable[[F], F]:
+    """An option counting client threads of a kind (0 to 16, 2 by default)."""
+    return click.option(flag, type=click.IntRange(0, 16), default=2, show_default=True, help=help)
 
 
 @click.command("chaos")
@@ -115,12 +123,9 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 @click.option(
     "--max-rate", type=click.FloatRange(1), default=3000, show_default=True, help="events/s cap"
 )
-@click.option(
+@_clients(
     "--readers",
-    type=click.IntRange(0, 16),
-    default=2,
-    show_default=True,
-    help="clients that write a top-up and read the balance back with its receipt throughout; "
+    "clients that write a top-up and read the balance back with its receipt throughout; "
     "every read is held to the log",
 )
 @click.option(
@@ -131,6 +136,20 @@ def _kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
 )
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also write the JSON report to this file")  # fmt: skip
+@click.option(
+    "--reshard",
+    "reshard_steps",
+    default=None,
+    metavar="UxI[,UxI...]",
+    help="grow the namespace online under the load, step by step (e.g. 8x8,16x16 after "
+    "--user-shards 4 --item-shards 4; each step a multiple of the one before) with "
+    "`eventfleet reshard`, striking kill, pause and redis_restart while each step runs",
+)
+@_clients(
+    "--order-waiters",
+    "with --reshard: clients that place orders and wait for their outcome; every order one "
+    "is told is confirmed must stay confirmed",
+)
 def chaos_cmd(
     workers: int,
     events: int,
@@ -148,12 +167,14 @@ def chaos_cmd(
     readers: int,
     logdir: Path | None,
     report: Path | None,
+    reshard_steps: str | None,
+    order_waiters: int,
 ) -> None:
     """Run workers, publish a seeded workload, inject faults while it flows, then verify.
 
     Exit 0 only when nothing was lost, applied twice or mismatched and every invariant holds.
     """
-    from eventfleet.chaos.config import ChaosConfig, ChaosError
+    from eventfleet.chaos.config import ChaosConfig, ChaosError, parse_reshard
     from eventfleet.chaos.run import run_chaos
     from eventfleet.store.logs import configure
     from eventfleet.store.settings import url_problem
@@ -164,6 +185,10 @@ def chaos_cmd(
     namespace = namespace or group_option("namespace")
     if redis_url is not None and (problem := url_problem(redis_url)):
         raise UserError(problem, EXIT_USAGE)
+    try:
+        steps = parse_reshard(reshard_steps, user_shards, item_shards) if reshard_steps else ()
+    except ChaosError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
     cfg = ChaosConfig(
         workers=workers,
         events=events,
@@ -179,6 +204,8 @@ def chaos_cmd(
         max_rate=max_rate,
         readers=readers,
         logdir=logdir,
+        reshard=steps,
+        order_waiters=order_waiters,
     )
     try:
         doc = run_chaos(cfg, log=lambda s: click.echo(s, err=True))
@@ -201,6 +228,14 @@ def table(doc: dict[str, Any]) -> list[str]:
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         lines.append(f"{name:<22} {value}")
+    for step in doc.get("reshards", []):
+        lines.append(
+            f"reshard {step['from']} -> {step['to']}: {step['duration_s']} s, "
+            f"{step['reruns']} re-runs, faults {', '.join(f['kind'] for f in step['faults'])}"
+        )
+    if "orders_waited" in doc:
+        lines.append(f"{'orders_waited':<22} {doc['orders_waited']}")
+        lines.append(f"{'final_counts':<22} {doc['final_counts']}")
     lines += [f"problem: {p}" for p in doc["problems"]]
     lines += [
         f"  {f['kind']} {f['shard']} {f['what']}: {f['detail']}" for f in doc["verify"]["findings"]

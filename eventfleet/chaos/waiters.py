@@ -1,0 +1,89 @@
+"""Order waiters during a chaos run: clients that place an order and wait for its outcome
+(``client.order(..., wait=...)``, what ``eventfleet produce order --wait`` does), while the
+faults strike and the counts grow; then every order one was told is confirmed is held to the
+log and the read model: it must stay confirmed.
+
+The orders are for the seeded workload's users and items (``sku-<n>``, added by the
+workload: an order for one not added yet is rejected as unknown, which is an answer too).
+A wait that times out or fails is counted, not retried: the order stands as published, and
+only what a client was told is checked.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from eventfleet.chaos.readers import ClientLoops
+from eventfleet.client import Client, EventfleetError
+from eventfleet.ops.verify import Report
+
+WAIT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Told:
+    user: int
+    order_id: str
+    status: str
+
+
+@dataclass
+class OrderCheck:
+    told: int = 0
+    confirmed: int = 0
+    wrong: list[str] = field(default_factory=list)
+
+
+class OrderWaiters(ClientLoops):
+    """``n`` loops of order-and-wait, one client each, until ``stop`` is set."""
+
+    def __init__(
+        self, connect: Callable[[], Client], users: int, items: int, n: int, seed: int
+    ) -> None:
+        super().__init__("chaos-order-waiters", connect, n, seed)
+        self.users = users
+        self.items = items
+        self.tag = uuid.uuid4().hex[:6]
+        self.told: list[Told] = []
+
+    def loop(self, client: Client, rng: random.Random, i: int) -> None:
+        k = 0
+        while not self.stop.is_set():
+            k += 1
+            user, oid = rng.randint(1, self.users), f"w-{self.tag}-{i}-{k}"
+            item = f"sku-{rng.randrange(self.items)}"
+            try:
+                res = client.order(user, item, 1, order_id=oid, wait=WAIT_S)
+            except EventfleetError:  # a wait timed out or Redis restarted: not told
+                self.failed()
+                continue
+            with self._lock:
+                self.told.append(Told(user, oid, res.status))
+
+
+def check_orders(result: Report, told: list[Told], status_now: dict[str, str | None]) -> OrderCheck:
+    """Every order a waiter was told is confirmed: decided exactly once in the fold of the
+    logs, confirmed, and confirmed in the read model now (``status_now``: order id -> what
+    ``client.order_status`` reads)."""
+    out = OrderCheck(told=len(told))
+    decided: dict[tuple[int, str], list[str]] = {}
+    for fold in result.folds.values():
+        for rec in fold.outcomes:
+            o = rec.outcome
+            decided.setdefault((o.user_id, o.order_id), []).append(rec.status)
+    for t in told:
+        if t.status != "confirmed":
+            continue
+        out.confirmed += 1
+        got = decided.get((t.user, t.order_id), [])
+        if got != ["confirmed"]:
+            out.wrong.append(f"order {t.order_id} of user {t.user}: told confirmed, log {got}")
+        elif status_now.get(t.order_id) != "confirmed":
+            out.wrong.append(
+                f"order {t.order_id} of user {t.user}: told confirmed, read model "
+                f"{status_now.get(t.order_id)!r}"
+            )
+    return out
