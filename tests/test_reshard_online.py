@@ -70,6 +70,12 @@ def test_the_command_refuses_bad_counts_and_a_held_lease_before_writing(
     assert res.returncode == 1 and "holds the lease" in res.stderr, res.stderr
     held.release()
     assert r.hgetall(f"{namespace}:meta") == meta
+    r.hset(f"{namespace}:meta", mapping={"reshard_target": "4,2", "reshard_state": "marked",
+                                         "reshard_from": "two,2"})  # fmt: skip
+    res = cli("reshard", "--user-shards", "4", env=env, check=False)
+    assert res.returncode == 1 and "does not parse" in res.stderr, res.stderr
+    r.delete(f"{namespace}:meta")
+    r.hset(f"{namespace}:meta", mapping=meta)
     assert not r.exists(lease_key(Keys(namespace)))
     assert not r.exists(Keys(namespace).events("u2"))
 

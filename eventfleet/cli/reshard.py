@@ -80,6 +80,9 @@ def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_jso
             _old, users, items = plan(c.redis, c.keys, user_shards, item_shards)
         except ReshardRefused as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
+        except ValueError as exc:  # a recorded run's fields damaged: `status` names them too
+            why = f"the reshard recorded in {c.keys.meta} does not parse: {exc}"
+            raise UserError(why) from None
         run = Run(c.redis, c.keys)
         try:
             run.take()
