@@ -297,7 +297,11 @@ class Killed(Exception):
 
 @contextlib.contextmanager
 def running_worker(
-    r: redis.Redis, namespace: str, name: str = "w", splits: bool | None = True
+    r: redis.Redis,
+    namespace: str,
+    name: str = "w",
+    splits: bool | None = True,
+    lease_ttl_ms: int = 900,
 ) -> Iterator[Worker]:
     """A worker running on a thread of this process with a client of its own, stopped
     (drained) on the way out; it folds with the counts at init, as the worker's main reads
@@ -309,7 +313,7 @@ def running_worker(
         )
     )
     counts = read_init_counts(own, Keys(namespace))
-    settings = Settings(namespace=namespace, worker_id=name, lease_ttl_ms=900)
+    settings = Settings(namespace=namespace, worker_id=name, lease_ttl_ms=lease_ttl_ms)
     worker = Worker(settings, own, counts)
     if splits is not None:
         worker.ownership.growth.splits = worker.standbys.splits = splits
@@ -446,3 +450,26 @@ def test_a_split_batch_queues_the_childs_seed_and_model_before_the_parent_lets_g
         [keys.events("u2"), keys.forwarded("u2"), keys.snapshot("u2"), keys.model("u2")],
         [keys.written("u0"), keys.lease("u0"), keys.model("u0")],
     ]
+
+
+def test_a_worker_takes_a_seeded_child_before_its_next_ownership_pass(
+    r: redis.Redis, namespace: str
+) -> None:
+    """The children of a recorded target are looked for between ownership passes
+    (``Growth.seed_appeared``): with the next pass put off for good once the old shards are
+    held, the worker still takes u2 and u3 as soon as the markers seed them (that pass
+    then schedules the next as usual)."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    create_shards(r, keys, ["u2", "u3"])
+    r.hset(keys.meta, mapping={"init_user_shards": 2, "init_item_shards": 2})
+    r.hset(keys.meta, "reshard_target", "4,2")
+    with running_worker(r, namespace, lease_ttl_ms=5000) as worker:
+        own = worker.ownership
+        wait_for(lambda: len(own.held()) == 4 and own.growth.waiting, 30, "the old shards")
+        assert own.growth.waiting == ["u2", "u3"] and not own.growth.seed_appeared()
+        own._next_pass = time.monotonic() + 10**6  # no pass but one the seeds bring on
+        for shard in ("u0", "u1"):
+            r.xadd(keys.events(shard), {EVENT_FIELD: marker_text(4, 2)})
+        wait_for(lambda: len(own.held()) == 6, 30, "u2 and u3 taken")
+        assert not own.growth.waiting and own.next_pass < time.monotonic() + 10

@@ -12,12 +12,19 @@ a round trip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Container, Iterable
 from typing import Any
 
 from eventfleet.ledger.shards import ShardCounts, parse_shard
 from eventfleet.store.namespace import counts_of
 from eventfleet.worker.conn import Conn
+
+SEED_POLL_S = 0.1
+"""How often a worker looks for the seeds of the children it is to own, while some are
+missing (a reshard under way): it takes one at once instead of at its next ownership pass
+(every third of the lease TTL: seconds in which the child's forwarded and direct events
+wait)."""
 
 
 class Growth:
@@ -31,6 +38,10 @@ class Growth:
         only the admin appends one to a log). Off only in tests of the worker as it was."""
         self.init = counts
         self.shards = counts.all_shards()
+        self.waiting: list[str] = []
+        """Shards this worker is to own, born of a split, whose seed was missing at the last
+        pass (``seed_appeared`` looks for them between passes)."""
+        self.next_seed_check = float("inf")
         self._conn = conn
 
     def current(self) -> list[str]:
@@ -57,17 +68,34 @@ class Growth:
         so)."""
         wanted = [s for s in sorted(target) if s not in owned]
         born = [s for s in wanted if self.born(s)]
+        self.waiting, self.next_seed_check = [], float("inf")
         if not born or not self.splits:
             return wanted
+        got = self._seeds(born)
+        missing = {s for s, n in zip(born, got, strict=True) if not n}
+        if missing:
+            self.waiting = sorted(missing)
+            self.next_seed_check = time.monotonic() + SEED_POLL_S
+        return [s for s in wanted if s not in missing]
+
+    def seed_appeared(self) -> bool:
+        """Whether the seed of a shard in ``waiting`` exists now (one round trip): the
+        caller then runs its ownership pass at once, which takes it."""
+        self.next_seed_check = time.monotonic() + SEED_POLL_S
+        return any(self._seeds(self.waiting))
+
+    def _seeds(self, shards: list[str]) -> list[Any]:
+        """``EXISTS`` of each shard's snapshot, in order."""
         conn = self._conn
-        keys = [conn.keys.snapshot(s) for s in born]
+        keys = [conn.keys.snapshot(s) for s in shards]
 
         def queue(pipe: Any, i: int) -> None:
             pipe.exists(keys[i])
 
-        got = conn.call(lambda: conn.per_shard(keys, queue, all_failed=False), "read_seeds")
-        missing = {s for s, n in zip(born, got, strict=True) if not n}
-        return [s for s in wanted if s not in missing]
+        got: list[Any] = conn.call(
+            lambda: conn.per_shard(keys, queue, all_failed=False), "read_seeds"
+        )
+        return got
 
     def born(self, shard: str) -> bool:
         """Whether ``shard`` was born of a split (not there at ``init``)."""

@@ -134,6 +134,8 @@ class Worker:
                     self.conn.refresh_producers()
                     held = (o.name for o in own.held())
                     self.standbys.retarget(own.members, held, own.growth.shards)
+                elif time.monotonic() >= own.growth.next_seed_check and own.growth.seed_appeared():
+                    own.expedite()  # a child of ours was seeded: take it now, not next pass
                 own.drop_overdue()
                 if own.stopping:
                     break
@@ -261,7 +263,8 @@ class Worker:
 
     def idle_wait(self) -> None:
         tail = float("inf") if self.ownership.receiving else self.standbys.next_tail
-        due = min(self.ownership.next_pass, self.liveness.next_check, tail)
+        own = self.ownership
+        due = min(own.next_pass, own.growth.next_seed_check, self.liveness.next_check, tail)
         wait_s = max(0.0, min(self.s.block_ms / 1000, due - time.monotonic()))
         held = self.ownership.held()
         shards = [o for o in held if not o.resync]
