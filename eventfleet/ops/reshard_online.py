@@ -302,9 +302,12 @@ class Run:
             )
 
     def unseeded(self, old: ShardCounts, users: int, items: int) -> list[str]:
-        """The new shards whose seed snapshot does not exist yet."""
+        """The new shards whose seed snapshot does not exist yet (one pipeline)."""
         shards = new_shards(old, users, items)
-        return [s for s in shards if not self.r.exists(self.keys.snapshot(s))]
+        pipe = self.r.pipeline(transaction=False)  # one round trip, however many
+        for s in shards:
+            pipe.exists(self.keys.snapshot(s))
+        return [s for s, there in zip(shards, pipe.execute(), strict=True) if not there]
 
     def wait_seeded(
         self,
