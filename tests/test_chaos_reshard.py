@@ -10,17 +10,29 @@ eventfleet/chaos/waiters.py).
   confirmed, the final counts 16+16 with every shard owned, and each step's duration,
   re-runs and faults in the report;
 - the option's checks: steps that are not a multiple of the step before, that grow nothing,
-  or do not parse, and ``--redis`` (no Redis restart possible), refused with exit 2.
+  or do not parse, and ``--redis`` (no Redis restart possible), refused with exit 2;
+- the end checks can fail: an event forwarded and never applied by the child is lost, one
+  applied on two paths is taken twice; an order told confirmed that the logs decide twice,
+  or reject, or that the read model does not hold, is named.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 import pytest
 
 from eventfleet.chaos.config import ChaosError, parse_reshard
+from eventfleet.chaos.grown import follow_sends, lineage
+from eventfleet.chaos.waiters import Told, check_orders
+from eventfleet.ledger.codec import encode, outcome_text
+from eventfleet.ledger.events import Topup
+from eventfleet.ledger.results import OutcomeRecord
+from eventfleet.ledger.shards import ShardCounts
+from eventfleet.ledger.state import ShardState
+from eventfleet.ops.verify import Report, ShardFold
 from tests.helpers import cli_process
 
 RESHARD_FAULTS = {"command_kill", "kill", "pause", "redis_restart"}
@@ -53,6 +65,7 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     # the faults a step struck are in the fault log too: 2 steps x 3, and the plan's kill
     assert doc["faults"]["kill"] == 3 and doc["faults"]["pause"] == 2
     assert doc["faults"]["redis_restart"] == 2
+    assert doc["verify_command"]["exit"] == 0 and doc["verify_command"]["shards"] == 32
     waited = doc["orders_waited"]
     assert waited["confirmed"] > 0 and waited["not_confirmed_now"] == 0, waited
     assert doc["reads"]["checked"] > 0 and doc["reads"]["wrong"] == 0, doc["reads_wrong"]
@@ -95,3 +108,59 @@ def test_the_command_refuses_bad_steps_and_another_redis_with_exit_2() -> None:
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "--reshard strikes redis_restart" in proc.stderr, proc.stderr
+
+
+def _fold(shard: str, **fields: object) -> ShardFold:
+    fold = ShardFold(shard, ShardState(shard), "0-0", {}, {})
+    for name, value in fields.items():
+        setattr(fold, name, value)
+    return fold
+
+
+@pytest.mark.fast
+def test_each_sent_event_is_followed_to_where_it_was_applied() -> None:
+    forwarded = encode(Topup(user_id=5, amount=1), "p:x", 3)
+    parent = _fold(
+        "u1",
+        applied_seqs={"p:x": {1, 2}},
+        dead_seqs={"p:x": {3, 4}},  # 3 forwarded to u5, 4 a dead letter
+        forwards={"u5": Counter({("u1", "", forwarded): 1})},
+    )
+    child = _fold("u5", applied_seqs={"p:x@u1": {3}, "p:x": {5}})
+    sent = {"u1": [1, 2, 3, 4], "u5": [5]}
+    report = Report(ShardCounts(8, 8), folds={"u1": parent, "u5": child})
+    assert follow_sends(report, "p:x", "p:x", sent) == (0, 0)
+    child.applied_seqs["p:x@u1"] = set()  # the child dropped it (as a repeat, say)
+    assert follow_sends(report, "p:x", "p:x", sent) == (1, 0)
+    child.applied_seqs["p:x@u1"] = {3}
+    report.folds["u13"] = _fold("u13", applied_seqs={"p:x@u1.u5": {3}})  # and one hop on
+    assert follow_sends(report, "p:x", "p:x", sent) == (0, 1)
+    assert follow_sends(report, "p:x", "p:x", {**sent, "u5": [5, 6]}) == (1, 1)
+
+
+@pytest.mark.fast
+def test_an_order_told_confirmed_must_stay_confirmed() -> None:
+    def rec(seq: int, oid: str, status: str) -> OutcomeRecord:
+        reason = None if status == "confirmed" else "out_of_stock"
+        text = outcome_text(oid, 7, "sku-1", 1, 100, status, reason, None, None)
+        return OutcomeRecord(seq, text, status, reason)
+
+    outcomes = [rec(1, "a", "confirmed"), rec(2, "b", "confirmed"), rec(3, "b", "confirmed")]
+    outcomes += [rec(4, "c", "rejected"), rec(5, "d", "confirmed"), rec(6, "e", "rejected")]
+    report = Report(ShardCounts(8, 8), folds={"u3": _fold("u3", outcomes=outcomes)})
+    told = [Told(7, oid, "confirmed") for oid in "abcd"] + [Told(7, "e", "rejected")]
+    now: dict[str, str | None] = {"a": "confirmed", "b": "confirmed", "c": "confirmed"}
+    got = check_orders(report, told, now)
+    assert (got.told, got.confirmed) == (5, 4)
+    # b decided twice, c rejected in the log, d not confirmed in the read model
+    assert [w.split(":")[0] for w in got.wrong] == ["order b of user 7", "order c of user 7",
+                                                    "order d of user 7"]  # fmt: skip
+
+
+@pytest.mark.fast
+def test_a_users_lineage_lists_each_shard_it_moved_to() -> None:
+    init = ShardCounts(4, 4)
+    chains = {lineage(u, init, [(8, 8), (16, 16)]) for u in range(1, 400)}
+    assert all(c[0] in {"u0", "u1", "u2", "u3"} and len(c) == len(set(c)) for c in chains)
+    assert {len(c) for c in chains} == {1, 2, 3}
+    assert ("u1", "u5", "u13") in chains and ("u1", "u9") in chains and ("u2",) in chains

@@ -8,12 +8,16 @@
 - ``reads_across``: the readers' reads held to their users' history across the splits: the
   user's shard under the counts at ``init`` folded with its markers, then each shard the user
   moved to, from the seed its parent's fold gave (``eventfleet.chaos.readers`` for the rule);
-- ``owned``: every shard of the final counts held by a live worker.
+- ``owned``: every shard of the final counts held by a live worker;
+- ``verify_command``: ``eventfleet verify`` run as the operator runs it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -159,3 +163,23 @@ def owned(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[str]:
     """The shards of ``counts`` that no worker holds."""
     leases: Any = r.mget([keys.lease(s) for s in counts.all_shards()])
     return [s for s, v in zip(counts.all_shards(), leases, strict=True) if v is None]
+
+
+def verify_command(env: dict[str, str]) -> dict[str, Any]:
+    """``eventfleet verify --json`` as a process of its own (``env``: how it reaches the
+    namespace, as the admin user), as an operator checks a namespace after a growth: its exit
+    code and counts."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "eventfleet", "verify", "--json"],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    out: dict[str, Any] = {"exit": proc.returncode}
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        out["stderr"] = proc.stderr.strip()[-300:]
+        return out
+    keys = ("ok", "mismatches", "lost", "duplicates_applied", "invariant_violations")
+    out.update({k: doc.get(k) for k in keys})
+    out["shards"] = len(doc.get("shards", []))
+    return out

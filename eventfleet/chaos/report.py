@@ -250,3 +250,12 @@ def add_growth(
     elif waiters.n and not orders.confirmed:
         problems.append("the order waiters were told of no confirmed order")
     doc["ok"] = doc["ok"] and not problems and not lost and not twice
+
+
+def add_verify_command(doc: dict[str, Any], got: dict[str, Any]) -> None:
+    """``eventfleet verify``'s own verdict (run as a process) in the report: not ok unless
+    it exited 0."""
+    doc["verify_command"] = got
+    if got["exit"] != 0:
+        doc["problems"].append(f"eventfleet verify exited {got['exit']}: {got}")
+        doc["ok"] = False

@@ -28,11 +28,11 @@ from typing import Any
 
 from eventfleet.chaos.config import GUESS_S, POLL_S, PRODUCER_NAME, ChaosConfig, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
-from eventfleet.chaos.grown import follow_sends, owned, reads_across
+from eventfleet.chaos.grown import follow_sends, owned, reads_across, verify_command
 from eventfleet.chaos.observe import Observer
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.chaos.readers import Readers, check_reads
-from eventfleet.chaos.report import add_growth, add_reads, build_report
+from eventfleet.chaos.report import add_growth, add_reads, add_verify_command, build_report
 from eventfleet.chaos.reshard import ReshardRunner, ReshardStep, run_step
 from eventfleet.chaos.waiters import OrderWaiters, check_orders
 from eventfleet.client import Client
@@ -260,6 +260,7 @@ class Chaos:
             sends = follow_sends(result, p.source, p.wire_source, producer.sent)
             orders = check_orders(result, waiters.told, status_now)
             add_growth(report, self.counts, self.steps, sends, unowned, orders, waiters)
+            add_verify_command(report, verify_command(self.admin_env()))
         return report
 
     def _reshard(self, injector: FaultInjector) -> None:
@@ -271,10 +272,13 @@ class Chaos:
         step = ReshardStep(users, items, *before)
         step.began_s = round(time.monotonic() - self.t_start, 3)
         self.steps.append(step)
-        env = {"REDIS_URL": self.url, "EVENTFLEET_NAMESPACE": self.keys.ns,
-               **self.login_env("admin")}  # fmt: skip
-        runner = ReshardRunner(step, env, cfg.reshard_wait_s, injector.workdir)
+        runner = ReshardRunner(step, self.admin_env(), cfg.reshard_wait_s, injector.workdir)
         run_step(runner, injector, self.rng, self.records, self.say)
+
+    def admin_env(self) -> dict[str, str]:
+        """How a command of the operator's reaches the namespace: as the admin user."""
+        return {"REDIS_URL": self.url, "EVENTFLEET_NAMESPACE": self.keys.ns,
+                **self.login_env("admin")}  # fmt: skip
 
     def _statuses(self, waiters: OrderWaiters) -> dict[str, str | None]:
         """What the read model says now of each order a waiter was told is confirmed (read
