@@ -9,12 +9,15 @@ lease and meta script (the lease tagged with the meta key's name), a parent's ba
 the new shards. Every order is decided once, every balance and stock once on the shard the
 grown counts give it, no dead letter, no event forwarded twice, ``verify`` clean. The same
 with retention trimming every log and ``eventfleet archive`` run over and over as the admin:
-``verify --archive`` clean from every shard's first entry."""
+``verify --archive`` clean from every shard's first entry. And with the master of a parent
+SIGKILLed during the run, its replica taking over: the command run again until it finishes,
+every event applied once."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +181,64 @@ def test_a_growth_under_retention_and_the_archive_on_a_shipped_cluster(
         assert report["unchecked"] == [], report["unchecked"]
         assert all(x["from"] == "first entry" for x in report["shards"]), report["shards"]
         assert report["totals"]["orders"] == len(pub.orders)
+
+
+def reshard_until_done(admin_env: dict[str, str], tries: int = 4) -> list[int]:
+    """``eventfleet reshard`` 2+2 -> 8+4 run again until it exits 0 (each run continues the
+    last: every step is idempotent); the exit codes."""
+    codes: list[int] = []
+    while not codes or codes[-1]:
+        assert len(codes) < tries, f"the reshard did not finish in {tries} runs: {codes}"
+        done = cli_process(
+            "reshard", "--user-shards", "8", "--item-shards", "4", "--wait", "30",
+            env=admin_env, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode in (0, 1), done.stderr
+        codes.append(done.returncode)
+    return codes
+
+
+def test_a_growth_goes_on_while_the_master_of_a_parent_fails_over(
+    tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """Three masters with a replica each, as shipped; the producers and the workers WAIT for
+    a replica (``EVENTFLEET_WAIT_REPLICAS=1``), so a failover loses nothing acknowledged. The
+    master of ``u0`` is SIGKILLed as soon as the run has recorded its target, and comes back
+    as its successor's replica; the command is run again until it exits 0 (a marker or a
+    meta write the dead master took with it is written again by the next run). In the runs
+    seen, the first run met the failover and exited 1 (``cannot reach Redis``), the next
+    continued from what it had recorded and finished."""
+    c = LocalCluster(workdir=tmp_path / "cluster", node_timeout_ms=1000, replicas=1, shipped=True)
+    try:
+        c.start()
+    except RedisNotInstalled as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        with shipped_fleet(c, tmp_path, fleet_factory, EVENTFLEET_WAIT_REPLICAS="1") as s:
+            with Publishing(s.producer, KEYS, INIT, pace_s=0.05) as pub:
+                for p in (pub.stale, pub.learner):
+                    p.wait_replicas = 1
+                wait_for(lambda: pub.rounds >= 2, 60, "the producers publishing")
+                codes: list[list[int]] = []
+                thread = threading.Thread(
+                    target=lambda: codes.append(reshard_until_done(s.admin_env)), daemon=True
+                )
+                thread.start()
+                wait_for(lambda: s.admin.hget(KEYS.meta, "reshard_target"), 60, "a run", 0.002)
+                victim = c.master_of(KEYS.events("u0"))
+                c.kill(victim)
+                c.wait_ok(60)
+                c.restart(victim)
+                c.wait_ok(60)
+                thread.join(400)
+                assert codes and not thread.is_alive(), "the reshard did not finish"
+                wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
+                at = pub.rounds
+                wait_for(lambda: pub.rounds >= at + 2, 60, "rounds published after it")
+            wait_for(lambda: is_idle(s.admin, KEYS, GROWN), 120, "the fleet to become idle")
+            assert all(w.alive for w in s.fleet.workers)
+            settled(s.admin, KEYS, pub, GROWN)
+            report = json.loads(cli_process("verify", "--json", env=s.admin_env).stdout)
+            assert report["ok"] and report["quiescent"], (codes, report["findings"])
+    finally:
+        c.close()

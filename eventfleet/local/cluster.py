@@ -4,7 +4,8 @@ Three masters by default (``redis-cli --cluster create``), optionally one replic
 node runs like ``LocalRedis``: ``appendonly yes`` and ``appendfsync always``, so a node can be
 killed and started again on its data. ``kill`` SIGKILLs a node, ``wait_ok`` waits until every
 live node reports ``cluster_state:ok`` and every slot has a live master (after a failover: the
-replica has been promoted).
+replica has been promoted). With logins (``shipped``), replicas log in to their masters as
+the helper's own user.
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class LocalCluster:
         try:
             for _ in range(count):
                 self.nodes.append(self._node().start())
+                self._replicate_as_helper(self.nodes[-1])
             self._create(timeout)
             self.wait_ok(timeout)
         except BaseException:
@@ -157,6 +159,19 @@ class LocalCluster:
                 *self.extra_args,
             ],
         )
+
+    def _replicate_as_helper(self, node: LocalRedis) -> None:
+        """With logins (``shipped``, or nodes whose default user is off), a replica logs in
+        to its master as this helper's user: set on each node at start (``CONFIG SET``, not
+        on its command line, where ``ps`` would show the password)."""
+        if not self.username or self.password is None:
+            return
+        c = self._client(node)
+        try:
+            c.config_set("masteruser", self.username)
+            c.config_set("masterauth", self.password)
+        finally:
+            c.close()
 
     def _create(self, timeout: float) -> None:
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -329,3 +344,4 @@ class LocalCluster:
         """Start a stopped node again on its port and data; it rejoins the cluster (a former
         master whose replica took over comes back as a replica)."""
         node.start(timeout)
+        self._replicate_as_helper(node)
