@@ -11,14 +11,14 @@ grown counts give it, no dead letter, no event forwarded twice, ``verify`` clean
 with retention trimming every log and ``eventfleet archive`` run over and over as the admin:
 ``verify --archive`` clean from every shard's first entry. And with the master of a parent
 SIGKILLed during the run, its replica taking over: the command run again until it finishes,
-every event applied once."""
+every event applied once; and with every slot of that master moved to another."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,47 +198,74 @@ def reshard_until_done(admin_env: dict[str, str], tries: int = 4) -> list[int]:
     return codes
 
 
+def grow_through(s: Shipped, fault: Callable[[], None], replicas: int = 0) -> None:
+    """The growth under load with ``fault`` done as soon as the run has recorded its target,
+    the command run again until it exits 0 (a marker or a meta write lost to the fault is
+    written again by the next run); then every event applied once and ``verify`` clean."""
+    with Publishing(s.producer, KEYS, INIT, pace_s=0.05) as pub:
+        for p in (pub.stale, pub.learner):
+            p.wait_replicas = replicas
+        wait_for(lambda: pub.rounds >= 2, 60, "the producers publishing")
+        codes: list[list[int]] = []
+        thread = threading.Thread(
+            target=lambda: codes.append(reshard_until_done(s.admin_env)), daemon=True
+        )
+        thread.start()
+        wait_for(lambda: s.admin.hget(KEYS.meta, "reshard_target"), 60, "a run", 0.002)
+        fault()
+        thread.join(400)
+        assert codes and not thread.is_alive(), "the reshard did not finish"
+        wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 2, 60, "rounds published after it")
+    wait_for(lambda: is_idle(s.admin, KEYS, GROWN), 120, "the fleet to become idle")
+    assert all(w.alive for w in s.fleet.workers)
+    settled(s.admin, KEYS, pub, GROWN)
+    report = json.loads(cli_process("verify", "--json", env=s.admin_env).stdout)
+    assert report["ok"] and report["quiescent"], (codes, report["findings"])
+
+
 def test_a_growth_goes_on_while_the_master_of_a_parent_fails_over(
     tmp_path: Path, fleet_factory: list[LocalFleet]
 ) -> None:
     """Three masters with a replica each, as shipped; the producers and the workers WAIT for
     a replica (``EVENTFLEET_WAIT_REPLICAS=1``), so a failover loses nothing acknowledged. The
     master of ``u0`` is SIGKILLed as soon as the run has recorded its target, and comes back
-    as its successor's replica; the command is run again until it exits 0 (a marker or a
-    meta write the dead master took with it is written again by the next run). In the runs
-    seen, the first run met the failover and exited 1 (``cannot reach Redis``), the next
-    continued from what it had recorded and finished."""
+    as its successor's replica. In the runs seen, the first run met the failover and exited 1
+    (``cannot reach Redis``), the next continued from what it had recorded and finished."""
     c = LocalCluster(workdir=tmp_path / "cluster", node_timeout_ms=1000, replicas=1, shipped=True)
     try:
         c.start()
     except RedisNotInstalled as exc:
         pytest.fail(str(exc), pytrace=False)
+
+    def failover() -> None:
+        victim = c.master_of(KEYS.events("u0"))
+        c.kill(victim)
+        c.wait_ok(60)
+        c.restart(victim)
+        c.wait_ok(60)
+
     try:
         with shipped_fleet(c, tmp_path, fleet_factory, EVENTFLEET_WAIT_REPLICAS="1") as s:
-            with Publishing(s.producer, KEYS, INIT, pace_s=0.05) as pub:
-                for p in (pub.stale, pub.learner):
-                    p.wait_replicas = 1
-                wait_for(lambda: pub.rounds >= 2, 60, "the producers publishing")
-                codes: list[list[int]] = []
-                thread = threading.Thread(
-                    target=lambda: codes.append(reshard_until_done(s.admin_env)), daemon=True
-                )
-                thread.start()
-                wait_for(lambda: s.admin.hget(KEYS.meta, "reshard_target"), 60, "a run", 0.002)
-                victim = c.master_of(KEYS.events("u0"))
-                c.kill(victim)
-                c.wait_ok(60)
-                c.restart(victim)
-                c.wait_ok(60)
-                thread.join(400)
-                assert codes and not thread.is_alive(), "the reshard did not finish"
-                wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
-                at = pub.rounds
-                wait_for(lambda: pub.rounds >= at + 2, 60, "rounds published after it")
-            wait_for(lambda: is_idle(s.admin, KEYS, GROWN), 120, "the fleet to become idle")
-            assert all(w.alive for w in s.fleet.workers)
-            settled(s.admin, KEYS, pub, GROWN)
-            report = json.loads(cli_process("verify", "--json", env=s.admin_env).stdout)
-            assert report["ok"] and report["quiescent"], (codes, report["findings"])
+            grow_through(s, failover, replicas=1)
     finally:
         c.close()
+
+
+def test_a_growth_goes_on_while_slots_move_between_masters(
+    shipped_cluster: LocalCluster, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """Every slot of the master of ``u0`` moves to another master (``redis-cli --cluster
+    reshard``: the clients see ASK and MOVED) as soon as the run has recorded its target."""
+    c = shipped_cluster
+
+    def move() -> None:
+        source = c.master_of(KEYS.events("u0"))
+        target = next(n for n in c.master_nodes() if n.port != source.port)
+        slots = next(i.slots for i in c.topology() if i.port == source.port)
+        c.move_slots(source, target, count=slots)
+        assert c.master_of(KEYS.events("u0")).port == target.port
+
+    with shipped_fleet(c, tmp_path, fleet_factory) as s:
+        grow_through(s, move)
