@@ -66,6 +66,10 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     assert doc["faults"]["kill"] == 3 and doc["faults"]["pause"] == 2
     assert doc["faults"]["redis_restart"] == 2
     assert doc["verify_command"]["exit"] == 0 and doc["verify_command"]["shards"] == 32
+    # the producer that never learns the counts: its events for moved keys were forwarded,
+    # on a second hop too after the second step
+    assert doc["stale_published"] == 750, doc["stale_published"]
+    assert doc["forwarded"]["events"] > 0 and doc["forwarded"]["second_hop"] > 0, doc["forwarded"]
     waited = doc["orders_waited"]
     assert waited["confirmed"] > 0 and waited["not_confirmed_now"] == 0, waited
     assert doc["reads"]["checked"] > 0 and doc["reads"]["wrong"] == 0, doc["reads_wrong"]

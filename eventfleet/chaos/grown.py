@@ -65,6 +65,17 @@ def follow_sends(
     return lost, twice
 
 
+def forward_counts(result: Report) -> dict[str, int]:
+    """Events the folds forwarded: all, and those on their second hop or later (a path of
+    two shards or more, ``u1.u5``)."""
+    hops = [(path, n) for f in result.folds.values() for c in f.forwards.values()
+            for (path, _scope, _text), n in c.items()]  # fmt: skip
+    return {
+        "events": sum(n for _path, n in hops),
+        "second_hop": sum(n for path, n in hops if "." in path),
+    }
+
+
 def _forwarded_seqs(forwards: dict[str, Any], wire_source: str) -> set[int]:
     """The seqs of ``wire_source``'s events a fold forwarded (to any child)."""
     out = set()

@@ -3,8 +3,8 @@
 Used by ``eventfleet chaos`` (a rate that adapts so that publishing spans the fault
 schedule) and by the fault tests (a fixed rate). With ``learn`` (``chaos --reshard``) it
 re-reads the shard counts between chunks as the library's producers do
-(``Producer.learn_counts``: every 5 s) and keeps every (shard, seq) it stamped, so that each
-event can be followed to where it was applied, forwarded or not.
+(``Producer.learn_counts``: every 5 s); with ``follow`` it keeps every (shard, seq) it
+stamped, so that each event can be followed to where it was applied, forwarded or not.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class PacedProducer(threading.Thread):
         chunk: int | None = None,
         name: str = "paced-producer",
         learn: bool = False,
+        follow: bool = False,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.producer = Producer(client, keys, counts)
@@ -55,8 +56,9 @@ class PacedProducer(threading.Thread):
         self.stop = threading.Event()
         self.chunk_sent = threading.Event()
         self.learn = learn
+        self.follow = follow
         self.sent: dict[str, list[int]] = {}
-        """With ``learn``: per shard the seqs stamped for it, in order."""
+        """With ``follow``: per shard the seqs stamped for it, in order."""
 
     @property
     def done(self) -> bool:
@@ -86,7 +88,7 @@ class PacedProducer(threading.Thread):
             self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
     def _stamp(self, ev: Topup | AddItem | Order) -> tuple[str, str]:
-        if not self.learn:
+        if not self.follow:
             return self.producer.stamp(ev)
         shard = destination(ev, self.producer.counts)
         stamped = self.producer.stamp(ev)

@@ -214,15 +214,16 @@ def add_growth(
     doc: dict[str, Any],
     counts: ShardCounts,
     steps: list[ReshardStep],
-    sends: tuple[int, int],
+    sends: list[tuple[int, int]],
     unowned: list[str],
     orders: OrderCheck,
     waiters: OrderWaiters,
 ) -> None:
     """A ``--reshard`` run's verdict in the report: each step's duration, re-runs and faults,
-    the producer's events followed across the splits (lost, taken twice), the final counts
+    the producers' events followed across the splits (``sends``: lost, taken twice per
+    producer), the final counts
     and their ownership, and the orders the waiters were told are confirmed."""
-    lost, twice = sends
+    lost, twice = sum(n for n, _ in sends), sum(n for _, n in sends)
     doc["lost"] += lost
     doc["duplicates_applied"] += twice
     doc["reshards"] = [s.as_json() for s in steps]

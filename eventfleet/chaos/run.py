@@ -28,7 +28,13 @@ from typing import Any
 
 from eventfleet.chaos.config import GUESS_S, POLL_S, PRODUCER_NAME, ChaosConfig, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
-from eventfleet.chaos.grown import follow_sends, owned, reads_across, verify_command
+from eventfleet.chaos.grown import (
+    follow_sends,
+    forward_counts,
+    owned,
+    reads_across,
+    verify_command,
+)
 from eventfleet.chaos.observe import Observer
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.chaos.readers import Readers, check_reads
@@ -172,7 +178,13 @@ class Chaos:
         events = mixed(cfg.events, seed=cfg.seed)
         producer = PacedProducer(
             prod_r, self.keys, self.counts, events, self.pace, name=PRODUCER_NAME,
-            learn=bool(cfg.reshard),
+            learn=bool(cfg.reshard), follow=bool(cfg.reshard),
+        )  # fmt: skip
+        # --reshard: a quarter as many events from a producer that never learns the counts:
+        # every event for a key that moved is forwarded, on two hops after two steps
+        stale = PacedProducer(
+            prod_r, self.keys, self.counts, mixed(cfg.events // 4, cfg.seed + 1, prefix="stale"),
+            lambda n: self.pace(4 * n) / 4, name="chaos-stale-producer", follow=True,
         )  # fmt: skip
         root = None
         if self.local is not None and self.local.logins is not None:
@@ -190,6 +202,8 @@ class Chaos:
         if cfg.order_waiters and cfg.reshard:
             waiters.start()
         producer.start()
+        if cfg.reshard and cfg.events >= 4:
+            stale.start()
         while producer.published == 0 and producer.is_alive():
             time.sleep(POLL_S)
         for i, kind in enumerate(self.plan):
@@ -210,6 +224,8 @@ class Chaos:
             producer.stop.wait(cfg.fault_interval)
         self.plan_done = len(self.plan)
         producer.join()
+        if stale.ident is not None:
+            stale.join()
         readers.stop.set()
         waiters.stop.set()
         if cfg.readers:
@@ -256,10 +272,17 @@ class Chaos:
         )
         add_reads(report, reads, readers.error, wanted=bool(cfg.readers))
         if cfg.reshard:
-            p = producer.producer
-            sends = follow_sends(result, p.source, p.wire_source, producer.sent)
+            sends = [
+                follow_sends(result, p.producer.source, p.producer.wire_source, p.sent)
+                for p in (producer, stale)
+            ]
             orders = check_orders(result, waiters.told, status_now)
             add_growth(report, self.counts, self.steps, sends, unowned, orders, waiters)
+            report["stale_published"] = stale.published
+            report["forwarded"] = forward_counts(result)
+            if stale.error:
+                report["problems"].append(f"the stale producer failed: {stale.error}")
+                report["ok"] = False
             add_verify_command(report, verify_command(self.admin_env()))
         return report
 
