@@ -240,7 +240,7 @@ COST_S = {
     "test_cluster_acl.py": 35,
     "test_static_membership.py": 30,
     "test_cluster_failover.py": 25,
-    "test_reshard_cluster.py": 100,
+    "test_reshard_cluster.py": 140,
     "test_reshard_retention.py": 20,
     "test_api_chaos.py": 25,
     "test_standby.py": 25,
