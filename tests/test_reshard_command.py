@@ -267,3 +267,31 @@ def test_a_second_run_is_refused_and_a_sigterm_lets_the_lease_go(
         )
         pub.halt()
         settled(ns.root, KEYS, pub, ShardCounts(4, 2))
+
+
+def test_a_worker_killed_before_it_applies_the_markers_is_taken_over(
+    port: int, tmp_path: Path, fleet_factory: list[LocalFleet]
+) -> None:
+    """Both worker processes paused (SIGSTOP) while the command appends its markers; one is
+    then SIGKILLed, the other resumed: it takes the dead one's shards over once their leases
+    lapse, applies their markers, and the command, still waiting, completes. Every event
+    once on its shard, verify clean."""
+    ns = Shipped(port, tmp_path, fleet_factory)
+    fleet = ns.workers()
+    with ns.publishing() as pub:
+        wait_for(lambda: pub.rounds >= 2, 60, "producers publishing")
+        first, second = fleet.live()
+        for w in (first, second):
+            fleet.pause(w)
+        run = ns.command("--user-shards", "4", "--item-shards", "4", "--wait", "120")
+        run.until("split markers appended: u0 u1 i0 i1")
+        fleet.kill(first)
+        fleet.resume(second)
+        assert run.end() == 0, run.seen
+        assert any("counts published: 4 user and 4 item shards" in s for s in run.seen)
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 60, "more")
+        pub.halt()
+        settled(ns.root, KEYS, pub, ShardCounts(4, 4))
+    one_marker_each(ns.root, KEYS, 4, 4)
+    ns.verified()
