@@ -5,7 +5,8 @@ processes as the worker user, two producers as the producer user publishing mean
 never re-reads the counts, one learns them). Its progress lines and ``--json`` result;
 SIGKILLed once its markers are appended, refused while the killed run's lease holds, then
 re-run to completion with no marker twice; a second run while one holds the lease refused
-(exit 1), the first stopped by SIGTERM letting its lease go; ``eventfleet status`` showing the
+(exit 1), the first stopped by SIGTERM letting its lease go; a worker SIGKILLed before it
+applies its markers, taken over while the command waits; ``eventfleet status`` showing the
 run's progress meanwhile. Every event applied once, on the shard the new counts give it
 (tests/test_reshard_grow.py: ``settled``), and ``verify`` clean."""
 
