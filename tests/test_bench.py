@@ -49,14 +49,17 @@ def test_bench_refuses_an_unknown_scenario(tmp_path: Path) -> None:
 def test_reshard_scenario_grows_a_loaded_namespace_without_refusing_a_push(
     tmp_path: Path,
 ) -> None:
-    """Scenario n alone: 4+4 -> 8+8 under worker processes and two producers; the bench
-    itself fails unless every order published has exactly one outcome."""
+    """Scenario n alone: 4+4 -> 8+8 under worker processes and two producers, on a single
+    Redis and on a 3-master cluster; the bench itself fails unless every order published has
+    exactly one outcome."""
     out = tmp_path / "bench.json"
     proc = cli_process("bench", "--quick", "--only", "n", "--json", "--out", str(out), timeout=200)
     doc = json.loads(proc.stdout)
     n = doc["scenarios"]["n"]
     assert (n["from"], n["to"], n["refused_pushes"]) == ("4+4", "8+8", 0), n["refused"]
-    assert n["orders"] > 0 and n["pushes"] > 0
+    assert n["cluster_refused_pushes"] == 0, n["runs"][1]["refused"]
+    assert [r["backend"] for r in n["runs"]] == ["single", "cluster"]
+    assert n["orders"] > 0 and n["cluster_orders"] > 0
     assert n["windows_during_per_s"] and n["windows_after_per_s"], "throughput windows"
     keys = sorted(f.key for f in FIGURES if f.scenario == "n")
     assert sorted(k for k in doc["figures"] if k.startswith("n.")) == keys

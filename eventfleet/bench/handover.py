@@ -43,10 +43,12 @@ RATE = 3000.0
 ENV = {"EVENTFLEET_LOG_LEVEL": "info", "EVENTFLEET_LEASE_TTL_MS": "5000"}
 
 
-def wait_settled(b: Backend, keys: Keys, members: list[str], timeout: float) -> None:
-    """Every shard leased by its rendezvous target over ``members`` (one GET per shard in a
-    pipeline: on a cluster, one per master)."""
-    shards = COUNTS.all_shards()
+def wait_settled(
+    b: Backend, keys: Keys, members: list[str], timeout: float, counts: ShardCounts = COUNTS
+) -> None:
+    """Every shard of ``counts`` leased by its rendezvous target over ``members`` (one GET
+    per shard in a pipeline: on a cluster, one per master)."""
+    shards = counts.all_shards()
     want = assign(shards, members)
 
     def settled() -> bool:

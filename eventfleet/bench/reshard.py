@@ -1,5 +1,6 @@
 """Online resharding under load (scenario n): what producers and orders see while a live
-namespace grows 4+4 -> 8+8 under worker processes (docs/DESIGN-DECISIONS.md, section 35).
+namespace grows 4+4 -> 8+8 under worker processes (docs/DESIGN-DECISIONS.md, section 35), on
+a throwaway single Redis and on a throwaway 3-master Redis Cluster.
 
 Two paced producers publish a mixed workload from threads, one that never re-reads the counts
 (everything it sends for a moved key is forwarded by the parent) and one that learns them (its
@@ -26,32 +27,32 @@ the entry ids are the same clock.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from eventfleet.bench.env import (
-    BenchEnv,
-    BenchError,
-    check_alive,
-    cpu_seconds,
-    deadline_wait,
-    start_settled,
-)
+from eventfleet.bench.cluster import Backend
+from eventfleet.bench.env import BenchError, check_alive, cpu_seconds, deadline_wait
+from eventfleet.bench.handover import wait_settled
 from eventfleet.ledger.codec import decode_outcome
 from eventfleet.ledger.events import ExternalEvent, Order
 from eventfleet.ledger.shards import ShardCounts
+from eventfleet.local.fleet import LocalFleet
 from eventfleet.ops.reshard_online import Run, grow
 from eventfleet.ops.status import is_idle
 from eventfleet.producer.client import Producer
 from eventfleet.producer.workload import mixed
 from eventfleet.store import ids
 from eventfleet.store.keys import Keys
+from eventfleet.store.namespace import init_namespace
 
 FROM = ShardCounts(4, 4)
 TO = ShardCounts(8, 8)
@@ -245,24 +246,59 @@ def figures(
     }
 
 
-def reshard_under_load(
-    env: BenchEnv,
-    rate: float,
-    before_s: float,
-    after_s: float,
+@dataclass(frozen=True)
+class Load:
+    """Mixed events/s offered in all, and seconds of it before and after the reshard."""
+
+    rate: float
+    before_s: float
+    after_s: float
+
+
+def on_backend(
+    kind: str,
+    load: Load,
+    redis_args: list[str] | None = None,
     workers: int = 2,
     worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``FROM`` -> ``TO`` under ``workers`` worker processes (the shipped settings, or
-    ``worker_env``) and two producers at ``rate`` events/s in all, ``before_s`` seconds of
-    load before the reshard and ``after_s`` after."""
-    keys = env.namespace("bench-n", FROM)
-    fleet, procs = start_settled(env, keys.ns, keys, FROM, workers, worker_env or {})
+    """``reshard_under_load`` on a throwaway single Redis or 3-master cluster (``kind``) of
+    its own, under ``workers`` worker processes (the shipped settings, or ``worker_env``)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"ef-reshard-{kind}-"))
+    b = Backend(kind, workdir, redis_args)
+    env = {"EVENTFLEET_LOG_LEVEL": "info", **(worker_env or {})}
+    fleet = LocalFleet(b.url, "bench-n", workdir / "logs", env=env, name=f"n{kind[0]}-w")
+    try:
+        return reshard_under_load(b, fleet, load, workers) | {"backend": kind}
+    finally:
+        fleet.stop_all(timeout=15)
+        b.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def both(load: Load, redis_args: list[str] | None = None) -> dict[str, Any]:
+    """Both backends, for ``eventfleet bench``: the single Redis' fields as they are, the
+    cluster's prefixed ``cluster_``, each run whole under ``runs``."""
+    single = on_backend("single", load, redis_args)
+    cluster = on_backend("cluster", load, redis_args)
+    flat = {k: v for k, v in cluster.items() if isinstance(v, int | float | str)}
+    return single | {f"cluster_{k}": v for k, v in flat.items()} | {"runs": [single, cluster]}
+
+
+def reshard_under_load(b: Backend, fleet: LocalFleet, load: Load, workers: int) -> dict[str, Any]:
+    """``FROM`` -> ``TO`` under ``workers`` of ``fleet`` and two producers at ``load.rate``
+    events/s in all, ``load.before_s`` seconds of load before the reshard and
+    ``load.after_s`` after."""
+    keys = Keys("bench-n")
+    init_namespace(b.r, keys, FROM)
+    procs = [fleet.start() for _ in range(workers)]
+    wait_settled(b, keys, [w.worker_id for w in procs], 60, FROM)
+    rate = load.rate
     chunk = max(10, int(rate / 40))  # each producer pushes every 1/20 s
     users, items = 10_000, 1_000
     pushers = [
         Pusher(
-            env.client,
+            b.r,
             keys,
             FROM,
             mixed(10**9, seed=7 + n, users=users, items=items, prefix=name),
@@ -273,16 +309,17 @@ def reshard_under_load(
         )
         for n, (name, every) in enumerate((("stale", 10.0**9), ("learner", LEARN_EVERY_S)))
     ]
-    redis_pid = env.server.proc.pid if env.server and env.server.proc else 0
-    cpu = [_cpu(procs, redis_pid)]
+    pids = b.pids()
+    cpu = [_cpu(procs, pids)]
     load0 = time.time()
     for p in pushers:
         p.start()
     try:
-        deadline_wait(lambda: _alive(procs, before_s, load0), before_s + 30, "the load before")
-        cpu.append(_cpu(procs, redis_pid))
+        wait = load.before_s
+        deadline_wait(lambda: _alive(procs, wait, load0), wait + 30, "the load before")
+        cpu.append(_cpu(procs, pids))
         begin = time.time()
-        run = Run(env.client, keys)
+        run = Run(b.r, keys)
         run.take()
         try:
             grow(run, TO.users, TO.items, wait_s=120)
@@ -290,9 +327,10 @@ def reshard_under_load(
             run.release()
         returned = time.time()
         deadline_wait(lambda: _alive(procs, TAIL_S, returned), TAIL_S + 30, "the tail")
-        cpu.append(_cpu(procs, redis_pid))
-        deadline_wait(lambda: _alive(procs, after_s, returned), after_s + 30, "the load after")
-        cpu.append(_cpu(procs, redis_pid))
+        cpu.append(_cpu(procs, pids))
+        wait = load.after_s
+        deadline_wait(lambda: _alive(procs, wait, returned), wait + 30, "the load after")
+        cpu.append(_cpu(procs, pids))
     finally:
         for p in pushers:
             p.stop.set()
@@ -302,16 +340,14 @@ def reshard_under_load(
 
     def idle() -> bool:
         check_alive(procs)
-        return is_idle(env.client, keys, TO)
+        return is_idle(b.r, keys, TO)
 
     failed = [p.error for p in pushers if p.error]
     if failed:
         raise BenchError(f"a producer failed: {failed[0]}")
     deadline_wait(idle, 120, "idle after the reshard", poll=0.05)
-    fleet.stop_all(timeout=15)
     tl = Timeline(load0, begin, returned + TAIL_S, stopped)
-    out = figures(pushers, outcome_times(env.client, keys, TO), tl)
-    env.drop(keys)
+    out = figures(pushers, outcome_times(b.r, keys, TO), tl)
     return out | {
         "from": f"{FROM.users}+{FROM.items}",
         "to": f"{TO.users}+{TO.items}",
@@ -324,8 +360,11 @@ def reshard_under_load(
     }
 
 
-def _cpu(procs: list[Any], redis_pid: int) -> tuple[float, float]:
-    return sum(cpu_seconds(w.proc.pid) for w in procs), cpu_seconds(redis_pid)
+def _cpu(procs: list[Any], redis_pids: list[int]) -> tuple[float, float]:
+    return (
+        sum(cpu_seconds(w.proc.pid) for w in procs),
+        sum(cpu_seconds(p) for p in redis_pids),
+    )
 
 
 def _utilization(cpu: list[tuple[float, float]], at: list[float], workers: int) -> dict[str, float]:

@@ -34,9 +34,10 @@ o. calm scaling: each moved shard's time without an owner when 2 workers scale t
    back under a paced load, single Redis and 3-master cluster (``eventfleet.bench.handover``);
 w. the HTTP API (``eventfleet api``, one process) against ``eventfleet.aio.Client`` on the same
    machine: top-ups and orders with ``wait``, requests/s, p50 and p99 (``eventfleet.bench.api``);
-n. online resharding 4+4 -> 8+8 under two workers and a paced load: the longest time a shard
-   accepted no writes, the longest wait of an order for its owner, the lowest throughput
-   window, each during the reshard against before it (``eventfleet.bench.reshard``).
+n. online resharding 4+4 -> 8+8 under two workers and a paced load, on a single Redis and on
+   a throwaway 3-master cluster: the longest time a shard accepted no writes, the longest
+   wait of an order for its owner, the lowest throughput window, each during the reshard
+   against before it (``eventfleet.bench.reshard``).
 """
 
 from __future__ import annotations
@@ -199,6 +200,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("n.med", "orders decided, median before", "orders/s", "n", "median_before_per_s"),
     Figure("n.dip", "lowest window / median before", "ratio", "n", "dip_ratio"),
     Figure("n.s", "reshard 4+4 -> 8+8, all steps", "s", "n", "reshard_s"),
+    Figure("n.cgap", "no writes, resharding, cluster", "ms", "n", "cluster_gap_during_ms"),
+    Figure("n.cwait", "order waits, resharding, cluster", "ms", "n", "cluster_wait_during_ms"),
+    Figure("n.cdip", "lowest / median before, cluster", "ratio", "n", "cluster_dip_ratio"),
+    Figure("n.cs", "reshard steps, cluster", "s", "n", "cluster_reshard_s"),
 )
 
 
@@ -313,8 +318,11 @@ def run(*, quick: bool, only: tuple[str, ...], appendfsync: str, say: Say) -> di
         step(
             "n",
             "online resharding under load",
-            lambda: bench_reshard.reshard_under_load(
-                env, 400.0 if quick else 2000.0, 3.0 if quick else 10.0, 3.0 if quick else 10.0
+            lambda: bench_reshard.both(
+                bench_reshard.Load(400.0, 3.0, 3.0)
+                if quick
+                else bench_reshard.Load(2000.0, 10.0, 10.0),
+                redis_args,
             ),
         )
     scen["ratios"] = ratios(scen)
