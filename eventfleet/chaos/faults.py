@@ -125,7 +125,9 @@ class FaultInjector:
                 return cands[:k], view
             time.sleep(POLL_S)
 
-    def inject(self, kind: str) -> FaultRecord:
+    def inject(self, kind: str, at_once: bool = False) -> FaultRecord:
+        """Strike one fault of ``kind`` and wait for its recovery; ``at_once``: without
+        waiting for the producer's next burst first (``--reshard``: at a step's start)."""
         self.check_exits()
         k = 1 if kind != "scale" else self.rng.choice((1, 2))
         added: list[WorkerProc] = []
@@ -135,8 +137,9 @@ class FaultInjector:
             added = [self.fleet.start() for _ in range(k)]
             settled = self.observer.wait_settled(w.worker_id for w in added)
         # Strike right after a burst is published, while the workers are applying it.
-        self.producer.chunk_sent.clear()
-        self.producer.chunk_sent.wait(timeout=2.0)
+        if not at_once:
+            self.producer.chunk_sent.clear()
+            self.producer.chunk_sent.wait(timeout=2.0)
         victims, view = self._pick_holders(k)
         if kind == "hostile":
             victims = []

@@ -234,7 +234,9 @@ def add_growth(
         "confirmed": orders.confirmed,
         "not_confirmed_now": len(orders.wrong),
         "wait_errors": waiters.errors,
+        "wait_seconds": _spread([t.took_s for t in waiters.told]),
     }
+    doc["orders_failures"] = waiters.failures
     doc["orders_wrong"] = orders.wrong[:20]
     problems = doc["problems"]
     problems += step_problems(steps)

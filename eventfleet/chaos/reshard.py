@@ -7,11 +7,13 @@ Redis restarted under it, SIGKILLed, its lease still held by the run it replaces
 workers not done within its wait) is run again, as a user would, until one exits 0; each run's
 exit code and the last line it wrote are kept for the report.
 
-Once a step's run has recorded its target, the command is SIGKILLed (its lease holds until
-it lapses, ``LEASE_TTL_MS``, and the re-runs are refused until then: the step runs at least
-that long), then ``RESHARD_KINDS`` strike one after the other, in a seeded order (``kill``,
-``pause``, ``redis_restart``, through the run's ``FaultInjector``); each fault notes whether
-the step was still running when it struck (the report is not ok otherwise).
+Once a step's run has recorded its target, ``RESHARD_KINDS`` strike one after the other, in a
+seeded order (``kill``, ``pause``, ``redis_restart``, through the run's ``FaultInjector``),
+the first at once, while the markers are appended and applied. As soon as the command has
+appended every marker it is SIGKILLed: its lease holds until it lapses (``LEASE_TTL_MS``) and
+the re-runs are refused until then, so the step runs at least that long, its children served
+and the counts not published yet. Each fault notes whether the step was still running when it
+struck (the report is not ok otherwise).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 from eventfleet.chaos.config import POLL_S, RESHARD_KINDS, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
+from eventfleet.ops.reshard_progress import MARKED, PUBLISHED
 from eventfleet.store.keys import Keys
 
 STEP_DEADLINE_S = 600.0
@@ -169,31 +172,52 @@ def run_step(
     records: list[FaultRecord],
     say: Callable[[str], None],
 ) -> None:
-    """Start ``runner``'s step; once its run began, SIGKILL the command (its lease then holds
-    until it lapses, and the re-runs wait for it, as a user's would: the step goes on for at
-    least that long), strike ``RESHARD_KINDS`` in a seeded order, and wait until the step
-    completed."""
+    """Start ``runner``'s step and, once its run began, strike ``RESHARD_KINDS`` in a seeded
+    order, the first at once (the markers are being appended and applied); meanwhile SIGKILL
+    the command as soon as it has appended every marker (``kill_when_marked``: its lease then
+    holds until it lapses, and the re-runs wait for it, as a user's would, so the step goes on
+    for at least that long). Then wait until the step completed."""
     step = runner.step
     obs = injector.observer
     runner.start()
     wait_begun(runner, obs.r, obs.keys, obs.call)
-    step.faults.append({"kind": "command_kill", "while_running": runner.kill()})
-    injector.on_strike = lambda kind: step.faults.append(
-        {"kind": kind, "while_running": runner.running()}
-    )
+    killer = threading.Thread(target=kill_when_marked, args=(runner, obs), daemon=True)
+    killer.start()
+    struck: list[dict[str, Any]] = []  # the fault of this step that struck last
+
+    def on_strike(kind: str) -> None:
+        struck[:] = [{"kind": kind, "while_running": runner.running()}]
+        step.faults.append(struck[0])
+
+    injector.on_strike = on_strike
     try:
-        for kind in rng.sample(RESHARD_KINDS, len(RESHARD_KINDS)):
-            rec = injector.inject(kind)
+        for n, kind in enumerate(rng.sample(RESHARD_KINDS, len(RESHARD_KINDS))):
+            rec = injector.inject(kind, at_once=n == 0)
             records.append(rec)
-            step.faults[-1]["recovery_s"] = max(rec.recovery_s, default=None)
+            struck[0]["recovery_s"] = max(rec.recovery_s, default=None)
             say(f"reshard {step.users}x{step.items}: {kind} recovered in "
                 f"{max(rec.recovery_s, default=0):.2f}s, the reshard "
                 f"{'still running' if runner.running() else 'done'}")  # fmt: skip
     finally:
         injector.on_strike = lambda kind: None
     runner.join(STEP_DEADLINE_S)
+    killer.join(5.0)
     say(f"reshard {step.users}x{step.items}: done in {step.duration_s}s after "
         f"{step.reruns} re-runs{'; ' + step.error if step.error else ''}")  # fmt: skip
+
+
+def kill_when_marked(runner: ReshardRunner, obs: Any) -> None:
+    """SIGKILL the step's command once meta says its markers are all appended (``marked``, or
+    already ``published``), once; noted in the step's faults as ``command_kill``."""
+    want = f"{runner.step.users},{runner.step.items}"
+    while runner.running():
+        target, _, state = recorded_target(obs.r, obs.keys, obs.call).partition(" ")
+        if target == want and state in (MARKED, PUBLISHED):
+            runner.step.faults.append(
+                {"kind": "command_kill", "while_running": runner.kill(), "state": state}
+            )
+            return
+        time.sleep(POLL_S)
 
 
 def step_problems(steps: list[ReshardStep]) -> list[str]:

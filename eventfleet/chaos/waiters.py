@@ -12,6 +12,7 @@ only what a client was told is checked.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class Told:
     user: int
     order_id: str
     status: str
+    took_s: float = 0.0
 
 
 @dataclass
@@ -48,6 +50,8 @@ class OrderWaiters(ClientLoops):
         self.items = items
         self.tag = uuid.uuid4().hex[:6]
         self.told: list[Told] = []
+        self.failures: list[str] = []
+        """The first few calls that raised, why."""
 
     def loop(self, client: Client, rng: random.Random, i: int) -> None:
         k = 0
@@ -55,13 +59,16 @@ class OrderWaiters(ClientLoops):
             k += 1
             user, oid = rng.randint(1, self.users), f"w-{self.tag}-{i}-{k}"
             item = f"sku-{rng.randrange(self.items)}"
+            t0 = time.monotonic()
             try:
                 res = client.order(user, item, 1, order_id=oid, wait=WAIT_S)
-            except EventfleetError:  # a wait timed out or Redis restarted: not told
+            except EventfleetError as exc:  # a wait timed out or Redis restarted: not told
+                if len(self.failures) < 10:
+                    self.failures.append(f"{oid} after {time.monotonic() - t0:.1f}s: {exc}"[:300])
                 self.failed()
                 continue
             with self._lock:
-                self.told.append(Told(user, oid, res.status))
+                self.told.append(Told(user, oid, res.status, time.monotonic() - t0))
 
 
 def check_orders(result: Report, told: list[Told], status_now: dict[str, str | None]) -> OrderCheck:
