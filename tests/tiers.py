@@ -83,6 +83,7 @@ FILES = {
     "test_reshard_clients.py": "fast",
     "test_reshard_command.py": "fleet",
     "test_verify_seeds_marks.py": "fast",
+    "test_reshard_ride.py": "redis",
     "test_order_wait_growth.py": "fast",
     "test_counts_config.py": "fast",
     "test_exporter_reshard.py": "fast",

@@ -66,10 +66,11 @@ def reshard(
 
 def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_json: bool) -> None:
     """Check the counts (refused: exit 2, nothing written), take the lease (held by another
-    run: exit 1), run every step (``reshard_online.grow``), and let the lease go whatever
-    happens; a SIGTERM stops the run as a timeout does (the lease let go, a re-run goes on)."""
+    run: exit 1), run every step (``reshard_online.grow``, through a failover of up to 30 s:
+    ``reshard_ride.ride_out``), and let the lease go whatever happens; a SIGTERM stops the
+    run as a timeout does (the lease let go, a re-run goes on)."""
     from eventfleet.ops.reshard_online import ReshardBusy, ReshardRefused, Run, SeedsLate, plan
-    from eventfleet.ops.reshard_online import grow as run_steps
+    from eventfleet.ops.reshard_ride import ride_out
 
     def say(line: str) -> None:
         click.echo(f"reshard: {line}", err=True)
@@ -90,7 +91,7 @@ def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_jso
             raise UserError(str(exc)) from None
         previous = _on_sigterm(_stop)
         try:
-            done = run_steps(run, users, items, wait_s, say)
+            done = ride_out(run, users, items, wait_s, say)
         except (ReshardBusy, SeedsLate) as exc:
             raise UserError(str(exc)) from None
         except ReshardRefused as exc:  # another target unfinished: nothing written

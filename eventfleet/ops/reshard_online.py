@@ -66,6 +66,11 @@ class ReshardBusy(ReshardRefused):
     """Another run holds the reshard lease, or this one lost it."""
 
 
+class LeaseLost(ReshardBusy):
+    """This run's lease is gone: lapsed (paused past its TTL), taken by another run, or lost
+    with a failover that did not replicate it."""
+
+
 class SeedsLate(ReshardRefused):
     """The workers have not seeded every new shard within the wait: the run is recorded and
     a re-run of the same command goes on from where it stopped."""
@@ -80,7 +85,7 @@ Say = Callable[[str], None]
 """Where a run reports each step it completed (the command: a line on stderr)."""
 
 
-def _quiet(_line: str) -> None:
+def quiet(_line: str) -> None:
     pass
 
 
@@ -169,7 +174,7 @@ class Run:
         if not Scripts(self.r).renew(
             self.r, lease=lease_key(self.keys), token=self.token, ttl_ms=self.ttl_ms
         ):
-            raise ReshardBusy("this run lost the reshard lease (paused too long?): re-run it")
+            raise LeaseLost("this run lost the reshard lease (paused too long?): re-run it")
 
     def release(self) -> None:
         if self.token:
@@ -190,7 +195,7 @@ class Run:
         script = load_script(self.r, lua.source("reshard_meta"))
         target = key or self.keys.meta
         if not script(keys=[lease_key(self.keys), target], args=args, client=self.r):
-            raise ReshardBusy("this run lost the reshard lease (paused too long?): re-run it")
+            raise LeaseLost("this run lost the reshard lease (paused too long?): re-run it")
 
     def begin(self, current: ShardCounts, users: int, items: int) -> str | None:
         """Record the target (a run already recorded with another target must be finished
@@ -316,7 +321,7 @@ class Run:
         items: int,
         timeout_s: float,
         every_s: float = 0.2,
-        say: Say = _quiet,
+        say: Say = quiet,
     ) -> None:
         """Wait until the workers have applied every marker (each new shard seeded), renewing
         the lease and saying which parent split as it does; ``SeedsLate`` after
@@ -408,7 +413,7 @@ class Grown:
         }
 
 
-def grow(run: Run, users: int, items: int, wait_s: float, say: Say = _quiet) -> Grown:
+def grow(run: Run, users: int, items: int, wait_s: float, say: Say = quiet) -> Grown:
     """Every step of a reshard to ``users`` and ``items`` under ``run`` (its lease taken),
     each idempotent, so a re-run after a kill continues: record, create the new shards,
     append the markers, wait up to ``wait_s`` for the seeds (every parent split: ``SeedsLate``
