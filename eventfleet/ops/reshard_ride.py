@@ -41,9 +41,13 @@ def ride_out(
                 raise
             why = type(exc).__name__
         except LeaseLost:
-            run.token = ""
-            run.take()  # held by another run: ReshardBusy
             why = "its lease was gone"
+            try:
+                run.token = ""
+                run.take()  # held by another run: ReshardBusy
+            except TRANSIENT as exc:  # still failing over: the next round takes it
+                if classify(exc) is not None:
+                    raise
         now = time.monotonic()
         failing_since = now if moved or failing_since is None else failing_since
         if now - failing_since >= ride_s:
