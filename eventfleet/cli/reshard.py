@@ -4,6 +4,7 @@ as seed events and compare two (the offline path, for shrinking: docs/SCALING.md
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -71,6 +72,7 @@ def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_jso
     run as a timeout does (the lease let go, a re-run goes on)."""
     from eventfleet.ops.reshard_online import ReshardBusy, ReshardRefused, Run, SeedsLate, plan
     from eventfleet.ops.reshard_ride import ride_out
+    from eventfleet.store.errors import TRANSIENT
 
     def say(line: str) -> None:
         click.echo(f"reshard: {line}", err=True)
@@ -102,7 +104,8 @@ def grow(user_shards: int | None, item_shards: int | None, wait_s: float, as_jso
             ) from None
         finally:
             _on_sigterm(previous)
-            run.release()
+            with contextlib.suppress(*TRANSIENT):  # Redis gone: the lease lapses by itself
+                run.release()
     if as_json:
         emit_json(done.as_json())
         return
