@@ -235,6 +235,8 @@ def add_growth(
         "not_confirmed_now": len(orders.wrong),
         "wait_errors": waiters.errors,
         "wait_seconds": _spread([t.took_s for t in waiters.told]),
+        "timed_out": len(waiters.timed_out),
+        "timed_out_but_decided": orders.timed_out_decided,
     }
     doc["orders_failures"] = waiters.failures
     doc["orders_wrong"] = orders.wrong[:20]

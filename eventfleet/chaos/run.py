@@ -276,7 +276,7 @@ class Chaos:
                 follow_sends(result, p.producer.source, p.producer.wire_source, p.sent)
                 for p in (producer, stale)
             ]
-            orders = check_orders(result, waiters.told, status_now)
+            orders = check_orders(result, waiters.told, status_now, waiters.timed_out)
             add_growth(report, self.counts, self.steps, sends, unowned, orders, waiters)
             report["stale_published"] = stale.published
             report["forwarded"] = forward_counts(result)

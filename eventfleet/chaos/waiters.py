@@ -14,11 +14,11 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from eventfleet.chaos.readers import ClientLoops
-from eventfleet.client import Client, EventfleetError
+from eventfleet.client import Client, EventfleetError, WaitTimeout
 from eventfleet.ops.verify import Report
 
 WAIT_S = 30.0
@@ -37,6 +37,9 @@ class OrderCheck:
     told: int = 0
     confirmed: int = 0
     wrong: list[str] = field(default_factory=list)
+    timed_out_decided: int = 0
+    """Waits that timed out for an order the logs decided (a liveness figure, not a verdict:
+    the order stands as decided)."""
 
 
 class OrderWaiters(ClientLoops):
@@ -52,6 +55,8 @@ class OrderWaiters(ClientLoops):
         self.told: list[Told] = []
         self.failures: list[str] = []
         """The first few calls that raised, why."""
+        self.timed_out: list[tuple[int, str]] = []
+        """(user, order id) of each wait that timed out."""
 
     def loop(self, client: Client, rng: random.Random, i: int) -> None:
         k = 0
@@ -63,6 +68,8 @@ class OrderWaiters(ClientLoops):
             try:
                 res = client.order(user, item, 1, order_id=oid, wait=WAIT_S)
             except EventfleetError as exc:  # a wait timed out or Redis restarted: not told
+                if isinstance(exc, WaitTimeout):
+                    self.timed_out.append((user, oid))
                 if len(self.failures) < 10:
                     self.failures.append(f"{oid} after {time.monotonic() - t0:.1f}s: {exc}"[:300])
                 self.failed()
@@ -71,16 +78,23 @@ class OrderWaiters(ClientLoops):
                 self.told.append(Told(user, oid, res.status, time.monotonic() - t0))
 
 
-def check_orders(result: Report, told: list[Told], status_now: dict[str, str | None]) -> OrderCheck:
+def check_orders(
+    result: Report,
+    told: list[Told],
+    status_now: dict[str, str | None],
+    timed_out: Sequence[tuple[int, str]] = (),
+) -> OrderCheck:
     """Every order a waiter was told is confirmed: decided exactly once in the fold of the
     logs, confirmed, and confirmed in the read model now (``status_now``: order id -> what
-    ``client.order_status`` reads)."""
+    ``client.order_status`` reads). And how many of the waits that timed out (``timed_out``)
+    were for an order the logs decided."""
     out = OrderCheck(told=len(told))
     decided: dict[tuple[int, str], list[str]] = {}
     for fold in result.folds.values():
         for rec in fold.outcomes:
             o = rec.outcome
             decided.setdefault((o.user_id, o.order_id), []).append(rec.status)
+    out.timed_out_decided = sum(1 for key in timed_out if decided.get(key))
     for t in told:
         if t.status != "confirmed":
             continue
