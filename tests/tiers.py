@@ -68,6 +68,7 @@ FILES = {
     "test_prometheus_static.py": "fast",
     "test_tiers.py": "fast",
     # the session's redis-server, no worker process
+    "test_archive_trimmed.py": "fast",
     "test_bench_loop.py": "fast",
     "test_cli.py": "fast",
     "test_cli_global.py": "fast",

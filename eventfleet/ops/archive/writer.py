@@ -8,7 +8,9 @@ Per shard and stream (events, outcomes, dead letters), in this order:
    trimmed before it is archived; a shard the archive has seen stays held to it.
 3. Entries Redis deleted beyond what the archive holds (trimmed before archiving began, or
    while the mark was absent) are recorded in the manifest as a gap; ``verify --archive`` says
-   so and does not claim that shard from its first event.
+   so and does not claim that shard from its first event. ``XDEL`` raises the stream's
+   ``max-deleted-entry-id``; retention's ``XTRIM`` does not, so a trimmed head is found by
+   counting (``trimmed_head``).
 4. The entries after the manifest's last id, up to the stream's last entry when the run
    began, go into segments of at most ``segment_entries`` entries. Each segment is written and
    flushed to disk, then listed in the manifest (written atomically), then the mark is raised
@@ -108,6 +110,34 @@ def max_deleted(r: redis.Redis, key: str) -> str:
     return ids.text(info.get("max-deleted-entry-id") or "0-0")
 
 
+def trimmed_head(r: redis.Redis, key: str, m: Manifest) -> str | None:
+    """The id up to which entries the archive never had were trimmed from the head of
+    ``key`` (retention's ``XTRIM MINID``, which leaves ``max-deleted-entry-id`` as it was),
+    or None. Counted: when the stream's first entry comes after the archive's last, every
+    archived entry has left Redis, so more removed entries than archived ones means some
+    were trimmed unseen, all before the first entry left. Only asked of a complete
+    manifest (one with a gap already is not claimed from its first entry)."""
+    if not m.complete:
+        return None
+    try:
+        info: Any = r.xinfo_stream(key)
+    except rx.ResponseError as exc:
+        if "no such key" in str(exc):
+            return None
+        raise
+    removed = int(info["entries-added"]) - int(info["length"])
+    if removed <= m.count:
+        return None
+    first = info.get("first-entry")
+    if not first:  # every entry left: up to the last one Redis gave an id
+        return ids.text(info["last-generated-id"])
+    first_id = ids.text(first[0])
+    if not ids.after(first_id, m.last):
+        return None  # archived entries are still there: a removal past them is an XDEL
+    ms, seq = ids.parse(first_id)
+    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-18446744073709551615"
+
+
 def last_entry(r: redis.Redis, key: str) -> str | None:
     tail: Any = r.xrevrange(key, "+", "-", count=1)
     return ids.text(tail[0][0]) if tail else None
@@ -152,6 +182,9 @@ def _archive_stream(
     stats.removed_uncommitted += remove_uncommitted(directory, m)
     raise_mark(r, keys, shard, stream, m.last)
     deleted = max_deleted(r, key)
+    trimmed = trimmed_head(r, key, m)
+    if trimmed is not None and ids.after(trimmed, deleted):
+        deleted = trimmed
     if ids.after(deleted, m.last):
         m.gaps.append(Gap(after=m.last, upto=deleted))
         save_manifest(root, m)
