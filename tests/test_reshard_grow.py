@@ -299,6 +299,8 @@ def test_a_marker_dead_lettered_by_a_worker_of_an_older_version_is_appended_agai
         assert "the owner of u0 u1 dead-lettered the split marker" in res.stderr
         assert "Upgrade every worker, then re-run the same command" in res.stderr
         assert read_counts(r, keys).users == 2
+        assert cli_json("status", "--json", env=env)["reshard"]["dead_lettered"] == ["u0", "u1"]
+        assert "the owner of u0 u1 dead-lettered the split marker" in cli("status", env=env).stdout
         with running_worker(r, namespace):
             res = cli("reshard", "--user-shards", "4", "--wait", "60", env=env)
             assert "split markers appended: u0 u1 i0 i1" in res.stderr

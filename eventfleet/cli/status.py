@@ -75,3 +75,9 @@ def status(
             f"{reshard['state']}; split: {' '.join(reshard['split']) or '-'}; "
             f"waiting: {' '.join(reshard['waiting']) or '-'}"
         )
+        if reshard.get("dead_lettered"):
+            click.echo(
+                f"reshard: the owner of {' '.join(reshard['dead_lettered'])} dead-lettered the "
+                "split marker (a worker of an older version): upgrade every worker, then re-run "
+                "the same `eventfleet reshard` (docs/SCALING.md, section 7)"
+            )

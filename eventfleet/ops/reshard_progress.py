@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from eventfleet.ledger.shards import ShardCounts, item_shard, user_shard
-from eventfleet.ledger.split import children
+from eventfleet.ledger.split import children, marker_text
 from eventfleet.store.ids import text
 from eventfleet.store.keys import Keys
 from eventfleet.store.namespace import counts_of
@@ -118,7 +118,9 @@ def recorded(meta: Any, keys: Keys) -> Recorded | None:
 def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     """What ``eventfleet status`` shows of a reshard recorded in meta (None: none ever was):
     its target, the counts it grows from, its state, and which old shards of a growing family
-    have split (every child of theirs seeded) and which are still waited for."""
+    have split (every child of theirs seeded) and which are still waited for; and, only when
+    there are, the waiting ones whose owner dead-lettered the run's marker (``dead_markers``:
+    one ``XRANGE`` of each waiting parent's dead letters)."""
     rec = recorded(r.hgetall(keys.meta), keys)
     if rec is None:
         return None
@@ -132,7 +134,12 @@ def progress(r: redis.Redis, keys: Keys) -> dict[str, Any] | None:
     seeded = {k for k, there in zip(kids, pipe.execute(), strict=True) if there}
     split, waiting = rec.split_waiting(seeded)
     frm = f"{rec.old.users},{rec.old.items}"
-    return {"target": target, "from": frm, "state": rec.state, "split": split, "waiting": waiting}
+    doc = {"target": target, "from": frm, "state": rec.state, "split": split, "waiting": waiting}
+    marker = marker_text(rec.users, rec.items)
+    dead = [s for s in waiting if dead_markers(r, keys, s, marker, rec.begun_ms or 0)]
+    if dead:  # a worker of an older version owns them: it will never split them
+        doc["dead_lettered"] = dead
+    return doc
 
 
 def split_yet(
