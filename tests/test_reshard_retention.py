@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,6 +24,7 @@ import redis
 from eventfleet.ledger.events import AddItem
 from eventfleet.ledger.shards import ShardCounts
 from eventfleet.ledger.split import marker_text
+from eventfleet.ledger.state import ShardState
 from eventfleet.local.fleet import LocalFleet
 from eventfleet.ops.archive import archive
 from eventfleet.ops.status import is_idle
@@ -164,3 +166,57 @@ def test_a_growth_under_retention_and_the_archive_verifies_clean_from_the_archiv
     bare = cli_json("verify", "--json", env=env)
     assert bare["ok"], bare["findings"]
     assert bare["unchecked"], "without the archive, the trimmed history is not checked"
+
+
+def test_a_child_is_kept_until_the_archive_has_seen_it(
+    r: redis.Redis,
+    namespace: str,
+    env: dict[str, str],
+    tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:
+    """Without ``EVENTFLEET_ARCHIVE_REQUIRED``, in a namespace archived once before the growth
+    (every parent held to its archived-up-to mark): each child, which the archive finds only
+    once the counts are published, keeps every entry until an archive run has seen it, though
+    its snapshots cover them (``eventfleet.worker.retention``: a child trimmed first left the
+    archive a gap where its seed's history and first forwards were). Then it is trimmed like
+    any shard, and ``verify --archive`` is clean from every shard's first entry."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, INIT)
+    Producer(r, keys, INIT).publish([AddItem(item_id=i, count=10**6, price=1) for i in ITEMS])
+    url = env["REDIS_URL"]
+    trimming = {k: v for k, v in TRIMMING.items() if k != "EVENTFLEET_ARCHIVE_REQUIRED"}
+    fleet = make_fleet(url, namespace, tmp_path, fleet_factory, **trimming)
+    root = tmp_path / "archive"
+    archive(r, keys, INIT, root, segment_entries=200)  # before any trim: the parents complete
+    fleet.start(), fleet.start()
+    leases = [keys.lease(s) for s in INIT.all_shards()]
+    wait_for(lambda: all(r.mget(leases)), 60, "every shard owned")
+    with Publishing(r, keys, INIT, pace_s=0.05) as pub:
+        wait_for(lambda: pub.rounds >= 2, 60, "publishing")
+        cli_process("reshard", "--user-shards", "8", "--item-shards", "4", env=env)
+        wait_for(lambda: pub.learner.counts.users == 8, 60, "a producer learning 8")
+        at = pub.rounds
+        wait_for(lambda: pub.rounds >= at + 3, 60, "rounds published after the growth")
+    wait_for(lambda: is_idle(r, keys, GROWN), 120, "the fleet to become idle")
+    children = [s for s in GROWN.all_shards() if s not in INIT.all_shards()]
+
+    def covered(child: str) -> bool:  # its snapshot covers its last entry: trimmable
+        snap: Any = r.get(keys.snapshot(child))
+        last: Any = r.xrevrange(keys.events(child), count=1)
+        return (
+            bool(snap and last)
+            and ShardState.from_snapshot(snap, child).last_id == last[0][0].decode()
+        )
+
+    wait_for(lambda: all(covered(c) for c in children), 60, "every child's snapshot")
+    for child in children:  # nothing trimmed while the archive has not seen it
+        info = r.xinfo_stream(keys.events(child))
+        assert int(info["entries-added"]) == int(info["length"]) > 1, child
+    cli_process("archive", str(root), env=env)
+    wait_for(lambda: all(_settled(r, keys, s) for s in children), 60, "the children trimmed")
+    cli_process("archive", str(root), env=env)
+    report = cli_json("verify", "--archive", str(root), "--json", env=env)
+    assert report["ok"] and report["quiescent"], report["findings"]
+    assert report["unchecked"] == [], report["unchecked"]
+    assert all(s["from"] == "first entry" for s in report["shards"]), report["shards"]

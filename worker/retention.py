@@ -11,6 +11,14 @@ A takeover trims too, right after restoring the snapshot (``take_over``'s ``rest
 Redis is full, a shard whose effects cannot be written is dropped and taken over again and again
 without reaching a periodic snapshot, and the snapshot already in Redis is what lets it free
 memory.
+
+A shard born of an online growth (docs/DESIGN-DECISIONS.md, section 35) in a namespace the
+archive has seen (its ancestor at ``init`` has an archived-up-to mark) is held as
+``EVENTFLEET_ARCHIVE_REQUIRED`` holds every shard: nothing is trimmed before ``eventfleet
+archive`` has seen it too. Without this, a child trimmed before the archive's next run (which
+finds it only once the counts are published) would leave the archive a gap where its first
+forwards and its seed's history were, and ``verify --archive`` could not check it from its
+first entry. One ``EXISTS`` per trim of such a shard only.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ from typing import Any
 
 import structlog
 
+from eventfleet.ledger.shards import ShardCounts, parse_shard
 from eventfleet.store.connection import TRANSIENT
+from eventfleet.store.namespace import read_init_counts
 from eventfleet.store.settings import Settings
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.metrics import TRIMMED
@@ -27,6 +37,8 @@ from eventfleet.worker.owned import Owned
 
 log = structlog.get_logger("eventfleet.worker")
 STREAMS = ("events", "outcomes", "dlq")
+_INIT: dict[str, ShardCounts] = {}
+"""Per namespace, its counts at ``init`` (they never change: read once per process)."""
 
 
 def retain(conn: Conn, settings: Settings, o: Owned, snapshot_ms: int) -> None:
@@ -51,6 +63,7 @@ def trim(
     k = conn.keys
     window_ms = int(settings.retain_s * 1000)
     try:
+        held = settings.archive_required or held_for_archive(conn, shard, deadline)
         removed: Any = conn.call(
             lambda: conn.scripts.retain(
                 conn.r,
@@ -65,7 +78,7 @@ def trim(
                 snapshot_id=snapshot_id,
                 snapshot_ms=snapshot_ms,
                 window_ms=window_ms,
-                wait_for_archive=settings.archive_required,
+                wait_for_archive=held,
             ),
             "trim",
             deadline,
@@ -81,3 +94,19 @@ def trim(
             TRIMMED.labels(shard=shard, stream=stream).inc(n)
     if any(counts.values()):
         log.info("trimmed", shard=shard, epoch=epoch, upto=snapshot_id, **counts)
+
+
+def held_for_archive(conn: Conn, shard: str, deadline: float) -> bool:
+    """Whether ``shard``, born of a split, waits for the archive: the namespace has been
+    archived (the shard's ancestor at ``init`` has an archived-up-to mark). A shard that
+    existed at ``init`` is held by its own mark once archived, and by nothing before."""
+    k = conn.keys
+    init = _INIT.get(k.ns)
+    if init is None:
+        init = _INIT[k.ns] = conn.call(lambda: read_init_counts(conn.r, k), "trim", deadline)
+    fam, index = parse_shard(shard)
+    count = init.users if fam == "u" else init.items
+    if index < count:
+        return False
+    root = f"{fam}{index % count}"
+    return bool(conn.call(lambda: conn.r.exists(k.archived(root)), "trim", deadline))
