@@ -71,7 +71,7 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     assert doc["stale_published"] == 750, doc["stale_published"]
     assert doc["forwarded"]["events"] > 0 and doc["forwarded"]["second_hop"] > 0, doc["forwarded"]
     waited = doc["orders_waited"]
-    assert waited["confirmed"] > 0 and waited["not_confirmed_now"] == 0, waited
+    assert waited["confirmed"] > 0 and waited["changed"] == 0, waited
     assert doc["reads"]["checked"] > 0 and doc["reads"]["wrong"] == 0, doc["reads_wrong"]
     assert not doc["unexpected_exits"] and not doc["problems"]
 
@@ -154,11 +154,14 @@ def test_an_order_told_confirmed_must_stay_confirmed() -> None:
     report = Report(ShardCounts(8, 8), folds={"u3": _fold("u3", outcomes=outcomes)})
     told = [Told(7, oid, "confirmed") for oid in "abcd"] + [Told(7, "e", "rejected")]
     now: dict[str, str | None] = {"a": "confirmed", "b": "confirmed", "c": "confirmed"}
-    got = check_orders(report, told, now)
-    assert (got.told, got.confirmed) == (5, 4)
+    got = check_orders(report, told, now | {"e": "rejected"}, [(7, "a"), (7, "x")])
+    assert (got.told, got.confirmed, got.timed_out_decided) == (5, 4, 1)
     # b decided twice, c rejected in the log, d not confirmed in the read model
     assert [w.split(":")[0] for w in got.wrong] == ["order b of user 7", "order c of user 7",
                                                     "order d of user 7"]  # fmt: skip
+    # a rejection must stay one too
+    got = check_orders(report, [Told(7, "e", "rejected")], {"e": "confirmed"})
+    assert got.wrong == ["order e of user 7: told rejected, read model 'confirmed'"]
 
 
 @pytest.mark.fast

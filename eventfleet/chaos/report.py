@@ -232,7 +232,7 @@ def add_growth(
     doc["orders_waited"] = {
         "told": orders.told,
         "confirmed": orders.confirmed,
-        "not_confirmed_now": len(orders.wrong),
+        "changed": len(orders.wrong),
         "wait_errors": waiters.errors,
         "wait_seconds": _spread([t.took_s for t in waiters.told]),
         "timed_out": len(waiters.timed_out),
@@ -249,7 +249,7 @@ def add_growth(
     if unowned:
         problems.append(f"{len(unowned)} shards without an owner at the end: {unowned[:8]}")
     if orders.wrong:
-        problems.append(f"{len(orders.wrong)} orders told confirmed are not confirmed now")
+        problems.append(f"{len(orders.wrong)} orders no longer have the outcome a waiter was told")
     if waiters.error:
         problems.append(f"the order waiters failed: {waiters.error}")
     elif waiters.n and not orders.confirmed:
