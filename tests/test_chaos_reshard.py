@@ -11,6 +11,7 @@ eventfleet/chaos/waiters.py).
   re-runs and faults in the report;
 - the option's checks: steps that are not a multiple of the step before, that grow nothing,
   or do not parse, and ``--redis`` (no Redis restart possible), refused with exit 2;
+- the long run behind ``-m chaos``: 2+2 -> 32+32 in four steps under 100,000 events;
 - the end checks can fail: an event forwarded and never applied by the child is lost, one
   applied on two paths is taken twice; an order told confirmed that the logs decide twice,
   or reject, or that the read model does not hold, is named.
@@ -74,6 +75,23 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     assert waited["confirmed"] > 0 and waited["changed"] == 0, waited
     assert doc["reads"]["checked"] > 0 and doc["reads"]["wrong"] == 0, doc["reads_wrong"]
     assert not doc["unexpected_exits"] and not doc["problems"]
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(4 * 3600)
+def test_long_chaos_run_grows_2_to_32_in_four_steps() -> None:
+    """100,000 events (and 25,000 from the producer that never learns the counts), every
+    default fault kind twice, 2+2 -> 4+4 -> 8+8 -> 16+16 -> 32+32 (``make chaos``)."""
+    proc = cli_process(
+        "chaos", "--workers", "4", "--events", "100000", "--seed", "2026", "--rounds", "2",
+        "--user-shards", "2", "--item-shards", "2", "--reshard", "4x4,8x8,16x16,32x32",
+        "--json", check=False, timeout=4 * 3600 - 60,
+    )  # fmt: skip
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0 and doc["ok"], json.dumps(doc, indent=1)[:6000]
+    assert doc["final_counts"] == "32x32" and doc["verify_command"]["shards"] == 64
+    assert [s["to"] for s in doc["reshards"]] == ["4x4", "8x8", "16x16", "32x32"]
+    assert doc["forwarded"]["second_hop"] > 0 and doc["orders_waited"]["confirmed"] > 0
 
 
 @pytest.mark.fast
