@@ -59,6 +59,7 @@ class ReshardStep:
     from_users: int
     from_items: int
     began_s: float = 0.0
+    """Seconds into the chaos run."""
     duration_s: float | None = None
     attempts: list[Attempt] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -73,6 +74,7 @@ class ReshardStep:
         return {
             "from": f"{self.from_users}x{self.from_items}",
             "to": f"{self.users}x{self.items}",
+            "began_s": self.began_s,
             "duration_s": self.duration_s,
             "reruns": self.reruns,
             "attempts": [vars(a) for a in self.attempts],
