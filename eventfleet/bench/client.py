@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 import eventfleet
 from eventfleet import aio
 from eventfleet.bench import runs as bench_runs
@@ -289,9 +291,7 @@ def read_latency(
     owner = fleet.start()
     win = first_read_and_idle(env, keys, ONE, 900, [owner], base=0)  # a new namespace
     model = keys.model("u0")
-    held = int(r.hlen(model))
-    if held < n_users:
-        raise BenchError(f"the read model holds {held} fields for {n_users} users")
+    held = model_written(r, model, n_users, "users")
     model_bytes = int(r.memory_usage(model, samples=0) or 0)
     out: dict[str, Any] = {
         "users": n_users,
@@ -365,6 +365,18 @@ def memory_inputs(n: int) -> tuple[list[Topup], list[AddItem], list[Order]]:
     return tops, items, orders
 
 
+def model_written(r: redis.Redis, key: str, want: int, what: str) -> int:
+    """Wait until the read model ``key`` holds at least ``want`` fields, and return how many
+    it holds: idle means every entry acked, and a model write deferred while the shard was
+    behind (``EVENTFLEET_MODEL_DEFER_MS``, ``eventfleet.worker.modeldefer``) follows it."""
+    try:
+        deadline_wait(lambda: int(r.hlen(key)) >= want, 30, "the read model", poll=0.02)
+    except BenchError:
+        held = int(r.hlen(key))
+        raise BenchError(f"the read model holds {held} fields for {want} {what}") from None
+    return int(r.hlen(key))
+
+
 def model_memory(env: BenchEnv, n: int) -> dict[str, Any]:
     keys = env.namespace("bench-m", ONE)
     r = env.client
@@ -373,19 +385,20 @@ def model_memory(env: BenchEnv, n: int) -> dict[str, Any]:
     producer = Producer(r, keys, ONE)
     ukey, ikey = keys.model("u0"), keys.model("i0")
 
-    def applied(events: list[Any]) -> None:
+    def applied(events: list[Any], key: str, want: int, what: str) -> None:
         producer.publish(events)
         deadline_wait(lambda: is_idle(r, keys, ONE), 600, "the worker to apply", poll=0.05)
+        model_written(r, key, want, what)
 
     def usage(key: str) -> int:
         return int(r.memory_usage(key, samples=0) or 0)
 
     tops, items, orders = memory_inputs(n)
-    applied(tops)
+    applied(tops, ukey, n, "users")
     users_b = usage(ukey)
-    applied(items)
+    applied(items, ikey, n, "items")
     items_b = usage(ikey)
-    applied(orders)
+    applied(orders, ukey, 2 * n, "users and orders")
     orders_b = usage(ukey) - users_b
     confirmed = sum(1 for v in r.hvals(ukey) if v == b"confirmed")
     fleet.stop_all()
