@@ -70,6 +70,8 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     # the producer that never learns the counts: its events for moved keys were forwarded,
     # on a second hop too after the second step
     assert doc["stale_published"] == 750, doc["stale_published"]
+    # and every top-up a reader read back and every order a waiter placed, followed too
+    assert doc["client_events_followed"] > 0
     assert doc["forwarded"]["events"] > 0 and doc["forwarded"]["second_hop"] > 0, doc["forwarded"]
     waited = doc["orders_waited"]
     assert waited["confirmed"] > 0 and waited["changed"] == 0, waited

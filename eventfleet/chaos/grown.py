@@ -1,10 +1,12 @@
 """The checks of a chaos run whose namespace grew online (``--reshard``), on top of ``verify``:
 
-- ``follow_sends``: every event the paced producer stamped, (shard, seq), is taken exactly
+- ``follow_sends``: every event the paced producers stamped, (shard, seq), is taken exactly
   once: applied on that shard, dead-lettered there, or forwarded and applied where its path
   ended (a forwarded event is counted under ``source@path`` by the child, the path starting
-  with the shard it was sent to). ``verify`` alone does not see a forwarded event that the
-  child dropped as a repeat: it only compares the forward with the child's log;
+  with the shard it was sent to); ``follow_receipts`` does so for the clients' receipts (the
+  readers' top-ups, the waiters' orders). ``verify`` alone does not see a forwarded event
+  that the child dropped as a repeat (it only compares the forward with the child's log), nor
+  one applied both directly and forwarded (they count under two names);
 - ``reads_across``: the readers' reads held to their users' history across the splits: the
   user's shard under the counts at ``init`` folded with its markers, then each shard the user
   moved to, from the seed its parent's fold gave (``eventfleet.chaos.readers`` for the rule);
@@ -18,12 +20,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
 from eventfleet.chaos.readers import SKEW_MS, Read, ReadCheck
+from eventfleet.client import Receipt
 from eventfleet.ledger.results import SplitResult, StepResult
 from eventfleet.ledger.shards import ShardCounts, user_shard
 from eventfleet.ledger.state import ShardState
@@ -63,6 +66,26 @@ def follow_sends(
             lost += n == 0
             twice += n > 1
     return lost, twice
+
+
+def by_source(receipts: Iterable[Receipt]) -> dict[str, dict[str, list[int]]]:
+    """The clients' receipts as ``follow_sends`` takes them: per source, shard -> seqs."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for rc in receipts:
+        out.setdefault(rc.source, {}).setdefault(rc.shard, []).append(rc.seq)
+    return out
+
+
+def follow_receipts(result: Report, receipts: Iterable[Receipt]) -> tuple[int, int, int]:
+    """``follow_sends`` for every client source of ``receipts`` (the readers' top-ups, the
+    waiters' orders): (events followed, lost, taken twice)."""
+    n = lost = twice = 0
+    for source, sent in by_source(receipts).items():
+        wire = source.rpartition("/")[2]  # without the producer identity's scope
+        got = follow_sends(result, source, wire, sent)
+        n += sum(len(seqs) for seqs in sent.values())
+        lost, twice = lost + got[0], twice + got[1]
+    return n, lost, twice
 
 
 def forward_counts(result: Report) -> dict[str, int]:

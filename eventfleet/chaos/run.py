@@ -29,6 +29,7 @@ from typing import Any
 from eventfleet.chaos.config import GUESS_S, POLL_S, PRODUCER_NAME, ChaosConfig, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
 from eventfleet.chaos.grown import (
+    follow_receipts,
     follow_sends,
     forward_counts,
     owned,
@@ -276,10 +277,14 @@ class Chaos:
                 follow_sends(result, p.producer.source, p.producer.wire_source, p.sent)
                 for p in (producer, stale)
             ]
+            clients = [rd.receipt for rd in readers.reads] + waiters.placed
+            followed, lost, twice = follow_receipts(result, clients)
+            sends.append((lost, twice))
             orders = check_orders(result, waiters.told, status_now, waiters.timed_out)
             add_growth(report, self.counts, self.steps, sends, unowned, orders, waiters)
             report["stale_published"] = stale.published
             report["forwarded"] = forward_counts(result)
+            report["client_events_followed"] = followed
             if stale.error:
                 report["problems"].append(f"the stale producer failed: {stale.error}")
                 report["ok"] = False

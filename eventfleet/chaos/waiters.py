@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from eventfleet.chaos.readers import ClientLoops
-from eventfleet.client import Client, EventfleetError, WaitTimeout
+from eventfleet.client import Client, EventfleetError, Receipt, WaitTimeout
 from eventfleet.ops.verify import Report
 
 WAIT_S = 30.0
@@ -58,6 +58,8 @@ class OrderWaiters(ClientLoops):
         """The first few calls that raised, why."""
         self.timed_out: list[tuple[int, str]] = []
         """(user, order id) of each wait that timed out."""
+        self.placed: list[Receipt] = []
+        """The receipt of every order published (told or not)."""
 
     def loop(self, client: Client, rng: random.Random, i: int) -> None:
         k = 0
@@ -67,7 +69,9 @@ class OrderWaiters(ClientLoops):
             item = f"sku-{rng.randrange(self.items)}"
             t0 = time.monotonic()
             try:
-                res = client.order(user, item, 1, order_id=oid, wait=WAIT_S)
+                res = client.order(
+                    user, item, 1, order_id=oid, wait=WAIT_S, on_published=self.placed.append
+                )
             except EventfleetError as exc:  # a wait timed out or Redis restarted: not told
                 if isinstance(exc, WaitTimeout):
                     self.timed_out.append((user, oid))
