@@ -27,6 +27,9 @@ from eventfleet.store import ids
 from eventfleet.store.connection import is_cluster
 from eventfleet.store.keys import Keys
 
+RESHARD_TARGET = "reshard_target"
+"""The field of meta where a running reshard records the counts it grows to."""
+
 LOOKBACK_MS = 60_000
 """How far before the publish the wait starts reading outcomes."""
 
@@ -101,6 +104,21 @@ class OutcomeWait:
         for stream in outcome_streams(self.keys, self.order.user_id, self.then, now):
             self.starts.setdefault(stream, self.start)
 
+    def watch_target(self, raw: Any) -> None:
+        """A reshard's recorded target (``reshard_target`` in meta, ``"<users>,<items>"``)
+        while one runs: from a parent's split marker on, its child decides a moved user's
+        orders, before the counts are published (a command killed once it marked, or still
+        waiting for the seeds), so that shard's stream is read too. Nothing recorded, or a
+        value that does not parse: nothing more to read."""
+        if not raw:
+            return
+        users, _, items = ids.text(raw).partition(",")
+        try:
+            target = ShardCounts(int(users), int(items))
+        except ValueError:
+            return
+        self.watch(target)
+
     def block_ms(self) -> int:
         """How long the next read may block: what is left of the wait, at most ``_BLOCK_MS``."""
         return max(1, min(_BLOCK_MS, int((self.deadline - time.monotonic()) * 1000)))
@@ -134,11 +152,13 @@ def wait_outcome(
     clock) with (source, seq) ``ref`` (``<source>/<seq>``) routed with ``counts``, or None
     when none arrives within ``timeout_s`` seconds. ``counts_now`` gives the counts as they
     are learnt meanwhile (re-read when due): once they grew, the outcome streams of the
-    shards the order may have been forwarded to are read too."""
+    shards the order may have been forwarded to are read too, and while a reshard runs, those
+    of its target (one ``HGET`` per read)."""
     wait = OutcomeWait(keys, order, ref, ids.millis(entry_id), counts, timeout_s)
     while True:
         if counts_now is not None:
             wait.watch(counts_now())
+        wait.watch_target(r.hget(keys.meta, RESHARD_TARGET))
         found = wait.answer(read_outcomes(r, wait.starts, wait.block_ms()))
         if found is not None:
             return found

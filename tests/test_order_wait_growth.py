@@ -1,7 +1,8 @@
 """An order's wait across a growth of the shard counts (docs/DESIGN-DECISIONS.md section 35):
 an order routed with the old counts may be decided by a child of its user's shard (its parent
-forwards the order's charge), so once the client learns grown counts the wait reads the
-outcome streams of every shard that may hold the user. Both clients and ``produce order
+forwards the order's charge), so once the client learns grown counts, or a reshard records its
+target before publishing them, the wait reads the outcome streams of every shard that may
+hold the user. Both clients and ``produce order
 --wait``'s ``place_order``, against the session's Redis; no worker: the outcome record is
 written by hand into the child's stream, so which stream the wait read shows."""
 
@@ -11,6 +12,7 @@ import asyncio
 import threading
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -55,37 +57,48 @@ def _user() -> int:
     )
 
 
-def _grow_then_decide(r: Any, keys: Keys, user: int, receipts: list[Receipt | str]) -> None:
-    """Once the order is published: the counts grow 2 -> 8 in meta, and the child that now
-    holds the user appends the order's outcome (as a worker would after a forward)."""
+def _grow_then_decide(
+    r: Any, keys: Keys, user: int, receipts: list[Receipt | str], published: bool = True
+) -> None:
+    """Once the order is published: the counts grow 2 -> 8 in meta (``published``), or a
+    reshard to 8 is only recorded (its command killed once the parents split: the counts are
+    not published yet), and the child that now holds the user appends the order's outcome
+    (as a worker would after a forward)."""
     while not receipts:
         threading.Event().wait(0.01)
     ref = receipts[0] if isinstance(receipts[0], str) else receipts[0].ref
     create_shards(r, keys, [f"u{n}" for n in range(2, 8)])
-    r.hset(keys.meta, "user_shards", NEW.users)
+    if published:
+        r.hset(keys.meta, "user_shards", NEW.users)
+    else:
+        r.hset(keys.meta, mapping={"reshard_target": "8,2", "reshard_state": "marked"})
     text = outcome_text("o-w", user, "sku-1", 1, 10, "confirmed", None, None, ref)
     r.xadd(keys.outcomes(user_shard(user, NEW)), {"outcome": text})
 
 
-def test_the_sync_clients_wait_finds_an_outcome_decided_by_a_child(r: Any, namespace: str) -> None:
+@pytest.mark.parametrize("published", [True, False])
+def test_the_sync_clients_wait_finds_an_outcome_decided_by_a_child(
+    r: Any, namespace: str, published: bool
+) -> None:
     keys = Keys(namespace)
     init_namespace(r, keys, OLD)
     user = _user()
     client = eventfleet.Client(r, namespace)
     client._producer.counts_every_s = 0.05
     receipts: list[Receipt | str] = []
-    helper = threading.Thread(target=_grow_then_decide, args=(r, keys, user, receipts))
+    helper = threading.Thread(target=_grow_then_decide, args=(r, keys, user, receipts, published))
     helper.start()
     result = client.order(
         user=user, item="sku-1", qty=1, order_id="o-w", wait=10, on_published=receipts.append
     )
     helper.join(timeout=10)
     assert isinstance(result, eventfleet.OrderResult) and result.status == "confirmed"
-    assert client.counts == NEW
+    assert client.counts == (NEW if published else OLD)
 
 
+@pytest.mark.parametrize("published", [True, False])
 def test_the_asyncio_clients_wait_finds_an_outcome_decided_by_a_child(
-    redis_server: Any, r: Any, namespace: str
+    redis_server: Any, r: Any, namespace: str, published: bool
 ) -> None:
     keys = Keys(namespace)
     init_namespace(r, keys, OLD)
@@ -95,7 +108,7 @@ def test_the_asyncio_clients_wait_finds_an_outcome_decided_by_a_child(
     async def main() -> Any:
         async with aio.Client.from_url(redis_server.url, namespace=namespace) as client:
             client.counts_every_s = 0.05
-            helper = asyncio.to_thread(_grow_then_decide, r, keys, user, receipts)
+            helper = asyncio.to_thread(_grow_then_decide, r, keys, user, receipts, published)
             order = client.order(
                 user=user, item="sku-1", qty=1, order_id="o-w", wait=10,
                 on_published=receipts.append,
@@ -105,10 +118,11 @@ def test_the_asyncio_clients_wait_finds_an_outcome_decided_by_a_child(
 
     result, counts = asyncio.run(main())
     assert isinstance(result, eventfleet.OrderResult) and result.status == "confirmed"
-    assert counts == NEW
+    assert counts == (NEW if published else OLD)
 
 
-def test_place_order_waits_on_the_children_too(r: Any, namespace: str) -> None:
+@pytest.mark.parametrize("published", [True, False])
+def test_place_order_waits_on_the_children_too(r: Any, namespace: str, published: bool) -> None:
     """``produce order --wait``'s path: the producer re-reads the counts while it waits."""
     keys = Keys(namespace)
     init_namespace(r, keys, OLD)
@@ -116,7 +130,7 @@ def test_place_order_waits_on_the_children_too(r: Any, namespace: str) -> None:
     producer = Producer(r, keys, OLD, counts_every_s=0.05)
     refs: list[Receipt | str] = []
     seq0 = dict(producer.seq)
-    helper = threading.Thread(target=_grow_then_decide, args=(r, keys, user, refs))
+    helper = threading.Thread(target=_grow_then_decide, args=(r, keys, user, refs, published))
     helper.start()
 
     def publish_then_note() -> None:  # the ref is known once the order is stamped

@@ -21,7 +21,7 @@ from eventfleet.client.results import Decided, Item, OrderResult, Receipt
 from eventfleet.ledger.events import Order, OrderOutcome
 from eventfleet.ledger.shards import ShardCounts, item_shard, order_key, user_shard
 from eventfleet.producer.client import Stamper
-from eventfleet.producer.outcomes import OutcomeWait
+from eventfleet.producer.outcomes import RESHARD_TARGET, OutcomeWait
 from eventfleet.store.keys import Keys
 
 T = TypeVar("T")
@@ -130,7 +130,8 @@ class ReadMethods:
     ) -> OrderOutcome | None:
         """As ``eventfleet.producer.outcomes.wait_outcome``: the outcome streams of the user's
         shard under the counts the order was routed with and, once the counts grew, of the
-        shards it may have been forwarded to (the counts re-read when due, by ``_ready``).
+        shards it may have been forwarded to (the counts re-read when due, by ``_ready``),
+        and while a reshard runs, of its target's.
         ``routed``: the counts the client had before it published the order (None: those of
         now), which the order was routed with or grew from."""
         r, now, _stamper = await self._ready()
@@ -138,6 +139,8 @@ class ReadMethods:
         while True:
             r, now, _stamper = await self._ready()
             wait.watch(now)
+            target = functools.partial(r.hget, self.keys.meta, RESHARD_TARGET)
+            wait.watch_target(await self._guarded(target))
             read = functools.partial(_xread_outcomes, r, dict(wait.starts), wait.block_ms())
             found = wait.answer(await self._guarded(read))
             if found is not None:
