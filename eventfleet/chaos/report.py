@@ -248,6 +248,10 @@ def add_growth(
         problems.append(f"the final counts are {doc['final_counts']}, not {wanted}")
     if unowned:
         problems.append(f"{len(unowned)} shards without an owner at the end: {unowned[:8]}")
+    if orders.timed_out_decided:
+        problems.append(
+            f"{orders.timed_out_decided} order waits timed out although the logs decided the order"
+        )
     if orders.wrong:
         problems.append(f"{len(orders.wrong)} orders no longer have the outcome a waiter was told")
     if waiters.error:
