@@ -5,6 +5,8 @@ would be taken over instead of the seed)."""
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from eventfleet.ledger.shards import ShardCounts
@@ -97,3 +99,25 @@ def test_running_workers_stand_by_for_children_once_seeded(r: redis.Redis, names
             )
 
         wait_for(covered, 30, "every child owned by one worker and stood by by the other")
+
+
+def test_a_worker_lists_a_new_target_before_its_next_ownership_pass(
+    r: redis.Redis, namespace: str
+) -> None:
+    """A reshard that records its target just after a worker's pass (``Growth.target_changed``,
+    polled every ``TARGET_POLL_S``): with the next pass put off for good, the worker still
+    lists the target's shards, waits for their seeds, and takes them once the markers seed
+    them."""
+    keys = Keys(namespace)
+    init_namespace(r, keys, ShardCounts(2, 2))
+    with running_worker(r, namespace, lease_ttl_ms=5000) as worker:
+        own = worker.ownership
+        wait_for(lambda: len(own.held()) == 4, 30, "the old shards")
+        own._next_pass = time.monotonic() + 10**6  # no pass but one the target brings on
+        create_shards(r, keys, ["u2", "u3"])
+        r.hset(keys.meta, mapping={"init_user_shards": 2, "init_item_shards": 2})
+        r.hset(keys.meta, "reshard_target", "4,2")
+        wait_for(lambda: own.growth.waiting == ["u2", "u3"], 30, "the target's children listed")
+        for shard in ("u0", "u1"):
+            r.xadd(keys.events(shard), {EVENT_FIELD: marker_text(4, 2)})
+        wait_for(lambda: len(own.held()) == 6, 30, "u2 and u3 taken")

@@ -21,6 +21,9 @@ from eventfleet.store.namespace import counts_of
 from eventfleet.worker.conn import Conn
 
 SEED_POLL_S = 0.1
+TARGET_POLL_S = 0.25
+"""How often a worker asks whether a reshard recorded a new target since its last pass (one
+``HGET``): its children are then looked for at once, not a pass later."""
 """How often a worker looks for the seeds of the children it is to own, while some are
 missing (a reshard under way): it takes one at once instead of at its next ownership pass
 (every third of the lease TTL: seconds in which the child's forwarded and direct events
@@ -42,6 +45,9 @@ class Growth:
         """Shards this worker is to own, born of a split, whose seed was missing at the last
         pass (``seed_appeared`` looks for them between passes)."""
         self.next_seed_check = float("inf")
+        self.target: bytes | None = None
+        """The reshard target recorded in meta as this worker's last pass read it."""
+        self.next_target_check = time.monotonic() + TARGET_POLL_S
         self._conn = conn
 
     def current(self) -> list[str]:
@@ -56,6 +62,7 @@ class Growth:
             counts = counts_of(meta, conn.keys)
             users, items = counts.users, counts.items
             target = meta.get(b"reshard_target")
+            self.target = target
             if target:
                 u, _, i = target.decode().partition(",")
                 users, items = max(users, int(u)), max(items, int(i))
@@ -83,6 +90,18 @@ class Growth:
         caller then runs its ownership pass at once, which takes it."""
         self.next_seed_check = time.monotonic() + SEED_POLL_S
         return any(self._seeds(self.waiting))
+
+    def target_changed(self) -> bool:
+        """Whether a reshard recorded another target since the last pass (one ``HGET``): the
+        caller then runs its pass at once, which lists the target's shards and looks for the
+        seeds of those it is to own. Without it, a worker whose pass fell just before a run
+        recorded its target would take its children a whole pass later."""
+        self.next_target_check = time.monotonic() + TARGET_POLL_S
+        if not self.splits:
+            return False
+        conn = self._conn
+        got: Any = conn.call(lambda: conn.r.hget(conn.keys.meta, "reshard_target"), "read_meta")
+        return bool(got) and got != self.target
 
     def _seeds(self, shards: list[str]) -> list[Any]:
         """``EXISTS`` of each shard's snapshot, in order."""

@@ -136,6 +136,10 @@ class Worker:
                     self.standbys.retarget(own.members, held, own.growth.shards)
                 elif time.monotonic() >= own.growth.next_seed_check and own.growth.seed_appeared():
                     own.expedite()  # a child of ours was seeded: take it now, not next pass
+                elif (
+                    time.monotonic() >= own.growth.next_target_check and own.growth.target_changed()
+                ):
+                    own.expedite()  # a reshard began: list its shards now, not next pass
                 own.drop_overdue()
                 if own.stopping:
                     break
@@ -264,7 +268,14 @@ class Worker:
     def idle_wait(self) -> None:
         tail = float("inf") if self.ownership.receiving else self.standbys.next_tail
         own = self.ownership
-        due = min(own.next_pass, own.growth.next_seed_check, self.liveness.next_check, tail)
+        growth = own.growth
+        due = min(
+            own.next_pass,
+            growth.next_seed_check,
+            growth.next_target_check,
+            self.liveness.next_check,
+            tail,
+        )
         wait_s = max(0.0, min(self.s.block_ms / 1000, due - time.monotonic()))
         held = self.ownership.held()
         shards = [o for o in held if not o.resync]
