@@ -17,6 +17,7 @@ from collections.abc import Container, Iterable
 from typing import Any
 
 from eventfleet.ledger.shards import ShardCounts, parse_shard
+from eventfleet.store.connection import TRANSIENT
 from eventfleet.store.namespace import counts_of
 from eventfleet.worker.conn import Conn
 
@@ -100,7 +101,10 @@ class Growth:
         if not self.splits:
             return False
         conn = self._conn
-        got: Any = conn.call(lambda: conn.r.hget(conn.keys.meta, "reshard_target"), "read_meta")
+        try:  # one attempt, no retry: a master failing over must not hold the loop up
+            got: Any = conn.r.hget(conn.keys.meta, "reshard_target")
+        except TRANSIENT:
+            return False  # asked again in TARGET_POLL_S; the pass reads meta anyway
         return bool(got) and got != self.target
 
     def _seeds(self, shards: list[str]) -> list[Any]:

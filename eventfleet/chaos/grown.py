@@ -194,8 +194,12 @@ def _history(
 
 
 def owned(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[str]:
-    """The shards of ``counts`` that no worker holds."""
-    leases: Any = r.mget([keys.lease(s) for s in counts.all_shards()])
+    """The shards of ``counts`` that no worker holds (one ``GET`` per lease in a pipeline:
+    each lease is in its shard's slot, so on Redis Cluster no one command reads them all)."""
+    pipe = r.pipeline(transaction=False)
+    for s in counts.all_shards():
+        pipe.get(keys.lease(s))
+    leases: Any = pipe.execute()
     return [s for s, v in zip(counts.all_shards(), leases, strict=True) if v is None]
 
 
