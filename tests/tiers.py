@@ -229,7 +229,7 @@ def tier_of(item: pytest.Item) -> str:
 
 
 COST_S = {
-    "test_bench.py": 210,
+    "test_bench.py": 140,
     "test_cluster.py": 130,
     "test_chaos.py": 70,
     "test_chaos_reshard.py": 90,
