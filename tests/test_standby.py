@@ -12,6 +12,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventfleet.bench.env import wait_settled
 from eventfleet.chaos.paced import PacedProducer
 from eventfleet.ledger.bundle import pack
 from eventfleet.ledger.codec import encode
@@ -178,11 +179,9 @@ def _run(
     env = {"EVENTFLEET_STANDBYS": "1", **env}  # the default, said here as the test relies on it
     fleet = make_fleet(url, namespace, tmp_path, fleets, EVENTFLEET_LEASE_TTL_MS="5000", **env)
     ws = [fleet.start() for _ in range(3)]
-    wait_for(
-        lambda: set(owners(r, namespace, counts).values()) == {w.worker_id for w in ws},
-        60,
-        "every worker to own shards",
-    )
+    # settled, not merely every worker owning a shard: a hand-over of the first settling
+    # still under way would be counted as a takeover of the leaver's shards below
+    wait_settled(r, Keys(namespace), counts, [w.worker_id for w in ws], 60)
     events = list(mixed(8000, seed=29))
     producer = PacedProducer(r, Keys(namespace), counts, events, rate=2000, chunk=200)
     producer.start()
