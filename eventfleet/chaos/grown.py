@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -191,6 +192,16 @@ def _history(
             on_step=on_step, on_fields=on_fields, splits=True,
         )  # fmt: skip
     return history, where
+
+
+def unowned_within(r: redis.Redis, keys: Keys, counts: ShardCounts, timeout_s: float) -> list[str]:
+    """The shards still without an owner after up to ``timeout_s`` (``owned`` asked every
+    0.1 s): a shard whose takeover is under way at the end (a worker killed by the last
+    fault, its lease lapsing) is owned again within a lease's TTL; one never taken is not."""
+    deadline = time.monotonic() + timeout_s
+    while (left := owned(r, keys, counts)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def owned(r: redis.Redis, keys: Keys, counts: ShardCounts) -> list[str]:

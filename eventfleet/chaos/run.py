@@ -32,8 +32,8 @@ from eventfleet.chaos.grown import (
     follow_receipts,
     follow_sends,
     forward_counts,
-    owned,
     reads_across,
+    unowned_within,
     verify_command,
 )
 from eventfleet.chaos.observe import Observer
@@ -240,7 +240,7 @@ class Chaos:
         if cfg.reshard:
             self.counts = read_counts(self.r, self.keys)
         idle = wait_idle(self.r, self.keys, self.counts, cfg.idle_timeout_s)
-        unowned = owned(self.r, self.keys, self.counts)
+        unowned = unowned_within(self.r, self.keys, self.counts, 4 * cfg.lease_ttl_ms / 1000 + 5)
         live = injector.live()
         self.observer.wait_joined(w.worker_id for w in live)
         injector.stopped_on_purpose.update(w.worker_id for w in live)
