@@ -26,7 +26,12 @@ def default_worker_id() -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="EVENTFLEET_", extra="ignore", populate_by_name=True
+        env_prefix="EVENTFLEET_",
+        extra="ignore",
+        populate_by_name=True,
+        # model_defer_ms is a setting, not pydantic's: the floor pydantic in locks/minimum.txt
+        # reserves every name starting model_ (newer ones only model_validate, model_dump)
+        protected_namespaces=("settings_",),
     )
 
     redis_url: str = Field(
