@@ -26,7 +26,8 @@ def test_a_killed_worker_is_seen_dead_under_the_worker_acl_user(
 ) -> None:
     """The liveness check (CLIENT ID, CLIENT LIST ID, its scripts) works as eventfleet-worker."""
     url = f"redis://127.0.0.1:{port}/0"
-    ok(run_cli(cli_env(url, "admin"), "init", "--user-shards", "4", "--item-shards", "4"))
+    # 8+8: rendezvous hashing gives two workers every shard of 4+4 to one of them once in 128
+    ok(run_cli(cli_env(url, "admin"), "init", "--user-shards", "8", "--item-shards", "8"))
     env = cli_env(url, "worker", extra={"EVENTFLEET_LEASE_TTL_MS": "5000"})
     fleet = LocalFleet(url, "eventfleet", tmp_path / "logs", env=env)
     fleet_factory.append(fleet)
@@ -38,7 +39,7 @@ def test_a_killed_worker_is_seen_dead_under_the_worker_acl_user(
     def owners() -> set[str]:
         return {
             lease.owner
-            for s in ShardCounts(4, 4).all_shards()
+            for s in ShardCounts(8, 8).all_shards()
             if (lease := parse_lease(root.get(keys.lease(s)))) is not None
         }
 

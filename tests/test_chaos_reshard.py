@@ -48,7 +48,7 @@ def test_chaos_run_grows_4_to_16_under_faults_and_loses_nothing() -> None:
     )  # fmt: skip
     assert len(proc.stdout.strip().splitlines()) == 1, proc.stdout + proc.stderr[-3000:]
     doc = json.loads(proc.stdout)
-    shown = json.dumps(doc, indent=1)[:6000]
+    shown = f"problems: {doc.get('problems')}\n" + json.dumps(doc, indent=1)[:6000]
     assert proc.returncode == 0 and doc["ok"], shown
     assert (doc["lost"], doc["duplicates_applied"], doc["mismatches"]) == (0, 0, 0), shown
     assert doc["invariant_violations"] == 0 and doc["verify"]["findings"] == []

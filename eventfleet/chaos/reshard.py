@@ -7,13 +7,14 @@ Redis restarted under it, SIGKILLed, its lease still held by the run it replaces
 workers not done within its wait) is run again, as a user would, until one exits 0; each run's
 exit code and the last line it wrote are kept for the report.
 
-Once a step's run has recorded its target, ``RESHARD_KINDS`` strike one after the other, in a
-seeded order (``kill``, ``pause``, ``redis_restart``, through the run's ``FaultInjector``),
-the first at once, while the markers are appended and applied. As soon as the command has
-appended every marker it is SIGKILLed: its lease holds until it lapses (``LEASE_TTL_MS``) and
+As soon as a step's command has appended every marker it is SIGKILLed (the workers held
+still from the moment it recorded its target until then, so that it is killed there every
+time, however fast the workers would apply the markers): its lease holds until it lapses and
 the re-runs are refused until then, so the step runs at least that long, its children served
-and the counts not published yet. Each fault notes whether the step was still running when it
-struck (the report is not ok otherwise).
+and the counts not published yet. Meanwhile ``RESHARD_KINDS`` strike one after the other, in
+a seeded order (``kill``, ``pause``, ``redis_restart``, through the run's ``FaultInjector``),
+the first at once, while the markers are applied. Each fault notes whether the step was still
+running when it struck (the report is not ok otherwise).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eventfleet.chaos.config import POLL_S, RESHARD_KINDS, ChaosError
+from eventfleet.chaos.config import RESHARD_KINDS, ChaosError
 from eventfleet.chaos.faults import FaultInjector, FaultRecord
+from eventfleet.local.fleet import LocalFleet, WorkerProc
 from eventfleet.ops.reshard_progress import MARKED, PUBLISHED
 from eventfleet.store.keys import Keys
 
@@ -154,17 +156,48 @@ def recorded_target(r: Any, keys: Keys, call: Callable[[Callable[[], Any], str],
     return " ".join((v or b"").decode() for v in got)
 
 
-def wait_begun(
-    runner: ReshardRunner, r: Any, keys: Keys, call: Callable[[Callable[[], Any], str], Any]
+HOLD_POLL_S = 0.005
+"""How often the step's start reads meta while it waits for its target and its markers."""
+
+
+def kill_at_marked(
+    runner: ReshardRunner,
+    fleet: LocalFleet,
+    r: Any,
+    keys: Keys,
+    call: Callable[[Callable[[], Any], str], Any],
 ) -> None:
-    """Until the step's run has recorded its target in meta (it has taken the lease and is
-    growing), or the step ended."""
-    want = f"{runner.step.users},{runner.step.items} "
+    """Until the step's command has appended every marker, then SIGKILL it (noted in the
+    step's faults as ``command_kill``).
+
+    A reshard of a small namespace completes within tens of milliseconds of its markers (the
+    workers apply them at their next read), faster than any poll could catch it. So from the
+    moment the command records its target (the markers not appended yet) until it is killed,
+    every live worker is held still (SIGSTOP, then SIGCONT), and nothing can apply a marker:
+    the command is killed at ``marked`` every time, its lease then holds the re-runs off
+    until it lapses, and the step's faults strike while the workers apply the markers."""
+    want = f"{runner.step.users},{runner.step.items}"
     deadline = time.monotonic() + 120.0
-    while runner.running() and not recorded_target(r, keys, call).startswith(want):
-        if time.monotonic() > deadline:
-            raise ChaosError("the reshard command did not record its target within 120 s")
-        time.sleep(POLL_S)
+    held: list[WorkerProc] = []
+    try:
+        while runner.running():
+            target, _, state = recorded_target(r, keys, call).partition(" ")
+            if target == want:
+                if not held:
+                    held = fleet.live()
+                    for w in held:
+                        fleet.pause(w)
+                if state in (MARKED, PUBLISHED):
+                    runner.step.faults.append(
+                        {"kind": "command_kill", "while_running": runner.kill(), "state": state}
+                    )
+                    return
+            if time.monotonic() > deadline:
+                raise ChaosError("the reshard command did not append its markers within 120 s")
+            time.sleep(HOLD_POLL_S)
+    finally:
+        for w in held:
+            fleet.resume(w)
 
 
 def run_step(
@@ -174,17 +207,15 @@ def run_step(
     records: list[FaultRecord],
     say: Callable[[str], None],
 ) -> None:
-    """Start ``runner``'s step and, once its run began, strike ``RESHARD_KINDS`` in a seeded
-    order, the first at once (the markers are being appended and applied); meanwhile SIGKILL
-    the command as soon as it has appended every marker (``kill_when_marked``: its lease then
-    holds until it lapses, and the re-runs wait for it, as a user's would, so the step goes on
-    for at least that long). Then wait until the step completed."""
+    """Start ``runner``'s step, SIGKILL its command once it has appended every marker
+    (``kill_at_marked``: its lease then holds until it lapses, and the re-runs wait for it,
+    as a user's would, so the step goes on for at least that long), and meanwhile strike
+    ``RESHARD_KINDS`` in a seeded order, the first at once (the markers are being applied).
+    Then wait until the step completed."""
     step = runner.step
     obs = injector.observer
     runner.start()
-    wait_begun(runner, obs.r, obs.keys, obs.call)
-    killer = threading.Thread(target=kill_when_marked, args=(runner, obs), daemon=True)
-    killer.start()
+    kill_at_marked(runner, injector.fleet, obs.r, obs.keys, obs.call)
     struck: list[dict[str, Any]] = []  # the fault of this step that struck last
 
     def on_strike(kind: str) -> None:
@@ -203,23 +234,8 @@ def run_step(
     finally:
         injector.on_strike = lambda kind: None
     runner.join(STEP_DEADLINE_S)
-    killer.join(5.0)
     say(f"reshard {step.users}x{step.items}: done in {step.duration_s}s after "
         f"{step.reruns} re-runs{'; ' + step.error if step.error else ''}")  # fmt: skip
-
-
-def kill_when_marked(runner: ReshardRunner, obs: Any) -> None:
-    """SIGKILL the step's command once meta says its markers are all appended (``marked``, or
-    already ``published``), once; noted in the step's faults as ``command_kill``."""
-    want = f"{runner.step.users},{runner.step.items}"
-    while runner.running():
-        target, _, state = recorded_target(obs.r, obs.keys, obs.call).partition(" ")
-        if target == want and state in (MARKED, PUBLISHED):
-            runner.step.faults.append(
-                {"kind": "command_kill", "while_running": runner.kill(), "state": state}
-            )
-            return
-        time.sleep(POLL_S)
 
 
 def step_problems(steps: list[ReshardStep]) -> list[str]:
