@@ -24,6 +24,7 @@ from eventfleet.worker.model import UPTO
 from eventfleet.worker.modeldefer import flush_writes, may_defer
 from eventfleet.worker.observe import Observer
 from eventfleet.worker.owned import Owned
+from eventfleet.worker.scripts import Scripts
 from tests.fleet_utils import make_fleet, setup_namespace
 from tests.helpers import wait_for
 from tests.test_read_model import model_is_the_fold, settle
@@ -125,3 +126,18 @@ def test_the_model_is_the_fold_after_a_kill_with_writes_deferred(
     for s in ("u0", "u1"):
         last: Any = r.xrevrange(keys.events(s), count=1)
         assert r.hget(keys.model(s), UPTO) == last[0][0]  # caught up: nothing left waiting
+
+
+def test_a_worker_loads_every_script_when_it_starts(
+    redis_server: LocalRedis, r: redis.Redis, namespace: str, tmp_path: Path,
+    fleet_factory: list[LocalFleet],
+) -> None:  # fmt: skip
+    """Scripts go by SHA alone: one Redis lacks is a NOSCRIPT and its whole write sent again
+    (a deferred backlog's first model write is megabytes), so a worker loads them all at
+    start, the read model's among them though no event has come yet."""
+    setup_namespace(r, namespace, users=2, items=1)
+    r.script_flush()
+    shas = [s.sha for s in vars(Scripts(r)).values() if hasattr(s, "sha")]
+    assert len(shas) > 10 and not any(r.script_exists(*shas))
+    make_fleet(redis_server.url, namespace, tmp_path, fleet_factory).start()
+    wait_for(lambda: all(r.script_exists(*shas)), 60, "every script loaded")

@@ -164,3 +164,24 @@ def _cutting_proxy(target: int, *, after: int) -> Iterator[int]:
         for s in socks:
             s.close()
         thread.join(10)
+
+
+def test_a_large_exchange_is_sent_in_parts_and_answered_in_order(
+    r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``STREAM_BYTES`` what is packed goes out at once (Redis runs the first commands
+    while the rest are packed); the replies are still read in order, one per command."""
+    sent: list[int] = []
+    real = wire.send
+
+    def counting(conn: object, packed: object) -> None:
+        sent.append(1)
+        real(conn, packed)
+
+    monkeypatch.setattr(wire, "send", counting)
+    big = "x" * 40_000
+    commands = [("SET", f"k{n}", f"{n}{big}") for n in range(10)] + [("MGET", "k0", "k9")]
+    replies = wire.exchange(r.connection_pool, commands)
+    assert replies[:10] == [b"OK"] * 10, replies[:10]
+    assert replies[10] == [f"0{big}".encode(), f"9{big}".encode()]
+    assert len(sent) == (6 if wire.FAST_PACK else 1), sent

@@ -48,7 +48,8 @@ def apply_entries(
     dups = events = 0
     oldest: str | None = None
     state = o.state
-    changes = Changes()
+    # noted straight into the deferred set when there is one (no merge of sets per batch)
+    changes = o.pending if o.pending is not None else Changes()
     note = changes.note
     applied: list[Any] = []  # the applied events' wires, noted in one go (Changes.touched)
     keep = applied.append
@@ -98,9 +99,6 @@ def apply_entries(
             else:
                 types.update(w.type for w in applied)
                 changes.touched(applied, counts)
-        if o.pending is not None:  # the small batch into the deferred set, not the other way
-            o.pending.merge(changes)
-            changes = o.pending
         removed = pruned.removed(state)
         if effects.moved is not None:
             removed += effects.moved.removed

@@ -120,6 +120,11 @@ class Worker:
         own = self.ownership
         shards = len(self.counts.all_shards())
         log.info("worker_started", shards=shards, lease_ttl_ms=self.s.lease_ttl_ms)
+        # Every script loaded at once: each is sent by its SHA alone, and the first use of one
+        # that Redis lacks is a NOSCRIPT, then the whole write sent again (a first read-model
+        # write of a deferred backlog is megabytes). After a Redis restart that path remains.
+        with contextlib.suppress(*TRANSIENT):
+            self.conn.scripts.load(self.conn.r)
         while not own.stopping:
             self.health.tick()
             try:

@@ -94,13 +94,6 @@ class Changes:
                 users.add(w.user_id)  # type: ignore[union-attr]
                 self.orders.add(order_key(w.user_id, w.order_id, counts.orders_per_user))  # type: ignore[union-attr]
 
-    def merge(self, later: Changes) -> None:
-        """Add what ``later`` touched (to the changes of batches whose model write waits)."""
-        self.users |= later.users
-        self.items |= later.items
-        self.orders |= later.orders
-        self.sources |= later.sources
-
     def __bool__(self) -> bool:
         return bool(self.users or self.items or self.orders or self.sources)
 

@@ -139,8 +139,30 @@ def exchange(pool: Any, commands: Sequence[Command]) -> list[Any]:
     replies read back in order, reply errors as values; a connection on which anything failed
     is dropped before it goes back (``borrowed``)."""
     with borrowed(pool) as conn:
-        send(conn, pack(conn, commands))
+        if _PACK is None:
+            send(conn, pack(conn, commands))
+        else:
+            _send_streamed(conn, commands)
         return read(conn, len(commands))
+
+
+STREAM_BYTES = 64 * 1024
+"""``exchange`` sends what it has packed once this much is waiting: Redis runs the first
+commands of a large write (a read model's flush: megabytes) while the rest are packed."""
+
+
+def _send_streamed(conn: Any, commands: Sequence[Command]) -> None:
+    parts: list[bytes] = []
+    size = 0
+    for cmd in commands:
+        packed = _PACK(tuple(cmd))
+        parts.append(packed)
+        size += len(packed)
+        if size >= STREAM_BYTES:
+            send(conn, [b"".join(parts)])
+            parts, size = [], 0
+    if parts:
+        send(conn, [b"".join(parts)])
 
 
 def checkout(pool: Any) -> Any:
