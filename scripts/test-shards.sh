@@ -14,7 +14,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' INT TERM
 for i in $(seq 1 "$n"); do
   # no cache plugin: two processes would overwrite each other's record of what failed
-  .venv/bin/python -m pytest -q -p no:cacheprovider "$@" --shard "$i/$n" >"$dir/$i.log" 2>&1 &
+  .venv/bin/python -m pytest -q -p no:cacheprovider --durations=12 "$@" --shard "$i/$n" >"$dir/$i.log" 2>&1 &
   pids+=($!)
 done
 status=0
