@@ -5,6 +5,7 @@ after a SIGKILL and after a graceful leave, with real processes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,31 @@ def test_a_standby_folds_only_acked_entries_and_matches_a_fold_from_scratch(
     assert warm.to_snapshot() == scratch.to_snapshot()
 
 
+def test_a_warm_copy_stays_until_its_takeover_when_the_owner_leaves_first(
+    r: redis.Redis, redis_server: LocalRedis, namespace: str
+) -> None:
+    """The owner leaves the members at once; its lease goes a pass or more later (its hand-over
+    done, or lapsed). Meanwhile the standby is the shard's owner-to-be, no longer its standby,
+    and its copy must stay for the takeover; once it holds the shard, the copy
+    goes."""
+    counts = setup_namespace(r, namespace, 2, 2)
+    s = Settings(redis_url=redis_server.url, namespace=namespace, worker_id="me", standbys=1)
+    sb = Standbys(s, Conn(s, r), counts)
+    shards = counts.all_shards()
+    sb.retarget(["me", "other"], [])
+    mine = sorted(standby_shards(shards, ["me", "other"], "me", 1))
+    assert mine, "me stands by for no shard of 2+2: nothing is tested"
+    for shard in mine:
+        sb.adopt(shard, ShardState(shard))
+    assert sb.shards == mine
+    sb.retarget(["me"], [])  # "other" left; its leases not yet released
+    assert sb.shards == mine
+    sb.retarget(["me"], mine[:1])  # the first taken over (``take`` hands the copy over)
+    assert sb.shards == mine[1:]
+    sb.retarget(["me"], mine)  # all taken
+    assert sb.shards == []
+
+
 def test_a_standby_tails_about_a_batch_of_events_when_entries_are_bundles(
     r: redis.Redis, redis_server: LocalRedis, namespace: str
 ) -> None:
@@ -227,7 +253,7 @@ def test_after_a_sigkill_the_standby_takes_over_from_its_warm_copy(
     fleet_factory: list[LocalFleet],
 ) -> None:
     taken = _run(r, redis_server.url, namespace, tmp_path, fleet_factory, graceful=False)
-    assert all(e["warm"] for e in taken), [e for e in taken if not e["warm"]]
+    assert all(e["warm"] for e in taken), json.dumps([e for e in taken if not e["warm"]])
     assert all(int(e["replayed"]) <= BATCH for e in taken), taken  # type: ignore[call-overload]
 
 
@@ -239,7 +265,7 @@ def test_after_a_graceful_leave_the_next_owner_starts_from_its_warm_copy(
     fleet_factory: list[LocalFleet],
 ) -> None:
     taken = _run(r, redis_server.url, namespace, tmp_path, fleet_factory, graceful=True)
-    assert all(e["warm"] for e in taken), [e for e in taken if not e["warm"]]
+    assert all(e["warm"] for e in taken), json.dumps([e for e in taken if not e["warm"]])
     assert all(int(e["replayed"]) <= BATCH for e in taken), taken  # type: ignore[call-overload]
 
 

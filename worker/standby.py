@@ -40,7 +40,7 @@ from eventfleet.store.fold import fold_entry
 from eventfleet.store.keys import flat_entry_event, flat_entry_fwd
 from eventfleet.store.settings import Settings
 from eventfleet.store.shardreads import load_snapshot
-from eventfleet.worker.assignment import weight
+from eventfleet.worker.assignment import targets, weight
 from eventfleet.worker.conn import Conn
 from eventfleet.worker.growth import born_of_split
 
@@ -109,8 +109,13 @@ class Standbys:
         if shards is not None:
             self._all = list(shards)
         self._unseeded.clear()
-        self._wanted = standby_shards(self._all, members, self._wid, self._k) - set(owned)
-        for s in [s for s in self._warm if s not in self._wanted]:
+        held = set(owned)
+        self._wanted = standby_shards(self._all, members, self._wid, self._k) - held
+        # A copy of a shard this worker is to own now but does not hold yet stays until its
+        # takeover takes it: when the owner leaves, the members change at once, while its
+        # lease goes only once its hand-over is done (or lapses), a pass or more later.
+        coming = targets(self._all, members, self._wid) - held
+        for s in [s for s in self._warm if s not in self._wanted and s not in coming]:
             self._drop(s)
 
     def take(self, shard: str) -> ShardState | None:
