@@ -180,10 +180,7 @@ def test_the_command_grows_a_live_namespace(
             "done",
         ]
         assert read_counts(ns.root, KEYS).users == 4 and not ns.root.exists(lease_key(KEYS))
-        at = pub.rounds
-        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 60, "more")
-        pub.halt()
-        settled(ns.root, KEYS, pub, ShardCounts(4, 4))
+        more_rounds_then_settled(ns, pub, ShardCounts(4, 4))
     one_marker_each(ns.root, KEYS, 4, 4)
     assert ns.status()["reshard"]["state"] == "done"
     ns.verified()
@@ -235,12 +232,18 @@ def test_a_killed_run_is_re_run_to_completion(
         if state == "marked":
             assert "split markers appended: - (4 held one or had split already)" in res.stderr
         assert read_counts(ns.root, KEYS) == ShardCounts(8, 4)
-        at_round = pub.rounds
-        wait_for(lambda: pub.rounds >= at_round + 3 and pub.learner.counts.users == 8, 60, "more")
-        pub.halt()
-        settled(ns.root, KEYS, pub, ShardCounts(8, 4))
+        more_rounds_then_settled(ns, pub, ShardCounts(8, 4))
     one_marker_each(ns.root, KEYS, 8, 4)
     ns.verified()
+
+
+def more_rounds_then_settled(ns: Shipped, pub: Publishing, counts: ShardCounts) -> None:
+    """Three more rounds published, by then routed with ``counts`` by the producer that
+    learns them; then the producers halted and every event followed (``settled``)."""
+    at = pub.rounds
+    wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == counts.users, 60, "more")
+    pub.halt()
+    settled(ns.root, KEYS, pub, counts)
 
 
 def test_a_second_run_is_refused_and_a_sigterm_lets_the_lease_go(
@@ -290,9 +293,6 @@ def test_a_worker_killed_before_it_applies_the_markers_is_taken_over(
         fleet.resume(second)
         assert run.end() == 0, run.seen
         assert any("counts published: 4 user and 4 item shards" in s for s in run.seen)
-        at = pub.rounds
-        wait_for(lambda: pub.rounds >= at + 3 and pub.learner.counts.users == 4, 60, "more")
-        pub.halt()
-        settled(ns.root, KEYS, pub, ShardCounts(4, 4))
+        more_rounds_then_settled(ns, pub, ShardCounts(4, 4))
     one_marker_each(ns.root, KEYS, 4, 4)
     ns.verified()
